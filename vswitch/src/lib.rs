@@ -1,0 +1,3 @@
+//! The vswitch: safe DPDK layer, packets, flows, datapath.
+
+pub mod dpdk;
