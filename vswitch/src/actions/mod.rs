@@ -1,0 +1,203 @@
+//! Packet actions on bytes: VLAN push/pop, MAC rewrite, VXLAN encap/decap.
+//! They work on any [`PacketBuf`] (an mbuf in the datapath, a `VecPacket` in
+//! tests and benchmarks).
+
+pub mod vxlan;
+
+use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};
+
+/// What a rule does with a packet, in order. An empty list drops.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Send a copy out of a port (by datapath port number).
+    Output(u32),
+    /// Push an 802.1Q (0x8100) or 802.1ad (0x88a8) tag.
+    PushVlan {
+        tpid: u16,
+        tci: u16,
+    },
+    /// Pop the outermost VLAN tag (no-op on untagged frames).
+    PopVlan,
+    SetEthSrc([u8; 6]),
+    SetEthDst([u8; 6]),
+    /// Set the VNI used by a following output to a tunnel port.
+    SetTunnel(u32),
+    /// Drop explicitly (the same as no output).
+    Drop,
+}
+
+/// Why an action could not be applied. The datapath counts and drops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("not enough headroom to add {0} bytes")]
+    NoHeadroom(u16),
+    #[error("frame too short for the action")]
+    TooShort,
+    #[error("frame too long to encapsulate")]
+    TooLong,
+    #[error("not a VXLAN packet")]
+    NotVxlan,
+    #[error("malformed VXLAN outer headers")]
+    BadOuter,
+    #[error("bad outer checksum")]
+    BadChecksum,
+}
+
+/// A packet whose front can grow and shrink (an mbuf or a test buffer).
+pub trait PacketBuf {
+    fn data(&self) -> &[u8];
+    fn data_mut(&mut self) -> &mut [u8];
+    /// Grows the front by `n` bytes and returns them, or `None` without room.
+    fn prepend(&mut self, n: u16) -> Option<&mut [u8]>;
+    /// Removes `n` bytes from the front; false (no change) if too short.
+    fn adj(&mut self, n: u16) -> bool;
+    /// Removes `n` bytes from the end; false (no change) if too short.
+    fn trim(&mut self, n: u16) -> bool;
+}
+
+impl PacketBuf for crate::dpdk::Mbuf {
+    fn data(&self) -> &[u8] {
+        crate::dpdk::Mbuf::data(self)
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        crate::dpdk::Mbuf::data_mut(self)
+    }
+    fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
+        crate::dpdk::Mbuf::prepend(self, n)
+    }
+    fn adj(&mut self, n: u16) -> bool {
+        crate::dpdk::Mbuf::adj(self, n)
+    }
+    fn trim(&mut self, n: u16) -> bool {
+        crate::dpdk::Mbuf::trim(self, n)
+    }
+}
+
+/// A heap packet with headroom, like an mbuf (tests, benchmarks, tools).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VecPacket {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl VecPacket {
+    /// `frame` with `headroom` free bytes in front.
+    pub fn new(frame: &[u8], headroom: usize) -> Self {
+        let mut buf = vec![0u8; headroom + frame.len()];
+        buf[headroom..].copy_from_slice(frame);
+        Self { buf, start: headroom }
+    }
+
+    /// Resets to `frame` keeping the allocation (benchmarks).
+    pub fn reset(&mut self, frame: &[u8], headroom: usize) {
+        self.buf.resize(headroom + frame.len(), 0);
+        self.buf[headroom..].copy_from_slice(frame);
+        self.start = headroom;
+    }
+}
+
+impl PacketBuf for VecPacket {
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[self.start..]
+    }
+    fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
+        let n = usize::from(n);
+        if n > self.start {
+            return None;
+        }
+        self.start -= n;
+        Some(&mut self.buf[self.start..self.start + n])
+    }
+    fn adj(&mut self, n: u16) -> bool {
+        let n = usize::from(n);
+        if n > self.buf.len() - self.start {
+            return false;
+        }
+        self.start += n;
+        true
+    }
+    fn trim(&mut self, n: u16) -> bool {
+        let n = usize::from(n);
+        if n > self.buf.len() - self.start {
+            return false;
+        }
+        self.buf.truncate(self.buf.len() - n);
+        true
+    }
+}
+
+/// Pushes a VLAN tag after the MAC addresses.
+pub fn push_vlan(pkt: &mut impl PacketBuf, tpid: u16, tci: u16) -> Result<(), ActionError> {
+    if pkt.data().len() < 14 {
+        return Err(ActionError::TooShort);
+    }
+    pkt.prepend(4).ok_or(ActionError::NoHeadroom(4))?;
+    let d = pkt.data_mut();
+    d.copy_within(4..16, 0);
+    d[12..14].copy_from_slice(&tpid.to_be_bytes());
+    d[14..16].copy_from_slice(&tci.to_be_bytes());
+    Ok(())
+}
+
+/// Pops the outermost VLAN tag; returns whether there was one.
+pub fn pop_vlan(pkt: &mut impl PacketBuf) -> Result<bool, ActionError> {
+    let d = pkt.data_mut();
+    if d.len() < 18 {
+        return Ok(false);
+    }
+    let tpid = u16::from_be_bytes([d[12], d[13]]);
+    if tpid != ETH_TYPE_VLAN && tpid != ETH_TYPE_QINQ {
+        return Ok(false);
+    }
+    d.copy_within(0..12, 4);
+    Ok(pkt.adj(4))
+}
+
+/// Rewrites the Ethernet source address.
+pub fn set_eth_src(pkt: &mut impl PacketBuf, mac: [u8; 6]) -> Result<(), ActionError> {
+    let d = pkt.data_mut();
+    d.get_mut(6..12).ok_or(ActionError::TooShort)?.copy_from_slice(&mac);
+    Ok(())
+}
+
+/// Rewrites the Ethernet destination address.
+pub fn set_eth_dst(pkt: &mut impl PacketBuf, mac: [u8; 6]) -> Result<(), ActionError> {
+    let d = pkt.data_mut();
+    d.get_mut(0..6).ok_or(ActionError::TooShort)?.copy_from_slice(&mac);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vlan_push_pop_roundtrip() {
+        let frame: Vec<u8> = (0u8..60).collect();
+        let mut p = VecPacket::new(&frame, 8);
+        push_vlan(&mut p, ETH_TYPE_VLAN, 0x0064).expect("push");
+        assert_eq!(p.data().len(), 64);
+        assert_eq!(&p.data()[12..16], &[0x81, 0x00, 0x00, 0x64]);
+        assert_eq!(&p.data()[..12], &frame[..12]);
+        assert_eq!(&p.data()[16..], &frame[12..]);
+        assert_eq!(pop_vlan(&mut p), Ok(true));
+        assert_eq!(p.data(), &frame[..]);
+        assert_eq!(pop_vlan(&mut p), Ok(false), "untagged: no change");
+        let mut tight = VecPacket::new(&frame, 2);
+        assert_eq!(push_vlan(&mut tight, ETH_TYPE_VLAN, 1), Err(ActionError::NoHeadroom(4)));
+        assert_eq!(tight.data(), &frame[..]);
+    }
+
+    #[test]
+    fn mac_rewrite() {
+        let mut p = VecPacket::new(&[0u8; 20], 0);
+        set_eth_dst(&mut p, [1; 6]).expect("dst");
+        set_eth_src(&mut p, [2; 6]).expect("src");
+        assert_eq!(&p.data()[..12], &[1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2]);
+        let mut short = VecPacket::new(&[0u8; 8], 0);
+        assert_eq!(set_eth_src(&mut short, [2; 6]), Err(ActionError::TooShort));
+    }
+}

@@ -1,0 +1,11 @@
+//! Flow lookup: hashing, the exact-match cache, the megaflow classifier and
+//! the slow path's priority rule table. No DPDK.
+
+pub mod dpcls;
+pub mod emc;
+pub mod hash;
+pub mod table;
+
+pub use dpcls::Dpcls;
+pub use emc::Emc;
+pub use table::{Classification, Rule, RuleId, RuleTable};

@@ -1,0 +1,213 @@
+//! The slow path's priority rule table.
+//!
+//! Rules are grouped by mask into subtables (tuple space), each a hash map from
+//! masked key to its rules. Classification visits subtables from the highest
+//! priority they hold down, stops once no remaining subtable can beat the best
+//! match, and returns the union of the visited subtables' masks as the
+//! megaflow mask: any packet equal to this one under that mask gets the same
+//! hash-map answers in every visited subtable, hence the same rule.
+//!
+//! Ties: among matching rules of equal priority, the one added first (lowest
+//! [`RuleId`]) wins.
+
+use crate::actions::Action;
+use crate::packet::{Field, FlowKey, FlowMask};
+use hashbrown::HashMap;
+use std::sync::Arc;
+
+/// Rule identity, increasing in insertion order.
+pub type RuleId = u64;
+
+/// A match: masked key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Match {
+    pub key: FlowKey,
+    pub mask: FlowMask,
+}
+
+impl Match {
+    /// Matches every packet.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// Adds `field == value` under `mask` bits (right-aligned).
+    pub fn with_masked(mut self, field: Field, value: u128, mask: u128) -> Self {
+        let mask = mask & field.full();
+        let old = self.mask.get(field);
+        self.mask.set(field, old | mask);
+        let v = (self.key.get(field) & !mask) | (value & mask);
+        self.key.set(field, v);
+        self.key = self.key.masked(&self.mask);
+        self
+    }
+
+    /// Adds `field == value` on all bits.
+    pub fn with(self, field: Field, value: u128) -> Self {
+        self.with_masked(field, value, field.full())
+    }
+
+    /// Whether `key` satisfies the match.
+    pub fn matches(&self, key: &FlowKey) -> bool {
+        key.eq_masked(&self.key, &self.mask)
+    }
+}
+
+/// A rule: match, priority, actions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub id: RuleId,
+    pub priority: u32,
+    pub matcher: Match,
+    pub actions: Vec<Action>,
+}
+
+impl Rule {
+    /// Whether `self` wins over `other` (higher priority; on a tie, older).
+    #[inline]
+    pub fn beats(&self, other: &Rule) -> bool {
+        self.priority > other.priority || (self.priority == other.priority && self.id < other.id)
+    }
+}
+
+struct Subtable {
+    mask: FlowMask,
+    /// Rules by masked key; each list ordered best first.
+    rules: HashMap<FlowKey, Vec<Arc<Rule>>>,
+    max_priority: u32,
+    count: usize,
+}
+
+/// The answer of [`RuleTable::classify`].
+#[derive(Debug, Clone)]
+pub struct Classification {
+    /// The winning rule, or `None` when nothing matched.
+    pub rule: Option<Arc<Rule>>,
+    /// The megaflow mask: the fields the decision depended on.
+    pub mask: FlowMask,
+    /// Subtables visited (a cost measure).
+    pub subtables_visited: usize,
+}
+
+/// The priority rule table. Cloning shares subtables (copy on write), so the
+/// control plane edits a clone and publishes it as a new snapshot.
+#[derive(Clone, Default)]
+pub struct RuleTable {
+    subtables: Vec<Arc<Subtable>>,
+    next_id: RuleId,
+    count: usize,
+}
+
+impl Clone for Subtable {
+    fn clone(&self) -> Self {
+        Self { mask: self.mask, rules: self.rules.clone(), max_priority: self.max_priority, count: self.count }
+    }
+}
+
+impl RuleTable {
+    /// An empty table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the table is empty.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Number of distinct masks.
+    pub fn subtable_count(&self) -> usize {
+        self.subtables.len()
+    }
+
+    /// Adds a rule and returns its id.
+    pub fn insert(&mut self, priority: u32, matcher: Match, actions: Vec<Action>) -> RuleId {
+        let id = self.next_id;
+        self.next_id += 1;
+        let matcher = Match { key: matcher.key.masked(&matcher.mask), mask: matcher.mask };
+        let rule = Arc::new(Rule { id, priority, matcher, actions });
+        let idx = match self.subtables.iter().position(|s| s.mask == matcher.mask) {
+            Some(i) => i,
+            None => {
+                self.subtables.push(Arc::new(Subtable {
+                    mask: matcher.mask,
+                    rules: HashMap::new(),
+                    max_priority: 0,
+                    count: 0,
+                }));
+                self.subtables.len() - 1
+            }
+        };
+        let st = &mut Arc::make_mut(&mut self.subtables[idx]);
+        let list = st.rules.entry(matcher.key).or_default();
+        let pos = list.iter().position(|r| rule.beats(r)).unwrap_or(list.len());
+        list.insert(pos, rule);
+        st.max_priority = st.max_priority.max(priority);
+        st.count += 1;
+        self.count += 1;
+        self.sort();
+        id
+    }
+
+    /// Removes a rule by id.
+    pub fn remove(&mut self, id: RuleId) -> Option<Arc<Rule>> {
+        let (si, key) = self.subtables.iter().enumerate().find_map(|(si, st)| {
+            st.rules.iter().find(|(_, list)| list.iter().any(|r| r.id == id)).map(|(k, _)| (si, *k))
+        })?;
+        let st = &mut Arc::make_mut(&mut self.subtables[si]);
+        let list = st.rules.get_mut(&key)?;
+        let pos = list.iter().position(|r| r.id == id)?;
+        let removed = list.remove(pos);
+        if list.is_empty() {
+            st.rules.remove(&key);
+        }
+        st.count -= 1;
+        self.count -= 1;
+        if st.count == 0 {
+            self.subtables.remove(si);
+        } else {
+            st.max_priority = st.rules.values().filter_map(|l| l.first()).map(|r| r.priority).max().unwrap_or(0);
+        }
+        self.sort();
+        Some(removed)
+    }
+
+    fn sort(&mut self) {
+        self.subtables.sort_by_key(|st| std::cmp::Reverse(st.max_priority));
+    }
+
+    /// Every rule, best first within each subtable.
+    pub fn rules(&self) -> impl Iterator<Item = &Arc<Rule>> {
+        self.subtables.iter().flat_map(|st| st.rules.values().flatten())
+    }
+
+    /// Finds a rule by id.
+    pub fn get(&self, id: RuleId) -> Option<&Arc<Rule>> {
+        self.rules().find(|r| r.id == id)
+    }
+
+    /// The best rule for `key` and the megaflow mask of what was consulted.
+    pub fn classify(&self, key: &FlowKey) -> Classification {
+        let mut best: Option<&Arc<Rule>> = None;
+        let mut mask = FlowMask::default();
+        let mut visited = 0;
+        for st in &self.subtables {
+            if best.is_some_and(|b| st.max_priority < b.priority) {
+                break;
+            }
+            visited += 1;
+            mask.union_with(&st.mask);
+            if let Some(candidate) = st.rules.get(&key.masked(&st.mask)).and_then(|l| l.first()) {
+                if best.is_none_or(|b| candidate.beats(b)) {
+                    best = Some(candidate);
+                }
+            }
+        }
+        Classification { rule: best.cloned(), mask, subtables_visited: visited }
+    }
+}

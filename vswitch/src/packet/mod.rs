@@ -1,0 +1,8 @@
+//! Packet formats: the flow key, the parser, checksums. Plain byte slices, no DPDK.
+
+pub mod checksum;
+pub mod key;
+pub mod parse;
+
+pub use key::{Field, FlowKey, FlowMask, KEY_WORDS};
+pub use parse::{parse, ParseError, Parsed, TunnelMeta};

@@ -1,0 +1,529 @@
+//! Miniflow extraction: frame bytes to [`FlowKey`].
+//!
+//! Each layer is bounds-checked once before its fields are read; nothing here
+//! can panic or read past the slice. A malformed layer stops parsing: the key
+//! keeps the layers read so far and [`Parsed::error`] names why, for the
+//! datapath's drop counters.
+
+use super::key::{ipv4_to, Field, FlowKey, FRAG_ANY, FRAG_LATER, TUN_IPV6, TUN_PRESENT, VLAN_PRESENT};
+
+pub const ETH_TYPE_IPV4: u16 = 0x0800;
+pub const ETH_TYPE_ARP: u16 = 0x0806;
+pub const ETH_TYPE_IPV6: u16 = 0x86dd;
+pub const ETH_TYPE_VLAN: u16 = 0x8100;
+pub const ETH_TYPE_QINQ: u16 = 0x88a8;
+/// `eth_type` of 802.3 frames whose type field is a length (as Open vSwitch).
+pub const ETH_TYPE_NONE: u16 = 0x05ff;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+/// Default VXLAN UDP port (IANA).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// Most IPv6 extension headers walked before giving up.
+const MAX_IPV6_EXT_HEADERS: usize = 8;
+
+/// Why parsing stopped early. Every variant is a named drop reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ParseError {
+    TruncatedEthernet,
+    TruncatedVlan,
+    TooManyVlanTags,
+    TruncatedArp,
+    TruncatedIpv4,
+    BadIpv4Version,
+    BadIpv4HeaderLength,
+    Ipv4TotalLengthTooShort,
+    Ipv4TotalLengthBeyondFrame,
+    TruncatedIpv6,
+    BadIpv6Version,
+    Ipv6PayloadBeyondFrame,
+    TruncatedIpv6ExtensionHeader,
+    TooManyIpv6ExtensionHeaders,
+    TruncatedTcp,
+    BadTcpDataOffset,
+    TruncatedUdp,
+    BadUdpLength,
+    TruncatedIcmp,
+    TruncatedIcmpv6,
+    TruncatedVxlan,
+    BadVxlanFlags,
+}
+
+impl ParseError {
+    /// Number of variants (size of a per-reason counter array).
+    pub const COUNT: usize = 22;
+
+    /// Every variant, in `as usize` order.
+    pub const ALL: [ParseError; Self::COUNT] = [
+        ParseError::TruncatedEthernet,
+        ParseError::TruncatedVlan,
+        ParseError::TooManyVlanTags,
+        ParseError::TruncatedArp,
+        ParseError::TruncatedIpv4,
+        ParseError::BadIpv4Version,
+        ParseError::BadIpv4HeaderLength,
+        ParseError::Ipv4TotalLengthTooShort,
+        ParseError::Ipv4TotalLengthBeyondFrame,
+        ParseError::TruncatedIpv6,
+        ParseError::BadIpv6Version,
+        ParseError::Ipv6PayloadBeyondFrame,
+        ParseError::TruncatedIpv6ExtensionHeader,
+        ParseError::TooManyIpv6ExtensionHeaders,
+        ParseError::TruncatedTcp,
+        ParseError::BadTcpDataOffset,
+        ParseError::TruncatedUdp,
+        ParseError::BadUdpLength,
+        ParseError::TruncatedIcmp,
+        ParseError::TruncatedIcmpv6,
+        ParseError::TruncatedVxlan,
+        ParseError::BadVxlanFlags,
+    ];
+
+    /// A stable snake_case name for counters and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ParseError::TruncatedEthernet => "truncated_ethernet",
+            ParseError::TruncatedVlan => "truncated_vlan",
+            ParseError::TooManyVlanTags => "too_many_vlan_tags",
+            ParseError::TruncatedArp => "truncated_arp",
+            ParseError::TruncatedIpv4 => "truncated_ipv4",
+            ParseError::BadIpv4Version => "bad_ipv4_version",
+            ParseError::BadIpv4HeaderLength => "bad_ipv4_header_length",
+            ParseError::Ipv4TotalLengthTooShort => "ipv4_total_length_too_short",
+            ParseError::Ipv4TotalLengthBeyondFrame => "ipv4_total_length_beyond_frame",
+            ParseError::TruncatedIpv6 => "truncated_ipv6",
+            ParseError::BadIpv6Version => "bad_ipv6_version",
+            ParseError::Ipv6PayloadBeyondFrame => "ipv6_payload_beyond_frame",
+            ParseError::TruncatedIpv6ExtensionHeader => "truncated_ipv6_extension_header",
+            ParseError::TooManyIpv6ExtensionHeaders => "too_many_ipv6_extension_headers",
+            ParseError::TruncatedTcp => "truncated_tcp",
+            ParseError::BadTcpDataOffset => "bad_tcp_data_offset",
+            ParseError::TruncatedUdp => "truncated_udp",
+            ParseError::BadUdpLength => "bad_udp_length",
+            ParseError::TruncatedIcmp => "truncated_icmp",
+            ParseError::TruncatedIcmpv6 => "truncated_icmpv6",
+            ParseError::TruncatedVxlan => "truncated_vxlan",
+            ParseError::BadVxlanFlags => "bad_vxlan_flags",
+        }
+    }
+}
+
+impl std::fmt::Display for ParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Tunnel metadata of a decapsulated packet (addresses in key form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunnelMeta {
+    pub vni: u32,
+    pub src: u128,
+    pub dst: u128,
+    pub ipv6: bool,
+}
+
+/// The result of parsing one frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Parsed {
+    pub key: FlowKey,
+    /// Offset of the L3 header (after any VLAN tags).
+    pub l3_offset: u16,
+    /// Offset of the L4 header, when one was found.
+    pub l4_offset: Option<u16>,
+    /// End of the L3 packet (IPv4 total length / IPv6 payload); trailing
+    /// Ethernet padding lies beyond it.
+    pub l3_end: u16,
+    pub error: Option<ParseError>,
+}
+
+/// A VXLAN header found by [`Parsed::vxlan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VxlanHeader {
+    pub vni: u32,
+    /// Offset of the inner Ethernet frame.
+    pub inner_offset: u16,
+}
+
+#[inline(always)]
+fn be16(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes([b[at], b[at + 1]])
+}
+
+#[inline(always)]
+fn arr4(b: &[u8], at: usize) -> [u8; 4] {
+    [b[at], b[at + 1], b[at + 2], b[at + 3]]
+}
+
+#[inline(always)]
+fn arr16(b: &[u8], at: usize) -> u128 {
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&b[at..at + 16]);
+    u128::from_be_bytes(a)
+}
+
+#[inline(always)]
+fn mac48(b: &[u8], at: usize) -> u128 {
+    let mut a = [0u8; 8];
+    a[2..].copy_from_slice(&b[at..at + 6]);
+    u128::from(u64::from_be_bytes(a))
+}
+
+/// Parses `frame` received on `in_port`, with `tunnel` metadata if it was
+/// decapsulated. Never panics; see [`Parsed::error`].
+pub fn parse(frame: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>) -> Parsed {
+    // Frames longer than 64 KiB cannot come from a port; clamp so offsets fit u16.
+    let frame = &frame[..frame.len().min(usize::from(u16::MAX))];
+    let mut key = FlowKey::ZERO;
+    key.set(Field::InPort, u128::from(in_port));
+    if let Some(t) = tunnel {
+        key.set(Field::TunId, u128::from(t.vni));
+        key.set(Field::TunFlags, u128::from(TUN_PRESENT | if t.ipv6 { TUN_IPV6 } else { 0 }));
+        key.set(Field::TunSrc, t.src);
+        key.set(Field::TunDst, t.dst);
+    }
+    let mut p = Parsed { key, l3_offset: 0, l4_offset: None, l3_end: frame.len() as u16, error: None };
+    if let Err(e) = parse_l2(frame, &mut p) {
+        p.error = Some(e);
+    }
+    p
+}
+
+fn parse_l2(f: &[u8], p: &mut Parsed) -> Result<(), ParseError> {
+    if f.len() < 14 {
+        return Err(ParseError::TruncatedEthernet);
+    }
+    p.key.set(Field::EthDst, mac48(f, 0));
+    p.key.set(Field::EthSrc, mac48(f, 6));
+    let mut eth_type = be16(f, 12);
+    let mut off = 14usize;
+    let mut tags = 0;
+    while eth_type == ETH_TYPE_VLAN || eth_type == ETH_TYPE_QINQ {
+        if tags == 2 {
+            p.key.set(Field::EthType, u128::from(eth_type));
+            p.l3_offset = off as u16;
+            return Err(ParseError::TooManyVlanTags);
+        }
+        if f.len() < off + 4 {
+            return Err(ParseError::TruncatedVlan);
+        }
+        let tci = (be16(f, off) & !VLAN_PRESENT) | VLAN_PRESENT;
+        p.key.set(if tags == 0 { Field::VlanTci } else { Field::VlanTci2 }, u128::from(tci));
+        eth_type = be16(f, off + 2);
+        off += 4;
+        tags += 1;
+    }
+    if eth_type < 0x0600 {
+        eth_type = ETH_TYPE_NONE;
+    }
+    p.key.set(Field::EthType, u128::from(eth_type));
+    p.l3_offset = off as u16;
+    match eth_type {
+        ETH_TYPE_IPV4 => parse_ipv4(f, off, p),
+        ETH_TYPE_IPV6 => parse_ipv6(f, off, p),
+        ETH_TYPE_ARP => parse_arp(f, off, p),
+        _ => Ok(()),
+    }
+}
+
+fn parse_arp(f: &[u8], off: usize, p: &mut Parsed) -> Result<(), ParseError> {
+    if f.len() < off + 28 {
+        return Err(ParseError::TruncatedArp);
+    }
+    let (htype, ptype, hlen, plen) = (be16(f, off), be16(f, off + 2), f[off + 4], f[off + 5]);
+    if htype == 1 && ptype == ETH_TYPE_IPV4 && hlen == 6 && plen == 4 {
+        let op = be16(f, off + 6);
+        if op <= 0xff {
+            p.key.set(Field::IpProto, u128::from(op));
+        }
+        p.key.set(Field::NwSrc, ipv4_to(arr4(f, off + 14)));
+        p.key.set(Field::NwDst, ipv4_to(arr4(f, off + 24)));
+    }
+    Ok(())
+}
+
+fn parse_ipv4(f: &[u8], off: usize, p: &mut Parsed) -> Result<(), ParseError> {
+    if f.len() < off + 20 {
+        return Err(ParseError::TruncatedIpv4);
+    }
+    let vihl = f[off];
+    if vihl >> 4 != 4 {
+        return Err(ParseError::BadIpv4Version);
+    }
+    let ihl = usize::from(vihl & 0x0f) * 4;
+    if ihl < 20 {
+        return Err(ParseError::BadIpv4HeaderLength);
+    }
+    if f.len() < off + ihl {
+        return Err(ParseError::TruncatedIpv4);
+    }
+    let total = usize::from(be16(f, off + 2));
+    if total < ihl {
+        return Err(ParseError::Ipv4TotalLengthTooShort);
+    }
+    if f.len() < off + total {
+        return Err(ParseError::Ipv4TotalLengthBeyondFrame);
+    }
+    let k = &mut p.key;
+    k.set(Field::IpTos, u128::from(f[off + 1]));
+    k.set(Field::IpTtl, u128::from(f[off + 8]));
+    let proto = f[off + 9];
+    k.set(Field::IpProto, u128::from(proto));
+    k.set(Field::NwSrc, ipv4_to(arr4(f, off + 12)));
+    k.set(Field::NwDst, ipv4_to(arr4(f, off + 16)));
+    let frag = be16(f, off + 6);
+    let (more, offset) = (frag & 0x2000 != 0, frag & 0x1fff);
+    let mut frag_bits = 0u8;
+    if more || offset != 0 {
+        frag_bits |= FRAG_ANY;
+    }
+    if offset != 0 {
+        frag_bits |= FRAG_LATER;
+    }
+    k.set(Field::IpFrag, u128::from(frag_bits));
+    p.l3_end = (off + total) as u16;
+    if frag_bits & FRAG_LATER != 0 {
+        return Ok(());
+    }
+    parse_l4(f, off + ihl, off + total, proto, false, p)
+}
+
+fn parse_ipv6(f: &[u8], off: usize, p: &mut Parsed) -> Result<(), ParseError> {
+    if f.len() < off + 40 {
+        return Err(ParseError::TruncatedIpv6);
+    }
+    if f[off] >> 4 != 6 {
+        return Err(ParseError::BadIpv6Version);
+    }
+    let end = off + 40 + usize::from(be16(f, off + 4));
+    if f.len() < end {
+        return Err(ParseError::Ipv6PayloadBeyondFrame);
+    }
+    let k = &mut p.key;
+    k.set(Field::IpTos, u128::from(((f[off] & 0x0f) << 4) | (f[off + 1] >> 4)));
+    k.set(Field::IpTtl, u128::from(f[off + 7]));
+    k.set(Field::NwSrc, arr16(f, off + 8));
+    k.set(Field::NwDst, arr16(f, off + 24));
+    p.l3_end = end as u16;
+    let mut next = f[off + 6];
+    let mut at = off + 40;
+    let mut frag_bits = 0u8;
+    for _ in 0..=MAX_IPV6_EXT_HEADERS {
+        let len = match next {
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                if end < at + 2 {
+                    return Err(ParseError::TruncatedIpv6ExtensionHeader);
+                }
+                (usize::from(f[at + 1]) + 1) * 8
+            }
+            // Authentication header: (len + 2) * 4 bytes.
+            51 => {
+                if end < at + 2 {
+                    return Err(ParseError::TruncatedIpv6ExtensionHeader);
+                }
+                (usize::from(f[at + 1]) + 2) * 4
+            }
+            // Fragment header: 8 bytes.
+            44 => {
+                if end < at + 8 {
+                    return Err(ParseError::TruncatedIpv6ExtensionHeader);
+                }
+                let frag = be16(f, at + 2);
+                frag_bits |= FRAG_ANY;
+                if frag >> 3 != 0 {
+                    frag_bits |= FRAG_LATER;
+                }
+                8
+            }
+            proto => {
+                p.key.set(Field::IpProto, u128::from(proto));
+                p.key.set(Field::IpFrag, u128::from(frag_bits));
+                if frag_bits & FRAG_LATER != 0 {
+                    return Ok(());
+                }
+                return parse_l4(f, at, end, proto, true, p);
+            }
+        };
+        if end < at + len {
+            return Err(ParseError::TruncatedIpv6ExtensionHeader);
+        }
+        next = f[at];
+        at += len;
+    }
+    p.key.set(Field::IpFrag, u128::from(frag_bits));
+    Err(ParseError::TooManyIpv6ExtensionHeaders)
+}
+
+fn parse_l4(f: &[u8], at: usize, end: usize, proto: u8, v6: bool, p: &mut Parsed) -> Result<(), ParseError> {
+    let avail = end.saturating_sub(at);
+    match proto {
+        IPPROTO_TCP => {
+            if avail < 20 {
+                return Err(ParseError::TruncatedTcp);
+            }
+            let doff = usize::from(f[at + 12] >> 4) * 4;
+            if doff < 20 {
+                return Err(ParseError::BadTcpDataOffset);
+            }
+            if avail < doff {
+                return Err(ParseError::TruncatedTcp);
+            }
+            p.key.set(Field::TpSrc, u128::from(be16(f, at)));
+            p.key.set(Field::TpDst, u128::from(be16(f, at + 2)));
+            p.key.set(Field::TcpFlags, u128::from(be16(f, at + 12) & 0x0fff));
+        }
+        IPPROTO_UDP => {
+            if avail < 8 {
+                return Err(ParseError::TruncatedUdp);
+            }
+            p.key.set(Field::TpSrc, u128::from(be16(f, at)));
+            p.key.set(Field::TpDst, u128::from(be16(f, at + 2)));
+            let udp_len = usize::from(be16(f, at + 4));
+            // 0 is legal for IPv6 jumbograms only; anything shorter than the
+            // header or longer than the IP payload is malformed.
+            if udp_len < 8 || udp_len > avail {
+                p.l4_offset = Some(at as u16);
+                return Err(ParseError::BadUdpLength);
+            }
+        }
+        IPPROTO_ICMP if !v6 => {
+            if avail < 4 {
+                return Err(ParseError::TruncatedIcmp);
+            }
+            p.key.set(Field::TpSrc, u128::from(f[at]));
+            p.key.set(Field::TpDst, u128::from(f[at + 1]));
+        }
+        IPPROTO_ICMPV6 if v6 => {
+            if avail < 4 {
+                return Err(ParseError::TruncatedIcmpv6);
+            }
+            p.key.set(Field::TpSrc, u128::from(f[at]));
+            p.key.set(Field::TpDst, u128::from(f[at + 1]));
+        }
+        _ => {}
+    }
+    p.l4_offset = Some(at as u16);
+    Ok(())
+}
+
+impl Parsed {
+    /// The VXLAN header, if this is a well-formed UDP packet to `udp_port`:
+    /// `None` when it is not VXLAN at all, `Some(Err)` when it is addressed to
+    /// the VXLAN port but malformed.
+    pub fn vxlan(&self, frame: &[u8], udp_port: u16) -> Option<Result<VxlanHeader, ParseError>> {
+        if self.error.is_some()
+            || self.key.ip_proto() != IPPROTO_UDP
+            || self.key.ip_frag() != 0
+            || self.key.tp_dst() != udp_port
+            || !matches!(self.key.eth_type(), ETH_TYPE_IPV4 | ETH_TYPE_IPV6)
+        {
+            return None;
+        }
+        let at = usize::from(self.l4_offset?) + 8;
+        let end = usize::from(self.l3_end).min(frame.len());
+        // VXLAN header (8) plus at least an inner Ethernet header.
+        if end < at + 8 + 14 {
+            return Some(Err(ParseError::TruncatedVxlan));
+        }
+        if frame[at] & 0x08 == 0 {
+            return Some(Err(ParseError::BadVxlanFlags));
+        }
+        let vni = u32::from_be_bytes([0, frame[at + 4], frame[at + 5], frame[at + 6]]);
+        Some(Ok(VxlanHeader { vni, inner_offset: (at + 8) as u16 }))
+    }
+}
+
+/// Per-reason parse error counters (plain integers: one per PMD thread).
+#[derive(Debug, Clone, Default)]
+pub struct ParseErrorCounters {
+    pub counts: [u64; ParseError::COUNT],
+}
+
+impl ParseErrorCounters {
+    #[inline]
+    pub fn count(&mut self, e: ParseError) {
+        self.counts[e as usize] += 1;
+    }
+
+    /// Non-zero counters with their names.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        ParseError::ALL.iter().zip(&self.counts).filter(|(_, &c)| c != 0).map(|(e, &c)| (e.as_str(), c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::key::ipv4;
+
+    fn udp4() -> Vec<u8> {
+        let mut f = vec![0u8; 60];
+        f[0..6].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&46u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&1234u16.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        f[38..40].copy_from_slice(&26u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn udp_ipv4() {
+        let p = parse(&udp4(), 3, None);
+        assert_eq!(p.error, None);
+        assert_eq!(p.key.in_port(), 3);
+        assert_eq!(p.key.eth_type(), ETH_TYPE_IPV4);
+        assert_eq!(p.key.nw_src(), ipv4(10, 0, 0, 1));
+        assert_eq!(p.key.nw_dst(), ipv4(10, 0, 0, 2));
+        assert_eq!((p.key.tp_src(), p.key.tp_dst()), (1234, 80));
+        assert_eq!(p.l4_offset, Some(34));
+    }
+
+    #[test]
+    fn malformed_ipv4_reasons() {
+        let mut f = udp4();
+        f[14] = 0x44;
+        assert_eq!(parse(&f, 0, None).error, Some(ParseError::BadIpv4HeaderLength));
+        let mut f = udp4();
+        f[16..18].copy_from_slice(&100u16.to_be_bytes());
+        assert_eq!(parse(&f, 0, None).error, Some(ParseError::Ipv4TotalLengthBeyondFrame));
+        let mut f = udp4();
+        f[14] = 0x65;
+        assert_eq!(parse(&f, 0, None).error, Some(ParseError::BadIpv4Version));
+        let f = udp4();
+        let p = parse(&f[..30], 0, None);
+        assert_eq!(p.error, Some(ParseError::TruncatedIpv4));
+        assert_eq!(p.key.eth_type(), ETH_TYPE_IPV4, "layers before the bad one stay in the key");
+        assert_eq!(parse(&f[..10], 0, None).error, Some(ParseError::TruncatedEthernet));
+    }
+
+    #[test]
+    fn later_fragment_has_no_l4() {
+        let mut f = udp4();
+        f[20..22].copy_from_slice(&0x0010u16.to_be_bytes());
+        let p = parse(&f, 0, None);
+        assert_eq!(p.error, None);
+        assert_eq!(p.key.ip_frag(), FRAG_ANY | FRAG_LATER);
+        assert_eq!(p.key.tp_dst(), 0);
+    }
+
+    #[test]
+    fn every_prefix_of_a_frame_parses_without_panic() {
+        let f = udp4();
+        for n in 0..f.len() {
+            let _ = parse(&f[..n], 0, None);
+        }
+    }
+}
