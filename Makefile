@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark
 
-.PHONY: deps build run test lint bench-micro fuzz-smoke ci
+.PHONY: deps build run test lint bench-micro bench-micro-smoke fuzz-smoke ci
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -29,6 +29,25 @@ test: deps
 	else \
 	  echo "cargo-nextest not found; using cargo test (one EAL per test binary)"; \
 	  $(CARGO) test --workspace; \
+	fi
+
+# Criterion micro-benchmarks of the flow core (parse, EMC, dpcls, rule table, encap).
+bench-micro: deps
+	$(CARGO) bench -p vswitch --bench flow_core
+
+# The same, short (CI): checks they run and prints rough figures.
+bench-micro-smoke: deps
+	$(CARGO) bench -p vswitch --bench flow_core -- --warm-up-time 0.3 --measurement-time 1
+
+# A short coverage-guided fuzz run of the parser (cargo-fuzz, libFuzzer).
+FUZZ_SECONDS ?= 20
+fuzz-smoke: deps
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	mkdir -p vswitch/fuzz/corpus/parse && cp vswitch/fuzz/seeds/parse/* vswitch/fuzz/corpus/parse/
+	cd vswitch/fuzz && if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then \
+	  $(CARGO) +nightly fuzz run parse corpus/parse -- -max_total_time=$(FUZZ_SECONDS); \
+	else \
+	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse corpus/parse -- -max_total_time=$(FUZZ_SECONDS); \
 	fi
 
 lint: deps

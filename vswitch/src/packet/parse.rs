@@ -519,6 +519,115 @@ mod tests {
         assert_eq!(p.key.tp_dst(), 0);
     }
 
+    fn ipv6_with(ext: &[u8], first_next: u8, l4: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let payload = (ext.len() + l4.len()) as u16;
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&payload.to_be_bytes());
+        f.extend_from_slice(&[first_next, 64]);
+        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        f.extend_from_slice(ext);
+        f.extend_from_slice(l4);
+        f
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_skipped() {
+        // Hop-by-hop (8 bytes) -> destination options (16 bytes) -> UDP.
+        let mut ext = vec![60, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend_from_slice(&[17, 1, 1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let udp = [0x04, 0xd2, 0x00, 0x35, 0x00, 0x08, 0, 0];
+        let p = parse(&ipv6_with(&ext, 0, &udp), 1, None);
+        assert_eq!(p.error, None);
+        assert_eq!(p.key.ip_proto(), IPPROTO_UDP);
+        assert_eq!((p.key.tp_src(), p.key.tp_dst()), (1234, 53));
+        assert_eq!(p.l4_offset, Some(14 + 40 + 24));
+
+        // First fragment: L4 parsed; later fragment: not.
+        let frag_first = [17, 0, 0x00, 0x01, 0, 0, 0, 1];
+        let p = parse(&ipv6_with(&frag_first, 44, &udp), 1, None);
+        assert_eq!((p.error, p.key.ip_frag(), p.key.tp_dst()), (None, FRAG_ANY, 53));
+        let frag_later = [17, 0, 0x00, 0x08, 0, 0, 0, 1];
+        let p = parse(&ipv6_with(&frag_later, 44, &udp), 1, None);
+        assert_eq!((p.error, p.key.ip_frag(), p.key.tp_dst()), (None, FRAG_ANY | FRAG_LATER, 0));
+
+        // An extension header cut off by the payload length.
+        let p = parse(&ipv6_with(&[17, 3, 0, 0], 0, &[]), 1, None);
+        assert_eq!(p.error, Some(ParseError::TruncatedIpv6ExtensionHeader));
+        // A chain that never ends.
+        let looped: Vec<u8> = (0..10).flat_map(|_| [60u8, 0, 0, 0, 0, 0, 0, 0]).collect();
+        let p = parse(&ipv6_with(&looped, 60, &[]), 1, None);
+        assert_eq!(p.error, Some(ParseError::TooManyIpv6ExtensionHeaders));
+        // Payload length beyond the frame.
+        let mut f = ipv6_with(&[], 17, &udp);
+        f[18..20].copy_from_slice(&100u16.to_be_bytes());
+        assert_eq!(parse(&f, 1, None).error, Some(ParseError::Ipv6PayloadBeyondFrame));
+        // ICMPv6 type/code.
+        let p = parse(&ipv6_with(&[], 58, &[135, 0, 0, 0]), 1, None);
+        assert_eq!((p.key.tp_src(), p.key.tp_dst()), (135, 0));
+    }
+
+    #[test]
+    fn qinq_arp_and_tunnel_metadata() {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1]);
+        f.extend_from_slice(&[0x88, 0xa8, 0x00, 0x64, 0x81, 0x00, 0x20, 0xc8, 0x08, 0x06]);
+        f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+        let tun = TunnelMeta { vni: 100, src: 1, dst: 2, ipv6: false };
+        let p = parse(&f, 4, Some(&tun));
+        assert_eq!(p.error, None);
+        assert_eq!(p.key.vlan_tci(), 0x0064 | VLAN_PRESENT);
+        assert_eq!(p.key.vlan_tci2(), 0x20c8 | VLAN_PRESENT);
+        assert_eq!(p.key.eth_type(), ETH_TYPE_ARP);
+        assert_eq!(p.key.ip_proto(), 1, "ARP request opcode");
+        assert_eq!(p.key.nw_src(), ipv4(10, 0, 0, 1));
+        assert_eq!(p.key.nw_dst(), ipv4(10, 0, 0, 2));
+        assert_eq!(p.key.tun_id(), 100);
+        assert_eq!(p.key.tun_flags(), TUN_PRESENT);
+        assert_eq!(parse(&f[..30], 4, None).error, Some(ParseError::TruncatedArp));
+        assert_eq!(parse(&f[..16], 4, None).error, Some(ParseError::TruncatedVlan));
+        let mut triple = f.clone();
+        triple.splice(20..20, [0x81, 0x00, 0, 5]);
+        assert_eq!(parse(&triple, 4, None).error, Some(ParseError::TooManyVlanTags));
+    }
+
+    #[test]
+    fn tcp_and_vxlan_detection() {
+        let mut f = udp4();
+        f[23] = 6;
+        f[16..18].copy_from_slice(&40u16.to_be_bytes());
+        f.truncate(54);
+        f[46] = 0x50;
+        f[47] = 0x12;
+        let p = parse(&f, 0, None);
+        assert_eq!((p.error, p.key.tcp_flags()), (None, 0x012));
+        f[46] = 0x40;
+        assert_eq!(parse(&f, 0, None).error, Some(ParseError::BadTcpDataOffset));
+
+        let mut v = udp4();
+        v.resize(80, 0);
+        v[16..18].copy_from_slice(&66u16.to_be_bytes());
+        v[38..40].copy_from_slice(&46u16.to_be_bytes());
+        v[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+        let p = parse(&v, 0, None);
+        assert_eq!(p.vxlan(&v, VXLAN_PORT), Some(Err(ParseError::BadVxlanFlags)));
+        v[42] = 0x08;
+        v[46..49].copy_from_slice(&[0, 0, 100]);
+        assert_eq!(p.vxlan(&v, VXLAN_PORT), Some(Ok(VxlanHeader { vni: 100, inner_offset: 50 })));
+        assert_eq!(p.vxlan(&v, 4790), None);
+        let mut short = udp4();
+        short[16..18].copy_from_slice(&30u16.to_be_bytes());
+        short[38..40].copy_from_slice(&10u16.to_be_bytes());
+        short[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+        let p = parse(&short, 0, None);
+        assert_eq!(p.vxlan(&short, VXLAN_PORT), Some(Err(ParseError::TruncatedVxlan)));
+        let mut bad_udp = udp4();
+        bad_udp[38..40].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(parse(&bad_udp, 0, None).error, Some(ParseError::BadUdpLength));
+    }
+
     #[test]
     fn every_prefix_of_a_frame_parses_without_panic() {
         let f = udp4();
