@@ -18,9 +18,11 @@ deps:
 build: deps
 	$(CARGO) build --release --workspace --bins
 
-# The main job: EAL on virtual devices, generated traffic forwarded and counted.
+# The main job: vswitchd's embedded demo on DPDK virtual devices (no NIC, no
+# hugepages), live statistics every second until Ctrl-C (DURATION=N stops it).
+DURATION ?= 0
 run: deps
-	$(CARGO) run --release -p vswitch --bin dpdk-forward -- --seconds 5
+	$(CARGO) run --release -p vswitch --bin vswitchd -- --duration $(DURATION)
 
 # All tests, DPDK ones included (they fail, never skip, when DPDK cannot start).
 test: deps

@@ -2,6 +2,12 @@
 //! packet actions.
 
 pub mod actions;
+pub mod config;
+pub mod control;
+pub mod datapath;
 pub mod dpdk;
 pub mod flow;
+pub mod metrics;
+pub mod ofrule;
 pub mod packet;
+pub mod traffic;

@@ -18,6 +18,8 @@ pub enum Action {
     },
     /// Pop the outermost VLAN tag (no-op on untagged frames).
     PopVlan,
+    /// Set the outermost tag's VLAN id, pushing an 802.1Q tag on untagged frames.
+    SetVlanVid(u16),
     SetEthSrc([u8; 6]),
     SetEthDst([u8; 6]),
     /// Set the VNI used by a following output to a tunnel port.
@@ -156,6 +158,22 @@ pub fn pop_vlan(pkt: &mut impl PacketBuf) -> Result<bool, ActionError> {
     Ok(pkt.adj(4))
 }
 
+/// Sets the outermost tag's VLAN id (keeping its priority bits), or pushes an
+/// 802.1Q tag with that id on an untagged frame.
+pub fn set_vlan_vid(pkt: &mut impl PacketBuf, vid: u16) -> Result<(), ActionError> {
+    let d = pkt.data_mut();
+    if d.len() < 14 {
+        return Err(ActionError::TooShort);
+    }
+    let tpid = u16::from_be_bytes([d[12], d[13]]);
+    if (tpid == ETH_TYPE_VLAN || tpid == ETH_TYPE_QINQ) && d.len() >= 18 {
+        let tci = (u16::from_be_bytes([d[14], d[15]]) & 0xf000) | (vid & 0x0fff);
+        d[14..16].copy_from_slice(&tci.to_be_bytes());
+        return Ok(());
+    }
+    push_vlan(pkt, ETH_TYPE_VLAN, vid & 0x0fff)
+}
+
 /// Rewrites the Ethernet source address.
 pub fn set_eth_src(pkt: &mut impl PacketBuf, mac: [u8; 6]) -> Result<(), ActionError> {
     let d = pkt.data_mut();
@@ -186,6 +204,12 @@ mod tests {
         assert_eq!(pop_vlan(&mut p), Ok(true));
         assert_eq!(p.data(), &frame[..]);
         assert_eq!(pop_vlan(&mut p), Ok(false), "untagged: no change");
+        set_vlan_vid(&mut p, 7).expect("push by vid");
+        assert_eq!(&p.data()[12..16], &[0x81, 0x00, 0x00, 0x07]);
+        p.data_mut()[14] |= 0xa0;
+        set_vlan_vid(&mut p, 0x123).expect("rewrite vid");
+        assert_eq!(&p.data()[12..16], &[0x81, 0x00, 0xa1, 0x23], "priority bits kept");
+        assert_eq!(pop_vlan(&mut p), Ok(true));
         let mut tight = VecPacket::new(&frame, 2);
         assert_eq!(push_vlan(&mut tight, ETH_TYPE_VLAN, 1), Err(ActionError::NoHeadroom(4)));
         assert_eq!(tight.data(), &frame[..]);

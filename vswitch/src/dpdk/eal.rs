@@ -128,6 +128,22 @@ impl Eal {
         &self.inner.args
     }
 
+    /// Registers the calling (non-EAL) thread with EAL so it gets an lcore id
+    /// and mempool caches work for it. Returns the lcore id.
+    ///
+    /// # Errors
+    /// DPDK's reason when no lcore id is free.
+    pub fn register_thread(&self) -> Result<u32, DpdkError> {
+        // SAFETY: EAL is initialised; registering the current thread has no
+        // other precondition.
+        let ret = unsafe { dpdk_sys::rte_thread_register() };
+        if ret != 0 {
+            return Err(DpdkError::EalInit { reason: strerror(rte_errno()), log: String::new() });
+        }
+        // SAFETY: reads the calling thread's lcore id.
+        Ok(unsafe { dpdk_sys::rte_lcore_id() })
+    }
+
     /// Number of ethdev ports currently available.
     pub fn port_count(&self) -> u16 {
         // SAFETY: EAL is initialised (we hold the handle).

@@ -235,6 +235,15 @@ impl Mbuf {
         unsafe { dpdk_sys::rte_pktmbuf_trim(self.0.as_ptr(), n) == 0 }
     }
 
+    /// A deep copy of the whole packet into a new mbuf from `pool`, or `None`
+    /// when the pool is empty.
+    pub fn copy(&self, pool: &Mempool) -> Option<Mbuf> {
+        // SAFETY: valid owned source mbuf and pool; DPDK returns a new mbuf (or
+        // NULL) that nothing else owns.
+        let m = unsafe { dpdk_sys::rte_pktmbuf_copy(self.0.as_ptr(), pool.as_ptr(), 0, u32::MAX) };
+        NonNull::new(m).map(Mbuf)
+    }
+
     /// Replaces the data with `bytes` (single segment). Returns false if it
     /// does not fit.
     pub fn set_data(&mut self, bytes: &[u8]) -> bool {

@@ -7,6 +7,7 @@
 
 mod eal;
 mod mbuf;
+pub mod os;
 mod port;
 
 pub use eal::{Eal, EalBuilder};

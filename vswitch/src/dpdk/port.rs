@@ -1,7 +1,7 @@
 //! Ethernet device ports: open by devargs or name, configure queues, MTU,
 //! start/stop, link, MAC, stats, switch info; per-queue rx/tx handles.
 
-use super::{strerror, Burst, DpdkError, Eal, Mempool};
+use super::{strerror, Burst, DpdkError, Eal, Mempool, MAX_BURST};
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -630,7 +630,13 @@ impl RxQueue {
     /// Receives into the free part of `burst`; returns how many arrived.
     #[inline]
     pub fn rx_burst(&mut self, burst: &mut Burst) -> usize {
-        let spare = burst.spare() as u16;
+        self.rx_burst_up_to(burst, MAX_BURST)
+    }
+
+    /// Receives at most `max` packets into the free part of `burst`.
+    #[inline]
+    pub fn rx_burst_up_to(&mut self, burst: &mut Burst, max: usize) -> usize {
+        let spare = burst.spare().min(max) as u16;
         if spare == 0 {
             return 0;
         }

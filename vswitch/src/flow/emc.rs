@@ -96,6 +96,11 @@ impl<V: Copy> Emc<V> {
         }
     }
 
+    /// Values of the occupied entries.
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().filter_map(|e| e.value.as_ref())
+    }
+
     /// Empties the cache.
     pub fn clear(&mut self) {
         for e in self.entries.iter_mut() {

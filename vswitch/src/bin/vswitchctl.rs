@@ -1,0 +1,162 @@
+//! vswitchctl: talks to a running vswitchd over its control socket.
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+use vswitch::control::{call, Request};
+
+/// Control a running vswitchd.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Control socket of the daemon.
+    #[arg(long, default_value = "/run/vswitchd.sock", env = "VSWITCHD_SOCKET")]
+    socket: PathBuf,
+    /// Print the daemon's JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Summary: ports, lookups by tier, flows, drops by reason, PMDs.
+    Show,
+    /// Port counters.
+    DumpPorts,
+    /// Cached megaflows: match, actions, packets, bytes, age, tier.
+    DumpFlows,
+    /// Rules in priority order with their ids.
+    DumpRules,
+    /// Add a rule, e.g. "priority=100,in_port=vf0,ip actions=output:uplink0".
+    AddRule { rule: String },
+    /// Delete a rule by id, or by its match and priority (rule text).
+    DelRule { rule: String },
+    /// Re-read the configuration file's rules.
+    Reload,
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(&args) {
+        eprintln!("vswitchctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<()> {
+    let (cmd, rule) = match &args.cmd {
+        Cmd::Show => ("show", None),
+        Cmd::DumpPorts => ("dump-ports", None),
+        Cmd::DumpFlows => ("dump-flows", None),
+        Cmd::DumpRules => ("dump-rules", None),
+        Cmd::AddRule { rule } => ("add-rule", Some(rule.clone())),
+        Cmd::DelRule { rule } => ("del-rule", Some(rule.clone())),
+        Cmd::Reload => ("reload", None),
+    };
+    let result = call(&args.socket, &Request { cmd: cmd.to_owned(), rule })?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        return Ok(());
+    }
+    match cmd {
+        "show" => print_show(&result),
+        "dump-ports" => print_ports(&result),
+        "dump-flows" => print_flows(&result),
+        "dump-rules" => {
+            for r in result.as_array().into_iter().flatten() {
+                println!("id={} priority={} {}", r["id"], r["priority"], r["text"].as_str().unwrap_or(""));
+            }
+        }
+        _ => println!("{}", serde_json::to_string(&result)?),
+    }
+    Ok(())
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn print_ports(ports: &Value) {
+    println!(
+        "{:<4} {:<12} {:<12} {:<14} {:>6} {:>14} {:>14} {:>10} {:>10}",
+        "no", "name", "role", "driver", "mtu", "rx_packets", "tx_packets", "tx_drop", "rx_missed"
+    );
+    for p in ports.as_array().into_iter().flatten() {
+        println!(
+            "{:<4} {:<12} {:<12} {:<14} {:>6} {:>14} {:>14} {:>10} {:>10}",
+            u(&p["number"]),
+            p["name"].as_str().unwrap_or(""),
+            p["role"].as_str().unwrap_or(""),
+            p["driver"].as_str().unwrap_or(""),
+            u(&p["mtu"]),
+            u(&p["rx_packets"]),
+            u(&p["tx_packets"]),
+            u(&p["tx_dropped"]),
+            u(&p["rx_missed"])
+        );
+    }
+}
+
+fn print_show(s: &Value) {
+    let lookups = u(&s["emc_hits"]) + u(&s["megaflow_hits"]) + u(&s["upcalls"]);
+    let pct = |x: u64| if lookups == 0 { 0.0 } else { x as f64 * 100.0 / lookups as f64 };
+    println!(
+        "uptime {:.1} s, {} packets, {} rules, {} flows",
+        s["uptime_s"].as_f64().unwrap_or(0.0),
+        u(&s["packets"]),
+        u(&s["rules"]),
+        u(&s["flows"])
+    );
+    println!(
+        "lookups: exact-match {} ({:.2}%), megaflow {} ({:.2}%), upcall {} ({:.2}%)",
+        u(&s["emc_hits"]),
+        pct(u(&s["emc_hits"])),
+        u(&s["megaflow_hits"]),
+        pct(u(&s["megaflow_hits"])),
+        u(&s["upcalls"]),
+        pct(u(&s["upcalls"]))
+    );
+    if let Some(d) = s["drops"].as_object() {
+        let nz: Vec<String> = d.iter().filter(|(_, v)| u(v) > 0).map(|(k, v)| format!("{k}={}", u(v))).collect();
+        println!("drops: {}", if nz.is_empty() { "none".to_owned() } else { nz.join(" ") });
+    }
+    if let Some(p) = s["parse_errors"].as_object().filter(|p| !p.is_empty()) {
+        println!("parse errors: {}", p.iter().map(|(k, v)| format!("{k}={}", u(v))).collect::<Vec<_>>().join(" "));
+    }
+    for p in s["pmds"].as_array().into_iter().flatten() {
+        let busy = u(&p["busy_cycles"]);
+        let total = busy + u(&p["idle_cycles"]);
+        let pkts = u(&p["packets"]);
+        println!(
+            "pmd {} (core {}): {} packets, {} flows, busy {:.1}%, {} cycles/packet",
+            u(&p["index"]),
+            u(&p["core"]),
+            pkts,
+            u(&p["flows"]),
+            if total == 0 { 0.0 } else { busy as f64 * 100.0 / total as f64 },
+            busy.checked_div(pkts).unwrap_or(0)
+        );
+    }
+    print_ports(&s["ports"]);
+}
+
+fn print_flows(flows: &Value) {
+    for f in flows.as_array().into_iter().flatten() {
+        println!(
+            "id={} pmd={} tier={} packets={} bytes={} age={:.1}s used={:.1}s rule={} {} actions={}",
+            u(&f["id"]),
+            u(&f["pmd"]),
+            f["tier"].as_str().unwrap_or(""),
+            u(&f["packets"]),
+            u(&f["bytes"]),
+            u(&f["age_ms"]) as f64 / 1000.0,
+            u(&f["idle_ms"]) as f64 / 1000.0,
+            f["rule_id"].as_u64().map_or_else(|| "none".to_owned(), |r| r.to_string()),
+            f["match"].as_str().unwrap_or(""),
+            f["actions"].as_str().unwrap_or("")
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! vswitchd: the DPDK userspace switch daemon.
+//!
+//! With no arguments it runs the embedded demo (configs/demo.toml) on DPDK
+//! virtual devices: no NIC, no hugepages. Give a TOML file to run your own.
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vswitch::config::Config;
+use vswitch::datapath::{Switch, SwitchStats};
+use vswitch::dpdk::os;
+use vswitch::traffic::{write_pcap, TrafficSpec};
+
+/// DPDK userspace virtual switch.
+///
+/// Forwards between VF representors and the uplink through an exact-match
+/// cache, a megaflow classifier and a priority rule table (OpenFlow-style
+/// rules). Control it with vswitchctl; metrics are served for Prometheus.
+/// Stop with Ctrl-C or SIGTERM (tx is flushed, ports released, exit 0).
+#[derive(Parser, Debug)]
+#[command(version, about, long_about)]
+struct Args {
+    /// Configuration file (TOML). Without one, the embedded demo runs on
+    /// virtual devices: see configs/demo.toml.
+    config: Option<PathBuf>,
+    /// Stop by itself after this many seconds (0: run until signalled).
+    #[arg(long, default_value_t = 0)]
+    duration: u64,
+    /// Do not print the live statistics line.
+    #[arg(long)]
+    no_stats: bool,
+    /// Control socket path (overrides the configuration).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// Print the validated configuration and exit.
+    #[arg(long)]
+    check: bool,
+    /// Log filter, e.g. info, debug, vswitch=debug (RUST_LOG works too).
+    #[arg(long, default_value = "info")]
+    log: String,
+}
+
+fn main() {
+    let args = Args::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(args) {
+        Ok(()) => {}
+        Err(e) => {
+            eprintln!("vswitchd: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::demo()?,
+    };
+    if let Some(s) = &args.socket {
+        config.socket = s.clone();
+    }
+    if args.check {
+        println!("{}: valid", config.source);
+        println!(
+            "  ports: {}",
+            config.ports.iter().map(|p| format!("{} ({})", p.name, p.role.as_str())).collect::<Vec<_>>().join(", ")
+        );
+        println!("  rules: {}", config.rules.len());
+        println!("  PMD cores: {:?}", config.pmd_cores);
+        return Ok(());
+    }
+    tracing::info!(source = %config.source, ports = config.ports.len(), rules = config.rules.len(), pmd_cores = ?config.pmd_cores, "configuration loaded");
+
+    // Generated traffic for ports that ask for it.
+    let run_dir = std::env::temp_dir().join(format!("vswitchd-{}", std::process::id()));
+    let mut pcaps = BTreeMap::new();
+    for (i, p) in config.ports.iter().enumerate() {
+        if let Some(g) = &p.generate {
+            std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+            let path = run_dir.join(format!("{}.pcap", p.name));
+            let n = write_pcap(&path, &TrafficSpec::from(g)).with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(port = %p.name, flows = g.flows, packets = n, file = %path.display(), "generated traffic");
+            pcaps.insert(i, path);
+        }
+    }
+
+    os::install_stop_signals();
+    let listener = vswitch::control::bind(&config.socket)?;
+    let socket_path = config.socket.clone();
+    let metrics_addr = config.metrics;
+    let interval = config.stats_interval;
+    let eal_prefix = config.eal_args.iter().find_map(|a| a.strip_prefix("--file-prefix=").map(str::to_owned));
+    let switch = Arc::new(Switch::start(config, &pcaps, None)?);
+    if let Some(addr) = metrics_addr {
+        vswitch::metrics::install(addr)?;
+        tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+    }
+    let control_stop = Arc::new(AtomicBool::new(false));
+    let control = {
+        let switch = Arc::clone(&switch);
+        let stop = Arc::clone(&control_stop);
+        let path = args.config.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || vswitch::control::serve(listener, switch, path, stop))?
+    };
+    tracing::info!(socket = %socket_path.display(), "control socket ready (vswitchctl --socket {})", socket_path.display());
+
+    let started = Instant::now();
+    let mut last = (Instant::now(), switch.stats());
+    let mut failure = None;
+    while !os::stop_requested() {
+        std::thread::sleep(Duration::from_millis(50));
+        if args.duration > 0 && started.elapsed() >= Duration::from_secs(args.duration) {
+            break;
+        }
+        if !switch.pmds_alive() {
+            failure = Some("a PMD thread stopped unexpectedly");
+            break;
+        }
+        if last.0.elapsed() >= interval {
+            let now = (Instant::now(), switch.stats());
+            vswitch::metrics::publish(&now.1);
+            if !args.no_stats {
+                println!("{}", stats_line(&last.1, &now.1, now.0.duration_since(last.0).as_secs_f64()));
+            }
+            last = now;
+        }
+    }
+    tracing::info!("stopping");
+    control_stop.store(true, Ordering::SeqCst);
+    let _ = control.join();
+    let final_stats = switch.stats();
+    match Arc::try_unwrap(switch) {
+        Ok(sw) => sw.shutdown(),
+        Err(_) => tracing::warn!("switch still referenced at shutdown"),
+    }
+    let _ = std::fs::remove_file(&socket_path);
+    let _ = std::fs::remove_dir_all(&run_dir);
+    if let Some(prefix) = eal_prefix {
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+    }
+    println!("{}", summary(&final_stats));
+    if let Some(f) = failure {
+        bail!(f);
+    }
+    Ok(())
+}
+
+fn pct(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / total as f64
+    }
+}
+
+fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
+    let mpps = |x: u64, y: u64| (y.saturating_sub(x)) as f64 / secs.max(1e-9) / 1e6;
+    let ports: Vec<String> = a
+        .ports
+        .iter()
+        .zip(&b.ports)
+        .map(|(pa, pb)| {
+            format!(
+                "{} rx {:.2} tx {:.2}",
+                pb.name,
+                mpps(pa.rx_packets, pb.rx_packets),
+                mpps(pa.tx_packets, pb.tx_packets)
+            )
+        })
+        .collect();
+    let lookups = (b.emc_hits - a.emc_hits) + (b.megaflow_hits - a.megaflow_hits) + (b.upcalls - a.upcalls);
+    let drops: u64 = b.drops.values().sum::<u64>() - a.drops.values().sum::<u64>();
+    let busy: u64 =
+        b.pmds.iter().map(|p| p.busy_cycles).sum::<u64>() - a.pmds.iter().map(|p| p.busy_cycles).sum::<u64>();
+    let pkts = b.packets - a.packets;
+    format!(
+        "[{:>5.0}s] {} Mpps | flows {} | emc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {} cyc/pkt",
+        b.uptime_s,
+        ports.join(" | "),
+        b.flows,
+        pct(b.emc_hits - a.emc_hits, lookups),
+        pct(b.megaflow_hits - a.megaflow_hits, lookups),
+        pct(b.upcalls - a.upcalls, lookups),
+        drops as f64 / secs.max(1e-9) / 1e6,
+        busy.checked_div(pkts).unwrap_or(0)
+    )
+}
+
+fn summary(s: &SwitchStats) -> String {
+    let mut out = format!(
+        "vswitchd: ran {:.1} s, {} packets ({} exact-match, {} megaflow, {} upcalls)",
+        s.uptime_s, s.packets, s.emc_hits, s.megaflow_hits, s.upcalls
+    );
+    for p in &s.ports {
+        out.push_str(&format!(
+            "\n  {:<10} rx {:>12}  tx {:>12}  tx-dropped {}",
+            p.name, p.rx_packets, p.tx_packets, p.tx_dropped
+        ));
+    }
+    let drops: Vec<String> = s.drops.iter().filter(|(_, v)| **v > 0).map(|(k, v)| format!("{k}={v}")).collect();
+    if !drops.is_empty() {
+        out.push_str(&format!("\n  drops: {}", drops.join(" ")));
+    }
+    out
+}

@@ -1,0 +1,166 @@
+//! The PMD's megaflow entries: a slab with generation-checked handles, so the
+//! exact-match cache and the classifier can hold small copyable references
+//! that go stale safely when a flow is removed.
+
+use super::counters::DropReason;
+use crate::actions::Action;
+use crate::flow::table::Rule;
+use crate::packet::{FlowKey, FlowMask};
+use std::sync::Arc;
+
+/// A reference to a flow slot; stale once the flow is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowHandle {
+    pub index: u32,
+    pub generation: u32,
+}
+
+/// One installed megaflow.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Unique in the process: PMD index in the top 16 bits.
+    pub id: u64,
+    /// Masked key.
+    pub key: FlowKey,
+    pub mask: FlowMask,
+    pub rule: Option<Arc<Rule>>,
+    pub actions: Arc<[Action]>,
+    /// Set when the actions deliver nothing: the counted reason.
+    pub drop_reason: Option<DropReason>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub created_tsc: u64,
+    pub used_tsc: u64,
+    /// Counts last reported to the offload manager (hit deltas).
+    pub reported_packets: u64,
+    pub reported_bytes: u64,
+}
+
+struct Slot {
+    generation: u32,
+    flow: Option<Flow>,
+}
+
+/// The slab.
+#[derive(Default)]
+pub struct FlowTable {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl FlowTable {
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    pub fn insert(&mut self, flow: Flow) -> FlowHandle {
+        self.live += 1;
+        if let Some(index) = self.free.pop() {
+            let slot = &mut self.slots[index as usize];
+            slot.flow = Some(flow);
+            return FlowHandle { index, generation: slot.generation };
+        }
+        self.slots.push(Slot { generation: 0, flow: Some(flow) });
+        FlowHandle { index: (self.slots.len() - 1) as u32, generation: 0 }
+    }
+
+    #[inline(always)]
+    pub fn get(&self, h: FlowHandle) -> Option<&Flow> {
+        let slot = self.slots.get(h.index as usize)?;
+        if slot.generation != h.generation {
+            return None;
+        }
+        slot.flow.as_ref()
+    }
+
+    #[inline(always)]
+    pub fn get_mut(&mut self, h: FlowHandle) -> Option<&mut Flow> {
+        let slot = self.slots.get_mut(h.index as usize)?;
+        if slot.generation != h.generation {
+            return None;
+        }
+        slot.flow.as_mut()
+    }
+
+    #[inline(always)]
+    pub fn is_live(&self, h: FlowHandle) -> bool {
+        self.get(h).is_some()
+    }
+
+    pub fn remove(&mut self, h: FlowHandle) -> Option<Flow> {
+        let slot = self.slots.get_mut(h.index as usize)?;
+        if slot.generation != h.generation {
+            return None;
+        }
+        let flow = slot.flow.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(h.index);
+        self.live -= 1;
+        Some(flow)
+    }
+
+    /// Handles of every live flow.
+    pub fn handles(&self) -> Vec<FlowHandle> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.flow.is_some())
+            .map(|(i, s)| FlowHandle { index: i as u32, generation: s.generation })
+            .collect()
+    }
+}
+
+/// What the offload manager (and anything else listening) learns about flows.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant, reason = "sent once per flow install, by value through a channel")]
+pub enum FlowEvent {
+    Installed {
+        id: u64,
+        pmd: usize,
+        key: FlowKey,
+        mask: FlowMask,
+        actions: Arc<[Action]>,
+    },
+    /// Packets/bytes since the last report.
+    Hits {
+        id: u64,
+        packets: u64,
+        bytes: u64,
+    },
+    Removed {
+        id: u64,
+        reason: RemoveReason,
+    },
+}
+
+/// Why a flow left the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoveReason {
+    Idle,
+    Revalidated,
+    Replaced,
+    Shutdown,
+}
+
+/// A flow as shown by dump-flows.
+#[derive(Debug, Clone)]
+pub struct FlowInfo {
+    pub id: u64,
+    pub pmd: usize,
+    pub key: FlowKey,
+    pub mask: FlowMask,
+    pub actions: Arc<[Action]>,
+    pub rule: Option<(u64, u32)>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+    /// Whether the exact-match cache holds entries for it.
+    pub in_emc: bool,
+}

@@ -1,0 +1,631 @@
+//! A poll-mode thread: polls its rx queues in bursts, looks packets up in the
+//! exact-match cache, then the megaflow classifier, upcalls the rest to the
+//! rule table (within a budget), runs each flow's actions once per burst group
+//! and flushes per-port tx buffers every iteration.
+
+use super::counters::{self as ctr, DropReason, Local, Shared};
+use super::flows::{Flow, FlowEvent, FlowHandle, FlowInfo, FlowTable, RemoveReason};
+use crate::actions::{self, Action};
+use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
+use crate::flow::hash::hash_key;
+use crate::flow::{Dpcls, Emc, RuleTable};
+use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};
+use crate::packet::{parse, Field, FlowKey, FlowMask};
+use crossbeam_channel::{Receiver, Sender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Packets taken per rx poll.
+pub const RX_BURST: usize = 32;
+
+/// A tx queue owned by one PMD, or shared (with a lock taken once per flush)
+/// when the device has fewer tx queues than there are PMDs.
+pub enum TxHandle {
+    Owned(TxQueue),
+    Shared(Arc<Mutex<TxQueue>>),
+}
+
+/// Settings every PMD gets.
+#[derive(Debug, Clone)]
+pub struct PmdConfig {
+    pub upcall_budget: usize,
+    pub emc_entries: usize,
+    pub max_flows: usize,
+    pub idle_timeout: Duration,
+}
+
+/// Messages from the control thread.
+pub enum PmdCommand {
+    /// Use this rule table from now on; revalidate cached flows; then answer.
+    SetRules { table: Arc<RuleTable>, done: Sender<RevalidateReport> },
+    /// Answer with every flow.
+    DumpFlows(Sender<Vec<FlowInfo>>),
+}
+
+/// What a revalidation did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RevalidateReport {
+    pub kept: usize,
+    pub removed: usize,
+}
+
+/// What the control thread sees of a PMD.
+pub struct PmdShared {
+    pub index: usize,
+    pub core: usize,
+    pub counters: Shared,
+}
+
+/// Everything a PMD thread starts with.
+pub struct PmdSetup {
+    pub index: usize,
+    pub core: usize,
+    pub eal: Eal,
+    /// (datapath port number, queue)
+    pub rxqs: Vec<(u32, RxQueue)>,
+    /// Indexed by port number.
+    pub txqs: Vec<TxHandle>,
+    pub mtus: Vec<u16>,
+    pub pool: Arc<Mempool>,
+    pub table: Arc<RuleTable>,
+    pub config: PmdConfig,
+    pub shared: Arc<PmdShared>,
+    pub commands: Receiver<PmdCommand>,
+    pub stop: Arc<AtomicBool>,
+    pub events: Option<Sender<FlowEvent>>,
+}
+
+struct TxPort {
+    queue: TxHandle,
+    buf: Burst,
+    mtu: u16,
+}
+
+struct Pmd {
+    index: usize,
+    rxqs: Vec<(u32, RxQueue)>,
+    tx: Vec<TxPort>,
+    pool: Arc<Mempool>,
+    table: Arc<RuleTable>,
+    config: PmdConfig,
+    shared: Arc<PmdShared>,
+    commands: Receiver<PmdCommand>,
+    stop: Arc<AtomicBool>,
+    events: Option<Sender<FlowEvent>>,
+    flows: FlowTable,
+    emc: Emc<FlowHandle>,
+    dpcls: Dpcls<FlowHandle>,
+    counters: Local,
+    next_flow: u64,
+    idle_tsc: u64,
+    upcalls_left: usize,
+    // Per-burst scratch, kept to avoid re-initialising on every burst.
+    keys: Box<[FlowKey; MAX_BURST]>,
+    hashes: [u64; MAX_BURST],
+    flow_of: [Option<FlowHandle>; MAX_BURST],
+}
+
+/// Runs a PMD until `stop` is set.
+pub fn run(setup: PmdSetup) {
+    if let Err(e) = crate::dpdk::os::pin_current_thread(setup.core) {
+        tracing::warn!(pmd = setup.index, core = setup.core, "cannot pin PMD thread: {e}");
+    }
+    match setup.eal.register_thread() {
+        Ok(lcore) => tracing::info!(pmd = setup.index, core = setup.core, lcore, "PMD thread started"),
+        Err(e) => tracing::warn!(pmd = setup.index, "PMD thread not registered with EAL (no mempool cache): {e}"),
+    }
+    let hz = tsc_hz().max(1);
+    let tx = setup
+        .txqs
+        .into_iter()
+        .zip(setup.mtus)
+        .map(|(queue, mtu)| TxPort { queue, buf: Burst::new(), mtu })
+        .collect::<Vec<_>>();
+    let ports = tx.len();
+    let mut pmd = Pmd {
+        index: setup.index,
+        rxqs: setup.rxqs,
+        tx,
+        pool: setup.pool,
+        table: setup.table,
+        idle_tsc: (setup.config.idle_timeout.as_secs_f64() * hz as f64) as u64,
+        upcalls_left: setup.config.upcall_budget,
+        emc: Emc::new(setup.config.emc_entries.max(WAYS_MIN)),
+        config: setup.config,
+        shared: setup.shared,
+        commands: setup.commands,
+        stop: setup.stop,
+        events: setup.events,
+        flows: FlowTable::default(),
+        dpcls: Dpcls::new(),
+        counters: Local::new(ports),
+        next_flow: 1,
+        keys: Box::new([FlowKey::ZERO; MAX_BURST]),
+        hashes: [0; MAX_BURST],
+        flow_of: [None; MAX_BURST],
+    };
+    pmd.main_loop(hz);
+}
+
+const WAYS_MIN: usize = 4;
+
+impl Pmd {
+    fn main_loop(&mut self, hz: u64) {
+        let mut burst = Burst::new();
+        let mut last_publish = rdtsc();
+        let mut last_maintenance = last_publish;
+        let mut last_rank = last_publish;
+        while !self.stop.load(Ordering::Relaxed) {
+            let start = rdtsc();
+            self.upcalls_left = self.config.upcall_budget;
+            let mut received = 0usize;
+            let mut rxqs = std::mem::take(&mut self.rxqs);
+            for (port, q) in rxqs.iter_mut() {
+                let n = q.rx_burst_up_to(&mut burst, RX_BURST);
+                if n > 0 {
+                    received += n;
+                    self.process(*port, &mut burst, start);
+                }
+            }
+            self.rxqs = rxqs;
+            self.flush_all();
+            let end = rdtsc();
+            let spent = end.wrapping_sub(start);
+            self.counters.add(if received > 0 { ctr::BUSY_CYCLES } else { ctr::IDLE_CYCLES }, spent);
+            self.counters.add(ctr::ITERATIONS, 1);
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.command(cmd, end, hz);
+            }
+            if end.wrapping_sub(last_maintenance) > hz / 10 {
+                self.maintenance(end);
+                last_maintenance = end;
+            }
+            if end.wrapping_sub(last_rank) > hz {
+                self.dpcls.rank();
+                last_rank = end;
+            }
+            if end.wrapping_sub(last_publish) > hz / 1000 {
+                self.publish();
+                last_publish = end;
+            }
+        }
+        self.flush_all();
+        for h in self.flows.handles() {
+            self.remove_flow(h, RemoveReason::Shutdown);
+        }
+        self.publish();
+        tracing::info!(pmd = self.index, "PMD thread stopped");
+    }
+
+    fn publish(&mut self) {
+        self.counters.v[ctr::FLOWS] = self.flows.len() as u64;
+        self.counters.publish(&self.shared.counters);
+    }
+
+    fn process(&mut self, in_port: u32, burst: &mut Burst, now: u64) {
+        let mut pkts: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
+        let mut n = 0usize;
+        burst.drain(|m| {
+            pkts[n] = Some(m);
+            n += 1;
+        });
+        let port = in_port as usize;
+        self.counters.add(ctr::PACKETS, n as u64);
+        self.counters.add(ctr::port(port, ctr::PORT_RX_PACKETS), n as u64);
+
+        // Parse and hash.
+        let mut pending: u64 = 0;
+        let mut rx_bytes = 0u64;
+        for (i, slot) in pkts.iter_mut().enumerate().take(n) {
+            let Some(m) = slot.as_ref() else { continue };
+            rx_bytes += m.pkt_len() as u64;
+            let p = parse(m.data(), in_port, None);
+            if let Some(e) = p.error {
+                self.counters.add(ctr::PARSE_BASE + e as usize, 1);
+                self.counters.drop(DropReason::ParseError, 1);
+                *slot = None;
+                continue;
+            }
+            self.keys[i] = p.key;
+            self.hashes[i] = hash_key(&p.key);
+            self.flow_of[i] = None;
+            pending |= 1 << i;
+        }
+        self.counters.add(ctr::port(port, ctr::PORT_RX_BYTES), rx_bytes);
+
+        // Exact-match cache.
+        let parsed = pending.count_ones();
+        let mut bits = pending;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(h) = self.emc.lookup(&self.keys[i], self.hashes[i]) {
+                if self.flows.is_live(h) {
+                    self.flow_of[i] = Some(h);
+                    pending &= !(1 << i);
+                }
+            }
+        }
+        self.counters.add(ctr::EMC_HITS, u64::from(parsed - pending.count_ones()));
+
+        // Megaflow classifier for the misses, as one batch.
+        if pending != 0 {
+            let mut miss_keys = [FlowKey::ZERO; MAX_BURST];
+            let mut miss_idx = [0u8; MAX_BURST];
+            let mut m = 0;
+            let mut bits = pending;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                miss_keys[m] = self.keys[i];
+                miss_idx[m] = i as u8;
+                m += 1;
+            }
+            let mut found = [None; MAX_BURST];
+            self.dpcls.lookup_batch(&miss_keys[..m], &mut found[..m]);
+            for j in 0..m {
+                let i = usize::from(miss_idx[j]);
+                if let Some(h) = found[j].filter(|h| self.flows.is_live(*h)) {
+                    self.flow_of[i] = Some(h);
+                    pending &= !(1 << i);
+                    self.counters.add(ctr::MEGAFLOW_HITS, 1);
+                    self.emc_insert(i, h);
+                }
+            }
+        }
+
+        // Upcalls.
+        let mut bits = pending;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // A flow installed for an earlier packet of this burst may cover it.
+            if let Some(h) = self.dpcls.lookup(&self.keys[i]).filter(|h| self.flows.is_live(*h)) {
+                self.flow_of[i] = Some(h);
+                self.counters.add(ctr::MEGAFLOW_HITS, 1);
+                self.emc_insert(i, h);
+                continue;
+            }
+            if self.upcalls_left == 0 {
+                self.counters.drop(DropReason::UpcallBudget, 1);
+                pkts[i] = None;
+                continue;
+            }
+            self.upcalls_left -= 1;
+            let t0 = rdtsc();
+            let key = self.keys[i];
+            match self.install(&key, now) {
+                Some(h) => {
+                    self.flow_of[i] = Some(h);
+                    self.emc_insert(i, h);
+                }
+                None => {
+                    self.counters.drop(DropReason::FlowLimit, 1);
+                    pkts[i] = None;
+                }
+            }
+            self.counters.add(ctr::UPCALLS, 1);
+            self.counters.add(ctr::UPCALL_CYCLES, rdtsc().wrapping_sub(t0));
+        }
+
+        // Group packets by flow, then run each group's actions once.
+        let mut groups: [(u32, u64); MAX_BURST] = [(u32::MAX, 0); MAX_BURST];
+        let mut handles = [FlowHandle { index: 0, generation: 0 }; MAX_BURST];
+        let mut ngroups = 0;
+        for (i, pkt) in pkts.iter().enumerate().take(n) {
+            if pkt.is_none() {
+                continue;
+            }
+            let Some(h) = self.flow_of[i] else { continue };
+            match (0..ngroups).find(|&g| groups[g].0 == h.index) {
+                Some(g) => groups[g].1 |= 1 << i,
+                None => {
+                    groups[ngroups] = (h.index, 1 << i);
+                    handles[ngroups] = h;
+                    ngroups += 1;
+                }
+            }
+        }
+        for g in 0..ngroups {
+            let members = groups[g].1;
+            let Some(flow) = self.flows.get_mut(handles[g]) else {
+                let mut bits = members;
+                while bits != 0 {
+                    let i = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    pkts[i] = None;
+                }
+                continue;
+            };
+            let mut bytes = 0u64;
+            let mut bits = members;
+            while bits != 0 {
+                let i = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                bytes += pkts[i].as_ref().map_or(0, |m| m.pkt_len() as u64);
+            }
+            flow.packets += u64::from(members.count_ones());
+            flow.bytes += bytes;
+            flow.used_tsc = now;
+            if let Some(reason) = flow.drop_reason {
+                self.counters.drop(reason, u64::from(members.count_ones()));
+                let mut bits = members;
+                while bits != 0 {
+                    let i = bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    pkts[i] = None;
+                }
+                continue;
+            }
+            let flow_actions = Arc::clone(&flow.actions);
+            execute(&flow_actions, &mut pkts, members, &mut self.tx, &mut self.counters, &self.pool);
+        }
+        // Anything still here was consumed by no output (freed on drop).
+    }
+
+    #[inline]
+    fn emc_insert(&mut self, i: usize, h: FlowHandle) {
+        if self.config.emc_entries > 0 {
+            self.emc.insert(&self.keys[i], self.hashes[i], h);
+            self.counters.add(ctr::EMC_INSERTS, 1);
+        }
+    }
+
+    /// Classifies `key`, installs the megaflow and returns its handle; `None`
+    /// when the flow table is full.
+    fn install(&mut self, key: &FlowKey, now: u64) -> Option<FlowHandle> {
+        if self.flows.len() >= self.config.max_flows {
+            return None;
+        }
+        let c = self.table.classify(key);
+        let (actions, drop_reason): (Arc<[Action]>, Option<DropReason>) = match &c.rule {
+            None => (Arc::from(Vec::new()), Some(DropReason::NoRule)),
+            Some(r) if !r.actions.iter().any(|a| matches!(a, Action::Output(_))) => {
+                (Arc::from(r.actions.clone()), Some(DropReason::RuleDrop))
+            }
+            Some(r) => (Arc::from(r.actions.clone()), None),
+        };
+        let mask = megaflow_mask(c.mask, &actions);
+        let masked = key.masked(&mask);
+        let id = ((self.index as u64) << 48) | self.next_flow;
+        self.next_flow += 1;
+        let flow = Flow {
+            id,
+            key: masked,
+            mask,
+            rule: c.rule,
+            actions: Arc::clone(&actions),
+            drop_reason,
+            packets: 0,
+            bytes: 0,
+            created_tsc: now,
+            used_tsc: now,
+            reported_packets: 0,
+            reported_bytes: 0,
+        };
+        let h = self.flows.insert(flow);
+        if let Some(old) = self.dpcls.insert(&masked, &mask, h) {
+            self.flows.remove(old);
+        }
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions });
+        }
+        Some(h)
+    }
+
+    fn remove_flow(&mut self, h: FlowHandle, reason: RemoveReason) {
+        if let Some(flow) = self.flows.remove(h) {
+            self.dpcls.remove(&flow.key, &flow.mask);
+            if let Some(tx) = &self.events {
+                let _ = tx.try_send(FlowEvent::Removed { id: flow.id, reason });
+            }
+        }
+    }
+
+    /// Idle expiry and hit-delta reports, every ~100 ms.
+    fn maintenance(&mut self, now: u64) {
+        let mut expired = 0;
+        for h in self.flows.handles() {
+            let Some(flow) = self.flows.get_mut(h) else { continue };
+            if now.wrapping_sub(flow.used_tsc) > self.idle_tsc {
+                self.remove_flow(h, RemoveReason::Idle);
+                expired += 1;
+                continue;
+            }
+            if let Some(tx) = &self.events {
+                if flow.packets != flow.reported_packets {
+                    let ev = FlowEvent::Hits {
+                        id: flow.id,
+                        packets: flow.packets - flow.reported_packets,
+                        bytes: flow.bytes - flow.reported_bytes,
+                    };
+                    if tx.try_send(ev).is_ok() {
+                        flow.reported_packets = flow.packets;
+                        flow.reported_bytes = flow.bytes;
+                    }
+                }
+            }
+        }
+        self.counters.add(ctr::FLOWS_EXPIRED, expired);
+    }
+
+    fn command(&mut self, cmd: PmdCommand, now: u64, hz: u64) {
+        match cmd {
+            PmdCommand::SetRules { table, done } => {
+                self.table = table;
+                let mut report = RevalidateReport::default();
+                for h in self.flows.handles() {
+                    let Some(flow) = self.flows.get(h) else { continue };
+                    let c = self.table.classify(&flow.key);
+                    let new_actions: &[Action] = c.rule.as_ref().map_or(&[], |r| &r.actions);
+                    let new_mask = megaflow_mask(c.mask, new_actions);
+                    // Keep a megaflow only if the new decision depends on no
+                    // field outside it and acts the same.
+                    if new_mask.is_subset_of(&flow.mask) && *new_actions == *flow.actions {
+                        let rule = c.rule.clone();
+                        if let Some(f) = self.flows.get_mut(h) {
+                            f.rule = rule;
+                        }
+                        report.kept += 1;
+                    } else {
+                        self.remove_flow(h, RemoveReason::Revalidated);
+                        report.removed += 1;
+                    }
+                }
+                self.counters.add(ctr::FLOWS_REVALIDATED_OUT, report.removed as u64);
+                self.publish();
+                let _ = done.send(report);
+            }
+            PmdCommand::DumpFlows(reply) => {
+                let in_emc: std::collections::HashSet<u32> =
+                    self.emc.values().filter(|h| self.flows.is_live(**h)).map(|h| h.index).collect();
+                let to_ms = |cycles: u64| (cycles as f64 * 1000.0 / hz as f64) as u64;
+                let list = self
+                    .flows
+                    .handles()
+                    .into_iter()
+                    .filter_map(|h| {
+                        let f = self.flows.get(h)?;
+                        Some(FlowInfo {
+                            id: f.id,
+                            pmd: self.index,
+                            key: f.key,
+                            mask: f.mask,
+                            actions: Arc::clone(&f.actions),
+                            rule: f.rule.as_ref().map(|r| (r.id, r.priority)),
+                            packets: f.packets,
+                            bytes: f.bytes,
+                            age_ms: to_ms(now.wrapping_sub(f.created_tsc)),
+                            idle_ms: to_ms(now.wrapping_sub(f.used_tsc)),
+                            in_emc: in_emc.contains(&h.index),
+                        })
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for (port, tx) in self.tx.iter_mut().enumerate() {
+            if !tx.buf.is_empty() {
+                flush(tx, port, &mut self.counters);
+            }
+        }
+    }
+}
+
+/// The megaflow mask for a decision: what the rule table consulted, plus
+/// fields the actions' behaviour depends on, plus the input port (offload
+/// rules always match their source port).
+fn megaflow_mask(mut mask: FlowMask, actions: &[Action]) -> FlowMask {
+    mask.exact(Field::InPort);
+    if actions.iter().any(|a| matches!(a, Action::PopVlan | Action::PushVlan { .. } | Action::SetVlanVid(_))) {
+        mask.exact(Field::VlanTci);
+        mask.exact(Field::VlanTci2);
+    }
+    mask
+}
+
+fn flush(tx: &mut TxPort, port: usize, counters: &mut Local) {
+    let bytes: u64 = tx.buf.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+    let sent = match &mut tx.queue {
+        TxHandle::Owned(q) => q.tx_burst(&mut tx.buf),
+        TxHandle::Shared(q) => match q.lock() {
+            Ok(mut q) => q.tx_burst(&mut tx.buf),
+            Err(poisoned) => poisoned.into_inner().tx_burst(&mut tx.buf),
+        },
+    };
+    let unsent_bytes: u64 = tx.buf.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+    counters.add(ctr::port(port, ctr::PORT_TX_PACKETS), sent as u64);
+    counters.add(ctr::port(port, ctr::PORT_TX_BYTES), bytes - unsent_bytes);
+    if !tx.buf.is_empty() {
+        let dropped = tx.buf.len() as u64;
+        counters.add(ctr::port(port, ctr::PORT_TX_DROPPED), dropped);
+        counters.drop(DropReason::TxFull, dropped);
+        tx.buf.clear();
+    }
+}
+
+/// L3 length of a frame (after the Ethernet header and up to two VLAN tags).
+#[inline]
+fn l3_len(frame: &[u8]) -> usize {
+    let mut off = 14;
+    while off <= 22 && frame.len() >= off + 4 {
+        let t = u16::from_be_bytes([frame[off - 2], frame[off - 1]]);
+        if t != ETH_TYPE_VLAN && t != ETH_TYPE_QINQ {
+            break;
+        }
+        off += 4;
+    }
+    frame.len().saturating_sub(off)
+}
+
+fn output(tx: &mut [TxPort], port: u32, m: Mbuf, counters: &mut Local) {
+    let Some(txp) = tx.get_mut(port as usize) else {
+        counters.drop(DropReason::ActionError, 1);
+        return;
+    };
+    if l3_len(m.data()) > usize::from(txp.mtu) {
+        counters.drop(DropReason::Mtu, 1);
+        counters.add(ctr::port(port as usize, ctr::PORT_TX_DROPPED), 1);
+        return;
+    }
+    if let Err(m) = txp.buf.push(m) {
+        flush(txp, port as usize, counters);
+        if txp.buf.push(m).is_err() {
+            counters.drop(DropReason::TxFull, 1);
+        }
+    }
+}
+
+/// Runs `actions` on the packets of one flow group (`members` bits of `pkts`).
+fn execute(
+    actions: &[Action],
+    pkts: &mut [Option<Mbuf>; MAX_BURST],
+    members: u64,
+    tx: &mut [TxPort],
+    counters: &mut Local,
+    pool: &Mempool,
+) {
+    let last = actions.len().saturating_sub(1);
+    for (ai, action) in actions.iter().enumerate() {
+        let mut bits = members;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let Some(m) = pkts[i].as_mut() else { continue };
+            let result = match action {
+                Action::Output(port) => {
+                    if ai == last {
+                        if let Some(m) = pkts[i].take() {
+                            output(tx, *port, m, counters);
+                        }
+                    } else {
+                        match m.copy(pool) {
+                            Some(copy) => output(tx, *port, copy, counters),
+                            None => counters.drop(DropReason::NoMbuf, 1),
+                        }
+                    }
+                    Ok(())
+                }
+                Action::PopVlan => actions::pop_vlan(m).map(|_| ()),
+                Action::PushVlan { tpid, tci } => actions::push_vlan(m, *tpid, *tci),
+                Action::SetVlanVid(vid) => actions::set_vlan_vid(m, *vid),
+                Action::SetEthSrc(mac) => actions::set_eth_src(m, *mac),
+                Action::SetEthDst(mac) => actions::set_eth_dst(m, *mac),
+                Action::SetTunnel(_) => Ok(()),
+                Action::Drop => {
+                    counters.drop(DropReason::RuleDrop, 1);
+                    pkts[i] = None;
+                    Ok(())
+                }
+            };
+            if result.is_err() {
+                counters.drop(DropReason::ActionError, 1);
+                pkts[i] = None;
+            }
+        }
+    }
+}

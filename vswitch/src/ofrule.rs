@@ -1,0 +1,491 @@
+//! Rule text in the OpenFlow style Open vSwitch users know:
+//!
+//! ```text
+//! priority=100,in_port=vf0,ip,nw_dst=10.0.0.0/24 actions=output:uplink0
+//! ```
+//!
+//! A rule is `match-fields actions=action-list`. Match fields are separated by
+//! commas or spaces; a field left out is wildcarded. `priority` defaults to
+//! 32768. See `docs/rules.md` for the whole grammar.
+
+use crate::actions::Action;
+use crate::flow::table::Match;
+use crate::packet::key::{ip_to, mac_to, prefix_mask, FRAG_ANY, FRAG_LATER, VLAN_PRESENT};
+use crate::packet::parse::{
+    ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_QINQ, ETH_TYPE_VLAN, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_TCP, IPPROTO_UDP,
+};
+use crate::packet::{Field, FlowKey, FlowMask};
+use std::net::IpAddr;
+
+/// Priority of a rule that gives none (as Open vSwitch).
+pub const DEFAULT_PRIORITY: u32 = 32768;
+/// Highest priority accepted.
+pub const MAX_PRIORITY: u32 = 65535;
+
+/// A parsed rule, ready for the rule table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleSpec {
+    pub priority: u32,
+    pub matcher: Match,
+    pub actions: Vec<Action>,
+}
+
+/// What was wrong with a rule's text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct RuleError {
+    pub message: String,
+}
+
+fn err<T>(message: impl Into<String>) -> Result<T, RuleError> {
+    Err(RuleError { message: message.into() })
+}
+
+fn parse_u128(field: &str, text: &str, max: u128) -> Result<u128, RuleError> {
+    let t = text.trim();
+    let v = if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        u128::from_str_radix(hex, 16)
+    } else {
+        t.parse::<u128>()
+    };
+    match v {
+        Ok(v) if v <= max => Ok(v),
+        Ok(_) => err(format!("{field}={text}: value is larger than {max}")),
+        Err(_) => err(format!("{field}={text}: expected a decimal or 0x-hex number")),
+    }
+}
+
+/// `value[/mask]` as numbers.
+fn parse_masked(field: &str, text: &str, max: u128) -> Result<(u128, u128), RuleError> {
+    match text.split_once('/') {
+        Some((v, m)) => Ok((parse_u128(field, v, max)?, parse_u128(field, m, max)?)),
+        None => Ok((parse_u128(field, text, max)?, max)),
+    }
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// Formats a MAC address.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+fn parse_mac_masked(field: &str, text: &str) -> Result<(u128, u128), RuleError> {
+    let bad = || RuleError {
+        message: format!("{field}={text}: expected a MAC address like 02:00:00:00:00:01[/ff:ff:ff:ff:ff:ff]"),
+    };
+    let (v, m) = match text.split_once('/') {
+        Some((v, m)) => (parse_mac(v).ok_or_else(bad)?, parse_mac(m).ok_or_else(bad)?),
+        None => (parse_mac(text).ok_or_else(bad)?, [0xff; 6]),
+    };
+    Ok((mac_to(v), mac_to(m)))
+}
+
+/// `addr[/len]`: the address in key form, the mask, and whether it is IPv4.
+fn parse_prefix(field: &str, text: &str) -> Result<(u128, u128, bool), RuleError> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (text, None),
+    };
+    let ip: IpAddr =
+        addr.parse().map_err(|_| RuleError { message: format!("{field}={text}: expected an IP address or prefix") })?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => match l.parse::<u8>() {
+            Ok(n) if n <= max => n,
+            _ => return err(format!("{field}={text}: prefix length must be 0..={max}")),
+        },
+    };
+    Ok((ip_to(ip), prefix_mask(ip.is_ipv4(), len), ip.is_ipv4()))
+}
+
+#[derive(Default)]
+struct Requirements {
+    /// (field name, accepted eth types)
+    eth: Vec<(String, &'static [u16])>,
+    /// (field name, accepted ip protos)
+    proto: Vec<(String, &'static [u8])>,
+}
+
+/// Parses the match part (everything before `actions=`). `priority` may be in it.
+/// `port` resolves a port name or number to its datapath number.
+pub fn parse_match(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<(u32, Match), RuleError> {
+    let mut m = Match::any();
+    let mut priority = DEFAULT_PRIORITY;
+    let mut req = Requirements::default();
+    for token in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()) {
+        let (name, value) = match token.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (token.trim(), None),
+        };
+        fn need<'a>(name: &str, v: Option<&'a str>) -> Result<&'a str, RuleError> {
+            v.filter(|v| !v.is_empty())
+                .ok_or_else(|| RuleError { message: format!("{name}: needs a value ({name}=...)") })
+        }
+        let shortcut = |eth: u16, proto: Option<u8>| {
+            let mut x = Match::any().with(Field::EthType, u128::from(eth));
+            if let Some(p) = proto {
+                x = x.with(Field::IpProto, u128::from(p));
+            }
+            x
+        };
+        let add = |m: Match, x: Match| -> Result<Match, RuleError> {
+            // Conflicting values for the same bits are an error, not a silent override.
+            let overlap = FlowMask(m.mask.0.masked(&x.mask));
+            if !m.key.eq_masked(&x.key, &overlap) {
+                return err(format!("{token}: conflicts with an earlier field of this rule"));
+            }
+            let mut mask = m.mask;
+            mask.union_with(&x.mask);
+            let mut key = FlowKey::ZERO;
+            for i in 0..key.words.len() {
+                key.words[i] = m.key.words[i] | x.key.words[i];
+            }
+            Ok(Match { key, mask })
+        };
+        let one = |f: Field, v: u128, mask: u128| Match::any().with_masked(f, v, mask);
+        m = match name {
+            "priority" => {
+                priority = parse_u128("priority", need(name, value)?, u128::from(MAX_PRIORITY))? as u32;
+                continue;
+            }
+            "ip" => add(m, shortcut(ETH_TYPE_IPV4, None))?,
+            "ipv6" => add(m, shortcut(ETH_TYPE_IPV6, None))?,
+            "arp" => add(m, shortcut(ETH_TYPE_ARP, None))?,
+            "tcp" => add(m, shortcut(ETH_TYPE_IPV4, Some(IPPROTO_TCP)))?,
+            "udp" => add(m, shortcut(ETH_TYPE_IPV4, Some(IPPROTO_UDP)))?,
+            "icmp" => add(m, shortcut(ETH_TYPE_IPV4, Some(IPPROTO_ICMP)))?,
+            "tcp6" => add(m, shortcut(ETH_TYPE_IPV6, Some(IPPROTO_TCP)))?,
+            "udp6" => add(m, shortcut(ETH_TYPE_IPV6, Some(IPPROTO_UDP)))?,
+            "icmp6" => add(m, shortcut(ETH_TYPE_IPV6, Some(IPPROTO_ICMPV6)))?,
+            "in_port" => {
+                let v = need(name, value)?;
+                let n = port(v).ok_or_else(|| RuleError { message: format!("in_port={v}: no such port") })?;
+                add(m, one(Field::InPort, u128::from(n), Field::InPort.full()))?
+            }
+            "dl_src" | "dl_dst" => {
+                let (v, mask) = parse_mac_masked(name, need(name, value)?)?;
+                add(m, one(if name == "dl_src" { Field::EthSrc } else { Field::EthDst }, v, mask))?
+            }
+            "dl_type" => {
+                let v = parse_u128(name, need(name, value)?, 0xffff)?;
+                if v == u128::from(ETH_TYPE_VLAN) || v == u128::from(ETH_TYPE_QINQ) {
+                    return err(format!("dl_type={v:#x}: VLAN tags are matched with dl_vlan or vlan_tci, not dl_type"));
+                }
+                add(m, one(Field::EthType, v, 0xffff))?
+            }
+            "dl_vlan" => {
+                let v = parse_u128(name, need(name, value)?, 0xffff)?;
+                if v == 0xffff {
+                    add(m, one(Field::VlanTci, 0, u128::from(VLAN_PRESENT)))?
+                } else if v > 4095 {
+                    return err(format!("dl_vlan={v}: a VLAN id is 0..=4095 (0xffff: no tag)"));
+                } else {
+                    add(m, one(Field::VlanTci, v | u128::from(VLAN_PRESENT), 0x0fff | u128::from(VLAN_PRESENT)))?
+                }
+            }
+            "dl_vlan_pcp" => {
+                let v = parse_u128(name, need(name, value)?, 7)?;
+                add(m, one(Field::VlanTci, (v << 13) | u128::from(VLAN_PRESENT), 0xe000 | u128::from(VLAN_PRESENT)))?
+            }
+            "vlan_tci" => {
+                let (v, mask) = parse_masked(name, need(name, value)?, 0xffff)?;
+                add(m, one(Field::VlanTci, v, mask))?
+            }
+            "nw_src" | "nw_dst" | "arp_spa" | "arp_tpa" | "ipv6_src" | "ipv6_dst" | "tun_src" | "tun_dst" => {
+                let (v, mask, v4) = parse_prefix(name, need(name, value)?)?;
+                let field = match name {
+                    "nw_src" | "arp_spa" | "ipv6_src" => Field::NwSrc,
+                    "nw_dst" | "arp_tpa" | "ipv6_dst" => Field::NwDst,
+                    "tun_src" => Field::TunSrc,
+                    _ => Field::TunDst,
+                };
+                match name {
+                    "nw_src" | "nw_dst" | "arp_spa" | "arp_tpa" if !v4 => {
+                        return err(format!("{token}: an IPv6 address goes in ipv6_src/ipv6_dst"))
+                    }
+                    "ipv6_src" | "ipv6_dst" if v4 => {
+                        return err(format!("{token}: an IPv4 address goes in nw_src/nw_dst"))
+                    }
+                    _ => {}
+                }
+                match name {
+                    "nw_src" | "nw_dst" => req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_ARP])),
+                    "arp_spa" | "arp_tpa" => req.eth.push((token.to_owned(), &[ETH_TYPE_ARP])),
+                    "ipv6_src" | "ipv6_dst" => req.eth.push((token.to_owned(), &[ETH_TYPE_IPV6])),
+                    _ => {}
+                }
+                add(m, one(field, v, mask))?
+            }
+            "nw_proto" | "arp_op" => {
+                let v = parse_u128(name, need(name, value)?, 0xff)?;
+                let allowed: &'static [u16] =
+                    if name == "arp_op" { &[ETH_TYPE_ARP] } else { &[ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_ARP] };
+                req.eth.push((token.to_owned(), allowed));
+                add(m, one(Field::IpProto, v, 0xff))?
+            }
+            "nw_tos" | "nw_ttl" => {
+                let v = parse_u128(name, need(name, value)?, 0xff)?;
+                req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_IPV6]));
+                add(m, one(if name == "nw_tos" { Field::IpTos } else { Field::IpTtl }, v, 0xff))?
+            }
+            "nw_frag" => {
+                let v = need(name, value)?;
+                let (val, mask) = match v {
+                    "no" => (0, FRAG_ANY),
+                    "yes" => (FRAG_ANY, FRAG_ANY),
+                    "first" => (FRAG_ANY, FRAG_ANY | FRAG_LATER),
+                    "later" => (FRAG_ANY | FRAG_LATER, FRAG_ANY | FRAG_LATER),
+                    "not_later" => (0, FRAG_LATER),
+                    _ => return err(format!("nw_frag={v}: expected no, yes, first, later or not_later")),
+                };
+                req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_IPV6]));
+                add(m, one(Field::IpFrag, u128::from(val), u128::from(mask)))?
+            }
+            "tp_src" | "tp_dst" | "tcp_src" | "tcp_dst" | "udp_src" | "udp_dst" => {
+                let (v, mask) = parse_masked(name, need(name, value)?, 0xffff)?;
+                let allowed: &'static [u8] = match name {
+                    "tcp_src" | "tcp_dst" => &[IPPROTO_TCP],
+                    "udp_src" | "udp_dst" => &[IPPROTO_UDP],
+                    _ => &[IPPROTO_TCP, IPPROTO_UDP, 132],
+                };
+                req.proto.push((token.to_owned(), allowed));
+                add(m, one(if name.ends_with("src") { Field::TpSrc } else { Field::TpDst }, v, mask))?
+            }
+            "icmp_type" | "icmp_code" | "icmpv6_type" | "icmpv6_code" => {
+                let v = parse_u128(name, need(name, value)?, 0xff)?;
+                req.proto.push((
+                    token.to_owned(),
+                    if name.starts_with("icmpv6") { &[IPPROTO_ICMPV6] } else { &[IPPROTO_ICMP] },
+                ));
+                add(m, one(if name.ends_with("type") { Field::TpSrc } else { Field::TpDst }, v, 0xff))?
+            }
+            "tcp_flags" => {
+                let (v, mask) = parse_masked(name, need(name, value)?, 0x0fff)?;
+                req.proto.push((token.to_owned(), &[IPPROTO_TCP]));
+                add(m, one(Field::TcpFlags, v, mask))?
+            }
+            "tun_id" => {
+                let (v, mask) = parse_masked(name, need(name, value)?, 0x00ff_ffff)?;
+                add(m, one(Field::TunId, v, mask))?
+            }
+            other => return err(format!("unknown match field {other:?} (see docs/rules.md for the fields)")),
+        };
+    }
+    let eth = (m.mask.get(Field::EthType) == 0xffff).then(|| m.key.eth_type());
+    for (token, allowed) in &req.eth {
+        if !eth.is_some_and(|e| allowed.contains(&e)) {
+            let names: Vec<String> = allowed.iter().map(|t| format!("dl_type={t:#06x}")).collect();
+            return err(format!("{token} needs {} in the rule (e.g. add 'ip', 'ipv6' or 'arp')", names.join(" or ")));
+        }
+    }
+    let proto = (m.mask.get(Field::IpProto) == 0xff).then(|| m.key.ip_proto());
+    for (token, allowed) in &req.proto {
+        if !proto.is_some_and(|p| allowed.contains(&p)) || !matches!(eth, Some(ETH_TYPE_IPV4 | ETH_TYPE_IPV6)) {
+            return err(format!("{token} needs an IP protocol in the rule (e.g. add 'tcp', 'udp', 'icmp' or 'icmp6')"));
+        }
+    }
+    Ok((priority, m))
+}
+
+/// Parses an action list (the text after `actions=`).
+pub fn parse_actions(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<Vec<Action>, RuleError> {
+    let mut out = Vec::new();
+    for token in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let (name, arg) = match token.split_once(':') {
+            Some((n, a)) => (n.trim(), Some(a.trim())),
+            None => (token, None),
+        };
+        let need = || {
+            arg.filter(|a| !a.is_empty())
+                .ok_or_else(|| RuleError { message: format!("action {name}: needs an argument ({name}:...)") })
+        };
+        let mac =
+            |a: &str| parse_mac(a).ok_or_else(|| RuleError { message: format!("{token}: expected a MAC address") });
+        let action = match name {
+            "output" => {
+                let p = need()?;
+                Action::Output(port(p).ok_or_else(|| RuleError { message: format!("{token}: no such port {p:?}") })?)
+            }
+            "drop" => Action::Drop,
+            "strip_vlan" | "pop_vlan" => Action::PopVlan,
+            "push_vlan" => {
+                let tpid = parse_u128("push_vlan", need()?, 0xffff)? as u16;
+                if tpid != ETH_TYPE_VLAN && tpid != ETH_TYPE_QINQ {
+                    return err(format!("{token}: the tag type must be 0x8100 or 0x88a8"));
+                }
+                Action::PushVlan { tpid, tci: 0 }
+            }
+            "mod_vlan_vid" => {
+                let vid = parse_u128("mod_vlan_vid", need()?, 4095)? as u16;
+                Action::SetVlanVid(vid)
+            }
+            "mod_dl_src" => Action::SetEthSrc(mac(need()?)?),
+            "mod_dl_dst" => Action::SetEthDst(mac(need()?)?),
+            "set_tunnel" => Action::SetTunnel(parse_u128("set_tunnel", need()?, 0x00ff_ffff)? as u32),
+            "normal" | "flood" | "all" | "controller" | "local" => {
+                return err(format!("action {name:?} is not supported: this switch forwards by explicit output actions"))
+            }
+            bare if arg.is_none() && port(bare).is_some() => Action::Output(port(bare).unwrap_or_default()),
+            other => return err(format!("unknown action {other:?} (output:PORT, drop, strip_vlan, push_vlan:0x8100, mod_vlan_vid:VID, mod_dl_src:MAC, mod_dl_dst:MAC, set_tunnel:VNI)")),
+        };
+        out.push(action);
+    }
+    if out.len() > 1 && out.contains(&Action::Drop) {
+        return err("drop cannot be combined with other actions");
+    }
+    Ok(out)
+}
+
+/// Parses a whole rule: `match-fields actions=action-list`.
+pub fn parse_rule(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<RuleSpec, RuleError> {
+    let Some(idx) = text.find("actions=") else {
+        return err("missing actions= (e.g. 'in_port=vf0 actions=output:uplink0'; use actions=drop to drop)");
+    };
+    let (match_text, rest) = text.split_at(idx);
+    let actions_text = &rest["actions=".len()..];
+    if actions_text.trim().is_empty() {
+        return err("actions= is empty (use actions=drop to drop)");
+    }
+    let (priority, matcher) = parse_match(match_text, port)?;
+    let actions = parse_actions(actions_text, port)?;
+    Ok(RuleSpec { priority, matcher, actions })
+}
+
+/// Formats an action list in the same syntax.
+pub fn format_actions(actions: &[Action], port_name: &dyn Fn(u32) -> String) -> String {
+    if actions.is_empty() {
+        return "drop".to_owned();
+    }
+    actions
+        .iter()
+        .map(|a| match a {
+            Action::Output(p) => format!("output:{}", port_name(*p)),
+            Action::Drop => "drop".to_owned(),
+            Action::PopVlan => "strip_vlan".to_owned(),
+            Action::PushVlan { tpid, .. } => format!("push_vlan:{tpid:#06x}"),
+            Action::SetVlanVid(v) => format!("mod_vlan_vid:{v}"),
+            Action::SetEthSrc(m) => format!("mod_dl_src:{}", format_mac(m)),
+            Action::SetEthDst(m) => format!("mod_dl_dst:{}", format_mac(m)),
+            Action::SetTunnel(v) => format!("set_tunnel:{v}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Formats a match with port names.
+pub fn format_match(m: &Match, port_name: &dyn Fn(u32) -> String) -> String {
+    let mut rest = m.mask;
+    let mut parts = Vec::new();
+    if m.mask.get(Field::InPort) == Field::InPort.full() {
+        parts.push(format!("in_port={}", port_name(m.key.in_port())));
+        rest.set(Field::InPort, 0);
+    }
+    let tail = crate::packet::key::format_match(&m.key, &rest);
+    if tail != "any" || parts.is_empty() {
+        parts.push(tail);
+    }
+    parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::key::ipv4;
+    use crate::packet::parse;
+
+    fn ports(name: &str) -> Option<u32> {
+        match name {
+            "vf0" => Some(0),
+            "vf1" => Some(1),
+            "uplink0" => Some(2),
+            n => n.parse().ok().filter(|&n: &u32| n < 3),
+        }
+    }
+
+    #[test]
+    fn the_readme_example() {
+        let r =
+            parse_rule("priority=100,in_port=vf0,ip,nw_dst=10.0.0.0/24 actions=output:uplink0", &ports).expect("rule");
+        assert_eq!(r.priority, 100);
+        assert_eq!(r.actions, vec![Action::Output(2)]);
+        let mut k = FlowKey::ZERO;
+        k.set(Field::InPort, 0);
+        k.set(Field::EthType, 0x0800);
+        k.set(Field::NwDst, ip_to(ipv4(10, 0, 0, 77)));
+        assert!(r.matcher.matches(&k));
+        k.set(Field::NwDst, ip_to(ipv4(10, 0, 1, 77)));
+        assert!(!r.matcher.matches(&k));
+    }
+
+    #[test]
+    fn fields_and_actions() {
+        let r = parse_rule(
+            "in_port=1 dl_vlan=100 dl_dst=02:00:00:00:00:02 udp tp_dst=0x1000/0xf000 actions=strip_vlan,mod_dl_src:02:00:00:00:00:09,output:2",
+            &ports,
+        )
+        .expect("rule");
+        assert_eq!(r.priority, DEFAULT_PRIORITY);
+        assert_eq!(r.actions, vec![Action::PopVlan, Action::SetEthSrc([2, 0, 0, 0, 0, 9]), Action::Output(2)]);
+        let mut f =
+            vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x81, 0, 0, 100, 8, 0, 0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2, 0, 1, 0x1a, 0xbc, 0, 8, 0, 0]);
+        assert!(r.matcher.matches(&parse(&f, 1, None).key));
+        let r = parse_rule("ipv6,ipv6_dst=2001:db8::/32,tun_id=100 actions=vf0,vf1", &ports).expect("bare ports");
+        assert_eq!(r.actions, vec![Action::Output(0), Action::Output(1)]);
+        let r = parse_rule("arp,arp_tpa=10.0.0.1,arp_op=1 actions=drop", &ports).expect("arp");
+        assert_eq!(r.actions, vec![Action::Drop]);
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let e = |t: &str| parse_rule(t, &ports).expect_err(t).message;
+        assert!(e("in_port=vf9 actions=drop").contains("no such port"));
+        assert!(e("nw_dst=10.0.0.0/24 actions=drop").contains("needs dl_type"));
+        assert!(e("ip,tp_dst=80 actions=drop").contains("IP protocol"));
+        assert!(e("ip,nw_dst=10.0.0.0/33 actions=drop").contains("prefix length"));
+        assert!(e("ip,nw_dst=2001:db8::1 actions=drop").contains("ipv6_dst"));
+        assert!(e("in_port=vf0").contains("missing actions="));
+        assert!(e("in_port=vf0 actions=").contains("empty"));
+        assert!(e("bogus=1 actions=drop").contains("unknown match field"));
+        assert!(e("ip actions=normal").contains("not supported"));
+        assert!(e("ip actions=output:nowhere").contains("no such port"));
+        assert!(e("ip,ipv6 actions=drop").contains("conflicts"));
+        assert!(e("priority=70000 actions=drop").contains("larger"));
+        assert!(e("dl_vlan=5000 actions=drop").contains("VLAN id"));
+        assert!(e("ip actions=drop,output:vf0").contains("drop cannot"));
+        assert!(e("ip actions=mod_dl_dst:zz").contains("MAC"));
+    }
+
+    #[test]
+    fn format_roundtrip() {
+        let name = |p: u32| ["vf0", "vf1", "uplink0"][p as usize].to_owned();
+        let r = parse_rule(
+            "priority=5,in_port=vf1,tcp,nw_src=10.1.0.0/16,tp_dst=443 actions=mod_vlan_vid:7,output:uplink0",
+            &ports,
+        )
+        .expect("rule");
+        let text = format!(
+            "priority={},{} actions={}",
+            r.priority,
+            format_match(&r.matcher, &name),
+            format_actions(&r.actions, &name)
+        );
+        assert_eq!(parse_rule(&text, &ports).as_ref(), Ok(&r), "{text}");
+        assert!(text.contains("in_port=vf1") && text.contains("nw_src=10.1.0.0/16"), "{text}");
+    }
+}

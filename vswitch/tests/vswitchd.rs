@@ -1,0 +1,489 @@
+//! vswitchd end to end on DPDK virtual devices: the real daemon binary,
+//! net_pcap ports reading and writing pcap files, vswitchctl over the control
+//! socket.
+
+use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
+const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
+
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let d = std::env::temp_dir().join(format!("vswt-d-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("temp dir");
+        Self(d)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running daemon, killed (by its PID) if the test fails midway.
+struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &TempDir, config: &str) -> Self {
+        let cfg = dir.path("vswitchd.toml");
+        std::fs::write(&cfg, config).expect("write config");
+        let socket = dir.path("ctl.sock");
+        let log = dir.path("vswitchd.log");
+        let child = Command::new(VSWITCHD)
+            .arg(&cfg)
+            .arg("--no-stats")
+            .arg("--socket")
+            .arg(&socket)
+            .stdout(Stdio::from(std::fs::File::create(dir.path("stdout.log")).expect("log")))
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
+            .spawn()
+            .expect("spawn vswitchd");
+        let d = Self { child: Some(child), socket, log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if d.ctl_json(&["show"]).is_ok() {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("vswitchd did not come up:\n{}", d.log_text());
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(VSWITCHCTL).arg("--socket").arg(&self.socket).args(args).output().expect("run vswitchctl")
+    }
+
+    fn ctl_json(&self, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new(VSWITCHCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("run vswitchctl");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    fn show(&self) -> Value {
+        self.ctl_json(&["show"]).unwrap_or_else(|e| panic!("show failed: {e}\n{}", self.log_text()))
+    }
+
+    /// SIGTERM, then the exit status must be 0.
+    fn stop(mut self) -> String {
+        let mut child = self.child.take().expect("child");
+        let pid = child.id().to_string();
+        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                assert!(status.success(), "vswitchd exit status {status}:\n{}", self.log_text());
+                break;
+            }
+            assert!(Instant::now() < deadline, "vswitchd did not stop on SIGTERM:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.log_text()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut w = PcapWriter::new(std::fs::File::create(path).expect("pcap")).expect("writer");
+    for (i, f) in frames.iter().enumerate() {
+        w.write_packet(&PcapPacket::new(Duration::from_micros(i as u64), f.len() as u32, f)).expect("write");
+    }
+}
+
+fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let mut r = PcapReader::new(std::fs::File::open(path).expect("open pcap")).expect("reader");
+    let mut out = Vec::new();
+    while let Some(p) = r.next_packet() {
+        out.push(p.expect("packet").data.into_owned());
+    }
+    out
+}
+
+fn mac(last: u8) -> [u8; 6] {
+    [2, 0, 0, 0, 0, last]
+}
+
+/// Ethernet + optional VLAN + IPv4 + UDP, 64+ bytes, payload tagged with `seq`.
+fn udp(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    vlan: Option<u16>,
+    src: [u8; 4],
+    dst: [u8; 4],
+    dport: u16,
+    seq: u16,
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    if let Some(v) = vlan {
+        f.extend_from_slice(&[0x81, 0x00]);
+        f.extend_from_slice(&v.to_be_bytes());
+    }
+    f.extend_from_slice(&[0x08, 0x00]);
+    let payload = 18usize;
+    let total = (20 + 8 + payload) as u16;
+    let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    ip[4..6].copy_from_slice(&seq.to_be_bytes());
+    ip.extend_from_slice(&src);
+    ip.extend_from_slice(&dst);
+    let c = vswitch::packet::checksum::ipv4_header(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&(1000 + seq).to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend((0..payload).map(|k| (seq as usize + k) as u8));
+    f
+}
+
+fn push_vlan(f: &[u8], vid: u16) -> Vec<u8> {
+    let mut o = f[..12].to_vec();
+    o.extend_from_slice(&[0x81, 0x00]);
+    o.extend_from_slice(&vid.to_be_bytes());
+    o.extend_from_slice(&f[12..]);
+    o
+}
+
+fn strip_vlan(f: &[u8]) -> Vec<u8> {
+    let mut o = f[..12].to_vec();
+    o.extend_from_slice(&f[16..]);
+    o
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+fn base_config(dir: &TempDir, rules: &[&str], ports: &str) -> String {
+    let rules: Vec<String> = rules.iter().map(|r| format!("  {r:?},")).collect();
+    format!(
+        "rules = [\n{}\n]\n\n[eal]\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\n[datapath]\nidle_timeout_ms = 60000\n\n[control]\nsocket = \"{}\"\n\n[metrics]\nlisten = \"off\"\n\n{ports}",
+        rules.join("\n"),
+        dir.path("unused.sock").display()
+    )
+}
+
+fn pcap_port(dir: &TempDir, name: &str, role: &str) -> String {
+    format!(
+        "[[port]]\nname = \"{name}\"\nrole = \"{role}\"\ndevargs = \"net_pcap_{name},rx_pcap={},tx_pcap={}\"\n\n",
+        dir.path(&format!("in_{name}.pcap")).display(),
+        dir.path(&format!("out_{name}.pcap")).display()
+    )
+}
+
+/// Waits until the daemon has received `expected` packets in total and its
+/// counters stop moving.
+fn wait_all_received(d: &Daemon, expected: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
+        let s = d.show();
+        let rx: u64 = s["ports"].as_array().expect("ports").iter().map(|p| p["rx_packets"].as_u64().unwrap_or(0)).sum();
+        let tx: u64 = s["ports"].as_array().expect("ports").iter().map(|p| p["tx_packets"].as_u64().unwrap_or(0)).sum();
+        if rx == expected && last == Some(tx) {
+            return s;
+        }
+        assert!(rx <= expected, "received more than was sent: {rx} > {expected}");
+        assert!(Instant::now() < deadline, "only {rx} of {expected} packets arrived:\n{s:#}\n{}", d.log_text());
+        last = (rx == expected).then_some(tx);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn port<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["ports"].as_array().expect("ports").iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {name}"))
+}
+
+#[test]
+fn pcap_in_pcap_out_with_priorities_wildcards_vlan_mac_and_drop() {
+    let dir = TempDir::new("fwd");
+    let rules = [
+        "priority=100,in_port=vf0,ip,nw_dst=10.2.0.0/16 actions=output:uplink0",
+        "priority=200,in_port=vf0,udp,tp_dst=53 actions=mod_vlan_vid:100,output:uplink0",
+        "priority=300,in_port=vf0,ip,nw_dst=10.2.9.0/24 actions=drop",
+        "priority=100,in_port=uplink0,dl_vlan=200 actions=strip_vlan,output:vf1",
+        "priority=100,in_port=uplink0,dl_dst=02:00:00:00:00:10 actions=mod_dl_src:02:aa:00:00:00:01,output:vf0",
+        "priority=100,in_port=vf1 actions=output:uplink0,output:vf0",
+    ];
+    let ports = format!(
+        "{}{}{}",
+        pcap_port(&dir, "vf0", "representor"),
+        pcap_port(&dir, "vf1", "representor"),
+        pcap_port(&dir, "uplink0", "uplink")
+    );
+    let (vm0, vm1, gw) = (mac(0x10), mac(0x11), mac(0x01));
+    let mut in_vf0 = Vec::new();
+    let mut in_up = Vec::new();
+    let mut in_vf1 = Vec::new();
+    let (mut to_up, mut to_vf0, mut to_vf1) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rule_drops, mut no_rule) = (0u64, 0u64);
+    for s in 0..40u16 {
+        let host = (s % 7) as u8 + 1;
+        // a) plain forward by prefix
+        let a = udp(gw, vm0, None, [10, 0, 0, 1], [10, 2, 1, host], 5001, s);
+        to_up.push(a.clone());
+        in_vf0.push(a);
+        // b) DNS: higher priority, VLAN 100 pushed
+        let b = udp(gw, vm0, None, [10, 0, 0, 1], [10, 2, 1, host], 53, s);
+        to_up.push(push_vlan(&b, 100));
+        in_vf0.push(b);
+        // c) DNS into the dropped subnet: the highest priority wins
+        in_vf0.push(udp(gw, vm0, None, [10, 0, 0, 1], [10, 2, 9, host], 53, s));
+        rule_drops += 1;
+        // d) nothing matches
+        in_vf0.push(udp(gw, vm0, None, [10, 0, 0, 1], [10, 3, 0, host], 5001, s));
+        no_rule += 1;
+        // e) VLAN 200 from the wire: popped, to vf1
+        let e = udp(vm1, gw, Some(200), [10, 9, 0, 1], [10, 1, 0, 1], 7, s);
+        to_vf1.push(strip_vlan(&e));
+        in_up.push(e);
+        // f) to VM0's MAC: source MAC rewritten
+        let f = udp(vm0, gw, None, [10, 9, 0, 1], [10, 0, 0, 1], 7, s);
+        let mut fo = f.clone();
+        fo[6..12].copy_from_slice(&[2, 0xaa, 0, 0, 0, 1]);
+        to_vf0.push(fo);
+        in_up.push(f);
+        // g) unknown MAC from the wire
+        in_up.push(udp(mac(0x55), gw, None, [10, 9, 0, 1], [10, 0, 0, 9], 7, s));
+        no_rule += 1;
+        // h) from vf1: copied to the uplink and to vf0
+        let h = udp(gw, vm1, None, [10, 1, 0, 1], [10, 2, 0, host], 9, s);
+        to_up.push(h.clone());
+        to_vf0.push(h.clone());
+        in_vf1.push(h);
+    }
+    write_pcap(&dir.path("in_vf0.pcap"), &in_vf0);
+    write_pcap(&dir.path("in_vf1.pcap"), &in_vf1);
+    write_pcap(&dir.path("in_uplink0.pcap"), &in_up);
+    let total = (in_vf0.len() + in_vf1.len() + in_up.len()) as u64;
+
+    let d = Daemon::start(&dir, &base_config(&dir, &rules, &ports));
+    let s = wait_all_received(&d, total);
+    assert_eq!(port(&s, "vf0")["rx_packets"], in_vf0.len() as u64);
+    assert_eq!(port(&s, "uplink0")["rx_packets"], in_up.len() as u64);
+    assert_eq!(port(&s, "uplink0")["tx_packets"], to_up.len() as u64);
+    assert_eq!(port(&s, "vf0")["tx_packets"], to_vf0.len() as u64);
+    assert_eq!(port(&s, "vf1")["tx_packets"], to_vf1.len() as u64);
+    assert_eq!(s["drops"]["rule_drop"], rule_drops);
+    assert_eq!(s["drops"]["no_rule"], no_rule);
+    let lookups = s["emc_hits"].as_u64().unwrap_or(0)
+        + s["megaflow_hits"].as_u64().unwrap_or(0)
+        + s["upcalls"].as_u64().unwrap_or(0);
+    assert_eq!(lookups, total, "every packet was looked up exactly once");
+
+    // Megaflows: few (wildcards), each with the fields its rules consulted.
+    let flows = d.ctl_json(&["dump-flows"]).expect("dump-flows");
+    let flows = flows.as_array().expect("array");
+    assert!(!flows.is_empty() && flows.len() < 20, "megaflows cover many packets: {flows:#?}");
+    let dns = flows
+        .iter()
+        .find(|f| f["actions"].as_str().is_some_and(|a| a.contains("mod_vlan_vid:100")))
+        .unwrap_or_else(|| panic!("a DNS megaflow: {flows:#?}"));
+    let m = dns["match"].as_str().expect("match");
+    assert!(m.contains("in_port=vf0") && m.contains("tp_dst=0x35"), "{m}");
+    let packets: u64 = flows.iter().map(|f| f["packets"].as_u64().unwrap_or(0)).sum();
+    assert_eq!(packets, total, "flow counters add up to the packets");
+    let text = d.ctl(&["dump-flows"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("actions=strip_vlan,output:vf1"));
+
+    d.stop();
+    assert_eq!(sorted(read_pcap(&dir.path("out_uplink0.pcap"))), sorted(to_up), "uplink0 output");
+    assert_eq!(sorted(read_pcap(&dir.path("out_vf0.pcap"))), sorted(to_vf0), "vf0 output");
+    assert_eq!(read_pcap(&dir.path("out_vf1.pcap")), to_vf1, "vf1 output, in order");
+}
+
+#[test]
+fn malformed_packets_are_dropped_and_counted_by_reason() {
+    let dir = TempDir::new("malformed");
+    let rules = ["priority=1,in_port=vf0 actions=output:uplink0"];
+    let ports = format!("{}{}", pcap_port(&dir, "vf0", "representor"), pcap_port(&dir, "uplink0", "uplink"));
+    let mut input = Vec::new();
+    let mut good = Vec::new();
+    let mut bad_ihl = 0;
+    let mut truncated = 0;
+    let mut runts = 0;
+    let mut beyond = 0;
+    for s in 0..50u16 {
+        let ok = udp(mac(1), mac(0x10), None, [10, 0, 0, 1], [10, 2, 0, 1], 80, s);
+        good.push(ok.clone());
+        input.push(ok.clone());
+        match s % 4 {
+            0 => {
+                let mut b = ok.clone();
+                b[14] = 0x43; // IHL 3
+                input.push(b);
+                bad_ihl += 1;
+            }
+            1 => {
+                input.push(ok[..30].to_vec());
+                truncated += 1;
+            }
+            2 => {
+                input.push(ok[..9].to_vec());
+                runts += 1;
+            }
+            _ => {
+                let mut b = ok.clone();
+                b[16..18].copy_from_slice(&1400u16.to_be_bytes());
+                input.push(b);
+                beyond += 1;
+            }
+        }
+    }
+    write_pcap(&dir.path("in_vf0.pcap"), &input);
+    write_pcap(&dir.path("in_uplink0.pcap"), &[]);
+    let d = Daemon::start(&dir, &base_config(&dir, &rules, &ports));
+    let s = wait_all_received(&d, input.len() as u64);
+    assert_eq!(s["parse_errors"]["bad_ipv4_header_length"], bad_ihl);
+    assert_eq!(s["parse_errors"]["truncated_ipv4"], truncated);
+    assert_eq!(s["parse_errors"]["truncated_ethernet"], runts);
+    assert_eq!(s["parse_errors"]["ipv4_total_length_beyond_frame"], beyond);
+    assert_eq!(s["drops"]["parse_error"], bad_ihl + truncated + runts + beyond);
+    assert_eq!(port(&s, "uplink0")["tx_packets"], good.len() as u64);
+    let show = String::from_utf8_lossy(&d.ctl(&["show"]).stdout).into_owned();
+    assert!(show.contains("parse errors:") && show.contains("truncated_ipv4="), "{show}");
+    d.stop();
+    assert_eq!(read_pcap(&dir.path("out_uplink0.pcap")), good, "every good packet, in order");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn tx_of(d: &Daemon, name: &str) -> u64 {
+    port(&d.show(), name)["tx_packets"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
+    let dir = TempDir::new("rules");
+    let metrics = free_port();
+    let ports = "[[port]]\nname = \"vf0\"\nrole = \"representor\"\n[port.generate]\nflows = 100\n\n\
+                 [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_null_a,no-rx=1\"\n\n\
+                 [[port]]\nname = \"uplink1\"\nrole = \"uplink\"\ndevargs = \"net_null_b,no-rx=1\"\n";
+    let cfg = base_config(&dir, &["priority=10,in_port=vf0,ip actions=output:uplink0"], ports)
+        .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{metrics}\""));
+    let d = Daemon::start(&dir, &cfg);
+    let settle = || std::thread::sleep(Duration::from_millis(300));
+    settle();
+    let a0 = tx_of(&d, "uplink0");
+    settle();
+    assert!(tx_of(&d, "uplink0") > a0, "traffic flows to uplink0");
+    let flows = d.ctl_json(&["dump-flows"]).expect("flows");
+    assert!(flows.as_array().is_some_and(|f| f.iter().any(|f| f["actions"] == "output:uplink0")), "{flows:#}");
+
+    // A higher-priority rule takes over the cached flow as soon as it is acknowledged.
+    let added = d.ctl_json(&["add-rule", "priority=20,in_port=vf0,udp actions=output:uplink1"]).expect("add-rule");
+    assert!(added["flows_removed"].as_u64().unwrap_or(0) >= 1, "the cached flow was revalidated out: {added}");
+    std::thread::sleep(Duration::from_millis(50)); // counters publish every millisecond
+    let (u0, u1) = (tx_of(&d, "uplink0"), tx_of(&d, "uplink1"));
+    settle();
+    assert_eq!(tx_of(&d, "uplink0"), u0, "no packet left by the shadowed rule after the change was acknowledged");
+    assert!(tx_of(&d, "uplink1") > u1, "the new rule forwards");
+    let rules = d.ctl_json(&["dump-rules"]).expect("rules");
+    assert_eq!(rules.as_array().map(Vec::len), Some(2));
+    let new_id = added["id"].as_u64().expect("id").to_string();
+
+    // Deleting it brings the old path back.
+    let deleted = d.ctl_json(&["del-rule", &new_id]).expect("del-rule");
+    assert_eq!(deleted["deleted"], 1);
+    std::thread::sleep(Duration::from_millis(50));
+    let (u0, u1) = (tx_of(&d, "uplink0"), tx_of(&d, "uplink1"));
+    settle();
+    assert_eq!(tx_of(&d, "uplink1"), u1, "no packet left by the deleted rule");
+    assert!(tx_of(&d, "uplink0") > u0);
+    // Deletion by text (match + priority).
+    d.ctl_json(&["del-rule", "priority=10,in_port=vf0,ip"]).expect("del by text");
+    std::thread::sleep(Duration::from_millis(50));
+    let u0 = tx_of(&d, "uplink0");
+    settle();
+    assert_eq!(tx_of(&d, "uplink0"), u0, "no rule left: nothing forwarded");
+    assert!(d.show()["drops"]["no_rule"].as_u64().unwrap_or(0) > 0);
+
+    // Bad requests get an error and the daemon keeps running.
+    let bad = d.ctl(&["add-rule", "in_port=nowhere actions=drop"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no such port"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(!d.ctl(&["del-rule", "999"]).status.success());
+    let mut raw = std::os::unix::net::UnixStream::connect(&d.socket).expect("connect");
+    raw.write_all(b"{not json\n").expect("write");
+    let mut reply = String::new();
+    raw.read_to_string(&mut reply).expect("reply");
+    assert!(reply.contains("\"ok\":false") && reply.contains("bad request"), "{reply}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&d.socket).expect("socket").permissions());
+    assert_eq!(mode & 0o777, 0o600, "control socket is private");
+
+    // Prometheus metrics on the configured address.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics)).expect("metrics listener");
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
+    let mut body = String::new();
+    http.read_to_string(&mut body).expect("metrics body");
+    assert!(body.contains("vswitch_port_rx_packets_total{port=\"vf0\"}"), "{body}");
+    assert!(body.contains("vswitch_drops_total{reason=\"no_rule\"}"), "{body}");
+    assert!(d.show()["uptime_s"].as_f64().unwrap_or(0.0) > 0.0, "still running");
+    d.stop();
+}
+
+#[test]
+fn bad_config_exits_nonzero_naming_line_and_field() {
+    let dir = TempDir::new("badcfg");
+    let cfg = dir.path("bad.toml");
+    std::fs::write(&cfg, "[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_null0\"\nmtu = 70000\n")
+        .expect("write");
+    let out = Command::new(VSWITCHD).arg(&cfg).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:5: port.mtu:", cfg.display())), "{err}");
+    assert!(err.contains("expected 68..=9600"), "{err}");
+
+    std::fs::write(&cfg, "rules = [\"in_port=vf9 actions=drop\"]\n[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_null0\"\n").expect("write");
+    let out = Command::new(VSWITCHD).arg(&cfg).output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":1: rules:") && err.contains("no such port"), "{err}");
+
+    let out = Command::new(VSWITCHD).arg(dir.path("missing.toml")).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
