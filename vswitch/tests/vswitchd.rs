@@ -453,6 +453,26 @@ fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&d.socket).expect("socket").permissions());
     assert_eq!(mode & 0o777, 0o600, "control socket is private");
 
+    // reload re-reads the file's rules; a port change is refused.
+    let cfg_path = dir.path("vswitchd.toml");
+    let reloaded = cfg.replace(
+        "priority=10,in_port=vf0,ip actions=output:uplink0",
+        "priority=30,in_port=vf0,ip actions=output:uplink1\", \"priority=5 actions=drop",
+    );
+    std::fs::write(&cfg_path, &reloaded).expect("rewrite config");
+    let r = d.ctl_json(&["reload"]).expect("reload");
+    assert_eq!(r["rules"], 2, "{r}");
+    let rules = d.ctl_json(&["dump-rules"]).expect("rules");
+    let texts: Vec<&str> = rules.as_array().expect("array").iter().filter_map(|r| r["text"].as_str()).collect();
+    assert_eq!(texts, ["priority=30,in_port=vf0,ip actions=output:uplink1", "priority=5 actions=drop"]);
+    std::thread::sleep(Duration::from_millis(50));
+    let u1 = tx_of(&d, "uplink1");
+    settle();
+    assert!(tx_of(&d, "uplink1") > u1, "the reloaded rule forwards");
+    std::fs::write(&cfg_path, reloaded.replace("net_null_b", "net_null_c")).expect("rewrite config");
+    let refused = d.ctl(&["reload"]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("need a restart"));
+
     // Prometheus metrics on the configured address.
     std::thread::sleep(Duration::from_millis(1200));
     let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics)).expect("metrics listener");

@@ -100,7 +100,11 @@ fn run(args: Args) -> Result<()> {
     let metrics_addr = config.metrics;
     let interval = config.stats_interval;
     let eal_prefix = config.eal_args.iter().find_map(|a| a.strip_prefix("--file-prefix=").map(str::to_owned));
-    let switch = Arc::new(Switch::start(config, &pcaps, None)?);
+    let eal = vswitch::dpdk::EalBuilder::new("vswitchd")
+        .args(config.eal_args.iter().cloned())
+        .init()
+        .context("starting DPDK (EAL)")?;
+    let switch = Arc::new(Switch::start(&eal, config, &pcaps, None)?);
     if let Some(addr) = metrics_addr {
         vswitch::metrics::install(addr)?;
         tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");

@@ -137,24 +137,25 @@ fn mac_text(mac: [u8; 6]) -> String {
 }
 
 impl Switch {
-    /// Opens every port, installs the configured rules and starts the PMDs.
+    /// Opens every port on the initialised EAL, installs the configured rules
+    /// and starts the PMDs.
     /// `pcaps` maps port index to a generated traffic file (for `{pcap}`).
     ///
     /// # Errors
     /// Any DPDK or thread failure, with the port or step named.
     pub fn start(
+        eal: &Eal,
         config: Config,
         pcaps: &BTreeMap<usize, std::path::PathBuf>,
         events: Option<Sender<FlowEvent>>,
     ) -> Result<Self> {
-        let eal = crate::dpdk::EalBuilder::new("vswitchd")
-            .args(config.eal_args.iter().cloned())
-            .init()
-            .context("starting DPDK (EAL)")?;
+        let eal = eal.clone();
+        static POOLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let pool_name = format!("vsw_mbufs{}", POOLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
         // Data room: headroom (128) + the largest frame (MTU + Ethernet + 2 tags).
         let data_room = (128 + usize::from(max_mtu) + 14 + 8).max(2048 + 128) as u16;
-        let pool = Arc::new(Mempool::new(&eal, "vswitchd_mbufs", config.mbufs, 256, data_room).with_context(|| {
+        let pool = Arc::new(Mempool::new(&eal, &pool_name, config.mbufs, 256, data_room).with_context(|| {
             format!("creating a pool of {} mbufs (raise -m in [eal] args, or lower datapath.mbufs)", config.mbufs)
         })?);
         let npmd = config.pmd_cores.len();

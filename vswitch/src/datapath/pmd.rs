@@ -102,6 +102,7 @@ struct Pmd {
     upcalls_left: usize,
     // Per-burst scratch, kept to avoid re-initialising on every burst.
     keys: Box<[FlowKey; MAX_BURST]>,
+    miss_keys: Box<[FlowKey; MAX_BURST]>,
     hashes: [u64; MAX_BURST],
     flow_of: [Option<FlowHandle>; MAX_BURST],
 }
@@ -142,6 +143,7 @@ pub fn run(setup: PmdSetup) {
         counters: Local::new(ports),
         next_flow: 1,
         keys: Box::new([FlowKey::ZERO; MAX_BURST]),
+        miss_keys: Box::new([FlowKey::ZERO; MAX_BURST]),
         hashes: [0; MAX_BURST],
         flow_of: [None; MAX_BURST],
     };
@@ -251,7 +253,7 @@ impl Pmd {
 
         // Megaflow classifier for the misses, as one batch.
         if pending != 0 {
-            let mut miss_keys = [FlowKey::ZERO; MAX_BURST];
+            let miss_keys = &mut self.miss_keys;
             let mut miss_idx = [0u8; MAX_BURST];
             let mut m = 0;
             let mut bits = pending;
@@ -263,7 +265,7 @@ impl Pmd {
                 m += 1;
             }
             let mut found = [None; MAX_BURST];
-            self.dpcls.lookup_batch(&miss_keys[..m], &mut found[..m]);
+            self.dpcls.lookup_batch(&self.miss_keys[..m], &mut found[..m]);
             for j in 0..m {
                 let i = usize::from(miss_idx[j]);
                 if let Some(h) = found[j].filter(|h| self.flows.is_live(*h)) {
@@ -358,8 +360,7 @@ impl Pmd {
                 }
                 continue;
             }
-            let flow_actions = Arc::clone(&flow.actions);
-            execute(&flow_actions, &mut pkts, members, &mut self.tx, &mut self.counters, &self.pool);
+            execute(&flow.actions, &mut pkts, members, &mut self.tx, &mut self.counters, &self.pool);
         }
         // Anything still here was consumed by no output (freed on drop).
     }

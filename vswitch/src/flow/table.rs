@@ -7,6 +7,13 @@
 //! megaflow mask: any packet equal to this one under that mask gets the same
 //! hash-map answers in every visited subtable, hence the same rule.
 //!
+//! Staged lookup (as Open vSwitch's classifier): each subtable also indexes
+//! its rules' keys cut down to metadata, then + L2, then + L3. When a packet's
+//! cut-down key is absent at some stage, no rule of that subtable can match,
+//! and only that stage's fields go into the megaflow mask. So a packet from
+//! vf0 that meets a subtable of `in_port=uplink0,dl_dst=...` rules adds only
+//! `in_port`, not `dl_dst`, to its megaflow.
+//!
 //! Ties: among matching rules of equal priority, the one added first (lowest
 //! [`RuleId`]) wins.
 
@@ -70,12 +77,47 @@ impl Rule {
     }
 }
 
+#[derive(Clone)]
 struct Subtable {
     mask: FlowMask,
     /// Rules by masked key; each list ordered best first.
     rules: HashMap<FlowKey, Vec<Arc<Rule>>>,
+    /// Staged indexes: (stage mask, how many rules have each cut-down key).
+    stages: Vec<(FlowMask, HashMap<FlowKey, u32>)>,
     max_priority: u32,
     count: usize,
+}
+
+/// Fields of each lookup stage, cumulative: metadata, + L2, + L3 (L4 is the
+/// full mask).
+const STAGES: [&[Field]; 3] = [
+    &[Field::InPort, Field::TunId, Field::TunFlags, Field::TunSrc, Field::TunDst],
+    &[Field::EthSrc, Field::EthDst, Field::EthType, Field::VlanTci, Field::VlanTci2],
+    &[Field::NwSrc, Field::NwDst, Field::IpProto, Field::IpTos, Field::IpTtl, Field::IpFrag],
+];
+
+fn stage_masks(mask: &FlowMask) -> Vec<FlowMask> {
+    let mut cumulative = FlowMask::default();
+    let mut out: Vec<FlowMask> = Vec::new();
+    for fields in STAGES {
+        for f in fields {
+            cumulative.exact(*f);
+        }
+        let stage = FlowMask(mask.0.masked(&cumulative));
+        // Skip empty stages, stages that add nothing, and the full mask.
+        if stage.is_catch_all() || out.last() == Some(&stage) || stage == *mask {
+            continue;
+        }
+        out.push(stage);
+    }
+    out
+}
+
+impl Subtable {
+    fn new(mask: FlowMask) -> Self {
+        let stages = stage_masks(&mask).into_iter().map(|m| (m, HashMap::new())).collect();
+        Self { mask, rules: HashMap::new(), stages, max_priority: 0, count: 0 }
+    }
 }
 
 /// The answer of [`RuleTable::classify`].
@@ -96,12 +138,6 @@ pub struct RuleTable {
     subtables: Vec<Arc<Subtable>>,
     next_id: RuleId,
     count: usize,
-}
-
-impl Clone for Subtable {
-    fn clone(&self) -> Self {
-        Self { mask: self.mask, rules: self.rules.clone(), max_priority: self.max_priority, count: self.count }
-    }
 }
 
 impl RuleTable {
@@ -134,12 +170,7 @@ impl RuleTable {
         let idx = match self.subtables.iter().position(|s| s.mask == matcher.mask) {
             Some(i) => i,
             None => {
-                self.subtables.push(Arc::new(Subtable {
-                    mask: matcher.mask,
-                    rules: HashMap::new(),
-                    max_priority: 0,
-                    count: 0,
-                }));
+                self.subtables.push(Arc::new(Subtable::new(matcher.mask)));
                 self.subtables.len() - 1
             }
         };
@@ -147,6 +178,9 @@ impl RuleTable {
         let list = st.rules.entry(matcher.key).or_default();
         let pos = list.iter().position(|r| rule.beats(r)).unwrap_or(list.len());
         list.insert(pos, rule);
+        for (smask, index) in &mut st.stages {
+            *index.entry(matcher.key.masked(smask)).or_insert(0) += 1;
+        }
         st.max_priority = st.max_priority.max(priority);
         st.count += 1;
         self.count += 1;
@@ -165,6 +199,15 @@ impl RuleTable {
         let removed = list.remove(pos);
         if list.is_empty() {
             st.rules.remove(&key);
+        }
+        for (smask, index) in &mut st.stages {
+            let part = key.masked(smask);
+            if let Some(n) = index.get_mut(&part) {
+                *n -= 1;
+                if *n == 0 {
+                    index.remove(&part);
+                }
+            }
         }
         st.count -= 1;
         self.count -= 1;
@@ -201,6 +244,10 @@ impl RuleTable {
                 break;
             }
             visited += 1;
+            if let Some((smask, _)) = st.stages.iter().find(|(smask, index)| !index.contains_key(&key.masked(smask))) {
+                mask.union_with(smask);
+                continue;
+            }
             mask.union_with(&st.mask);
             if let Some(candidate) = st.rules.get(&key.masked(&st.mask)).and_then(|l| l.first()) {
                 if best.is_none_or(|b| candidate.beats(b)) {
