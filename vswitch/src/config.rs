@@ -31,6 +31,8 @@ pub enum Role {
     Representor,
     /// The uplink (PF / wire).
     Uplink,
+    /// A VXLAN tunnel port (shown in stats; not a `role` in `[[port]]`).
+    Tunnel,
 }
 
 impl Role {
@@ -38,6 +40,7 @@ impl Role {
         match self {
             Role::Representor => "representor",
             Role::Uplink => "uplink",
+            Role::Tunnel => "tunnel",
         }
     }
 }
@@ -70,6 +73,36 @@ pub struct PortSpec {
     pub line: usize,
 }
 
+/// A VXLAN tunnel port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelSpec {
+    pub name: String,
+    pub remote: IpAddr,
+    /// `None`: the VNI comes from the flow (`set_tunnel`) and is matched with `tun_id`.
+    pub vni: Option<u32>,
+    pub local: Option<IpAddr>,
+    pub udp_port: u16,
+    pub line: usize,
+}
+
+/// A configured route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub prefix: IpAddr,
+    pub len: u8,
+    pub via: Option<IpAddr>,
+    /// Uplink port number.
+    pub port: u32,
+}
+
+/// A static neighbour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighbourSpec {
+    pub ip: IpAddr,
+    pub mac: [u8; 6],
+    pub port: u32,
+}
+
 /// A rule with the line it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfiguredRule {
@@ -88,12 +121,17 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub upcall_budget: usize,
     pub emc_entries: usize,
+    pub emc_insert_inv_prob: u64,
     pub max_flows: usize,
     pub mbufs: u32,
     pub socket: PathBuf,
     pub metrics: Option<SocketAddr>,
     pub stats_interval: Duration,
     pub ports: Vec<PortSpec>,
+    /// Tunnel ports; their datapath numbers follow the ports'.
+    pub tunnels: Vec<TunnelSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub neighbours: Vec<NeighbourSpec>,
     pub rules: Vec<ConfiguredRule>,
 }
 
@@ -111,6 +149,7 @@ struct RawDatapath {
     idle_timeout_ms: Option<Spanned<u64>>,
     upcall_budget: Option<Spanned<usize>>,
     emc_entries: Option<Spanned<usize>>,
+    emc_insert_inv_prob: Option<Spanned<u64>>,
     max_flows: Option<Spanned<usize>>,
     mbufs: Option<Spanned<u32>>,
 }
@@ -158,6 +197,39 @@ struct RawPort {
 }
 
 #[derive(Deserialize)]
+#[serde(untagged)]
+enum RawVni {
+    Number(u32),
+    Word(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTunnel {
+    name: Spanned<String>,
+    remote_ip: Spanned<String>,
+    vni: Option<Spanned<RawVni>>,
+    local_ip: Option<Spanned<String>>,
+    udp_port: Option<Spanned<u16>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: Spanned<String>,
+    via: Option<Spanned<String>>,
+    port: Spanned<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNeighbour {
+    ip: Spanned<String>,
+    mac: Spanned<String>,
+    port: Spanned<String>,
+}
+
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     #[serde(default)]
@@ -170,6 +242,12 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default, rename = "port")]
     ports: Vec<Spanned<RawPort>>,
+    #[serde(default, rename = "tunnel")]
+    tunnels: Vec<Spanned<RawTunnel>>,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RawRoute>>,
+    #[serde(default, rename = "neighbour")]
+    neighbours: Vec<Spanned<RawNeighbour>>,
     #[serde(default)]
     rules: Vec<Spanned<String>>,
 }
@@ -283,6 +361,8 @@ impl Config {
         let idle_ms = range(&raw.datapath.idle_timeout_ms, "datapath.idle_timeout_ms", 10_000, 100, 3_600_000)?;
         let upcall_budget = range(&widen(&raw.datapath.upcall_budget), "datapath.upcall_budget", 64, 1, 4096)? as usize;
         let emc_entries = range(&widen(&raw.datapath.emc_entries), "datapath.emc_entries", 8192, 0, 1 << 20)? as usize;
+        let emc_insert_inv_prob =
+            range(&raw.datapath.emc_insert_inv_prob, "datapath.emc_insert_inv_prob", 100, 1, 1 << 20)?;
         let max_flows = range(&widen(&raw.datapath.max_flows), "datapath.max_flows", 262_144, 16, 4 << 20)? as usize;
         let mbufs_given = raw.datapath.mbufs.as_ref().map(|s| Spanned::new(s.span(), u64::from(*s.get_ref())));
         let stats_ms = range(&raw.control.stats_interval_ms, "control.stats_interval_ms", 1000, 100, 60_000)?;
@@ -377,7 +457,116 @@ impl Config {
             ports.push(PortSpec { name, devargs, role, mtu, ip, generate, line });
         }
 
-        let resolve = |name: &str| -> Option<u32> { ports.iter().position(|p| p.name == name).map(|i| i as u32) };
+        let mut tunnels: Vec<TunnelSpec> = Vec::new();
+        let uplink_addrs: Vec<(usize, IpAddr)> =
+            ports.iter().enumerate().filter_map(|(i, p)| p.ip.map(|(a, _)| (i, a))).collect();
+        for t in &raw.tunnels {
+            let line = ctx.line_of(t.span().start);
+            let t = t.get_ref();
+            let name = t.name.get_ref().clone();
+            if !valid_name(&name) {
+                return ctx.err(&t.name, "tunnel.name", format!("{name:?}: use 1-32 letters, digits, '_', '-' or '.'"));
+            }
+            if ports.iter().any(|p| p.name == name) || tunnels.iter().any(|x| x.name == name) {
+                return ctx.err(&t.name, "tunnel.name", format!("{name:?} is used by another port or tunnel"));
+            }
+            let remote: IpAddr = t
+                .remote_ip
+                .get_ref()
+                .parse()
+                .or_else(|_| ctx.err(&t.remote_ip, "tunnel.remote_ip", "expected an IP address"))?;
+            if !uplink_addrs.iter().any(|(_, a)| a.is_ipv4() == remote.is_ipv4()) {
+                let family = if remote.is_ipv4() { "IPv4" } else { "IPv6" };
+                return ctx.err(
+                    &t.remote_ip,
+                    "tunnel.remote_ip",
+                    format!("no uplink has an {family} address (set ip = ... on an uplink port)"),
+                );
+            }
+            let vni = match &t.vni {
+                None => {
+                    return ctx.err(
+                        &t.name,
+                        "tunnel.vni",
+                        "give a VNI (0..=16777215) or \"flow\" (set by set_tunnel, matched by tun_id)",
+                    )
+                }
+                Some(v) => match v.get_ref() {
+                    RawVni::Number(n) if *n <= 0x00ff_ffff => Some(*n),
+                    RawVni::Word(w) if w == "flow" => None,
+                    _ => return ctx.err(v, "tunnel.vni", "expected 0..=16777215 or \"flow\""),
+                },
+            };
+            let local = match &t.local_ip {
+                None => None,
+                Some(l) => {
+                    let a: IpAddr =
+                        l.get_ref().parse().or_else(|_| ctx.err(l, "tunnel.local_ip", "expected an IP address"))?;
+                    if !uplink_addrs.iter().any(|(_, u)| *u == a) {
+                        return ctx.err(l, "tunnel.local_ip", format!("{a} is not the ip of any uplink"));
+                    }
+                    Some(a)
+                }
+            };
+            let udp_port = match &t.udp_port {
+                None => crate::packet::parse::VXLAN_PORT,
+                Some(p) if *p.get_ref() == 0 => return ctx.err(p, "tunnel.udp_port", "must not be 0"),
+                Some(p) => *p.get_ref(),
+            };
+            tunnels.push(TunnelSpec { name, remote, vni, local, udp_port, line });
+        }
+        let uplink = |s: &Spanned<String>, field: &str| -> Result<u32, ConfigError> {
+            match ports.iter().position(|p| p.name == *s.get_ref()) {
+                Some(i) if ports[i].role == Role::Uplink => Ok(i as u32),
+                Some(_) => ctx.err(s, field, format!("{:?} is not an uplink", s.get_ref())),
+                None => ctx.err(s, field, format!("no port named {:?}", s.get_ref())),
+            }
+        };
+        let mut routes = Vec::new();
+        for r in &raw.routes {
+            let r = r.get_ref();
+            let bad = || {
+                ctx.err(
+                    &r.prefix,
+                    "route.prefix",
+                    format!("{:?}: expected ADDRESS/LEN, e.g. 198.18.1.0/24", r.prefix.get_ref()),
+                )
+            };
+            let Some((a, l)) = r.prefix.get_ref().split_once('/') else { return bad() };
+            let (Ok(prefix), Ok(len)) = (a.parse::<IpAddr>(), l.parse::<u8>()) else { return bad() };
+            if len > if prefix.is_ipv4() { 32 } else { 128 } {
+                return bad();
+            }
+            let via = match &r.via {
+                None => None,
+                Some(v) => {
+                    Some(v.get_ref().parse::<IpAddr>().or_else(|_| ctx.err(v, "route.via", "expected an IP address"))?)
+                }
+            };
+            if via.is_some_and(|v| v.is_ipv4() != prefix.is_ipv4()) {
+                return ctx.err(&r.prefix, "route.via", "the gateway and the prefix must be the same address family");
+            }
+            routes.push(RouteSpec { prefix, len, via, port: uplink(&r.port, "route.port")? });
+        }
+        let mut neighbours = Vec::new();
+        for n in &raw.neighbours {
+            let n = n.get_ref();
+            let ip =
+                n.ip.get_ref()
+                    .parse::<IpAddr>()
+                    .or_else(|_| ctx.err(&n.ip, "neighbour.ip", "expected an IP address"))?;
+            let mac = crate::ofrule::parse_mac(n.mac.get_ref())
+                .map_or_else(|| ctx.err(&n.mac, "neighbour.mac", "expected a MAC address"), Ok)?;
+            neighbours.push(NeighbourSpec { ip, mac, port: uplink(&n.port, "neighbour.port")? });
+        }
+
+        let resolve = |name: &str| -> Option<u32> {
+            ports
+                .iter()
+                .position(|p| p.name == name)
+                .or_else(|| tunnels.iter().position(|t| t.name == name).map(|i| i + ports.len()))
+                .map(|i| i as u32)
+        };
         let mut rules = Vec::new();
         for r in &raw.rules {
             let spec = parse_rule(r.get_ref(), &resolve)
@@ -405,19 +594,27 @@ impl Config {
             idle_timeout: Duration::from_millis(idle_ms),
             upcall_budget,
             emc_entries,
+            emc_insert_inv_prob,
             max_flows,
             mbufs,
             socket,
             metrics,
             stats_interval: Duration::from_millis(stats_ms),
             ports,
+            tunnels,
+            routes,
+            neighbours,
             rules,
         })
     }
 
-    /// Port number by name.
+    /// Port number by name (ports first, then tunnels).
     pub fn port_number(&self, name: &str) -> Option<u32> {
-        self.ports.iter().position(|p| p.name == name).map(|i| i as u32)
+        self.ports
+            .iter()
+            .position(|p| p.name == name)
+            .or_else(|| self.tunnels.iter().position(|t| t.name == name).map(|i| i + self.ports.len()))
+            .map(|i| i as u32)
     }
 }
 

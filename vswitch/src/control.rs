@@ -28,6 +28,9 @@ pub struct Request {
     pub cmd: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// Arguments of route/neighbour commands.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
 }
 
 /// Binds the socket, refusing to steal one a live daemon listens on and
@@ -111,6 +114,30 @@ fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result
         "del-rule" => {
             let (deleted, report) = switch.del_rule(rule()?)?;
             json!({"deleted": deleted, "flows_kept": report.kept, "flows_removed": report.removed})
+        }
+        "dump-underlay" => switch.dump_underlay(),
+        "route-add" => {
+            match req.args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+                [prefix, port] => switch.add_route(prefix, None, port)?,
+                [prefix, "via", gw, port] => switch.add_route(prefix, Some(gw), port)?,
+                _ => bail!("route-add PREFIX [via GATEWAY] UPLINK"),
+            }
+            json!({"routes": switch.dump_underlay()["routes"]})
+        }
+        "route-del" => {
+            let [prefix] = req.args.as_slice() else { bail!("route-del PREFIX") };
+            switch.del_route(prefix)?;
+            json!({"deleted": prefix})
+        }
+        "neigh-add" => {
+            let [ip, mac, port] = req.args.as_slice() else { bail!("neigh-add IP MAC UPLINK") };
+            switch.add_neighbour(ip, mac, port)?;
+            json!({"added": ip})
+        }
+        "neigh-del" => {
+            let [ip] = req.args.as_slice() else { bail!("neigh-del IP") };
+            switch.del_neighbour(ip)?;
+            json!({"deleted": ip})
         }
         "reload" => {
             let path = config_path

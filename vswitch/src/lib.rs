@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod ofrule;
 pub mod packet;
 pub mod traffic;
+pub mod underlay;

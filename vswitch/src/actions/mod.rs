@@ -2,6 +2,7 @@
 //! They work on any [`PacketBuf`] (an mbuf in the datapath, a `VecPacket` in
 //! tests and benchmarks).
 
+pub mod control_packets;
 pub mod vxlan;
 
 use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};

@@ -36,6 +36,19 @@ enum Cmd {
     DelRule { rule: String },
     /// Re-read the configuration file's rules.
     Reload,
+    /// Routes, neighbours and tunnels with their current encapsulation.
+    DumpUnderlay,
+    /// Add a route: PREFIX [via GATEWAY] UPLINK, e.g. 198.18.1.0/24 via 198.18.0.254 uplink0.
+    RouteAdd {
+        #[arg(num_args = 2..=4)]
+        args: Vec<String>,
+    },
+    /// Delete a configured route by prefix.
+    RouteDel { prefix: String },
+    /// Add a static neighbour: IP MAC UPLINK.
+    NeighAdd { ip: String, mac: String, port: String },
+    /// Delete a neighbour (static or learned).
+    NeighDel { ip: String },
 }
 
 fn main() {
@@ -47,16 +60,21 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let (cmd, rule) = match &args.cmd {
-        Cmd::Show => ("show", None),
-        Cmd::DumpPorts => ("dump-ports", None),
-        Cmd::DumpFlows => ("dump-flows", None),
-        Cmd::DumpRules => ("dump-rules", None),
-        Cmd::AddRule { rule } => ("add-rule", Some(rule.clone())),
-        Cmd::DelRule { rule } => ("del-rule", Some(rule.clone())),
-        Cmd::Reload => ("reload", None),
+    let (cmd, rule, extra) = match &args.cmd {
+        Cmd::Show => ("show", None, vec![]),
+        Cmd::DumpPorts => ("dump-ports", None, vec![]),
+        Cmd::DumpFlows => ("dump-flows", None, vec![]),
+        Cmd::DumpRules => ("dump-rules", None, vec![]),
+        Cmd::AddRule { rule } => ("add-rule", Some(rule.clone()), vec![]),
+        Cmd::DelRule { rule } => ("del-rule", Some(rule.clone()), vec![]),
+        Cmd::Reload => ("reload", None, vec![]),
+        Cmd::DumpUnderlay => ("dump-underlay", None, vec![]),
+        Cmd::RouteAdd { args } => ("route-add", None, args.clone()),
+        Cmd::RouteDel { prefix } => ("route-del", None, vec![prefix.clone()]),
+        Cmd::NeighAdd { ip, mac, port } => ("neigh-add", None, vec![ip.clone(), mac.clone(), port.clone()]),
+        Cmd::NeighDel { ip } => ("neigh-del", None, vec![ip.clone()]),
     };
-    let result = call(&args.socket, &Request { cmd: cmd.to_owned(), rule })?;
+    let result = call(&args.socket, &Request { cmd: cmd.to_owned(), rule, args: extra })?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
         return Ok(());
@@ -68,6 +86,29 @@ fn run(args: &Args) -> Result<()> {
         "dump-rules" => {
             for r in result.as_array().into_iter().flatten() {
                 println!("id={} priority={} {}", r["id"], r["priority"], r["text"].as_str().unwrap_or(""));
+            }
+        }
+        "dump-underlay" => {
+            for r in result["routes"].as_array().into_iter().flatten() {
+                let via = r["via"].as_str().map(|v| format!(" via {v}")).unwrap_or_default();
+                let kind = if r["connected"].as_bool() == Some(true) { " (connected)" } else { "" };
+                println!(
+                    "route {}{via} dev {}{kind}",
+                    r["prefix"].as_str().unwrap_or(""),
+                    r["port"].as_str().unwrap_or("")
+                );
+            }
+            for n in result["neighbours"].as_array().into_iter().flatten() {
+                let kind = if n["static"].as_bool() == Some(true) { "static" } else { "learned" };
+                println!(
+                    "neighbour {} lladdr {} dev {} {kind}",
+                    n["ip"].as_str().unwrap_or(""),
+                    n["mac"].as_str().unwrap_or(""),
+                    n["port"].as_str().unwrap_or("")
+                );
+            }
+            for t in result["tunnels"].as_array().into_iter().flatten() {
+                println!("tunnel {}", t["encap"].as_str().unwrap_or(""));
             }
         }
         _ => println!("{}", serde_json::to_string(&result)?),
@@ -158,5 +199,8 @@ fn print_flows(flows: &Value) {
             f["match"].as_str().unwrap_or(""),
             f["actions"].as_str().unwrap_or("")
         );
+        if let Some(e) = f["encap"].as_str() {
+            println!("    encap: {e}");
+        }
     }
 }

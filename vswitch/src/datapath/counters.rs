@@ -27,10 +27,20 @@ pub enum DropReason {
     FlowLimit,
     /// An action could not be applied (no headroom, too short).
     ActionError,
+    /// No route to a tunnel's remote VTEP.
+    NoRoute,
+    /// The next hop's MAC is not known yet (an ARP request was sent).
+    NeighbourMiss,
+    /// VXLAN to our address with a VNI or remote no tunnel port accepts.
+    UnknownTunnel,
+    /// Malformed VXLAN, bad outer checksum.
+    DecapError,
+    /// A flow-based tunnel output without set_tunnel.
+    NoVni,
 }
 
 impl DropReason {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 14;
     pub const ALL: [DropReason; Self::COUNT] = [
         DropReason::NoRule,
         DropReason::RuleDrop,
@@ -41,6 +51,11 @@ impl DropReason {
         DropReason::NoMbuf,
         DropReason::FlowLimit,
         DropReason::ActionError,
+        DropReason::NoRoute,
+        DropReason::NeighbourMiss,
+        DropReason::UnknownTunnel,
+        DropReason::DecapError,
+        DropReason::NoVni,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -54,6 +69,11 @@ impl DropReason {
             DropReason::NoMbuf => "no_mbuf",
             DropReason::FlowLimit => "flow_limit",
             DropReason::ActionError => "action_error",
+            DropReason::NoRoute => "no_route",
+            DropReason::NeighbourMiss => "neighbour_miss",
+            DropReason::UnknownTunnel => "unknown_tunnel",
+            DropReason::DecapError => "decap_error",
+            DropReason::NoVni => "no_vni",
         }
     }
 }
@@ -71,7 +91,12 @@ pub const UPCALL_CYCLES: usize = 8;
 pub const FLOWS_EXPIRED: usize = 9;
 pub const FLOWS_REVALIDATED_OUT: usize = 10;
 pub const EMC_INSERTS: usize = 11;
-const FIXED: usize = 12;
+pub const DECAPSULATED: usize = 12;
+pub const ENCAPSULATED: usize = 13;
+pub const ICMP_TOO_BIG_SENT: usize = 14;
+pub const ARP_REPLIES_SENT: usize = 15;
+pub const ARP_REQUESTS_SENT: usize = 16;
+const FIXED: usize = 17;
 pub const DROP_BASE: usize = FIXED;
 pub const PARSE_BASE: usize = DROP_BASE + DropReason::COUNT;
 pub const PORT_BASE: usize = PARSE_BASE + ParseError::COUNT;

@@ -4,6 +4,7 @@
 pub mod counters;
 pub mod flows;
 pub mod pmd;
+pub mod tunnel;
 
 use crate::config::{Config, PortSpec, Role};
 use crate::dpdk::{Eal, Mempool, Port, PortConfig};
@@ -11,6 +12,7 @@ use crate::flow::table::RuleId;
 use crate::flow::RuleTable;
 use crate::ofrule::{self, RuleSpec};
 use crate::packet::ParseError;
+use crate::underlay::{LocalAddress, Neighbour, Route, Tables, Tunnel, Underlay};
 use anyhow::{bail, Context, Result};
 use counters::DropReason;
 use crossbeam_channel::{bounded, Sender};
@@ -18,6 +20,7 @@ use flows::{FlowEvent, FlowInfo};
 use pmd::{PmdCommand, PmdConfig, PmdSetup, PmdShared, RevalidateReport, TxHandle};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -50,6 +53,7 @@ pub struct Switch {
     pmds: Vec<PmdHandle>,
     stop: Arc<AtomicBool>,
     rules: Mutex<RuleState>,
+    underlay: Arc<Underlay>,
     started: Instant,
     _pool: Arc<Mempool>,
     _eal: Eal,
@@ -99,6 +103,11 @@ pub struct SwitchStats {
     pub flows: u64,
     pub flows_expired: u64,
     pub flows_revalidated_out: u64,
+    pub decapsulated: u64,
+    pub encapsulated: u64,
+    pub icmp_too_big_sent: u64,
+    pub arp_replies_sent: u64,
+    pub arp_requests_sent: u64,
     pub rules: usize,
     pub drops: BTreeMap<String, u64>,
     pub parse_errors: BTreeMap<String, u64>,
@@ -122,6 +131,9 @@ pub struct FlowView {
     pub idle_ms: u64,
     /// "emc" when exact-match entries point at it, else "megaflow".
     pub tier: &'static str,
+    /// For outputs to tunnel ports: how they are encapsulated now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encap: Option<String>,
 }
 
 /// A rule as dump-rules prints it.
@@ -191,6 +203,7 @@ impl Switch {
             ports.push(SwitchPort { number: i as u32, spec: spec.clone(), port });
         }
 
+        let underlay = Arc::new(build_underlay(&config, &ports)?);
         let mut state = RuleState { table: RuleTable::new(), texts: BTreeMap::new(), generation: 1 };
         for r in &config.rules {
             let id = state.table.insert(r.spec.priority, r.spec.matcher, r.spec.actions.clone());
@@ -201,6 +214,7 @@ impl Switch {
         let pmd_config = PmdConfig {
             upcall_budget: config.upcall_budget,
             emc_entries: config.emc_entries,
+            emc_insert_inv_prob: config.emc_insert_inv_prob,
             max_flows: config.max_flows,
             idle_timeout: config.idle_timeout,
         };
@@ -208,7 +222,11 @@ impl Switch {
         let mut pmds = Vec::new();
         for (index, (rxqs, txqs)) in rx_assign.into_iter().zip(tx_assign).enumerate() {
             let core = config.pmd_cores[index];
-            let shared = Arc::new(PmdShared { index, core, counters: counters::Shared::new(ports.len()) });
+            let shared = Arc::new(PmdShared {
+                index,
+                core,
+                counters: counters::Shared::new(ports.len() + config.tunnels.len()),
+            });
             let (cmd_tx, cmd_rx) = bounded(16);
             let setup = PmdSetup {
                 index,
@@ -224,6 +242,9 @@ impl Switch {
                 commands: cmd_rx,
                 stop: Arc::clone(&stop),
                 events: events.clone(),
+                underlay: Arc::clone(&underlay),
+                uplink: config.ports.iter().map(|p| p.role == Role::Uplink).collect(),
+                tunnels: config.tunnels.len(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("pmd{index}"))
@@ -237,6 +258,7 @@ impl Switch {
             pmds,
             stop,
             rules: Mutex::new(state),
+            underlay,
             started: Instant::now(),
             _pool: pool,
             _eal: eal,
@@ -248,17 +270,183 @@ impl Switch {
         &self.config
     }
 
-    /// Port name by number ("?N" if unknown).
+    /// Port name by number, tunnels included ("?N" if unknown).
     pub fn port_name(&self, n: u32) -> String {
-        self.ports.get(n as usize).map_or_else(|| format!("?{n}"), |p| p.spec.name.clone())
+        let n = n as usize;
+        match self.ports.get(n) {
+            Some(p) => p.spec.name.clone(),
+            None => self.config.tunnels.get(n - self.ports.len()).map_or_else(|| format!("?{n}"), |t| t.name.clone()),
+        }
     }
 
     fn port_number(&self, name: &str) -> Option<u32> {
-        self.ports
+        self.config.port_number(name).or_else(|| {
+            name.parse::<u32>().ok().filter(|&n| (n as usize) < self.ports.len() + self.config.tunnels.len())
+        })
+    }
+
+    /// The underlay tables (routes, neighbours, tunnels).
+    pub fn underlay(&self) -> &Underlay {
+        &self.underlay
+    }
+
+    /// Adds or replaces a route; `port` is an uplink name.
+    ///
+    /// # Errors
+    /// Bad prefix, gateway or port.
+    pub fn add_route(&self, prefix: &str, via: Option<&str>, port: &str) -> Result<()> {
+        let (addr, len) = parse_prefix(prefix)?;
+        let via =
+            via.map(|v| v.parse::<IpAddr>().with_context(|| format!("{v:?} is not an IP address"))).transpose()?;
+        if via.is_some_and(|v| v.is_ipv4() != addr.is_ipv4()) {
+            bail!("the gateway and the prefix must be the same address family");
+        }
+        let port = self.uplink_number(port)?;
+        self.underlay.write(|t| {
+            t.routes.retain(|r| !(r.prefix == addr && r.len == len && !r.connected));
+            t.routes.push(Route { prefix: addr, len, via, port, connected: false });
+            ((), true)
+        });
+        tracing::info!(prefix, ?via, port, "route added");
+        Ok(())
+    }
+
+    /// Deletes a configured route.
+    ///
+    /// # Errors
+    /// When no configured route has that prefix.
+    pub fn del_route(&self, prefix: &str) -> Result<()> {
+        let (addr, len) = parse_prefix(prefix)?;
+        let removed = self.underlay.write(|t| {
+            let before = t.routes.len();
+            t.routes.retain(|r| !(r.prefix == addr && r.len == len && !r.connected));
+            let removed = before != t.routes.len();
+            (removed, removed)
+        });
+        if !removed {
+            bail!("no configured route {prefix} (connected routes come from uplink addresses)");
+        }
+        tracing::info!(prefix, "route deleted");
+        Ok(())
+    }
+
+    /// Adds or replaces a static neighbour.
+    ///
+    /// # Errors
+    /// Bad address, MAC or port.
+    pub fn add_neighbour(&self, ip: &str, mac: &str, port: &str) -> Result<()> {
+        let ip: IpAddr = ip.parse().with_context(|| format!("{ip:?} is not an IP address"))?;
+        let mac = ofrule::parse_mac(mac).with_context(|| format!("{mac:?} is not a MAC address"))?;
+        let port = self.uplink_number(port)?;
+        self.underlay.write(|t| {
+            t.neighbours.insert(ip, Neighbour { mac, port, is_static: true });
+            ((), true)
+        });
+        tracing::info!(%ip, mac = %ofrule::format_mac(&mac), port, "neighbour added");
+        Ok(())
+    }
+
+    /// Deletes a neighbour (static or learned).
+    ///
+    /// # Errors
+    /// When there is none for that address.
+    pub fn del_neighbour(&self, ip: &str) -> Result<()> {
+        let ip: IpAddr = ip.parse().with_context(|| format!("{ip:?} is not an IP address"))?;
+        let removed = self.underlay.write(|t| {
+            let r = t.neighbours.remove(&ip).is_some();
+            (r, r)
+        });
+        if !removed {
+            bail!("no neighbour {ip}");
+        }
+        tracing::info!(%ip, "neighbour deleted");
+        Ok(())
+    }
+
+    /// Routes, neighbours and tunnels, for display.
+    pub fn dump_underlay(&self) -> serde_json::Value {
+        let name = |n: u32| self.port_name(n);
+        let (routes, neighbours, tunnels) = self.underlay.read(|t| {
+            let routes: Vec<serde_json::Value> = t
+                .routes
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "prefix": format!("{}/{}", r.prefix, r.len),
+                        "via": r.via.map(|v| v.to_string()),
+                        "port": name(r.port),
+                        "connected": r.connected,
+                    })
+                })
+                .collect();
+            let neighbours: Vec<serde_json::Value> = t
+                .neighbours
+                .iter()
+                .map(|(ip, n)| {
+                    serde_json::json!({
+                        "ip": ip.to_string(),
+                        "mac": ofrule::format_mac(&n.mac),
+                        "port": name(n.port),
+                        "static": n.is_static,
+                    })
+                })
+                .collect();
+            (routes, neighbours, t.tunnels.clone())
+        });
+        let tunnels: Vec<serde_json::Value> = tunnels
             .iter()
-            .find(|p| p.spec.name == name)
-            .map(|p| p.number)
-            .or_else(|| name.parse::<u32>().ok().filter(|&n| (n as usize) < self.ports.len()))
+            .map(|tu| {
+                serde_json::json!({
+                    "name": tu.name,
+                    "remote": tu.remote.to_string(),
+                    "vni": tu.vni.map_or_else(|| "flow".to_owned(), |v| v.to_string()),
+                    "udp_port": tu.udp_port,
+                    "encap": self.describe_encap(tu.number, None),
+                })
+            })
+            .collect();
+        serde_json::json!({ "routes": routes, "neighbours": neighbours, "tunnels": tunnels })
+    }
+
+    /// How tunnel port `port` sends right now, e.g.
+    /// `vxlan0 vni=100 198.18.0.1->198.18.0.2 via uplink0 next-hop 198.18.0.2 (02:..)`.
+    pub fn describe_encap(&self, port: u32, vni: Option<u32>) -> String {
+        let Some(tunnel) = (port as usize).checked_sub(self.ports.len()).and_then(|i| self.config.tunnels.get(i))
+        else {
+            return String::new();
+        };
+        let t = Tunnel {
+            name: tunnel.name.clone(),
+            number: port,
+            remote: tunnel.remote,
+            vni: tunnel.vni,
+            local: tunnel.local,
+            udp_port: tunnel.udp_port,
+        };
+        self.underlay.read(|tables| match tables.resolve(&t, vni) {
+            Ok(r) => {
+                let s = r.template.spec();
+                format!(
+                    "{} vni={} {}->{} via {} next-hop {} ({})",
+                    t.name,
+                    s.vni,
+                    s.ip_src,
+                    s.ip_dst,
+                    self.port_name(r.uplink),
+                    r.next_hop,
+                    ofrule::format_mac(&s.eth_dst)
+                )
+            }
+            Err(e) => format!("{} unresolved: {e:?}", t.name),
+        })
+    }
+
+    fn uplink_number(&self, name: &str) -> Result<u32> {
+        match self.ports.iter().find(|p| p.spec.name == name) {
+            Some(p) if p.spec.role == Role::Uplink => Ok(p.number),
+            Some(_) => bail!("{name:?} is not an uplink"),
+            None => bail!("no port named {name:?}"),
+        }
     }
 
     /// Aggregated counters.
@@ -295,6 +483,29 @@ impl Switch {
                     rx_missed: hw.rx_missed + hw.rx_no_mbuf,
                 }
             })
+            .chain(self.config.tunnels.iter().enumerate().map(|(i, t)| {
+                let n = self.ports.len() + i;
+                PortView {
+                    number: n as u32,
+                    name: t.name.clone(),
+                    role: Role::Tunnel,
+                    devargs: format!(
+                        "vxlan remote={} vni={}",
+                        t.remote,
+                        t.vni.map_or("flow".to_owned(), |v| v.to_string())
+                    ),
+                    mtu: 0,
+                    driver: "vxlan".to_owned(),
+                    link_up: true,
+                    mac: String::new(),
+                    rx_packets: sum(counters::port(n, counters::PORT_RX_PACKETS)),
+                    rx_bytes: sum(counters::port(n, counters::PORT_RX_BYTES)),
+                    tx_packets: sum(counters::port(n, counters::PORT_TX_PACKETS)),
+                    tx_bytes: sum(counters::port(n, counters::PORT_TX_BYTES)),
+                    tx_dropped: sum(counters::port(n, counters::PORT_TX_DROPPED)),
+                    rx_missed: 0,
+                }
+            }))
             .collect();
         let pmds = self
             .pmds
@@ -319,6 +530,11 @@ impl Switch {
             flows: sum(counters::FLOWS),
             flows_expired: sum(counters::FLOWS_EXPIRED),
             flows_revalidated_out: sum(counters::FLOWS_REVALIDATED_OUT),
+            decapsulated: sum(counters::DECAPSULATED),
+            encapsulated: sum(counters::ENCAPSULATED),
+            icmp_too_big_sent: sum(counters::ICMP_TOO_BIG_SENT),
+            arp_replies_sent: sum(counters::ARP_REPLIES_SENT),
+            arp_requests_sent: sum(counters::ARP_REQUESTS_SENT),
             rules: self.lock_rules().table.len(),
             drops,
             parse_errors,
@@ -356,6 +572,20 @@ impl Switch {
                 age_ms: f.age_ms,
                 idle_ms: f.idle_ms,
                 tier: if f.in_emc { "emc" } else { "megaflow" },
+                encap: {
+                    let mut vni = None;
+                    let mut out = Vec::new();
+                    for a in f.actions.iter() {
+                        match a {
+                            crate::actions::Action::SetTunnel(v) => vni = Some(*v),
+                            crate::actions::Action::Output(p) if *p as usize >= self.ports.len() => {
+                                out.push(self.describe_encap(*p, vni));
+                            }
+                            _ => {}
+                        }
+                    }
+                    (!out.is_empty()).then(|| out.join("; "))
+                },
             }));
         }
         out.sort_by_key(|f| f.id);
@@ -507,4 +737,55 @@ impl Drop for Switch {
             }
         }
     }
+}
+
+fn parse_prefix(text: &str) -> Result<(IpAddr, u8)> {
+    let (a, l) = text.split_once('/').with_context(|| format!("{text:?}: expected ADDRESS/LEN"))?;
+    let addr: IpAddr = a.parse().with_context(|| format!("{a:?} is not an IP address"))?;
+    let len: u8 = l.parse().with_context(|| format!("{l:?} is not a prefix length"))?;
+    if len > if addr.is_ipv4() { 32 } else { 128 } {
+        bail!("prefix length {len} is too long for {addr}");
+    }
+    Ok((addr, len))
+}
+
+/// The underlay tables from the configuration and the opened ports (for
+/// the uplinks' MAC addresses).
+fn build_underlay(config: &Config, ports: &[SwitchPort]) -> Result<Underlay> {
+    let mut t = Tables::default();
+    let phys = ports.len() as u32;
+    for (i, spec) in config.tunnels.iter().enumerate() {
+        t.tunnels.push(Tunnel {
+            name: spec.name.clone(),
+            number: phys + i as u32,
+            remote: spec.remote,
+            vni: spec.vni,
+            local: spec.local,
+            udp_port: spec.udp_port,
+        });
+    }
+    for p in ports {
+        if let (Role::Uplink, Some((ip, len))) = (p.spec.role, p.spec.ip) {
+            let mac = p.port.mac().with_context(|| format!("port {:?}: reading its MAC address", p.spec.name))?;
+            t.locals.push(LocalAddress { ip, len, port: p.number, mac, mtu: p.spec.mtu });
+            let prefix = match ip {
+                IpAddr::V4(v4) => {
+                    let m = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+                    IpAddr::V4((u32::from(v4) & m).into())
+                }
+                IpAddr::V6(v6) => {
+                    let m = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+                    IpAddr::V6((u128::from(v6) & m).into())
+                }
+            };
+            t.routes.push(Route { prefix, len, via: None, port: p.number, connected: true });
+        }
+    }
+    for r in &config.routes {
+        t.routes.push(Route { prefix: r.prefix, len: r.len, via: r.via, port: r.port, connected: false });
+    }
+    for n in &config.neighbours {
+        t.neighbours.insert(n.ip, Neighbour { mac: n.mac, port: n.port, is_static: true });
+    }
+    Ok(Underlay::new(t))
 }

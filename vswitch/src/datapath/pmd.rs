@@ -5,12 +5,17 @@
 
 use super::counters::{self as ctr, DropReason, Local, Shared};
 use super::flows::{Flow, FlowEvent, FlowHandle, FlowInfo, FlowTable, RemoveReason};
+use super::tunnel::{ArpAction, Special, TunnelCtx};
+use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
+use crate::actions::vxlan;
 use crate::actions::{self, Action};
 use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
 use crate::flow::hash::hash_key;
 use crate::flow::{Dpcls, Emc, RuleTable};
+use crate::packet::key::ip_from;
 use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 use crate::packet::{parse, Field, FlowKey, FlowMask};
+use crate::underlay::{Underlay, Unresolved};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +36,8 @@ pub enum TxHandle {
 pub struct PmdConfig {
     pub upcall_budget: usize,
     pub emc_entries: usize,
+    /// Insert into the exact-match cache after 1 in N megaflow hits.
+    pub emc_insert_inv_prob: u64,
     pub max_flows: usize,
     pub idle_timeout: Duration,
 }
@@ -74,6 +81,11 @@ pub struct PmdSetup {
     pub commands: Receiver<PmdCommand>,
     pub stop: Arc<AtomicBool>,
     pub events: Option<Sender<FlowEvent>>,
+    pub underlay: Arc<Underlay>,
+    /// Per physical port: whether it is an uplink (VTEP duties).
+    pub uplink: Vec<bool>,
+    /// Tunnel ports (numbered after the physical ports).
+    pub tunnels: usize,
 }
 
 struct TxPort {
@@ -94,12 +106,16 @@ struct Pmd {
     stop: Arc<AtomicBool>,
     events: Option<Sender<FlowEvent>>,
     flows: FlowTable,
+    tun: TunnelCtx,
+    hz: u64,
+    in_ports: [u32; MAX_BURST],
     emc: Emc<FlowHandle>,
     dpcls: Dpcls<FlowHandle>,
     counters: Local,
     next_flow: u64,
     idle_tsc: u64,
     upcalls_left: usize,
+    rng: u64,
     // Per-burst scratch, kept to avoid re-initialising on every burst.
     keys: Box<[FlowKey; MAX_BURST]>,
     miss_keys: Box<[FlowKey; MAX_BURST]>,
@@ -123,8 +139,12 @@ pub fn run(setup: PmdSetup) {
         .zip(setup.mtus)
         .map(|(queue, mtu)| TxPort { queue, buf: Burst::new(), mtu })
         .collect::<Vec<_>>();
-    let ports = tx.len();
+    let phys = tx.len();
+    let ports = phys + setup.tunnels;
     let mut pmd = Pmd {
+        tun: TunnelCtx::new(setup.underlay, phys, setup.uplink),
+        hz,
+        in_ports: [0; MAX_BURST],
         index: setup.index,
         rxqs: setup.rxqs,
         tx,
@@ -132,6 +152,7 @@ pub fn run(setup: PmdSetup) {
         table: setup.table,
         idle_tsc: (setup.config.idle_timeout.as_secs_f64() * hz as f64) as u64,
         upcalls_left: setup.config.upcall_budget,
+        rng: 0x9e37_79b9_7f4a_7c15 ^ (setup.index as u64 + 1),
         emc: Emc::new(setup.config.emc_entries.max(WAYS_MIN)),
         config: setup.config,
         shared: setup.shared,
@@ -161,6 +182,7 @@ impl Pmd {
         while !self.stop.load(Ordering::Relaxed) {
             let start = rdtsc();
             self.upcalls_left = self.config.upcall_budget;
+            self.tun.refresh();
             let mut received = 0usize;
             let mut rxqs = std::mem::take(&mut self.rxqs);
             for (port, q) in rxqs.iter_mut() {
@@ -205,6 +227,7 @@ impl Pmd {
         self.counters.publish(&self.shared.counters);
     }
 
+    #[allow(clippy::needless_range_loop, reason = "packets are taken out of their slots by index")]
     fn process(&mut self, in_port: u32, burst: &mut Burst, now: u64) {
         let mut pkts: [Option<Mbuf>; MAX_BURST] = [const { None }; MAX_BURST];
         let mut n = 0usize;
@@ -216,19 +239,71 @@ impl Pmd {
         self.counters.add(ctr::PACKETS, n as u64);
         self.counters.add(ctr::port(port, ctr::PORT_RX_PACKETS), n as u64);
 
-        // Parse and hash.
+        // Parse and hash. On uplinks, the VTEP first takes ARP for its
+        // addresses and decapsulates VXLAN sent to them.
         let mut pending: u64 = 0;
         let mut rx_bytes = 0u64;
-        for (i, slot) in pkts.iter_mut().enumerate().take(n) {
-            let Some(m) = slot.as_ref() else { continue };
+        let vtep = self.tun.is_uplink(in_port);
+        for i in 0..n {
+            let Some(m) = pkts[i].as_mut() else { continue };
             rx_bytes += m.pkt_len() as u64;
-            let p = parse(m.data(), in_port, None);
+            let mut p = parse(m.data(), in_port, None);
             if let Some(e) = p.error {
                 self.counters.add(ctr::PARSE_BASE + e as usize, 1);
                 self.counters.drop(DropReason::ParseError, 1);
-                *slot = None;
+                pkts[i] = None;
                 continue;
             }
+            let mut from = in_port;
+            if vtep {
+                match self.tun.special(&p.key, in_port) {
+                    Special::None => {}
+                    Special::Arp => match self.tun.arp(m.data_mut(), usize::from(p.l3_offset), in_port) {
+                        ArpAction::PassOn => {}
+                        ArpAction::Consumed => {
+                            pkts[i] = None;
+                            continue;
+                        }
+                        ArpAction::Reply(len) => {
+                            if let Some(mut m) = pkts[i].take() {
+                                if m.set_data(&self.tun.scratch[..len]) {
+                                    self.counters.add(ctr::ARP_REPLIES_SENT, 1);
+                                    output_phys(&mut self.tx, in_port, m, &mut self.counters);
+                                }
+                            }
+                            continue;
+                        }
+                    },
+                    Special::Vxlan(udp_port) => {
+                        let meta = match vxlan::decap(m, udp_port) {
+                            Ok(meta) => meta,
+                            Err(_) => {
+                                self.counters.drop(DropReason::DecapError, 1);
+                                pkts[i] = None;
+                                continue;
+                            }
+                        };
+                        let Some(t) = self.tun.tunnel_for(udp_port, ip_from(meta.src), ip_from(meta.dst), meta.vni)
+                        else {
+                            self.counters.drop(DropReason::UnknownTunnel, 1);
+                            pkts[i] = None;
+                            continue;
+                        };
+                        p = parse(m.data(), t, Some(&meta));
+                        if let Some(e) = p.error {
+                            self.counters.add(ctr::PARSE_BASE + e as usize, 1);
+                            self.counters.drop(DropReason::ParseError, 1);
+                            pkts[i] = None;
+                            continue;
+                        }
+                        from = t;
+                        self.counters.add(ctr::DECAPSULATED, 1);
+                        self.counters.add(ctr::port(t as usize, ctr::PORT_RX_PACKETS), 1);
+                        self.counters.add(ctr::port(t as usize, ctr::PORT_RX_BYTES), m.pkt_len() as u64);
+                    }
+                }
+            }
+            self.in_ports[i] = from;
             self.keys[i] = p.key;
             self.hashes[i] = hash_key(&p.key);
             self.flow_of[i] = None;
@@ -236,13 +311,27 @@ impl Pmd {
         }
         self.counters.add(ctr::port(port, ctr::PORT_RX_BYTES), rx_bytes);
 
-        // Exact-match cache.
+        // Exact-match cache, in three passes so cache misses overlap: prefetch
+        // every tag line, then every candidate entry, then compare keys.
         let parsed = pending.count_ones();
         let mut bits = pending;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
             bits &= bits - 1;
-            if let Some(h) = self.emc.lookup(&self.keys[i], self.hashes[i]) {
+            self.emc.prefetch(self.hashes[i]);
+        }
+        let mut slots = [None; MAX_BURST];
+        let mut bits = pending;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            slots[i] = self.emc.candidate(self.hashes[i]);
+        }
+        let mut bits = pending;
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            if let Some(h) = self.emc.verify(slots[i], &self.keys[i], self.hashes[i]) {
                 if self.flows.is_live(h) {
                     self.flow_of[i] = Some(h);
                     pending &= !(1 << i);
@@ -272,7 +361,7 @@ impl Pmd {
                     self.flow_of[i] = Some(h);
                     pending &= !(1 << i);
                     self.counters.add(ctr::MEGAFLOW_HITS, 1);
-                    self.emc_insert(i, h);
+                    self.emc_maybe_insert(i, h);
                 }
             }
         }
@@ -360,9 +449,32 @@ impl Pmd {
                 }
                 continue;
             }
-            execute(&flow.actions, &mut pkts, members, &mut self.tx, &mut self.counters, &self.pool);
+            let mut x = Exec {
+                tx: &mut self.tx,
+                counters: &mut self.counters,
+                pool: &self.pool,
+                tun: &mut self.tun,
+                hashes: &self.hashes,
+                in_ports: &self.in_ports,
+                now,
+                hz: self.hz,
+            };
+            execute(&flow.actions, &mut pkts, members, &mut x);
         }
         // Anything still here was consumed by no output (freed on drop).
+    }
+
+    /// Inserts after a megaflow hit with probability 1/`emc_insert_inv_prob`,
+    /// so that when there are far more flows than entries the cache does not
+    /// churn on every packet (the Open vSwitch policy).
+    #[inline]
+    fn emc_maybe_insert(&mut self, i: usize, h: FlowHandle) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        if self.rng.is_multiple_of(self.config.emc_insert_inv_prob.max(1)) {
+            self.emc_insert(i, h);
+        }
     }
 
     #[inline]
@@ -549,9 +661,9 @@ fn flush(tx: &mut TxPort, port: usize, counters: &mut Local) {
     }
 }
 
-/// L3 length of a frame (after the Ethernet header and up to two VLAN tags).
+/// Length of the Ethernet header with up to two VLAN tags.
 #[inline]
-fn l3_len(frame: &[u8]) -> usize {
+fn l2_len(frame: &[u8]) -> usize {
     let mut off = 14;
     while off <= 22 && frame.len() >= off + 4 {
         let t = u16::from_be_bytes([frame[off - 2], frame[off - 1]]);
@@ -560,19 +672,15 @@ fn l3_len(frame: &[u8]) -> usize {
         }
         off += 4;
     }
-    frame.len().saturating_sub(off)
+    off
 }
 
-fn output(tx: &mut [TxPort], port: u32, m: Mbuf, counters: &mut Local) {
+/// Queues `m` on physical port `port` (the caller checked the MTU).
+fn output_phys(tx: &mut [TxPort], port: u32, m: Mbuf, counters: &mut Local) {
     let Some(txp) = tx.get_mut(port as usize) else {
         counters.drop(DropReason::ActionError, 1);
         return;
     };
-    if l3_len(m.data()) > usize::from(txp.mtu) {
-        counters.drop(DropReason::Mtu, 1);
-        counters.add(ctr::port(port as usize, ctr::PORT_TX_DROPPED), 1);
-        return;
-    }
     if let Err(m) = txp.buf.push(m) {
         flush(txp, port as usize, counters);
         if txp.buf.push(m).is_err() {
@@ -581,17 +689,125 @@ fn output(tx: &mut [TxPort], port: u32, m: Mbuf, counters: &mut Local) {
     }
 }
 
+/// What running actions needs besides the packets.
+struct Exec<'a> {
+    tx: &'a mut [TxPort],
+    counters: &'a mut Local,
+    pool: &'a Mempool,
+    tun: &'a mut TunnelCtx,
+    hashes: &'a [u64; MAX_BURST],
+    in_ports: &'a [u32; MAX_BURST],
+    now: u64,
+    hz: u64,
+}
+
+impl Exec<'_> {
+    /// Sends packet `i` (`m`) out of `port`: a physical port (MTU checked) or
+    /// a tunnel port (encapsulated towards its uplink).
+    fn send(&mut self, port: u32, m: Mbuf, vni: Option<u32>, i: usize) {
+        let phys = self.tx.len() as u32;
+        if port < phys {
+            let mtu = self.tx[port as usize].mtu;
+            let frame = m.data();
+            if frame.len().saturating_sub(l2_len(frame)) > usize::from(mtu) {
+                let l2 = l2_len(frame);
+                self.too_big(m, usize::from(mtu), l2, i, port);
+                return;
+            }
+            output_phys(self.tx, port, m, self.counters);
+            return;
+        }
+        self.send_tunnel(port, m, vni, i);
+    }
+
+    fn send_tunnel(&mut self, port: u32, mut m: Mbuf, vni: Option<u32>, i: usize) {
+        let arp = match self.tun.resolve(port, vni) {
+            Ok(r) => {
+                let overhead = r.template.overhead();
+                let outer_ip_len = m.data_len() + overhead - 14;
+                if outer_ip_len > usize::from(r.uplink_mtu) {
+                    let l2 = l2_len(m.data());
+                    // The largest inner IP packet that fits.
+                    let inner_mtu = (usize::from(r.uplink_mtu) + 14).saturating_sub(overhead + l2);
+                    let uplink = r.uplink;
+                    self.too_big(m, inner_mtu, l2, i, uplink);
+                    return;
+                }
+                if r.template.encap(&mut m, self.hashes[i]).is_err() {
+                    self.counters.drop(DropReason::ActionError, 1);
+                    return;
+                }
+                let uplink = r.uplink;
+                self.counters.add(ctr::ENCAPSULATED, 1);
+                self.counters.add(ctr::port(port as usize, ctr::PORT_TX_PACKETS), 1);
+                self.counters.add(ctr::port(port as usize, ctr::PORT_TX_BYTES), m.pkt_len() as u64);
+                output_phys(self.tx, uplink, m, self.counters);
+                return;
+            }
+            Err(Unresolved::NoNeighbour { next_hop, port: uplink, local }) => Some((*next_hop, *uplink, *local)),
+            Err(Unresolved::NoVni) => {
+                self.counters.drop(DropReason::NoVni, 1);
+                None
+            }
+            Err(Unresolved::NoRoute | Unresolved::NoLocalAddress) => {
+                self.counters.drop(DropReason::NoRoute, 1);
+                None
+            }
+        };
+        drop(m);
+        if let Some((next_hop, uplink, local)) = arp {
+            self.counters.drop(DropReason::NeighbourMiss, 1);
+            if let Some(len) = self.tun.arp_request(next_hop, uplink, local, self.now, self.hz) {
+                if let Some(mut req) = self.pool.alloc() {
+                    if req.set_data(&self.tun.scratch[..len]) {
+                        self.counters.add(ctr::ARP_REQUESTS_SENT, 1);
+                        output_phys(self.tx, uplink, req, self.counters);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A packet too big for `egress`: answer an IPv4 DF packet with ICMP
+    /// "fragmentation needed" and an IPv6 one with "packet too big" (sent
+    /// back out of its ingress port); otherwise drop. Counted as `mtu`.
+    fn too_big(&mut self, mut m: Mbuf, mtu: usize, l2: usize, i: usize, egress: u32) {
+        self.counters.drop(DropReason::Mtu, 1);
+        self.counters.add(ctr::port(egress as usize, ctr::PORT_TX_DROPPED), 1);
+        let ingress = self.in_ports[i];
+        if ingress as usize >= self.tx.len() {
+            return; // arrived through a tunnel: no way back for ICMP here
+        }
+        let frame = m.data();
+        let eth_type = u16::from_be_bytes([frame[l2 - 2], frame[l2 - 1]]);
+        let mtu16 = mtu.min(usize::from(u16::MAX)) as u16;
+        let len = match eth_type {
+            crate::packet::parse::ETH_TYPE_IPV4 if frame.len() > l2 + 6 && frame[l2 + 6] & 0x40 != 0 => {
+                icmp4_frag_needed(frame, l2, mtu16, &mut self.tun.scratch)
+            }
+            crate::packet::parse::ETH_TYPE_IPV6 => {
+                icmp6_packet_too_big(frame, l2, mtu.max(1280) as u32, &mut self.tun.scratch)
+            }
+            _ => None,
+        };
+        if let Some(len) = len {
+            if m.set_data(&self.tun.scratch[..len]) {
+                self.counters.add(ctr::ICMP_TOO_BIG_SENT, 1);
+                output_phys(self.tx, ingress, m, self.counters);
+            }
+        }
+    }
+}
+
 /// Runs `actions` on the packets of one flow group (`members` bits of `pkts`).
-fn execute(
-    actions: &[Action],
-    pkts: &mut [Option<Mbuf>; MAX_BURST],
-    members: u64,
-    tx: &mut [TxPort],
-    counters: &mut Local,
-    pool: &Mempool,
-) {
+fn execute(actions: &[Action], pkts: &mut [Option<Mbuf>; MAX_BURST], members: u64, x: &mut Exec<'_>) {
     let last = actions.len().saturating_sub(1);
+    let mut vni = None;
     for (ai, action) in actions.iter().enumerate() {
+        if let Action::SetTunnel(v) = action {
+            vni = Some(*v);
+            continue;
+        }
         let mut bits = members;
         while bits != 0 {
             let i = bits.trailing_zeros() as usize;
@@ -601,12 +817,12 @@ fn execute(
                 Action::Output(port) => {
                     if ai == last {
                         if let Some(m) = pkts[i].take() {
-                            output(tx, *port, m, counters);
+                            x.send(*port, m, vni, i);
                         }
                     } else {
-                        match m.copy(pool) {
-                            Some(copy) => output(tx, *port, copy, counters),
-                            None => counters.drop(DropReason::NoMbuf, 1),
+                        match m.copy(x.pool) {
+                            Some(copy) => x.send(*port, copy, vni, i),
+                            None => x.counters.drop(DropReason::NoMbuf, 1),
                         }
                     }
                     Ok(())
@@ -618,13 +834,13 @@ fn execute(
                 Action::SetEthDst(mac) => actions::set_eth_dst(m, *mac),
                 Action::SetTunnel(_) => Ok(()),
                 Action::Drop => {
-                    counters.drop(DropReason::RuleDrop, 1);
+                    x.counters.drop(DropReason::RuleDrop, 1);
                     pkts[i] = None;
                     Ok(())
                 }
             };
             if result.is_err() {
-                counters.drop(DropReason::ActionError, 1);
+                x.counters.drop(DropReason::ActionError, 1);
                 pkts[i] = None;
             }
         }

@@ -3,7 +3,9 @@
 //! Each set holds [`WAYS`] entries; a key maps to one set by its hash and may
 //! sit in any way. Insertion takes a free way, else the way the hash's upper
 //! bits pick (cheap pseudo-random replacement). Values are small handles (the
-//! datapath stores a megaflow reference and checks it is still alive).
+//! datapath stores a megaflow reference and checks it is still alive). For a
+//! burst, call [`Emc::prefetch`] for every packet, then [`Emc::candidate`] for
+//! every packet, then [`Emc::verify`]: each phase's cache misses overlap.
 
 use crate::packet::FlowKey;
 
@@ -12,9 +14,8 @@ pub const WAYS: usize = 4;
 
 #[derive(Clone, Copy)]
 struct Entry<V> {
-    hash: u32,
     key: FlowKey,
-    value: Option<V>,
+    value: V,
 }
 
 /// Hit/miss/insert/evict counters.
@@ -27,10 +28,29 @@ pub struct EmcStats {
 }
 
 /// The cache. `V` is a small copyable handle.
+///
+/// Tags (32 hash bits, never 0; 0 marks a free way) live apart from the
+/// entries, four sets to a cache line, so a lookup reads one tag line and
+/// then only the entry whose tag matched.
 pub struct Emc<V: Copy> {
-    entries: Box<[Entry<V>]>,
+    tags: Box<[[u32; WAYS]]>,
+    entries: Box<[Option<Entry<V>>]>,
     set_mask: usize,
     pub stats: EmcStats,
+}
+
+#[inline(always)]
+fn tag_of(hash: u64) -> u32 {
+    ((hash >> 32) as u32) | 1
+}
+
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    let mut diff = 0u64;
+    for i in 0..a.words.len() {
+        diff |= a.words[i] ^ b.words[i];
+    }
+    diff == 0
 }
 
 impl<V: Copy> Emc<V> {
@@ -38,8 +58,12 @@ impl<V: Copy> Emc<V> {
     /// number of sets of [`WAYS`]).
     pub fn new(capacity: usize) -> Self {
         let sets = capacity.div_ceil(WAYS).next_power_of_two().max(1);
-        let empty = Entry { hash: 0, key: FlowKey::ZERO, value: None };
-        Self { entries: vec![empty; sets * WAYS].into_boxed_slice(), set_mask: sets - 1, stats: EmcStats::default() }
+        Self {
+            tags: vec![[0u32; WAYS]; sets].into_boxed_slice(),
+            entries: vec![None; sets * WAYS].into_boxed_slice(),
+            set_mask: sets - 1,
+            stats: EmcStats::default(),
+        }
     }
 
     /// Entries the cache can hold.
@@ -49,68 +73,107 @@ impl<V: Copy> Emc<V> {
 
     #[inline(always)]
     fn set(&self, hash: u64) -> usize {
-        (hash as usize & self.set_mask) * WAYS
+        hash as usize & self.set_mask
+    }
+
+    /// Starts loading the tags `hash` maps to (call for a whole burst first).
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        if let Some(t) = self.tags.get(self.set(hash)) {
+            crate::dpdk::os::prefetch(t);
+        }
+    }
+
+    /// The entry slot whose tag matches `hash`, if any; prefetches it.
+    #[inline(always)]
+    pub fn candidate(&self, hash: u64) -> Option<usize> {
+        let set = self.set(hash);
+        let tag = tag_of(hash);
+        let way = self.tags.get(set)?.iter().position(|&t| t == tag)?;
+        let slot = set * WAYS + way;
+        if let Some(e) = self.entries.get(slot) {
+            crate::dpdk::os::prefetch(e);
+        }
+        Some(slot)
+    }
+
+    /// Completes a lookup started with [`candidate`](Self::candidate).
+    #[inline(always)]
+    pub fn verify(&mut self, slot: Option<usize>, key: &FlowKey, hash: u64) -> Option<V> {
+        let found = match slot.and_then(|s| self.entries.get(s)).and_then(Option::as_ref) {
+            Some(e) if same_key(&e.key, key) => Some(e.value),
+            // A tag collision in the first matching way: check the others.
+            Some(_) => self.lookup_slow(key, hash),
+            None => None,
+        };
+        if found.is_some() {
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+        }
+        found
+    }
+
+    fn lookup_slow(&self, key: &FlowKey, hash: u64) -> Option<V> {
+        let set = self.set(hash);
+        let tag = tag_of(hash);
+        let tags = self.tags.get(set)?;
+        (0..WAYS).filter(|&w| tags[w] == tag).find_map(|w| {
+            self.entries.get(set * WAYS + w).and_then(Option::as_ref).filter(|e| same_key(&e.key, key)).map(|e| e.value)
+        })
     }
 
     /// Looks `key` (with its [`hash_key`](super::hash::hash_key)) up.
     #[inline]
     pub fn lookup(&mut self, key: &FlowKey, hash: u64) -> Option<V> {
-        let base = self.set(hash);
-        let tag = (hash >> 32) as u32;
-        for e in &self.entries[base..base + WAYS] {
-            if e.hash == tag && e.value.is_some() && e.key == *key {
-                self.stats.hits += 1;
-                return e.value;
-            }
-        }
-        self.stats.misses += 1;
-        None
+        let slot = self.candidate(hash);
+        self.verify(slot, key, hash)
     }
 
     /// Inserts or replaces `key`.
     pub fn insert(&mut self, key: &FlowKey, hash: u64, value: V) {
-        let base = self.set(hash);
-        let tag = (hash >> 32) as u32;
-        let set = &mut self.entries[base..base + WAYS];
-        let slot = set
-            .iter()
-            .position(|e| e.value.is_some() && e.hash == tag && e.key == *key)
-            .or_else(|| set.iter().position(|e| e.value.is_none()));
-        let idx = match slot {
-            Some(i) => i,
+        let set = self.set(hash);
+        let tag = tag_of(hash);
+        let base = set * WAYS;
+        let tags = self.tags[set];
+        let same = (0..WAYS)
+            .find(|&w| tags[w] == tag && self.entries[base + w].as_ref().is_some_and(|e| same_key(&e.key, key)));
+        let way = match same.or_else(|| tags.iter().position(|&t| t == 0)) {
+            Some(w) => w,
             None => {
                 self.stats.evictions += 1;
                 (hash >> 58) as usize % WAYS
             }
         };
-        set[idx] = Entry { hash: tag, key: *key, value: Some(value) };
+        self.tags[set][way] = tag;
+        self.entries[base + way] = Some(Entry { key: *key, value });
         self.stats.inserts += 1;
     }
 
     /// Drops every entry whose value `dead` says is stale.
     pub fn remove_if(&mut self, mut dead: impl FnMut(&V) -> bool) {
-        for e in self.entries.iter_mut() {
-            if e.value.as_ref().is_some_and(&mut dead) {
-                e.value = None;
+        for (slot, e) in self.entries.iter_mut().enumerate() {
+            if e.as_ref().is_some_and(|e| dead(&e.value)) {
+                *e = None;
+                self.tags[slot / WAYS][slot % WAYS] = 0;
             }
         }
     }
 
     /// Values of the occupied entries.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.entries.iter().filter_map(|e| e.value.as_ref())
+        self.entries.iter().filter_map(|e| e.as_ref().map(|e| &e.value))
     }
 
     /// Empties the cache.
     pub fn clear(&mut self) {
-        for e in self.entries.iter_mut() {
-            e.value = None;
-        }
+        self.entries.iter_mut().for_each(|e| *e = None);
+        self.tags.iter_mut().for_each(|t| *t = [0; WAYS]);
     }
 
     /// Occupied entries.
     pub fn len(&self) -> usize {
-        self.entries.iter().filter(|e| e.value.is_some()).count()
+        self.entries.iter().filter(|e| e.is_some()).count()
     }
 
     /// Whether no entry is occupied.

@@ -345,7 +345,8 @@ pub fn ipv4_to(bytes: [u8; 4]) -> u128 {
     0xffff_0000_0000 | u128::from(u32::from_be_bytes(bytes))
 }
 
-fn ip_from(v: u128) -> IpAddr {
+/// A 128-bit key value back to an address (`::ffff:a.b.c.d` is IPv4).
+pub fn ip_from(v: u128) -> IpAddr {
     let v6 = Ipv6Addr::from(v);
     match v6.to_ipv4_mapped() {
         Some(v4) => IpAddr::V4(v4),

@@ -1,0 +1,169 @@
+//! The PMD's side of the underlay: a per-(tunnel, VNI) cache of resolved
+//! encapsulations, refreshed when the shared underlay's generation moves,
+//! the VTEP's ARP responder and learner, and rate-limited ARP requests.
+
+use crate::actions::control_packets::{read_arp, write_arp, Arp, MAX_CONTROL_FRAME};
+use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6, IPPROTO_UDP};
+use crate::packet::FlowKey;
+use crate::underlay::{LocalAddress, Resolved, Tunnel, Underlay, Unresolved};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// What an uplink packet is to the VTEP.
+pub enum Special {
+    /// ARP: maybe for us.
+    Arp,
+    /// VXLAN (UDP to this port) addressed to one of our addresses.
+    Vxlan(u16),
+    /// Anything else: classify normally.
+    None,
+}
+
+/// What to do with an ARP packet.
+pub enum ArpAction {
+    /// Not for us: classify it like any packet.
+    PassOn,
+    /// Consumed (a reply we learned from).
+    Consumed,
+    /// Send this reply back out of the same port.
+    Reply(usize),
+}
+
+pub struct TunnelCtx {
+    pub underlay: Arc<Underlay>,
+    pub phys_ports: usize,
+    pub uplink: Vec<bool>,
+    generation: u64,
+    tunnels: Vec<Tunnel>,
+    locals: Vec<LocalAddress>,
+    udp_ports: Vec<u16>,
+    cache: HashMap<(u32, u32), Result<Resolved, Unresolved>>,
+    arp_sent: HashMap<IpAddr, u64>,
+    pub scratch: Box<[u8; MAX_CONTROL_FRAME]>,
+}
+
+impl TunnelCtx {
+    pub fn new(underlay: Arc<Underlay>, phys_ports: usize, uplink: Vec<bool>) -> Self {
+        let mut t = Self {
+            underlay,
+            phys_ports,
+            uplink,
+            generation: 0,
+            tunnels: Vec::new(),
+            locals: Vec::new(),
+            udp_ports: Vec::new(),
+            cache: HashMap::new(),
+            arp_sent: HashMap::new(),
+            scratch: Box::new([0u8; MAX_CONTROL_FRAME]),
+        };
+        t.refresh();
+        t
+    }
+
+    /// Once per iteration: drop cached resolutions when the underlay changed.
+    #[inline]
+    pub fn refresh(&mut self) {
+        let g = self.underlay.generation();
+        if g == self.generation {
+            return;
+        }
+        self.generation = g;
+        self.cache.clear();
+        let (tunnels, locals) = self.underlay.read(|t| (t.tunnels.clone(), t.locals.clone()));
+        self.udp_ports = tunnels.iter().map(|t| t.udp_port).collect();
+        self.udp_ports.sort_unstable();
+        self.udp_ports.dedup();
+        self.tunnels = tunnels;
+        self.locals = locals;
+    }
+
+    #[inline]
+    pub fn is_uplink(&self, port: u32) -> bool {
+        self.uplink.get(port as usize).copied().unwrap_or(false)
+    }
+
+    pub fn has_tunnels(&self) -> bool {
+        !self.tunnels.is_empty()
+    }
+
+    /// Is this uplink packet ARP, or VXLAN for us?
+    #[inline]
+    pub fn special(&self, key: &FlowKey, in_port: u32) -> Special {
+        match key.eth_type() {
+            crate::packet::parse::ETH_TYPE_ARP => Special::Arp,
+            ETH_TYPE_IPV4 | ETH_TYPE_IPV6
+                if key.ip_proto() == IPPROTO_UDP
+                    && self.udp_ports.contains(&key.tp_dst())
+                    && self.locals.iter().any(|l| l.port == in_port && l.ip == key.nw_dst()) =>
+            {
+                Special::Vxlan(key.tp_dst())
+            }
+            _ => Special::None,
+        }
+    }
+
+    /// The tunnel a decapsulated packet belongs to (its port number).
+    pub fn tunnel_for(&self, udp_port: u16, src: IpAddr, dst: IpAddr, vni: u32) -> Option<u32> {
+        self.tunnels
+            .iter()
+            .find(|t| {
+                t.udp_port == udp_port
+                    && t.remote == src
+                    && t.local.is_none_or(|l| l == dst)
+                    && t.vni.is_none_or(|v| v == vni)
+            })
+            .map(|t| t.number)
+    }
+
+    /// Handles an ARP packet received on uplink `port`: answers requests
+    /// for our addresses (rewriting `frame` into the reply) and learns the
+    /// sender of anything addressed to us.
+    pub fn arp(&mut self, frame: &mut [u8], l3: usize, port: u32) -> ArpAction {
+        let Some(arp) = read_arp(frame, l3) else { return ArpAction::PassOn };
+        let Some(local) = self.locals.iter().find(|l| l.port == port && l.ip == IpAddr::V4(arp.target_ip)).copied()
+        else {
+            return ArpAction::PassOn;
+        };
+        if arp.sender_ip.octets() != [0, 0, 0, 0] {
+            self.underlay.learn(IpAddr::V4(arp.sender_ip), arp.sender_mac, port);
+        }
+        if arp.op != 1 {
+            return ArpAction::Consumed;
+        }
+        let reply = Arp {
+            op: 2,
+            sender_mac: local.mac,
+            sender_ip: arp.target_ip,
+            target_mac: arp.sender_mac,
+            target_ip: arp.sender_ip,
+        };
+        let n = write_arp(arp.sender_mac, local.mac, &reply, &mut self.scratch);
+        ArpAction::Reply(n)
+    }
+
+    /// The resolved encapsulation for tunnel port `port` and `flow_vni`.
+    pub fn resolve(&mut self, port: u32, flow_vni: Option<u32>) -> &Result<Resolved, Unresolved> {
+        let index = port as usize - self.phys_ports;
+        let key = (index as u32, flow_vni.unwrap_or(u32::MAX));
+        let underlay = &self.underlay;
+        let tunnels = &self.tunnels;
+        self.cache.entry(key).or_insert_with(|| match tunnels.get(index) {
+            Some(t) => underlay.read(|tables| tables.resolve(t, flow_vni)),
+            None => Err(Unresolved::NoRoute),
+        })
+    }
+
+    /// An ARP request for `next_hop` (at most one per second per address), as
+    /// a frame in `scratch`; returns its length.
+    pub fn arp_request(&mut self, next_hop: IpAddr, port: u32, local: IpAddr, now: u64, hz: u64) -> Option<usize> {
+        let (IpAddr::V4(target), IpAddr::V4(sender)) = (next_hop, local) else { return None };
+        if self.arp_sent.get(&next_hop).is_some_and(|&t| now.wrapping_sub(t) < hz) {
+            return None;
+        }
+        let mac = self.locals.iter().find(|l| l.port == port && l.ip == local).map(|l| l.mac)?;
+        self.arp_sent.insert(next_hop, now);
+        let req = Arp { op: 1, sender_mac: mac, sender_ip: sender, target_mac: [0; 6], target_ip: target };
+        Some(write_arp([0xff; 6], mac, &req, &mut self.scratch))
+    }
+}

@@ -1,0 +1,519 @@
+//! VXLAN against a real peer: the Linux kernel's vxlan device in a network
+//! namespace is the remote VTEP; another namespace is the VM. The switch's
+//! ports are net_af_packet on the host ends of veth pairs.
+//!
+//! ```text
+//!  netns vm                 vswitchd                         netns remote
+//!  vm0 198.19.0.1/24 ==veth== [vm] -> vxlan0 (vni 100)
+//!                             [uplink0 198.18.0.1] ==veth== rem0 198.18.0.2/24
+//!                                                           vx100 (vni 100) 198.19.0.2/24
+//!                                                           vx200 (vni 200) 198.20.0.3/24
+//! ```
+//! Needs root (namespaces, veth, af_packet); in CI it runs and fails, never
+//! skips, when it cannot.
+
+use serde_json::Value;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
+const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
+const UDP_DATAGRAMS: u32 = 10_000;
+const TCP_BYTES: usize = 4 << 20;
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+}
+
+fn must(cmd: &str, args: &[&str]) {
+    let out = run(cmd, args);
+    assert!(
+        out.status.success(),
+        "`{cmd} {}` failed (this test needs root, iproute2 and ethtool): {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn in_ns(ns: &str, cmd: &str, args: &[&str]) -> Output {
+    let mut all = vec!["netns", "exec", ns, cmd];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+fn must_ns(ns: &str, cmd: &str, args: &[&str]) {
+    let out = in_ns(ns, cmd, args);
+    assert!(
+        out.status.success(),
+        "in {ns}: `{cmd} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Namespaces and veths; removed on drop (deleting a namespace removes its
+/// veth ends and so the pairs).
+struct Topology {
+    vm: String,
+    remote: String,
+    host_vm: String,
+    host_rem: String,
+}
+
+impl Topology {
+    fn build() -> Self {
+        let id = std::process::id() % 100_000;
+        let t = Self {
+            vm: format!("vswt-vm-{id}"),
+            remote: format!("vswt-rem-{id}"),
+            host_vm: format!("vsv{id}"),
+            host_rem: format!("vsr{id}"),
+        };
+        must("ip", &["netns", "add", &t.vm]);
+        must("ip", &["netns", "add", &t.remote]);
+        must("ip", &["link", "add", &t.host_vm, "type", "veth", "peer", "name", "vm0", "netns", &t.vm]);
+        must("ip", &["link", "add", &t.host_rem, "type", "veth", "peer", "name", "rem0", "netns", &t.remote]);
+        for h in [&t.host_vm, &t.host_rem] {
+            // No kernel chatter (router solicitations, MLD) on the switch's ports,
+            // and no checksum/segmentation offloads (af_packet would pass
+            // unfinished checksums on).
+            must("ip", &["link", "set", h, "addrgenmode", "none"]);
+            must("sysctl", &["-qw", &format!("net.ipv6.conf.{h}.disable_ipv6=1")]);
+            must("ethtool", &["-K", h, "tx", "off", "tso", "off", "gso", "off"]);
+            must("ip", &["link", "set", h, "up"]);
+        }
+        let (vm, rem) = (t.vm.as_str(), t.remote.as_str());
+        for ns in [vm, rem] {
+            must_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            must_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        }
+        must_ns(vm, "ip", &["link", "set", "lo", "up"]);
+        must_ns(vm, "ethtool", &["-K", "vm0", "tx", "off", "tso", "off", "gso", "off"]);
+        must_ns(vm, "ip", &["addr", "add", "198.19.0.1/24", "dev", "vm0"]);
+        must_ns(vm, "ip", &["addr", "add", "198.20.0.1/24", "dev", "vm0"]);
+        must_ns(vm, "ip", &["link", "set", "vm0", "up"]);
+        must_ns(rem, "ip", &["link", "set", "lo", "up"]);
+        must_ns(rem, "sysctl", &["-qw", "net.ipv4.conf.all.arp_ignore=1"]);
+        must_ns(rem, "ethtool", &["-K", "rem0", "tx", "off", "tso", "off", "gso", "off"]);
+        must_ns(rem, "ip", &["addr", "add", "198.18.0.2/24", "dev", "rem0"]);
+        must_ns(rem, "ip", &["link", "set", "rem0", "up"]);
+        for (dev, vni, addr) in [("vx100", "100", "198.19.0.2/24"), ("vx200", "200", "198.20.0.3/24")] {
+            must_ns(
+                rem,
+                "ip",
+                &[
+                    "link",
+                    "add",
+                    dev,
+                    "type",
+                    "vxlan",
+                    "id",
+                    vni,
+                    "local",
+                    "198.18.0.2",
+                    "remote",
+                    "198.18.0.1",
+                    "dstport",
+                    "4789",
+                    "dev",
+                    "rem0",
+                ],
+            );
+            must_ns(rem, "ethtool", &["-K", dev, "tx", "off", "tso", "off", "gso", "off"]);
+            must_ns(rem, "ip", &["addr", "add", addr, "dev", dev]);
+            must_ns(rem, "ip", &["link", "set", dev, "up"]);
+        }
+        t
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.vm]);
+        let _ = run("ip", &["netns", "del", &self.remote]);
+        let _ = run("ip", &["link", "del", &self.host_vm]);
+        let _ = run("ip", &["link", "del", &self.host_rem]);
+    }
+}
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(t: &Topology) -> Self {
+        let dir = std::env::temp_dir().join(format!("vswt-peer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let socket = dir.join("ctl.sock");
+        let config = format!(
+            r#"rules = [
+  "priority=10,in_port=vm actions=output:vxlan0",
+  "priority=10,in_port=vxlan0 actions=output:vm",
+]
+[eal]
+args = ["--no-huge", "-m", "512", "--no-pci", "--no-telemetry", "--log-level=lib.eal:warning"]
+[control]
+socket = "{socket}"
+[metrics]
+listen = "off"
+[[port]]
+name = "vm"
+role = "representor"
+devargs = "net_af_packet_vm,iface={vm},framecnt=8192"
+[[port]]
+name = "uplink0"
+role = "uplink"
+devargs = "net_af_packet_up,iface={rem},framecnt=8192"
+ip = "198.18.0.1/24"
+mtu = 1500
+[[tunnel]]
+name = "vxlan0"
+remote_ip = "198.18.0.2"
+vni = 100
+"#,
+            socket = socket.display(),
+            vm = t.host_vm,
+            rem = t.host_rem
+        );
+        let cfg = dir.join("peer.toml");
+        std::fs::write(&cfg, config).expect("config");
+        let child = Command::new(VSWITCHD)
+            .arg(&cfg)
+            .arg("--no-stats")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(dir.join("vswitchd.log")).expect("log")))
+            .spawn()
+            .expect("spawn vswitchd");
+        let d = Self { child, socket, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while d.ctl(&["show"]).is_err() {
+            assert!(Instant::now() < deadline, "vswitchd did not start:\n{}", d.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<Value, String> {
+        let out = Command::new(VSWITCHCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--json")
+            .args(args)
+            .output()
+            .expect("vswitchctl");
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+    }
+
+    fn drops(&self, reason: &str) -> u64 {
+        self.ctl(&["show"]).map(|s| s["drops"][reason].as_u64().unwrap_or(0)).unwrap_or(0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ping(ns: &str, args: &[&str]) -> (bool, String) {
+    let out = in_ns(ns, "ping", args);
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// Runs this test binary as a helper inside a namespace.
+fn helper(ns: &str, role: &str, arg: &str) -> Child {
+    let exe = std::env::current_exe().expect("exe");
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args([
+            "--exact",
+            "kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("VSWT_PEER_ROLE", role)
+        .env("VSWT_PEER_ARG", arg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn helper")
+}
+
+fn helper_result(child: Child) -> String {
+    let out = child.wait_with_output().expect("helper");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "helper failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text.lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no RESULT line: {text}"))
+}
+
+fn sha256ish(data: &[u8]) -> String {
+    // FNV-1a 64 over the stream plus its length: a checksum both sides compute.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in data {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:016x}-{}", h, data.len())
+}
+
+/// Helper roles, run inside namespaces by `helper()` (this test binary,
+/// started again with VSWT_PEER_ROLE set).
+fn peer_helper(role: &str) {
+    let arg = std::env::var("VSWT_PEER_ARG").unwrap_or_default();
+    match role {
+        "udp-recv" => {
+            let sock = std::net::UdpSocket::bind(&arg).expect("bind");
+            sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            println!("READY");
+            let mut last: Option<u32> = None;
+            let mut in_order = true;
+            let mut got = 0u32;
+            let mut buf = [0u8; 2048];
+            while got < UDP_DATAGRAMS {
+                let Ok(n) = sock.recv(&mut buf) else { break };
+                if n < 4 {
+                    continue;
+                }
+                let seq = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                // Loss shows in the count; order means strictly increasing.
+                in_order &= last.is_none_or(|l| seq > l);
+                last = Some(seq);
+                got += 1;
+            }
+            println!("RESULT {got} {in_order}");
+        }
+        "udp-send" => {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").expect("bind");
+            let mut payload = [0u8; 200];
+            for seq in 0..UDP_DATAGRAMS {
+                payload[..4].copy_from_slice(&seq.to_be_bytes());
+                sock.send_to(&payload, &arg).expect("send");
+                // About 10k datagrams a second: a tunnel, not a load test.
+                if seq % 20 == 19 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            println!("RESULT sent");
+        }
+        "tcp-recv" => {
+            let l = std::net::TcpListener::bind(&arg).expect("bind");
+            let (mut s, _) = l.accept().expect("accept");
+            s.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+            let mut data = Vec::new();
+            s.read_to_end(&mut data).expect("read");
+            println!("RESULT {}", sha256ish(&data));
+        }
+        "tcp-send" => {
+            let mut data = vec![0u8; TCP_BYTES];
+            let mut x: u64 = 0x1234_5678;
+            for b in data.iter_mut() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *b = x as u8;
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut s = loop {
+                match std::net::TcpStream::connect(&arg) {
+                    Ok(s) => break s,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "connect: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            };
+            s.write_all(&data).expect("write");
+            drop(s);
+            println!("RESULT {}", sha256ish(&data));
+        }
+        other => panic!("unknown helper role {other}"),
+    }
+}
+
+#[test]
+fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
+    if let Ok(role) = std::env::var("VSWT_PEER_ROLE") {
+        peer_helper(&role);
+        return;
+    }
+    let t = Topology::build();
+    let d = Daemon::start(&t);
+    let (vm, rem) = (t.vm.as_str(), t.remote.as_str());
+
+    // Warm up: ARP inside the overlay, ARP for the remote VTEP on the uplink.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ping(vm, &["-c", "1", "-W", "1", "198.19.0.2"]).0 {
+        assert!(
+            Instant::now() < deadline,
+            "no ping through the tunnel:\n{:#}\n{}",
+            d.ctl(&["show"]).unwrap_or_default(),
+            d.log()
+        );
+    }
+
+    // Capture the uplink while pinging both ways.
+    let pcap = d.dir.join("uplink.pcap");
+    // On the far end of the uplink's wire: af_packet sends with qdisc bypass,
+    // which taps on the switch's own veth end do not see.
+    let mut capture = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            rem,
+            "tshark",
+            "-i",
+            "rem0",
+            "-f",
+            "udp port 4789",
+            "-c",
+            "8",
+            "-a",
+            "duration:15",
+            "-w",
+        ])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tshark (apt-get install tshark)");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (ok, text) = ping(vm, &["-c", "3", "-i", "0.2", "-W", "2", "198.19.0.2"]);
+    assert!(ok && text.contains(" 0% packet loss"), "vm -> remote: {text}");
+    let (ok, text) = ping(rem, &["-c", "3", "-i", "0.2", "-W", "2", "198.19.0.1"]);
+    assert!(ok && text.contains(" 0% packet loss"), "remote -> vm: {text}");
+    let status = capture.wait().expect("tshark");
+    assert!(status.success(), "tshark capture failed");
+    let decoded = run(
+        "tshark",
+        &[
+            "-r",
+            pcap.to_str().expect("path"),
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "vxlan.vni",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+        ],
+    );
+    let lines = String::from_utf8_lossy(&decoded.stdout).into_owned();
+    assert!(lines.lines().count() >= 8, "captured VXLAN: {lines}");
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split('|').collect();
+        assert!(f[1].starts_with("198.18.0.") && f[2].starts_with("198.18.0."), "outer addresses: {l}");
+        if f[1].starts_with("198.18.0.1") {
+            assert_eq!(f[0], "100", "everything we encapsulate carries VNI 100: {l}");
+        }
+    }
+    assert!(lines.contains("100|198.18.0.1,198.19.0.1|198.18.0.2,198.19.0.2"), "our encapsulation seen: {lines}");
+    assert!(lines.contains("100|198.18.0.2,198.19.0.2|198.18.0.1,198.19.0.1"), "the kernel's seen: {lines}");
+
+    // dump-flows shows the resolved encapsulation.
+    let flows = d.ctl(&["dump-flows"]).expect("dump-flows");
+    let encap: Vec<&str> = flows.as_array().expect("flows").iter().filter_map(|f| f["encap"].as_str()).collect();
+    assert!(
+        encap.iter().any(|e| e.starts_with("vxlan0 vni=100 198.18.0.1->198.18.0.2 via uplink0 next-hop 198.18.0.2")),
+        "{flows:#}"
+    );
+    let underlay = d.ctl(&["dump-underlay"]).expect("underlay");
+    assert!(
+        underlay["neighbours"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["ip"] == "198.18.0.2" && n["static"] == false)),
+        "learned by ARP: {underlay:#}"
+    );
+
+    // 10k UDP datagrams, whole and in order.
+    let recv = helper(rem, "udp-recv", "198.19.0.2:9999");
+    std::thread::sleep(Duration::from_millis(500));
+    let send = helper(vm, "udp-send", "198.19.0.2:9999");
+    helper_result(send);
+    let r = helper_result(recv);
+    assert_eq!(r, format!("{UDP_DATAGRAMS} true"), "UDP stream (received, in order)");
+
+    // A few MiB of TCP with a checksum.
+    let recv = helper(rem, "tcp-recv", "198.19.0.2:9998");
+    std::thread::sleep(Duration::from_millis(500));
+    let send = helper(vm, "tcp-send", "198.19.0.2:9998");
+    let sent = helper_result(send);
+    assert_eq!(helper_result(recv), sent, "TCP data arrives intact");
+
+    // A DF packet above the path MTU gets "fragmentation needed" back and the
+    // VM's kernel caches the lower MTU.
+    let icmp_before = d.ctl(&["show"]).expect("show")["icmp_too_big_sent"].as_u64().unwrap_or(0);
+    let (ok, text) = ping(vm, &["-c", "2", "-W", "1", "-M", "do", "-s", "1460", "198.19.0.2"]);
+    assert!(!ok, "a 1488-byte DF packet cannot cross a 1450-byte path: {text}");
+    let route = String::from_utf8_lossy(&in_ns(vm, "ip", &["route", "get", "198.19.0.2"]).stdout).into_owned();
+    assert!(route.contains("mtu 1450"), "route cache shows the path MTU: {route} (ping said: {text})");
+    assert!(d.ctl(&["show"]).expect("show")["icmp_too_big_sent"].as_u64().unwrap_or(0) > icmp_before);
+    let (ok, text) = ping(vm, &["-c", "2", "-W", "2", "-M", "do", "-s", "1400", "198.19.0.2"]);
+    assert!(ok, "1428-byte DF packets fit: {text}");
+
+    // Neighbour and route changes apply to the cached flow at once.
+    d.ctl(&["neigh-add", "198.18.0.2", "02:de:ad:be:ef:01", "uplink0"]).expect("neigh-add");
+    let (ok, _) = ping(vm, &["-c", "2", "-W", "1", "198.19.0.2"]);
+    assert!(!ok, "a wrong static MAC for the remote VTEP breaks the path");
+    d.ctl(&["neigh-del", "198.18.0.2"]).expect("neigh-del");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ping(vm, &["-c", "1", "-W", "1", "198.19.0.2"]).0 {
+        assert!(Instant::now() < deadline, "ARP re-learns the remote VTEP");
+    }
+    d.ctl(&["route-add", "198.18.0.2/32", "via", "198.18.0.99", "uplink0"]).expect("route-add");
+    let misses = d.drops("neighbour_miss");
+    let (ok, _) = ping(vm, &["-c", "2", "-W", "1", "198.19.0.2"]);
+    assert!(!ok, "a route through an absent gateway breaks the path");
+    assert!(d.drops("neighbour_miss") > misses, "counted as neighbour misses");
+    d.ctl(&["route-del", "198.18.0.2/32"]).expect("route-del");
+    let (ok, text) = ping(vm, &["-c", "2", "-W", "2", "198.19.0.2"]);
+    assert!(ok, "the connected route is back: {text}");
+
+    // VNI isolation: the kernel's VNI 200 cannot reach the VM, and the VM's
+    // ARP through VNI 100 does not reach VNI 200's address.
+    let unknown = d.drops("unknown_tunnel");
+    let (ok, text) = ping(rem, &["-c", "2", "-W", "1", "198.20.0.1"]);
+    assert!(!ok, "VNI 200 must not reach the VM: {text}");
+    assert!(d.drops("unknown_tunnel") > unknown, "VNI 200 packets were dropped and counted");
+    let (ok, _) = ping(vm, &["-c", "2", "-W", "1", "198.20.0.3"]);
+    assert!(!ok, "the VM must not reach VNI 200");
+
+    // The VTEP answers ARP for its own address: make the kernel ask again.
+    must_ns(rem, "ip", &["neigh", "flush", "dev", "rem0"]);
+    let (ok, text) = ping(rem, &["-c", "2", "-W", "2", "198.19.0.1"]);
+    assert!(ok, "remote -> vm after the remote forgot our MAC: {text}");
+    let neigh = String::from_utf8_lossy(&in_ns(rem, "ip", &["neigh", "show", "198.18.0.1"]).stdout).into_owned();
+    assert!(neigh.contains("lladdr"), "the kernel learned our VTEP MAC from our ARP reply: {neigh}");
+
+    let stats = d.ctl(&["show"]).expect("show");
+    assert!(stats["decapsulated"].as_u64().unwrap_or(0) > u64::from(UDP_DATAGRAMS) / 100, "{stats:#}");
+    assert!(stats["encapsulated"].as_u64().unwrap_or(0) > u64::from(UDP_DATAGRAMS), "{stats:#}");
+    assert!(stats["arp_replies_sent"].as_u64().unwrap_or(0) >= 1, "answered ARP for 198.18.0.1: {stats:#}");
+}
