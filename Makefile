@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark
 
-.PHONY: deps build run test lint bench-micro bench-micro-smoke fuzz-smoke ci
+.PHONY: deps build run test lint bench bench-smoke bench-micro bench-micro-smoke fuzz-smoke ci
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -40,6 +40,21 @@ bench-micro: deps
 # The same, short (CI): checks they run and prints rough figures.
 bench-micro-smoke: deps
 	$(CARGO) bench -p vswitch --bench flow_core -- --warm-up-time 0.3 --measurement-time 1
+
+# The benchmark harness: a short run of every scenario (CI checks it produces numbers).
+bench-smoke: deps
+	$(CARGO) build --release -p vswitch --bins -q
+	$(CARGO) build --release -p vswitch-bench -q
+	./target/release/vswitch-bench smoke
+
+# One scenario, measured: make bench SCENARIO=fwd FLOWS=1000 SIZE=60
+SCENARIO ?= fwd
+FLOWS ?= 1000
+SIZE ?= 60
+bench: deps
+	$(CARGO) build --release -p vswitch --bins -q
+	$(CARGO) build --release -p vswitch-bench -q
+	./target/release/vswitch-bench run --scenario $(SCENARIO) --flows $(FLOWS) --size $(SIZE)
 
 # A short coverage-guided fuzz run of the parser (cargo-fuzz, libFuzzer).
 FUZZ_SECONDS ?= 20

@@ -67,8 +67,9 @@ pub struct PortSpec {
     pub devargs: String,
     pub role: Role,
     pub mtu: u16,
-    /// Address and prefix length on an uplink (the VTEP address for tunnels).
-    pub ip: Option<(IpAddr, u8)>,
+    /// Addresses and prefix lengths on an uplink (VTEP addresses; one of
+    /// each family at most).
+    pub ip: Vec<(IpAddr, u8)>,
     pub generate: Option<Generate>,
     pub line: usize,
 }
@@ -192,7 +193,7 @@ struct RawPort {
     devargs: Option<Spanned<String>>,
     role: Spanned<String>,
     mtu: Option<Spanned<u32>>,
-    ip: Option<Spanned<String>>,
+    ip: Option<Spanned<OneOrMany>>,
     generate: Option<Spanned<RawGenerate>>,
 }
 
@@ -417,18 +418,28 @@ impl Config {
                 }
             };
             let ip = match &p.ip {
-                None => None,
+                None => Vec::new(),
                 Some(s) if role != Role::Uplink => return ctx.err(s, "port.ip", "only an uplink carries an address"),
                 Some(s) => {
-                    let bad = || {
-                        ctx.err(s, "port.ip", format!("{:?}: expected ADDRESS/PREFIX, e.g. 198.18.0.1/24", s.get_ref()))
+                    let list = match s.get_ref() {
+                        OneOrMany::One(a) => vec![a.clone()],
+                        OneOrMany::Many(v) => v.clone(),
                     };
-                    let Some((a, l)) = s.get_ref().split_once('/') else { return bad() };
-                    let (Ok(addr), Ok(len)) = (a.parse::<IpAddr>(), l.parse::<u8>()) else { return bad() };
-                    if len > if addr.is_ipv4() { 32 } else { 128 } {
-                        return bad();
+                    let mut out: Vec<(IpAddr, u8)> = Vec::new();
+                    for text in list {
+                        let bad =
+                            || ctx.err(s, "port.ip", format!("{text:?}: expected ADDRESS/PREFIX, e.g. 198.18.0.1/24"));
+                        let Some((a, l)) = text.split_once('/') else { return bad() };
+                        let (Ok(addr), Ok(len)) = (a.parse::<IpAddr>(), l.parse::<u8>()) else { return bad() };
+                        if len > if addr.is_ipv4() { 32 } else { 128 } {
+                            return bad();
+                        }
+                        if out.iter().any(|(o, _)| o.is_ipv4() == addr.is_ipv4()) {
+                            return ctx.err(s, "port.ip", "at most one IPv4 and one IPv6 address per uplink");
+                        }
+                        out.push((addr, len));
                     }
-                    Some((addr, len))
+                    out
                 }
             };
             let generate = match &p.generate {
@@ -459,7 +470,7 @@ impl Config {
 
         let mut tunnels: Vec<TunnelSpec> = Vec::new();
         let uplink_addrs: Vec<(usize, IpAddr)> =
-            ports.iter().enumerate().filter_map(|(i, p)| p.ip.map(|(a, _)| (i, a))).collect();
+            ports.iter().enumerate().flat_map(|(i, p)| p.ip.iter().map(move |(a, _)| (i, *a))).collect();
         for t in &raw.tunnels {
             let line = ctx.line_of(t.span().start);
             let t = t.get_ref();
@@ -718,7 +729,7 @@ rules = [
         let c = Config::parse(&fixed, "t.toml").expect("valid");
         assert_eq!(c.pmd_cores, vec![0]);
         assert_eq!(c.ports[1].mtu, 9000);
-        assert_eq!(c.ports[1].ip, Some(("198.18.0.1".parse().expect("ip"), 24)));
+        assert_eq!(c.ports[1].ip, vec![("198.18.0.1".parse().expect("ip"), 24)]);
         assert_eq!(c.rules[0].line, 1);
         assert_eq!(c.idle_timeout, Duration::from_secs(10));
         assert!(c.eal_args.iter().any(|a| a.starts_with("--file-prefix=")));

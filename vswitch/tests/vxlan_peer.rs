@@ -85,19 +85,22 @@ impl Topology {
             must("ip", &["link", "set", h, "up"]);
         }
         let (vm, rem) = (t.vm.as_str(), t.remote.as_str());
-        for ns in [vm, rem] {
-            must_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-            must_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        }
+        // The VM speaks IPv4 only; the remote's underlay is dual-stack, its
+        // overlay devices IPv4 only.
+        must_ns(vm, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        must_ns(rem, "sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        must_ns(rem, "sysctl", &["-qw", "net.ipv6.conf.rem0.disable_ipv6=0"]);
         must_ns(vm, "ip", &["link", "set", "lo", "up"]);
         must_ns(vm, "ethtool", &["-K", "vm0", "tx", "off", "tso", "off", "gso", "off"]);
         must_ns(vm, "ip", &["addr", "add", "198.19.0.1/24", "dev", "vm0"]);
         must_ns(vm, "ip", &["addr", "add", "198.20.0.1/24", "dev", "vm0"]);
+        must_ns(vm, "ip", &["addr", "add", "198.21.0.1/24", "dev", "vm0"]);
         must_ns(vm, "ip", &["link", "set", "vm0", "up"]);
         must_ns(rem, "ip", &["link", "set", "lo", "up"]);
         must_ns(rem, "sysctl", &["-qw", "net.ipv4.conf.all.arp_ignore=1"]);
         must_ns(rem, "ethtool", &["-K", "rem0", "tx", "off", "tso", "off", "gso", "off"]);
         must_ns(rem, "ip", &["addr", "add", "198.18.0.2/24", "dev", "rem0"]);
+        must_ns(rem, "ip", &["addr", "add", "2001:db8:18::2/64", "dev", "rem0", "nodad"]);
         must_ns(rem, "ip", &["link", "set", "rem0", "up"]);
         for (dev, vni, addr) in [("vx100", "100", "198.19.0.2/24"), ("vx200", "200", "198.20.0.3/24")] {
             must_ns(
@@ -125,6 +128,31 @@ impl Topology {
             must_ns(rem, "ip", &["addr", "add", addr, "dev", dev]);
             must_ns(rem, "ip", &["link", "set", dev, "up"]);
         }
+        // VNI 300 over the IPv6 underlay.
+        must_ns(
+            rem,
+            "ip",
+            &[
+                "link",
+                "add",
+                "vx300",
+                "type",
+                "vxlan",
+                "id",
+                "300",
+                "local",
+                "2001:db8:18::2",
+                "remote",
+                "2001:db8:18::1",
+                "dstport",
+                "4789",
+                "dev",
+                "rem0",
+            ],
+        );
+        must_ns(rem, "ethtool", &["-K", "vx300", "tx", "off", "tso", "off", "gso", "off"]);
+        must_ns(rem, "ip", &["addr", "add", "198.21.0.2/24", "dev", "vx300"]);
+        must_ns(rem, "ip", &["link", "set", "vx300", "up"]);
         t
     }
 }
@@ -152,8 +180,11 @@ impl Daemon {
         let socket = dir.join("ctl.sock");
         let config = format!(
             r#"rules = [
+  "priority=20,in_port=vm,ip,nw_dst=198.21.0.0/24 actions=output:vxlan6",
+  "priority=20,in_port=vm,arp,arp_tpa=198.21.0.0/24 actions=output:vxlan6",
   "priority=10,in_port=vm actions=output:vxlan0",
   "priority=10,in_port=vxlan0 actions=output:vm",
+  "priority=10,in_port=vxlan6 actions=output:vm",
 ]
 [eal]
 args = ["--no-huge", "-m", "512", "--no-pci", "--no-telemetry", "--log-level=lib.eal:warning"]
@@ -169,12 +200,16 @@ devargs = "net_af_packet_vm,iface={vm},framecnt=8192"
 name = "uplink0"
 role = "uplink"
 devargs = "net_af_packet_up,iface={rem},framecnt=8192"
-ip = "198.18.0.1/24"
+ip = ["198.18.0.1/24", "2001:db8:18::1/64"]
 mtu = 1500
 [[tunnel]]
 name = "vxlan0"
 remote_ip = "198.18.0.2"
 vni = 100
+[[tunnel]]
+name = "vxlan6"
+remote_ip = "2001:db8:18::2"
+vni = 300
 "#,
             socket = socket.display(),
             vm = t.host_vm,
@@ -505,6 +540,40 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
     let (ok, _) = ping(vm, &["-c", "2", "-W", "1", "198.20.0.3"]);
     assert!(!ok, "the VM must not reach VNI 200");
 
+    // The IPv6 underlay: neighbour discovery both ways, VNI 300, ICMP
+    // "fragmentation needed" with the 70-byte overhead.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ping(vm, &["-c", "1", "-W", "1", "198.21.0.2"]).0 {
+        assert!(
+            Instant::now() < deadline,
+            "no ping over the IPv6 underlay:\n{:#}",
+            d.ctl(&["show"]).unwrap_or_default()
+        );
+    }
+    let (ok, text) = ping(rem, &["-c", "3", "-i", "0.2", "-W", "2", "198.21.0.1"]);
+    assert!(ok && text.contains(" 0% packet loss"), "remote -> vm over IPv6: {text}");
+    let underlay = d.ctl(&["dump-underlay"]).expect("underlay");
+    assert!(
+        underlay["neighbours"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|n| n["ip"] == "2001:db8:18::2" && n["static"] == false)),
+        "learned by neighbour discovery: {underlay:#}"
+    );
+    let kernel_neigh =
+        String::from_utf8_lossy(&in_ns(rem, "ip", &["-6", "neigh", "show", "2001:db8:18::1"]).stdout).into_owned();
+    assert!(kernel_neigh.contains("lladdr"), "the kernel resolved our IPv6 VTEP: {kernel_neigh}");
+    let flows = d.ctl(&["dump-flows"]).expect("dump-flows");
+    assert!(
+        flows.as_array().is_some_and(|f| f.iter().any(|f| f["encap"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("vxlan6 vni=300 2001:db8:18::1->2001:db8:18::2")))),
+        "{flows:#}"
+    );
+    let (ok, text) = ping(vm, &["-c", "2", "-W", "1", "-M", "do", "-s", "1420", "198.21.0.2"]);
+    assert!(!ok, "1448-byte DF packets do not fit a 1430-byte IPv6-underlay path: {text}");
+    let route = String::from_utf8_lossy(&in_ns(vm, "ip", &["route", "get", "198.21.0.2"]).stdout).into_owned();
+    assert!(route.contains("mtu 1430"), "route cache shows the IPv6-underlay path MTU: {route} ({text})");
+
     // The VTEP answers ARP for its own address: make the kernel ask again.
     must_ns(rem, "ip", &["neigh", "flush", "dev", "rem0"]);
     let (ok, text) = ping(rem, &["-c", "2", "-W", "2", "198.19.0.1"]);
@@ -515,5 +584,5 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
     let stats = d.ctl(&["show"]).expect("show");
     assert!(stats["decapsulated"].as_u64().unwrap_or(0) > u64::from(UDP_DATAGRAMS) / 100, "{stats:#}");
     assert!(stats["encapsulated"].as_u64().unwrap_or(0) > u64::from(UDP_DATAGRAMS), "{stats:#}");
-    assert!(stats["arp_replies_sent"].as_u64().unwrap_or(0) >= 1, "answered ARP for 198.18.0.1: {stats:#}");
+    assert!(stats["neighbour_replies_sent"].as_u64().unwrap_or(0) >= 1, "answered ARP for 198.18.0.1: {stats:#}");
 }

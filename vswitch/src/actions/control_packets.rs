@@ -195,3 +195,155 @@ mod tests {
         assert_eq!(parse(&out[..n], 0, None).error, None);
     }
 }
+
+/// An IPv6 neighbour solicitation (135) or advertisement (136).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nd {
+    pub icmp_type: u8,
+    pub src: std::net::Ipv6Addr,
+    pub target: std::net::Ipv6Addr,
+    /// The source (NS) or target (NA) link-layer address option.
+    pub lladdr: Option<[u8; 6]>,
+    pub eth_src: [u8; 6],
+}
+
+/// Reads a neighbour solicitation/advertisement: IPv6 header at `l3` with
+/// ICMPv6 right after it, hop limit 255 as RFC 4861 requires.
+pub fn read_nd(frame: &[u8], l3: usize) -> Option<Nd> {
+    let ip = frame.get(l3..l3 + 40)?;
+    if ip[0] >> 4 != 6 || ip[6] != 58 || ip[7] != 255 {
+        return None;
+    }
+    let end = (l3 + 40 + usize::from(u16::from_be_bytes([ip[4], ip[5]]))).min(frame.len());
+    let icmp = frame.get(l3 + 40..end)?;
+    if icmp.len() < 24 || !(icmp[0] == 135 || icmp[0] == 136) || icmp[1] != 0 {
+        return None;
+    }
+    let addr = |b: &[u8]| {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&b[..16]);
+        std::net::Ipv6Addr::from(a)
+    };
+    let want = if icmp[0] == 135 { 1 } else { 2 };
+    let mut lladdr = None;
+    let mut opts = &icmp[24..];
+    while opts.len() >= 8 {
+        let len = usize::from(opts[1]) * 8;
+        if len == 0 || len > opts.len() {
+            break;
+        }
+        if opts[0] == want && len >= 8 {
+            lladdr = Some([opts[2], opts[3], opts[4], opts[5], opts[6], opts[7]]);
+        }
+        opts = &opts[len..];
+    }
+    let mut eth_src = [0u8; 6];
+    eth_src.copy_from_slice(frame.get(6..12)?);
+    Some(Nd { icmp_type: icmp[0], src: addr(&ip[8..24]), target: addr(&icmp[8..24]), lladdr, eth_src })
+}
+
+/// The fields of an ND message this switch sends.
+#[derive(Clone, Copy)]
+struct NdOut {
+    eth_dst: [u8; 6],
+    eth_src: [u8; 6],
+    src: std::net::Ipv6Addr,
+    dst: std::net::Ipv6Addr,
+    icmp_type: u8,
+    flags: u32,
+    target: std::net::Ipv6Addr,
+    /// 1: source link-layer address (NS), 2: target link-layer address (NA).
+    option: u8,
+}
+
+fn write_nd_common(out: &mut [u8; MAX_CONTROL_FRAME], m: &NdOut) -> usize {
+    let NdOut { eth_dst, eth_src, src, dst, icmp_type, flags, target, option } = *m;
+    let len = 14 + 40 + 32;
+    out[..len].fill(0);
+    out[0..6].copy_from_slice(&eth_dst);
+    out[6..12].copy_from_slice(&eth_src);
+    out[12..14].copy_from_slice(&ETH_TYPE_IPV6.to_be_bytes());
+    let ip = &mut out[14..54];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&32u16.to_be_bytes());
+    ip[6] = 58;
+    ip[7] = 255;
+    ip[8..24].copy_from_slice(&src.octets());
+    ip[24..40].copy_from_slice(&dst.octets());
+    let icmp = &mut out[54..len];
+    icmp[0] = icmp_type;
+    icmp[4..8].copy_from_slice(&flags.to_be_bytes());
+    icmp[8..24].copy_from_slice(&target.octets());
+    icmp[24] = option;
+    icmp[25] = 1;
+    icmp[26..32].copy_from_slice(&eth_src);
+    let c = checksum::ipv6_l4(&src.octets(), &dst.octets(), 58, icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    len
+}
+
+/// A neighbour solicitation for `target` from `src` (our address), to the
+/// target's solicited-node multicast group.
+pub fn write_ns(
+    mac: [u8; 6],
+    src: std::net::Ipv6Addr,
+    target: std::net::Ipv6Addr,
+    out: &mut [u8; MAX_CONTROL_FRAME],
+) -> usize {
+    let t = target.octets();
+    let group =
+        std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00 | u16::from(t[13]), u16::from_be_bytes([t[14], t[15]]));
+    let eth_dst = [0x33, 0x33, 0xff, t[13], t[14], t[15]];
+    write_nd_common(out, &NdOut { eth_dst, eth_src: mac, src, dst: group, icmp_type: 135, flags: 0, target, option: 1 })
+}
+
+/// A solicited neighbour advertisement of `ours` (at `mac`) to `to`.
+pub fn write_na(
+    mac: [u8; 6],
+    ours: std::net::Ipv6Addr,
+    to_mac: [u8; 6],
+    to: std::net::Ipv6Addr,
+    out: &mut [u8; MAX_CONTROL_FRAME],
+) -> usize {
+    // Flags: solicited (0x40) and override (0x20) in the first byte.
+    let na = NdOut {
+        eth_dst: to_mac,
+        eth_src: mac,
+        src: ours,
+        dst: to,
+        icmp_type: 136,
+        flags: 0x6000_0000,
+        target: ours,
+        option: 2,
+    };
+    write_nd_common(out, &na)
+}
+
+#[cfg(test)]
+mod nd_tests {
+    use super::*;
+    use crate::packet::parse;
+
+    #[test]
+    fn ns_and_na_roundtrip_with_valid_checksums() {
+        let ours: std::net::Ipv6Addr = "2001:db8::1".parse().expect("v6");
+        let peer: std::net::Ipv6Addr = "2001:db8::2".parse().expect("v6");
+        let mut out = [0u8; MAX_CONTROL_FRAME];
+        let n = write_ns([2, 0, 0, 0, 0, 1], ours, peer, &mut out);
+        let p = parse(&out[..n], 0, None);
+        assert_eq!((p.error, p.key.ip_proto(), p.key.tp_src()), (None, 58, 135));
+        assert_eq!(&out[0..6], &[0x33, 0x33, 0xff, 0, 0, 2]);
+        let ns = read_nd(&out[..n], 14).expect("ns");
+        assert_eq!((ns.icmp_type, ns.src, ns.target, ns.lladdr), (135, ours, peer, Some([2, 0, 0, 0, 0, 1])));
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src.copy_from_slice(&out[22..38]);
+        dst.copy_from_slice(&out[38..54]);
+        assert_eq!(checksum::ipv6_l4(&src, &dst, 58, &out[54..n]), 0);
+        let n = write_na([2, 0, 0, 0, 0, 9], peer, [2, 0, 0, 0, 0, 1], ours, &mut out);
+        let na = read_nd(&out[..n], 14).expect("na");
+        assert_eq!((na.icmp_type, na.target, na.lladdr), (136, peer, Some([2, 0, 0, 0, 0, 9])));
+        out[21] = 64; // hop limit other than 255: not a valid ND message
+        assert_eq!(read_nd(&out[..n], 14), None);
+    }
+}

@@ -106,8 +106,8 @@ pub struct SwitchStats {
     pub decapsulated: u64,
     pub encapsulated: u64,
     pub icmp_too_big_sent: u64,
-    pub arp_replies_sent: u64,
-    pub arp_requests_sent: u64,
+    pub neighbour_replies_sent: u64,
+    pub neighbour_requests_sent: u64,
     pub rules: usize,
     pub drops: BTreeMap<String, u64>,
     pub parse_errors: BTreeMap<String, u64>,
@@ -533,8 +533,8 @@ impl Switch {
             decapsulated: sum(counters::DECAPSULATED),
             encapsulated: sum(counters::ENCAPSULATED),
             icmp_too_big_sent: sum(counters::ICMP_TOO_BIG_SENT),
-            arp_replies_sent: sum(counters::ARP_REPLIES_SENT),
-            arp_requests_sent: sum(counters::ARP_REQUESTS_SENT),
+            neighbour_replies_sent: sum(counters::NEIGH_REPLIES_SENT),
+            neighbour_requests_sent: sum(counters::NEIGH_REQUESTS_SENT),
             rules: self.lock_rules().table.len(),
             drops,
             parse_errors,
@@ -765,7 +765,10 @@ fn build_underlay(config: &Config, ports: &[SwitchPort]) -> Result<Underlay> {
         });
     }
     for p in ports {
-        if let (Role::Uplink, Some((ip, len))) = (p.spec.role, p.spec.ip) {
+        if p.spec.role != Role::Uplink {
+            continue;
+        }
+        for &(ip, len) in &p.spec.ip {
             let mac = p.port.mac().with_context(|| format!("port {:?}: reading its MAC address", p.spec.name))?;
             t.locals.push(LocalAddress { ip, len, port: p.number, mac, mtu: p.spec.mtu });
             let prefix = match ip {

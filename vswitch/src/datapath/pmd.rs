@@ -5,7 +5,7 @@
 
 use super::counters::{self as ctr, DropReason, Local, Shared};
 use super::flows::{Flow, FlowEvent, FlowHandle, FlowInfo, FlowTable, RemoveReason};
-use super::tunnel::{ArpAction, Special, TunnelCtx};
+use super::tunnel::{NeighbourAction, Special, TunnelCtx};
 use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
 use crate::actions::vxlan;
 use crate::actions::{self, Action};
@@ -258,22 +258,29 @@ impl Pmd {
             if vtep {
                 match self.tun.special(&p.key, in_port) {
                     Special::None => {}
-                    Special::Arp => match self.tun.arp(m.data_mut(), usize::from(p.l3_offset), in_port) {
-                        ArpAction::PassOn => {}
-                        ArpAction::Consumed => {
-                            pkts[i] = None;
-                            continue;
-                        }
-                        ArpAction::Reply(len) => {
-                            if let Some(mut m) = pkts[i].take() {
-                                if m.set_data(&self.tun.scratch[..len]) {
-                                    self.counters.add(ctr::ARP_REPLIES_SENT, 1);
-                                    output_phys(&mut self.tx, in_port, m, &mut self.counters);
-                                }
+                    kind @ (Special::Arp | Special::Nd) => {
+                        let l3 = usize::from(p.l3_offset);
+                        let action = match kind {
+                            Special::Arp => self.tun.arp(m.data(), l3, in_port),
+                            _ => self.tun.nd(m.data(), l3, in_port),
+                        };
+                        match action {
+                            NeighbourAction::PassOn => {}
+                            NeighbourAction::Consumed => {
+                                pkts[i] = None;
+                                continue;
                             }
-                            continue;
+                            NeighbourAction::Reply(len) => {
+                                if let Some(mut m) = pkts[i].take() {
+                                    if m.set_data(&self.tun.scratch[..len]) {
+                                        self.counters.add(ctr::NEIGH_REPLIES_SENT, 1);
+                                        output_phys(&mut self.tx, in_port, m, &mut self.counters);
+                                    }
+                                }
+                                continue;
+                            }
                         }
-                    },
+                    }
                     Special::Vxlan(udp_port) => {
                         let meta = match vxlan::decap(m, udp_port) {
                             Ok(meta) => meta,
@@ -314,23 +321,14 @@ impl Pmd {
         // Exact-match cache, in three passes so cache misses overlap: prefetch
         // every tag line, then every candidate entry, then compare keys.
         let parsed = pending.count_ones();
-        let mut bits = pending;
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for i in Bits(pending) {
             self.emc.prefetch(self.hashes[i]);
         }
         let mut slots = [None; MAX_BURST];
-        let mut bits = pending;
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for i in Bits(pending) {
             slots[i] = self.emc.candidate(self.hashes[i]);
         }
-        let mut bits = pending;
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for i in Bits(pending) {
             if let Some(h) = self.emc.verify(slots[i], &self.keys[i], self.hashes[i]) {
                 if self.flows.is_live(h) {
                     self.flow_of[i] = Some(h);
@@ -345,10 +343,7 @@ impl Pmd {
             let miss_keys = &mut self.miss_keys;
             let mut miss_idx = [0u8; MAX_BURST];
             let mut m = 0;
-            let mut bits = pending;
-            while bits != 0 {
-                let i = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
+            for i in Bits(pending) {
                 miss_keys[m] = self.keys[i];
                 miss_idx[m] = i as u8;
                 m += 1;
@@ -367,10 +362,7 @@ impl Pmd {
         }
 
         // Upcalls.
-        let mut bits = pending;
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for i in Bits(pending) {
             // A flow installed for an earlier packet of this burst may cover it.
             if let Some(h) = self.dpcls.lookup(&self.keys[i]).filter(|h| self.flows.is_live(*h)) {
                 self.flow_of[i] = Some(h);
@@ -421,32 +413,16 @@ impl Pmd {
         for g in 0..ngroups {
             let members = groups[g].1;
             let Some(flow) = self.flows.get_mut(handles[g]) else {
-                let mut bits = members;
-                while bits != 0 {
-                    let i = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    pkts[i] = None;
-                }
+                Bits(members).for_each(|i| pkts[i] = None);
                 continue;
             };
-            let mut bytes = 0u64;
-            let mut bits = members;
-            while bits != 0 {
-                let i = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                bytes += pkts[i].as_ref().map_or(0, |m| m.pkt_len() as u64);
-            }
+            let bytes: u64 = Bits(members).map(|i| pkts[i].as_ref().map_or(0, |m| m.pkt_len() as u64)).sum();
             flow.packets += u64::from(members.count_ones());
             flow.bytes += bytes;
             flow.used_tsc = now;
             if let Some(reason) = flow.drop_reason {
                 self.counters.drop(reason, u64::from(members.count_ones()));
-                let mut bits = members;
-                while bits != 0 {
-                    let i = bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    pkts[i] = None;
-                }
+                Bits(members).for_each(|i| pkts[i] = None);
                 continue;
             }
             let mut x = Exec {
@@ -661,6 +637,24 @@ fn flush(tx: &mut TxPort, port: usize, counters: &mut Local) {
     }
 }
 
+/// Indices of the set bits of a burst mask, lowest first.
+#[derive(Clone, Copy)]
+struct Bits(u64);
+
+impl Iterator for Bits {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(i)
+    }
+}
+
 /// Length of the Ethernet header with up to two VLAN tags.
 #[inline]
 fn l2_len(frame: &[u8]) -> usize {
@@ -757,10 +751,10 @@ impl Exec<'_> {
         drop(m);
         if let Some((next_hop, uplink, local)) = arp {
             self.counters.drop(DropReason::NeighbourMiss, 1);
-            if let Some(len) = self.tun.arp_request(next_hop, uplink, local, self.now, self.hz) {
+            if let Some(len) = self.tun.solicit(next_hop, uplink, local, self.now, self.hz) {
                 if let Some(mut req) = self.pool.alloc() {
                     if req.set_data(&self.tun.scratch[..len]) {
-                        self.counters.add(ctr::ARP_REQUESTS_SENT, 1);
+                        self.counters.add(ctr::NEIGH_REQUESTS_SENT, 1);
                         output_phys(self.tx, uplink, req, self.counters);
                     }
                 }
@@ -808,10 +802,7 @@ fn execute(actions: &[Action], pkts: &mut [Option<Mbuf>; MAX_BURST], members: u6
             vni = Some(*v);
             continue;
         }
-        let mut bits = members;
-        while bits != 0 {
-            let i = bits.trailing_zeros() as usize;
-            bits &= bits - 1;
+        for i in Bits(members) {
             let Some(m) = pkts[i].as_mut() else { continue };
             let result = match action {
                 Action::Output(port) => {

@@ -2,11 +2,11 @@
 //! encapsulations, refreshed when the shared underlay's generation moves,
 //! the VTEP's ARP responder and learner, and rate-limited ARP requests.
 
-use crate::actions::control_packets::{read_arp, write_arp, Arp, MAX_CONTROL_FRAME};
+use crate::actions::control_packets::{read_arp, read_nd, write_arp, write_na, write_ns, Arp, MAX_CONTROL_FRAME};
 use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6, IPPROTO_UDP};
 use crate::packet::FlowKey;
 use crate::underlay::{LocalAddress, Resolved, Tunnel, Underlay, Unresolved};
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -14,14 +14,16 @@ use std::sync::Arc;
 pub enum Special {
     /// ARP: maybe for us.
     Arp,
+    /// IPv6 neighbour solicitation or advertisement: maybe for us.
+    Nd,
     /// VXLAN (UDP to this port) addressed to one of our addresses.
     Vxlan(u16),
     /// Anything else: classify normally.
     None,
 }
 
-/// What to do with an ARP packet.
-pub enum ArpAction {
+/// What to do with an ARP or neighbour-discovery packet.
+pub enum NeighbourAction {
     /// Not for us: classify it like any packet.
     PassOn,
     /// Consumed (a reply we learned from).
@@ -92,6 +94,11 @@ impl TunnelCtx {
     pub fn special(&self, key: &FlowKey, in_port: u32) -> Special {
         match key.eth_type() {
             crate::packet::parse::ETH_TYPE_ARP => Special::Arp,
+            ETH_TYPE_IPV6
+                if key.ip_proto() == crate::packet::parse::IPPROTO_ICMPV6 && matches!(key.tp_src(), 135 | 136) =>
+            {
+                Special::Nd
+            }
             ETH_TYPE_IPV4 | ETH_TYPE_IPV6
                 if key.ip_proto() == IPPROTO_UDP
                     && self.udp_ports.contains(&key.tp_dst())
@@ -116,20 +123,20 @@ impl TunnelCtx {
             .map(|t| t.number)
     }
 
-    /// Handles an ARP packet received on uplink `port`: answers requests
-    /// for our addresses (rewriting `frame` into the reply) and learns the
-    /// sender of anything addressed to us.
-    pub fn arp(&mut self, frame: &mut [u8], l3: usize, port: u32) -> ArpAction {
-        let Some(arp) = read_arp(frame, l3) else { return ArpAction::PassOn };
+    /// Handles an ARP packet received on uplink `port`: learns the sender of
+    /// anything addressed to us, and for a request writes the reply into
+    /// `scratch`.
+    pub fn arp(&mut self, frame: &[u8], l3: usize, port: u32) -> NeighbourAction {
+        let Some(arp) = read_arp(frame, l3) else { return NeighbourAction::PassOn };
         let Some(local) = self.locals.iter().find(|l| l.port == port && l.ip == IpAddr::V4(arp.target_ip)).copied()
         else {
-            return ArpAction::PassOn;
+            return NeighbourAction::PassOn;
         };
         if arp.sender_ip.octets() != [0, 0, 0, 0] {
             self.underlay.learn(IpAddr::V4(arp.sender_ip), arp.sender_mac, port);
         }
         if arp.op != 1 {
-            return ArpAction::Consumed;
+            return NeighbourAction::Consumed;
         }
         let reply = Arp {
             op: 2,
@@ -139,7 +146,33 @@ impl TunnelCtx {
             target_ip: arp.sender_ip,
         };
         let n = write_arp(arp.sender_mac, local.mac, &reply, &mut self.scratch);
-        ArpAction::Reply(n)
+        NeighbourAction::Reply(n)
+    }
+
+    /// Handles a neighbour solicitation/advertisement received on uplink
+    /// `port`: learns from advertisements and from solicitations for our
+    /// addresses, and for those writes the advertisement into `scratch`.
+    pub fn nd(&mut self, frame: &[u8], l3: usize, port: u32) -> NeighbourAction {
+        let Some(nd) = read_nd(frame, l3) else { return NeighbourAction::PassOn };
+        if nd.icmp_type == 136 {
+            if let Some(mac) = nd.lladdr {
+                if self.locals.iter().any(|l| l.port == port && !l.ip.is_ipv4()) {
+                    self.underlay.learn(IpAddr::V6(nd.target), mac, port);
+                }
+            }
+            return NeighbourAction::PassOn;
+        }
+        let Some(local) = self.locals.iter().find(|l| l.port == port && l.ip == IpAddr::V6(nd.target)).copied() else {
+            return NeighbourAction::PassOn;
+        };
+        if nd.src.is_unspecified() {
+            // Duplicate address detection by someone else: not a question to answer here.
+            return NeighbourAction::Consumed;
+        }
+        let reply_mac = nd.lladdr.unwrap_or(nd.eth_src);
+        self.underlay.learn(IpAddr::V6(nd.src), reply_mac, port);
+        let n = write_na(local.mac, nd.target, reply_mac, nd.src, &mut self.scratch);
+        NeighbourAction::Reply(n)
     }
 
     /// The resolved encapsulation for tunnel port `port` and `flow_vni`.
@@ -154,16 +187,23 @@ impl TunnelCtx {
         })
     }
 
-    /// An ARP request for `next_hop` (at most one per second per address), as
-    /// a frame in `scratch`; returns its length.
-    pub fn arp_request(&mut self, next_hop: IpAddr, port: u32, local: IpAddr, now: u64, hz: u64) -> Option<usize> {
-        let (IpAddr::V4(target), IpAddr::V4(sender)) = (next_hop, local) else { return None };
+    /// An ARP request (IPv4) or neighbour solicitation (IPv6) for
+    /// `next_hop`, at most one per second per address, as a frame in
+    /// `scratch`; returns its length.
+    pub fn solicit(&mut self, next_hop: IpAddr, port: u32, local: IpAddr, now: u64, hz: u64) -> Option<usize> {
         if self.arp_sent.get(&next_hop).is_some_and(|&t| now.wrapping_sub(t) < hz) {
             return None;
         }
         let mac = self.locals.iter().find(|l| l.port == port && l.ip == local).map(|l| l.mac)?;
+        let len = match (next_hop, local) {
+            (IpAddr::V4(target), IpAddr::V4(sender)) => {
+                let req = Arp { op: 1, sender_mac: mac, sender_ip: sender, target_mac: [0; 6], target_ip: target };
+                write_arp([0xff; 6], mac, &req, &mut self.scratch)
+            }
+            (IpAddr::V6(target), IpAddr::V6(sender)) => write_ns(mac, sender, target, &mut self.scratch),
+            _ => return None,
+        };
         self.arp_sent.insert(next_hop, now);
-        let req = Arp { op: 1, sender_mac: mac, sender_ip: sender, target_mac: [0; 6], target_ip: target };
-        Some(write_arp([0xff; 6], mac, &req, &mut self.scratch))
+        Some(len)
     }
 }
