@@ -11,7 +11,7 @@
 use super::{ActionError, PacketBuf};
 use crate::packet::checksum;
 use crate::packet::key::ip_to;
-use crate::packet::parse::{parse, TunnelMeta, ETH_TYPE_IPV4, ETH_TYPE_IPV6};
+use crate::packet::parse::{parse, Parsed, TunnelMeta, ETH_TYPE_IPV4, ETH_TYPE_IPV6};
 use std::net::IpAddr;
 
 /// Outer header bytes over an IPv4 underlay.
@@ -162,8 +162,18 @@ impl EncapTemplate {
 /// [`ActionError::NotVxlan`], [`ActionError::BadOuter`] or
 /// [`ActionError::BadChecksum`].
 pub fn decap(pkt: &mut impl PacketBuf, udp_port: u16) -> Result<TunnelMeta, ActionError> {
+    let outer = parse(pkt.data(), 0, None);
+    decap_parsed(pkt, &outer, udp_port)
+}
+
+/// [`decap`] for a packet the caller already parsed (`outer` must be the
+/// parse of `pkt`'s current data), so the datapath parses the outer headers
+/// once.
+///
+/// # Errors
+/// As [`decap`].
+pub fn decap_parsed(pkt: &mut impl PacketBuf, outer: &Parsed, udp_port: u16) -> Result<TunnelMeta, ActionError> {
     let d = pkt.data();
-    let outer = parse(d, 0, None);
     let vx = match outer.vxlan(d, udp_port) {
         None => return Err(ActionError::NotVxlan),
         Some(Err(_)) => return Err(ActionError::BadOuter),

@@ -6,7 +6,6 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch::dpdk::{Burst, EalBuilder, Mempool, Port, PortConfig};
@@ -27,12 +26,6 @@ struct Args {
     /// EAL memory in MiB (no hugepages are used).
     #[arg(long, default_value_t = 512)]
     memory_mb: u32,
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::Relaxed);
 }
 
 fn udp_frame(flow: u32, size: usize) -> Vec<u8> {
@@ -87,11 +80,7 @@ fn main() -> Result<()> {
         .args(["--no-telemetry", "--log-level", "lib.eal:warning"])
         .init()
         .context("starting DPDK")?;
-    // SAFETY: installs an async-signal-safe handler that only stores an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    vswitch::dpdk::os::install_stop_signals();
 
     let pool = Arc::new(Mempool::new(&eal, "fwd_pool", 16383, 256, 2048 + 128).context("creating mbuf pool")?);
     let result = {
@@ -117,7 +106,7 @@ fn main() -> Result<()> {
         let (mut forwarded, mut dropped) = (0u64, 0u64);
         let mut burst = Burst::new();
         let mut polls = 0u32;
-        while !STOP.load(Ordering::Relaxed) {
+        while !vswitch::dpdk::os::stop_requested() {
             rx.rx_burst(&mut burst);
             forwarded += tx.tx_burst(&mut burst) as u64;
             dropped += burst.len() as u64;

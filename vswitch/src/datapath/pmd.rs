@@ -282,7 +282,7 @@ impl Pmd {
                         }
                     }
                     Special::Vxlan(udp_port) => {
-                        let meta = match vxlan::decap(m, udp_port) {
+                        let meta = match vxlan::decap_parsed(m, &p, udp_port) {
                             Ok(meta) => meta,
                             Err(_) => {
                                 self.counters.drop(DropReason::DecapError, 1);
@@ -715,6 +715,12 @@ impl Exec<'_> {
     }
 
     fn send_tunnel(&mut self, port: u32, mut m: Mbuf, vni: Option<u32>, i: usize) {
+        if m.segments() != 1 {
+            // Encapsulation (and the IPv6 UDP checksum) needs the whole frame
+            // in one segment; the pool's buffers are sized for that.
+            self.counters.drop(DropReason::ActionError, 1);
+            return;
+        }
         let arp = match self.tun.resolve(port, vni) {
             Ok(r) => {
                 let overhead = r.template.overhead();

@@ -244,9 +244,12 @@ impl Mbuf {
         NonNull::new(m).map(Mbuf)
     }
 
-    /// Replaces the data with `bytes` (single segment). Returns false if it
-    /// does not fit.
+    /// Replaces the data with `bytes`. Returns false (no change) if it does
+    /// not fit or the mbuf is a chain.
     pub fn set_data(&mut self, bytes: &[u8]) -> bool {
+        if self.segments() != 1 {
+            return false;
+        }
         let Ok(want) = u16::try_from(bytes.len()) else { return false };
         let have = self.data_len() as u16;
         if want > have {
