@@ -83,6 +83,11 @@ fn run(args: Args) -> Result<()> {
 
     // Generated traffic for ports that ask for it.
     let run_dir = std::env::temp_dir().join(format!("vswitchd-{}", std::process::id()));
+    // Whatever happens from here on, leave nothing of ours behind: the
+    // generated traffic now, the socket and DPDK's runtime directory once
+    // they are ours (never another daemon's).
+    let eal_prefix = config.eal_args.iter().find_map(|a| a.strip_prefix("--file-prefix=").map(str::to_owned));
+    let mut cleanup = Cleanup { paths: vec![run_dir.clone()] };
     let mut pcaps = BTreeMap::new();
     for (i, p) in config.ports.iter().enumerate() {
         if let Some(g) = &p.generate {
@@ -96,14 +101,17 @@ fn run(args: Args) -> Result<()> {
 
     os::install_stop_signals();
     let listener = vswitch::control::bind(&config.socket)?;
+    cleanup.paths.push(config.socket.clone());
     let socket_path = config.socket.clone();
     let metrics_addr = config.metrics;
     let interval = config.stats_interval;
-    let eal_prefix = config.eal_args.iter().find_map(|a| a.strip_prefix("--file-prefix=").map(str::to_owned));
     let eal = vswitch::dpdk::EalBuilder::new("vswitchd")
         .args(config.eal_args.iter().cloned())
         .init()
         .context("starting DPDK (EAL)")?;
+    if let Some(prefix) = &eal_prefix {
+        cleanup.paths.push(PathBuf::from(format!("/var/run/dpdk/{prefix}")));
+    }
     let switch = Arc::new(Switch::start(&eal, config, &pcaps, None)?);
     if let Some(addr) = metrics_addr {
         vswitch::metrics::install(addr)?;
@@ -149,16 +157,28 @@ fn run(args: Args) -> Result<()> {
         Ok(sw) => sw.shutdown(),
         Err(_) => tracing::warn!("switch still referenced at shutdown"),
     }
-    let _ = std::fs::remove_file(&socket_path);
-    let _ = std::fs::remove_dir_all(&run_dir);
-    if let Some(prefix) = eal_prefix {
-        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
-    }
     println!("{}", summary(&final_stats));
     if let Some(f) = failure {
         bail!(f);
     }
     Ok(())
+}
+
+/// Removes files and directories this process created, on every exit path.
+struct Cleanup {
+    paths: Vec<PathBuf>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.paths {
+            if p.is_dir() {
+                let _ = std::fs::remove_dir_all(p);
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
 }
 
 fn pct(part: u64, total: u64) -> f64 {
