@@ -27,6 +27,18 @@ pub struct Tunnel {
     pub udp_port: u16,
 }
 
+impl Tunnel {
+    /// Whether a decapsulated packet belongs to this tunnel: same UDP port,
+    /// the tunnel's remote as outer source, its local address (if fixed) as
+    /// outer destination, and its VNI (any VNI for a flow-based tunnel).
+    pub fn accepts(&self, udp_port: u16, outer_src: IpAddr, outer_dst: IpAddr, vni: u32) -> bool {
+        self.udp_port == udp_port
+            && self.remote == outer_src
+            && self.local.is_none_or(|l| l == outer_dst)
+            && self.vni.is_none_or(|v| v == vni)
+    }
+}
+
 /// A route: prefix -> uplink, optionally through a gateway.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Route {
@@ -133,11 +145,6 @@ impl Tables {
         self.locals.iter().find(|l| l.port == port && l.ip.is_ipv4() == family_of.is_ipv4())
     }
 
-    /// Whether `ip` is one of our VTEP addresses (on `port`, if given).
-    pub fn is_local(&self, ip: IpAddr, port: Option<u32>) -> bool {
-        self.locals.iter().any(|l| l.ip == ip && port.is_none_or(|p| p == l.port))
-    }
-
     /// Resolves `tunnel` for `vni`.
     pub fn resolve(&self, tunnel: &Tunnel, flow_vni: Option<u32>) -> Result<Resolved, Unresolved> {
         let vni = tunnel.vni.or(flow_vni).ok_or(Unresolved::NoVni)?;
@@ -162,16 +169,9 @@ impl Tables {
         Ok(Resolved { template, uplink: port, uplink_mtu: local.mtu, next_hop })
     }
 
-    /// The tunnel a decapsulated packet belongs to: same UDP port, our
-    /// address as outer destination, the tunnel's remote as outer source,
-    /// and the tunnel's VNI (or any VNI for a flow-based tunnel).
+    /// The tunnel a decapsulated packet belongs to (see [`Tunnel::accepts`]).
     pub fn tunnel_for(&self, udp_port: u16, outer_src: IpAddr, outer_dst: IpAddr, vni: u32) -> Option<&Tunnel> {
-        self.tunnels.iter().find(|t| {
-            t.udp_port == udp_port
-                && t.remote == outer_src
-                && t.local.is_none_or(|l| l == outer_dst)
-                && t.vni.is_none_or(|v| v == vni)
-        })
+        self.tunnels.iter().find(|t| t.accepts(udp_port, outer_src, outer_dst, vni))
     }
 }
 

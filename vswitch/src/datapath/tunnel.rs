@@ -112,15 +112,7 @@ impl TunnelCtx {
 
     /// The tunnel a decapsulated packet belongs to (its port number).
     pub fn tunnel_for(&self, udp_port: u16, src: IpAddr, dst: IpAddr, vni: u32) -> Option<u32> {
-        self.tunnels
-            .iter()
-            .find(|t| {
-                t.udp_port == udp_port
-                    && t.remote == src
-                    && t.local.is_none_or(|l| l == dst)
-                    && t.vni.is_none_or(|v| v == vni)
-            })
-            .map(|t| t.number)
+        self.tunnels.iter().find(|t| t.accepts(udp_port, src, dst, vni)).map(|t| t.number)
     }
 
     /// Handles an ARP packet received on uplink `port`: learns the sender of
