@@ -3,7 +3,8 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark
+APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
+  dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
 
 .PHONY: deps build run test lint bench bench-smoke bench-micro bench-micro-smoke fuzz-smoke ci
 
@@ -41,20 +42,21 @@ bench-micro: deps
 bench-micro-smoke: deps
 	$(CARGO) bench -p vswitch --bench flow_core -- --warm-up-time 0.3 --measurement-time 1
 
-# The benchmark harness: a short run of every scenario (CI checks it produces numbers).
+# The benchmark harness, short (CI): every scenario through vswitchd, Open
+# vSwitch and the testpmd floor for a few seconds; checks it produces numbers.
 bench-smoke: deps
 	$(CARGO) build --release -p vswitch --bins -q
 	$(CARGO) build --release -p vswitch-bench -q
 	./target/release/vswitch-bench smoke
 
-# One scenario, measured: make bench SCENARIO=fwd FLOWS=1000 SIZE=60
-SCENARIO ?= fwd
-FLOWS ?= 1000
-SIZE ?= 60
+# The full side-by-side run (~25 min): vswitchd, Open vSwitch and the testpmd
+# floor on every scenario and flow count; writes bench-results/report.{md,png}.
+# Narrow it with e.g. BENCH_ARGS="--scenario fwd --flows 1000 --frame 64".
+BENCH_ARGS ?=
 bench: deps
 	$(CARGO) build --release -p vswitch --bins -q
 	$(CARGO) build --release -p vswitch-bench -q
-	./target/release/vswitch-bench run --scenario $(SCENARIO) --flows $(FLOWS) --size $(SIZE)
+	./target/release/vswitch-bench run --peer ovs $(BENCH_ARGS)
 
 # A short coverage-guided fuzz run of the parser (cargo-fuzz, libFuzzer).
 FUZZ_SECONDS ?= 20

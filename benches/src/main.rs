@@ -1,44 +1,68 @@
 //! vswitch-bench: generates scenario traffic, runs vswitchd on it (net_pcap
-//! replaying a pcap forever -> net_null), and reports Mpps, PMD cycles per
-//! packet and lookups by tier.
+//! replaying a pcap forever -> net_null), and, in the same invocation, Open
+//! vSwitch's DPDK datapath (`--peer ovs`) and the dpdk-testpmd io-forward
+//! floor on the same pcaps and vdevs; reports Mpps, PMD cycles per packet and
+//! lookups by tier as JSON, a markdown table and a PNG plot.
 //!
 //! Scenarios: `fwd` (representor -> uplink through a 5-tuple-ish rule set),
 //! `encap` (VF -> VXLAN -> wire), `decap` (wire -> VXLAN -> VF) and `setup`
-//! (every packet a new megaflow: flow-setup rate; its cycles/packet column is
-//! the rule-table classification and install cost per upcall).
+//! (every packet a new megaflow: flow-setup rate; its cycles column is the
+//! classification and install cost per upcall).
+
+mod floor;
+mod fonts;
+mod ours;
+mod ovs;
+mod report;
+mod scenario;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use pcap_file::pcap::{PcapPacket, PcapWriter};
-use serde::Serialize;
-use serde_json::Value;
+use report::{Measurement, Results, Switch};
+use scenario::Scenario;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-use vswitch::actions::vxlan::{EncapSpec, EncapTemplate};
-use vswitch::actions::{PacketBuf, VecPacket};
-use vswitch::control::{call, Request};
-use vswitch::traffic::{udp_frame, TrafficSpec};
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Benchmark harness for vswitchd (Mpps, cycles/packet, lookup tiers)")]
+#[command(
+    version,
+    about = "Benchmark harness: vswitchd side by side with Open vSwitch (DPDK) and the testpmd floor",
+    long_about = "Benchmark harness: vswitchd side by side with Open vSwitch's DPDK datapath and the \
+dpdk-testpmd io-forward floor, on the same pcaps and virtual devices (net_pcap infinite_rx -> net_null), \
+one PMD core each, no hugepages.\n\n\
+  vswitch-bench run --peer ovs            # the whole matrix; writes bench-results/{results.json,report.md,report.png}\n\
+  vswitch-bench run --scenario fwd --flows 1000 --frame 64\n\
+  vswitch-bench report bench-results/results.json\n\
+  vswitch-bench smoke                     # a few seconds per scenario (CI)\n\n\
+Runs as root (DPDK, OVS's bridge tap). Absolute numbers on a shared VM drift by up to 20 % between \
+runs; ratios measured back to back in one run hold."
+)]
 struct Args {
     #[command(subcommand)]
     cmd: Cmd,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-enum Scenario {
-    /// Representor -> uplink through a 5-tuple-ish rule set.
-    Fwd,
-    /// Representor -> VXLAN tunnel -> uplink.
-    Encap,
-    /// Uplink (VXLAN) -> tunnel port -> representor.
-    Decap,
-    /// Every packet a new megaflow: new flows per second.
-    Setup,
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Peer {
+    /// Debian's openvswitch-switch-dpdk (ovs-vswitchd-dpdk), userspace datapath.
+    Ovs,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+struct Timing {
+    /// Seconds before measuring (vdevs ramp up, caches fill).
+    #[arg(long, default_value_t = 4)]
+    warmup: u64,
+    /// Measured window in seconds.
+    #[arg(long, default_value_t = 6)]
+    seconds: u64,
+    /// PMD core for every switch (default: the last core; core 0 keeps the
+    /// control threads).
+    #[arg(long)]
+    core: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -49,59 +73,79 @@ enum Cmd {
         scenario: Scenario,
         #[arg(long, default_value_t = 1000)]
         flows: u32,
-        /// Frame size without FCS (60 = 64 on the wire).
-        #[arg(long, default_value_t = 60)]
-        size: usize,
+        /// Frame size on the wire, FCS included (64 = 60 bytes in the pcap).
+        #[arg(long, default_value_t = 64)]
+        frame: usize,
         #[arg(long, short)]
         out: PathBuf,
     },
-    /// Run vswitchd on a scenario and measure.
+    /// Measure a matrix of scenarios x frame sizes x flow counts; with
+    /// `--peer ovs` OVS runs each case right after vswitchd.
     Run {
-        #[arg(long, value_enum, default_value = "fwd")]
-        scenario: Scenario,
-        #[arg(long, default_value_t = 1000)]
-        flows: u32,
-        #[arg(long, default_value_t = 60)]
-        size: usize,
-        /// Seconds before measuring (vdevs ramp up, caches fill).
-        #[arg(long, default_value_t = 5)]
-        warmup: u64,
-        /// Measured window in seconds.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// PMD core.
-        #[arg(long, default_value_t = 1)]
-        core: usize,
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "fwd,encap,decap,setup")]
+        scenario: Vec<Scenario>,
+        #[arg(long, value_delimiter = ',', default_value = "1,1000,100000,1000000")]
+        flows: Vec<u32>,
+        /// Frame sizes on the wire (FCS included).
+        #[arg(long, value_delimiter = ',', default_value = "64,1500")]
+        frame: Vec<usize>,
+        /// Flow counts measured with frames above 64 bytes (their pcaps
+        /// hold every packet in memory: 1M x 1500 B would be 1.5 GB each).
+        #[arg(long, value_delimiter = ',', default_value = "1,1000")]
+        large_frame_flows: Vec<u32>,
+        /// Flows offered in the setup scenario.
+        #[arg(long, default_value_t = 100_000)]
+        setup_flows: u32,
+        /// Also measure this switch on every case.
+        #[arg(long, value_enum)]
+        peer: Option<Peer>,
+        /// Skip the testpmd floor.
+        #[arg(long)]
+        no_floor: bool,
+        #[command(flatten)]
+        timing: Timing,
+        /// Directory for results.json, report.md and report.png.
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
         /// vswitchd binary (default: next to this one).
         #[arg(long)]
         vswitchd: Option<PathBuf>,
-        /// Write the result as JSON here too.
-        #[arg(long)]
-        json: Option<PathBuf>,
     },
-    /// A few seconds per scenario: checks the harness produces numbers (CI).
+    /// Render report.md and report.png from a results.json.
+    Report {
+        results: PathBuf,
+        /// Output directory (default: the results file's).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// A few seconds per scenario, every switch: checks the harness
+    /// produces numbers and a report (CI).
     Smoke {
         #[arg(long)]
         vswitchd: Option<PathBuf>,
+        /// Leave Open vSwitch out.
+        #[arg(long)]
+        no_peer: bool,
     },
 }
 
-/// One measurement.
-#[derive(Debug, Clone, Serialize)]
-struct Measurement {
-    switch: &'static str,
-    scenario: Scenario,
-    flows: u32,
-    frame_bytes: usize,
-    seconds: f64,
-    mpps: f64,
-    cycles_per_packet: f64,
-    exact_match_pct: f64,
-    megaflow_pct: f64,
-    upcall_pct: f64,
-    upcalls_per_second: f64,
-    megaflows: u64,
-    drops: u64,
+/// One measured case: the same pcap for every switch.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub scenario: Scenario,
+    pub flows: u32,
+    pub frame: usize,
+    pub pcap: PathBuf,
+    pub packets: u64,
+    pub core: usize,
+    pub warmup: Duration,
+    pub window: Duration,
+}
+
+impl Case {
+    fn label(&self) -> String {
+        format!("{} {} flows {} B", self.scenario.name(), self.flows, self.frame)
+    }
 }
 
 fn main() {
@@ -114,333 +158,256 @@ fn main() {
 
 fn run(args: Args) -> Result<()> {
     match args.cmd {
-        Cmd::Gen { scenario, flows, size, out } => {
-            let n = write_scenario_pcap(&out, scenario, flows, size)?;
-            println!("{}: {n} packets, {flows} flows, {size}-byte frames ({scenario:?})", out.display());
+        Cmd::Gen { scenario, flows, frame, out } => {
+            let n = scenario::write_pcap(&out, scenario, flows, frame)?;
+            println!("{}: {n} packets, {flows} flows, {frame}-byte frames ({})", out.display(), scenario.name());
         }
-        Cmd::Run { scenario, flows, size, warmup, seconds, core, vswitchd, json } => {
-            let bin = vswitchd_path(vswitchd)?;
-            let m = measure(&bin, scenario, flows, size, warmup, seconds, core, true)?;
-            print_table(std::slice::from_ref(&m));
-            let text = serde_json::to_string_pretty(&m)?;
-            println!("{text}");
-            if let Some(path) = json {
-                std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-            }
-        }
-        Cmd::Smoke { vswitchd } => {
-            let bin = vswitchd_path(vswitchd)?;
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let mut all = Vec::new();
-            for scenario in [Scenario::Fwd, Scenario::Encap, Scenario::Decap, Scenario::Setup] {
-                let flows = if scenario == Scenario::Setup { 100_000 } else { 1000 };
-                let m = measure(&bin, scenario, flows, 60, 1, 2, cores - 1, false)?;
-                if scenario == Scenario::Setup {
-                    if m.upcalls_per_second <= 0.0 {
-                        bail!("setup scenario produced no upcalls: {m:?}");
+        Cmd::Run { scenario, flows, frame, large_frame_flows, setup_flows, peer, no_floor, timing, out, vswitchd } => {
+            let bin = ours::vswitchd_path(vswitchd)?;
+            let mut cases = Vec::new();
+            for sc in scenario.iter().copied().filter(|s| *s != Scenario::Setup) {
+                for fr in &frame {
+                    for fl in &flows {
+                        if *fr > 64 && !large_frame_flows.contains(fl) {
+                            continue;
+                        }
+                        cases.push((sc, *fl, *fr));
                     }
-                } else if m.mpps <= 0.0 || m.cycles_per_packet <= 0.0 {
-                    bail!("{scenario:?} produced no numbers: {m:?}");
                 }
-                all.push(m);
             }
-            print_table(&all);
+            if scenario.contains(&Scenario::Setup) {
+                cases.push((Scenario::Setup, setup_flows, 64));
+            }
+            let results = matrix(&bin, &cases, &timing, peer.is_some(), !no_floor, &out)?;
+            write_reports(&results, &out)?;
+            println!("{}", report::markdown(&results));
+            println!("wrote {0}/results.json, {0}/report.md and {0}/report.png", out.display());
+        }
+        Cmd::Report { results, out } => {
+            let r = Results::load(&results)?;
+            let dir = out.unwrap_or_else(|| results.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
+            write_reports(&r, &dir)?;
+            println!("{}", report::markdown(&r));
+        }
+        Cmd::Smoke { vswitchd, no_peer } => {
+            let bin = ours::vswitchd_path(vswitchd)?;
+            let timing = Timing { warmup: 1, seconds: 2, core: None };
+            let cases = [
+                (Scenario::Fwd, 1000, 64),
+                (Scenario::Encap, 1000, 64),
+                (Scenario::Decap, 1000, 64),
+                (Scenario::Setup, 100_000, 64),
+            ];
+            let out = std::env::temp_dir().join(format!("vswitch-bench-smoke-{}", std::process::id()));
+            let results = matrix(&bin, &cases, &timing, !no_peer, true, &out)?;
+            let mut bad = Vec::new();
+            for m in &results.measurements {
+                let numbers = if m.scenario == Scenario::Setup {
+                    m.upcalls_per_second > 0.0
+                } else {
+                    m.mpps > 0.0 && (m.switch == Switch::Testpmd || m.cycles_per_packet > 0.0)
+                };
+                if m.error.is_some() || !numbers {
+                    bad.push(format!("{m:?}"));
+                }
+            }
+            let expected = 3 * (if no_peer { 2 } else { 3 }) + if no_peer { 1 } else { 2 };
+            if results.measurements.len() != expected {
+                bad.push(format!("{} measurements, expected {expected}", results.measurements.len()));
+            }
+            write_reports(&results, &out)?;
+            let png = std::fs::metadata(out.join("report.png")).map(|m| m.len()).unwrap_or(0);
+            println!("{}", report::markdown(&results));
+            println!("report.png: {png} bytes");
+            let _ = std::fs::remove_dir_all(&out);
+            if png < 1000 {
+                bad.push("no plot".into());
+            }
+            if !bad.is_empty() {
+                bail!("the smoke run did not produce every number:\n{}", bad.join("\n"));
+            }
         }
     }
     Ok(())
 }
 
-fn vswitchd_path(given: Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(p) = given {
-        return Ok(p);
+fn write_reports(r: &Results, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::write(dir.join("report.md"), report::markdown(r))?;
+    let png = dir.join("report.png");
+    if r.measurements.iter().any(|m| m.scenario != Scenario::Setup) {
+        report::plot(r, &png)?;
+    } else {
+        let _ = std::fs::remove_file(&png);
     }
-    let me = std::env::current_exe().context("locating vswitch-bench")?;
-    let p = me.with_file_name("vswitchd");
-    if !p.exists() {
-        bail!("{} not found: build it (cargo build --release -p vswitch) or pass --vswitchd", p.display());
-    }
-    Ok(p)
+    Ok(())
 }
 
-const VM_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
-const GW_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x01];
-
-fn vm_traffic(flows: u32, size: usize) -> TrafficSpec {
-    TrafficSpec {
-        flows,
-        size,
-        dl_src: VM_MAC,
-        dl_dst: vec![GW_MAC],
-        nw_src: "10.0.0.0".parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-        nw_dst: "10.255.255.1".parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
-    }
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Writes the scenario's input; returns the packet count.
-fn write_scenario_pcap(path: &Path, scenario: Scenario, flows: u32, size: usize) -> Result<u64> {
-    let spec = vm_traffic(flows, size);
-    let remote_encap = EncapTemplate::new(EncapSpec {
-        eth_src: [2, 0, 0, 0, 1, 2],
-        eth_dst: [2, 0, 0, 0, 1, 1],
-        ip_src: "198.18.0.2".parse()?,
-        ip_dst: "198.18.0.1".parse()?,
-        vni: 100,
-        udp_dst: 4789,
-        ttl: 64,
-        tos: 0,
-        df: true,
-    })
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = PcapWriter::new(std::io::BufWriter::new(file))?;
-    let flows = flows.max(1);
-    let total = u64::from(flows).max(1024).div_ceil(u64::from(flows)) * u64::from(flows);
-    let mut pkt = VecPacket::new(&[], 128);
-    for n in 0..total {
-        let i = (n % u64::from(flows)) as u32;
-        let mut frame = udp_frame(&spec, i);
-        if scenario == Scenario::Decap {
-            // The remote VTEP's encapsulation; the inner frame shrinks so
-            // the outer one has the requested size.
-            frame.truncate(size.saturating_sub(50).max(60));
-            pkt.reset(&frame, 128);
-            remote_encap.encap(&mut pkt, u64::from(i)).map_err(|e| anyhow::anyhow!("{e}"))?;
-            frame = pkt.data().to_vec();
-        }
-        w.write_packet(&PcapPacket::new(Duration::from_nanos(n), frame.len() as u32, &frame))?;
-    }
-    w.into_writer().flush()?;
-    Ok(total)
-}
-
-fn config_text(scenario: Scenario, pcap: &Path, socket: &Path, core: usize, flows: u32) -> String {
-    let pcap = pcap.display();
-    let sock = socket.display();
-    let common = format!(
-        "[eal]\nargs = [\"--no-huge\", \"-m\", \"{mem}\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\
-         [datapath]\npmd_cores = [{core}]\nidle_timeout_ms = 60000\nmax_flows = 2000000\nmbufs = {mbufs}\n\
-         [control]\nsocket = \"{sock}\"\n[metrics]\nlisten = \"off\"\n",
-        mem = 1024 + (u64::from(flows) * 3 / 1024).min(16384),
-        // net_pcap's infinite_rx keeps the whole file in mbufs.
-        mbufs = u64::from(flows).max(1024) + 65536
-    );
-    // A 5-tuple-ish rule set: the matching rule sits among others that
-    // consult ports and prefixes, as a tenant's security rules would.
-    let mut rules = vec![
-        "priority=100,in_port=vf0,udp,nw_dst=10.255.255.0/24,tp_dst=5001 actions=output:uplink0".to_owned(),
-        "priority=90,in_port=vf0,tcp,tp_dst=22 actions=drop".to_owned(),
-        "priority=90,in_port=vf0,udp,tp_dst=53 actions=output:uplink0".to_owned(),
-        "priority=80,in_port=vf0,ip,nw_dst=192.168.0.0/16 actions=drop".to_owned(),
-        "priority=10,in_port=vf0,ip actions=output:uplink0".to_owned(),
-        "priority=0 actions=drop".to_owned(),
-    ];
-    let ports;
-    match scenario {
-        Scenario::Fwd => {
-            ports = format!(
-                "[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_pcap_b0,rx_pcap={pcap},infinite_rx=1\"\n\
-                 [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_null_b1,no-rx=1\"\n"
-            );
-        }
-        Scenario::Setup => {
-            // An exact source-address rule makes every source its own megaflow.
-            rules.insert(0, "priority=200,in_port=vf0,ip,nw_src=10.0.0.0/32 actions=drop".to_owned());
-            ports = format!(
-                "[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_pcap_b0,rx_pcap={pcap},infinite_rx=1\"\n\
-                 [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_null_b1,no-rx=1\"\n"
-            );
-        }
-        Scenario::Encap => {
-            rules = rules.into_iter().map(|r| r.replace("output:uplink0", "output:vxlan0")).collect();
-            ports = format!(
-                "[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_pcap_b0,rx_pcap={pcap},infinite_rx=1\"\n\
-                 [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_null_b1,no-rx=1\"\nip = \"198.18.0.1/24\"\n\
-                 [[tunnel]]\nname = \"vxlan0\"\nremote_ip = \"198.18.0.2\"\nvni = 100\n\
-                 [[neighbour]]\nip = \"198.18.0.2\"\nmac = \"02:00:00:00:01:02\"\nport = \"uplink0\"\n"
-            );
-        }
-        Scenario::Decap => {
-            rules = vec![
-                "priority=100,in_port=vxlan0,tun_id=100,udp,nw_dst=10.255.255.0/24,tp_dst=5001 actions=output:vf0"
-                    .to_owned(),
-                "priority=90,in_port=vxlan0,tcp,tp_dst=22 actions=drop".to_owned(),
-                "priority=0 actions=drop".to_owned(),
-            ];
-            ports = format!(
-                "[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_null_b0,no-rx=1\"\n\
-                 [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_pcap_b1,rx_pcap={pcap},infinite_rx=1\"\nip = \"198.18.0.1/24\"\n\
-                 [[tunnel]]\nname = \"vxlan0\"\nremote_ip = \"198.18.0.2\"\nvni = 100\n"
-            );
-        }
-    }
-    let rules: Vec<String> = rules.iter().map(|r| format!("  {r:?},")).collect();
-    format!("rules = [\n{}\n]\n{common}{ports}", rules.join("\n"))
-}
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn show(socket: &Path) -> Result<Value> {
-    call(socket, &Request { cmd: "show".into(), rule: None, args: vec![] })
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-fn sink_tx(s: &Value, scenario: Scenario) -> u64 {
-    let sink = if scenario == Scenario::Decap { "vf0" } else { "uplink0" };
-    s["ports"].as_array().into_iter().flatten().filter(|p| p["name"] == sink).map(|p| u(&p["tx_packets"])).sum()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn measure(
+/// Measures every case with every switch, the pcap generated once per case;
+/// results.json is rewritten after each case, so an interrupted run keeps
+/// what it measured.
+fn matrix(
     bin: &Path,
-    scenario: Scenario,
-    flows: u32,
-    size: usize,
-    warmup: u64,
-    seconds: u64,
-    core: usize,
-    progress: bool,
-) -> Result<Measurement> {
-    let dir = std::env::temp_dir().join(format!("vswitch-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let pcap = dir.join(format!("{scenario:?}-{flows}-{size}.pcap"));
-    write_scenario_pcap(&pcap, scenario, flows, size)?;
-    let socket = dir.join("ctl.sock");
-    let cfg = dir.join("bench.toml");
-    std::fs::write(&cfg, config_text(scenario, &pcap, &socket, core, flows))?;
-    let log = std::fs::File::create(dir.join("vswitchd.log"))?;
-    let child = Command::new(bin)
-        .arg(&cfg)
-        .arg("--no-stats")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let _daemon = Daemon(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while show(&socket).is_err() {
-        if Instant::now() > deadline {
-            bail!(
-                "vswitchd did not start; log: {}",
-                std::fs::read_to_string(dir.join("vswitchd.log")).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    cases: &[(Scenario, u32, usize)],
+    timing: &Timing,
+    peer: bool,
+    floor: bool,
+    out: &Path,
+) -> Result<Results> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let work = std::env::temp_dir().join(format!("vswitch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&work)?;
+    let _cleanup = RemoveDir(work.clone());
+    let core = timing.core.unwrap_or(cores() - 1);
+    let main_core = if core == 0 { 1 } else { 0 };
+    if main_core >= cores() {
+        bail!("needs two cores: one for the PMD, one for the control threads");
     }
-    // The setup scenario measures from the start: the first pass over the
-    // file is all new flows.
-    let warmup = if scenario == Scenario::Setup { 0 } else { warmup };
-    std::thread::sleep(Duration::from_secs(warmup));
-    let (t0, a) = (Instant::now(), show(&socket)?);
-    let mut last = (t0, sink_tx(&a, scenario));
-    if scenario == Scenario::Setup {
-        // Flow setup: sample until the upcalls stop (every flow installed) or
-        // the window ends; the rate is over the time the upcalls took.
-        let mut last_up = (t0, u(&a["upcalls"]));
-        while t0.elapsed() < Duration::from_secs(seconds) {
-            std::thread::sleep(Duration::from_millis(50));
-            let s = show(&socket)?;
-            let up = u(&s["upcalls"]);
-            if up > last_up.1 {
-                last_up = (Instant::now(), up);
-            } else if up >= u64::from(flows) {
-                break;
-            }
-        }
-        let dt = last_up.0.duration_since(t0).as_secs_f64().max(1e-3);
-        let b = show(&socket)?;
-        let _ = std::fs::remove_dir_all(&dir);
-        return Ok(Measurement {
-            switch: "vswitch",
+    let mut results = Results { meta: meta(core, timing), measurements: Vec::new() };
+    let ovs = if peer {
+        let o = ovs::Ovs::start(&work, core, main_core, 3072).context("starting Open vSwitch")?;
+        results.meta.insert("ovs".into(), o.version.clone());
+        Some(o)
+    } else {
+        None
+    };
+    let progress = atty_stderr();
+    for (i, (scenario, flows, frame)) in cases.iter().copied().enumerate() {
+        let pcap = work.join(format!("{}-{flows}-{frame}.pcap", scenario.name()));
+        let packets = scenario::write_pcap(&pcap, scenario, flows, frame)?;
+        let case = Case {
             scenario,
             flows,
-            frame_bytes: size + 4,
-            seconds: dt,
-            mpps: 0.0,
-            cycles_per_packet: u(&b["upcall_cycles"]).saturating_sub(u(&a["upcall_cycles"])) as f64
-                / (last_up.1.saturating_sub(u(&a["upcalls"]))).max(1) as f64,
-            exact_match_pct: 0.0,
-            megaflow_pct: 0.0,
-            upcall_pct: 100.0,
-            upcalls_per_second: (last_up.1 - u(&a["upcalls"])) as f64 / dt,
-            megaflows: u(&b["flows"]),
-            drops: 0,
-        });
+            frame,
+            pcap: pcap.clone(),
+            packets,
+            core,
+            warmup: Duration::from_secs(timing.warmup),
+            window: Duration::from_secs(timing.seconds),
+        };
+        eprintln!("[{}/{}] {}", i + 1, cases.len(), case.label());
+        let mut row: Vec<Measurement> = Vec::new();
+        if floor && scenario != Scenario::Setup {
+            row.push(
+                floor::measure(&case, main_core, &work, progress)
+                    .unwrap_or_else(|e| Measurement::failed(Switch::Testpmd, &case, format!("{e:#}"))),
+            );
+        }
+        row.push(
+            ours::measure(bin, &case, &work, progress)
+                .unwrap_or_else(|e| Measurement::failed(Switch::Vswitch, &case, format!("{e:#}"))),
+        );
+        if let Some(o) = &ovs {
+            row.push(
+                o.measure(&case, progress)
+                    .unwrap_or_else(|e| Measurement::failed(Switch::Ovs, &case, format!("{e:#}"))),
+            );
+        }
+        for m in &row {
+            match &m.error {
+                Some(e) => eprintln!("    {:<14} failed: {e}", m.switch.label()),
+                None if scenario == Scenario::Setup => {
+                    eprintln!(
+                        "    {:<14} {:>10.0} new flows/s, {} megaflows",
+                        m.switch.label(),
+                        m.upcalls_per_second,
+                        m.megaflows
+                    )
+                }
+                None => {
+                    eprintln!("    {:<14} {:>7.2} Mpps {:>6.0} cyc/pkt", m.switch.label(), m.mpps, m.cycles_per_packet)
+                }
+            }
+        }
+        results.measurements.extend(row);
+        results.save(&out.join("results.json"))?;
+        let _ = std::fs::remove_file(&pcap);
     }
-    while t0.elapsed() < Duration::from_secs(seconds) {
-        std::thread::sleep(Duration::from_millis(1000).min(Duration::from_secs(seconds).saturating_sub(t0.elapsed())));
+    Ok(results)
+}
+
+struct RemoveDir(PathBuf);
+
+impl Drop for RemoveDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn atty_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal()
+}
+
+fn command_line(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn meta(core: usize, timing: &Timing) -> BTreeMap<String, String> {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+        })
+        .unwrap_or_default();
+    let mem_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().next().and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .map_or(0, |kb| kb.div_ceil(1 << 20));
+    BTreeMap::from([
+        ("date".into(), command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"])),
+        ("machine".into(), format!("{} vCPU {cpu}, {mem_gib} GiB", cores())),
+        ("kernel".into(), command_line("uname", &["-r"])),
+        (
+            "vswitch".into(),
+            format!("{} {}", env!("CARGO_PKG_VERSION"), command_line("git", &["rev-parse", "--short", "HEAD"])),
+        ),
+        ("pmd_core".into(), core.to_string()),
+        ("window".into(), format!("{} s after {} s warm-up", timing.seconds, timing.warmup)),
+    ])
+}
+
+/// Sleeps through the warm-up, showing the live rate.
+pub fn wait_warmup(case: &Case, counter: impl FnMut() -> Result<u64>, progress: bool) -> Result<()> {
+    watch(case, "warm-up", case.warmup, counter, progress)
+}
+
+/// Sleeps through the measured window, showing the live rate.
+pub fn sample_window(case: &Case, progress: bool, counter: impl FnMut() -> Result<u64>) -> Result<()> {
+    watch(case, "measuring", case.window, counter, progress)
+}
+
+fn watch(
+    case: &Case,
+    what: &str,
+    span: Duration,
+    mut counter: impl FnMut() -> Result<u64>,
+    progress: bool,
+) -> Result<()> {
+    let t0 = Instant::now();
+    let mut last = (t0, if progress { counter()? } else { 0 });
+    while t0.elapsed() < span {
+        std::thread::sleep(Duration::from_secs(1).min(span.saturating_sub(t0.elapsed())));
         if progress {
-            let s = show(&socket)?;
-            let now = (Instant::now(), sink_tx(&s, scenario));
-            let mpps = (now.1 - last.1) as f64 / now.0.duration_since(last.0).as_secs_f64() / 1e6;
-            eprint!("\r{scenario:?} {flows} flows {size} B: {:>5.1}s {mpps:>6.2} Mpps   ", t0.elapsed().as_secs_f64());
+            let now = (Instant::now(), counter()?);
+            let mpps = now.1.saturating_sub(last.1) as f64 / now.0.duration_since(last.0).as_secs_f64() / 1e6;
+            eprint!("\r    {} {what} {:>4.1}s {mpps:>6.2} Mpps   ", case.label(), t0.elapsed().as_secs_f64());
+            let _ = std::io::stderr().flush();
             last = now;
         }
     }
-    let (t1, b) = (Instant::now(), show(&socket)?);
     if progress {
-        eprintln!();
+        eprint!("\r{:79}\r", "");
     }
-    let dt = t1.duration_since(t0).as_secs_f64();
-    let d = |k: &str| u(&b[k]).saturating_sub(u(&a[k]));
-    let busy: u64 = b["pmds"].as_array().into_iter().flatten().map(|p| u(&p["busy_cycles"])).sum::<u64>()
-        - a["pmds"].as_array().into_iter().flatten().map(|p| u(&p["busy_cycles"])).sum::<u64>();
-    let packets = d("packets");
-    let lookups = (d("emc_hits") + d("megaflow_hits") + d("upcalls")).max(1);
-    let drops: u64 = b["drops"].as_object().into_iter().flatten().map(|(_, v)| u(v)).sum::<u64>()
-        - a["drops"].as_object().into_iter().flatten().map(|(_, v)| u(v)).sum::<u64>();
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(Measurement {
-        switch: "vswitch",
-        scenario,
-        flows,
-        frame_bytes: size + 4,
-        seconds: dt,
-        mpps: (sink_tx(&b, scenario) - sink_tx(&a, scenario)) as f64 / dt / 1e6,
-        cycles_per_packet: if packets == 0 { 0.0 } else { busy as f64 / packets as f64 },
-        exact_match_pct: d("emc_hits") as f64 * 100.0 / lookups as f64,
-        megaflow_pct: d("megaflow_hits") as f64 * 100.0 / lookups as f64,
-        upcall_pct: d("upcalls") as f64 * 100.0 / lookups as f64,
-        upcalls_per_second: d("upcalls") as f64 / dt,
-        megaflows: u(&b["flows"]),
-        drops,
-    })
-}
-
-fn print_table(ms: &[Measurement]) {
-    println!("| switch | scenario | flows | frame | Mpps | cyc/pkt | exact-match % | megaflow % | upcall % | new flows/s | megaflows |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for m in ms {
-        println!(
-            "| {} | {:?} | {} | {} | {:.2} | {:.0} | {:.1} | {:.1} | {:.2} | {:.0} | {} |",
-            m.switch,
-            m.scenario,
-            m.flows,
-            m.frame_bytes,
-            m.mpps,
-            m.cycles_per_packet,
-            m.exact_match_pct,
-            m.megaflow_pct,
-            m.upcall_pct,
-            m.upcalls_per_second,
-            m.megaflows
-        );
-    }
+    Ok(())
 }

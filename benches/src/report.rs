@@ -1,0 +1,389 @@
+//! Results: the JSON file a run writes, the markdown table and the plot.
+
+use crate::scenario::Scenario;
+use crate::Case;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    /// Ours: vswitchd.
+    Vswitch,
+    /// Open vSwitch's DPDK datapath.
+    Ovs,
+    /// dpdk-testpmd io forwarding: the generator/sink floor.
+    Testpmd,
+}
+
+impl Switch {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Vswitch => "vswitch",
+            Self::Ovs => "OVS",
+            Self::Testpmd => "testpmd floor",
+        }
+    }
+}
+
+/// One measurement of one switch on one case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measurement {
+    pub switch: Switch,
+    pub scenario: Scenario,
+    pub flows: u32,
+    /// On the wire, FCS included.
+    pub frame_bytes: usize,
+    pub seconds: f64,
+    /// Packets that reached the sink per second, millions.
+    pub mpps: f64,
+    /// PMD cycles per received packet (setup: per upcall).
+    pub cycles_per_packet: f64,
+    /// Percent of lookups served by each tier.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, f64>,
+    pub upcalls_per_second: f64,
+    pub megaflows: u64,
+    pub drops: u64,
+    /// Why there is no number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Measurement {
+    pub fn new(switch: Switch, case: &Case) -> Self {
+        Self {
+            switch,
+            scenario: case.scenario,
+            flows: case.flows,
+            frame_bytes: case.frame,
+            seconds: 0.0,
+            mpps: 0.0,
+            cycles_per_packet: 0.0,
+            tiers: BTreeMap::new(),
+            upcalls_per_second: 0.0,
+            megaflows: 0,
+            drops: 0,
+            error: None,
+        }
+    }
+
+    pub fn failed(switch: Switch, case: &Case, error: String) -> Self {
+        Self { error: Some(error), ..Self::new(switch, case) }
+    }
+
+    fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// What a run writes to `results.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// Machine, versions, window: the context the numbers belong to.
+    pub meta: BTreeMap<String, String>,
+    pub measurements: Vec<Measurement>,
+}
+
+impl Results {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a vswitch-bench results file", path.display()))
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", path.display()))
+    }
+
+    fn find(&self, switch: Switch, scenario: Scenario, flows: u32, frame: usize) -> Option<&Measurement> {
+        self.measurements
+            .iter()
+            .rev()
+            .find(|m| m.switch == switch && m.scenario == scenario && m.flows == flows && m.frame_bytes == frame)
+    }
+
+    /// The (scenario, frame, flows) cases with a throughput, in order.
+    fn cases(&self) -> Vec<(Scenario, usize, u32)> {
+        let mut c: Vec<_> = self
+            .measurements
+            .iter()
+            .filter(|m| m.scenario != Scenario::Setup)
+            .map(|m| (m.scenario, m.frame_bytes, m.flows))
+            .collect();
+        c.sort_unstable();
+        c.dedup();
+        c
+    }
+}
+
+fn flows_label(n: u32) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1000 && n % 1000 == 0 => format!("{}k", n / 1000),
+        n => n.to_string(),
+    }
+}
+
+fn mpps_cell(m: Option<&Measurement>) -> String {
+    match m {
+        Some(m) if m.ok() => format!("{:.2}", m.mpps),
+        Some(m) => format!("n/a: {}", short_error(m)),
+        None => "-".into(),
+    }
+}
+
+/// The first line of the error, cut for a table cell (results.json has it all).
+fn short_error(m: &Measurement) -> String {
+    let first = m.error.as_deref().unwrap_or("").lines().next().unwrap_or("").replace('|', "/");
+    if first.chars().count() > 90 {
+        format!("{}...", first.chars().take(90).collect::<String>())
+    } else {
+        first
+    }
+}
+
+fn cycles_cell(m: Option<&Measurement>) -> String {
+    match m {
+        Some(m) if m.ok() && m.cycles_per_packet > 0.0 => format!("{:.0}", m.cycles_per_packet),
+        _ => "-".into(),
+    }
+}
+
+fn tiers_cell(m: Option<&Measurement>) -> String {
+    let Some(m) = m.filter(|m| m.ok()) else { return "-".into() };
+    let mut parts: Vec<String> =
+        m.tiers.iter().filter(|(_, v)| **v >= 0.05).map(|(k, v)| format!("{k} {v:.1}")).collect();
+    if parts.is_empty() {
+        parts.push("-".into());
+    }
+    parts.join(", ")
+}
+
+fn ratio(a: Option<&Measurement>, b: Option<&Measurement>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if a.ok() && b.ok() && b.mpps > 0.0 => Some(a.mpps / b.mpps),
+        _ => None,
+    }
+}
+
+/// The markdown report: throughput side by side, flow setup, targets.
+pub fn markdown(r: &Results) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "| scenario | frame | flows | vswitch Mpps | OVS Mpps | floor Mpps | vswitch / OVS | vswitch % of floor | cyc/pkt vswitch / OVS / floor | vswitch lookups % | OVS lookups % |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|");
+    for (scenario, frame, flows) in r.cases() {
+        let ours = r.find(Switch::Vswitch, scenario, flows, frame);
+        let ovs = r.find(Switch::Ovs, scenario, flows, frame);
+        let floor = r.find(Switch::Testpmd, scenario, flows, frame);
+        let _ = writeln!(
+            s,
+            "| {} | {frame} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
+            scenario.name(),
+            flows_label(flows),
+            mpps_cell(ours),
+            mpps_cell(ovs),
+            mpps_cell(floor),
+            ratio(ours, ovs).map_or("-".into(), |x| format!("**{x:.2}x**")),
+            ratio(ours, floor).map_or("-".into(), |x| format!("{:.0} %", x * 100.0)),
+            cycles_cell(ours),
+            cycles_cell(ovs),
+            cycles_cell(floor),
+            tiers_cell(ours),
+            tiers_cell(ovs),
+        );
+    }
+    let setup: Vec<&Measurement> = r.measurements.iter().filter(|m| m.scenario == Scenario::Setup).collect();
+    if !setup.is_empty() {
+        let _ = writeln!(s, "\nFlow setup (every packet a new flow):\n");
+        let _ = writeln!(s, "| switch | flows offered | new flows/s per core | cycles per upcall | megaflows |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        for m in setup {
+            if m.error.is_some() {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | n/a: {} | - | - |",
+                    m.switch.label(),
+                    flows_label(m.flows),
+                    short_error(m)
+                );
+                continue;
+            }
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} | {} | {} |",
+                m.switch.label(),
+                flows_label(m.flows),
+                m.upcalls_per_second,
+                if m.cycles_per_packet > 0.0 { format!("{:.0}", m.cycles_per_packet) } else { "-".into() },
+                m.megaflows
+            );
+        }
+    }
+    let _ = writeln!(s, "\nTargets (per core):\n");
+    for line in targets(r) {
+        let _ = writeln!(s, "- {line}");
+    }
+    s
+}
+
+/// The targets, each with the figures that decide it.
+fn targets(r: &Results) -> Vec<String> {
+    let mark = |ok: bool| if ok { "met" } else { "**not met**" };
+    let mut out = Vec::new();
+    let ratios: Vec<(Scenario, usize, u32, f64)> = r
+        .cases()
+        .into_iter()
+        .filter_map(|(sc, fr, fl)| {
+            ratio(r.find(Switch::Vswitch, sc, fl, fr), r.find(Switch::Ovs, sc, fl, fr)).map(|x| (sc, fr, fl, x))
+        })
+        .collect();
+    if !ratios.is_empty() {
+        let low: Vec<String> = ratios
+            .iter()
+            .filter(|x| x.3 < 2.0)
+            .map(|(sc, fr, fl, x)| format!("{} {fr} B {}: {x:.2}x", sc.name(), flows_label(*fl)))
+            .collect();
+        let min = ratios.iter().map(|x| x.3).fold(f64::INFINITY, f64::min);
+        out.push(format!(
+            "at least 2x OVS in every case: {} (lowest {min:.2}x{})",
+            mark(low.is_empty()),
+            if low.is_empty() { String::new() } else { format!("; below: {}", low.join(", ")) }
+        ));
+    }
+    for (sc, fr, fl) in r.cases().into_iter().filter(|c| c.2 == 1000) {
+        if let Some(x) = ratio(r.find(Switch::Vswitch, sc, fl, fr), r.find(Switch::Testpmd, sc, fl, fr)) {
+            out.push(format!(
+                "{} {fr} B 1k flows at least 70 % of the floor: {} ({:.0} %)",
+                sc.name(),
+                mark(x >= 0.7),
+                x * 100.0
+            ));
+        }
+    }
+    let cyc = |sc, fl, fr| r.find(Switch::Vswitch, sc, fl, fr).filter(|m| m.ok()).map(|m| m.cycles_per_packet);
+    for (sc, fr, fl) in r.cases().into_iter().filter(|c| c.2 == 1_000_000) {
+        if let (Some(big), Some(one)) = (cyc(sc, fl, fr), cyc(sc, 1, fr)) {
+            out.push(format!(
+                "{} {fr} B: 1M-flow cycles/packet at most 1.5x single-flow: {} ({big:.0} / {one:.0} = {:.2}x)",
+                sc.name(),
+                mark(big <= 1.5 * one),
+                big / one
+            ));
+        }
+    }
+    for (sc, fr, fl) in r.cases().into_iter().filter(|c| c.0 == Scenario::Encap) {
+        if let (Some(e), Some(f)) = (cyc(sc, fl, fr), cyc(Scenario::Fwd, fl, fr)) {
+            out.push(format!(
+                "encap {fr} B {} within 1.3x of forwarding (cycles/packet): {} ({e:.0} / {f:.0} = {:.2}x)",
+                flows_label(fl),
+                mark(e <= 1.3 * f),
+                e / f
+            ));
+        }
+    }
+    out
+}
+
+/// Writes the PNG: one panel per scenario and frame size, Mpps per flow
+/// count for each switch, the ratio vswitch/OVS above each group.
+pub fn plot(r: &Results, path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    crate::fonts::register()?;
+    let mut panels: Vec<(Scenario, usize)> = r.cases().into_iter().map(|(s, f, _)| (s, f)).collect();
+    panels.dedup();
+    if panels.is_empty() {
+        anyhow::bail!("no throughput measurements to plot");
+    }
+    let cols = panels.len().min(3);
+    let rows = panels.len().div_ceil(cols);
+    let (w, h) = (520 * cols as u32, 400 * rows as u32 + 60);
+    let root = BitMapBackend::new(path, (w, h)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "Mpps per core: vswitch vs OVS vs testpmd floor   ({})",
+        r.meta.get("machine").map_or("", String::as_str)
+    );
+    let (top, body) = root.split_vertically(60);
+    top.draw(&Text::new(title, (20, 20), ("sans-serif", 22).into_font()))?;
+    let switches = [
+        (Switch::Vswitch, RGBColor(0x1f, 0x77, 0xb4)),
+        (Switch::Ovs, RGBColor(0xd6, 0x27, 0x28)),
+        (Switch::Testpmd, RGBColor(0x99, 0x99, 0x99)),
+    ];
+    for (area, (scenario, frame)) in body.split_evenly((rows, cols)).iter().zip(&panels) {
+        let flows: Vec<u32> =
+            r.cases().into_iter().filter(|c| c.0 == *scenario && c.1 == *frame).map(|c| c.2).collect();
+        let top_mpps = r
+            .measurements
+            .iter()
+            .filter(|m| m.ok() && m.scenario == *scenario && m.frame_bytes == *frame)
+            .map(|m| m.mpps)
+            .fold(1.0, f64::max);
+        let n = flows.len() as f64;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{} ({frame}-byte frames)", scenario.name()), ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .build_cartesian_2d(-0.5..n - 0.5, 0.0..top_mpps * 1.18)?;
+        let labels = flows.clone();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(flows.len() + 1)
+            .x_label_formatter(&move |x| {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                    format!("{} flows", flows_label(labels[i as usize]))
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc("Mpps")
+            .draw()?;
+        let bw = 0.8 / switches.len() as f64;
+        for (k, (sw, color)) in switches.iter().enumerate() {
+            let bars: Vec<_> = flows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, fl)| {
+                    let m = r.find(*sw, *scenario, *fl, *frame).filter(|m| m.ok())?;
+                    let x0 = i as f64 - 0.4 + bw * k as f64;
+                    Some(Rectangle::new([(x0, 0.0), (x0 + bw * 0.92, m.mpps)], color.filled()))
+                })
+                .collect();
+            chart
+                .draw_series(bars)?
+                .label(sw.label())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+        }
+        let ratios: Vec<_> = flows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, fl)| {
+                let x = ratio(
+                    r.find(Switch::Vswitch, *scenario, *fl, *frame),
+                    r.find(Switch::Ovs, *scenario, *fl, *frame),
+                )?;
+                let ours = r.find(Switch::Vswitch, *scenario, *fl, *frame)?.mpps;
+                Some(Text::new(
+                    format!("{x:.2}x"),
+                    (i as f64 - 0.42, ours + top_mpps * 0.06),
+                    ("sans-serif", 15).into_font(),
+                ))
+            })
+            .collect();
+        chart.draw_series(ratios)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
