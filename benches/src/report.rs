@@ -307,12 +307,20 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
         r.meta.get("machine").map_or("", String::as_str)
     );
     let (top, body) = root.split_vertically(60);
-    top.draw(&Text::new(title, (20, 20), ("sans-serif", 22).into_font()))?;
+    top.draw(&Text::new(title, (20, 8), ("sans-serif", 22).into_font()))?;
     let switches = [
         (Switch::Vswitch, RGBColor(0x1f, 0x77, 0xb4)),
         (Switch::Ovs, RGBColor(0xd6, 0x27, 0x28)),
         (Switch::Testpmd, RGBColor(0x99, 0x99, 0x99)),
     ];
+    // One legend for every panel, under the title.
+    let mut x = 20;
+    for (sw, color) in &switches {
+        top.draw(&Rectangle::new([(x, 38), (x + 14, 52)], color.filled()))?;
+        top.draw(&Text::new(sw.label(), (x + 20, 38), ("sans-serif", 15).into_font()))?;
+        x += 40 + 9 * sw.label().len() as i32;
+    }
+    top.draw(&Text::new("bar labels: vswitch / OVS", (x + 10, 38), ("sans-serif", 15).into_font()))?;
     for (area, (scenario, frame)) in body.split_evenly((rows, cols)).iter().zip(&panels) {
         let flows: Vec<u32> =
             r.cases().into_iter().filter(|c| c.0 == *scenario && c.1 == *frame).map(|c| c.2).collect();
@@ -355,10 +363,7 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
                     Some(Rectangle::new([(x0, 0.0), (x0 + bw * 0.92, m.mpps)], color.filled()))
                 })
                 .collect();
-            chart
-                .draw_series(bars)?
-                .label(sw.label())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+            chart.draw_series(bars)?;
         }
         let ratios: Vec<_> = flows
             .iter()
@@ -377,12 +382,6 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
             })
             .collect();
         chart.draw_series(ratios)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()?;
     }
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
