@@ -54,7 +54,7 @@ pub fn measure(case: &Case, main_core: usize, work: &Path, progress: bool) -> Re
                 if Instant::now() > deadline {
                     bail!("testpmd does not answer; its output:\n{text}");
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                crate::nap(Duration::from_millis(20))?;
             }
         };
         query(&mut stdin)?; // the port is up
@@ -71,7 +71,7 @@ pub fn measure(case: &Case, main_core: usize, work: &Path, progress: bool) -> Re
             if text.contains("CPU cycles/packet") || text.contains("Done.") {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(50));
+            crate::nap(Duration::from_millis(50))?;
         }
         stdin.write_all(b"quit\n")?;
         let dt = t1.duration_since(t0).as_secs_f64();

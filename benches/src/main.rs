@@ -157,6 +157,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    // Ctrl-C or SIGTERM ends the run between samples, so that every daemon
+    // and run directory it started is cleaned up on the way out.
+    vswitch::dpdk::os::install_stop_signals();
     match args.cmd {
         Cmd::Gen { scenario, flows, frame, out } => {
             let n = scenario::write_pcap(&out, scenario, flows, frame)?;
@@ -289,6 +292,7 @@ fn matrix(
             warmup: Duration::from_secs(timing.warmup),
             window: Duration::from_secs(timing.seconds),
         };
+        interrupted()?;
         eprintln!("[{}/{}] {}", i + 1, cases.len(), case.label());
         let mut row: Vec<Measurement> = Vec::new();
         if floor && scenario != Scenario::Setup {
@@ -307,6 +311,8 @@ fn matrix(
                     .unwrap_or_else(|e| Measurement::failed(Switch::Ovs, &case, format!("{e:#}"))),
             );
         }
+        // A measurement cut short by Ctrl-C is not a result.
+        interrupted()?;
         for m in &row {
             match &m.error {
                 Some(e) => eprintln!("    {:<14} failed: {e}", m.switch.label()),
@@ -377,6 +383,27 @@ fn meta(core: usize, timing: &Timing) -> BTreeMap<String, String> {
     ])
 }
 
+/// Fails once SIGINT or SIGTERM arrived.
+pub fn interrupted() -> Result<()> {
+    if vswitch::dpdk::os::stop_requested() {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// Sleeps `d`, waking early (with an error) on SIGINT or SIGTERM.
+pub fn nap(d: Duration) -> Result<()> {
+    let end = Instant::now() + d;
+    loop {
+        interrupted()?;
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
 /// Sleeps through the warm-up, showing the live rate.
 pub fn wait_warmup(case: &Case, counter: impl FnMut() -> Result<u64>, progress: bool) -> Result<()> {
     watch(case, "warm-up", case.warmup, counter, progress)
@@ -397,7 +424,7 @@ fn watch(
     let t0 = Instant::now();
     let mut last = (t0, if progress { counter()? } else { 0 });
     while t0.elapsed() < span {
-        std::thread::sleep(Duration::from_secs(1).min(span.saturating_sub(t0.elapsed())));
+        nap(Duration::from_secs(1).min(span.saturating_sub(t0.elapsed())))?;
         if progress {
             let now = (Instant::now(), counter()?);
             let mpps = now.1.saturating_sub(last.1) as f64 / now.0.duration_since(last.0).as_secs_f64() / 1e6;

@@ -88,7 +88,7 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
         if Instant::now() > deadline || matches!(daemon.0.try_wait(), Ok(Some(_))) {
             bail!("vswitchd did not start; its log:\n{}", std::fs::read_to_string(&log_path).unwrap_or_default());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        crate::nap(Duration::from_millis(100))?;
     }
     let (_, sink) = case.scenario.source_sink();
     // The setup scenario measures from the start: the first pass over the
@@ -102,7 +102,7 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
         // the window ends; the rate is over the time the upcalls took.
         let mut last_up = (t0, u(&a["upcalls"]));
         while t0.elapsed() < case.window {
-            std::thread::sleep(Duration::from_millis(50));
+            crate::nap(Duration::from_millis(50))?;
             let up = u(&show(&socket)?["upcalls"]);
             if up > last_up.1 {
                 last_up = (Instant::now(), up);

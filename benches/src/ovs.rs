@@ -101,7 +101,7 @@ impl Ovs {
             if Instant::now() > deadline {
                 bail!("ovs-vswitchd did not initialise DPDK; see {}", d("ovs-vswitchd.log"));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            crate::nap(Duration::from_millis(200))?;
         }
         let version = run(Command::new(VSWITCHD).arg("--version"))?;
         ovs.version = version.lines().next().unwrap_or("").replace("ovs-vswitchd-dpdk ", "");
@@ -282,7 +282,7 @@ impl Ovs {
             let t0 = Instant::now();
             let mut last = (t0, 0u64);
             while t0.elapsed() < case.window {
-                std::thread::sleep(Duration::from_millis(50));
+                crate::nap(Duration::from_millis(50))?;
                 let stats = PmdStats::parse(&self.appctl(&["dpif-netdev/pmd-stats-show"])?);
                 if stats.upcalls > last.1 {
                     last = (Instant::now(), stats.upcalls);
