@@ -13,8 +13,8 @@ use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, RxQueue, TxQueue, MA
 use crate::flow::hash::hash_key;
 use crate::flow::{Dpcls, Emc, RuleTable};
 use crate::packet::key::ip_from;
-use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};
-use crate::packet::{parse, Field, FlowKey, FlowMask};
+use crate::packet::parse::{parse_into, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
+use crate::packet::{Field, FlowKey, FlowMask};
 use crate::underlay::{Underlay, Unresolved};
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -247,8 +247,9 @@ impl Pmd {
         for i in 0..n {
             let Some(m) = pkts[i].as_mut() else { continue };
             rx_bytes += m.pkt_len() as u64;
-            let mut p = parse(m.data(), in_port, None);
-            if let Some(e) = p.error {
+            // Parsed straight into the burst's key array.
+            let layout = parse_into(m.data(), in_port, None, &mut self.keys[i]);
+            if let Some(e) = layout.error {
                 self.counters.add(ctr::PARSE_BASE + e as usize, 1);
                 self.counters.drop(DropReason::ParseError, 1);
                 pkts[i] = None;
@@ -256,10 +257,10 @@ impl Pmd {
             }
             let mut from = in_port;
             if vtep {
-                match self.tun.special(&p.key, in_port) {
+                match self.tun.special(&self.keys[i], in_port) {
                     Special::None => {}
                     kind @ (Special::Arp | Special::Nd) => {
-                        let l3 = usize::from(p.l3_offset);
+                        let l3 = usize::from(layout.l3_offset);
                         let action = match kind {
                             Special::Arp => self.tun.arp(m.data(), l3, in_port),
                             _ => self.tun.nd(m.data(), l3, in_port),
@@ -282,7 +283,8 @@ impl Pmd {
                         }
                     }
                     Special::Vxlan(udp_port) => {
-                        let meta = match vxlan::decap_parsed(m, &p, udp_port) {
+                        let outer = layout.with_key(self.keys[i]);
+                        let meta = match vxlan::decap_parsed(m, &outer, udp_port) {
                             Ok(meta) => meta,
                             Err(_) => {
                                 self.counters.drop(DropReason::DecapError, 1);
@@ -296,8 +298,7 @@ impl Pmd {
                             pkts[i] = None;
                             continue;
                         };
-                        p = parse(m.data(), t, Some(&meta));
-                        if let Some(e) = p.error {
+                        if let Some(e) = parse_into(m.data(), t, Some(&meta), &mut self.keys[i]).error {
                             self.counters.add(ctr::PARSE_BASE + e as usize, 1);
                             self.counters.drop(DropReason::ParseError, 1);
                             pkts[i] = None;
@@ -311,8 +312,7 @@ impl Pmd {
                 }
             }
             self.in_ports[i] = from;
-            self.keys[i] = p.key;
-            self.hashes[i] = hash_key(&p.key);
+            self.hashes[i] = hash_key(&self.keys[i]);
             self.flow_of[i] = None;
             pending |= 1 << i;
         }
