@@ -120,6 +120,8 @@ struct Pmd {
     keys: Box<[FlowKey; MAX_BURST]>,
     miss_keys: Box<[FlowKey; MAX_BURST]>,
     hashes: [u64; MAX_BURST],
+    /// Packet lengths after any decapsulation (flow byte counts).
+    lens: [u32; MAX_BURST],
     flow_of: [Option<FlowHandle>; MAX_BURST],
 }
 
@@ -166,6 +168,7 @@ pub fn run(setup: PmdSetup) {
         keys: Box::new([FlowKey::ZERO; MAX_BURST]),
         miss_keys: Box::new([FlowKey::ZERO; MAX_BURST]),
         hashes: [0; MAX_BURST],
+        lens: [0; MAX_BURST],
         flow_of: [None; MAX_BURST],
     };
     pmd.main_loop(hz);
@@ -246,7 +249,9 @@ impl Pmd {
         let vtep = self.tun.is_uplink(in_port);
         for i in 0..n {
             let Some(m) = pkts[i].as_mut() else { continue };
-            rx_bytes += m.pkt_len() as u64;
+            let len = m.pkt_len();
+            rx_bytes += len as u64;
+            self.lens[i] = len as u32;
             // Parsed straight into the burst's key array.
             let layout = parse_into(m.data(), in_port, None, &mut self.keys[i]);
             if let Some(e) = layout.error {
@@ -307,7 +312,8 @@ impl Pmd {
                         from = t;
                         self.counters.add(ctr::DECAPSULATED, 1);
                         self.counters.add(ctr::port(t as usize, ctr::PORT_RX_PACKETS), 1);
-                        self.counters.add(ctr::port(t as usize, ctr::PORT_RX_BYTES), m.pkt_len() as u64);
+                        self.lens[i] = m.pkt_len() as u32;
+                        self.counters.add(ctr::port(t as usize, ctr::PORT_RX_BYTES), u64::from(self.lens[i]));
                     }
                 }
             }
@@ -416,7 +422,7 @@ impl Pmd {
                 Bits(members).for_each(|i| pkts[i] = None);
                 continue;
             };
-            let bytes: u64 = Bits(members).map(|i| pkts[i].as_ref().map_or(0, |m| m.pkt_len() as u64)).sum();
+            let bytes: u64 = Bits(members).map(|i| u64::from(self.lens[i])).sum();
             flow.packets += u64::from(members.count_ones());
             flow.bytes += bytes;
             flow.used_tsc = now;
@@ -703,7 +709,8 @@ impl Exec<'_> {
         if port < phys {
             let mtu = self.tx[port as usize].mtu;
             let frame = m.data();
-            if frame.len().saturating_sub(l2_len(frame)) > usize::from(mtu) {
+            // Headers are at least 14 bytes: most frames pass without reading them.
+            if frame.len() > usize::from(mtu) + 14 && frame.len() - l2_len(frame) > usize::from(mtu) {
                 let l2 = l2_len(frame);
                 self.too_big(m, usize::from(mtu), l2, i, port);
                 return;
