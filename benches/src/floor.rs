@@ -18,7 +18,7 @@ pub fn measure(case: &Case, main_core: usize, work: &Path, progress: bool) -> Re
     let out = std::fs::File::create(&out_path)?;
     let prefix = format!("vsbtp{}", std::process::id());
     let mbufs = (case.packets + 65536).max(131_072);
-    let mem = 512 + mbufs * 5 / 2048;
+    let mem = crate::scenario::eal_memory_mb(mbufs);
     // stdbuf: testpmd's answers must reach the file as they are printed.
     let child = Command::new("stdbuf")
         .args(["-o0", "-e0", TESTPMD])

@@ -142,5 +142,18 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
     m.upcalls_per_second = d("upcalls") as f64 / dt;
     m.megaflows = u(&b["flows"]);
     m.drops = sum_drops(&b).saturating_sub(sum_drops(&a));
+    if m.mpps == 0.0 {
+        let reasons: Vec<String> = b["drops"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| u(v) > u(&a["drops"][k.as_str()]))
+            .map(|(k, v)| format!("{k} {}", u(v) - u(&a["drops"][k.as_str()])))
+            .collect();
+        bail!(
+            "no packets reached {sink}; drops: {}",
+            if reasons.is_empty() { "none".into() } else { reasons.join(", ") }
+        );
+    }
     Ok(m)
 }

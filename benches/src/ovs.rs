@@ -159,11 +159,22 @@ impl Ovs {
         if let Some(mtu) = mtu {
             args.push(format!("mtu_request={mtu}"));
         }
+        let log_before = std::fs::metadata(self.log_path()).map_or(0, |m| m.len() as usize);
         self.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
         let err = self.vsctl(&["get", "Interface", name, "error"]).unwrap_or_default();
         let err = err.trim();
         if !err.is_empty() && err != "[]" {
-            bail!("OVS refused port {name} ({devargs}): {err}");
+            // DPDK's reason is in OVS's log, not in the Interface's error:
+            // the first DPDK error since the port was requested.
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            let dpdk = log
+                .get(log_before..)
+                .unwrap_or("")
+                .lines()
+                .find(|l| l.contains("|dpdk|ERR|"))
+                .and_then(|l| l.split("|dpdk|ERR|").nth(1))
+                .map_or(String::new(), |r| format!("; DPDK: {r}"));
+            bail!("OVS refused port {name} ({devargs}): {err}{dpdk}");
         }
         Ok(())
     }
