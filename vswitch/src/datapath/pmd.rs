@@ -91,6 +91,8 @@ pub struct PmdSetup {
 struct TxPort {
     queue: TxHandle,
     buf: Burst,
+    /// Bytes of the packets in `buf`.
+    bytes: u64,
     mtu: u16,
 }
 
@@ -139,7 +141,7 @@ pub fn run(setup: PmdSetup) {
         .txqs
         .into_iter()
         .zip(setup.mtus)
-        .map(|(queue, mtu)| TxPort { queue, buf: Burst::new(), mtu })
+        .map(|(queue, mtu)| TxPort { queue, buf: Burst::new(), bytes: 0, mtu })
         .collect::<Vec<_>>();
     let phys = tx.len();
     let ports = phys + setup.tunnels;
@@ -624,7 +626,7 @@ fn megaflow_mask(mut mask: FlowMask, actions: &[Action]) -> FlowMask {
 }
 
 fn flush(tx: &mut TxPort, port: usize, counters: &mut Local) {
-    let bytes: u64 = tx.buf.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+    let bytes = std::mem::take(&mut tx.bytes);
     let sent = match &mut tx.queue {
         TxHandle::Owned(q) => q.tx_burst(&mut tx.buf),
         TxHandle::Shared(q) => match q.lock() {
@@ -632,7 +634,8 @@ fn flush(tx: &mut TxPort, port: usize, counters: &mut Local) {
             Err(poisoned) => poisoned.into_inner().tx_burst(&mut tx.buf),
         },
     };
-    let unsent_bytes: u64 = tx.buf.as_slice().iter().map(|m| m.pkt_len() as u64).sum();
+    let unsent_bytes: u64 =
+        if tx.buf.is_empty() { 0 } else { tx.buf.as_slice().iter().map(|m| m.pkt_len() as u64).sum() };
     counters.add(ctr::port(port, ctr::PORT_TX_PACKETS), sent as u64);
     counters.add(ctr::port(port, ctr::PORT_TX_BYTES), bytes - unsent_bytes);
     if !tx.buf.is_empty() {
@@ -676,15 +679,21 @@ fn l2_len(frame: &[u8]) -> usize {
 }
 
 /// Queues `m` on physical port `port` (the caller checked the MTU).
+#[inline]
 fn output_phys(tx: &mut [TxPort], port: u32, m: Mbuf, counters: &mut Local) {
     let Some(txp) = tx.get_mut(port as usize) else {
         counters.drop(DropReason::ActionError, 1);
         return;
     };
-    if let Err(m) = txp.buf.push(m) {
-        flush(txp, port as usize, counters);
-        if txp.buf.push(m).is_err() {
-            counters.drop(DropReason::TxFull, 1);
+    let len = m.pkt_len() as u64;
+    match txp.buf.push(m) {
+        Ok(()) => txp.bytes += len,
+        Err(m) => {
+            flush(txp, port as usize, counters);
+            match txp.buf.push(m) {
+                Ok(()) => txp.bytes += len,
+                Err(_) => counters.drop(DropReason::TxFull, 1),
+            }
         }
     }
 }
@@ -810,42 +819,50 @@ impl Exec<'_> {
 fn execute(actions: &[Action], pkts: &mut [Option<Mbuf>; MAX_BURST], members: u64, x: &mut Exec<'_>) {
     let last = actions.len().saturating_sub(1);
     let mut vni = None;
+    // One action over the whole group at a time: the dispatch is per action,
+    // not per packet.
     for (ai, action) in actions.iter().enumerate() {
-        if let Action::SetTunnel(v) = action {
-            vni = Some(*v);
-            continue;
-        }
-        for i in Bits(members) {
-            let Some(m) = pkts[i].as_mut() else { continue };
-            let result = match action {
-                Action::Output(port) => {
-                    if ai == last {
-                        if let Some(m) = pkts[i].take() {
-                            x.send(*port, m, vni, i);
-                        }
-                    } else {
-                        match m.copy(x.pool) {
-                            Some(copy) => x.send(*port, copy, vni, i),
-                            None => x.counters.drop(DropReason::NoMbuf, 1),
-                        }
+        match action {
+            Action::SetTunnel(v) => vni = Some(*v),
+            Action::Output(port) if ai == last => {
+                for i in Bits(members) {
+                    if let Some(m) = pkts[i].take() {
+                        x.send(*port, m, vni, i);
                     }
-                    Ok(())
                 }
-                Action::PopVlan => actions::pop_vlan(m).map(|_| ()),
-                Action::PushVlan { tpid, tci } => actions::push_vlan(m, *tpid, *tci),
-                Action::SetVlanVid(vid) => actions::set_vlan_vid(m, *vid),
-                Action::SetEthSrc(mac) => actions::set_eth_src(m, *mac),
-                Action::SetEthDst(mac) => actions::set_eth_dst(m, *mac),
-                Action::SetTunnel(_) => Ok(()),
-                Action::Drop => {
-                    x.counters.drop(DropReason::RuleDrop, 1);
-                    pkts[i] = None;
-                    Ok(())
+            }
+            Action::Output(port) => {
+                for i in Bits(members) {
+                    let Some(m) = pkts[i].as_ref() else { continue };
+                    match m.copy(x.pool) {
+                        Some(copy) => x.send(*port, copy, vni, i),
+                        None => x.counters.drop(DropReason::NoMbuf, 1),
+                    }
                 }
-            };
-            if result.is_err() {
-                x.counters.drop(DropReason::ActionError, 1);
-                pkts[i] = None;
+            }
+            Action::Drop => {
+                for i in Bits(members) {
+                    if pkts[i].take().is_some() {
+                        x.counters.drop(DropReason::RuleDrop, 1);
+                    }
+                }
+            }
+            edit => {
+                for i in Bits(members) {
+                    let Some(m) = pkts[i].as_mut() else { continue };
+                    let result = match edit {
+                        Action::PopVlan => actions::pop_vlan(m).map(|_| ()),
+                        Action::PushVlan { tpid, tci } => actions::push_vlan(m, *tpid, *tci),
+                        Action::SetVlanVid(vid) => actions::set_vlan_vid(m, *vid),
+                        Action::SetEthSrc(mac) => actions::set_eth_src(m, *mac),
+                        Action::SetEthDst(mac) => actions::set_eth_dst(m, *mac),
+                        Action::SetTunnel(_) | Action::Output(_) | Action::Drop => Ok(()),
+                    };
+                    if result.is_err() {
+                        x.counters.drop(DropReason::ActionError, 1);
+                        pkts[i] = None;
+                    }
+                }
             }
         }
     }

