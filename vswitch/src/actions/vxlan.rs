@@ -10,8 +10,8 @@
 
 use super::{ActionError, PacketBuf};
 use crate::packet::checksum;
-use crate::packet::key::ip_to;
 use crate::packet::parse::{parse, Parsed, TunnelMeta, ETH_TYPE_IPV4, ETH_TYPE_IPV6};
+use crate::packet::Field;
 use std::net::IpAddr;
 
 /// Outer header bytes over an IPv4 underlay.
@@ -203,7 +203,7 @@ pub fn decap_parsed(pkt: &mut impl PacketBuf, outer: &Parsed, udp_port: u16) -> 
             return Err(ActionError::BadChecksum);
         }
     }
-    let meta = TunnelMeta { vni: vx.vni, src: ip_to(outer.key.nw_src()), dst: ip_to(outer.key.nw_dst()), ipv6 };
+    let meta = TunnelMeta { vni: vx.vni, src: outer.key.get(Field::NwSrc), dst: outer.key.get(Field::NwDst), ipv6 };
     // Ethernet padding after the outer IP packet belongs to no layer: the inner
     // frame ends where the outer UDP payload ends.
     let trailing = (d.len() - end) as u16;

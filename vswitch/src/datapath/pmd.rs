@@ -12,7 +12,6 @@ use crate::actions::{self, Action};
 use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
 use crate::flow::hash::hash_key;
 use crate::flow::{Dpcls, Emc, RuleTable};
-use crate::packet::key::ip_from;
 use crate::packet::parse::{parse_into, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 use crate::packet::{Field, FlowKey, FlowMask};
 use crate::underlay::{Underlay, Unresolved};
@@ -299,8 +298,7 @@ impl Pmd {
                                 continue;
                             }
                         };
-                        let Some(t) = self.tun.tunnel_for(udp_port, ip_from(meta.src), ip_from(meta.dst), meta.vni)
-                        else {
+                        let Some(t) = self.tun.tunnel_for(udp_port, meta.src, meta.dst, meta.vni) else {
                             self.counters.drop(DropReason::UnknownTunnel, 1);
                             pkts[i] = None;
                             continue;

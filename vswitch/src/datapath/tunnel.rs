@@ -3,10 +3,12 @@
 //! the VTEP's ARP responder and learner, and rate-limited ARP requests.
 
 use crate::actions::control_packets::{read_arp, read_nd, write_arp, write_na, write_ns, Arp, MAX_CONTROL_FRAME};
+use crate::packet::key::{ip_from, ip_to};
 use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6, IPPROTO_UDP};
-use crate::packet::FlowKey;
+use crate::packet::{Field, FlowKey};
 use crate::underlay::{LocalAddress, Resolved, Tunnel, Underlay, Unresolved};
 use hashbrown::HashMap;
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -32,6 +34,9 @@ pub enum NeighbourAction {
     Reply(usize),
 }
 
+/// (UDP port, outer source, outer destination, VNI) of a decapsulated packet.
+type TunnelQuestion = (u16, u128, u128, u32);
+
 pub struct TunnelCtx {
     pub underlay: Arc<Underlay>,
     pub phys_ports: usize,
@@ -39,7 +44,13 @@ pub struct TunnelCtx {
     generation: u64,
     tunnels: Vec<Tunnel>,
     locals: Vec<LocalAddress>,
+    /// (port, address in key form) of every local address: the per-packet
+    /// "is this for our VTEP" test without IpAddr conversions.
+    local_keys: Vec<(u32, u128)>,
     udp_ports: Vec<u16>,
+    /// The last (udp port, outer src, outer dst, VNI) -> tunnel answer:
+    /// a burst from one remote VTEP asks the same question 32 times.
+    last_tunnel: Cell<Option<(TunnelQuestion, u32)>>,
     cache: HashMap<(u32, u32), Result<Resolved, Unresolved>>,
     arp_sent: HashMap<IpAddr, u64>,
     pub scratch: Box<[u8; MAX_CONTROL_FRAME]>,
@@ -54,7 +65,9 @@ impl TunnelCtx {
             generation: 0,
             tunnels: Vec::new(),
             locals: Vec::new(),
+            local_keys: Vec::new(),
             udp_ports: Vec::new(),
+            last_tunnel: Cell::new(None),
             cache: HashMap::new(),
             arp_sent: HashMap::new(),
             scratch: Box::new([0u8; MAX_CONTROL_FRAME]),
@@ -77,7 +90,9 @@ impl TunnelCtx {
         self.udp_ports.sort_unstable();
         self.udp_ports.dedup();
         self.tunnels = tunnels;
+        self.local_keys = locals.iter().map(|l| (l.port, ip_to(l.ip))).collect();
         self.locals = locals;
+        self.last_tunnel.set(None);
     }
 
     #[inline]
@@ -102,7 +117,7 @@ impl TunnelCtx {
             ETH_TYPE_IPV4 | ETH_TYPE_IPV6
                 if key.ip_proto() == IPPROTO_UDP
                     && self.udp_ports.contains(&key.tp_dst())
-                    && self.locals.iter().any(|l| l.port == in_port && l.ip == key.nw_dst()) =>
+                    && self.local_keys.iter().any(|&(port, ip)| port == in_port && ip == key.get(Field::NwDst)) =>
             {
                 Special::Vxlan(key.tp_dst())
             }
@@ -111,8 +126,19 @@ impl TunnelCtx {
     }
 
     /// The tunnel a decapsulated packet belongs to (its port number).
-    pub fn tunnel_for(&self, udp_port: u16, src: IpAddr, dst: IpAddr, vni: u32) -> Option<u32> {
-        self.tunnels.iter().find(|t| t.accepts(udp_port, src, dst, vni)).map(|t| t.number)
+    /// `src` and `dst` are the outer addresses in key form.
+    #[inline]
+    pub fn tunnel_for(&self, udp_port: u16, src: u128, dst: u128, vni: u32) -> Option<u32> {
+        let question = (udp_port, src, dst, vni);
+        if let Some((q, number)) = self.last_tunnel.get() {
+            if q == question {
+                return Some(number);
+            }
+        }
+        let (src_ip, dst_ip) = (ip_from(src), ip_from(dst));
+        let number = self.tunnels.iter().find(|t| t.accepts(udp_port, src_ip, dst_ip, vni)).map(|t| t.number)?;
+        self.last_tunnel.set(Some((question, number)));
+        Some(number)
     }
 
     /// Handles an ARP packet received on uplink `port`: learns the sender of

@@ -252,6 +252,14 @@ fn parse_fast(f: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut Flo
     };
     let mac = |at: usize| u64::from_be_bytes([0, 0, h[at], h[at + 1], h[at + 2], h[at + 3], h[at + 4], h[at + 5]]);
     let v4 = |at: usize| 0xffff_0000_0000 | u64::from(u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+    // Tunnel metadata: words 8 (tun_id, tun_flags), 9-10 (src), 11-12 (dst).
+    let (tun, src, dst) = match tunnel {
+        Some(t) => {
+            let flags = u64::from(TUN_PRESENT | if t.ipv6 { TUN_IPV6 } else { 0 });
+            (u64::from(t.vni) | (flags << 32), t.src, t.dst)
+        }
+        None => (0, 0, 0),
+    };
     key.words = [
         u64::from(in_port) | (u64::from(ETH_TYPE_IPV4) << 32),
         mac(0),
@@ -261,18 +269,12 @@ fn parse_fast(f: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut Flo
         v4(26),
         0,
         v4(30),
-        0,
-        0,
-        0,
-        0,
-        0,
+        tun,
+        (src >> 64) as u64,
+        src as u64,
+        (dst >> 64) as u64,
+        dst as u64,
     ];
-    if let Some(t) = tunnel {
-        key.set(Field::TunId, u128::from(t.vni));
-        key.set(Field::TunFlags, u128::from(TUN_PRESENT | if t.ipv6 { TUN_IPV6 } else { 0 }));
-        key.set(Field::TunSrc, t.src);
-        key.set(Field::TunDst, t.dst);
-    }
     Some(Layout { l3_offset: 14, l4_offset: Some(34), l3_end: (14 + total) as u16, error: None })
 }
 
