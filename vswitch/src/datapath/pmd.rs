@@ -728,57 +728,67 @@ impl Exec<'_> {
         self.send_tunnel(port, m, vni, i);
     }
 
-    fn send_tunnel(&mut self, port: u32, mut m: Mbuf, vni: Option<u32>, i: usize) {
-        if m.segments() != 1 {
-            // Encapsulation (and the IPv6 UDP checksum) needs the whole frame
-            // in one segment; the pool's buffers are sized for that.
-            self.counters.drop(DropReason::ActionError, 1);
-            return;
-        }
-        let arp = match self.tun.resolve(port, vni) {
-            Ok(r) => {
-                let overhead = r.template.overhead();
-                let outer_ip_len = m.data_len() + overhead - 14;
-                if outer_ip_len > usize::from(r.uplink_mtu) {
-                    let l2 = l2_len(m.data());
-                    // The largest inner IP packet that fits.
-                    let inner_mtu = (usize::from(r.uplink_mtu) + 14).saturating_sub(overhead + l2);
-                    let uplink = r.uplink;
-                    self.too_big(m, inner_mtu, l2, i, uplink);
-                    return;
-                }
-                if r.template.encap(&mut m, self.hashes[i]).is_err() {
-                    self.counters.drop(DropReason::ActionError, 1);
-                    return;
-                }
-                let uplink = r.uplink;
-                self.counters.add(ctr::ENCAPSULATED, 1);
-                self.counters.add(ctr::port(port as usize, ctr::PORT_TX_PACKETS), 1);
-                self.counters.add(ctr::port(port as usize, ctr::PORT_TX_BYTES), m.pkt_len() as u64);
-                output_phys(self.tx, uplink, m, self.counters);
+    fn send_tunnel(&mut self, port: u32, m: Mbuf, vni: Option<u32>, i: usize) {
+        self.send_tunnel_many(port, vni, std::iter::once((i, m)));
+    }
+
+    /// Encapsulates packets (with their burst index) for tunnel port `port`
+    /// and sends them out of the uplink; the encapsulation is resolved once
+    /// for all of them (a flow's group shares port and VNI).
+    fn send_tunnel_many(&mut self, port: u32, vni: Option<u32>, pkts: impl Iterator<Item = (usize, Mbuf)>) {
+        let r = match self.tun.resolve(port, vni) {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                let e = *e;
+                let n = pkts.count() as u64;
+                self.unresolved(e, n);
                 return;
             }
-            Err(Unresolved::NoNeighbour { next_hop, port: uplink, local }) => Some((*next_hop, *uplink, *local)),
-            Err(Unresolved::NoVni) => {
-                self.counters.drop(DropReason::NoVni, 1);
-                None
-            }
-            Err(Unresolved::NoRoute | Unresolved::NoLocalAddress) => {
-                self.counters.drop(DropReason::NoRoute, 1);
-                None
-            }
         };
-        drop(m);
-        if let Some((next_hop, uplink, local)) = arp {
-            self.counters.drop(DropReason::NeighbourMiss, 1);
-            if let Some(len) = self.tun.solicit(next_hop, uplink, local, self.now, self.hz) {
-                if let Some(mut req) = self.pool.alloc() {
-                    if req.set_data(&self.tun.scratch[..len]) {
-                        self.counters.add(ctr::NEIGH_REQUESTS_SENT, 1);
-                        output_phys(self.tx, uplink, req, self.counters);
+        let overhead = r.template.overhead();
+        for (i, mut m) in pkts {
+            if m.segments() != 1 {
+                // Encapsulation (and the IPv6 UDP checksum) needs the whole
+                // frame in one segment; the pool's buffers are sized for that.
+                self.counters.drop(DropReason::ActionError, 1);
+                continue;
+            }
+            let outer_ip_len = m.data_len() + overhead - 14;
+            if outer_ip_len > usize::from(r.uplink_mtu) {
+                let l2 = l2_len(m.data());
+                // The largest inner IP packet that fits.
+                let inner_mtu = (usize::from(r.uplink_mtu) + 14).saturating_sub(overhead + l2);
+                self.too_big(m, inner_mtu, l2, i, r.uplink);
+                continue;
+            }
+            if r.template.encap(&mut m, self.hashes[i]).is_err() {
+                self.counters.drop(DropReason::ActionError, 1);
+                continue;
+            }
+            self.counters.add(ctr::ENCAPSULATED, 1);
+            self.counters.add(ctr::port(port as usize, ctr::PORT_TX_PACKETS), 1);
+            self.counters.add(ctr::port(port as usize, ctr::PORT_TX_BYTES), m.pkt_len() as u64);
+            output_phys(self.tx, r.uplink, m, self.counters);
+        }
+    }
+
+    /// `n` packets could not be encapsulated: count them; for a missing
+    /// neighbour, ask for it (rate-limited).
+    fn unresolved(&mut self, e: Unresolved, n: u64) {
+        match e {
+            Unresolved::NoNeighbour { next_hop, port: uplink, local } => {
+                self.counters.drop(DropReason::NeighbourMiss, n);
+                if let Some(len) = self.tun.solicit(next_hop, uplink, local, self.now, self.hz) {
+                    if let Some(mut req) = self.pool.alloc() {
+                        if req.set_data(&self.tun.scratch[..len]) {
+                            self.counters.add(ctr::NEIGH_REQUESTS_SENT, 1);
+                            output_phys(self.tx, uplink, req, self.counters);
+                        }
                     }
                 }
             }
+            Unresolved::NoVni => self.counters.drop(DropReason::NoVni, n),
+            Unresolved::NoRoute | Unresolved::NoLocalAddress => self.counters.drop(DropReason::NoRoute, n),
         }
     }
 
@@ -822,6 +832,9 @@ fn execute(actions: &[Action], pkts: &mut [Option<Mbuf>; MAX_BURST], members: u6
     for (ai, action) in actions.iter().enumerate() {
         match action {
             Action::SetTunnel(v) => vni = Some(*v),
+            Action::Output(port) if ai == last && *port as usize >= x.tx.len() => {
+                x.send_tunnel_many(*port, vni, Bits(members).filter_map(|i| Some((i, pkts[i].take()?))));
+            }
             Action::Output(port) if ai == last => {
                 for i in Bits(members) {
                     if let Some(m) = pkts[i].take() {
