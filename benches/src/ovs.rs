@@ -104,7 +104,8 @@ impl Ovs {
             crate::nap(Duration::from_millis(200))?;
         }
         let version = run(Command::new(VSWITCHD).arg("--version"))?;
-        ovs.version = version.lines().next().unwrap_or("").replace("ovs-vswitchd-dpdk ", "");
+        // "ovs-vswitchd-dpdk (Open vSwitch) 3.1.0" -> "Open vSwitch 3.1.0"
+        ovs.version = version.lines().next().unwrap_or("").replace("ovs-vswitchd-dpdk ", "").replace(['(', ')'], "");
         Ok(ovs)
     }
 

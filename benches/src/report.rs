@@ -138,8 +138,13 @@ fn mpps_cell(m: Option<&Measurement>) -> String {
 /// The first line of the error, cut for a table cell (results.json has it all).
 fn short_error(m: &Measurement) -> String {
     let first = m.error.as_deref().unwrap_or("").lines().next().unwrap_or("").replace('|', "/");
-    if first.chars().count() > 90 {
-        format!("{}...", first.chars().take(90).collect::<String>())
+    // When DPDK said why, that is the reason worth a cell.
+    let first = match first.split_once("; DPDK: ") {
+        Some((_, dpdk)) => dpdk.split(" (OVS log").next().unwrap_or(dpdk).to_owned(),
+        None => first,
+    };
+    if first.chars().count() > 140 {
+        format!("{}...", first.chars().take(140).collect::<String>())
     } else {
         first
     }
@@ -345,7 +350,8 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
             .x_label_formatter(&move |x| {
                 let i = x.round();
                 if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
-                    format!("{} flows", flows_label(labels[i as usize]))
+                    let n = labels[i as usize];
+                    format!("{} flow{}", flows_label(n), if n == 1 { "" } else { "s" })
                 } else {
                     String::new()
                 }
@@ -365,6 +371,19 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
                 .collect();
             chart.draw_series(bars)?;
         }
+        // A switch that could not run a case: say so where its bar would be.
+        let missing: Vec<_> = flows
+            .iter()
+            .enumerate()
+            .flat_map(|(i, fl)| {
+                switches.iter().enumerate().filter_map(move |(k, (sw, _))| {
+                    let failed = r.find(*sw, *scenario, *fl, *frame)?.error.is_some();
+                    let x0 = i as f64 - 0.4 + bw * k as f64;
+                    failed.then(|| Text::new("n/a", (x0, top_mpps * 0.05), ("sans-serif", 13).into_font()))
+                })
+            })
+            .collect();
+        chart.draw_series(missing)?;
         let ratios: Vec<_> = flows
             .iter()
             .enumerate()
