@@ -359,30 +359,23 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
             .y_desc("Mpps")
             .draw()?;
         let bw = 0.8 / switches.len() as f64;
+        // One bar per switch and flow count; "n/a" where a switch could not
+        // run the case.
+        let mut bars = Vec::new();
+        let mut missing = Vec::new();
         for (k, (sw, color)) in switches.iter().enumerate() {
-            let bars: Vec<_> = flows
-                .iter()
-                .enumerate()
-                .filter_map(|(i, fl)| {
-                    let m = r.find(*sw, *scenario, *fl, *frame).filter(|m| m.ok())?;
-                    let x0 = i as f64 - 0.4 + bw * k as f64;
-                    Some(Rectangle::new([(x0, 0.0), (x0 + bw * 0.92, m.mpps)], color.filled()))
-                })
-                .collect();
-            chart.draw_series(bars)?;
+            for (i, fl) in flows.iter().enumerate() {
+                let x0 = i as f64 - 0.4 + bw * k as f64;
+                match r.find(*sw, *scenario, *fl, *frame) {
+                    Some(m) if m.ok() => {
+                        bars.push(Rectangle::new([(x0, 0.0), (x0 + bw * 0.92, m.mpps)], color.filled()))
+                    }
+                    Some(_) => missing.push(Text::new("n/a", (x0, top_mpps * 0.05), ("sans-serif", 13).into_font())),
+                    None => {}
+                }
+            }
         }
-        // A switch that could not run a case: say so where its bar would be.
-        let missing: Vec<_> = flows
-            .iter()
-            .enumerate()
-            .flat_map(|(i, fl)| {
-                switches.iter().enumerate().filter_map(move |(k, (sw, _))| {
-                    let failed = r.find(*sw, *scenario, *fl, *frame)?.error.is_some();
-                    let x0 = i as f64 - 0.4 + bw * k as f64;
-                    failed.then(|| Text::new("n/a", (x0, top_mpps * 0.05), ("sans-serif", 13).into_font()))
-                })
-            })
-            .collect();
+        chart.draw_series(bars)?;
         chart.draw_series(missing)?;
         let ratios: Vec<_> = flows
             .iter()

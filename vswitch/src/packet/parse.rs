@@ -179,8 +179,7 @@ fn mac48(b: &[u8], at: usize) -> u128 {
 #[inline]
 pub fn parse(frame: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>) -> Parsed {
     let mut key = FlowKey::ZERO;
-    let l = parse_into(frame, in_port, tunnel, &mut key);
-    Parsed { key, l3_offset: l.l3_offset, l4_offset: l.l4_offset, l3_end: l.l3_end, error: l.error }
+    parse_into(frame, in_port, tunnel, &mut key).with_key(key)
 }
 
 /// Where the layers of a parsed frame are: [`Parsed`] without the key.
@@ -190,6 +189,13 @@ pub struct Layout {
     pub l4_offset: Option<u16>,
     pub l3_end: u16,
     pub error: Option<ParseError>,
+}
+
+impl Parsed {
+    /// The offsets, without the key.
+    pub fn layout(&self) -> Layout {
+        Layout { l3_offset: self.l3_offset, l4_offset: self.l4_offset, l3_end: self.l3_end, error: self.error }
+    }
 }
 
 impl Layout {
@@ -208,7 +214,7 @@ pub fn parse_into(frame: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: 
     }
     let p = parse_full(frame, in_port, tunnel);
     *key = p.key;
-    Layout { l3_offset: p.l3_offset, l4_offset: p.l4_offset, l3_end: p.l3_end, error: p.error }
+    p.layout()
 }
 
 /// The common case in one pass: untagged Ethernet, IPv4 without options,
