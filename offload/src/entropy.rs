@@ -1,0 +1,193 @@
+//! The outer UDP source port of a VXLAN encapsulation.
+//!
+//! RFC 7348 asks for a source port derived from the inner packet's flow so
+//! that underlay ECMP spreads tunnels' flows, in the dynamic range
+//! 49152..=65535. A NIC picks it itself; the model e-switch and the software
+//! encapsulation both use [`vxlan_src_port`] so that their outputs are equal
+//! byte for byte and can be compared.
+//!
+//! The inner flow is [`InnerFlow`]: for IPv4 and IPv6, the addresses, the
+//! transport protocol (after IPv6 extension headers) and, for TCP and UDP
+//! that are not non-first fragments, the ports; for any other frame, the
+//! Ethernet addresses and type. The software path builds it from its parsed
+//! flow key, the model from the frame's bytes ([`InnerFlow::from_frame`]);
+//! the vswitch crate tests that both agree.
+
+/// The fields the source port depends on. Addresses are 128-bit, IPv4 as
+/// `::ffff:a.b.c.d`; a non-IP frame has `ip: false` and its MACs in `src`/`dst`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InnerFlow {
+    pub ip: bool,
+    /// EtherType after any VLAN tags.
+    pub ether_type: u16,
+    pub src: u128,
+    pub dst: u128,
+    pub proto: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+}
+
+const ETH_IPV4: u16 = 0x0800;
+const ETH_IPV6: u16 = 0x86dd;
+const MAX_EXT_HEADERS: usize = 8;
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+}
+
+fn mac(b: &[u8], at: usize) -> Option<u128> {
+    let s = b.get(at..at + 6)?;
+    Some(s.iter().fold(0u128, |acc, &x| (acc << 8) | u128::from(x)))
+}
+
+impl InnerFlow {
+    /// The inner flow of a well-formed Ethernet frame (up to two VLAN tags).
+    /// A frame too short for the layers it announces gives what could be
+    /// read (never a panic).
+    pub fn from_frame(f: &[u8]) -> Self {
+        let (Some(dst), Some(src)) = (mac(f, 0), mac(f, 6)) else { return InnerFlow::default() };
+        let mut off = 14;
+        let Some(mut ty) = be16(f, 12) else { return InnerFlow::default() };
+        let mut tags = 0;
+        while (ty == 0x8100 || ty == 0x88a8) && tags < 2 {
+            let Some(next) = be16(f, off + 2) else { return InnerFlow::default() };
+            ty = next;
+            off += 4;
+            tags += 1;
+        }
+        // 802.3 frames carry a length, not a type: one value for all of them,
+        // as the switch's flow key has.
+        if ty < 0x0600 {
+            ty = 0x05ff;
+        }
+        let l3 = match ty {
+            ETH_IPV4 => Self::ipv4(f, off),
+            ETH_IPV6 => Self::ipv6(f, off),
+            _ => None,
+        };
+        match l3 {
+            Some(ip) => Self { ether_type: ty, ..ip },
+            None => Self { ip: false, ether_type: ty, src, dst, ..Default::default() },
+        }
+    }
+
+    fn ipv4(f: &[u8], off: usize) -> Option<Self> {
+        let h = f.get(off..off + 20)?;
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        let v4 =
+            |at: usize| 0xffff_0000_0000u128 | u128::from(u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+        let mut flow = InnerFlow { ip: true, src: v4(12), dst: v4(16), proto: h[9], ..Default::default() };
+        let later_fragment = u16::from_be_bytes([h[6], h[7]]) & 0x1fff != 0;
+        if !later_fragment {
+            flow.ports_at(f, off + ihl);
+        }
+        Some(flow)
+    }
+
+    fn ipv6(f: &[u8], off: usize) -> Option<Self> {
+        let h = f.get(off..off + 40)?;
+        let addr = |at: usize| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&h[at..at + 16]);
+            u128::from_be_bytes(a)
+        };
+        let mut flow = InnerFlow { ip: true, src: addr(8), dst: addr(24), ..Default::default() };
+        let mut next = h[6];
+        let mut at = off + 40;
+        let mut later_fragment = false;
+        for _ in 0..MAX_EXT_HEADERS {
+            let len = match next {
+                0 | 43 | 60 => (usize::from(*f.get(at + 1)?) + 1) * 8,
+                51 => (usize::from(*f.get(at + 1)?) + 2) * 4,
+                44 => {
+                    later_fragment = be16(f, at + 2)? >> 3 != 0;
+                    8
+                }
+                _ => break,
+            };
+            next = *f.get(at)?;
+            at += len;
+        }
+        flow.proto = next;
+        if !later_fragment {
+            flow.ports_at(f, at);
+        }
+        Some(flow)
+    }
+
+    fn ports_at(&mut self, f: &[u8], at: usize) {
+        if self.proto == 6 || self.proto == 17 {
+            if let (Some(s), Some(d)) = (be16(f, at), be16(f, at + 2)) {
+                self.src_port = s;
+                self.dst_port = d;
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn mix(h: u64, v: u64) -> u64 {
+    let x = (h ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    x ^ (x >> 29)
+}
+
+/// The outer UDP source port for an inner flow: 49152..=65535, equal for
+/// every packet of the flow, different flows spread over the range.
+#[inline]
+pub fn vxlan_src_port(flow: &InnerFlow) -> u16 {
+    let mut h = 0x5bd1_e995_u64;
+    if flow.ip {
+        h = mix(h, (flow.src >> 64) as u64);
+        h = mix(h, flow.src as u64);
+        h = mix(h, (flow.dst >> 64) as u64);
+        h = mix(h, flow.dst as u64);
+        h = mix(h, u64::from(flow.proto) | (u64::from(flow.src_port) << 16) | (u64::from(flow.dst_port) << 32));
+    } else {
+        h = mix(h, flow.src as u64);
+        h = mix(h, flow.dst as u64 ^ (u64::from(flow.ether_type) << 48));
+    }
+    0xc000 | ((h ^ (h >> 32)) as u16 & 0x3fff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp4(sport: u16, frag: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 64];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[20..22].copy_from_slice(&frag.to_be_bytes());
+        f[23] = 17;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&53u16.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn flows_and_ports() {
+        let a = InnerFlow::from_frame(&udp4(1000, 0));
+        assert!(a.ip);
+        assert_eq!((a.proto, a.src_port, a.dst_port), (17, 1000, 53));
+        assert_eq!(a.src, 0xffff_0a00_0001);
+        let later = InnerFlow::from_frame(&udp4(1000, 0x0010));
+        assert_eq!((later.src_port, later.dst_port), (0, 0), "a later fragment has no ports");
+        let ports: std::collections::HashSet<u16> =
+            (0..2000u16).map(|p| vxlan_src_port(&InnerFlow::from_frame(&udp4(p, 0)))).collect();
+        assert!(ports.iter().all(|&p| p >= 49152));
+        assert!(ports.len() > 1500, "2000 flows spread over the range: {} distinct ports", ports.len());
+        assert_eq!(vxlan_src_port(&a), vxlan_src_port(&InnerFlow::from_frame(&udp4(1000, 0))), "stable");
+        let arp = {
+            let mut f = vec![0u8; 42];
+            f[0..6].copy_from_slice(&[0xff; 6]);
+            f[12..14].copy_from_slice(&[0x08, 0x06]);
+            f
+        };
+        let x = InnerFlow::from_frame(&arp);
+        assert!(!x.ip);
+        assert_eq!((x.ether_type, x.dst), (0x0806, 0xffff_ffff_ffff));
+        assert_eq!(InnerFlow::from_frame(&[1, 2, 3]), InnerFlow::default(), "short frames do not panic");
+    }
+}
