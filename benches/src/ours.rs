@@ -47,7 +47,7 @@ impl Drop for Daemon {
 }
 
 fn show(socket: &Path) -> Result<Value> {
-    call(socket, &Request { cmd: "show".into(), rule: None, args: vec![] })
+    Ok(call(socket, &Request::Show)?)
 }
 
 fn u(v: &Value) -> u64 {

@@ -109,7 +109,7 @@ pub fn write_pcap(path: &Path, scenario: Scenario, flows: u32, frame: usize) -> 
         if scenario == Scenario::Decap {
             // The remote VTEP's encapsulation.
             pkt.reset(&f, 128);
-            remote_encap.encap(&mut pkt, u64::from(i)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            remote_encap.encap(&mut pkt, 0xc000 | (i as u16 & 0x3fff)).map_err(|e| anyhow::anyhow!("{e}"))?;
             f = pkt.data().to_vec();
         }
         w.write_packet(&PcapPacket::new(Duration::from_nanos(n), f.len() as u32, &f))?;

@@ -41,7 +41,8 @@ fn mac(b: &[u8], at: usize) -> Option<u128> {
 }
 
 impl InnerFlow {
-    /// The inner flow of a well-formed Ethernet frame (up to two VLAN tags).
+    /// The inner flow of a well-formed Ethernet frame, as it leaves the
+    /// switch (up to three VLAN tags: two received plus one pushed).
     /// A frame too short for the layers it announces gives what could be
     /// read (never a panic).
     pub fn from_frame(f: &[u8]) -> Self {
@@ -49,7 +50,7 @@ impl InnerFlow {
         let mut off = 14;
         let Some(mut ty) = be16(f, 12) else { return InnerFlow::default() };
         let mut tags = 0;
-        while (ty == 0x8100 || ty == 0x88a8) && tags < 2 {
+        while (ty == 0x8100 || ty == 0x88a8) && tags < 3 {
             let Some(next) = be16(f, off + 2) else { return InnerFlow::default() };
             ty = next;
             off += 4;

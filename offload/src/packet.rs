@@ -15,6 +15,20 @@ pub trait PacketBuf {
     fn adj(&mut self, n: u16) -> bool;
     /// Removes `n` bytes from the end; false (no change) if too short.
     fn trim(&mut self, n: u16) -> bool;
+    /// Replaces the whole packet with `bytes`; false (no change) without room.
+    fn replace(&mut self, bytes: &[u8]) -> bool;
+    /// The packet's whole length (all segments).
+    fn len(&self) -> usize {
+        self.data().len()
+    }
+    /// Whether the packet has no bytes.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether `data()` is the whole packet (one segment).
+    fn is_contiguous(&self) -> bool {
+        true
+    }
 }
 
 /// A heap packet with headroom, like an mbuf (tests, benchmarks, tools).
@@ -69,6 +83,11 @@ impl PacketBuf for VecPacket {
             return false;
         }
         self.buf.truncate(self.buf.len() - n);
+        true
+    }
+    fn replace(&mut self, bytes: &[u8]) -> bool {
+        self.buf.truncate(self.start);
+        self.buf.extend_from_slice(bytes);
         true
     }
 }

@@ -1,13 +1,14 @@
 //! The control socket: JSON over a Unix socket (mode 0600), one request per
 //! line, one reply per line. `vswitchctl` is the client.
 //!
-//! Requests: `{"cmd": "show" | "dump-ports" | "dump-flows" | "dump-rules" |
-//! "add-rule" | "del-rule" | "reload", "rule": "..."}`. Replies:
-//! `{"ok": true, "result": ...}` or `{"ok": false, "error": "..."}`.
+//! A request is a [`Request`]: `{"cmd": "add-rule", "rule": "..."}`. The same
+//! enum is vswitchctl's list of subcommands, so the daemon's "unknown
+//! command" answer (serde's list of variants) and the client's `--help`
+//! cannot drift apart. Replies: `{"ok": true, "result": ...}` or
+//! `{"ok": false, "error": "..."}`.
 
-use crate::config::Config;
-use crate::datapath::Switch;
-use anyhow::{bail, Context, Result};
+use crate::config::{Config, ConfigError};
+use crate::datapath::{Switch, SwitchError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,16 +22,86 @@ use std::time::Duration;
 /// Longest request accepted, in bytes.
 pub const MAX_REQUEST: usize = 64 * 1024;
 
-/// A request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    pub cmd: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<String>,
-    /// Arguments of route/neighbour commands.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<String>,
+/// A control request (and a vswitchctl subcommand).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+#[command(rename_all = "kebab-case")]
+pub enum Request {
+    /// Summary: ports, lookups by tier, flows, drops by reason, PMDs.
+    Show,
+    /// Port counters.
+    DumpPorts,
+    /// Cached megaflows: match, actions, packets, bytes, age, tier, offload state.
+    DumpFlows {
+        /// Print each hardware rule as dpdk-testpmd commands.
+        #[arg(long)]
+        #[serde(default)]
+        testpmd: bool,
+    },
+    /// Rules in priority order with their ids.
+    DumpRules,
+    /// Add a rule, e.g. "priority=100,in_port=vf0,ip actions=output:uplink0".
+    AddRule { rule: String },
+    /// Delete a rule by id, or by its match and priority (rule text).
+    DelRule { rule: String },
+    /// Re-read the configuration file's rules.
+    Reload,
+    /// Routes, neighbours and tunnels with their current encapsulation.
+    DumpUnderlay,
+    /// Add a route: PREFIX [via GATEWAY] UPLINK, e.g. 198.18.1.0/24 via 198.18.0.254 uplink0.
+    RouteAdd {
+        #[arg(num_args = 2..=4)]
+        args: Vec<String>,
+    },
+    /// Delete a route by prefix.
+    RouteDel { prefix: String },
+    /// Add a static neighbour: IP MAC UPLINK.
+    NeighAdd { ip: String, mac: String, port: String },
+    /// Delete a neighbour (static or learned).
+    NeighDel { ip: String },
+}
+
+impl Request {
+    /// The command's name on the wire and on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Show => "show",
+            Request::DumpPorts => "dump-ports",
+            Request::DumpFlows { .. } => "dump-flows",
+            Request::DumpRules => "dump-rules",
+            Request::AddRule { .. } => "add-rule",
+            Request::DelRule { .. } => "del-rule",
+            Request::Reload => "reload",
+            Request::DumpUnderlay => "dump-underlay",
+            Request::RouteAdd { .. } => "route-add",
+            Request::RouteDel { .. } => "route-del",
+            Request::NeighAdd { .. } => "neigh-add",
+            Request::NeighDel { .. } => "neigh-del",
+        }
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{0}")]
+    Switch(#[from] SwitchError),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    /// Wrong arguments or a request that cannot apply.
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("the daemon's reply: {0}")]
+    Reply(String),
+    #[error("{0}")]
+    Daemon(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlError {
+    let what = what.into();
+    move |source| ControlError::Io { what, source }
 }
 
 /// Binds the socket, refusing to steal one a live daemon listens on and
@@ -38,20 +109,23 @@ pub struct Request {
 ///
 /// # Errors
 /// When another daemon answers there, or binding fails.
-pub fn bind(path: &Path) -> Result<UnixListener> {
+pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            bail!("{}: another vswitchd is listening on this control socket", path.display());
+            return Err(ControlError::Usage(format!(
+                "{}: another vswitchd is listening on this control socket",
+                path.display()
+            )));
         }
-        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+        std::fs::remove_file(path).map_err(io(format!("removing stale socket {}", path.display())))?;
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     }
-    let listener = UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(io(format!("binding control socket {}", path.display())))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("setting mode 0600 on {}", path.display()))?;
-    listener.set_nonblocking(true).context("control socket")?;
+        .map_err(io(format!("setting mode 0600 on {}", path.display())))?;
+    listener.set_nonblocking(true).map_err(io("control socket"))?;
     Ok(listener)
 }
 
@@ -61,7 +135,7 @@ pub fn serve(listener: UnixListener, switch: Arc<Switch>, config_path: Option<Pa
         match listener.accept() {
             Ok((stream, _)) => {
                 if let Err(e) = handle(stream, &switch, config_path.as_deref()) {
-                    tracing::warn!("control connection: {e:#}");
+                    tracing::warn!("control connection: {e}");
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
@@ -73,107 +147,168 @@ pub fn serve(listener: UnixListener, switch: Arc<Switch>, config_path: Option<Pa
     }
 }
 
-fn handle(stream: UnixStream, switch: &Switch, config_path: Option<&Path>) -> Result<()> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let mut reader = BufReader::new(stream.try_clone()?).take(MAX_REQUEST as u64 + 1);
+/// The reply to one request line (always a JSON object).
+pub fn reply_to(line: &str, switch: &Switch, config_path: Option<&Path>) -> Value {
+    match serde_json::from_str::<Request>(line.trim()) {
+        Ok(req) => match execute(&req, switch, config_path) {
+            Ok(result) => json!({"ok": true, "result": result}),
+            Err(e) => json!({"ok": false, "error": e.to_string()}),
+        },
+        Err(e) => json!({"ok": false, "error": format!("bad request (expected {{\"cmd\": ...}} JSON): {e}")}),
+    }
+}
+
+fn handle(stream: UnixStream, switch: &Switch, config_path: Option<&Path>) -> Result<(), ControlError> {
+    stream.set_nonblocking(false).map_err(io("control connection"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(io("control connection"))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5))).map_err(io("control connection"))?;
+    let reader = stream.try_clone().map_err(io("control connection"))?;
+    let mut reader = BufReader::new(reader).take(MAX_REQUEST as u64 + 1);
     let mut line = String::new();
     let reply = match reader.read_line(&mut line) {
         Ok(_) if line.len() > MAX_REQUEST => {
             json!({"ok": false, "error": format!("request longer than {MAX_REQUEST} bytes")})
         }
         Ok(0) => return Ok(()),
-        Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
-            Ok(req) => match execute(&req, switch, config_path) {
-                Ok(result) => json!({"ok": true, "result": result}),
-                Err(e) => json!({"ok": false, "error": format!("{e:#}")}),
-            },
-            Err(e) => json!({"ok": false, "error": format!("bad request (expected {{\"cmd\": ...}} JSON): {e}")}),
-        },
+        Ok(_) => reply_to(&line, switch, config_path),
         Err(e) => json!({"ok": false, "error": format!("reading request: {e}")}),
     };
     let mut stream = stream;
-    let mut text = serde_json::to_string(&reply)?;
+    let mut text = reply.to_string();
     text.push('\n');
-    stream.write_all(text.as_bytes())?;
+    stream.write_all(text.as_bytes()).map_err(io("writing the reply"))?;
     Ok(())
 }
 
-fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result<Value> {
-    let rule = || req.rule.as_deref().filter(|r| !r.trim().is_empty()).context("this command needs \"rule\"");
-    Ok(match req.cmd.as_str() {
-        "show" => serde_json::to_value(switch.stats())?,
-        "dump-ports" => serde_json::to_value(switch.stats().ports)?,
-        "dump-flows" => serde_json::to_value(switch.dump_flows()?)?,
-        "dump-rules" => serde_json::to_value(switch.dump_rules())?,
-        "add-rule" => {
-            let (id, report) = switch.add_rule(rule()?)?;
+fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result<Value, ControlError> {
+    let nonempty = |s: &str, what: &str| {
+        if s.trim().is_empty() {
+            Err(ControlError::Usage(format!("{} needs {what}", req.name())))
+        } else {
+            Ok(())
+        }
+    };
+    Ok(match req {
+        Request::Show => to_json(&switch.stats()),
+        Request::DumpPorts => to_json(&switch.stats().ports),
+        Request::DumpFlows { .. } => to_json(&switch.dump_flows()?),
+        Request::DumpRules => to_json(&switch.dump_rules()),
+        Request::AddRule { rule } => {
+            nonempty(rule, "a rule")?;
+            let (id, report) = switch.add_rule(rule)?;
             json!({"id": id, "flows_kept": report.kept, "flows_removed": report.removed})
         }
-        "del-rule" => {
-            let (deleted, report) = switch.del_rule(rule()?)?;
+        Request::DelRule { rule } => {
+            nonempty(rule, "a rule id or text")?;
+            let (deleted, report) = switch.del_rule(rule)?;
             json!({"deleted": deleted, "flows_kept": report.kept, "flows_removed": report.removed})
         }
-        "dump-underlay" => switch.dump_underlay(),
-        "route-add" => {
-            match req.args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        Request::DumpUnderlay => switch.dump_underlay(),
+        Request::RouteAdd { args } => {
+            match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 [prefix, port] => switch.add_route(prefix, None, port)?,
                 [prefix, "via", gw, port] => switch.add_route(prefix, Some(gw), port)?,
-                _ => bail!("route-add PREFIX [via GATEWAY] UPLINK"),
+                _ => return Err(ControlError::Usage("route-add PREFIX [via GATEWAY] UPLINK".into())),
             }
             json!({"routes": switch.dump_underlay()["routes"]})
         }
-        "route-del" => {
-            let [prefix] = req.args.as_slice() else { bail!("route-del PREFIX") };
+        Request::RouteDel { prefix } => {
             switch.del_route(prefix)?;
             json!({"deleted": prefix})
         }
-        "neigh-add" => {
-            let [ip, mac, port] = req.args.as_slice() else { bail!("neigh-add IP MAC UPLINK") };
+        Request::NeighAdd { ip, mac, port } => {
             switch.add_neighbour(ip, mac, port)?;
             json!({"added": ip})
         }
-        "neigh-del" => {
-            let [ip] = req.args.as_slice() else { bail!("neigh-del IP") };
+        Request::NeighDel { ip } => {
             switch.del_neighbour(ip)?;
             json!({"deleted": ip})
         }
-        "reload" => {
-            let path = config_path
-                .context("this vswitchd runs the embedded demo configuration; there is no file to reload")?;
+        Request::Reload => {
+            let path = config_path.ok_or_else(|| {
+                ControlError::Usage(
+                    "this vswitchd runs the embedded demo configuration; there is no file to reload".into(),
+                )
+            })?;
             let config = Config::load(path)?;
             let old: Vec<_> = switch.config().ports.iter().map(|p| (&p.name, &p.devargs, p.role, p.mtu)).collect();
             let new: Vec<_> = config.ports.iter().map(|p| (&p.name, &p.devargs, p.role, p.mtu)).collect();
             if old != new {
-                bail!("ports changed in {}: port changes need a restart; rules were not reloaded", path.display());
+                return Err(ControlError::Usage(format!(
+                    "ports changed in {}: port changes need a restart; rules were not reloaded",
+                    path.display()
+                )));
             }
             let report = switch.replace_rules(&config.rules)?;
             json!({"rules": config.rules.len(), "flows_kept": report.kept, "flows_removed": report.removed})
         }
-        other => {
-            bail!("unknown command {other:?} (show, dump-ports, dump-flows, dump-rules, add-rule, del-rule, reload)")
-        }
     })
+}
+
+/// A view as JSON (views are plain data; a failure is reported in place).
+fn to_json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_else(|e| json!({ "serialization_error": e.to_string() }))
 }
 
 /// Client side: sends one request, returns the `result` or the error text.
 ///
 /// # Errors
 /// Connection problems, or the daemon's error.
-pub fn call(socket: &Path, req: &Request) -> Result<Value> {
+pub fn call(socket: &Path, req: &Request) -> Result<Value, ControlError> {
     let mut stream = UnixStream::connect(socket)
-        .with_context(|| format!("connecting to {} (is vswitchd running? --socket sets the path)", socket.display()))?;
-    stream.set_read_timeout(Some(Duration::from_secs(15)))?;
-    let mut text = serde_json::to_string(req)?;
+        .map_err(io(format!("connecting to {} (is vswitchd running? --socket sets the path)", socket.display())))?;
+    stream.set_read_timeout(Some(Duration::from_secs(15))).map_err(io("control socket"))?;
+    let mut text = serde_json::to_string(req).map_err(|e| ControlError::Usage(e.to_string()))?;
     text.push('\n');
-    stream.write_all(text.as_bytes())?;
+    stream.write_all(text.as_bytes()).map_err(io("sending the request"))?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).context("reading the reply")?;
-    let reply: Value = serde_json::from_str(line.trim()).context("the daemon's reply is not JSON")?;
+    BufReader::new(stream).read_line(&mut line).map_err(io("reading the reply"))?;
+    let reply: Value = serde_json::from_str(line.trim()).map_err(|e| ControlError::Reply(e.to_string()))?;
     if reply.get("ok").and_then(Value::as_bool) == Some(true) {
         Ok(reply.get("result").cloned().unwrap_or(Value::Null))
     } else {
-        bail!("{}", reply.get("error").and_then(Value::as_str).unwrap_or("unknown error"))
+        Err(ControlError::Daemon(reply.get("error").and_then(Value::as_str).unwrap_or("unknown error").to_owned()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"add-rule","rule":"ip actions=drop"}"#).expect("parse");
+        assert_eq!(r, Request::AddRule { rule: "ip actions=drop".into() });
+        assert_eq!(serde_json::to_string(&Request::Show).expect("json"), r#"{"cmd":"show"}"#);
+        let r: Request = serde_json::from_str(r#"{"cmd":"dump-flows"}"#).expect("default flag");
+        assert_eq!(r, Request::DumpFlows { testpmd: false });
+        let e = serde_json::from_str::<Request>(r#"{"cmd":"frobnicate"}"#).expect_err("unknown");
+        let text = e.to_string();
+        // serde lists every variant: the help cannot drift from the enum.
+        for name in ["show", "dump-ports", "dump-flows", "add-rule", "route-add", "neigh-del", "reload"] {
+            assert!(text.contains(name), "{text} should list {name}");
+        }
+    }
+
+    #[test]
+    fn names_match_the_wire() {
+        let all = [
+            Request::Show,
+            Request::DumpPorts,
+            Request::DumpFlows { testpmd: true },
+            Request::DumpRules,
+            Request::AddRule { rule: String::new() },
+            Request::DelRule { rule: String::new() },
+            Request::Reload,
+            Request::DumpUnderlay,
+            Request::RouteAdd { args: vec![] },
+            Request::RouteDel { prefix: String::new() },
+            Request::NeighAdd { ip: String::new(), mac: String::new(), port: String::new() },
+            Request::NeighDel { ip: String::new() },
+        ];
+        for r in all {
+            let v = serde_json::to_value(&r).expect("json");
+            assert_eq!(v["cmd"], r.name(), "{r:?}");
+        }
     }
 }

@@ -1,13 +1,18 @@
-//! The vswitch: safe DPDK layer, packet formats and flow lookup (no DPDK),
-//! packet actions.
+//! The vswitch: the flow core (packet formats, flow lookup, actions, rule
+//! text; no DPDK, no `unsafe`), the datapath (a DPDK-free burst engine and
+//! the poll-mode threads around it), the offload manager, the safe DPDK
+//! layer, configuration, control and metrics.
 
 pub mod actions;
+pub mod arch;
 pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod dpdk;
 pub mod flow;
 pub mod metrics;
+pub(crate) mod named_enum;
+pub mod net;
 pub mod ofrule;
 pub mod packet;
 pub mod traffic;

@@ -8,6 +8,8 @@
 //! commas or spaces; a field left out is wildcarded. `priority` defaults to
 //! 32768. See `docs/rules.md` for the whole grammar.
 
+#![forbid(unsafe_code)]
+
 use crate::actions::Action;
 use crate::flow::table::Match;
 use crate::packet::key::{ip_to, mac_to, prefix_mask, FRAG_ANY, FRAG_LATER, VLAN_PRESENT};

@@ -8,6 +8,7 @@
 //! iteration, so route and neighbour changes apply to cached flows at once.
 
 use crate::actions::vxlan::{EncapSpec, EncapTemplate};
+use crate::net::Prefix;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,16 +40,39 @@ impl Tunnel {
     }
 }
 
+/// Where a route came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteSource {
+    /// An uplink's own prefix.
+    Connected,
+    /// The configuration file.
+    Config,
+    /// `vswitchctl route-add`.
+    Control,
+    /// The kernel's routing table (netlink).
+    Kernel,
+}
+
+impl RouteSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteSource::Connected => "connected",
+            RouteSource::Config => "config",
+            RouteSource::Control => "control",
+            RouteSource::Kernel => "kernel",
+        }
+    }
+}
+
 /// A route: prefix -> uplink, optionally through a gateway.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Route {
-    pub prefix: IpAddr,
-    pub len: u8,
+    pub prefix: Prefix,
     pub via: Option<IpAddr>,
     /// Uplink port number.
     pub port: u32,
-    /// From an uplink's address, not configured.
-    pub connected: bool,
+    pub source: RouteSource,
 }
 
 /// A neighbour entry.
@@ -113,30 +137,14 @@ pub struct Underlay {
     generation: AtomicU64,
 }
 
-fn prefix_contains(prefix: IpAddr, len: u8, addr: IpAddr) -> bool {
-    match (prefix, addr) {
-        (IpAddr::V4(p), IpAddr::V4(a)) => {
-            let len = u32::from(len.min(32));
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
-            u32::from(p) & mask == u32::from(a) & mask
-        }
-        (IpAddr::V6(p), IpAddr::V6(a)) => {
-            let len = u32::from(len.min(128));
-            let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
-            u128::from(p) & mask == u128::from(a) & mask
-        }
-        _ => false,
-    }
-}
-
 impl Tables {
     /// Longest-prefix match: (uplink port, next hop).
     pub fn route(&self, dst: IpAddr) -> Option<(u32, IpAddr)> {
         self.routes
             .iter()
-            .filter(|r| prefix_contains(r.prefix, r.len, dst))
-            // Longest prefix; on a tie a configured route beats a connected one.
-            .max_by_key(|r| (r.len, !r.connected))
+            .filter(|r| r.prefix.contains(dst))
+            // Longest prefix; on a tie any other route beats a connected one.
+            .max_by_key(|r| (r.prefix.len, r.source != RouteSource::Connected))
             .map(|r| (r.port, r.via.unwrap_or(dst)))
     }
 
@@ -232,20 +240,19 @@ mod tests {
     fn tables() -> Tables {
         let mut t = Tables::default();
         t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 1, mac: [2, 0, 0, 0, 1, 1], mtu: 1500 });
-        t.routes.push(Route { prefix: ip("198.18.0.0"), len: 24, via: None, port: 1, connected: true });
+        let p = |s: &str| s.parse::<Prefix>().expect("prefix");
+        t.routes.push(Route { prefix: p("198.18.0.0/24"), via: None, port: 1, source: RouteSource::Connected });
         t.routes.push(Route {
-            prefix: ip("10.0.0.0"),
-            len: 8,
+            prefix: p("10.0.0.0/8"),
             via: Some(ip("198.18.0.254")),
             port: 1,
-            connected: false,
+            source: RouteSource::Config,
         });
         t.routes.push(Route {
-            prefix: ip("10.1.0.0"),
-            len: 16,
+            prefix: p("10.1.0.0/16"),
             via: Some(ip("198.18.0.253")),
             port: 1,
-            connected: false,
+            source: RouteSource::Config,
         });
         t.tunnels.push(Tunnel {
             name: "vxlan0".into(),

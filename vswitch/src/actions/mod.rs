@@ -1,6 +1,9 @@
 //! Packet actions on bytes: VLAN push/pop, MAC rewrite, VXLAN encap/decap.
 //! They work on any [`PacketBuf`] (an mbuf in the datapath, a `VecPacket` in
-//! tests and benchmarks).
+//! tests and benchmarks; the trait is `offload`'s, shared with the model
+//! e-switch).
+
+#![forbid(unsafe_code)]
 
 pub mod control_packets;
 pub mod vxlan;
@@ -46,91 +49,7 @@ pub enum ActionError {
     BadChecksum,
 }
 
-/// A packet whose front can grow and shrink (an mbuf or a test buffer).
-pub trait PacketBuf {
-    fn data(&self) -> &[u8];
-    fn data_mut(&mut self) -> &mut [u8];
-    /// Grows the front by `n` bytes and returns them, or `None` without room.
-    fn prepend(&mut self, n: u16) -> Option<&mut [u8]>;
-    /// Removes `n` bytes from the front; false (no change) if too short.
-    fn adj(&mut self, n: u16) -> bool;
-    /// Removes `n` bytes from the end; false (no change) if too short.
-    fn trim(&mut self, n: u16) -> bool;
-}
-
-impl PacketBuf for crate::dpdk::Mbuf {
-    fn data(&self) -> &[u8] {
-        crate::dpdk::Mbuf::data(self)
-    }
-    fn data_mut(&mut self) -> &mut [u8] {
-        crate::dpdk::Mbuf::data_mut(self)
-    }
-    fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
-        crate::dpdk::Mbuf::prepend(self, n)
-    }
-    fn adj(&mut self, n: u16) -> bool {
-        crate::dpdk::Mbuf::adj(self, n)
-    }
-    fn trim(&mut self, n: u16) -> bool {
-        crate::dpdk::Mbuf::trim(self, n)
-    }
-}
-
-/// A heap packet with headroom, like an mbuf (tests, benchmarks, tools).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VecPacket {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl VecPacket {
-    /// `frame` with `headroom` free bytes in front.
-    pub fn new(frame: &[u8], headroom: usize) -> Self {
-        let mut buf = vec![0u8; headroom + frame.len()];
-        buf[headroom..].copy_from_slice(frame);
-        Self { buf, start: headroom }
-    }
-
-    /// Resets to `frame` keeping the allocation (benchmarks).
-    pub fn reset(&mut self, frame: &[u8], headroom: usize) {
-        self.buf.resize(headroom + frame.len(), 0);
-        self.buf[headroom..].copy_from_slice(frame);
-        self.start = headroom;
-    }
-}
-
-impl PacketBuf for VecPacket {
-    fn data(&self) -> &[u8] {
-        &self.buf[self.start..]
-    }
-    fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.buf[self.start..]
-    }
-    fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
-        let n = usize::from(n);
-        if n > self.start {
-            return None;
-        }
-        self.start -= n;
-        Some(&mut self.buf[self.start..self.start + n])
-    }
-    fn adj(&mut self, n: u16) -> bool {
-        let n = usize::from(n);
-        if n > self.buf.len() - self.start {
-            return false;
-        }
-        self.start += n;
-        true
-    }
-    fn trim(&mut self, n: u16) -> bool {
-        let n = usize::from(n);
-        if n > self.buf.len() - self.start {
-            return false;
-        }
-        self.buf.truncate(self.buf.len() - n);
-        true
-    }
-}
+pub use offload::packet::{PacketBuf, VecPacket};
 
 /// Pushes a VLAN tag after the MAC addresses.
 pub fn push_vlan(pkt: &mut impl PacketBuf, tpid: u16, tci: u16) -> Result<(), ActionError> {

@@ -4,8 +4,8 @@
 //! The template holds the outer Ethernet, IPv4 or IPv6, UDP and VXLAN headers
 //! with every per-packet field zero. Per packet, encap copies it in front of
 //! the frame and fills the lengths, the IPv4 header checksum (updated
-//! incrementally from the template's), the UDP source port (from the inner
-//! flow hash, so ECMP spreads flows) and, for IPv6, the UDP checksum (IPv4
+//! incrementally from the template's), the UDP source port (given by the
+//! caller from the inner flow, so ECMP spreads flows) and, for IPv6, the UDP checksum (IPv4
 //! uses 0, as RFC 7348 allows).
 
 use super::{ActionError, PacketBuf};
@@ -112,18 +112,18 @@ impl EncapTemplate {
         &self.spec
     }
 
-    /// Encapsulates `pkt`. `inner_hash` (the inner flow's hash) picks the UDP
-    /// source port in 49152..=65535.
+    /// Encapsulates `pkt` with outer UDP source port `src_port` (see
+    /// `offload::entropy::vxlan_src_port`, which the model e-switch uses too).
     ///
     /// # Errors
     /// [`ActionError::NoHeadroom`], or [`ActionError::TooLong`] when the outer
     /// packet would exceed 65535 bytes.
-    pub fn encap(&self, pkt: &mut impl PacketBuf, inner_hash: u64) -> Result<(), ActionError> {
+    pub fn encap(&self, pkt: &mut impl PacketBuf, src_port: u16) -> Result<(), ActionError> {
         let inner_len = pkt.data().len();
         let l3_len = inner_len + self.len - 14;
         let Ok(l3_len16) = u16::try_from(l3_len) else { return Err(ActionError::TooLong) };
         let udp_len = (l3_len - if self.ipv6 { 40 } else { 20 }) as u16;
-        let sport = 0xc000 | ((inner_hash ^ (inner_hash >> 16) ^ (inner_hash >> 32)) as u16 & 0x3fff);
+        let sport = src_port;
         let overhead = self.len as u16;
         let out = pkt.prepend(overhead).ok_or(ActionError::NoHeadroom(overhead))?;
         out.copy_from_slice(&self.header[..self.len]);
@@ -238,7 +238,7 @@ mod tests {
         let t = EncapTemplate::new(spec_v4()).expect("template");
         let inner: Vec<u8> = (0..60u8).collect();
         let mut p = VecPacket::new(&inner, 128);
-        t.encap(&mut p, 0xdead_beef).expect("encap");
+        t.encap(&mut p, 0xdead).expect("encap");
         assert_eq!(p.data().len(), inner.len() + OVERHEAD_IPV4);
         assert_eq!(checksum::checksum(&p.data()[14..34]), 0, "valid IPv4 header checksum");
         let meta = decap(&mut p, 4789).expect("decap");

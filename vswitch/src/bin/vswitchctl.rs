@@ -1,7 +1,7 @@
 //! vswitchctl: talks to a running vswitchd over its control socket.
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use serde_json::Value;
 use std::path::PathBuf;
 use vswitch::control::{call, Request};
@@ -17,38 +17,7 @@ struct Args {
     #[arg(long)]
     json: bool,
     #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Summary: ports, lookups by tier, flows, drops by reason, PMDs.
-    Show,
-    /// Port counters.
-    DumpPorts,
-    /// Cached megaflows: match, actions, packets, bytes, age, tier.
-    DumpFlows,
-    /// Rules in priority order with their ids.
-    DumpRules,
-    /// Add a rule, e.g. "priority=100,in_port=vf0,ip actions=output:uplink0".
-    AddRule { rule: String },
-    /// Delete a rule by id, or by its match and priority (rule text).
-    DelRule { rule: String },
-    /// Re-read the configuration file's rules.
-    Reload,
-    /// Routes, neighbours and tunnels with their current encapsulation.
-    DumpUnderlay,
-    /// Add a route: PREFIX [via GATEWAY] UPLINK, e.g. 198.18.1.0/24 via 198.18.0.254 uplink0.
-    RouteAdd {
-        #[arg(num_args = 2..=4)]
-        args: Vec<String>,
-    },
-    /// Delete a configured route by prefix.
-    RouteDel { prefix: String },
-    /// Add a static neighbour: IP MAC UPLINK.
-    NeighAdd { ip: String, mac: String, port: String },
-    /// Delete a neighbour (static or learned).
-    NeighDel { ip: String },
+    cmd: Request,
 }
 
 fn main() {
@@ -60,60 +29,48 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let (cmd, rule, extra) = match &args.cmd {
-        Cmd::Show => ("show", None, vec![]),
-        Cmd::DumpPorts => ("dump-ports", None, vec![]),
-        Cmd::DumpFlows => ("dump-flows", None, vec![]),
-        Cmd::DumpRules => ("dump-rules", None, vec![]),
-        Cmd::AddRule { rule } => ("add-rule", Some(rule.clone()), vec![]),
-        Cmd::DelRule { rule } => ("del-rule", Some(rule.clone()), vec![]),
-        Cmd::Reload => ("reload", None, vec![]),
-        Cmd::DumpUnderlay => ("dump-underlay", None, vec![]),
-        Cmd::RouteAdd { args } => ("route-add", None, args.clone()),
-        Cmd::RouteDel { prefix } => ("route-del", None, vec![prefix.clone()]),
-        Cmd::NeighAdd { ip, mac, port } => ("neigh-add", None, vec![ip.clone(), mac.clone(), port.clone()]),
-        Cmd::NeighDel { ip } => ("neigh-del", None, vec![ip.clone()]),
-    };
-    let result = call(&args.socket, &Request { cmd: cmd.to_owned(), rule, args: extra })?;
+    let result = call(&args.socket, &args.cmd)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
         return Ok(());
     }
-    match cmd {
-        "show" => print_show(&result),
-        "dump-ports" => print_ports(&result),
-        "dump-flows" => print_flows(&result),
-        "dump-rules" => {
+    match &args.cmd {
+        Request::Show => print_show(&result),
+        Request::DumpPorts => print_ports(&result),
+        Request::DumpFlows { .. } => print_flows(&result),
+        Request::DumpRules => {
             for r in result.as_array().into_iter().flatten() {
                 println!("id={} priority={} {}", r["id"], r["priority"], r["text"].as_str().unwrap_or(""));
             }
         }
-        "dump-underlay" => {
-            for r in result["routes"].as_array().into_iter().flatten() {
-                let via = r["via"].as_str().map(|v| format!(" via {v}")).unwrap_or_default();
-                let kind = if r["connected"].as_bool() == Some(true) { " (connected)" } else { "" };
-                println!(
-                    "route {}{via} dev {}{kind}",
-                    r["prefix"].as_str().unwrap_or(""),
-                    r["port"].as_str().unwrap_or("")
-                );
-            }
-            for n in result["neighbours"].as_array().into_iter().flatten() {
-                let kind = if n["static"].as_bool() == Some(true) { "static" } else { "learned" };
-                println!(
-                    "neighbour {} lladdr {} dev {} {kind}",
-                    n["ip"].as_str().unwrap_or(""),
-                    n["mac"].as_str().unwrap_or(""),
-                    n["port"].as_str().unwrap_or("")
-                );
-            }
-            for t in result["tunnels"].as_array().into_iter().flatten() {
-                println!("tunnel {}", t["encap"].as_str().unwrap_or(""));
-            }
-        }
+        Request::DumpUnderlay => print_underlay(&result),
         _ => println!("{}", serde_json::to_string(&result)?),
     }
     Ok(())
+}
+
+fn print_underlay(result: &Value) {
+    for r in result["routes"].as_array().into_iter().flatten() {
+        let via = r["via"].as_str().map(|v| format!(" via {v}")).unwrap_or_default();
+        println!(
+            "route {}{via} dev {} ({})",
+            r["prefix"].as_str().unwrap_or(""),
+            r["port"].as_str().unwrap_or(""),
+            r["source"].as_str().unwrap_or("")
+        );
+    }
+    for n in result["neighbours"].as_array().into_iter().flatten() {
+        let kind = if n["static"].as_bool() == Some(true) { "static" } else { "learned" };
+        println!(
+            "neighbour {} lladdr {} dev {} {kind}",
+            n["ip"].as_str().unwrap_or(""),
+            n["mac"].as_str().unwrap_or(""),
+            n["port"].as_str().unwrap_or("")
+        );
+    }
+    for t in result["tunnels"].as_array().into_iter().flatten() {
+        println!("tunnel {}", t["encap"].as_str().unwrap_or(""));
+    }
 }
 
 fn u(v: &Value) -> u64 {

@@ -1,126 +1,118 @@
 //! PMD counters: plain integers on the PMD thread, published now and then
 //! (about every millisecond) into single-writer atomics the control thread
 //! reads. Nothing shared is touched per packet.
+//!
+//! The index space comes from the enums ([`Counter`], [`DropReason`],
+//! [`ParseError`], [`PortCounter`]): one block after the other, each as long
+//! as its enum's `COUNT`, so adding a variant can neither be forgotten nor
+//! land in another counter's slot.
 
+use crate::named_enum::named_enum;
 use crate::packet::ParseError;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Why the datapath dropped a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DropReason {
-    /// No rule matched.
-    NoRule,
-    /// The matching rule drops (empty action list or `drop`).
-    RuleDrop,
-    /// A new flow arrived after this iteration's upcall budget was spent.
-    UpcallBudget,
-    /// The output queue did not take the packet.
-    TxFull,
-    /// Larger than the output port's MTU.
-    Mtu,
-    /// The packet could not be parsed (see the parse error counters).
-    ParseError,
-    /// No mbuf for a copy (several outputs).
-    NoMbuf,
-    /// The flow table of the PMD is full.
-    FlowLimit,
-    /// An action could not be applied (no headroom, too short).
-    ActionError,
-    /// No route to a tunnel's remote VTEP.
-    NoRoute,
-    /// The next hop's MAC is not known yet (an ARP request was sent).
-    NeighbourMiss,
-    /// VXLAN to our address with a VNI or remote no tunnel port accepts.
-    UnknownTunnel,
-    /// Malformed VXLAN, bad outer checksum.
-    DecapError,
-    /// A flow-based tunnel output without set_tunnel.
-    NoVni,
-}
-
-impl DropReason {
-    pub const COUNT: usize = 14;
-    pub const ALL: [DropReason; Self::COUNT] = [
-        DropReason::NoRule,
-        DropReason::RuleDrop,
-        DropReason::UpcallBudget,
-        DropReason::TxFull,
-        DropReason::Mtu,
-        DropReason::ParseError,
-        DropReason::NoMbuf,
-        DropReason::FlowLimit,
-        DropReason::ActionError,
-        DropReason::NoRoute,
-        DropReason::NeighbourMiss,
-        DropReason::UnknownTunnel,
-        DropReason::DecapError,
-        DropReason::NoVni,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DropReason::NoRule => "no_rule",
-            DropReason::RuleDrop => "rule_drop",
-            DropReason::UpcallBudget => "upcall_budget",
-            DropReason::TxFull => "tx_full",
-            DropReason::Mtu => "mtu",
-            DropReason::ParseError => "parse_error",
-            DropReason::NoMbuf => "no_mbuf",
-            DropReason::FlowLimit => "flow_limit",
-            DropReason::ActionError => "action_error",
-            DropReason::NoRoute => "no_route",
-            DropReason::NeighbourMiss => "neighbour_miss",
-            DropReason::UnknownTunnel => "unknown_tunnel",
-            DropReason::DecapError => "decap_error",
-            DropReason::NoVni => "no_vni",
-        }
+named_enum! {
+    /// Why the datapath dropped a packet.
+    pub enum DropReason {
+        /// No rule matched.
+        NoRule => "no_rule",
+        /// The matching rule drops (empty action list or `drop`).
+        RuleDrop => "rule_drop",
+        /// A new flow arrived after this iteration's upcall budget was spent.
+        UpcallBudget => "upcall_budget",
+        /// The output queue did not take the packet.
+        TxFull => "tx_full",
+        /// Larger than the output port's MTU.
+        Mtu => "mtu",
+        /// The packet could not be parsed (see the parse error counters).
+        ParseError => "parse_error",
+        /// No mbuf for a copy (several outputs).
+        NoMbuf => "no_mbuf",
+        /// The flow table of the PMD is full.
+        FlowLimit => "flow_limit",
+        /// An action could not be applied (no headroom, too short).
+        ActionError => "action_error",
+        /// No route to a tunnel's remote VTEP.
+        NoRoute => "no_route",
+        /// The next hop's MAC is not known yet (an ARP request was sent).
+        NeighbourMiss => "neighbour_miss",
+        /// VXLAN to our address with a VNI or remote no tunnel port accepts.
+        UnknownTunnel => "unknown_tunnel",
+        /// Malformed VXLAN, bad outer checksum.
+        DecapError => "decap_error",
+        /// A flow-based tunnel output without set_tunnel.
+        NoVni => "no_vni",
+        /// Dropped by a rule in the (model) e-switch.
+        HwRuleDrop => "hw_rule_drop",
+        /// A rule in the (model) e-switch matched but its actions failed.
+        HwError => "hw_error",
+        /// The (model) e-switch sent to a port this switch does not know.
+        HwUnknownPort => "hw_unknown_port",
     }
 }
 
-pub const EMC_HITS: usize = 0;
-pub const MEGAFLOW_HITS: usize = 1;
-pub const UPCALLS: usize = 2;
-/// Gauge: live megaflows.
-pub const FLOWS: usize = 3;
-pub const ITERATIONS: usize = 4;
-pub const BUSY_CYCLES: usize = 5;
-pub const IDLE_CYCLES: usize = 6;
-pub const PACKETS: usize = 7;
-pub const UPCALL_CYCLES: usize = 8;
-pub const FLOWS_EXPIRED: usize = 9;
-pub const FLOWS_REVALIDATED_OUT: usize = 10;
-pub const EMC_INSERTS: usize = 11;
-pub const DECAPSULATED: usize = 12;
-pub const ENCAPSULATED: usize = 13;
-pub const ICMP_TOO_BIG_SENT: usize = 14;
-pub const NEIGH_REPLIES_SENT: usize = 15;
-pub const NEIGH_REQUESTS_SENT: usize = 16;
-const FIXED: usize = 17;
-pub const DROP_BASE: usize = FIXED;
-pub const PARSE_BASE: usize = DROP_BASE + DropReason::COUNT;
-pub const PORT_BASE: usize = PARSE_BASE + ParseError::COUNT;
-pub const PORT_RX_PACKETS: usize = 0;
-pub const PORT_RX_BYTES: usize = 1;
-pub const PORT_TX_PACKETS: usize = 2;
-pub const PORT_TX_BYTES: usize = 3;
-pub const PORT_TX_DROPPED: usize = 4;
-pub const PORT_FIELDS: usize = 5;
+named_enum! {
+    /// A PMD-wide counter.
+    pub enum Counter {
+        EmcHits => "emc_hits",
+        MegaflowHits => "megaflow_hits",
+        Upcalls => "upcalls",
+        /// Gauge: live megaflows.
+        Flows => "flows",
+        Iterations => "iterations",
+        BusyCycles => "busy_cycles",
+        IdleCycles => "idle_cycles",
+        /// Packets received (hardware-handled ones included).
+        Packets => "packets",
+        UpcallCycles => "upcall_cycles",
+        FlowsExpired => "flows_expired",
+        FlowsRevalidatedOut => "flows_revalidated_out",
+        EmcInserts => "emc_inserts",
+        Decapsulated => "decapsulated",
+        Encapsulated => "encapsulated",
+        IcmpTooBigSent => "icmp_too_big_sent",
+        NeighRepliesSent => "neighbour_replies_sent",
+        NeighRequestsSent => "neighbour_requests_sent",
+        /// Packets the (model) e-switch handled before the software path.
+        HwPackets => "hw_packets",
+        HwBytes => "hw_bytes",
+        /// Busy cycles spent in the (model) e-switch stage.
+        HwCycles => "hw_cycles",
+        /// Flow events that waited for room in the manager's channel.
+        EventsDelayed => "events_delayed",
+    }
+}
+
+named_enum! {
+    /// A per-port counter.
+    pub enum PortCounter {
+        RxPackets => "rx_packets",
+        RxBytes => "rx_bytes",
+        TxPackets => "tx_packets",
+        TxBytes => "tx_bytes",
+        TxDropped => "tx_dropped",
+        /// Of the received packets: handled by the (model) e-switch.
+        HwRxPackets => "hw_rx_packets",
+    }
+}
+
+const DROP_BASE: usize = Counter::COUNT;
+const PARSE_BASE: usize = DROP_BASE + DropReason::COUNT;
+const PORT_BASE: usize = PARSE_BASE + ParseError::COUNT;
 
 /// Number of counters for `ports` ports.
 pub const fn len(ports: usize) -> usize {
-    PORT_BASE + ports * PORT_FIELDS
+    PORT_BASE + ports * PortCounter::COUNT
 }
 
-/// Index of a per-port counter.
 #[inline(always)]
-pub const fn port(port: usize, field: usize) -> usize {
-    PORT_BASE + port * PORT_FIELDS + field
+const fn port_index(port: usize, c: PortCounter) -> usize {
+    PORT_BASE + port * PortCounter::COUNT + c.index()
 }
 
 /// The PMD's own counters.
 pub struct Local {
-    pub v: Box<[u64]>,
+    v: Box<[u64]>,
 }
 
 impl Local {
@@ -129,15 +121,40 @@ impl Local {
     }
 
     #[inline(always)]
-    pub fn add(&mut self, index: usize, n: u64) {
+    fn bump(&mut self, index: usize, n: u64) {
         if let Some(c) = self.v.get_mut(index) {
             *c += n;
         }
     }
 
     #[inline(always)]
+    pub fn add(&mut self, c: Counter, n: u64) {
+        self.bump(c.index(), n);
+    }
+
+    /// Sets a gauge.
+    pub fn set(&mut self, c: Counter, value: u64) {
+        self.v[c.index()] = value;
+    }
+
+    #[inline(always)]
+    pub fn get(&self, c: Counter) -> u64 {
+        self.v[c.index()]
+    }
+
+    #[inline(always)]
     pub fn drop(&mut self, reason: DropReason, n: u64) {
-        self.add(DROP_BASE + reason as usize, n);
+        self.bump(DROP_BASE + reason.index(), n);
+    }
+
+    #[inline(always)]
+    pub fn parse_error(&mut self, e: ParseError) {
+        self.bump(PARSE_BASE + e.index(), 1);
+    }
+
+    #[inline(always)]
+    pub fn port(&mut self, port: usize, c: PortCounter, n: u64) {
+        self.bump(port_index(port, c), n);
     }
 
     /// Copies every counter into the shared block (single writer).
@@ -150,7 +167,7 @@ impl Local {
 
 /// The published copy.
 pub struct Shared {
-    pub v: Box<[AtomicU64]>,
+    v: Box<[AtomicU64]>,
 }
 
 impl Shared {
@@ -158,7 +175,72 @@ impl Shared {
         Self { v: (0..len(ports)).map(|_| AtomicU64::new(0)).collect() }
     }
 
-    pub fn get(&self, index: usize) -> u64 {
+    fn at(&self, index: usize) -> u64 {
         self.v.get(index).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    pub fn get(&self, c: Counter) -> u64 {
+        self.at(c.index())
+    }
+
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.at(DROP_BASE + reason.index())
+    }
+
+    pub fn parse_errors(&self, e: ParseError) -> u64 {
+        self.at(PARSE_BASE + e.index())
+    }
+
+    pub fn port(&self, port: usize, c: PortCounter) -> u64 {
+        self.at(port_index(port, c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_counter_has_its_own_slot() {
+        let ports = 3;
+        let mut l = Local::new(ports);
+        let mut n = 1;
+        for &c in Counter::ALL {
+            l.add(c, n);
+            n += 1;
+        }
+        for &d in DropReason::ALL {
+            l.drop(d, n);
+            n += 1;
+        }
+        for (i, &e) in ParseError::ALL.iter().enumerate() {
+            for _ in 0..=i {
+                l.parse_error(e);
+            }
+        }
+        for p in 0..ports {
+            for &c in PortCounter::ALL {
+                l.port(p, c, 1000 + (p * 10 + c.index()) as u64);
+            }
+        }
+        let s = Shared::new(ports);
+        l.publish(&s);
+        let mut n = 1;
+        for &c in Counter::ALL {
+            assert_eq!(s.get(c), n, "{c}");
+            n += 1;
+        }
+        for &d in DropReason::ALL {
+            assert_eq!(s.drops(d), n, "{d}");
+            n += 1;
+        }
+        for (i, &e) in ParseError::ALL.iter().enumerate() {
+            assert_eq!(s.parse_errors(e), i as u64 + 1, "{e}");
+        }
+        for p in 0..ports {
+            for &c in PortCounter::ALL {
+                assert_eq!(s.port(p, c), 1000 + (p * 10 + c.index()) as u64);
+            }
+        }
     }
 }

@@ -264,6 +264,34 @@ impl Mbuf {
     }
 }
 
+/// The packet trait the software actions and the model e-switch work on.
+impl offload::packet::PacketBuf for Mbuf {
+    fn data(&self) -> &[u8] {
+        Mbuf::data(self)
+    }
+    fn data_mut(&mut self) -> &mut [u8] {
+        Mbuf::data_mut(self)
+    }
+    fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
+        Mbuf::prepend(self, n)
+    }
+    fn adj(&mut self, n: u16) -> bool {
+        Mbuf::adj(self, n)
+    }
+    fn trim(&mut self, n: u16) -> bool {
+        Mbuf::trim(self, n)
+    }
+    fn replace(&mut self, bytes: &[u8]) -> bool {
+        self.set_data(bytes)
+    }
+    fn len(&self) -> usize {
+        self.pkt_len()
+    }
+    fn is_contiguous(&self) -> bool {
+        self.segments() == 1
+    }
+}
+
 impl Drop for Mbuf {
     fn drop(&mut self) {
         // SAFETY: we own the mbuf (chain) and nobody uses it after this.

@@ -48,17 +48,3 @@ pub fn pin_current_thread(core: usize) -> std::io::Result<()> {
     }
     Ok(())
 }
-
-/// Hints the CPU to fetch the cache line holding `value` (no effect on
-/// correctness; used to overlap cache misses across a burst).
-#[inline(always)]
-pub fn prefetch<T>(value: &T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: prefetch never faults and reads nothing architecturally; the
-    // pointer comes from a live reference anyway. SSE is baseline on x86_64.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = value;
-}

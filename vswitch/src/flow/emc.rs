@@ -80,7 +80,7 @@ impl<V: Copy> Emc<V> {
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
         if let Some(t) = self.tags.get(self.set(hash)) {
-            crate::dpdk::os::prefetch(t);
+            crate::arch::prefetch(t);
         }
     }
 
@@ -92,7 +92,7 @@ impl<V: Copy> Emc<V> {
         let way = self.tags.get(set)?.iter().position(|&t| t == tag)?;
         let slot = set * WAYS + way;
         if let Some(e) = self.entries.get(slot) {
-            crate::dpdk::os::prefetch(e);
+            crate::arch::prefetch(e);
         }
         Some(slot)
     }

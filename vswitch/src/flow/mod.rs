@@ -1,6 +1,8 @@
 //! Flow lookup: hashing, the exact-match cache, the megaflow classifier and
 //! the slow path's priority rule table. No DPDK.
 
+#![forbid(unsafe_code)]
+
 pub mod dpcls;
 pub mod emc;
 pub mod hash;

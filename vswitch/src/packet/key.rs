@@ -433,6 +433,35 @@ pub fn format_match(key: &FlowKey, mask: &FlowMask) -> String {
     }
 }
 
+/// The inner flow the VXLAN source port is computed from (see
+/// `offload::entropy`), from a parsed key: for IPv4 and IPv6 the addresses,
+/// the protocol and, for TCP and UDP that are not non-first fragments, the
+/// ports; for other frames the Ethernet addresses and type.
+pub fn inner_flow(key: &FlowKey) -> offload::entropy::InnerFlow {
+    let ether_type = key.eth_type();
+    if ether_type == crate::packet::parse::ETH_TYPE_IPV4 || ether_type == crate::packet::parse::ETH_TYPE_IPV6 {
+        let proto = key.ip_proto();
+        let ports = matches!(proto, 6 | 17) && key.ip_frag() & FRAG_LATER == 0;
+        offload::entropy::InnerFlow {
+            ip: true,
+            ether_type,
+            src: key.get(Field::NwSrc),
+            dst: key.get(Field::NwDst),
+            proto,
+            src_port: if ports { key.tp_src() } else { 0 },
+            dst_port: if ports { key.tp_dst() } else { 0 },
+        }
+    } else {
+        offload::entropy::InnerFlow {
+            ip: false,
+            ether_type,
+            src: key.get(Field::EthSrc),
+            dst: key.get(Field::EthDst),
+            ..Default::default()
+        }
+    }
+}
+
 /// Convenience for tests and rule building.
 pub fn ipv4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))

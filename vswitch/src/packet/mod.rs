@@ -1,5 +1,7 @@
 //! Packet formats: the flow key, the parser, checksums. Plain byte slices, no DPDK.
 
+#![forbid(unsafe_code)]
+
 pub mod checksum;
 pub mod key;
 pub mod parse;

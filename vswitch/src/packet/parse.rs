@@ -26,96 +26,31 @@ pub const VXLAN_PORT: u16 = 4789;
 /// Most IPv6 extension headers walked before giving up.
 const MAX_IPV6_EXT_HEADERS: usize = 8;
 
-/// Why parsing stopped early. Every variant is a named drop reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ParseError {
-    TruncatedEthernet,
-    TruncatedVlan,
-    TooManyVlanTags,
-    TruncatedArp,
-    TruncatedIpv4,
-    BadIpv4Version,
-    BadIpv4HeaderLength,
-    Ipv4TotalLengthTooShort,
-    Ipv4TotalLengthBeyondFrame,
-    TruncatedIpv6,
-    BadIpv6Version,
-    Ipv6PayloadBeyondFrame,
-    TruncatedIpv6ExtensionHeader,
-    TooManyIpv6ExtensionHeaders,
-    TruncatedTcp,
-    BadTcpDataOffset,
-    TruncatedUdp,
-    BadUdpLength,
-    TruncatedIcmp,
-    TruncatedIcmpv6,
-    TruncatedVxlan,
-    BadVxlanFlags,
-}
-
-impl ParseError {
-    /// Number of variants (size of a per-reason counter array).
-    pub const COUNT: usize = 22;
-
-    /// Every variant, in `as usize` order.
-    pub const ALL: [ParseError; Self::COUNT] = [
-        ParseError::TruncatedEthernet,
-        ParseError::TruncatedVlan,
-        ParseError::TooManyVlanTags,
-        ParseError::TruncatedArp,
-        ParseError::TruncatedIpv4,
-        ParseError::BadIpv4Version,
-        ParseError::BadIpv4HeaderLength,
-        ParseError::Ipv4TotalLengthTooShort,
-        ParseError::Ipv4TotalLengthBeyondFrame,
-        ParseError::TruncatedIpv6,
-        ParseError::BadIpv6Version,
-        ParseError::Ipv6PayloadBeyondFrame,
-        ParseError::TruncatedIpv6ExtensionHeader,
-        ParseError::TooManyIpv6ExtensionHeaders,
-        ParseError::TruncatedTcp,
-        ParseError::BadTcpDataOffset,
-        ParseError::TruncatedUdp,
-        ParseError::BadUdpLength,
-        ParseError::TruncatedIcmp,
-        ParseError::TruncatedIcmpv6,
-        ParseError::TruncatedVxlan,
-        ParseError::BadVxlanFlags,
-    ];
-
-    /// A stable snake_case name for counters and metrics.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ParseError::TruncatedEthernet => "truncated_ethernet",
-            ParseError::TruncatedVlan => "truncated_vlan",
-            ParseError::TooManyVlanTags => "too_many_vlan_tags",
-            ParseError::TruncatedArp => "truncated_arp",
-            ParseError::TruncatedIpv4 => "truncated_ipv4",
-            ParseError::BadIpv4Version => "bad_ipv4_version",
-            ParseError::BadIpv4HeaderLength => "bad_ipv4_header_length",
-            ParseError::Ipv4TotalLengthTooShort => "ipv4_total_length_too_short",
-            ParseError::Ipv4TotalLengthBeyondFrame => "ipv4_total_length_beyond_frame",
-            ParseError::TruncatedIpv6 => "truncated_ipv6",
-            ParseError::BadIpv6Version => "bad_ipv6_version",
-            ParseError::Ipv6PayloadBeyondFrame => "ipv6_payload_beyond_frame",
-            ParseError::TruncatedIpv6ExtensionHeader => "truncated_ipv6_extension_header",
-            ParseError::TooManyIpv6ExtensionHeaders => "too_many_ipv6_extension_headers",
-            ParseError::TruncatedTcp => "truncated_tcp",
-            ParseError::BadTcpDataOffset => "bad_tcp_data_offset",
-            ParseError::TruncatedUdp => "truncated_udp",
-            ParseError::BadUdpLength => "bad_udp_length",
-            ParseError::TruncatedIcmp => "truncated_icmp",
-            ParseError::TruncatedIcmpv6 => "truncated_icmpv6",
-            ParseError::TruncatedVxlan => "truncated_vxlan",
-            ParseError::BadVxlanFlags => "bad_vxlan_flags",
-        }
-    }
-}
-
-impl std::fmt::Display for ParseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+crate::named_enum::named_enum! {
+    /// Why parsing stopped early. Every variant is a named drop reason.
+    pub enum ParseError {
+        TruncatedEthernet => "truncated_ethernet",
+        TruncatedVlan => "truncated_vlan",
+        TooManyVlanTags => "too_many_vlan_tags",
+        TruncatedArp => "truncated_arp",
+        TruncatedIpv4 => "truncated_ipv4",
+        BadIpv4Version => "bad_ipv4_version",
+        BadIpv4HeaderLength => "bad_ipv4_header_length",
+        Ipv4TotalLengthTooShort => "ipv4_total_length_too_short",
+        Ipv4TotalLengthBeyondFrame => "ipv4_total_length_beyond_frame",
+        TruncatedIpv6 => "truncated_ipv6",
+        BadIpv6Version => "bad_ipv6_version",
+        Ipv6PayloadBeyondFrame => "ipv6_payload_beyond_frame",
+        TruncatedIpv6ExtensionHeader => "truncated_ipv6_extension_header",
+        TooManyIpv6ExtensionHeaders => "too_many_ipv6_extension_headers",
+        TruncatedTcp => "truncated_tcp",
+        BadTcpDataOffset => "bad_tcp_data_offset",
+        TruncatedUdp => "truncated_udp",
+        BadUdpLength => "bad_udp_length",
+        TruncatedIcmp => "truncated_icmp",
+        TruncatedIcmpv6 => "truncated_icmpv6",
+        TruncatedVxlan => "truncated_vxlan",
+        BadVxlanFlags => "bad_vxlan_flags",
     }
 }
 

@@ -1,0 +1,114 @@
+//! `[eal]`, `[datapath]`, `[control]`, `[metrics]`.
+
+use super::ctx::Ctx;
+use super::raw::{RawControl, RawDatapath, RawMetrics};
+use super::ConfigError;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The `[datapath]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatapathSettings {
+    pub pmd_cores: Vec<usize>,
+    pub idle_timeout: Duration,
+    pub upcall_budget: usize,
+    pub emc_entries: usize,
+    pub emc_insert_inv_prob: u64,
+    pub max_flows: usize,
+    /// `mbufs` as given (the default depends on the ports).
+    pub mbufs: Option<(u64, usize)>,
+}
+
+/// `[datapath]`; `cores` is how many CPUs the machine has.
+pub fn datapath(ctx: &Ctx<'_>, raw: &RawDatapath, cores: usize) -> Result<DatapathSettings, ConfigError> {
+    let pmd_cores = match &raw.pmd_cores {
+        Some(c) => {
+            let list = c.get_ref();
+            if list.is_empty() {
+                return ctx.err(c, "datapath.pmd_cores", "needs at least one core, e.g. [1]");
+            }
+            if let Some(bad) = list.iter().find(|&&n| n >= cores) {
+                return ctx.err(
+                    c,
+                    "datapath.pmd_cores",
+                    format!("core {bad} does not exist (this machine has cores 0..={})", cores - 1),
+                );
+            }
+            let mut seen = list.clone();
+            seen.sort_unstable();
+            seen.dedup();
+            if seen.len() != list.len() {
+                return ctx.err(c, "datapath.pmd_cores", "a core is listed twice");
+            }
+            list.clone()
+        }
+        None => vec![cores - 1],
+    };
+    let idle_ms = ctx.range(&raw.idle_timeout_ms, "datapath.idle_timeout_ms", 10_000, 100, 3_600_000)?;
+    Ok(DatapathSettings {
+        pmd_cores,
+        idle_timeout: Duration::from_millis(idle_ms),
+        upcall_budget: ctx.range(&raw.upcall_budget, "datapath.upcall_budget", 64, 1, 4096)? as usize,
+        emc_entries: ctx.range(&raw.emc_entries, "datapath.emc_entries", 8192, 0, 1 << 20)? as usize,
+        emc_insert_inv_prob: ctx.range(&raw.emc_insert_inv_prob, "datapath.emc_insert_inv_prob", 100, 1, 1 << 20)?,
+        max_flows: ctx.range(&raw.max_flows, "datapath.max_flows", 262_144, 16, 4 << 20)? as usize,
+        mbufs: raw.mbufs.as_ref().map(|s| (*s.get_ref(), ctx.line(s))),
+    })
+}
+
+/// `[control]`: the socket path and the statistics interval.
+pub fn control(ctx: &Ctx<'_>, raw: &RawControl) -> Result<(PathBuf, Duration), ConfigError> {
+    let stats_ms = ctx.range(&raw.stats_interval_ms, "control.stats_interval_ms", 1000, 100, 60_000)?;
+    let socket = match &raw.socket {
+        Some(s) if s.get_ref().trim().is_empty() => return ctx.err(s, "control.socket", "must be a path"),
+        Some(s) => PathBuf::from(s.get_ref()),
+        None => PathBuf::from("/run/vswitchd.sock"),
+    };
+    Ok((socket, Duration::from_millis(stats_ms)))
+}
+
+/// `[metrics]`: where Prometheus scrapes (`None`: off).
+pub fn metrics(ctx: &Ctx<'_>, raw: &RawMetrics) -> Result<Option<SocketAddr>, ConfigError> {
+    match &raw.listen {
+        None => Ok(Some(SocketAddr::from(([127, 0, 0, 1], 9464)))),
+        Some(s) if s.get_ref().is_empty() || s.get_ref() == "off" => Ok(None),
+        Some(s) => s.get_ref().parse::<SocketAddr>().map(Some).or_else(|_| {
+            ctx.err(
+                s,
+                "metrics.listen",
+                format!("{:?} is not ADDRESS:PORT (e.g. 127.0.0.1:9464), or \"off\"", s.get_ref()),
+            )
+        }),
+    }
+}
+
+/// EAL arguments, with a `--file-prefix` unique to this process unless given.
+pub fn eal_args(args: &[String]) -> Vec<String> {
+    let mut out = args.to_vec();
+    if !out.iter().any(|a| a.starts_with("--file-prefix")) {
+        out.push(format!("--file-prefix=vswitchd-{}", std::process::id()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use toml::Spanned;
+
+    #[test]
+    fn defaults_and_ranges() {
+        let ctx = Ctx::new("t", "");
+        let d = datapath(&ctx, &RawDatapath::default(), 4).expect("defaults");
+        assert_eq!((d.pmd_cores, d.upcall_budget, d.max_flows), (vec![3], 64, 262_144));
+        let raw = RawDatapath { upcall_budget: Some(Spanned::new(0..1, 0)), ..Default::default() };
+        let e = datapath(&ctx, &raw, 4).expect_err("0 is below the range");
+        assert_eq!(e.field, "datapath.upcall_budget");
+        let raw = RawDatapath { pmd_cores: Some(Spanned::new(0..1, vec![1, 1])), ..Default::default() };
+        assert!(datapath(&ctx, &raw, 4).expect_err("twice").message.contains("twice"));
+        assert_eq!(metrics(&ctx, &RawMetrics { listen: Some(Spanned::new(0..1, "off".into())) }), Ok(None));
+        assert!(eal_args(&[]).iter().any(|a| a.starts_with("--file-prefix=vswitchd-")));
+        assert_eq!(eal_args(&["--file-prefix=x".into()]), vec!["--file-prefix=x".to_owned()]);
+    }
+}

@@ -1,0 +1,833 @@
+//! The burst engine: what a PMD does to a burst of packets, as a sequence of
+//! named stages, with no DPDK. It is generic over [`Io`] (where packets go
+//! out, how they are copied) and over the packet type (an mbuf in the
+//! datapath, a `VecPacket` in tests), so every stage and whole bursts are
+//! tested on plain buffers.
+//!
+//! Stages, in order:
+//! 1. [`Engine::stage_hardware`]: the model e-switch, when one is configured,
+//!    takes the packets its rules match (as a NIC would before the
+//!    representor) and sends them itself;
+//! 2. [`Engine::stage_ingress`]: parse; on uplinks the VTEP answers ARP/ND
+//!    for its addresses and decapsulates VXLAN sent to them;
+//! 3. [`Engine::stage_emc`]: the exact-match cache, in three passes so cache
+//!    misses overlap;
+//! 4. [`Engine::stage_megaflow`]: the megaflow classifier for the misses, as
+//!    one batch;
+//! 5. [`Engine::stage_upcall`]: the rule table for the rest, within the
+//!    iteration's upcall budget, installing megaflows;
+//! 6. [`group`]: packets grouped by flow;
+//! 7. [`Engine::stage_execute`]: each group's actions run once, per action
+//!    across the group.
+
+use super::counters::{Counter, DropReason, Local, PortCounter};
+use super::flows::{Flow, FlowEvent, FlowHandle, FlowInfo, FlowTable, RemoveReason};
+use super::tunnel::{NeighbourAction, Special, TunnelCtx};
+use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
+use crate::actions::{self, vxlan, Action, PacketBuf};
+use crate::flow::hash::hash_key;
+use crate::flow::{Dpcls, Emc, RuleTable};
+use crate::packet::key::inner_flow;
+use crate::packet::parse::{parse_into, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
+use crate::packet::{Field, FlowKey, FlowMask};
+use crate::underlay::{Underlay, Unresolved};
+use crossbeam_channel::Sender;
+use offload::entropy::{vxlan_src_port, InnerFlow};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Packets a burst holds at most (the size of the per-burst arrays).
+pub const BURST: usize = 64;
+/// Packets taken per rx poll.
+pub const RX_BURST: usize = 32;
+
+/// A burst of packets: slots taken out (`None`) as stages consume them.
+pub type Packets<P> = [Option<P>; BURST];
+
+/// Where the engine's packets go and where copies come from.
+pub trait Io {
+    type Pkt: PacketBuf;
+
+    /// Queues `pkt` for physical port `port` (counted there; a full queue
+    /// drops and counts `tx_full`).
+    fn send(&mut self, port: u32, pkt: Self::Pkt, counters: &mut Local);
+
+    /// A copy of `pkt` (several outputs), or `None` without buffers.
+    fn copy(&mut self, pkt: &Self::Pkt) -> Option<Self::Pkt>;
+
+    /// An empty packet (ARP requests), or `None` without buffers.
+    fn alloc(&mut self) -> Option<Self::Pkt>;
+}
+
+/// Settings every PMD gets.
+#[derive(Debug, Clone)]
+pub struct PmdConfig {
+    pub upcall_budget: usize,
+    pub emc_entries: usize,
+    /// Insert into the exact-match cache after 1 in N megaflow hits.
+    pub emc_insert_inv_prob: u64,
+    pub max_flows: usize,
+    pub idle_timeout: Duration,
+}
+
+/// What a revalidation did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RevalidateReport {
+    pub kept: usize,
+    pub removed: usize,
+}
+
+/// What the engine starts with.
+pub struct EngineSetup {
+    pub index: usize,
+    pub config: PmdConfig,
+    pub table: Arc<RuleTable>,
+    pub events: Option<Sender<FlowEvent>>,
+    pub underlay: Arc<Underlay>,
+    /// Per physical port: whether it is an uplink (VTEP duties).
+    pub uplink: Vec<bool>,
+    /// Per physical port: its MTU.
+    pub mtus: Vec<u16>,
+    /// Tunnel ports (numbered after the physical ports).
+    pub tunnels: usize,
+    /// Ticks per second of the `now` values the engine is given.
+    pub hz: u64,
+}
+
+const WAYS_MIN: usize = 4;
+
+/// One PMD's switching state.
+pub struct Engine {
+    pub index: usize,
+    config: PmdConfig,
+    table: Arc<RuleTable>,
+    events: Option<Sender<FlowEvent>>,
+    flows: FlowTable,
+    tun: TunnelCtx,
+    mtus: Vec<u16>,
+    hz: u64,
+    idle_ticks: u64,
+    emc: Emc<FlowHandle>,
+    dpcls: Dpcls<FlowHandle>,
+    pub counters: Local,
+    next_flow: u64,
+    upcalls_left: usize,
+    rng: u64,
+    // Per-burst scratch, kept to avoid re-initialising on every burst.
+    keys: Box<[FlowKey; BURST]>,
+    miss_keys: Box<[FlowKey; BURST]>,
+    hashes: [u64; BURST],
+    /// Packet lengths after any decapsulation (flow byte counts).
+    lens: [u32; BURST],
+    /// The port each packet is classified as coming from (a tunnel port
+    /// after decapsulation).
+    in_ports: [u32; BURST],
+    flow_of: [Option<FlowHandle>; BURST],
+}
+
+/// Packets of a burst grouped by flow: (flow handle, member bits).
+pub struct Groups {
+    pub handles: [FlowHandle; BURST],
+    pub members: [u64; BURST],
+    pub len: usize,
+}
+
+impl Engine {
+    pub fn new(s: EngineSetup) -> Self {
+        let phys = s.mtus.len();
+        let ports = phys + s.tunnels;
+        let hz = s.hz.max(1);
+        Self {
+            index: s.index,
+            idle_ticks: (s.config.idle_timeout.as_secs_f64() * hz as f64) as u64,
+            upcalls_left: s.config.upcall_budget,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ (s.index as u64 + 1),
+            emc: Emc::new(s.config.emc_entries.max(WAYS_MIN)),
+            tun: TunnelCtx::new(s.underlay, phys, s.uplink),
+            config: s.config,
+            table: s.table,
+            events: s.events,
+            flows: FlowTable::default(),
+            mtus: s.mtus,
+            hz,
+            dpcls: Dpcls::new(),
+            counters: Local::new(ports),
+            next_flow: 1,
+            keys: Box::new([FlowKey::ZERO; BURST]),
+            miss_keys: Box::new([FlowKey::ZERO; BURST]),
+            hashes: [0; BURST],
+            lens: [0; BURST],
+            in_ports: [0; BURST],
+            flow_of: [None; BURST],
+        }
+    }
+
+    /// Once per PMD iteration: a fresh upcall budget, underlay changes picked up.
+    pub fn start_iteration(&mut self) {
+        self.upcalls_left = self.config.upcall_budget;
+        self.tun.refresh();
+    }
+
+    /// Live megaflows.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Runs a burst of `n` packets received on physical port `in_port`
+    /// through every stage. `now` is in the setup's ticks.
+    pub fn process<I: Io>(&mut self, in_port: u32, pkts: &mut Packets<I::Pkt>, n: usize, now: u64, io: &mut I) {
+        let n = n.min(BURST);
+        self.counters.add(Counter::Packets, n as u64);
+        self.counters.port(in_port as usize, PortCounter::RxPackets, n as u64);
+        let mut pending = self.stage_ingress(in_port, pkts, n, io);
+        pending = self.stage_emc(pending);
+        pending = self.stage_megaflow(pending);
+        self.stage_upcall(pending, pkts, now);
+        let groups = group(&self.flow_of, pkts, n);
+        self.stage_execute(&groups, pkts, now, io);
+        // Anything still here was consumed by no output (freed on drop).
+    }
+
+    /// Parses every packet into the burst's key array; on uplinks the VTEP
+    /// first answers ARP/ND for its addresses and decapsulates VXLAN sent to
+    /// them. Returns the packets left to classify.
+    pub fn stage_ingress<I: Io>(&mut self, in_port: u32, pkts: &mut Packets<I::Pkt>, n: usize, io: &mut I) -> u64 {
+        let mut pending: u64 = 0;
+        let mut rx_bytes = 0u64;
+        let vtep = self.tun.is_uplink(in_port);
+        for i in 0..n {
+            let Some(m) = pkts[i].as_mut() else { continue };
+            let len = m.len();
+            rx_bytes += len as u64;
+            self.lens[i] = len as u32;
+            let layout = parse_into(m.data(), in_port, None, &mut self.keys[i]);
+            if let Some(e) = layout.error {
+                self.counters.parse_error(e);
+                self.counters.drop(DropReason::ParseError, 1);
+                pkts[i] = None;
+                continue;
+            }
+            let mut from = in_port;
+            if vtep {
+                match self.vtep(in_port, i, usize::from(layout.l3_offset), layout, pkts, io) {
+                    Some(port) => from = port,
+                    None => continue,
+                }
+            }
+            self.in_ports[i] = from;
+            self.hashes[i] = hash_key(&self.keys[i]);
+            self.flow_of[i] = None;
+            pending |= 1 << i;
+        }
+        self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
+        pending
+    }
+
+    /// The VTEP's part of ingress for packet `i` of an uplink: `None` when
+    /// the packet was consumed (answered, learned from, dropped), else the
+    /// port to classify it as coming from (a tunnel port after decap).
+    fn vtep<I: Io>(
+        &mut self,
+        in_port: u32,
+        i: usize,
+        l3: usize,
+        layout: crate::packet::parse::Layout,
+        pkts: &mut Packets<I::Pkt>,
+        io: &mut I,
+    ) -> Option<u32> {
+        let m = pkts[i].as_mut()?;
+        match self.tun.special(&self.keys[i], in_port) {
+            Special::None => Some(in_port),
+            kind @ (Special::Arp | Special::Nd) => {
+                let action = match kind {
+                    Special::Arp => self.tun.arp(m.data(), l3, in_port),
+                    _ => self.tun.nd(m.data(), l3, in_port),
+                };
+                match action {
+                    NeighbourAction::PassOn => Some(in_port),
+                    NeighbourAction::Consumed => {
+                        pkts[i] = None;
+                        None
+                    }
+                    NeighbourAction::Reply(len) => {
+                        if let Some(mut m) = pkts[i].take() {
+                            if m.replace(&self.tun.scratch[..len]) {
+                                self.counters.add(Counter::NeighRepliesSent, 1);
+                                io.send(in_port, m, &mut self.counters);
+                            }
+                        }
+                        None
+                    }
+                }
+            }
+            Special::Vxlan(udp_port) => {
+                let outer = layout.with_key(self.keys[i]);
+                let Ok(meta) = vxlan::decap_parsed(m, &outer, udp_port) else {
+                    self.counters.drop(DropReason::DecapError, 1);
+                    pkts[i] = None;
+                    return None;
+                };
+                let Some(t) = self.tun.tunnel_for(udp_port, meta.src, meta.dst, meta.vni) else {
+                    self.counters.drop(DropReason::UnknownTunnel, 1);
+                    pkts[i] = None;
+                    return None;
+                };
+                if let Some(e) = parse_into(m.data(), t, Some(&meta), &mut self.keys[i]).error {
+                    self.counters.parse_error(e);
+                    self.counters.drop(DropReason::ParseError, 1);
+                    pkts[i] = None;
+                    return None;
+                }
+                self.counters.add(Counter::Decapsulated, 1);
+                self.counters.port(t as usize, PortCounter::RxPackets, 1);
+                self.lens[i] = m.len() as u32;
+                self.counters.port(t as usize, PortCounter::RxBytes, u64::from(self.lens[i]));
+                Some(t)
+            }
+        }
+    }
+
+    /// The exact-match cache for the `pending` packets, in three passes so
+    /// cache misses overlap: prefetch every tag line, then every candidate
+    /// entry, then compare keys. Returns the misses.
+    pub fn stage_emc(&mut self, mut pending: u64) -> u64 {
+        let parsed = pending.count_ones();
+        for i in Bits(pending) {
+            self.emc.prefetch(self.hashes[i]);
+        }
+        let mut slots = [None; BURST];
+        for i in Bits(pending) {
+            slots[i] = self.emc.candidate(self.hashes[i]);
+        }
+        for i in Bits(pending) {
+            if let Some(h) = self.emc.verify(slots[i], &self.keys[i], self.hashes[i]) {
+                if self.flows.is_live(h) {
+                    self.flow_of[i] = Some(h);
+                    pending &= !(1 << i);
+                }
+            }
+        }
+        self.counters.add(Counter::EmcHits, u64::from(parsed - pending.count_ones()));
+        pending
+    }
+
+    /// The megaflow classifier for the `pending` packets, as one batch.
+    /// Returns the misses.
+    pub fn stage_megaflow(&mut self, mut pending: u64) -> u64 {
+        if pending == 0 {
+            return 0;
+        }
+        let mut miss_idx = [0u8; BURST];
+        let mut m = 0;
+        for i in Bits(pending) {
+            self.miss_keys[m] = self.keys[i];
+            miss_idx[m] = i as u8;
+            m += 1;
+        }
+        let mut found = [None; BURST];
+        self.dpcls.lookup_batch(&self.miss_keys[..m], &mut found[..m]);
+        for j in 0..m {
+            let i = usize::from(miss_idx[j]);
+            if let Some(h) = found[j].filter(|h| self.flows.is_live(*h)) {
+                self.flow_of[i] = Some(h);
+                pending &= !(1 << i);
+                self.counters.add(Counter::MegaflowHits, 1);
+                self.emc_maybe_insert(i, h);
+            }
+        }
+        pending
+    }
+
+    /// Classifies the `pending` packets against the rule table and installs
+    /// their megaflows, within the iteration's upcall budget (the excess is
+    /// dropped and counted).
+    pub fn stage_upcall<P>(&mut self, pending: u64, pkts: &mut Packets<P>, now: u64) {
+        for i in Bits(pending) {
+            // A flow installed for an earlier packet of this burst may cover it.
+            if let Some(h) = self.dpcls.lookup(&self.keys[i]).filter(|h| self.flows.is_live(*h)) {
+                self.flow_of[i] = Some(h);
+                self.counters.add(Counter::MegaflowHits, 1);
+                self.emc_insert(i, h);
+                continue;
+            }
+            if self.upcalls_left == 0 {
+                self.counters.drop(DropReason::UpcallBudget, 1);
+                pkts[i] = None;
+                continue;
+            }
+            self.upcalls_left -= 1;
+            let t0 = crate::arch::cycles();
+            let key = self.keys[i];
+            match self.install(&key, now) {
+                Some(h) => {
+                    self.flow_of[i] = Some(h);
+                    self.emc_insert(i, h);
+                }
+                None => {
+                    self.counters.drop(DropReason::FlowLimit, 1);
+                    pkts[i] = None;
+                }
+            }
+            self.counters.add(Counter::Upcalls, 1);
+            self.counters.add(Counter::UpcallCycles, crate::arch::cycles().wrapping_sub(t0));
+        }
+    }
+
+    /// Runs each group's actions once, updating the flows' counters.
+    pub fn stage_execute<I: Io>(&mut self, groups: &Groups, pkts: &mut Packets<I::Pkt>, now: u64, io: &mut I) {
+        for g in 0..groups.len {
+            let members = groups.members[g];
+            let Some(flow) = self.flows.get_mut(groups.handles[g]) else {
+                Bits(members).for_each(|i| pkts[i] = None);
+                continue;
+            };
+            let bytes: u64 = Bits(members).map(|i| u64::from(self.lens[i])).sum();
+            flow.packets += u64::from(members.count_ones());
+            flow.bytes += bytes;
+            flow.used_tsc = now;
+            if let Some(reason) = flow.drop_reason {
+                self.counters.drop(reason, u64::from(members.count_ones()));
+                Bits(members).for_each(|i| pkts[i] = None);
+                continue;
+            }
+            let mut x = Exec {
+                io: &mut *io,
+                counters: &mut self.counters,
+                tun: &mut self.tun,
+                mtus: &self.mtus,
+                keys: &self.keys,
+                in_ports: &self.in_ports,
+                now,
+                hz: self.hz,
+            };
+            execute(&flow.actions, pkts, members, &mut x);
+        }
+    }
+
+    /// Inserts after a megaflow hit with probability 1/`emc_insert_inv_prob`,
+    /// so that when there are far more flows than entries the cache does not
+    /// churn on every packet (the Open vSwitch policy).
+    #[inline]
+    fn emc_maybe_insert(&mut self, i: usize, h: FlowHandle) {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        if self.rng.is_multiple_of(self.config.emc_insert_inv_prob.max(1)) {
+            self.emc_insert(i, h);
+        }
+    }
+
+    #[inline]
+    fn emc_insert(&mut self, i: usize, h: FlowHandle) {
+        if self.config.emc_entries > 0 {
+            self.emc.insert(&self.keys[i], self.hashes[i], h);
+            self.counters.add(Counter::EmcInserts, 1);
+        }
+    }
+
+    /// Classifies `key`, installs the megaflow and returns its handle; `None`
+    /// when the flow table is full.
+    fn install(&mut self, key: &FlowKey, now: u64) -> Option<FlowHandle> {
+        if self.flows.len() >= self.config.max_flows {
+            return None;
+        }
+        let c = self.table.classify(key);
+        let (actions, drop_reason): (Arc<[Action]>, Option<DropReason>) = match &c.rule {
+            None => (Arc::from(Vec::new()), Some(DropReason::NoRule)),
+            Some(r) if !r.actions.iter().any(|a| matches!(a, Action::Output(_))) => {
+                (Arc::from(r.actions.clone()), Some(DropReason::RuleDrop))
+            }
+            Some(r) => (Arc::from(r.actions.clone()), None),
+        };
+        let mask = megaflow_mask(c.mask, &actions);
+        let masked = key.masked(&mask);
+        let id = ((self.index as u64) << 48) | self.next_flow;
+        self.next_flow += 1;
+        let flow = Flow {
+            id,
+            key: masked,
+            mask,
+            rule: c.rule,
+            actions: Arc::clone(&actions),
+            drop_reason,
+            packets: 0,
+            bytes: 0,
+            created_tsc: now,
+            used_tsc: now,
+            reported_packets: 0,
+            reported_bytes: 0,
+        };
+        let h = self.flows.insert(flow);
+        if let Some(old) = self.dpcls.insert(&masked, &mask, h) {
+            self.flows.remove(old);
+        }
+        if let Some(tx) = &self.events {
+            let _ = tx.try_send(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions });
+        }
+        Some(h)
+    }
+
+    fn remove_flow(&mut self, h: FlowHandle, reason: RemoveReason) {
+        if let Some(flow) = self.flows.remove(h) {
+            self.dpcls.remove(&flow.key, &flow.mask);
+            if let Some(tx) = &self.events {
+                let _ = tx.try_send(FlowEvent::Removed { id: flow.id, reason });
+            }
+        }
+    }
+
+    /// Idle expiry and hit-delta reports (about every 100 ms).
+    pub fn maintenance(&mut self, now: u64) {
+        let mut expired = 0;
+        for h in self.flows.handles() {
+            let Some(flow) = self.flows.get_mut(h) else { continue };
+            if now.wrapping_sub(flow.used_tsc) > self.idle_ticks {
+                self.remove_flow(h, RemoveReason::Idle);
+                expired += 1;
+                continue;
+            }
+            if let Some(tx) = &self.events {
+                if flow.packets != flow.reported_packets {
+                    let ev = FlowEvent::Hits {
+                        id: flow.id,
+                        packets: flow.packets - flow.reported_packets,
+                        bytes: flow.bytes - flow.reported_bytes,
+                    };
+                    if tx.try_send(ev).is_ok() {
+                        flow.reported_packets = flow.packets;
+                        flow.reported_bytes = flow.bytes;
+                    }
+                }
+            }
+        }
+        self.counters.add(Counter::FlowsExpired, expired);
+    }
+
+    /// Uses `table` from now on and revalidates every megaflow: one is kept
+    /// only if the new decision needs no field outside it and acts the same.
+    pub fn revalidate(&mut self, table: Arc<RuleTable>) -> RevalidateReport {
+        self.table = table;
+        let mut report = RevalidateReport::default();
+        for h in self.flows.handles() {
+            let Some(flow) = self.flows.get(h) else { continue };
+            let c = self.table.classify(&flow.key);
+            let new_actions: &[Action] = c.rule.as_ref().map_or(&[], |r| &r.actions);
+            let new_mask = megaflow_mask(c.mask, new_actions);
+            if new_mask.is_subset_of(&flow.mask) && *new_actions == *flow.actions {
+                let rule = c.rule.clone();
+                if let Some(f) = self.flows.get_mut(h) {
+                    f.rule = rule;
+                }
+                report.kept += 1;
+            } else {
+                self.remove_flow(h, RemoveReason::Revalidated);
+                report.removed += 1;
+            }
+        }
+        self.counters.add(Counter::FlowsRevalidatedOut, report.removed as u64);
+        report
+    }
+
+    /// Every flow, for dump-flows.
+    pub fn dump(&self, now: u64) -> Vec<FlowInfo> {
+        let in_emc: std::collections::HashSet<u32> =
+            self.emc.values().filter(|h| self.flows.is_live(**h)).map(|h| h.index).collect();
+        let to_ms = |ticks: u64| (ticks as f64 * 1000.0 / self.hz as f64) as u64;
+        self.flows
+            .handles()
+            .into_iter()
+            .filter_map(|h| {
+                let f = self.flows.get(h)?;
+                Some(FlowInfo {
+                    id: f.id,
+                    pmd: self.index,
+                    key: f.key,
+                    mask: f.mask,
+                    actions: Arc::clone(&f.actions),
+                    rule: f.rule.as_ref().map(|r| (r.id, r.priority)),
+                    packets: f.packets,
+                    bytes: f.bytes,
+                    age_ms: to_ms(now.wrapping_sub(f.created_tsc)),
+                    idle_ms: to_ms(now.wrapping_sub(f.used_tsc)),
+                    in_emc: in_emc.contains(&h.index),
+                })
+            })
+            .collect()
+    }
+
+    /// Removes every flow (shutdown).
+    pub fn remove_all(&mut self, reason: RemoveReason) {
+        for h in self.flows.handles() {
+            self.remove_flow(h, reason);
+        }
+    }
+
+    /// Re-ranks the classifier's subtables by hits.
+    pub fn rank(&mut self) {
+        self.dpcls.rank();
+    }
+
+    /// Updates the gauges; the caller publishes the counters.
+    pub fn update_gauges(&mut self) {
+        self.counters.set(Counter::Flows, self.flows.len() as u64);
+    }
+}
+
+/// Groups the burst's remaining packets by flow.
+pub fn group<P>(flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usize) -> Groups {
+    let mut g = Groups { handles: [FlowHandle { index: 0, generation: 0 }; BURST], members: [0; BURST], len: 0 };
+    for (i, pkt) in pkts.iter().enumerate().take(n) {
+        if pkt.is_none() {
+            continue;
+        }
+        let Some(h) = flow_of[i] else { continue };
+        match (0..g.len).find(|&k| g.handles[k].index == h.index) {
+            Some(k) => g.members[k] |= 1 << i,
+            None => {
+                g.handles[g.len] = h;
+                g.members[g.len] = 1 << i;
+                g.len += 1;
+            }
+        }
+    }
+    g
+}
+
+/// The megaflow mask for a decision: what the rule table consulted, plus
+/// fields the actions' behaviour depends on, plus the input port (offload
+/// rules always match their source port).
+pub fn megaflow_mask(mut mask: FlowMask, actions: &[Action]) -> FlowMask {
+    mask.exact(Field::InPort);
+    if actions.iter().any(|a| matches!(a, Action::PopVlan | Action::PushVlan { .. } | Action::SetVlanVid(_))) {
+        mask.exact(Field::VlanTci);
+        mask.exact(Field::VlanTci2);
+    }
+    mask
+}
+
+/// Indices of the set bits of a burst mask, lowest first.
+#[derive(Clone, Copy)]
+pub struct Bits(pub u64);
+
+impl Iterator for Bits {
+    type Item = usize;
+
+    #[inline(always)]
+    fn next(&mut self) -> Option<usize> {
+        if self.0 == 0 {
+            return None;
+        }
+        let i = self.0.trailing_zeros() as usize;
+        self.0 &= self.0 - 1;
+        Some(i)
+    }
+}
+
+/// Length of the Ethernet header with up to two VLAN tags.
+#[inline]
+pub fn l2_len(frame: &[u8]) -> usize {
+    let mut off = 14;
+    while off <= 22 && frame.len() >= off + 4 {
+        let t = u16::from_be_bytes([frame[off - 2], frame[off - 1]]);
+        if t != ETH_TYPE_VLAN && t != ETH_TYPE_QINQ {
+            break;
+        }
+        off += 4;
+    }
+    off
+}
+
+/// The outer UDP source port for packet `i`: from its flow key when it is IP
+/// (the same value [`InnerFlow::from_frame`] gives, see the equivalence test),
+/// else from its bytes.
+#[inline]
+fn src_port_of(key: &FlowKey, frame: &[u8]) -> u16 {
+    let ty = key.eth_type();
+    if ty == ETH_TYPE_IPV4 || ty == ETH_TYPE_IPV6 {
+        vxlan_src_port(&inner_flow(key))
+    } else {
+        vxlan_src_port(&InnerFlow::from_frame(frame))
+    }
+}
+
+/// What running actions needs besides the packets.
+struct Exec<'a, I: Io> {
+    io: &'a mut I,
+    counters: &'a mut Local,
+    tun: &'a mut TunnelCtx,
+    mtus: &'a [u16],
+    keys: &'a [FlowKey; BURST],
+    in_ports: &'a [u32; BURST],
+    now: u64,
+    hz: u64,
+}
+
+impl<I: Io> Exec<'_, I> {
+    /// Sends packet `i` (`m`) out of `port`: a physical port (MTU checked) or
+    /// a tunnel port (encapsulated towards its uplink).
+    fn send(&mut self, port: u32, m: I::Pkt, vni: Option<u32>, i: usize) {
+        let phys = self.mtus.len() as u32;
+        if port < phys {
+            let mtu = self.mtus[port as usize];
+            let frame = m.data();
+            // Headers are at least 14 bytes: most frames pass without reading them.
+            if frame.len() > usize::from(mtu) + 14 && frame.len() - l2_len(frame) > usize::from(mtu) {
+                let l2 = l2_len(frame);
+                self.too_big(m, usize::from(mtu), l2, i, port);
+                return;
+            }
+            self.io.send(port, m, self.counters);
+            return;
+        }
+        self.send_tunnel_many(port, vni, std::iter::once((i, m)));
+    }
+
+    /// Encapsulates packets (with their burst index) for tunnel port `port`
+    /// and sends them out of the uplink; the encapsulation is resolved once
+    /// for all of them (a flow's group shares port and VNI).
+    fn send_tunnel_many(&mut self, port: u32, vni: Option<u32>, pkts: impl Iterator<Item = (usize, I::Pkt)>) {
+        let r = match self.tun.resolve(port, vni) {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                let e = *e;
+                let n = pkts.count() as u64;
+                self.unresolved(e, n);
+                return;
+            }
+        };
+        let overhead = r.template.overhead();
+        for (i, mut m) in pkts {
+            if !m.is_contiguous() {
+                // Encapsulation (and the IPv6 UDP checksum) needs the whole
+                // frame in one segment; the pool's buffers are sized for that.
+                self.counters.drop(DropReason::ActionError, 1);
+                continue;
+            }
+            let outer_ip_len = m.data().len() + overhead - 14;
+            if outer_ip_len > usize::from(r.uplink_mtu) {
+                let l2 = l2_len(m.data());
+                // The largest inner IP packet that fits.
+                let inner_mtu = (usize::from(r.uplink_mtu) + 14).saturating_sub(overhead + l2);
+                self.too_big(m, inner_mtu, l2, i, r.uplink);
+                continue;
+            }
+            let sport = src_port_of(&self.keys[i], m.data());
+            if r.template.encap(&mut m, sport).is_err() {
+                self.counters.drop(DropReason::ActionError, 1);
+                continue;
+            }
+            self.counters.add(Counter::Encapsulated, 1);
+            self.counters.port(port as usize, PortCounter::TxPackets, 1);
+            self.counters.port(port as usize, PortCounter::TxBytes, m.len() as u64);
+            self.io.send(r.uplink, m, self.counters);
+        }
+    }
+
+    /// `n` packets could not be encapsulated: count them; for a missing
+    /// neighbour, ask for it (rate-limited).
+    fn unresolved(&mut self, e: Unresolved, n: u64) {
+        match e {
+            Unresolved::NoNeighbour { next_hop, port: uplink, local } => {
+                self.counters.drop(DropReason::NeighbourMiss, n);
+                if let Some(len) = self.tun.solicit(next_hop, uplink, local, self.now, self.hz) {
+                    if let Some(mut req) = self.io.alloc() {
+                        if req.replace(&self.tun.scratch[..len]) {
+                            self.counters.add(Counter::NeighRequestsSent, 1);
+                            self.io.send(uplink, req, self.counters);
+                        }
+                    }
+                }
+            }
+            Unresolved::NoVni => self.counters.drop(DropReason::NoVni, n),
+            Unresolved::NoRoute | Unresolved::NoLocalAddress => self.counters.drop(DropReason::NoRoute, n),
+        }
+    }
+
+    /// A packet too big for `egress`: answer an IPv4 DF packet with ICMP
+    /// "fragmentation needed" and an IPv6 one with "packet too big" (sent
+    /// back out of its ingress port); otherwise drop. Counted as `mtu`.
+    fn too_big(&mut self, mut m: I::Pkt, mtu: usize, l2: usize, i: usize, egress: u32) {
+        self.counters.drop(DropReason::Mtu, 1);
+        self.counters.port(egress as usize, PortCounter::TxDropped, 1);
+        let ingress = self.in_ports[i];
+        if ingress as usize >= self.mtus.len() {
+            return; // arrived through a tunnel: no way back for ICMP here
+        }
+        let frame = m.data();
+        let eth_type = u16::from_be_bytes([frame[l2 - 2], frame[l2 - 1]]);
+        let mtu16 = mtu.min(usize::from(u16::MAX)) as u16;
+        let len = match eth_type {
+            ETH_TYPE_IPV4 if frame.len() > l2 + 6 && frame[l2 + 6] & 0x40 != 0 => {
+                icmp4_frag_needed(frame, l2, mtu16, &mut self.tun.scratch)
+            }
+            ETH_TYPE_IPV6 => icmp6_packet_too_big(frame, l2, mtu.max(1280) as u32, &mut self.tun.scratch),
+            _ => None,
+        };
+        if let Some(len) = len {
+            if m.replace(&self.tun.scratch[..len]) {
+                self.counters.add(Counter::IcmpTooBigSent, 1);
+                self.io.send(ingress, m, self.counters);
+            }
+        }
+    }
+}
+
+/// Runs `actions` on the packets of one flow group (`members` bits of `pkts`).
+fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, x: &mut Exec<'_, I>) {
+    let last = actions.len().saturating_sub(1);
+    let mut vni = None;
+    let phys = x.mtus.len();
+    // One action over the whole group at a time: the dispatch is per action,
+    // not per packet.
+    for (ai, action) in actions.iter().enumerate() {
+        match action {
+            Action::SetTunnel(v) => vni = Some(*v),
+            Action::Output(port) if ai == last && *port as usize >= phys => {
+                x.send_tunnel_many(*port, vni, Bits(members).filter_map(|i| Some((i, pkts[i].take()?))));
+            }
+            Action::Output(port) if ai == last => {
+                for i in Bits(members) {
+                    if let Some(m) = pkts[i].take() {
+                        x.send(*port, m, vni, i);
+                    }
+                }
+            }
+            Action::Output(port) => {
+                for i in Bits(members) {
+                    let Some(m) = pkts[i].as_ref() else { continue };
+                    match x.io.copy(m) {
+                        Some(copy) => x.send(*port, copy, vni, i),
+                        None => x.counters.drop(DropReason::NoMbuf, 1),
+                    }
+                }
+            }
+            Action::Drop => {
+                for i in Bits(members) {
+                    if pkts[i].take().is_some() {
+                        x.counters.drop(DropReason::RuleDrop, 1);
+                    }
+                }
+            }
+            edit => {
+                for i in Bits(members) {
+                    let Some(m) = pkts[i].as_mut() else { continue };
+                    let result = match edit {
+                        Action::PopVlan => actions::pop_vlan(m).map(|_| ()),
+                        Action::PushVlan { tpid, tci } => actions::push_vlan(m, *tpid, *tci),
+                        Action::SetVlanVid(vid) => actions::set_vlan_vid(m, *vid),
+                        Action::SetEthSrc(mac) => actions::set_eth_src(m, *mac),
+                        Action::SetEthDst(mac) => actions::set_eth_dst(m, *mac),
+                        Action::SetTunnel(_) | Action::Output(_) | Action::Drop => Ok(()),
+                    };
+                    if result.is_err() {
+                        x.counters.drop(DropReason::ActionError, 1);
+                        pkts[i] = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

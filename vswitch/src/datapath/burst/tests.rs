@@ -1,0 +1,311 @@
+//! The burst engine on plain buffers: each stage and whole bursts, no DPDK.
+
+use super::*;
+use crate::actions::VecPacket;
+use crate::datapath::counters::Shared;
+use crate::ofrule::parse_rule;
+use crate::underlay::{LocalAddress, Neighbour, Route, RouteSource, Tables, Tunnel};
+
+/// Ports: 0 vf0, 1 vf1, 2 uplink0 (VTEP 198.18.0.1/24), 3 vxlan0 (tunnel).
+const PORTS: [&str; 4] = ["vf0", "vf1", "uplink0", "vxlan0"];
+const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
+const REMOTE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xbb];
+
+/// Collects what the engine sends, per port.
+#[derive(Default)]
+struct VecIo {
+    sent: Vec<(u32, Vec<u8>)>,
+    /// Copies left before "no buffers".
+    copies: usize,
+}
+
+impl Io for VecIo {
+    type Pkt = VecPacket;
+
+    fn send(&mut self, port: u32, pkt: VecPacket, counters: &mut Local) {
+        counters.port(port as usize, PortCounter::TxPackets, 1);
+        self.sent.push((port, pkt.data().to_vec()));
+    }
+
+    fn copy(&mut self, pkt: &VecPacket) -> Option<VecPacket> {
+        if self.copies == 0 {
+            return None;
+        }
+        self.copies -= 1;
+        Some(pkt.clone())
+    }
+
+    fn alloc(&mut self) -> Option<VecPacket> {
+        Some(VecPacket::new(&[], 128))
+    }
+}
+
+fn underlay() -> Arc<Underlay> {
+    let mut t = Tables::default();
+    let ip = |s: &str| s.parse().expect("ip");
+    t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 2, mac: UPLINK_MAC, mtu: 1500 });
+    t.routes.push(Route {
+        prefix: "198.18.0.0/24".parse().expect("p"),
+        via: None,
+        port: 2,
+        source: RouteSource::Connected,
+    });
+    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: REMOTE_MAC, port: 2, is_static: true });
+    t.tunnels.push(Tunnel {
+        name: "vxlan0".into(),
+        number: 3,
+        remote: ip("198.18.0.2"),
+        vni: Some(100),
+        local: None,
+        udp_port: 4789,
+    });
+    Arc::new(Underlay::new(t))
+}
+
+fn engine(rules: &[&str], budget: usize) -> Engine {
+    let mut table = RuleTable::new();
+    let resolve = |n: &str| PORTS.iter().position(|p| *p == n).map(|i| i as u32);
+    for r in rules {
+        let spec = parse_rule(r, &resolve).expect(r);
+        table.insert(spec.priority, spec.matcher, spec.actions);
+    }
+    let mut e = Engine::new(EngineSetup {
+        index: 0,
+        config: PmdConfig {
+            upcall_budget: budget,
+            emc_entries: 1024,
+            emc_insert_inv_prob: 1,
+            max_flows: 1000,
+            idle_timeout: Duration::from_secs(10),
+        },
+        table: Arc::new(table),
+        events: None,
+        underlay: underlay(),
+        uplink: vec![false, false, true],
+        mtus: vec![1500, 1500, 1500],
+        tunnels: 1,
+        hz: 1_000_000_000,
+    });
+    e.start_iteration();
+    e
+}
+
+fn udp(dst: [u8; 6], src: [u8; 6], ip_dst: [u8; 4], dport: u16, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(42)];
+    let n = f.len();
+    f[0..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&((n - 14) as u16).to_be_bytes());
+    f[22] = 64;
+    f[23] = 17;
+    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    f[30..34].copy_from_slice(&ip_dst);
+    let c = crate::packet::checksum::ipv4_header(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34..36].copy_from_slice(&1000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&dport.to_be_bytes());
+    f[38..40].copy_from_slice(&((n - 34) as u16).to_be_bytes());
+    f
+}
+
+fn burst(frames: &[Vec<u8>]) -> (Packets<VecPacket>, usize) {
+    let mut pkts: Packets<VecPacket> = [const { None }; BURST];
+    for (i, f) in frames.iter().enumerate() {
+        pkts[i] = Some(VecPacket::new(f, 128));
+    }
+    (pkts, frames.len())
+}
+
+fn counters(e: &Engine) -> Shared {
+    let s = Shared::new(4);
+    e.counters.publish(&s);
+    s
+}
+
+#[test]
+fn forwards_by_rule_caches_the_megaflow_and_counts_lookup_tiers() {
+    let mut e = engine(&["priority=10,in_port=vf0,ip actions=output:uplink0"], 64);
+    let frames: Vec<Vec<u8>> = (0..8).map(|i| udp([2; 6], [4; 6], [10, 0, 0, i], 80, 60)).collect();
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert_eq!(io.sent.len(), 8);
+    assert!(io.sent.iter().all(|(p, _)| *p == 2));
+    assert_eq!(io.sent.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(), frames, "unchanged, in order");
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Upcalls), c.get(Counter::MegaflowHits)), (1, 7), "one upcall covers the burst");
+    assert_eq!(e.flow_count(), 1);
+    // The second burst hits the exact-match cache for the packets inserted.
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    let c = counters(&e);
+    assert_eq!(c.get(Counter::EmcHits), 8, "every packet was inserted on its megaflow hit (1 in 1)");
+    assert_eq!(c.port(0, PortCounter::RxPackets), 16);
+    let dump = e.dump(3);
+    assert_eq!((dump.len(), dump[0].packets), (1, 16));
+}
+
+#[test]
+fn stages_one_by_one() {
+    let mut e = engine(&["priority=10,in_port=vf0,ip actions=output:uplink0"], 64);
+    let frames = vec![udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60), vec![1, 2, 3]];
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&frames);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
+    assert_eq!(pending, 0b01, "the 3-byte frame is a parse error");
+    assert!(pkts[1].is_none());
+    assert_eq!(counters(&e).drops(DropReason::ParseError), 1);
+    assert_eq!(e.stage_emc(pending), 0b01, "empty cache: a miss");
+    assert_eq!(e.stage_megaflow(pending), 0b01, "no megaflow yet");
+    e.stage_upcall(pending, &mut pkts, 1);
+    let g = group(&e.flow_of, &pkts, n);
+    assert_eq!((g.len, g.members[0]), (1, 0b01));
+    e.stage_execute(&g, &mut pkts, 1, &mut io);
+    assert_eq!(io.sent.len(), 1);
+}
+
+#[test]
+fn vlan_mac_drop_copies_and_mtu() {
+    let mut e = engine(
+        &[
+            "priority=20,in_port=vf0,udp,tp_dst=53 actions=mod_vlan_vid:100,output:uplink0",
+            "priority=10,in_port=vf0,ip actions=mod_dl_src:02:aa:00:00:00:01,output:uplink0,output:vf1",
+            "priority=30,in_port=vf0,ip,nw_dst=10.9.0.0/16 actions=drop",
+        ],
+        64,
+    );
+    let dns = udp([2; 6], [4; 6], [10, 0, 0, 1], 53, 60);
+    let web = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let dropped = udp([2; 6], [4; 6], [10, 9, 0, 1], 80, 60);
+    let big = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 1600);
+    let mut io = VecIo { copies: 10, ..Default::default() };
+    let (mut pkts, n) = burst(&[dns.clone(), web.clone(), dropped, big]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let mut tagged = dns[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+    tagged.extend_from_slice(&dns[12..]);
+    let mut rewritten = web.clone();
+    rewritten[6..12].copy_from_slice(&[2, 0xaa, 0, 0, 0, 1]);
+    assert!(io.sent.contains(&(2, tagged)), "VLAN pushed");
+    assert!(io.sent.contains(&(2, rewritten.clone())) && io.sent.contains(&(1, rewritten)), "both outputs");
+    let c = counters(&e);
+    assert_eq!(c.drops(DropReason::RuleDrop), 1);
+    assert_eq!(c.drops(DropReason::Mtu), 2, "the 1600-byte frame exceeds both outputs' MTU");
+    assert_eq!(io.sent.len(), 3);
+    // Without buffers the copy is dropped and counted; the last output still goes.
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&[web]);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    assert_eq!(io.sent.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(counters(&e).drops(DropReason::NoMbuf), 1);
+}
+
+#[test]
+fn upcall_budget_limits_new_flows_per_iteration() {
+    let mut e = engine(
+        &[
+            "priority=10,in_port=vf0,ip,nw_dst=10.0.0.0/8 actions=output:uplink0",
+            "priority=20,in_port=vf0,udp,tp_dst=53 actions=output:vf1",
+            "priority=5,in_port=vf0 actions=output:vf1",
+        ],
+        2,
+    );
+    // Three distinct megaflows (different rules), budget 2.
+    let frames = vec![
+        udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60),
+        udp([2; 6], [4; 6], [10, 0, 0, 1], 53, 60),
+        udp([2; 6], [4; 6], [11, 0, 0, 1], 80, 60),
+    ];
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Upcalls), c.drops(DropReason::UpcallBudget)), (2, 1));
+    e.start_iteration();
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    assert_eq!(counters(&e).get(Counter::Upcalls), 3, "the next iteration has budget again");
+}
+
+#[test]
+fn encap_to_the_tunnel_uses_the_offload_source_port() {
+    let mut e = engine(&["priority=10,in_port=vf0 actions=output:vxlan0"], 64);
+    let inner = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(std::slice::from_ref(&inner));
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert_eq!(io.sent.len(), 1);
+    let (port, out) = &io.sent[0];
+    assert_eq!(*port, 2);
+    assert_eq!(&out[0..6], &REMOTE_MAC);
+    assert_eq!(&out[50..], &inner[..]);
+    let sport = u16::from_be_bytes([out[34], out[35]]);
+    assert_eq!(sport, vxlan_src_port(&InnerFlow::from_frame(&inner)), "the same function as the model e-switch");
+    assert_eq!(counters(&e).get(Counter::Encapsulated), 1);
+}
+
+#[test]
+fn vtep_answers_arp_and_decapsulates() {
+    let mut e = engine(&["priority=10,in_port=vxlan0 actions=output:vf0"], 64);
+    // ARP request for the VTEP address.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&REMOTE_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&REMOTE_MAC);
+    arp.extend_from_slice(&[198, 18, 0, 2]);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 18, 0, 1]);
+    // VXLAN from the remote VTEP, VNI 100.
+    let inner = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let mut vx = Vec::new();
+    let t = crate::actions::vxlan::EncapTemplate::new(crate::actions::vxlan::EncapSpec {
+        eth_src: REMOTE_MAC,
+        eth_dst: UPLINK_MAC,
+        ip_src: "198.18.0.2".parse().expect("ip"),
+        ip_dst: "198.18.0.1".parse().expect("ip"),
+        vni: 100,
+        udp_dst: 4789,
+        ttl: 64,
+        tos: 0,
+        df: true,
+    })
+    .expect("template");
+    let mut p = VecPacket::new(&inner, 128);
+    t.encap(&mut p, 0xc000).expect("encap");
+    vx.extend_from_slice(p.data());
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&[arp, vx]);
+    e.process(2, &mut pkts, n, 1, &mut io);
+    assert_eq!(io.sent.len(), 2, "{:?}", io.sent.iter().map(|(p, f)| (p, f.len())).collect::<Vec<_>>());
+    let (reply_port, reply) = &io.sent[0];
+    assert_eq!((*reply_port, &reply[12..14], &reply[20..22]), (2, &[0x08, 0x06][..], &[0, 2][..]), "ARP reply");
+    assert_eq!(io.sent[1], (0, inner), "decapsulated to vf0");
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Decapsulated), c.get(Counter::NeighRepliesSent)), (1, 1));
+    assert_eq!(c.port(3, PortCounter::RxPackets), 1, "counted on the tunnel port");
+}
+
+#[test]
+fn revalidation_keeps_unaffected_flows_and_removes_shadowed_ones() {
+    let mut e = engine(
+        &["priority=10,in_port=vf0,ip actions=output:uplink0", "priority=10,in_port=vf1,ip actions=output:uplink0"],
+        64,
+    );
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&[udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60)]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let (mut pkts, n) = burst(&[udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60)]);
+    e.process(1, &mut pkts, n, 1, &mut io);
+    assert_eq!(e.flow_count(), 2);
+    let mut table = RuleTable::new();
+    let resolve = |n: &str| PORTS.iter().position(|p| *p == n).map(|i| i as u32);
+    for r in ["priority=10,in_port=vf0,ip actions=output:uplink0", "priority=10,in_port=vf1,ip actions=output:vf0"] {
+        let s = parse_rule(r, &resolve).expect(r);
+        table.insert(s.priority, s.matcher, s.actions);
+    }
+    let report = e.revalidate(Arc::new(table));
+    assert_eq!((report.kept, report.removed), (1, 1));
+    assert_eq!(e.flow_count(), 1);
+}

@@ -1,0 +1,117 @@
+//! Opening the configured ports: the mbuf pool, queues shared out to the
+//! PMDs, and the underlay tables the uplinks' addresses start.
+
+use super::pmd::TxHandle;
+use super::SwitchError;
+use crate::config::{Config, PortSpec, Role};
+use crate::dpdk::{Eal, Mempool, Port, PortConfig, RxQueue, TxQueue};
+use crate::underlay::{LocalAddress, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A port as the switch holds it.
+pub struct SwitchPort {
+    pub number: u32,
+    pub spec: PortSpec,
+    pub port: Port,
+}
+
+/// The ports with their queues, per PMD.
+pub(super) struct Opened {
+    pub ports: Vec<SwitchPort>,
+    /// Per PMD: (port number, rx queue).
+    pub rx: Vec<Vec<(u32, RxQueue)>>,
+    /// Per PMD: one tx handle per port.
+    pub tx: Vec<Vec<TxHandle>>,
+}
+
+/// The mbuf pool: headroom plus the largest configured frame per buffer.
+pub(super) fn create_pool(eal: &Eal, config: &Config) -> Result<Mempool, SwitchError> {
+    static POOLS: AtomicU32 = AtomicU32::new(0);
+    let name = format!("vsw_mbufs{}", POOLS.fetch_add(1, Ordering::Relaxed));
+    let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
+    // Data room: headroom (128) + the largest frame (MTU + Ethernet + 2 tags).
+    let data_room = (128 + usize::from(max_mtu) + 14 + 8).max(2048 + 128) as u16;
+    Mempool::new(eal, &name, config.mbufs, 256, data_room).map_err(SwitchError::dpdk(format!(
+        "creating a pool of {} mbufs (raise -m in [eal] args, or lower datapath.mbufs)",
+        config.mbufs
+    )))
+}
+
+/// Opens, configures and starts every port; each PMD gets the rx queues of
+/// its ports (round robin) and a tx queue of every port (its own when the
+/// device has enough, else shared under a lock).
+pub(super) fn open(
+    eal: &Eal,
+    config: &Config,
+    pcaps: &BTreeMap<usize, std::path::PathBuf>,
+    pool: &Arc<Mempool>,
+    npmd: usize,
+) -> Result<Opened, SwitchError> {
+    let mut ports = Vec::new();
+    let mut rx: Vec<Vec<(u32, RxQueue)>> = (0..npmd).map(|_| Vec::new()).collect();
+    let mut tx: Vec<Vec<TxHandle>> = (0..npmd).map(|_| Vec::new()).collect();
+    for (i, spec) in config.ports.iter().enumerate() {
+        let devargs = match pcaps.get(&i) {
+            Some(p) => spec.devargs.replace("{pcap}", &p.display().to_string()),
+            None => spec.devargs.clone(),
+        };
+        let what = |step: &str| format!("port {:?}: {step}", spec.name);
+        let port = Port::open(eal, &devargs).map_err(SwitchError::dpdk(what(&format!("opening {devargs:?}"))))?;
+        let info = port.info().map_err(SwitchError::dpdk(what("device info")))?;
+        let txq = npmd.min(usize::from(info.max_tx_queues.max(1))) as u16;
+        let pc = PortConfig { rx_queues: 1, tx_queues: txq, mtu: Some(spec.mtu), ..PortConfig::default() };
+        port.configure(&pc, pool).map_err(SwitchError::dpdk(what("configuring")))?;
+        port.start().map_err(SwitchError::dpdk(what("starting")))?;
+        rx[i % npmd].push((i as u32, port.rx_queue(0).map_err(SwitchError::dpdk(what("rx queue")))?));
+        if usize::from(txq) >= npmd {
+            for (p, list) in tx.iter_mut().enumerate() {
+                list.push(TxHandle::Owned(port.tx_queue(p as u16).map_err(SwitchError::dpdk(what("tx queue")))?));
+            }
+        } else {
+            tracing::info!(port = %spec.name, queues = txq, pmds = npmd, "fewer tx queues than PMDs: the PMDs share them under a lock");
+            let shared: Vec<Arc<Mutex<TxQueue>>> = (0..txq)
+                .map(|q| port.tx_queue(q).map(|t| Arc::new(Mutex::new(t))))
+                .collect::<Result<_, _>>()
+                .map_err(SwitchError::dpdk(what("tx queue")))?;
+            for (p, list) in tx.iter_mut().enumerate() {
+                list.push(TxHandle::Shared(Arc::clone(&shared[p % shared.len()])));
+            }
+        }
+        tracing::info!(port = %spec.name, number = i, role = spec.role.as_str(), driver = %info.driver, mtu = spec.mtu, "port up");
+        ports.push(SwitchPort { number: i as u32, spec: spec.clone(), port });
+    }
+    Ok(Opened { ports, rx, tx })
+}
+
+/// The underlay tables from the configuration and the opened ports (for
+/// the uplinks' MAC addresses).
+pub(super) fn build_underlay(config: &Config, ports: &[SwitchPort]) -> Result<Underlay, SwitchError> {
+    let mut t = Tables::default();
+    let phys = ports.len() as u32;
+    for (i, spec) in config.tunnels.iter().enumerate() {
+        t.tunnels.push(Tunnel {
+            name: spec.name.clone(),
+            number: phys + i as u32,
+            remote: spec.remote,
+            vni: spec.vni,
+            local: spec.local,
+            udp_port: spec.udp_port,
+        });
+    }
+    for p in ports.iter().filter(|p| p.spec.role == Role::Uplink) {
+        for ip in &p.spec.ip {
+            let mac = p.port.mac().map_err(SwitchError::dpdk(format!("port {:?}: reading its MAC", p.spec.name)))?;
+            t.locals.push(LocalAddress { ip: ip.addr, len: ip.len, port: p.number, mac, mtu: p.spec.mtu });
+            t.routes.push(Route { prefix: ip.network(), via: None, port: p.number, source: RouteSource::Connected });
+        }
+    }
+    for r in &config.routes {
+        t.routes.push(Route { prefix: r.prefix, via: r.via, port: r.port, source: RouteSource::Config });
+    }
+    for n in &config.neighbours {
+        t.neighbours.insert(n.ip, Neighbour { mac: n.mac, port: n.port, is_static: true });
+    }
+    Ok(Underlay::new(t))
+}

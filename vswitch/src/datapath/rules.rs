@@ -1,0 +1,165 @@
+//! Rule edits: the rule table, published to every PMD as a new snapshot;
+//! each PMD revalidates its megaflows and acknowledges before an edit
+//! returns, so after it no packet is forwarded by a rule that is gone or
+//! shadowed.
+
+use super::pmd::PmdCommand;
+use super::{RevalidateReport, Switch, SwitchError};
+use crate::config::ConfiguredRule;
+use crate::flow::table::RuleId;
+use crate::flow::RuleTable;
+use crate::ofrule::{self, RuleSpec};
+use crossbeam_channel::bounded;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The rule table and the text each rule was written as.
+pub(super) struct RuleState {
+    pub table: RuleTable,
+    /// Original text of each rule, for dumps.
+    pub texts: BTreeMap<RuleId, String>,
+    pub generation: u64,
+}
+
+impl RuleState {
+    pub fn new(rules: &[ConfiguredRule]) -> Self {
+        let mut state = Self { table: RuleTable::new(), texts: BTreeMap::new(), generation: 1 };
+        state.replace(rules);
+        state
+    }
+
+    fn replace(&mut self, rules: &[ConfiguredRule]) {
+        self.table = RuleTable::new();
+        self.texts.clear();
+        for r in rules {
+            let id = self.table.insert(r.spec.priority, r.spec.matcher, r.spec.actions.clone());
+            self.texts.insert(id, r.text.clone());
+        }
+    }
+}
+
+/// A rule as dump-rules prints it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RuleView {
+    pub id: u64,
+    pub priority: u32,
+    pub text: String,
+}
+
+impl Switch {
+    pub(super) fn lock_rules(&self) -> std::sync::MutexGuard<'_, RuleState> {
+        self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Parses a rule against this switch's ports.
+    ///
+    /// # Errors
+    /// The rule's syntax error.
+    pub fn parse_rule(&self, text: &str) -> Result<RuleSpec, SwitchError> {
+        let resolve = |n: &str| self.port_number(n);
+        Ok(ofrule::parse_rule(text, &resolve)?)
+    }
+
+    /// Publishes `state.table` to every PMD and waits until each has
+    /// revalidated its flows.
+    fn publish(&self, state: &mut RuleState) -> Result<RevalidateReport, SwitchError> {
+        state.generation += 1;
+        let table = Arc::new(state.table.clone());
+        let mut total = RevalidateReport::default();
+        let mut waits = Vec::new();
+        for p in &self.pmds {
+            let (tx, rx) = bounded(1);
+            p.commands
+                .send_timeout(PmdCommand::SetRules { table: Arc::clone(&table), done: tx }, Duration::from_secs(2))
+                .map_err(|_| SwitchError::PmdTimeout(format!("PMD {}: its command queue is full", p.shared.index)))?;
+            waits.push((p.shared.index, rx));
+        }
+        for (index, rx) in waits {
+            let r = rx
+                .recv_timeout(Duration::from_secs(5))
+                .map_err(|_| SwitchError::PmdTimeout(format!("PMD {index} did not acknowledge the new rules")))?;
+            total.kept += r.kept;
+            total.removed += r.removed;
+        }
+        Ok(total)
+    }
+
+    /// Adds a rule; returns its id and the revalidation report.
+    ///
+    /// # Errors
+    /// A syntax error, or a PMD that did not acknowledge.
+    pub fn add_rule(&self, text: &str) -> Result<(RuleId, RevalidateReport), SwitchError> {
+        let spec = self.parse_rule(text)?;
+        let mut state = self.lock_rules();
+        let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
+        state.texts.insert(id, text.trim().to_owned());
+        let report = self.publish(&mut state)?;
+        tracing::info!(rule = id, text = %text.trim(), kept = report.kept, removed = report.removed, "rule added");
+        Ok((id, report))
+    }
+
+    /// Deletes by id (a number) or by exact match and priority (rule text;
+    /// its actions, if any, are ignored). Returns how many were deleted.
+    ///
+    /// # Errors
+    /// A syntax error, nothing matched, or a PMD that did not acknowledge.
+    pub fn del_rule(&self, selector: &str) -> Result<(usize, RevalidateReport), SwitchError> {
+        let selector = selector.trim();
+        let mut state = self.lock_rules();
+        let ids: Vec<RuleId> = if let Ok(id) = selector.parse::<RuleId>() {
+            vec![id]
+        } else {
+            let match_text = selector.split("actions=").next().unwrap_or(selector);
+            let resolve = |n: &str| self.port_number(n);
+            let (priority, m) = ofrule::parse_match(match_text, &resolve)?;
+            state.table.rules().filter(|r| r.priority == priority && r.matcher == m).map(|r| r.id).collect()
+        };
+        let mut deleted = 0;
+        for id in ids {
+            if state.table.remove(id).is_some() {
+                state.texts.remove(&id);
+                deleted += 1;
+            }
+        }
+        if deleted == 0 {
+            return Err(SwitchError::NotFound(format!(
+                "no rule matches {selector:?} (dump-rules lists ids; a text selector needs the same match and priority)"
+            )));
+        }
+        let report = self.publish(&mut state)?;
+        tracing::info!(selector, deleted, kept = report.kept, removed = report.removed, "rules deleted");
+        Ok((deleted, report))
+    }
+
+    /// Replaces every rule (reload).
+    ///
+    /// # Errors
+    /// A PMD that did not acknowledge.
+    pub fn replace_rules(&self, rules: &[ConfiguredRule]) -> Result<RevalidateReport, SwitchError> {
+        let mut state = self.lock_rules();
+        state.replace(rules);
+        self.publish(&mut state)
+    }
+
+    /// Rules in priority order.
+    pub fn dump_rules(&self) -> Vec<RuleView> {
+        let state = self.lock_rules();
+        let mut list: Vec<RuleView> = state
+            .table
+            .rules()
+            .map(|r| RuleView {
+                id: r.id,
+                priority: r.priority,
+                text: state.texts.get(&r.id).cloned().unwrap_or_default(),
+            })
+            .collect();
+        list.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.id));
+        list
+    }
+
+    /// Number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.lock_rules().table.len()
+    }
+}

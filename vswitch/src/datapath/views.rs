@@ -1,0 +1,346 @@
+//! What the switch reports: `show` (counters of ports and PMDs, drops by
+//! reason), `dump-flows` (megaflows with their tier and encapsulation) and
+//! `dump-underlay` (routes, neighbours, tunnels).
+
+use super::counters::{Counter, DropReason, PortCounter};
+use super::flows::FlowInfo;
+use super::pmd::PmdCommand;
+use super::{Switch, SwitchError};
+use crate::actions::Action;
+use crate::config::Role;
+use crate::ofrule;
+use crate::packet::ParseError;
+use crate::underlay::Tunnel;
+use crossbeam_channel::bounded;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Counters of one port (software view, plus the device's own misses).
+#[derive(Debug, Clone, Serialize)]
+pub struct PortView {
+    pub number: u32,
+    pub name: String,
+    pub role: Role,
+    pub devargs: String,
+    pub mtu: u16,
+    pub driver: String,
+    pub link_up: bool,
+    pub mac: String,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_dropped: u64,
+    /// Of `rx_packets`: handled by the (model) e-switch.
+    pub hw_rx_packets: u64,
+    /// Packets the device could not deliver (rx ring full, no mbuf).
+    pub rx_missed: u64,
+}
+
+/// One PMD's view.
+#[derive(Debug, Clone, Serialize)]
+pub struct PmdView {
+    pub index: usize,
+    pub core: usize,
+    pub packets: u64,
+    pub hw_packets: u64,
+    pub iterations: u64,
+    pub busy_cycles: u64,
+    pub idle_cycles: u64,
+    pub hw_cycles: u64,
+    pub flows: u64,
+}
+
+/// Everything `show` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct SwitchStats {
+    pub uptime_s: f64,
+    pub packets: u64,
+    /// Packets the (model) e-switch handled before the software path.
+    pub hw_packets: u64,
+    pub emc_hits: u64,
+    pub megaflow_hits: u64,
+    pub upcalls: u64,
+    pub upcall_cycles: u64,
+    pub flows: u64,
+    pub flows_expired: u64,
+    pub flows_revalidated_out: u64,
+    pub decapsulated: u64,
+    pub encapsulated: u64,
+    pub icmp_too_big_sent: u64,
+    pub neighbour_replies_sent: u64,
+    pub neighbour_requests_sent: u64,
+    pub rules: usize,
+    pub drops: BTreeMap<String, u64>,
+    pub parse_errors: BTreeMap<String, u64>,
+    pub ports: Vec<PortView>,
+    pub pmds: Vec<PmdView>,
+}
+
+/// A flow as dump-flows prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowView {
+    pub id: u64,
+    pub pmd: usize,
+    #[serde(rename = "match")]
+    pub matcher: String,
+    pub actions: String,
+    pub rule_id: Option<u64>,
+    pub priority: Option<u32>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub age_ms: u64,
+    pub idle_ms: u64,
+    /// "emc" when exact-match entries point at it, else "megaflow".
+    pub tier: &'static str,
+    /// For outputs to tunnel ports: how they are encapsulated now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encap: Option<String>,
+}
+
+impl Switch {
+    fn sum(&self, f: impl Fn(&super::counters::Shared) -> u64) -> u64 {
+        self.pmds.iter().map(|p| f(&p.shared.counters)).sum()
+    }
+
+    fn port_view(&self, n: usize) -> PortView {
+        let sum = |c: PortCounter| self.sum(|s| s.port(n, c));
+        let counters = |v: PortView| PortView {
+            rx_packets: sum(PortCounter::RxPackets),
+            rx_bytes: sum(PortCounter::RxBytes),
+            tx_packets: sum(PortCounter::TxPackets),
+            tx_bytes: sum(PortCounter::TxBytes),
+            tx_dropped: sum(PortCounter::TxDropped),
+            hw_rx_packets: sum(PortCounter::HwRxPackets),
+            ..v
+        };
+        if let Some(p) = self.ports.get(n) {
+            let hw = p.port.stats().unwrap_or_default();
+            let info = p.port.info().ok();
+            return counters(PortView {
+                number: p.number,
+                name: p.spec.name.clone(),
+                role: p.spec.role,
+                devargs: p.spec.devargs.clone(),
+                mtu: p.spec.mtu,
+                driver: info.map(|i| i.driver).unwrap_or_default(),
+                link_up: p.port.link().is_ok_and(|l| l.up),
+                mac: p.port.mac().map(|m| ofrule::format_mac(&m)).unwrap_or_default(),
+                rx_packets: 0,
+                rx_bytes: 0,
+                tx_packets: 0,
+                tx_bytes: 0,
+                tx_dropped: 0,
+                hw_rx_packets: 0,
+                rx_missed: hw.rx_missed + hw.rx_no_mbuf,
+            });
+        }
+        let t = &self.config.tunnels[n - self.ports.len()];
+        counters(PortView {
+            number: n as u32,
+            name: t.name.clone(),
+            role: Role::Tunnel,
+            devargs: format!("vxlan remote={} vni={}", t.remote, t.vni.map_or("flow".to_owned(), |v| v.to_string())),
+            mtu: 0,
+            driver: "vxlan".to_owned(),
+            link_up: true,
+            mac: String::new(),
+            rx_packets: 0,
+            rx_bytes: 0,
+            tx_packets: 0,
+            tx_bytes: 0,
+            tx_dropped: 0,
+            hw_rx_packets: 0,
+            rx_missed: 0,
+        })
+    }
+
+    /// Aggregated counters.
+    pub fn stats(&self) -> SwitchStats {
+        let sum = |c: Counter| self.sum(|s| s.get(c));
+        let drops = DropReason::ALL.iter().map(|&r| (r.as_str().to_owned(), self.sum(|s| s.drops(r)))).collect();
+        let parse_errors = ParseError::ALL
+            .iter()
+            .map(|&e| (e.as_str().to_owned(), self.sum(|s| s.parse_errors(e))))
+            .filter(|(_, v)| *v != 0)
+            .collect();
+        let ports = (0..self.ports.len() + self.config.tunnels.len()).map(|n| self.port_view(n)).collect();
+        let pmds = self
+            .pmds
+            .iter()
+            .map(|p| {
+                let c = &p.shared.counters;
+                PmdView {
+                    index: p.shared.index,
+                    core: p.shared.core,
+                    packets: c.get(Counter::Packets),
+                    hw_packets: c.get(Counter::HwPackets),
+                    iterations: c.get(Counter::Iterations),
+                    busy_cycles: c.get(Counter::BusyCycles),
+                    idle_cycles: c.get(Counter::IdleCycles),
+                    hw_cycles: c.get(Counter::HwCycles),
+                    flows: c.get(Counter::Flows),
+                }
+            })
+            .collect();
+        SwitchStats {
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            packets: sum(Counter::Packets),
+            hw_packets: sum(Counter::HwPackets),
+            emc_hits: sum(Counter::EmcHits),
+            megaflow_hits: sum(Counter::MegaflowHits),
+            upcalls: sum(Counter::Upcalls),
+            upcall_cycles: sum(Counter::UpcallCycles),
+            flows: sum(Counter::Flows),
+            flows_expired: sum(Counter::FlowsExpired),
+            flows_revalidated_out: sum(Counter::FlowsRevalidatedOut),
+            decapsulated: sum(Counter::Decapsulated),
+            encapsulated: sum(Counter::Encapsulated),
+            icmp_too_big_sent: sum(Counter::IcmpTooBigSent),
+            neighbour_replies_sent: sum(Counter::NeighRepliesSent),
+            neighbour_requests_sent: sum(Counter::NeighRequestsSent),
+            rules: self.rule_count(),
+            drops,
+            parse_errors,
+            ports,
+            pmds,
+        }
+    }
+
+    /// Every cached megaflow of every PMD, as the PMDs report them.
+    ///
+    /// # Errors
+    /// When a PMD does not answer within 2 s.
+    pub fn flow_infos(&self) -> Result<Vec<FlowInfo>, SwitchError> {
+        let mut out = Vec::new();
+        for p in &self.pmds {
+            let (tx, rx) = bounded(1);
+            p.commands
+                .send_timeout(PmdCommand::DumpFlows(tx), Duration::from_secs(2))
+                .map_err(|_| SwitchError::PmdTimeout(format!("PMD {}: its command queue is full", p.shared.index)))?;
+            let flows: Vec<FlowInfo> = rx
+                .recv_timeout(Duration::from_secs(2))
+                .map_err(|_| SwitchError::PmdTimeout(format!("PMD {} did not answer", p.shared.index)))?;
+            out.extend(flows);
+        }
+        out.sort_by_key(|f| f.id);
+        Ok(out)
+    }
+
+    /// A flow's view.
+    pub fn flow_view(&self, f: &FlowInfo) -> FlowView {
+        let name = |n: u32| self.port_name(n);
+        FlowView {
+            id: f.id,
+            pmd: f.pmd,
+            matcher: ofrule::format_match(&crate::flow::table::Match { key: f.key, mask: f.mask }, &name),
+            actions: ofrule::format_actions(&f.actions, &name),
+            rule_id: f.rule.map(|r| r.0),
+            priority: f.rule.map(|r| r.1),
+            packets: f.packets,
+            bytes: f.bytes,
+            age_ms: f.age_ms,
+            idle_ms: f.idle_ms,
+            tier: if f.in_emc { "emc" } else { "megaflow" },
+            encap: {
+                let mut vni = None;
+                let mut out = Vec::new();
+                for a in f.actions.iter() {
+                    match a {
+                        Action::SetTunnel(v) => vni = Some(*v),
+                        Action::Output(p) if *p as usize >= self.ports.len() => out.push(self.describe_encap(*p, vni)),
+                        _ => {}
+                    }
+                }
+                (!out.is_empty()).then(|| out.join("; "))
+            },
+        }
+    }
+
+    /// Every cached megaflow.
+    ///
+    /// # Errors
+    /// When a PMD does not answer within 2 s.
+    pub fn dump_flows(&self) -> Result<Vec<FlowView>, SwitchError> {
+        Ok(self.flow_infos()?.iter().map(|f| self.flow_view(f)).collect())
+    }
+
+    /// Routes, neighbours and tunnels, for display.
+    pub fn dump_underlay(&self) -> serde_json::Value {
+        let name = |n: u32| self.port_name(n);
+        let (routes, neighbours, tunnels) = self.underlay.read(|t| {
+            let routes: Vec<serde_json::Value> = t
+                .routes
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "prefix": r.prefix.to_string(),
+                        "via": r.via.map(|v| v.to_string()),
+                        "port": name(r.port),
+                        "source": r.source.as_str(),
+                    })
+                })
+                .collect();
+            let neighbours: Vec<serde_json::Value> = t
+                .neighbours
+                .iter()
+                .map(|(ip, n)| {
+                    serde_json::json!({
+                        "ip": ip.to_string(),
+                        "mac": ofrule::format_mac(&n.mac),
+                        "port": name(n.port),
+                        "static": n.is_static,
+                    })
+                })
+                .collect();
+            (routes, neighbours, t.tunnels.clone())
+        });
+        let tunnels: Vec<serde_json::Value> = tunnels
+            .iter()
+            .map(|tu| {
+                serde_json::json!({
+                    "name": tu.name,
+                    "remote": tu.remote.to_string(),
+                    "vni": tu.vni.map_or_else(|| "flow".to_owned(), |v| v.to_string()),
+                    "udp_port": tu.udp_port,
+                    "encap": self.describe_encap(tu.number, None),
+                })
+            })
+            .collect();
+        serde_json::json!({ "routes": routes, "neighbours": neighbours, "tunnels": tunnels })
+    }
+
+    /// How tunnel port `port` sends right now, e.g.
+    /// `vxlan0 vni=100 198.18.0.1->198.18.0.2 via uplink0 next-hop 198.18.0.2 (02:..)`.
+    pub fn describe_encap(&self, port: u32, vni: Option<u32>) -> String {
+        let Some(tunnel) = (port as usize).checked_sub(self.ports.len()).and_then(|i| self.config.tunnels.get(i))
+        else {
+            return String::new();
+        };
+        let t = Tunnel {
+            name: tunnel.name.clone(),
+            number: port,
+            remote: tunnel.remote,
+            vni: tunnel.vni,
+            local: tunnel.local,
+            udp_port: tunnel.udp_port,
+        };
+        self.underlay.read(|tables| match tables.resolve(&t, vni) {
+            Ok(r) => {
+                let s = r.template.spec();
+                format!(
+                    "{} vni={} {}->{} via {} next-hop {} ({})",
+                    t.name,
+                    s.vni,
+                    s.ip_src,
+                    s.ip_dst,
+                    self.port_name(r.uplink),
+                    r.next_hop,
+                    ofrule::format_mac(&s.eth_dst)
+                )
+            }
+            Err(e) => format!("{} unresolved: {e:?}", t.name),
+        })
+    }
+}
