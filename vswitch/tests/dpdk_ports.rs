@@ -2,9 +2,8 @@
 
 mod common;
 
+use common::pcap::{read as read_pcap, write as write_pcap};
 use common::{eal, frame, pool, unique, TempDir};
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
-use std::time::Duration;
 use vswitch::dpdk::{Burst, DpdkError, EalBuilder, Port, PortConfig, MAX_BURST};
 
 fn small_config() -> PortConfig {
@@ -53,25 +52,6 @@ fn net_ring_loopback_carries_distinct_payloads() {
         assert_eq!(stats.rx_packets, u64::from(total));
     }
     assert_eq!(pool.available(), pool.capacity(), "every mbuf is back in the pool");
-}
-
-fn write_pcap(path: &std::path::Path, frames: &[Vec<u8>]) {
-    let file = std::fs::File::create(path).expect("create pcap");
-    let mut w = PcapWriter::new(file).expect("pcap writer");
-    for (i, f) in frames.iter().enumerate() {
-        let ts = Duration::from_micros(i as u64);
-        w.write_packet(&PcapPacket::new(ts, f.len() as u32, f)).expect("write packet");
-    }
-}
-
-fn read_pcap(path: &std::path::Path) -> Vec<Vec<u8>> {
-    let file = std::fs::File::open(path).expect("open pcap");
-    let mut r = PcapReader::new(file).expect("pcap reader");
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.expect("packet").data.into_owned());
-    }
-    out
 }
 
 #[test]

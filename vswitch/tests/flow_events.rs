@@ -4,7 +4,6 @@
 mod common;
 
 use common::{eal, TempDir};
-use pcap_file::pcap::{PcapPacket, PcapWriter};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use vswitch::config::Config;
@@ -16,21 +15,16 @@ use vswitch::traffic::{udp_frame, TrafficSpec};
 fn installed_hits_and_idle_removal_are_reported() {
     let dir = TempDir::new("events");
     let input = dir.path("in.pcap");
-    {
-        let mut w = PcapWriter::new(std::fs::File::create(&input).expect("pcap")).expect("writer");
-        let spec = TrafficSpec {
-            flows: 2,
-            size: 64,
-            dl_src: [2, 0, 0, 0, 0, 1],
-            dl_dst: vec![[2, 0, 0, 0, 0, 2]],
-            nw_src: "10.0.0.1".parse().expect("ip"),
-            nw_dst: "10.0.0.2".parse().expect("ip"),
-        };
-        for i in 0..100u32 {
-            let f = udp_frame(&spec, i % 2);
-            w.write_packet(&PcapPacket::new(Duration::from_micros(u64::from(i)), f.len() as u32, &f)).expect("write");
-        }
-    }
+    let spec = TrafficSpec {
+        flows: 2,
+        size: 64,
+        dl_src: [2, 0, 0, 0, 0, 1],
+        dl_dst: vec![[2, 0, 0, 0, 0, 2]],
+        nw_src: "10.0.0.1".parse().expect("ip"),
+        nw_dst: "10.0.0.2".parse().expect("ip"),
+    };
+    let frames: Vec<Vec<u8>> = (0..100u32).map(|i| udp_frame(&spec, i % 2)).collect();
+    common::pcap::write(&input, &frames);
     let text = format!(
         "rules = [\"priority=1,in_port=vf0 actions=output:uplink0\"]\n\
          [datapath]\npmd_cores = [0]\nidle_timeout_ms = 300\n\

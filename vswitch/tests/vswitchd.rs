@@ -2,138 +2,15 @@
 //! net_pcap ports reading and writing pcap files, vswitchctl over the control
 //! socket.
 
-use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+mod common;
+
+use common::daemon::{port, Daemon, VSWITCHD};
+use common::pcap::{read as read_pcap, sorted, write as write_pcap};
+use common::TempDir;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
-const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("vswt-d-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("temp dir");
-        Self(d)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A running daemon, killed (by its PID) if the test fails midway.
-struct Daemon {
-    child: Option<Child>,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &TempDir, config: &str) -> Self {
-        let cfg = dir.path("vswitchd.toml");
-        std::fs::write(&cfg, config).expect("write config");
-        let socket = dir.path("ctl.sock");
-        let log = dir.path("vswitchd.log");
-        let child = Command::new(VSWITCHD)
-            .arg(&cfg)
-            .arg("--no-stats")
-            .arg("--socket")
-            .arg(&socket)
-            .stdout(Stdio::from(std::fs::File::create(dir.path("stdout.log")).expect("log")))
-            .stderr(Stdio::from(std::fs::File::create(&log).expect("log")))
-            .spawn()
-            .expect("spawn vswitchd");
-        let d = Self { child: Some(child), socket, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if d.ctl_json(&["show"]).is_ok() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("vswitchd did not come up:\n{}", d.log_text());
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        Command::new(VSWITCHCTL).arg("--socket").arg(&self.socket).args(args).output().expect("run vswitchctl")
-    }
-
-    fn ctl_json(&self, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(VSWITCHCTL)
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("run vswitchctl");
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-    }
-
-    fn show(&self) -> Value {
-        self.ctl_json(&["show"]).unwrap_or_else(|e| panic!("show failed: {e}\n{}", self.log_text()))
-    }
-
-    /// SIGTERM, then the exit status must be 0.
-    fn stop(mut self) -> String {
-        let mut child = self.child.take().expect("child");
-        let pid = child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "vswitchd exit status {status}:\n{}", self.log_text());
-                break;
-            }
-            assert!(Instant::now() < deadline, "vswitchd did not stop on SIGTERM:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.log_text()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut w = PcapWriter::new(std::fs::File::create(path).expect("pcap")).expect("writer");
-    for (i, f) in frames.iter().enumerate() {
-        w.write_packet(&PcapPacket::new(Duration::from_micros(i as u64), f.len() as u32, f)).expect("write");
-    }
-}
-
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let mut r = PcapReader::new(std::fs::File::open(path).expect("open pcap")).expect("reader");
-    let mut out = Vec::new();
-    while let Some(p) = r.next_packet() {
-        out.push(p.expect("packet").data.into_owned());
-    }
-    out
-}
 
 fn mac(last: u8) -> [u8; 6] {
     [2, 0, 0, 0, 0, last]
@@ -189,11 +66,6 @@ fn strip_vlan(f: &[u8]) -> Vec<u8> {
     o
 }
 
-fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
-    v.sort();
-    v
-}
-
 fn base_config(dir: &TempDir, rules: &[&str], ports: &str) -> String {
     let rules: Vec<String> = rules.iter().map(|r| format!("  {r:?},")).collect();
     format!(
@@ -228,10 +100,6 @@ fn wait_all_received(d: &Daemon, expected: u64) -> Value {
         last = (rx == expected).then_some(tx);
         std::thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn port<'a>(s: &'a Value, name: &str) -> &'a Value {
-    s["ports"].as_array().expect("ports").iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no port {name}"))
 }
 
 #[test]
@@ -297,7 +165,7 @@ fn pcap_in_pcap_out_with_priorities_wildcards_vlan_mac_and_drop() {
     write_pcap(&dir.path("in_uplink0.pcap"), &in_up);
     let total = (in_vf0.len() + in_vf1.len() + in_up.len()) as u64;
 
-    let d = Daemon::start(&dir, &base_config(&dir, &rules, &ports));
+    let d = Daemon::start(&dir.0, &base_config(&dir, &rules, &ports));
     let s = wait_all_received(&d, total);
     assert_eq!(port(&s, "vf0")["rx_packets"], in_vf0.len() as u64);
     assert_eq!(port(&s, "uplink0")["rx_packets"], in_up.len() as u64);
@@ -372,7 +240,7 @@ fn malformed_packets_are_dropped_and_counted_by_reason() {
     }
     write_pcap(&dir.path("in_vf0.pcap"), &input);
     write_pcap(&dir.path("in_uplink0.pcap"), &[]);
-    let d = Daemon::start(&dir, &base_config(&dir, &rules, &ports));
+    let d = Daemon::start(&dir.0, &base_config(&dir, &rules, &ports));
     let s = wait_all_received(&d, input.len() as u64);
     assert_eq!(s["parse_errors"]["bad_ipv4_header_length"], bad_ihl);
     assert_eq!(s["parse_errors"]["truncated_ipv4"], truncated);
@@ -403,7 +271,7 @@ fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
                  [[port]]\nname = \"uplink1\"\nrole = \"uplink\"\ndevargs = \"net_null_b,no-rx=1\"\n";
     let cfg = base_config(&dir, &["priority=10,in_port=vf0,ip actions=output:uplink0"], ports)
         .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{metrics}\""));
-    let d = Daemon::start(&dir, &cfg);
+    let d = Daemon::start(&dir.0, &cfg);
     let settle = || std::thread::sleep(Duration::from_millis(300));
     settle();
     let a0 = tx_of(&d, "uplink0");

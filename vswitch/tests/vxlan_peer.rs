@@ -12,46 +12,17 @@
 //! Needs root (namespaces, veth, af_packet); in CI it runs and fails, never
 //! skips, when it cannot.
 
-use serde_json::Value;
+mod common;
+
+use common::daemon::Daemon;
+use common::netns::{in_ns, must, must_ns, run};
+use common::TempDir;
 use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
-const VSWITCHCTL: &str = env!("CARGO_BIN_EXE_vswitchctl");
 const UDP_DATAGRAMS: u32 = 10_000;
 const TCP_BYTES: usize = 4 << 20;
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
-}
-
-fn must(cmd: &str, args: &[&str]) {
-    let out = run(cmd, args);
-    assert!(
-        out.status.success(),
-        "`{cmd} {}` failed (this test needs root, iproute2 and ethtool): {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn in_ns(ns: &str, cmd: &str, args: &[&str]) -> Output {
-    let mut all = vec!["netns", "exec", ns, cmd];
-    all.extend_from_slice(args);
-    run("ip", &all)
-}
-
-fn must_ns(ns: &str, cmd: &str, args: &[&str]) {
-    let out = in_ns(ns, cmd, args);
-    assert!(
-        out.status.success(),
-        "in {ns}: `{cmd} {}` failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Namespaces and veths; removed on drop (deleting a namespace removes its
 /// veth ends and so the pairs).
@@ -166,20 +137,10 @@ impl Drop for Topology {
     }
 }
 
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start(t: &Topology) -> Self {
-        let dir = std::env::temp_dir().join(format!("vswt-peer-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let socket = dir.join("ctl.sock");
-        let config = format!(
-            r#"rules = [
+/// The switch between the VM's veth and the remote's: its configuration.
+fn peer_config(t: &Topology, socket: &std::path::Path) -> String {
+    format!(
+        r#"rules = [
   "priority=20,in_port=vm,ip,nw_dst=198.21.0.0/24 actions=output:vxlan6",
   "priority=20,in_port=vm,arp,arp_tpa=198.21.0.0/24 actions=output:vxlan6",
   "priority=10,in_port=vm actions=output:vxlan0",
@@ -211,65 +172,15 @@ name = "vxlan6"
 remote_ip = "2001:db8:18::2"
 vni = 300
 "#,
-            socket = socket.display(),
-            vm = t.host_vm,
-            rem = t.host_rem
-        );
-        let cfg = dir.join("peer.toml");
-        std::fs::write(&cfg, config).expect("config");
-        let child = Command::new(VSWITCHD)
-            .arg(&cfg)
-            .arg("--no-stats")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("vswitchd.log")).expect("log")))
-            .spawn()
-            .expect("spawn vswitchd");
-        let d = Self { child, socket, dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while d.ctl(&["show"]).is_err() {
-            assert!(Instant::now() < deadline, "vswitchd did not start:\n{}", d.log());
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("vswitchd.log")).unwrap_or_default()
-    }
-
-    fn ctl(&self, args: &[&str]) -> Result<Value, String> {
-        let out = Command::new(VSWITCHCTL)
-            .arg("--socket")
-            .arg(&self.socket)
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("vswitchctl");
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
-    }
-
-    fn drops(&self, reason: &str) -> u64 {
-        self.ctl(&["show"]).map(|s| s["drops"][reason].as_u64().unwrap_or(0)).unwrap_or(0)
-    }
+        socket = socket.display(),
+        vm = t.host_vm,
+        rem = t.host_rem
+    )
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                let _ = std::fs::remove_dir_all(&self.dir);
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts vswitchd on the topology, in `dir`.
+fn start_daemon(t: &Topology, dir: &TempDir) -> Daemon {
+    Daemon::start(&dir.0, &peer_config(t, &dir.path("ctl.sock")))
 }
 
 fn ping(ns: &str, args: &[&str]) -> (bool, String) {
@@ -397,7 +308,8 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
         return;
     }
     let t = Topology::build();
-    let d = Daemon::start(&t);
+    let dir = TempDir::new("peer");
+    let d = start_daemon(&t, &dir);
     let (vm, rem) = (t.vm.as_str(), t.remote.as_str());
 
     // Warm up: ARP inside the overlay, ARP for the remote VTEP on the uplink.
@@ -406,13 +318,13 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
         assert!(
             Instant::now() < deadline,
             "no ping through the tunnel:\n{:#}\n{}",
-            d.ctl(&["show"]).unwrap_or_default(),
-            d.log()
+            d.ctl_json(&["show"]).unwrap_or_default(),
+            d.log_text()
         );
     }
 
     // Capture the uplink while pinging both ways.
-    let pcap = d.dir.join("uplink.pcap");
+    let pcap = dir.path("uplink.pcap");
     // On the far end of the uplink's wire: af_packet sends with qdisc bypass,
     // which taps on the switch's own veth end do not see.
     let mut capture = Command::new("ip")
@@ -473,13 +385,13 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
     assert!(lines.contains("100|198.18.0.2,198.19.0.2|198.18.0.1,198.19.0.1"), "the kernel's seen: {lines}");
 
     // dump-flows shows the resolved encapsulation.
-    let flows = d.ctl(&["dump-flows"]).expect("dump-flows");
+    let flows = d.ctl_json(&["dump-flows"]).expect("dump-flows");
     let encap: Vec<&str> = flows.as_array().expect("flows").iter().filter_map(|f| f["encap"].as_str()).collect();
     assert!(
         encap.iter().any(|e| e.starts_with("vxlan0 vni=100 198.18.0.1->198.18.0.2 via uplink0 next-hop 198.18.0.2")),
         "{flows:#}"
     );
-    let underlay = d.ctl(&["dump-underlay"]).expect("underlay");
+    let underlay = d.ctl_json(&["dump-underlay"]).expect("underlay");
     assert!(
         underlay["neighbours"]
             .as_array()
@@ -504,30 +416,30 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
 
     // A DF packet above the path MTU gets "fragmentation needed" back and the
     // VM's kernel caches the lower MTU.
-    let icmp_before = d.ctl(&["show"]).expect("show")["icmp_too_big_sent"].as_u64().unwrap_or(0);
+    let icmp_before = d.ctl_json(&["show"]).expect("show")["icmp_too_big_sent"].as_u64().unwrap_or(0);
     let (ok, text) = ping(vm, &["-c", "2", "-W", "1", "-M", "do", "-s", "1460", "198.19.0.2"]);
     assert!(!ok, "a 1488-byte DF packet cannot cross a 1450-byte path: {text}");
     let route = String::from_utf8_lossy(&in_ns(vm, "ip", &["route", "get", "198.19.0.2"]).stdout).into_owned();
     assert!(route.contains("mtu 1450"), "route cache shows the path MTU: {route} (ping said: {text})");
-    assert!(d.ctl(&["show"]).expect("show")["icmp_too_big_sent"].as_u64().unwrap_or(0) > icmp_before);
+    assert!(d.ctl_json(&["show"]).expect("show")["icmp_too_big_sent"].as_u64().unwrap_or(0) > icmp_before);
     let (ok, text) = ping(vm, &["-c", "2", "-W", "2", "-M", "do", "-s", "1400", "198.19.0.2"]);
     assert!(ok, "1428-byte DF packets fit: {text}");
 
     // Neighbour and route changes apply to the cached flow at once.
-    d.ctl(&["neigh-add", "198.18.0.2", "02:de:ad:be:ef:01", "uplink0"]).expect("neigh-add");
+    d.ctl_json(&["neigh-add", "198.18.0.2", "02:de:ad:be:ef:01", "uplink0"]).expect("neigh-add");
     let (ok, _) = ping(vm, &["-c", "2", "-W", "1", "198.19.0.2"]);
     assert!(!ok, "a wrong static MAC for the remote VTEP breaks the path");
-    d.ctl(&["neigh-del", "198.18.0.2"]).expect("neigh-del");
+    d.ctl_json(&["neigh-del", "198.18.0.2"]).expect("neigh-del");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ping(vm, &["-c", "1", "-W", "1", "198.19.0.2"]).0 {
         assert!(Instant::now() < deadline, "ARP re-learns the remote VTEP");
     }
-    d.ctl(&["route-add", "198.18.0.2/32", "via", "198.18.0.99", "uplink0"]).expect("route-add");
+    d.ctl_json(&["route-add", "198.18.0.2/32", "via", "198.18.0.99", "uplink0"]).expect("route-add");
     let misses = d.drops("neighbour_miss");
     let (ok, _) = ping(vm, &["-c", "2", "-W", "1", "198.19.0.2"]);
     assert!(!ok, "a route through an absent gateway breaks the path");
     assert!(d.drops("neighbour_miss") > misses, "counted as neighbour misses");
-    d.ctl(&["route-del", "198.18.0.2/32"]).expect("route-del");
+    d.ctl_json(&["route-del", "198.18.0.2/32"]).expect("route-del");
     let (ok, text) = ping(vm, &["-c", "2", "-W", "2", "198.19.0.2"]);
     assert!(ok, "the connected route is back: {text}");
 
@@ -547,12 +459,12 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
         assert!(
             Instant::now() < deadline,
             "no ping over the IPv6 underlay:\n{:#}",
-            d.ctl(&["show"]).unwrap_or_default()
+            d.ctl_json(&["show"]).unwrap_or_default()
         );
     }
     let (ok, text) = ping(rem, &["-c", "3", "-i", "0.2", "-W", "2", "198.21.0.1"]);
     assert!(ok && text.contains(" 0% packet loss"), "remote -> vm over IPv6: {text}");
-    let underlay = d.ctl(&["dump-underlay"]).expect("underlay");
+    let underlay = d.ctl_json(&["dump-underlay"]).expect("underlay");
     assert!(
         underlay["neighbours"]
             .as_array()
@@ -562,7 +474,7 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
     let kernel_neigh =
         String::from_utf8_lossy(&in_ns(rem, "ip", &["-6", "neigh", "show", "2001:db8:18::1"]).stdout).into_owned();
     assert!(kernel_neigh.contains("lladdr"), "the kernel resolved our IPv6 VTEP: {kernel_neigh}");
-    let flows = d.ctl(&["dump-flows"]).expect("dump-flows");
+    let flows = d.ctl_json(&["dump-flows"]).expect("dump-flows");
     assert!(
         flows.as_array().is_some_and(|f| f.iter().any(|f| f["encap"]
             .as_str()
@@ -581,7 +493,7 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
     let neigh = String::from_utf8_lossy(&in_ns(rem, "ip", &["neigh", "show", "198.18.0.1"]).stdout).into_owned();
     assert!(neigh.contains("lladdr"), "the kernel learned our VTEP MAC from our ARP reply: {neigh}");
 
-    let stats = d.ctl(&["show"]).expect("show");
+    let stats = d.ctl_json(&["show"]).expect("show");
     assert!(stats["decapsulated"].as_u64().unwrap_or(0) > u64::from(UDP_DATAGRAMS) / 100, "{stats:#}");
     assert!(stats["encapsulated"].as_u64().unwrap_or(0) > u64::from(UDP_DATAGRAMS), "{stats:#}");
     assert!(stats["neighbour_replies_sent"].as_u64().unwrap_or(0) >= 1, "answered ARP for 198.18.0.1: {stats:#}");

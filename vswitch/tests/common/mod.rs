@@ -1,7 +1,13 @@
-//! Test support: one EAL per test binary (cargo-nextest runs one test per
-//! process; plain `cargo test` shares it between threads), unique names.
+//! Test support shared by the integration tests: one EAL per test binary
+//! (cargo-nextest runs one test per process; plain `cargo test` shares it
+//! between threads), unique names, scratch directories, the daemon under
+//! test ([`daemon`]), pcap files ([`pcap`]) and namespace commands ([`netns`]).
 
 #![allow(dead_code)]
+
+pub mod daemon;
+pub mod netns;
+pub mod pcap;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
