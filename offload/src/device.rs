@@ -207,6 +207,11 @@ pub trait FlowDevice {
 
     /// Rules currently installed through this object.
     fn rules(&self) -> usize;
+
+    /// `port` is stopping. A NIC without `RTE_ETH_DEV_CAPA_FLOW_RULE_KEEP`
+    /// drops rules then; returns the handles that are gone (never to be
+    /// destroyed), so the caller can install them again after the restart.
+    fn port_stopped(&mut self, port: u16) -> Vec<RuleHandle>;
 }
 
 #[cfg(test)]

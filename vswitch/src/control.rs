@@ -59,6 +59,11 @@ pub enum Request {
     NeighAdd { ip: String, mac: String, port: String },
     /// Delete a neighbour (static or learned).
     NeighDel { ip: String },
+    /// Offload: rules in the device, flows by state and reason, operations,
+    /// failures, install-to-active latency.
+    OffloadShow,
+    /// Stop and start a port (its hardware rules are flushed and installed again).
+    PortRestart { port: String },
 }
 
 impl Request {
@@ -77,6 +82,8 @@ impl Request {
             Request::RouteDel { .. } => "route-del",
             Request::NeighAdd { .. } => "neigh-add",
             Request::NeighDel { .. } => "neigh-del",
+            Request::OffloadShow => "offload-show",
+            Request::PortRestart { .. } => "port-restart",
         }
     }
 }
@@ -205,25 +212,34 @@ fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result
         }
         Request::DumpUnderlay => switch.dump_underlay(),
         Request::RouteAdd { args } => {
-            match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            let offload = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 [prefix, port] => switch.add_route(prefix, None, port)?,
                 [prefix, "via", gw, port] => switch.add_route(prefix, Some(gw), port)?,
                 _ => return Err(ControlError::Usage("route-add PREFIX [via GATEWAY] UPLINK".into())),
-            }
-            json!({"routes": switch.dump_underlay()["routes"]})
+            };
+            json!({"routes": switch.dump_underlay()["routes"], "offload": offload})
         }
         Request::RouteDel { prefix } => {
-            switch.del_route(prefix)?;
-            json!({"deleted": prefix})
+            let offload = switch.del_route(prefix)?;
+            json!({"deleted": prefix, "offload": offload})
         }
         Request::NeighAdd { ip, mac, port } => {
-            switch.add_neighbour(ip, mac, port)?;
-            json!({"added": ip})
+            let offload = switch.add_neighbour(ip, mac, port)?;
+            json!({"added": ip, "offload": offload})
         }
         Request::NeighDel { ip } => {
-            switch.del_neighbour(ip)?;
-            json!({"deleted": ip})
+            let offload = switch.del_neighbour(ip)?;
+            json!({"deleted": ip, "offload": offload})
         }
+        Request::OffloadShow => match switch.offload() {
+            Some(o) => to_json(&o.shared.stats()),
+            None => {
+                return Err(ControlError::Usage(
+                    "offload is off (add an [offload] section to the configuration)".into(),
+                ))
+            }
+        },
+        Request::PortRestart { port } => to_json(&switch.restart_port(port)?),
         Request::Reload => {
             let path = config_path.ok_or_else(|| {
                 ControlError::Usage(
@@ -305,6 +321,8 @@ mod tests {
             Request::RouteDel { prefix: String::new() },
             Request::NeighAdd { ip: String::new(), mac: String::new(), port: String::new() },
             Request::NeighDel { ip: String::new() },
+            Request::OffloadShow,
+            Request::PortRestart { port: String::new() },
         ];
         for r in all {
             let v = serde_json::to_value(&r).expect("json");

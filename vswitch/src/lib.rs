@@ -13,6 +13,7 @@ pub mod flow;
 pub mod metrics;
 pub(crate) mod named_enum;
 pub mod net;
+pub mod offloading;
 pub mod ofrule;
 pub mod packet;
 pub mod traffic;

@@ -130,6 +130,17 @@ struct Cold {
     aged_reported: bool,
 }
 
+/// The classes of one group, in priority order: all of them, and per
+/// ingress port those holding rules for that port (a packet probes only
+/// those, unless some class leaves the port unmatched).
+#[derive(Debug, Default)]
+struct Group {
+    all: Vec<usize>,
+    by_port: HashMap<u16, Vec<usize>>,
+    /// Rules whose class does not match the whole port id.
+    any_port_rules: usize,
+}
+
 /// Rules of one (group, priority, mask): a hash table over rows of an arena
 /// holding each key's masked words followed by the slot of its rule.
 #[derive(Debug)]
@@ -146,6 +157,8 @@ struct Class {
     rows: Vec<u64>,
     free_rows: Vec<u32>,
     rules: usize,
+    /// Rules per ingress port (classes that match the whole port id).
+    port_rules: HashMap<u16, u32>,
 }
 
 impl Class {
@@ -187,7 +200,7 @@ struct Tables {
     by_handle: HashMap<u64, u32>,
     classes: Vec<Class>,
     /// (group, class indexes in priority order).
-    groups: Vec<(u32, Vec<usize>)>,
+    groups: Vec<(u32, Group)>,
     /// VXLAN UDP ports with how many rules ask for each.
     vxlan_ports: Vec<(u16, usize)>,
     inner_rules: usize,
@@ -303,6 +316,7 @@ impl ModelSwitch {
         }
         let class = t.class_for(&compiled);
         let (row, below) = t.classes[class].insert(&compiled.spec, slot);
+        t.index_rule(class, compiled.ingress, true);
         if let Some(b) = below {
             if let Some(c) = t.cold[b as usize].as_mut() {
                 c.above = Some(slot);
@@ -392,8 +406,8 @@ impl ModelSwitch {
     }
 
     /// A port stopped: like a NIC, the model drops the rules that involve it
-    /// (ingress or output). Returns how many; their handles are gone.
-    pub fn port_stopped(&self, port: u16) -> usize {
+    /// (ingress or output). Returns their handles, which are gone.
+    pub fn port_stopped(&self, port: u16) -> Vec<RuleHandle> {
         let mut t = self.write();
         let slots: Vec<u32> = t
             .cold
@@ -404,14 +418,16 @@ impl ModelSwitch {
                 (c.ingress == Some(port) || c.fate == Fate::Output(port)).then_some(i as u32)
             })
             .collect();
+        let mut handles = Vec::with_capacity(slots.len());
         for &s in &slots {
             if let Some(h) = t.cold[s as usize].as_ref().map(|r| r.handle) {
                 t.by_handle.remove(&h);
+                handles.push(RuleHandle(h));
             }
             t.remove_slot(s);
         }
         self.stats.destroyed.fetch_add(slots.len() as u64, Ordering::Relaxed);
-        slots.len()
+        handles
     }
 
     /// A lookup session: holds the table lock for a burst.
@@ -458,7 +474,13 @@ impl Class {
             rows: Vec::new(),
             free_rows: Vec::new(),
             rules: 0,
+            port_rules: HashMap::new(),
         }
+    }
+
+    /// Whether the class compares the whole ingress port id.
+    fn exact_port(&self) -> bool {
+        self.mask.meta().0 == 0xffff
     }
 
     /// Adds `slot` under the key of `spec`; returns its row and the slot it
@@ -531,19 +553,65 @@ impl Tables {
         }
         self.classes.push(Class::new(c));
         let index = self.classes.len() - 1;
-        let pos = match self.groups.iter().position(|(g, _)| *g == c.group) {
-            Some(p) => p,
-            None => {
-                self.groups.push((c.group, Vec::new()));
-                self.groups.len() - 1
-            }
-        };
-        let classes = &self.classes;
-        let list = &mut self.groups[pos].1;
-        list.push(index);
+        let priorities: Vec<u32> = self.classes.iter().map(|k| k.priority).collect();
+        let g = self.group_mut(c.group);
+        g.all.push(index);
         // Priority order; the older class first among equals.
-        list.sort_by_key(|&i| (classes[i].priority, i));
+        g.all.sort_by_key(|&i| (priorities[i], i));
         index
+    }
+
+    fn group_mut(&mut self, group: u32) -> &mut Group {
+        match self.groups.iter().position(|(g, _)| *g == group) {
+            Some(p) => &mut self.groups[p].1,
+            None => {
+                self.groups.push((group, Group::default()));
+                let last = self.groups.len() - 1;
+                &mut self.groups[last].1
+            }
+        }
+    }
+
+    /// Counts a rule of `class` for `port` in the group's per-port index.
+    fn index_rule(&mut self, class: usize, port: Option<u16>, add: bool) {
+        let group = self.classes[class].group;
+        let exact = self.classes[class].exact_port();
+        let priority_of: Vec<u32> = self.classes.iter().map(|c| c.priority).collect();
+        let count = match (exact, port) {
+            (true, Some(p)) => {
+                let n = self.classes[class].port_rules.entry(p).or_default();
+                if add {
+                    *n += 1;
+                } else {
+                    *n = n.saturating_sub(1);
+                }
+                let now = *n;
+                if now == 0 {
+                    self.classes[class].port_rules.remove(&p);
+                }
+                Some((p, now))
+            }
+            _ => None,
+        };
+        let g = self.group_mut(group);
+        match count {
+            Some((p, 1)) if add => {
+                let list = g.by_port.entry(p).or_default();
+                list.push(class);
+                list.sort_by_key(|&i| (priority_of[i], i));
+            }
+            Some((p, 0)) if !add => {
+                if let Some(list) = g.by_port.get_mut(&p) {
+                    list.retain(|&i| i != class);
+                    if list.is_empty() {
+                        g.by_port.remove(&p);
+                    }
+                }
+            }
+            Some(_) => {}
+            None if add => g.any_port_rules += 1,
+            None => g.any_port_rules = g.any_port_rules.saturating_sub(1),
+        }
     }
 
     fn remove_slot(&mut self, slot: u32) {
@@ -571,6 +639,7 @@ impl Tables {
             }
         }
         self.classes[cold.class].rules -= 1;
+        self.index_rule(cold.class, cold.compiled.ingress, false);
         if let Some(p) = cold.compiled.vxlan_port {
             if let Some(i) = self.vxlan_ports.iter().position(|(q, _)| *q == p) {
                 self.vxlan_ports[i].1 -= 1;
@@ -586,10 +655,11 @@ impl Tables {
         self.rules -= 1;
     }
 
-    /// The best rule of `group` for vector `v`: its slot.
+    /// The best rule of `group` for vector `v` from ingress `port`: its slot.
     #[inline]
-    fn lookup(&self, group: u32, v: &Vector) -> Option<u32> {
-        let classes = &self.groups.iter().find(|(g, _)| *g == group)?.1;
+    fn lookup(&self, group: u32, port: u16, v: &Vector) -> Option<u32> {
+        let g = &self.groups.iter().find(|(n, _)| *n == group)?.1;
+        let classes = if g.any_port_rules == 0 { g.by_port.get(&port)? } else { &g.all };
         for &ci in classes {
             let c = &self.classes[ci];
             if c.rules == 0 {
@@ -668,7 +738,7 @@ impl Session<'_> {
                 let ports = &self.vxlan_ports[..self.vxlan_count];
                 layers = vector::build(pkt.data(), ingress, ports, self.inner, &mut self.v);
             }
-            let Some(slot) = self.tables.lookup(group, &self.v) else {
+            let Some(slot) = self.tables.lookup(group, ingress, &self.v) else {
                 if edited {
                     // Edited by an earlier group, then no rule: a device
                     // would send it on unmatched; the model treats it as an
@@ -917,6 +987,10 @@ impl FlowDevice for ModelDevice {
 
     fn rules(&self) -> usize {
         self.switch.rules()
+    }
+
+    fn port_stopped(&mut self, port: u16) -> Vec<RuleHandle> {
+        self.switch.port_stopped(port)
     }
 }
 

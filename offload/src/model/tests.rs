@@ -188,8 +188,8 @@ fn capacity_aging_flush_and_port_stop() {
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert_eq!(d.aged().expect("aged"), vec![42, 42, 42], "every rule's cookie, once");
     assert!(d.aged().expect("aged").is_empty(), "reported once");
-    assert_eq!(d.switch().port_stopped(7), 0);
-    assert_eq!(d.switch().port_stopped(2), 3, "rules sending to the stopped port are gone");
+    assert!(d.switch().port_stopped(7).is_empty());
+    assert_eq!(d.switch().port_stopped(2).len(), 3, "rules sending to the stopped port are gone");
     assert_eq!(d.rules(), 0);
     install(&mut d, &rule(1, 2), 0);
     assert_eq!(d.flush(), Ok(1));

@@ -195,6 +195,16 @@ impl FlowDevice for RteFlowDevice {
     fn rules(&self) -> usize {
         self.flows.len()
     }
+
+    /// Stopping the transfer proxy flushes every rule created on it (the
+    /// handles are gone, DPDK says not to use them); stopping another port of
+    /// the e-switch leaves the proxy's rules in place.
+    fn port_stopped(&mut self, port: u16) -> Vec<RuleHandle> {
+        if port != self.proxy {
+            return Vec::new();
+        }
+        self.flows.drain().map(|(h, _)| RuleHandle(h)).collect()
+    }
 }
 
 impl Drop for RteFlowDevice {

@@ -21,6 +21,12 @@ struct Args {
 }
 
 fn main() {
+    // Output piped into `head` and closed early: end quietly, as a shell tool does.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread
+    // exists; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("vswitchctl: {e:#}");
@@ -44,6 +50,7 @@ fn run(args: &Args) -> Result<()> {
             }
         }
         Request::DumpUnderlay => print_underlay(&result),
+        Request::OffloadShow => print_offload(&result),
         _ => println!("{}", serde_json::to_string(&result)?),
     }
     Ok(())
@@ -143,8 +150,12 @@ fn print_show(s: &Value) {
 
 fn print_flows(flows: &Value) {
     for f in flows.as_array().into_iter().flatten() {
+        let offload = match f["offload"].as_str() {
+            None | Some("off") => String::new(),
+            Some(state) => format!(" offload={state} hw_packets={}", u(&f["hw_packets"])),
+        };
         println!(
-            "id={} pmd={} tier={} packets={} bytes={} age={:.1}s used={:.1}s rule={} {} actions={}",
+            "id={} pmd={} tier={}{offload} packets={} bytes={} age={:.1}s used={:.1}s rule={} {} actions={}",
             u(&f["id"]),
             u(&f["pmd"]),
             f["tier"].as_str().unwrap_or(""),
@@ -159,5 +170,47 @@ fn print_flows(flows: &Value) {
         if let Some(e) = f["encap"].as_str() {
             println!("    encap: {e}");
         }
+        for line in f["testpmd"].as_array().into_iter().flatten() {
+            println!("    testpmd> {}", line.as_str().unwrap_or(""));
+        }
     }
+}
+
+fn print_offload(s: &Value) {
+    let map = |v: &Value| {
+        let parts: Vec<String> = v.as_object().into_iter().flatten().map(|(k, n)| format!("{k}={}", u(n))).collect();
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join(" ")
+        }
+    };
+    println!("device: {}", s["device"].as_str().unwrap_or(""));
+    println!(
+        "policy: {}, rules: {} in the device ({} flow rules, max {})",
+        s["policy"].as_str().unwrap_or(""),
+        u(&s["rules_in_device"]),
+        u(&s["flow_rules"]),
+        u(&s["max_rules"])
+    );
+    println!("flows by state: {}", map(&s["flows_by_state"]));
+    println!("refused by reason: {}", map(&s["refusals_by_reason"]));
+    println!("device failures: {}", map(&s["failures_by_device_error"]));
+    println!(
+        "operations: {} inserts, {} deletes, {} replacements ({} rules unchanged by underlay changes), {} evictions, {} reinstalled, {} rate-limited",
+        u(&s["inserts"]),
+        u(&s["deletes"]),
+        u(&s["replacements"]),
+        u(&s["unchanged_on_underlay_change"]),
+        u(&s["evictions"]),
+        u(&s["reinstalled"]),
+        u(&s["rate_limited"])
+    );
+    println!(
+        "install to active: p50 {:.1} ms, p99 {:.1} ms ({} samples)",
+        s["install_to_active_ms_p50"].as_f64().unwrap_or(0.0),
+        s["install_to_active_ms_p99"].as_f64().unwrap_or(0.0),
+        u(&s["install_to_active_samples"])
+    );
+    println!("hardware counters: {} packets, {} bytes", u(&s["hw_packets"]), u(&s["hw_bytes"]));
 }

@@ -42,6 +42,12 @@ struct Args {
     /// Log filter, e.g. info, debug, vswitch=debug (RUST_LOG works too).
     #[arg(long, default_value = "info")]
     log: String,
+    /// Ask the NIC (rte_flow on the configuration's ports) and the model
+    /// e-switch which rule shapes they take, print the answers with the
+    /// testpmd commands to try by hand, and exit. On a ConnectX host: "what
+    /// will my card take?".
+    #[arg(long, value_name = "CONFIG")]
+    probe_offload: Option<PathBuf>,
 }
 
 fn main() {
@@ -62,6 +68,9 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    if let Some(path) = &args.probe_offload {
+        return probe_offload(path);
+    }
     let mut config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::demo()?,
@@ -153,11 +162,17 @@ fn run(args: Args) -> Result<()> {
     control_stop.store(true, Ordering::SeqCst);
     let _ = control.join();
     let final_stats = switch.stats();
-    match Arc::try_unwrap(switch) {
+    let offload = match Arc::try_unwrap(switch) {
         Ok(sw) => sw.shutdown(),
-        Err(_) => tracing::warn!("switch still referenced at shutdown"),
-    }
+        Err(_) => {
+            tracing::warn!("switch still referenced at shutdown");
+            None
+        }
+    };
     println!("{}", summary(&final_stats));
+    if let Some((destroyed, left)) = offload {
+        println!("  offload: {destroyed} rules destroyed at shutdown, {left} left in the model e-switch");
+    }
     if let Some(f) = failure {
         bail!(f);
     }
@@ -209,8 +224,12 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
     let busy: u64 =
         b.pmds.iter().map(|p| p.busy_cycles).sum::<u64>() - a.pmds.iter().map(|p| p.busy_cycles).sum::<u64>();
     let pkts = b.packets - a.packets;
+    let hw = b.hw_packets - a.hw_packets;
+    let sw = pkts.saturating_sub(hw);
+    let hw_share =
+        if b.hw_packets > 0 || a.hw_packets > 0 { format!(" | hw {:.0}%", pct(hw, pkts)) } else { String::new() };
     format!(
-        "[{:>5.0}s] {} Mpps | flows {} | emc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {} cyc/pkt",
+        "[{:>5.0}s] {} Mpps{hw_share} | flows {} | emc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {} cyc/pkt",
         b.uptime_s,
         ports.join(" | "),
         b.flows,
@@ -218,8 +237,61 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
         pct(b.megaflow_hits - a.megaflow_hits, lookups),
         pct(b.upcalls - a.upcalls, lookups),
         drops as f64 / secs.max(1e-9) / 1e6,
-        busy.checked_div(pkts).unwrap_or(0)
+        // Cycles per software-handled packet (the model's share is not a CPU cost a NIC has).
+        busy.checked_div(sw).unwrap_or(0)
     )
+}
+
+/// `--probe-offload`: the configuration's ports opened (no PMDs), every rule
+/// shape validated on the NIC's rte_flow and on the model e-switch.
+fn probe_offload(path: &std::path::Path) -> Result<()> {
+    use offload::device::FlowDevice;
+    use offload::probe::{probe, render, ProbePorts};
+    use vswitch::config::Role;
+    let config = Config::load(path)?;
+    let eal = vswitch::dpdk::EalBuilder::new("vswitchd-probe")
+        .args(config.eal_args.iter().cloned())
+        .init()
+        .context("starting DPDK (EAL)")?;
+    let mut ports = Vec::new();
+    for spec in &config.ports {
+        let port = vswitch::dpdk::Port::open(&eal, &spec.devargs)
+            .with_context(|| format!("port {:?}: opening {:?}", spec.name, spec.devargs))?;
+        ports.push((spec, port));
+    }
+    let id = |role: Role| ports.iter().find(|(s, _)| s.role == role).map(|(_, p)| p.id());
+    let (Some(uplink), Some(vf)) = (id(Role::Uplink), id(Role::Representor)) else {
+        bail!("--probe-offload needs an uplink and a representor port in {}", path.display());
+    };
+    let ethdevs = ports.iter().map(|(s, p)| format!("{}={}", s.name, p.id())).collect::<Vec<_>>().join(" ");
+    println!(
+        "probe: ethdev ports {ethdevs}; sample rules between {vf} (representor) and {uplink} (uplink), group {}\n",
+        config.offload.group
+    );
+    let sample = ProbePorts { vf, uplink };
+    match offload::rte_flow::device::RteFlowDevice::new(uplink) {
+        Ok(mut dev) => {
+            let proxy = dev.proxy();
+            let rows = probe(&mut dev, sample, proxy, config.offload.group);
+            print!("{}", render(&format!("NIC: {}", dev.describe()), &rows));
+            println!("\n  testpmd commands to try them by hand (dpdk-testpmd -a <PCI>,dv_flow_en=1,representor=vf[0-3] -- -i):");
+            for r in &rows {
+                for line in &r.testpmd {
+                    println!("    {line}");
+                }
+            }
+        }
+        Err(e) => println!("NIC: no transfer proxy for port {uplink}: {e}"),
+    }
+    let mut model = offload::model::ModelDevice::new(std::sync::Arc::new(offload::model::ModelSwitch::new(
+        config.offload.model.clone(),
+    )));
+    let rows = probe(&mut model, sample, uplink, config.offload.group);
+    print!(
+        "\n{}",
+        render(&format!("model e-switch (a test and demo backend, not a NIC): {}", model.describe()), &rows)
+    );
+    Ok(())
 }
 
 fn summary(s: &SwitchStats) -> String {

@@ -7,6 +7,7 @@
 
 mod ctx;
 pub mod datapath;
+pub mod offload;
 pub mod ports;
 mod raw;
 pub mod rules;
@@ -147,6 +148,7 @@ pub struct Config {
     pub routes: Vec<RouteSpec>,
     pub neighbours: Vec<NeighbourSpec>,
     pub rules: Vec<ConfiguredRule>,
+    pub offload: offload::OffloadConfig,
 }
 
 impl Config {
@@ -190,6 +192,7 @@ impl Config {
         let neighbours = underlay::neighbours(&ctx, &raw.neighbours, &ports)?;
         let rules = rules::rules(&ctx, &raw.rules, &ports, &tunnels)?;
         let mbufs = mbufs(&ctx, dp.mbufs, &ports)?;
+        let offload = offload::offload(&ctx, raw.offload.as_ref())?;
         Ok(Self {
             source: file.to_owned(),
             eal_args: datapath::eal_args(&raw.eal.args),
@@ -208,6 +211,7 @@ impl Config {
             routes,
             neighbours,
             rules,
+            offload,
         })
     }
 

@@ -131,4 +131,5 @@ pub struct RawConfig {
     pub neighbours: Vec<Spanned<RawNeighbour>>,
     #[serde(default)]
     pub rules: Vec<Spanned<String>>,
+    pub offload: Option<Spanned<super::offload::RawOffload>>,
 }

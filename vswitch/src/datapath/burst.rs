@@ -21,18 +21,20 @@
 //!    across the group.
 
 use super::counters::{Counter, DropReason, Local, PortCounter};
-use super::flows::{Flow, FlowEvent, FlowHandle, FlowInfo, FlowTable, RemoveReason};
+use super::flows::{EventBatch, Flow, FlowEvent, FlowHandle, FlowInfo, FlowTable, RemoveReason};
 use super::tunnel::{NeighbourAction, Special, TunnelCtx};
 use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
 use crate::actions::{self, vxlan, Action, PacketBuf};
 use crate::flow::hash::hash_key;
 use crate::flow::{Dpcls, Emc, RuleTable};
 use crate::packet::key::inner_flow;
+use crate::packet::key::VLAN_PRESENT;
 use crate::packet::parse::{parse_into, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 use crate::packet::{Field, FlowKey, FlowMask};
 use crate::underlay::{Underlay, Unresolved};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use offload::entropy::{vxlan_src_port, InnerFlow};
+use offload::model::{ModelSwitch, Verdict};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,7 +84,7 @@ pub struct EngineSetup {
     pub index: usize,
     pub config: PmdConfig,
     pub table: Arc<RuleTable>,
-    pub events: Option<Sender<FlowEvent>>,
+    pub events: Option<Sender<EventBatch>>,
     pub underlay: Arc<Underlay>,
     /// Per physical port: whether it is an uplink (VTEP duties).
     pub uplink: Vec<bool>,
@@ -92,6 +94,29 @@ pub struct EngineSetup {
     pub tunnels: usize,
     /// Ticks per second of the `now` values the engine is given.
     pub hz: u64,
+    /// The model e-switch in front of the software path, if configured.
+    pub hardware: Option<Hardware>,
+    /// Report flows that keep a rate (hot-flow offload policy), if set.
+    pub hot: Option<HotPolicy>,
+}
+
+/// The (model) e-switch stage: the model and how its ethdev port ids map to
+/// the switch's port numbers.
+pub struct Hardware {
+    pub model: Arc<ModelSwitch>,
+    /// Per physical port: its ethdev port id.
+    pub ethdev: Vec<u16>,
+    /// Per ethdev port id: the physical port number.
+    pub port_of: Vec<Option<u32>>,
+}
+
+/// When a flow counts as hot: at least `min_pps` for `hot` (reported again
+/// every `repeat` while it stays hot in software).
+#[derive(Debug, Clone, Copy)]
+pub struct HotPolicy {
+    pub min_pps: u64,
+    pub hot: Duration,
+    pub repeat: Duration,
 }
 
 const WAYS_MIN: usize = 4;
@@ -101,8 +126,14 @@ pub struct Engine {
     pub index: usize,
     config: PmdConfig,
     table: Arc<RuleTable>,
-    events: Option<Sender<FlowEvent>>,
+    events: Option<Sender<EventBatch>>,
+    /// Events not sent yet (the channel was full, or the iteration is not over).
+    pending_events: Vec<FlowEvent>,
     flows: FlowTable,
+    pub(crate) hardware: Option<Hardware>,
+    hot: Option<HotPolicy>,
+    /// Flows hit since the last hot check.
+    dirty: Vec<FlowHandle>,
     tun: TunnelCtx,
     mtus: Vec<u16>,
     hz: u64,
@@ -147,7 +178,11 @@ impl Engine {
             config: s.config,
             table: s.table,
             events: s.events,
+            pending_events: Vec::new(),
             flows: FlowTable::default(),
+            hardware: s.hardware,
+            hot: s.hot,
+            dirty: Vec::new(),
             mtus: s.mtus,
             hz,
             dpcls: Dpcls::new(),
@@ -168,6 +203,13 @@ impl Engine {
         self.tun.refresh();
     }
 
+    /// Uses another underlay (tests that share one between engines).
+    #[cfg(test)]
+    pub(crate) fn underlay_for_tests(&mut self, u: &Arc<Underlay>) {
+        let phys = self.mtus.len();
+        self.tun = TunnelCtx::new(Arc::clone(u), phys, vec![false, false, true]);
+    }
+
     /// Live megaflows.
     pub fn flow_count(&self) -> usize {
         self.flows.len()
@@ -179,6 +221,7 @@ impl Engine {
         let n = n.min(BURST);
         self.counters.add(Counter::Packets, n as u64);
         self.counters.port(in_port as usize, PortCounter::RxPackets, n as u64);
+        self.stage_hardware(in_port, pkts, n, io);
         let mut pending = self.stage_ingress(in_port, pkts, n, io);
         pending = self.stage_emc(pending);
         pending = self.stage_megaflow(pending);
@@ -186,6 +229,52 @@ impl Engine {
         let groups = group(&self.flow_of, pkts, n);
         self.stage_execute(&groups, pkts, now, io);
         // Anything still here was consumed by no output (freed on drop).
+    }
+
+    /// The (model) e-switch takes the packets its rules match, as a NIC's
+    /// e-switch would before they reach the representor: they are edited,
+    /// sent or dropped by it and never reach the software path. Misses stay.
+    pub fn stage_hardware<I: Io>(&mut self, in_port: u32, pkts: &mut Packets<I::Pkt>, n: usize, io: &mut I) {
+        let Some(hw) = &self.hardware else { return };
+        let Some(&ethdev) = hw.ethdev.get(in_port as usize) else { return };
+        let t0 = crate::arch::cycles();
+        let mut session = hw.model.session();
+        let (mut taken, mut bytes) = (0u64, 0u64);
+        for slot in pkts.iter_mut().take(n) {
+            let Some(p) = slot.as_mut() else { continue };
+            let len = p.len() as u64;
+            match session.process(ethdev, p) {
+                Verdict::Miss => continue,
+                Verdict::Output(e) => match hw.port_of.get(usize::from(e)).copied().flatten() {
+                    Some(out) => {
+                        if let Some(p) = slot.take() {
+                            io.send(out, p, &mut self.counters);
+                        }
+                    }
+                    None => {
+                        *slot = None;
+                        self.counters.drop(DropReason::HwUnknownPort, 1);
+                    }
+                },
+                Verdict::Drop => {
+                    *slot = None;
+                    self.counters.drop(DropReason::HwRuleDrop, 1);
+                }
+                Verdict::Error => {
+                    *slot = None;
+                    self.counters.drop(DropReason::HwError, 1);
+                }
+            }
+            taken += 1;
+            bytes += len;
+        }
+        drop(session);
+        if taken > 0 {
+            self.counters.add(Counter::HwPackets, taken);
+            self.counters.add(Counter::HwBytes, bytes);
+            self.counters.port(in_port as usize, PortCounter::HwRxPackets, taken);
+        }
+        self.counters.add(Counter::HwCycles, crate::arch::cycles().wrapping_sub(t0));
     }
 
     /// Parses every packet into the burst's key array; on uplinks the VTEP
@@ -385,6 +474,10 @@ impl Engine {
             flow.packets += u64::from(members.count_ones());
             flow.bytes += bytes;
             flow.used_tsc = now;
+            if !flow.dirty && self.hot.is_some() {
+                flow.dirty = true;
+                self.dirty.push(groups.handles[g]);
+            }
             if let Some(reason) = flow.drop_reason {
                 self.counters.drop(reason, u64::from(members.count_ones()));
                 Bits(members).for_each(|i| pkts[i] = None);
@@ -456,22 +549,116 @@ impl Engine {
             used_tsc: now,
             reported_packets: 0,
             reported_bytes: 0,
+            dirty: false,
+            check_packets: 0,
+            check_tsc: now,
+            hot_since: None,
+            hot_reported_tsc: 0,
         };
         let h = self.flows.insert(flow);
         if let Some(old) = self.dpcls.insert(&masked, &mask, h) {
-            self.flows.remove(old);
+            // Same key and mask: the old flow is gone, and the manager hears of it.
+            if let Some(f) = self.flows.remove(old) {
+                self.emit(FlowEvent::Removed { id: f.id, reason: RemoveReason::Replaced });
+            }
         }
-        if let Some(tx) = &self.events {
-            let _ = tx.try_send(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions });
-        }
+        self.emit(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions });
         Some(h)
+    }
+
+    /// Queues an event for the manager (sent at the end of the iteration).
+    #[inline]
+    fn emit(&mut self, ev: FlowEvent) {
+        if self.events.is_some() {
+            self.pending_events.push(ev);
+        }
+    }
+
+    /// Sends the queued events as one batch. With `wait`, blocks up to that
+    /// long for room (before acknowledging a control request, so the manager
+    /// sees every event first); without, a full channel keeps them for the
+    /// next iteration (counted as delayed). Events are never dropped.
+    pub fn flush_events(&mut self, wait: Option<Duration>) {
+        let Some(tx) = &self.events else { return };
+        if self.pending_events.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending_events);
+        let n = batch.len() as u64;
+        let back = match wait {
+            None => match tx.try_send(batch) {
+                Ok(()) => None,
+                Err(TrySendError::Full(b) | TrySendError::Disconnected(b)) => Some(b),
+            },
+            Some(t) => match tx.send_timeout(batch, t) {
+                Ok(()) => None,
+                Err(SendTimeoutError::Timeout(b) | SendTimeoutError::Disconnected(b)) => Some(b),
+            },
+        };
+        if let Some(b) = back {
+            self.counters.add(Counter::EventsDelayed, n);
+            self.pending_events = b;
+        }
     }
 
     fn remove_flow(&mut self, h: FlowHandle, reason: RemoveReason) {
         if let Some(flow) = self.flows.remove(h) {
             self.dpcls.remove(&flow.key, &flow.mask);
-            if let Some(tx) = &self.events {
-                let _ = tx.try_send(FlowEvent::Removed { id: flow.id, reason });
+            self.emit(FlowEvent::Removed { id: flow.id, reason });
+        }
+    }
+
+    /// Hot-flow detection over the flows hit since the last check: a flow
+    /// that has kept at least the policy's rate for its hot time is reported
+    /// (and again every `repeat` while it stays hot in software).
+    pub fn hot_check(&mut self, now: u64) {
+        let Some(policy) = self.hot else { return };
+        let hz = self.hz;
+        let to_ticks = |d: Duration| (d.as_secs_f64() * hz as f64) as u64;
+        let (hot_ticks, repeat_ticks) = (to_ticks(policy.hot), to_ticks(policy.repeat));
+        let dirty = std::mem::take(&mut self.dirty);
+        for h in &dirty {
+            let Some(f) = self.flows.get_mut(*h) else { continue };
+            f.dirty = false;
+            let dt = now.wrapping_sub(f.check_tsc);
+            if dt == 0 {
+                continue;
+            }
+            let pps = ((f.packets - f.check_packets) as u128 * u128::from(hz) / u128::from(dt)) as u64;
+            let window_start = f.check_tsc;
+            f.check_packets = f.packets;
+            f.check_tsc = now;
+            if pps < policy.min_pps {
+                f.hot_since = None;
+                continue;
+            }
+            let since = *f.hot_since.get_or_insert(window_start);
+            let due = f.hot_reported_tsc == 0 || now.wrapping_sub(f.hot_reported_tsc) >= repeat_ticks;
+            if now.wrapping_sub(since) >= hot_ticks && due {
+                f.hot_reported_tsc = now;
+                let id = f.id;
+                self.emit(FlowEvent::Hot { id, pps });
+            }
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+    }
+
+    /// The manager saw these flows hit in hardware: they are in use (their
+    /// packets no longer reach the software path, which would expire them).
+    pub fn touch(&mut self, ids: &[u64], now: u64) {
+        for &id in ids {
+            if let Some(f) = self.flows.by_id(id).and_then(|h| self.flows.get_mut(h)) {
+                f.used_tsc = now;
+            }
+        }
+    }
+
+    /// Removes these flows (the manager's decision: aged out in both tiers).
+    pub fn expire(&mut self, ids: &[u64], reason: RemoveReason) {
+        for &id in ids {
+            if let Some(h) = self.flows.by_id(id) {
+                self.remove_flow(h, reason);
             }
         }
     }
@@ -486,18 +673,15 @@ impl Engine {
                 expired += 1;
                 continue;
             }
-            if let Some(tx) = &self.events {
-                if flow.packets != flow.reported_packets {
-                    let ev = FlowEvent::Hits {
-                        id: flow.id,
-                        packets: flow.packets - flow.reported_packets,
-                        bytes: flow.bytes - flow.reported_bytes,
-                    };
-                    if tx.try_send(ev).is_ok() {
-                        flow.reported_packets = flow.packets;
-                        flow.reported_bytes = flow.bytes;
-                    }
-                }
+            if self.events.is_some() && flow.packets != flow.reported_packets {
+                let ev = FlowEvent::Hits {
+                    id: flow.id,
+                    packets: flow.packets - flow.reported_packets,
+                    bytes: flow.bytes - flow.reported_bytes,
+                };
+                flow.reported_packets = flow.packets;
+                flow.reported_bytes = flow.bytes;
+                self.pending_events.push(ev);
             }
         }
         self.counters.add(Counter::FlowsExpired, expired);
@@ -595,9 +779,13 @@ pub fn group<P>(flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usi
 
 /// The megaflow mask for a decision: what the rule table consulted, plus
 /// fields the actions' behaviour depends on, plus the input port (offload
-/// rules always match their source port).
+/// rules always match their source port), plus whether the frame carries one
+/// and two VLAN tags (as Open vSwitch's megaflows always say; a hardware
+/// rule must say whether the frame is tagged to know where its IP header is).
 pub fn megaflow_mask(mut mask: FlowMask, actions: &[Action]) -> FlowMask {
     mask.exact(Field::InPort);
+    mask.set(Field::VlanTci, mask.get(Field::VlanTci) | u128::from(VLAN_PRESENT));
+    mask.set(Field::VlanTci2, mask.get(Field::VlanTci2) | u128::from(VLAN_PRESENT));
     if actions.iter().any(|a| matches!(a, Action::PopVlan | Action::PushVlan { .. } | Action::SetVlanVid(_))) {
         mask.exact(Field::VlanTci);
         mask.exact(Field::VlanTci2);

@@ -48,6 +48,8 @@ named_enum! {
         HwError => "hw_error",
         /// The (model) e-switch sent to a port this switch does not know.
         HwUnknownPort => "hw_unknown_port",
+        /// To or from a port being restarted.
+        PortDown => "port_down",
     }
 }
 

@@ -34,6 +34,15 @@ pub struct Flow {
     /// Counts last reported to the offload manager (hit deltas).
     pub reported_packets: u64,
     pub reported_bytes: u64,
+    /// Hot-flow detection: hit since the last check (on the dirty list).
+    pub dirty: bool,
+    /// Packets and time at the last hot check.
+    pub check_packets: u64,
+    pub check_tsc: u64,
+    /// Since when the flow has kept the hot rate, if it has.
+    pub hot_since: Option<u64>,
+    /// When it was last reported hot (0: never).
+    pub hot_reported_tsc: u64,
 }
 
 struct Slot {
@@ -41,12 +50,13 @@ struct Slot {
     flow: Option<Flow>,
 }
 
-/// The slab.
+/// The slab, with an index by flow id (for the offload manager's commands).
 #[derive(Default)]
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
+    by_id: hashbrown::HashMap<u64, FlowHandle>,
 }
 
 impl FlowTable {
@@ -60,13 +70,22 @@ impl FlowTable {
 
     pub fn insert(&mut self, flow: Flow) -> FlowHandle {
         self.live += 1;
-        if let Some(index) = self.free.pop() {
+        let id = flow.id;
+        let h = if let Some(index) = self.free.pop() {
             let slot = &mut self.slots[index as usize];
             slot.flow = Some(flow);
-            return FlowHandle { index, generation: slot.generation };
-        }
-        self.slots.push(Slot { generation: 0, flow: Some(flow) });
-        FlowHandle { index: (self.slots.len() - 1) as u32, generation: 0 }
+            FlowHandle { index, generation: slot.generation }
+        } else {
+            self.slots.push(Slot { generation: 0, flow: Some(flow) });
+            FlowHandle { index: (self.slots.len() - 1) as u32, generation: 0 }
+        };
+        self.by_id.insert(id, h);
+        h
+    }
+
+    /// The handle of the flow with this id, if it is live.
+    pub fn by_id(&self, id: u64) -> Option<FlowHandle> {
+        self.by_id.get(&id).copied().filter(|h| self.is_live(*h))
     }
 
     #[inline(always)]
@@ -101,6 +120,7 @@ impl FlowTable {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(h.index);
         self.live -= 1;
+        self.by_id.remove(&flow.id);
         Some(flow)
     }
 
@@ -136,7 +156,28 @@ pub enum FlowEvent {
         id: u64,
         reason: RemoveReason,
     },
+    /// The flow has kept at least the hot rate for the hot time (reported
+    /// again about every 100 ms while it stays hot in software).
+    Hot {
+        id: u64,
+        pps: u64,
+    },
 }
+
+impl FlowEvent {
+    /// The flow the event is about.
+    pub fn id(&self) -> u64 {
+        match self {
+            FlowEvent::Installed { id, .. }
+            | FlowEvent::Hits { id, .. }
+            | FlowEvent::Removed { id, .. }
+            | FlowEvent::Hot { id, .. } => *id,
+        }
+    }
+}
+
+/// Events travel in batches (one channel operation per PMD iteration).
+pub type EventBatch = Vec<FlowEvent>;
 
 /// Why a flow left the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -146,6 +187,10 @@ pub enum RemoveReason {
     Revalidated,
     Replaced,
     Shutdown,
+    /// The offload manager asked (aged out in both tiers).
+    Aged,
+    /// Made room in a full table.
+    Evicted,
 }
 
 /// A flow as shown by dump-flows.

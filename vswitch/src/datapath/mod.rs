@@ -11,6 +11,7 @@ pub mod burst;
 pub mod counters;
 mod error;
 pub mod flows;
+mod lifecycle;
 pub mod pmd;
 mod ports;
 mod routes;
@@ -20,15 +21,17 @@ mod views;
 
 pub use burst::{PmdConfig, RevalidateReport};
 pub use error::SwitchError;
+pub use lifecycle::RestartReport;
 pub use ports::SwitchPort;
 pub use rules::RuleView;
 pub use views::{FlowView, PmdView, PortView, SwitchStats};
 
 use crate::config::Config;
 use crate::dpdk::{Eal, Mempool};
+use crate::offloading::{self, Offload};
 use crate::underlay::Underlay;
 use crossbeam_channel::{bounded, Sender};
-use flows::FlowEvent;
+use flows::EventBatch;
 use pmd::{PmdCommand, PmdSetup, PmdShared};
 use rules::RuleState;
 use std::collections::BTreeMap;
@@ -51,6 +54,7 @@ pub struct Switch {
     stop: Arc<AtomicBool>,
     rules: Mutex<RuleState>,
     underlay: Arc<Underlay>,
+    offload: Option<Offload>,
     started: Instant,
     _pool: Arc<Mempool>,
     _eal: Eal,
@@ -59,7 +63,8 @@ pub struct Switch {
 impl Switch {
     /// Opens every port on the initialised EAL, installs the configured rules
     /// and starts the PMDs. `pcaps` maps port index to a generated traffic
-    /// file (for `{pcap}`); `events` receives flow life-cycle events.
+    /// file (for `{pcap}`); `events` receives flow life-cycle events (when
+    /// offload is off: with offload on, the offload manager receives them).
     ///
     /// # Errors
     /// Any DPDK or thread failure, with the port or step named.
@@ -67,13 +72,19 @@ impl Switch {
         eal: &Eal,
         config: Config,
         pcaps: &BTreeMap<usize, std::path::PathBuf>,
-        events: Option<Sender<FlowEvent>>,
+        events: Option<Sender<EventBatch>>,
     ) -> Result<Self, SwitchError> {
         let eal = eal.clone();
         let pool = Arc::new(ports::create_pool(&eal, &config)?);
         let npmd = config.pmd_cores.len();
         let opened = ports::open(&eal, &config, pcaps, &pool, npmd)?;
         let underlay = Arc::new(ports::build_underlay(&config, &opened.ports)?);
+        let prepared = if config.offload.enabled {
+            Some(offloading::prepare(&config.offload, &opened.ports).map_err(|e| SwitchError::Invalid(e.to_string()))?)
+        } else {
+            None
+        };
+        let events = prepared.as_ref().map(|p| p.events_tx.clone()).or(events);
         let state = RuleState::new(&config.rules);
         let table = Arc::new(state.table.clone());
         let stop = Arc::new(AtomicBool::new(false));
@@ -111,6 +122,8 @@ impl Switch {
                 underlay: Arc::clone(&underlay),
                 uplink: config.ports.iter().map(|p| p.role == crate::config::Role::Uplink).collect(),
                 tunnels: config.tunnels.len(),
+                hardware: prepared.as_ref().and_then(|p| p.hardware_stage()),
+                hot: prepared.as_ref().and_then(|p| p.hot),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("pmd{index}"))
@@ -118,6 +131,15 @@ impl Switch {
                 .map_err(|source| SwitchError::Thread { what: "spawning a PMD thread", source })?;
             pmds.push(PmdHandle { shared, commands: cmd_tx, thread: Some(thread) });
         }
+        let offload = match prepared {
+            Some(p) => {
+                let senders = pmds.iter().map(|p| p.commands.clone()).collect();
+                let o = Offload::start(&config.offload, p, Arc::clone(&underlay), senders, config.idle_timeout)
+                    .map_err(|e| SwitchError::Invalid(e.to_string()))?;
+                Some(o)
+            }
+            None => None,
+        };
         Ok(Self {
             config,
             ports: opened.ports,
@@ -125,6 +147,7 @@ impl Switch {
             stop,
             rules: Mutex::new(state),
             underlay,
+            offload,
             started: Instant::now(),
             _pool: pool,
             _eal: eal,
@@ -162,8 +185,19 @@ impl Switch {
         &self.underlay
     }
 
-    /// Stops the PMDs (they flush their tx buffers), then releases the ports.
-    pub fn shutdown(mut self) {
+    /// The offload side, when offload is on.
+    pub fn offload(&self) -> Option<&Offload> {
+        self.offload.as_ref()
+    }
+
+    /// Destroys every hardware rule (returns how many, and how many the
+    /// model still holds), then stops the PMDs (they flush their tx
+    /// buffers) and releases the ports.
+    pub fn shutdown(mut self) -> Option<(usize, usize)> {
+        let offload = self.offload.as_mut().map(|o| {
+            let destroyed = o.stop().unwrap_or(0);
+            (destroyed, o.model.as_ref().map_or(0, |m| m.rules()))
+        });
         self.stop_pmds();
         for p in &self.ports {
             if let Err(e) = p.port.stop() {
@@ -171,6 +205,7 @@ impl Switch {
             }
         }
         tracing::info!("switch stopped");
+        offload
     }
 
     fn stop_pmds(&mut self) {
@@ -192,6 +227,9 @@ impl Switch {
 
 impl Drop for Switch {
     fn drop(&mut self) {
+        if let Some(o) = self.offload.as_mut() {
+            let _ = o.stop();
+        }
         self.stop_pmds();
     }
 }

@@ -4,9 +4,11 @@
 //! answers control commands, runs maintenance (idle expiry, hit reports),
 //! re-ranks the classifier and publishes counters.
 
-use super::burst::{Engine, EngineSetup, Io, Packets, PmdConfig, RevalidateReport, BURST, RX_BURST};
+use super::burst::{
+    Engine, EngineSetup, Hardware, HotPolicy, Io, Packets, PmdConfig, RevalidateReport, BURST, RX_BURST,
+};
 use super::counters::{Counter, DropReason, Local, PortCounter, Shared};
-use super::flows::{FlowEvent, FlowInfo, RemoveReason};
+use super::flows::{EventBatch, FlowInfo, RemoveReason};
 use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
 use crate::flow::RuleTable;
 use crate::underlay::Underlay;
@@ -16,6 +18,10 @@ use std::sync::{Arc, Mutex};
 
 const _: () = assert!(BURST == MAX_BURST, "the engine's burst arrays hold a DPDK burst");
 
+/// How long a PMD waits for room in the event channel before acknowledging a
+/// control request (the manager must have seen the events first).
+const EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A tx queue owned by one PMD, or shared (with a lock taken once per flush)
 /// when the device has fewer tx queues than there are PMDs.
 pub enum TxHandle {
@@ -23,12 +29,24 @@ pub enum TxHandle {
     Shared(Arc<Mutex<TxQueue>>),
 }
 
-/// Messages from the control thread.
+/// Messages from the control thread and the offload manager.
 pub enum PmdCommand {
-    /// Use this rule table from now on; revalidate cached flows; then answer.
+    /// Use this rule table from now on; revalidate cached flows; send the
+    /// events that produced; then answer.
     SetRules { table: Arc<RuleTable>, done: Sender<RevalidateReport> },
     /// Answer with every flow.
     DumpFlows(Sender<Vec<FlowInfo>>),
+    /// These flows were hit in hardware: keep them from idling out.
+    Touch(Vec<u64>),
+    /// Remove these flows (aged out in both tiers, or evicted).
+    Expire(Vec<u64>, RemoveReason),
+    /// Answer once the current iteration is over and pending events are
+    /// sent: from then on every packet sees the current underlay.
+    Barrier(Sender<()>),
+    /// Stop polling and sending on a port (it is being restarted).
+    Pause(u32, Sender<()>),
+    /// Poll and send on the port again.
+    Resume(u32),
 }
 
 /// What the control thread sees of a PMD.
@@ -54,8 +72,10 @@ pub struct PmdSetup {
     pub shared: Arc<PmdShared>,
     pub commands: Receiver<PmdCommand>,
     pub stop: Arc<AtomicBool>,
-    pub events: Option<Sender<FlowEvent>>,
+    pub events: Option<Sender<EventBatch>>,
     pub underlay: Arc<Underlay>,
+    pub hardware: Option<Hardware>,
+    pub hot: Option<HotPolicy>,
     /// Per physical port: whether it is an uplink (VTEP duties).
     pub uplink: Vec<bool>,
     /// Tunnel ports (numbered after the physical ports).
@@ -102,6 +122,7 @@ pub fn run(setup: PmdSetup) {
         Err(e) => tracing::warn!(pmd = setup.index, "PMD thread not registered with EAL (no mempool cache): {e}"),
     }
     let hz = tsc_hz().max(1);
+    let txqs_len = setup.txqs.len();
     let tx = setup.txqs.into_iter().map(|queue| TxPort { queue, buf: Burst::new(), bytes: 0 }).collect();
     let engine = Engine::new(EngineSetup {
         index: setup.index,
@@ -113,8 +134,12 @@ pub fn run(setup: PmdSetup) {
         mtus: setup.mtus,
         tunnels: setup.tunnels,
         hz,
+        hardware: setup.hardware,
+        hot: setup.hot,
     });
+    let ports = txqs_len;
     let mut pmd = Pmd {
+        paused: vec![false; ports],
         engine,
         rxqs: setup.rxqs,
         tx,
@@ -129,6 +154,8 @@ pub fn run(setup: PmdSetup) {
 
 struct Pmd {
     engine: Engine,
+    /// Ports being restarted: not polled, nothing sent to them.
+    paused: Vec<bool>,
     rxqs: Vec<(u32, RxQueue)>,
     tx: Vec<TxPort>,
     pool: Arc<Mempool>,
@@ -146,12 +173,16 @@ impl Pmd {
         let mut last_publish = rdtsc();
         let mut last_maintenance = last_publish;
         let mut last_rank = last_publish;
+        let mut last_hot = last_publish;
         while !self.stop.load(Ordering::Relaxed) {
             let start = rdtsc();
             self.engine.start_iteration();
             let mut received = 0usize;
             for q in 0..self.rxqs.len() {
                 let (port, rxq) = &mut self.rxqs[q];
+                if self.paused.get(*port as usize).copied().unwrap_or(false) {
+                    continue;
+                }
                 let n = rxq.rx_burst_up_to(&mut burst, RX_BURST);
                 if n == 0 {
                     continue;
@@ -170,6 +201,7 @@ impl Pmd {
                 }
             }
             self.flush_all();
+            self.engine.flush_events(None);
             let end = rdtsc();
             let spent = end.wrapping_sub(start);
             let c = &mut self.engine.counters;
@@ -182,6 +214,11 @@ impl Pmd {
                 self.engine.maintenance(end);
                 last_maintenance = end;
             }
+            // Hot-flow checks every 5 ms (only flows hit since the last one).
+            if end.wrapping_sub(last_hot) > hz / 200 {
+                self.engine.hot_check(end);
+                last_hot = end;
+            }
             if end.wrapping_sub(last_rank) > hz {
                 self.engine.rank();
                 last_rank = end;
@@ -193,6 +230,7 @@ impl Pmd {
         }
         self.flush_all();
         self.engine.remove_all(RemoveReason::Shutdown);
+        self.engine.flush_events(Some(std::time::Duration::from_millis(200)));
         self.publish();
         tracing::info!(pmd = self.engine.index, "PMD thread stopped");
     }
@@ -206,20 +244,55 @@ impl Pmd {
         match cmd {
             PmdCommand::SetRules { table, done } => {
                 let report = self.engine.revalidate(table);
+                self.engine.flush_events(Some(EVENT_WAIT));
                 self.publish();
                 let _ = done.send(report);
             }
             PmdCommand::DumpFlows(reply) => {
                 let _ = reply.send(self.engine.dump(now));
             }
+            PmdCommand::Touch(ids) => self.engine.touch(&ids, now),
+            PmdCommand::Expire(ids, reason) => self.engine.expire(&ids, reason),
+            PmdCommand::Barrier(done) => {
+                self.engine.flush_events(Some(EVENT_WAIT));
+                let _ = done.send(());
+            }
+            PmdCommand::Pause(port, done) => {
+                if let Some(p) = self.paused.get_mut(port as usize) {
+                    *p = true;
+                }
+                if let Some(tx) = self.tx.get_mut(port as usize) {
+                    // What was queued for the port is dropped (counted).
+                    let n = tx.buf.len() as u64;
+                    tx.buf.clear();
+                    tx.bytes = 0;
+                    self.engine.counters.port(port as usize, PortCounter::TxDropped, n);
+                    self.engine.counters.drop(DropReason::PortDown, n);
+                }
+                let _ = done.send(());
+            }
+            PmdCommand::Resume(port) => {
+                if let Some(p) = self.paused.get_mut(port as usize) {
+                    *p = false;
+                }
+            }
         }
     }
 
     fn flush_all(&mut self) {
         for (port, tx) in self.tx.iter_mut().enumerate() {
-            if !tx.buf.is_empty() {
-                flush(tx, port, &mut self.engine.counters);
+            if tx.buf.is_empty() {
+                continue;
             }
+            if self.paused.get(port).copied().unwrap_or(false) {
+                let n = tx.buf.len() as u64;
+                tx.buf.clear();
+                tx.bytes = 0;
+                self.engine.counters.port(port, PortCounter::TxDropped, n);
+                self.engine.counters.drop(DropReason::PortDown, n);
+                continue;
+            }
+            flush(tx, port, &mut self.engine.counters);
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Route and neighbour edits (`vswitchctl route-add`, `neigh-add`, ...).
 //! They change the shared underlay, whose generation the PMDs check every
-//! iteration: cached flows re-resolve their encapsulation at once.
+//! iteration: cached flows re-resolve their encapsulation at once, and an
+//! edit returns only once the hardware rules it affected are replaced and
+//! every PMD has moved on to the new tables.
 
 use super::{Switch, SwitchError};
 use crate::config::Role;
 use crate::net::Prefix;
+use crate::offloading::manager::SyncReport;
 use crate::underlay::{Neighbour, Route, RouteSource};
 use std::net::IpAddr;
 
@@ -25,7 +28,7 @@ impl Switch {
     ///
     /// # Errors
     /// Bad prefix, gateway or port.
-    pub fn add_route(&self, prefix: &str, via: Option<&str>, port: &str) -> Result<(), SwitchError> {
+    pub fn add_route(&self, prefix: &str, via: Option<&str>, port: &str) -> Result<Option<SyncReport>, SwitchError> {
         let prefix: Prefix = prefix.parse()?;
         let prefix = prefix.network();
         let via = via
@@ -41,14 +44,14 @@ impl Switch {
             ((), true)
         });
         tracing::info!(%prefix, ?via, port, "route added");
-        Ok(())
+        self.underlay_changed()
     }
 
     /// Deletes a route that is not a connected one.
     ///
     /// # Errors
     /// When no such route has that prefix.
-    pub fn del_route(&self, prefix: &str) -> Result<(), SwitchError> {
+    pub fn del_route(&self, prefix: &str) -> Result<Option<SyncReport>, SwitchError> {
         let prefix: Prefix = prefix.parse()?;
         let prefix = prefix.network();
         let removed = self.underlay.write(|t| {
@@ -63,14 +66,14 @@ impl Switch {
             )));
         }
         tracing::info!(%prefix, "route deleted");
-        Ok(())
+        self.underlay_changed()
     }
 
     /// Adds or replaces a static neighbour.
     ///
     /// # Errors
     /// Bad address, MAC or port.
-    pub fn add_neighbour(&self, ip: &str, mac: &str, port: &str) -> Result<(), SwitchError> {
+    pub fn add_neighbour(&self, ip: &str, mac: &str, port: &str) -> Result<Option<SyncReport>, SwitchError> {
         let ip: IpAddr = ip.parse().map_err(|_| SwitchError::Invalid(format!("{ip:?} is not an IP address")))?;
         let mac = crate::ofrule::parse_mac(mac)
             .ok_or_else(|| SwitchError::Invalid(format!("{mac:?} is not a MAC address")))?;
@@ -80,14 +83,14 @@ impl Switch {
             ((), true)
         });
         tracing::info!(%ip, mac = %crate::ofrule::format_mac(&mac), port, "neighbour added");
-        Ok(())
+        self.underlay_changed()
     }
 
     /// Deletes a neighbour (static or learned).
     ///
     /// # Errors
     /// When there is none for that address.
-    pub fn del_neighbour(&self, ip: &str) -> Result<(), SwitchError> {
+    pub fn del_neighbour(&self, ip: &str) -> Result<Option<SyncReport>, SwitchError> {
         let ip: IpAddr = ip.parse().map_err(|_| SwitchError::Invalid(format!("{ip:?} is not an IP address")))?;
         let removed = self.underlay.write(|t| {
             let r = t.neighbours.remove(&ip).is_some();
@@ -97,6 +100,6 @@ impl Switch {
             return Err(SwitchError::NotFound(format!("no neighbour {ip}")));
         }
         tracing::info!(%ip, "neighbour deleted");
-        Ok(())
+        self.underlay_changed()
     }
 }

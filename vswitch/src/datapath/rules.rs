@@ -1,7 +1,8 @@
 //! Rule edits: the rule table, published to every PMD as a new snapshot;
-//! each PMD revalidates its megaflows and acknowledges before an edit
-//! returns, so after it no packet is forwarded by a rule that is gone or
-//! shadowed.
+//! each PMD revalidates its megaflows and acknowledges, and the offload
+//! manager removes the hardware rules of the flows that went, before an edit
+//! returns; so after it no packet is forwarded by a rule that is gone or
+//! shadowed, in either tier.
 
 use super::pmd::PmdCommand;
 use super::{RevalidateReport, Switch, SwitchError};
@@ -82,6 +83,8 @@ impl Switch {
             total.kept += r.kept;
             total.removed += r.removed;
         }
+        // Flows revalidated out leave the hardware too before this returns.
+        self.offload_sync()?;
         Ok(total)
     }
 

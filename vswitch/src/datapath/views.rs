@@ -88,12 +88,20 @@ pub struct FlowView {
     pub actions: String,
     pub rule_id: Option<u64>,
     pub priority: Option<u32>,
+    /// Software and hardware packets.
     pub packets: u64,
     pub bytes: u64,
+    /// Of `packets`: counted by the device.
+    pub hw_packets: u64,
     pub age_ms: u64,
     pub idle_ms: u64,
     /// "emc" when exact-match entries point at it, else "megaflow".
     pub tier: &'static str,
+    /// `hw`, `pending`, `sw` or `sw(<reason>)`; `off` without offload.
+    pub offload: String,
+    /// testpmd commands of the flow's hardware rule (dump-flows --testpmd).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub testpmd: Vec<String>,
     /// For outputs to tunnel ports: how they are encapsulated now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encap: Option<String>,
@@ -231,6 +239,12 @@ impl Switch {
     /// A flow's view.
     pub fn flow_view(&self, f: &FlowInfo) -> FlowView {
         let name = |n: u32| self.port_name(n);
+        let hw = self.offload.as_ref().map(|o| o.shared.flow(f.id));
+        let (offload, hw_packets, hw_bytes, testpmd) = match hw {
+            None => ("off".to_owned(), 0, 0, Vec::new()),
+            Some(None) => ("sw".to_owned(), 0, 0, Vec::new()),
+            Some(Some(o)) => (o.state, o.hw_packets, o.hw_bytes, o.testpmd),
+        };
         FlowView {
             id: f.id,
             pmd: f.pmd,
@@ -238,11 +252,14 @@ impl Switch {
             actions: ofrule::format_actions(&f.actions, &name),
             rule_id: f.rule.map(|r| r.0),
             priority: f.rule.map(|r| r.1),
-            packets: f.packets,
-            bytes: f.bytes,
+            packets: f.packets + hw_packets,
+            bytes: f.bytes + hw_bytes,
+            hw_packets,
             age_ms: f.age_ms,
             idle_ms: f.idle_ms,
             tier: if f.in_emc { "emc" } else { "megaflow" },
+            offload,
+            testpmd,
             encap: {
                 let mut vni = None;
                 let mut out = Vec::new();

@@ -85,6 +85,8 @@ fn engine(rules: &[&str], budget: usize) -> Engine {
         mtus: vec![1500, 1500, 1500],
         tunnels: 1,
         hz: 1_000_000_000,
+        hardware: None,
+        hot: None,
     });
     e.start_iteration();
     e
@@ -308,4 +310,133 @@ fn revalidation_keeps_unaffected_flows_and_removes_shadowed_ones() {
     let report = e.revalidate(Arc::new(table));
     assert_eq!((report.kept, report.removed), (1, 1));
     assert_eq!(e.flow_count(), 1);
+}
+
+/// Offload on and off give the same packets out: the bursts go through an
+/// engine without hardware, its megaflows are translated and installed in the
+/// model e-switch, and the same bursts go through an engine with the model in
+/// front: every port gets the same frames (as multisets), and the model
+/// handles what it took.
+#[test]
+fn model_offload_gives_the_same_packets_as_software() {
+    use crate::offloading::translate::{translate, Context, PortFacts};
+    use offload::device::FlowDevice;
+    use offload::model::{ModelDevice, ModelSwitch, Profile};
+    let rules = [
+        "priority=10,in_port=vf0,ip,nw_dst=10.2.0.0/16 actions=output:uplink0",
+        "priority=20,in_port=vf0,udp,tp_dst=53 actions=mod_vlan_vid:100,output:uplink0",
+        "priority=10,in_port=vf1 actions=output:vxlan0",
+        "priority=10,in_port=uplink0,dl_dst=02:00:00:00:00:10 actions=mod_dl_src:02:aa:00:00:00:01,output:vf0",
+        "priority=10,in_port=uplink0,dl_dst=02:00:00:00:00:11,dl_vlan=200 actions=strip_vlan,output:vf1",
+        "priority=10,in_port=vxlan0 actions=output:vf1",
+        "priority=30,in_port=vf0,ip,nw_dst=10.2.9.0/24 actions=drop",
+    ];
+    let vm0 = [2, 0, 0, 0, 0, 0x10];
+    let vm1 = [2, 0, 0, 0, 0, 0x11];
+    let remote = crate::actions::vxlan::EncapTemplate::new(crate::actions::vxlan::EncapSpec {
+        eth_src: REMOTE_MAC,
+        eth_dst: UPLINK_MAC,
+        ip_src: "198.18.0.2".parse().expect("ip"),
+        ip_dst: "198.18.0.1".parse().expect("ip"),
+        vni: 100,
+        udp_dst: 4789,
+        ttl: 64,
+        tos: 0,
+        df: true,
+    })
+    .expect("template");
+    let mut bursts: Vec<(u32, Vec<Vec<u8>>)> = Vec::new();
+    for round in 0..6u8 {
+        let from_vf0: Vec<Vec<u8>> = (0..8u8)
+            .map(|i| match i % 4 {
+                0 => udp([2; 6], vm0, [10, 2, round, i], 80, 60 + usize::from(i)),
+                1 => udp([2; 6], vm0, [10, 2, 1, i], 53, 64),
+                2 => udp([2; 6], vm0, [10, 2, 9, i], 80, 60),
+                _ => udp([2; 6], vm0, [10, 3, 0, i], 80, 60),
+            })
+            .collect();
+        let from_vf1: Vec<Vec<u8>> =
+            (0..6u8).map(|i| udp([4; 6], vm1, [10, 9, round, i], 1000 + u16::from(i), 70)).collect();
+        let mut from_uplink: Vec<Vec<u8>> = (0..4u8).map(|i| udp(vm0, [6; 6], [10, 0, 0, i], 7, 60)).collect();
+        from_uplink.extend((0..3u8).map(|i| {
+            let f = udp(vm1, [6; 6], [10, 0, 1, i], 7, 60);
+            let mut t = f[..12].to_vec();
+            t.extend_from_slice(&[0x81, 0x00, 0x00, 200]);
+            t.extend_from_slice(&f[12..]);
+            t
+        }));
+        from_uplink.extend((0..4u8).map(|i| {
+            let mut p = VecPacket::new(&udp(vm1, [8; 6], [10, 1, round, i], 9, 60), 128);
+            remote.encap(&mut p, 0xc000 + u16::from(i)).expect("encap");
+            p.data().to_vec()
+        }));
+        bursts.push((0, from_vf0));
+        bursts.push((1, from_vf1));
+        bursts.push((2, from_uplink));
+    }
+    let run = |e: &mut Engine| {
+        let mut io = VecIo { copies: 100, ..Default::default() };
+        for (round, (port, frames)) in bursts.iter().enumerate() {
+            e.start_iteration();
+            let (mut pkts, n) = burst(frames);
+            e.process(*port, &mut pkts, n, round as u64 + 1, &mut io);
+        }
+        let mut out = io.sent;
+        out.sort();
+        out
+    };
+    // Offload off.
+    let mut software = engine(&rules, 64);
+    let want = run(&mut software);
+    assert!(want.len() > 100, "the bursts produce output: {}", want.len());
+    // Translate and install every megaflow.
+    let facts: Vec<PortFacts> = ["vf0", "vf1", "uplink0"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| PortFacts {
+            name: (*name).into(),
+            ethdev: 20 + i as u16,
+            role: if i == 2 { crate::config::Role::Uplink } else { crate::config::Role::Representor },
+            mtu: 1500,
+            domain: Some(0),
+            mac: if i == 2 { UPLINK_MAC } else { [2, 0, 0, 0, 0, 0x10 + i as u8] },
+        })
+        .collect();
+    let model = Arc::new(ModelSwitch::new(Profile::default()));
+    let mut device = ModelDevice::new(Arc::clone(&model));
+    let u = underlay();
+    // The encapsulating flow needs room for 50 bytes more than the VMs' MTU.
+    u.write(|t| {
+        t.locals[0].mtu = 1600;
+        ((), true)
+    });
+    let mut installed = 0;
+    let mut refused = Vec::new();
+    for f in software.dump(100) {
+        let tr = u.read(|tables| translate(&f.key, &f.mask, &f.actions, &Context { ports: &facts, tables }, 1));
+        match tr {
+            Ok(t) => {
+                device.create(&offload::rte_flow::lower(&t.rule, 0, f.id).expect("lower")).expect("the model takes it");
+                installed += 1;
+            }
+            Err(r) => refused.push(r.to_string()),
+        }
+    }
+    assert!(refused.is_empty(), "every flow here translates: {refused:?}");
+    assert!(installed >= 7, "{installed} rules");
+    // Offload on: the model in front.
+    let mut with_hw = engine(&rules, 64);
+    with_hw.underlay_for_tests(&u);
+    with_hw.hardware = Some(Hardware {
+        model: Arc::clone(&model),
+        ethdev: vec![20, 21, 22],
+        port_of: (0..23).map(|e| (20..23).contains(&e).then(|| (e - 20) as u32)).collect(),
+    });
+    let got = run(&mut with_hw);
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want, "the same frames on the same ports");
+    let c = counters(&with_hw);
+    let total: u64 = bursts.iter().map(|(_, f)| f.len() as u64).sum();
+    assert_eq!(c.get(Counter::HwPackets), total, "the model took every packet (all flows were offloaded)");
+    assert_eq!(c.drops(DropReason::HwRuleDrop), 6 * 4, "per round: two by the drop rule, two that match no rule");
 }

@@ -1,0 +1,827 @@
+//! The offload manager: a thread that learns about megaflows from the PMDs'
+//! events, offloads the hot ones (or all, by policy) into the device, and
+//! keeps the others in software with a reason.
+//!
+//! - Capacity: at most `max_rules`; when full, a candidate evicts the
+//!   coldest hardware rule only if it is `hysteresis` times hotter (no
+//!   flapping); rule operations are limited to `max_ops_per_s`.
+//! - Counters: every `query_interval` the hardware counters are read; their
+//!   deltas are added to the flows' statistics, and flows hit in hardware are
+//!   "touched" in their PMD so that software idle expiry does not take them.
+//!   Rules carry AGE where the device has it; aged rules' flows are expired.
+//! - Underlay changes: exactly the hardware rules whose tunnel resolution
+//!   changed are re-translated and replaced make-before-break (new rule at
+//!   the other priority first, then the old one destroyed); the others are
+//!   not touched.
+//! - A port stop flushes the device's rules for it (a NIC does); after the
+//!   restart they are installed again. Shutdown destroys every rule.
+
+use super::translate::{translate, Context, PortFacts, Refusal, Translation};
+use crate::actions::Action;
+use crate::config::offload::{OffloadConfig, Policy};
+use crate::datapath::flows::{EventBatch, FlowEvent, RemoveReason};
+use crate::datapath::pmd::PmdCommand;
+use crate::packet::{FlowKey, FlowMask};
+use crate::underlay::Underlay;
+use crossbeam_channel::{select, tick, Receiver, Sender};
+use offload::device::{DeviceError, ErrorKind, FlowDevice, HitCounts, RuleHandle};
+use offload::rte_flow::lower;
+use offload::rule::{Action as HwAction, Headers, Pattern, Rule};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Where a flow is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    /// In software; not (yet) hot.
+    Software,
+    /// To be installed (after a port restart, or the rate limit).
+    Pending,
+    /// Installed in the device.
+    Hardware,
+    /// Kept in software for a reason.
+    Refused(Reason),
+    /// Was in hardware, made room for a hotter flow.
+    Evicted,
+}
+
+/// Why a flow is not in hardware.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    Translate(Refusal),
+    Device(DeviceError),
+    /// The table is full and the flow is not hot enough to evict another.
+    NoSpace(String),
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Translate(r) => write!(f, "{r}"),
+            Reason::Device(e) if e.kind == ErrorKind::NoSpace => write!(f, "no space: {}", e.message),
+            Reason::Device(e) => write!(f, "device: {}", e.message),
+            Reason::NoSpace(s) => write!(f, "no space: {s}"),
+        }
+    }
+}
+
+impl Reason {
+    /// Short name for counters.
+    pub fn kind(&self) -> String {
+        match self {
+            Reason::Translate(r) => r.kind().to_owned(),
+            Reason::Device(e) if e.kind == ErrorKind::NoSpace => "no_space".into(),
+            Reason::Device(e) => format!("device_{}", e.kind),
+            Reason::NoSpace(_) => "no_space".into(),
+        }
+    }
+}
+
+impl State {
+    /// As dump-flows shows it: `hw`, `pending`, `sw(<reason>)`.
+    pub fn text(&self) -> String {
+        match self {
+            State::Software => "sw".into(),
+            State::Pending => "pending".into(),
+            State::Hardware => "hw".into(),
+            State::Refused(r) => format!("sw({r})"),
+            State::Evicted => "sw(evicted by a hotter flow)".into(),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            State::Software => "software",
+            State::Pending => "pending",
+            State::Hardware => "hardware",
+            State::Refused(_) => "refused",
+            State::Evicted => "evicted",
+        }
+    }
+}
+
+/// What the control side sees of a flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowOffload {
+    pub state: String,
+    pub hw_packets: u64,
+    pub hw_bytes: u64,
+    /// testpmd commands of its hardware rule.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub testpmd: Vec<String>,
+}
+
+/// Counters of the manager (`vswitchctl offload-show`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OffloadStats {
+    pub device: String,
+    pub policy: String,
+    pub max_rules: usize,
+    /// Rules in the device (flows and jump rules).
+    pub rules_in_device: usize,
+    pub flow_rules: usize,
+    pub flows_by_state: BTreeMap<String, u64>,
+    pub refusals_by_reason: BTreeMap<String, u64>,
+    pub failures_by_device_error: BTreeMap<String, u64>,
+    pub inserts: u64,
+    pub deletes: u64,
+    pub replacements: u64,
+    pub unchanged_on_underlay_change: u64,
+    pub evictions: u64,
+    pub reinstalled: u64,
+    pub rate_limited: u64,
+    pub events: u64,
+    pub aged: u64,
+    /// Flow install (in software) to rule active, over the last samples.
+    pub install_to_active_ms_p50: f64,
+    pub install_to_active_ms_p99: f64,
+    pub install_to_active_samples: usize,
+    pub hw_packets: u64,
+    pub hw_bytes: u64,
+}
+
+/// Shared with the control thread.
+#[derive(Debug, Default)]
+pub struct OffloadShared {
+    pub flows: Mutex<HashMap<u64, FlowOffload>>,
+    pub stats: Mutex<OffloadStats>,
+}
+
+impl OffloadShared {
+    pub fn flow(&self, id: u64) -> Option<FlowOffload> {
+        self.flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&id).cloned()
+    }
+
+    pub fn stats(&self) -> OffloadStats {
+        self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// Requests from the control thread.
+pub enum Request {
+    /// Process every event sent so far and any underlay change, then answer.
+    Sync(Sender<SyncReport>),
+    /// The port (ethdev id) is stopping: forget the rules the device drops.
+    PortStopping { ethdev: u16, done: Sender<usize> },
+    /// The port is up again: install what was there.
+    PortStarted { ethdev: u16, done: Sender<usize> },
+    /// Destroy every rule and stop.
+    Stop(Sender<usize>),
+}
+
+/// What a [`Request::Sync`] did about the underlay.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SyncReport {
+    pub replaced: u64,
+    pub unchanged: u64,
+}
+
+/// What the manager starts with.
+pub struct ManagerSetup {
+    pub config: OffloadConfig,
+    pub device: Box<dyn FlowDevice + Send>,
+    /// The transfer proxy, for the testpmd text.
+    pub proxy: u16,
+    pub ports: Vec<PortFacts>,
+    pub underlay: Arc<Underlay>,
+    pub events: Receiver<EventBatch>,
+    /// Per PMD: its command queue (flow ids carry the PMD in their top bits).
+    pub pmds: Vec<Sender<PmdCommand>>,
+    pub idle_timeout: Duration,
+    pub shared: Arc<OffloadShared>,
+}
+
+struct HwRule {
+    handle: RuleHandle,
+    rule: Rule,
+    tunnels: Vec<(u32, Option<u32>)>,
+    /// The device's count at the last query.
+    last: HitCounts,
+    /// Packets per second over the last query interval.
+    pps: u64,
+}
+
+struct FlowRec {
+    pmd: usize,
+    key: FlowKey,
+    mask: FlowMask,
+    actions: Arc<[Action]>,
+    state: State,
+    installed: Instant,
+    /// The software rate last reported (Hot events).
+    pps: u64,
+    hw: Option<HwRule>,
+    hw_packets: u64,
+    hw_bytes: u64,
+    /// Priority of the current rule (alternates on replacement).
+    priority: u32,
+}
+
+/// Token bucket for rule operations.
+struct Budget {
+    per_s: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Budget {
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_s).min(self.per_s.max(1.0));
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The manager's state (runs on its own thread: [`run`]).
+pub struct Manager {
+    config: OffloadConfig,
+    device: Box<dyn FlowDevice + Send>,
+    proxy: u16,
+    ports: Vec<PortFacts>,
+    underlay: Arc<Underlay>,
+    pmds: Vec<Sender<PmdCommand>>,
+    idle_timeout: Duration,
+    shared: Arc<OffloadShared>,
+    flows: HashMap<u64, FlowRec>,
+    /// Jump rules per ingress ethdev port (group 0 -> the rules' group).
+    jumps: HashMap<u16, RuleHandle>,
+    hw_count: usize,
+    generation: u64,
+    budget: Budget,
+    stats: OffloadStats,
+    latencies: std::collections::VecDeque<f64>,
+    /// Flows whose view changed since the last publish.
+    dirty: Vec<u64>,
+}
+
+const LATENCY_SAMPLES: usize = 10_000;
+/// Flow ids carry their PMD's index in the top 16 bits.
+fn pmd_of(id: u64) -> usize {
+    (id >> 48) as usize
+}
+
+impl Manager {
+    pub fn new(s: ManagerSetup) -> Self {
+        let stats = OffloadStats {
+            device: s.device.describe(),
+            policy: format!("{:?}", s.config.policy).to_lowercase(),
+            max_rules: s.config.max_rules,
+            ..OffloadStats::default()
+        };
+        let generation = s.underlay.generation();
+        Self {
+            budget: Budget {
+                per_s: s.config.max_ops_per_s as f64,
+                tokens: s.config.max_ops_per_s as f64,
+                last: Instant::now(),
+            },
+            config: s.config,
+            device: s.device,
+            proxy: s.proxy,
+            ports: s.ports,
+            underlay: s.underlay,
+            pmds: s.pmds,
+            idle_timeout: s.idle_timeout,
+            shared: s.shared,
+            flows: HashMap::new(),
+            jumps: HashMap::new(),
+            hw_count: 0,
+            generation,
+            stats,
+            latencies: std::collections::VecDeque::new(),
+            dirty: Vec::new(),
+        }
+    }
+
+    /// Handles one batch of flow events.
+    pub fn events(&mut self, batch: EventBatch) {
+        self.stats.events += batch.len() as u64;
+        for ev in batch {
+            match ev {
+                FlowEvent::Installed { id, pmd, key, mask, actions } => {
+                    let rec = FlowRec {
+                        pmd,
+                        key,
+                        mask,
+                        actions,
+                        state: State::Software,
+                        installed: Instant::now(),
+                        pps: 0,
+                        hw: None,
+                        hw_packets: 0,
+                        hw_bytes: 0,
+                        priority: 1,
+                    };
+                    self.flows.insert(id, rec);
+                    self.dirty.push(id);
+                    if self.config.policy == Policy::All {
+                        self.offload(id);
+                    }
+                }
+                FlowEvent::Hot { id, pps } => {
+                    let Some(rec) = self.flows.get_mut(&id) else { continue };
+                    rec.pps = pps;
+                    let retry = matches!(
+                        rec.state,
+                        State::Software | State::Evicted | State::Pending | State::Refused(Reason::NoSpace(_))
+                    ) || matches!(&rec.state, State::Refused(Reason::Device(e)) if matches!(e.kind, ErrorKind::NoSpace | ErrorKind::Busy));
+                    if retry {
+                        self.offload(id);
+                    }
+                }
+                FlowEvent::Removed { id, .. } => {
+                    if let Some(rec) = self.flows.remove(&id) {
+                        if let Some(hw) = rec.hw {
+                            self.destroy(hw.handle);
+                            self.hw_count -= 1;
+                        }
+                        self.dirty.push(id);
+                    }
+                }
+                FlowEvent::Hits { .. } => {}
+            }
+        }
+    }
+
+    fn context_translate(&self, rec: &FlowRec, priority: u32) -> Result<Translation, Refusal> {
+        self.underlay.read(|tables| {
+            let ctx = Context { ports: &self.ports, tables };
+            translate(&rec.key, &rec.mask, &rec.actions, &ctx, priority)
+        })
+    }
+
+    fn with_age(&self, mut rule: Rule) -> Rule {
+        if self.config.age {
+            let timeout_s = self.idle_timeout.as_secs().clamp(1, u64::from(offload::rule::MAX_AGE_S)) as u32;
+            let at = rule.actions.iter().position(|a| !matches!(a, HwAction::Count)).unwrap_or(0);
+            rule.actions.insert(at, HwAction::Age { timeout_s });
+        }
+        rule
+    }
+
+    fn destroy(&mut self, h: RuleHandle) {
+        match self.device.destroy(h) {
+            Ok(()) => self.stats.deletes += 1,
+            Err(e) => {
+                *self.stats.failures_by_device_error.entry(e.kind.to_string()).or_default() += 1;
+                tracing::warn!("offload: destroying a rule: {e}");
+            }
+        }
+    }
+
+    /// Installs `rule` for flow `id` (its jump rule first, if needed).
+    fn create(&mut self, id: u64, rule: &Rule) -> Result<RuleHandle, DeviceError> {
+        let group = self.config.group;
+        if group > 0 && !self.jumps.contains_key(&rule.pattern.ingress) {
+            let jump = Rule {
+                pattern: Pattern { ingress: rule.pattern.ingress, tunnel: None, headers: Headers::default() },
+                priority: 0,
+                actions: vec![HwAction::Jump { group }],
+            };
+            let l = lower(&jump, 0, 0).map_err(|e| DeviceError::new("lower", 22, 0, e.0))?;
+            let h = self.device.create(&l)?;
+            self.stats.inserts += 1;
+            self.jumps.insert(rule.pattern.ingress, h);
+        }
+        let l = lower(rule, group, id).map_err(|e| DeviceError::new("lower", 22, 0, e.0))?;
+        self.device.create(&l)
+    }
+
+    fn refuse(&mut self, id: u64, reason: Reason) {
+        if let Some(rec) = self.flows.get_mut(&id) {
+            if rec.state != State::Refused(reason.clone()) {
+                tracing::debug!(flow = id, %reason, "offload: stays in software");
+            }
+            rec.state = State::Refused(reason);
+            self.dirty.push(id);
+        }
+    }
+
+    /// The coldest hardware flow, by hardware rate.
+    fn coldest(&self) -> Option<(u64, u64)> {
+        self.flows.iter().filter_map(|(id, r)| r.hw.as_ref().map(|h| (*id, h.pps))).min_by_key(|(_, pps)| *pps)
+    }
+
+    /// Tries to put flow `id` into the device.
+    fn offload(&mut self, id: u64) {
+        let Some(rec) = self.flows.get(&id) else { return };
+        if rec.hw.is_some() {
+            return;
+        }
+        let t = match self.context_translate(rec, rec.priority) {
+            Ok(t) => t,
+            Err(r) => return self.refuse(id, Reason::Translate(r)),
+        };
+        if self.hw_count >= self.config.max_rules {
+            let candidate = rec.pps;
+            match self.coldest() {
+                Some((victim, pps))
+                    if self.config.policy == Policy::Hot && candidate as f64 > pps as f64 * self.config.hysteresis =>
+                {
+                    self.evict(victim);
+                }
+                other => {
+                    let coldest = other.map_or(String::new(), |(_, p)| format!(", the coldest at {p} pps"));
+                    return self.refuse(
+                        id,
+                        Reason::NoSpace(format!(
+                            "{} rules in use{coldest}; this flow at {candidate} pps",
+                            self.hw_count
+                        )),
+                    );
+                }
+            }
+        }
+        if !self.budget.take() {
+            self.stats.rate_limited += 1;
+            if let Some(rec) = self.flows.get_mut(&id) {
+                rec.state = State::Pending;
+                self.dirty.push(id);
+            }
+            return;
+        }
+        let rule = self.with_age(t.rule);
+        match self.create(id, &rule) {
+            Ok(handle) => {
+                self.stats.inserts += 1;
+                self.hw_count += 1;
+                if let Some(rec) = self.flows.get_mut(&id) {
+                    let ms = rec.installed.elapsed().as_secs_f64() * 1000.0;
+                    rec.state = State::Hardware;
+                    rec.hw =
+                        Some(HwRule { handle, rule, tunnels: t.tunnels, last: HitCounts::default(), pps: rec.pps });
+                    self.latencies.push_back(ms);
+                    if self.latencies.len() > LATENCY_SAMPLES {
+                        self.latencies.pop_front();
+                    }
+                    metrics::histogram!("vswitch_offload_install_to_active_seconds").record(ms / 1000.0);
+                    self.dirty.push(id);
+                }
+            }
+            Err(e) => {
+                *self.stats.failures_by_device_error.entry(e.kind.to_string()).or_default() += 1;
+                self.refuse(id, Reason::Device(e));
+            }
+        }
+    }
+
+    fn evict(&mut self, victim: u64) {
+        let Some(rec) = self.flows.get_mut(&victim) else { return };
+        let Some(hw) = rec.hw.take() else { return };
+        rec.state = State::Evicted;
+        self.hw_count -= 1;
+        self.stats.evictions += 1;
+        self.dirty.push(victim);
+        self.destroy(hw.handle);
+    }
+
+    /// Reads every hardware rule's counters; returns the flows hit since the
+    /// last time, per PMD.
+    pub fn query(&mut self, interval: Duration) -> Vec<Vec<u64>> {
+        let mut touched: Vec<Vec<u64>> = vec![Vec::new(); self.pmds.len()];
+        let secs = interval.as_secs_f64().max(1e-3);
+        let ids: Vec<u64> = self.flows.iter().filter(|(_, r)| r.hw.is_some()).map(|(id, _)| *id).collect();
+        for id in ids {
+            let Some(handle) = self.flows.get(&id).and_then(|r| r.hw.as_ref()).map(|h| h.handle) else { continue };
+            let counts = match self.device.query(handle) {
+                Ok(c) => c,
+                Err(e) => {
+                    *self.stats.failures_by_device_error.entry(format!("query_{}", e.kind)).or_default() += 1;
+                    continue;
+                }
+            };
+            let Some(rec) = self.flows.get_mut(&id) else { continue };
+            let Some(hw) = rec.hw.as_mut() else { continue };
+            // The NIC's answer: counters only grow; anything else is a reset.
+            let dp = counts.packets.saturating_sub(hw.last.packets);
+            let db = counts.bytes.saturating_sub(hw.last.bytes);
+            hw.last = counts;
+            hw.pps = (dp as f64 / secs) as u64;
+            if dp > 0 {
+                rec.hw_packets += dp;
+                rec.hw_bytes += db;
+                self.stats.hw_packets += dp;
+                self.stats.hw_bytes += db;
+                if let Some(t) = touched.get_mut(rec.pmd) {
+                    t.push(id);
+                }
+                self.dirty.push(id);
+            }
+        }
+        touched
+    }
+
+    /// Handles rules the device reports aged (idle for their AGE timeout).
+    fn aged(&mut self) -> Vec<Vec<u64>> {
+        let mut expire: Vec<Vec<u64>> = vec![Vec::new(); self.pmds.len()];
+        let Ok(cookies) = self.device.aged() else { return expire };
+        for id in cookies {
+            // Only our cookies; anything else from the device is ignored.
+            if self.flows.get(&id).is_some_and(|r| r.hw.is_some()) {
+                self.stats.aged += 1;
+                if let Some(e) = expire.get_mut(pmd_of(id)) {
+                    e.push(id);
+                }
+            }
+        }
+        expire
+    }
+
+    /// Re-translates the hardware flows that depend on tunnels and replaces
+    /// the changed ones make-before-break; retries flows waiting for a route.
+    pub fn underlay_changed(&mut self) -> SyncReport {
+        let mut report = SyncReport::default();
+        let ids: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, r)| r.hw.as_ref().is_some_and(|h| !h.tunnels.is_empty()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            let Some(rec) = self.flows.get(&id) else { continue };
+            let priority = rec.priority ^ 1;
+            let Some(hw) = rec.hw.as_ref() else { continue };
+            let old_rule = hw.rule.clone();
+            let old_handle = hw.handle;
+            match self.context_translate(rec, priority) {
+                Ok(t) => {
+                    let new_rule = self.with_age(t.rule.clone());
+                    if (Rule { priority: old_rule.priority, ..new_rule.clone() }) == old_rule {
+                        report.unchanged += 1;
+                        continue;
+                    }
+                    // Make before break: the new rule (other priority) first.
+                    match self.create(id, &new_rule) {
+                        Ok(handle) => {
+                            self.stats.inserts += 1;
+                            self.destroy(old_handle);
+                            report.replaced += 1;
+                            if let Some(rec) = self.flows.get_mut(&id) {
+                                rec.priority = priority;
+                                rec.hw = Some(HwRule {
+                                    handle,
+                                    rule: new_rule,
+                                    tunnels: t.tunnels,
+                                    last: HitCounts::default(),
+                                    pps: 0,
+                                });
+                                self.dirty.push(id);
+                            }
+                        }
+                        Err(e) => {
+                            // The old rule is wrong now: back to software.
+                            self.destroy(old_handle);
+                            self.hw_count -= 1;
+                            if let Some(rec) = self.flows.get_mut(&id) {
+                                rec.hw = None;
+                            }
+                            *self.stats.failures_by_device_error.entry(e.kind.to_string()).or_default() += 1;
+                            self.refuse(id, Reason::Device(e));
+                        }
+                    }
+                }
+                Err(r) => {
+                    self.destroy(old_handle);
+                    self.hw_count -= 1;
+                    if let Some(rec) = self.flows.get_mut(&id) {
+                        rec.hw = None;
+                    }
+                    self.refuse(id, Reason::Translate(r));
+                }
+            }
+        }
+        self.stats.replacements += report.replaced;
+        self.stats.unchanged_on_underlay_change += report.unchanged;
+        // Flows that waited for a route or neighbour may translate now.
+        let waiting: Vec<u64> = self
+            .flows
+            .iter()
+            .filter(|(_, r)| matches!(r.state, State::Refused(Reason::Translate(Refusal::Unresolved(_)))))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            let ready =
+                self.flows.get(&id).is_some_and(|r| self.config.policy == Policy::All || r.pps >= self.config.min_pps);
+            if ready {
+                self.offload(id);
+            } else if let Some(rec) = self.flows.get_mut(&id) {
+                rec.state = State::Software;
+                self.dirty.push(id);
+            }
+        }
+        report
+    }
+
+    fn check_underlay(&mut self) -> SyncReport {
+        let g = self.underlay.generation();
+        if g == self.generation {
+            return SyncReport::default();
+        }
+        self.generation = g;
+        self.underlay_changed()
+    }
+
+    /// A port is stopping: the device drops its rules (as a NIC does);
+    /// their flows wait to be installed again.
+    pub fn port_stopping(&mut self, ethdev: u16) -> usize {
+        let dropped = self.device.port_stopped(ethdev);
+        self.jumps.retain(|_, h| !dropped.contains(h));
+        let mut n = 0;
+        for (id, rec) in self.flows.iter_mut() {
+            if rec.hw.as_ref().is_some_and(|h| dropped.contains(&h.handle)) {
+                rec.hw = None;
+                rec.state = State::Pending;
+                self.hw_count -= 1;
+                self.dirty.push(*id);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Installs again what a port stop took out.
+    pub fn port_started(&mut self) -> usize {
+        let pending: Vec<u64> =
+            self.flows.iter().filter(|(_, r)| r.state == State::Pending).map(|(id, _)| *id).collect();
+        let mut n = 0;
+        for id in pending {
+            self.offload(id);
+            if self.flows.get(&id).is_some_and(|r| r.hw.is_some()) {
+                n += 1;
+            }
+        }
+        self.stats.reinstalled += n as u64;
+        n
+    }
+
+    /// Destroys every rule; returns how many.
+    pub fn shutdown(&mut self) -> usize {
+        let mut n = 0;
+        let handles: Vec<RuleHandle> = self
+            .flows
+            .values_mut()
+            .filter_map(|r| r.hw.take().map(|h| h.handle))
+            .chain(self.jumps.drain().map(|(_, h)| h))
+            .collect();
+        for h in handles {
+            if self.device.destroy(h).is_ok() {
+                n += 1;
+            }
+        }
+        self.hw_count = 0;
+        self.stats.deletes += n as u64;
+        self.publish();
+        n
+    }
+
+    /// Updates the shared views.
+    pub fn publish(&mut self) {
+        {
+            let mut views = self.shared.flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in self.dirty.drain(..) {
+                match self.flows.get(&id) {
+                    None => {
+                        views.remove(&id);
+                    }
+                    Some(r) => {
+                        let testpmd =
+                            r.hw.as_ref()
+                                .map(|h| offload::testpmd::commands(&h.rule, self.proxy, self.config.group))
+                                .unwrap_or_default();
+                        views.insert(
+                            id,
+                            FlowOffload {
+                                state: r.state.text(),
+                                hw_packets: r.hw_packets,
+                                hw_bytes: r.hw_bytes,
+                                testpmd,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        for r in self.flows.values() {
+            *by_state.entry(r.state.name().to_owned()).or_default() += 1;
+            if let State::Refused(reason) = &r.state {
+                *reasons.entry(reason.kind()).or_default() += 1;
+            }
+        }
+        let mut sorted: Vec<f64> = self.latencies.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let pct =
+            |p: f64| if sorted.is_empty() { 0.0 } else { sorted[((sorted.len() - 1) as f64 * p).round() as usize] };
+        self.stats.flows_by_state = by_state;
+        self.stats.refusals_by_reason = reasons;
+        self.stats.rules_in_device = self.device.rules();
+        self.stats.flow_rules = self.hw_count;
+        self.stats.install_to_active_ms_p50 = pct(0.5);
+        self.stats.install_to_active_ms_p99 = pct(0.99);
+        self.stats.install_to_active_samples = sorted.len();
+        *self.shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.stats.clone();
+    }
+
+    fn send_to_pmds(&self, lists: Vec<Vec<u64>>, make: impl Fn(Vec<u64>) -> PmdCommand) {
+        for (pmd, ids) in lists.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            if let Some(tx) = self.pmds.get(pmd) {
+                // A full queue skips this round (the next query repeats it).
+                let _ = tx.try_send(make(ids));
+            }
+        }
+    }
+
+    /// Retries flows waiting for the rate budget.
+    fn pending(&mut self) {
+        let ids: Vec<u64> =
+            self.flows.iter().filter(|(_, r)| r.state == State::Pending).map(|(id, _)| *id).take(1024).collect();
+        for id in ids {
+            self.offload(id);
+        }
+    }
+}
+
+/// Runs the manager until a [`Request::Stop`].
+pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Request>) {
+    tracing::info!(device = %m.stats.device, policy = %m.stats.policy, max_rules = m.config.max_rules, "offload manager started");
+    let ticker = tick(Duration::from_millis(5));
+    let query_every = m.config.query_interval;
+    let mut last_query = Instant::now();
+    let mut last_age = Instant::now();
+    let mut last_publish = Instant::now();
+    loop {
+        select! {
+            recv(events) -> b => match b {
+                Ok(batch) => m.events(batch),
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            },
+            recv(requests) -> r => match r {
+                Ok(Request::Sync(done)) => {
+                    while let Ok(batch) = events.try_recv() {
+                        m.events(batch);
+                    }
+                    let report = m.check_underlay();
+                    m.publish();
+                    let _ = done.send(report);
+                }
+                Ok(Request::PortStopping { ethdev, done }) => {
+                    while let Ok(batch) = events.try_recv() {
+                        m.events(batch);
+                    }
+                    let n = m.port_stopping(ethdev);
+                    m.publish();
+                    let _ = done.send(n);
+                }
+                Ok(Request::PortStarted { done, .. }) => {
+                    let n = m.port_started();
+                    m.publish();
+                    let _ = done.send(n);
+                }
+                Ok(Request::Stop(done)) => {
+                    let n = m.shutdown();
+                    tracing::info!(rules = n, "offload manager stopped: every rule destroyed");
+                    let _ = done.send(n);
+                    return;
+                }
+                Err(_) => {
+                    m.shutdown();
+                    return;
+                }
+            },
+            recv(ticker) -> _ => {
+                m.check_underlay();
+                m.pending();
+                if last_query.elapsed() >= query_every {
+                    let elapsed = last_query.elapsed();
+                    last_query = Instant::now();
+                    let touched = m.query(elapsed);
+                    m.send_to_pmds(touched, PmdCommand::Touch);
+                }
+                if m.config.age && last_age.elapsed() >= Duration::from_secs(1) {
+                    last_age = Instant::now();
+                    let expire = m.aged();
+                    m.send_to_pmds(expire, |ids| PmdCommand::Expire(ids, RemoveReason::Aged));
+                }
+                if last_publish.elapsed() >= Duration::from_millis(50) {
+                    last_publish = Instant::now();
+                    m.publish();
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
