@@ -53,17 +53,23 @@ pub struct RteFlowDevice {
 unsafe impl Send for RteFlowDevice {}
 
 impl RteFlowDevice {
-    /// The device for the e-switch `port` belongs to.
+    /// The device for the e-switch `port` belongs to. A driver with no flow
+    /// API at all (ENOSYS) has no proxy to name: the port itself is used, and
+    /// every call then returns the driver's refusal.
     ///
     /// # Errors
-    /// When DPDK cannot name a transfer proxy for the port.
+    /// When DPDK refuses to name a transfer proxy for another reason.
     pub fn new(port: u16) -> Result<Self, DeviceError> {
         let mut proxy = port;
         let mut e = error_slot();
         // SAFETY: valid out pointers; DPDK checks the port id.
         let ret = unsafe { sys::rte_flow_pick_transfer_proxy(port, &mut proxy, &mut e) };
         if ret != 0 {
-            return Err(failure("pick_transfer_proxy", ret, &e));
+            let err = failure("pick_transfer_proxy", ret, &e);
+            if err.errno != crate::device::libc_errno::ENOSYS {
+                return Err(err);
+            }
+            proxy = port;
         }
         Ok(Self { port, proxy, flows: HashMap::new(), next: 1 })
     }

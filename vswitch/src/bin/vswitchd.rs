@@ -161,12 +161,14 @@ fn run(args: Args) -> Result<()> {
     tracing::info!("stopping");
     control_stop.store(true, Ordering::SeqCst);
     let _ = control.join();
-    let final_stats = switch.stats();
-    let offload = match Arc::try_unwrap(switch) {
-        Ok(sw) => sw.shutdown(),
-        Err(_) => {
+    let (final_stats, offload) = match Arc::try_unwrap(switch) {
+        Ok(sw) => {
+            let r = sw.shutdown();
+            (r.stats, r.offload)
+        }
+        Err(sw) => {
             tracing::warn!("switch still referenced at shutdown");
-            None
+            (sw.stats(), None)
         }
     };
     println!("{}", summary(&final_stats));

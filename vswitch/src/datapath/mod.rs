@@ -46,6 +46,13 @@ struct PmdHandle {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What a shutdown leaves: the final counters, and with offload the rules
+/// destroyed and the rules left in the model e-switch.
+pub struct ShutdownReport {
+    pub stats: SwitchStats,
+    pub offload: Option<(usize, usize)>,
+}
+
 /// The running switch.
 pub struct Switch {
     config: Config,
@@ -190,22 +197,23 @@ impl Switch {
         self.offload.as_ref()
     }
 
-    /// Destroys every hardware rule (returns how many, and how many the
-    /// model still holds), then stops the PMDs (they flush their tx
-    /// buffers) and releases the ports.
-    pub fn shutdown(mut self) -> Option<(usize, usize)> {
+    /// Destroys every hardware rule, stops the PMDs (they flush their tx
+    /// buffers and publish their last counters), reads the final counters,
+    /// then releases the ports.
+    pub fn shutdown(mut self) -> ShutdownReport {
         let offload = self.offload.as_mut().map(|o| {
             let destroyed = o.stop().unwrap_or(0);
             (destroyed, o.model.as_ref().map_or(0, |m| m.rules()))
         });
         self.stop_pmds();
+        let stats = self.stats();
         for p in &self.ports {
             if let Err(e) = p.port.stop() {
                 tracing::warn!(port = %p.spec.name, "stopping: {e}");
             }
         }
         tracing::info!("switch stopped");
-        offload
+        ShutdownReport { stats, offload }
     }
 
     fn stop_pmds(&mut self) {

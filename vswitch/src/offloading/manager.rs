@@ -197,9 +197,13 @@ struct HwRule {
     handle: RuleHandle,
     rule: Rule,
     tunnels: Vec<(u32, Option<u32>)>,
-    /// The device's count at the last query.
+    /// The device's count at the last query, and when that was (creation
+    /// at first): each rule's rate has its own time base, so a rule created
+    /// just before a query does not look cold.
     last: HitCounts,
-    /// Packets per second over the last query interval.
+    last_at: Instant,
+    /// Packets per second since the previous query (the software rate that
+    /// made it hot until the first query).
     pps: u64,
 }
 
@@ -456,8 +460,14 @@ impl Manager {
                 if let Some(rec) = self.flows.get_mut(&id) {
                     let ms = rec.installed.elapsed().as_secs_f64() * 1000.0;
                     rec.state = State::Hardware;
-                    rec.hw =
-                        Some(HwRule { handle, rule, tunnels: t.tunnels, last: HitCounts::default(), pps: rec.pps });
+                    rec.hw = Some(HwRule {
+                        handle,
+                        rule,
+                        tunnels: t.tunnels,
+                        last: HitCounts::default(),
+                        last_at: Instant::now(),
+                        pps: rec.pps,
+                    });
                     self.latencies.push_back(ms);
                     if self.latencies.len() > LATENCY_SAMPLES {
                         self.latencies.pop_front();
@@ -485,9 +495,8 @@ impl Manager {
 
     /// Reads every hardware rule's counters; returns the flows hit since the
     /// last time, per PMD.
-    pub fn query(&mut self, interval: Duration) -> Vec<Vec<u64>> {
+    pub fn query(&mut self) -> Vec<Vec<u64>> {
         let mut touched: Vec<Vec<u64>> = vec![Vec::new(); self.pmds.len()];
-        let secs = interval.as_secs_f64().max(1e-3);
         let ids: Vec<u64> = self.flows.iter().filter(|(_, r)| r.hw.is_some()).map(|(id, _)| *id).collect();
         for id in ids {
             let Some(handle) = self.flows.get(&id).and_then(|r| r.hw.as_ref()).map(|h| h.handle) else { continue };
@@ -503,7 +512,10 @@ impl Manager {
             // The NIC's answer: counters only grow; anything else is a reset.
             let dp = counts.packets.saturating_sub(hw.last.packets);
             let db = counts.bytes.saturating_sub(hw.last.bytes);
+            let now = Instant::now();
+            let secs = now.duration_since(hw.last_at).as_secs_f64().max(1e-3);
             hw.last = counts;
+            hw.last_at = now;
             hw.pps = (dp as f64 / secs) as u64;
             if dp > 0 {
                 rec.hw_packets += dp;
@@ -571,7 +583,8 @@ impl Manager {
                                     rule: new_rule,
                                     tunnels: t.tunnels,
                                     last: HitCounts::default(),
-                                    pps: 0,
+                                    last_at: Instant::now(),
+                                    pps: rec.pps,
                                 });
                                 self.dirty.push(id);
                             }
@@ -804,9 +817,8 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
                 m.check_underlay();
                 m.pending();
                 if last_query.elapsed() >= query_every {
-                    let elapsed = last_query.elapsed();
                     last_query = Instant::now();
-                    let touched = m.query(elapsed);
+                    let touched = m.query();
                     m.send_to_pmds(touched, PmdCommand::Touch);
                 }
                 if m.config.age && last_age.elapsed() >= Duration::from_secs(1) {

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod frames;
 pub mod netns;
 pub mod pcap;
 

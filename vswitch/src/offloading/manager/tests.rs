@@ -1,1 +1,293 @@
+//! The manager's decisions, driven by hand: events in, rules in the model
+//! e-switch out.
 
+use super::*;
+use crate::config::Role;
+use crate::datapath::burst::megaflow_mask;
+use crate::flow::RuleTable;
+use crate::net::Prefix;
+use crate::ofrule::parse_rule;
+use crate::packet::parse::parse;
+use crate::underlay::{LocalAddress, Neighbour, Route, RouteSource, Tables, Tunnel};
+use crossbeam_channel::unbounded;
+use offload::model::{ModelDevice, ModelSwitch, Profile, Verdict};
+use offload::packet::{PacketBuf, VecPacket};
+
+const NAMES: [&str; 4] = ["vf0", "vf1", "uplink0", "vxlan0"];
+const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
+const HOP_A: [u8; 6] = [2, 0, 0, 0, 0, 0xa1];
+const HOP_B: [u8; 6] = [2, 0, 0, 0, 0, 0xb2];
+
+struct Rig {
+    m: Manager,
+    model: Arc<ModelSwitch>,
+    underlay: Arc<Underlay>,
+    pmd: Receiver<PmdCommand>,
+    table: RuleTable,
+    next_id: u64,
+}
+
+fn rig(policy: Policy, max_rules: usize) -> Rig {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+    let mut t = Tables::default();
+    t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 2, mac: UPLINK_MAC, mtu: 1600 });
+    t.routes.push(Route {
+        prefix: "198.18.0.0/24".parse::<Prefix>().expect("p"),
+        via: None,
+        port: 2,
+        source: RouteSource::Connected,
+    });
+    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: HOP_A, port: 2, is_static: true });
+    t.neighbours.insert(ip("198.18.0.3"), Neighbour { mac: HOP_B, port: 2, is_static: true });
+    t.tunnels.push(Tunnel {
+        name: "vxlan0".into(),
+        number: 3,
+        remote: ip("10.9.0.1"),
+        vni: Some(100),
+        local: None,
+        udp_port: 4789,
+    });
+    // The remote VTEP 10.9.0.1 is reached through 198.18.0.2.
+    t.routes.push(Route {
+        prefix: "10.9.0.0/16".parse::<Prefix>().expect("p"),
+        via: Some(ip("198.18.0.2")),
+        port: 2,
+        source: RouteSource::Config,
+    });
+    let underlay = Arc::new(Underlay::new(t));
+    let model = Arc::new(ModelSwitch::new(Profile::default()));
+    let (pmd_tx, pmd) = unbounded();
+    let (_ev_tx, ev_rx) = unbounded();
+    let ports = ["vf0", "vf1", "uplink0"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| PortFacts {
+            name: (*n).into(),
+            ethdev: 20 + i as u16,
+            role: if i == 2 { Role::Uplink } else { Role::Representor },
+            mtu: 1500,
+            domain: Some(0),
+            mac: if i == 2 { UPLINK_MAC } else { [2, 0, 0, 0, 0, 0x10 + i as u8] },
+        })
+        .collect();
+    let config =
+        OffloadConfig { enabled: true, policy, max_rules, max_ops_per_s: 1_000_000, ..OffloadConfig::default() };
+    let m = Manager::new(ManagerSetup {
+        config,
+        device: Box::new(ModelDevice::new(Arc::clone(&model))),
+        proxy: 22,
+        ports,
+        underlay: Arc::clone(&underlay),
+        events: ev_rx,
+        pmds: vec![pmd_tx],
+        idle_timeout: Duration::from_secs(10),
+        shared: Arc::default(),
+    });
+    let mut table = RuleTable::new();
+    let resolve = |n: &str| NAMES.iter().position(|p| *p == n).map(|i| i as u32);
+    for r in [
+        "priority=10,in_port=vf0,udp actions=output:uplink0",
+        "priority=10,in_port=vf1 actions=output:vxlan0",
+        "priority=20,in_port=vf0,udp,tp_dst=9 actions=output:vxlan0",
+    ] {
+        let s = parse_rule(r, &resolve).expect(r);
+        table.insert(s.priority, s.matcher, s.actions);
+    }
+    Rig { m, model, underlay, pmd, table, next_id: 1 }
+}
+
+fn udp(src_port: u16, dport: u16) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0x10, 0x08, 0x00, 0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0];
+    f.extend_from_slice(&[10, 0, 0, 1, 10, 2, 0, 1]);
+    f.extend_from_slice(&src_port.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 26, 0, 0]);
+    f.extend_from_slice(&[0u8; 18]);
+    f
+}
+
+impl Rig {
+    /// Installs the megaflow of `frame` from `port`; returns its id.
+    fn install(&mut self, port: u32, frame: &[u8]) -> u64 {
+        let key = parse(frame, port, None).key;
+        let c = self.table.classify(&key);
+        let actions: Arc<[Action]> = Arc::from(c.rule.as_ref().map(|r| r.actions.clone()).unwrap_or_default());
+        let mask = megaflow_mask(c.mask, &actions);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.m.events(vec![FlowEvent::Installed { id, pmd: 0, key: key.masked(&mask), mask, actions }]);
+        id
+    }
+
+    fn hot(&mut self, id: u64, pps: u64) {
+        self.m.events(vec![FlowEvent::Hot { id, pps }]);
+    }
+
+    fn state(&self, id: u64) -> State {
+        self.m.flows.get(&id).map(|r| r.state.clone()).expect("flow")
+    }
+
+    /// A frame through the model from ethdev `port`.
+    fn send(&self, port: u16, frame: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut p = VecPacket::new(frame, 128);
+        let v = self.model.process(port, &mut p);
+        (v, p.data().to_vec())
+    }
+}
+
+#[test]
+fn hot_policy_offloads_on_hot_and_all_policy_at_install() {
+    let mut r = rig(Policy::Hot, 16);
+    let a = r.install(0, &udp(1, 80));
+    assert_eq!(r.state(a), State::Software, "not hot yet");
+    assert_eq!(r.model.rules(), 0);
+    r.hot(a, 5000);
+    assert_eq!(r.state(a), State::Hardware);
+    assert_eq!(r.model.rules(), 2, "the flow's rule and vf0's jump rule");
+    assert_eq!(r.send(20, &udp(1, 80)), (Verdict::Output(22), udp(1, 80)));
+    assert_eq!(r.m.latencies.len(), 1);
+
+    let mut r = rig(Policy::All, 16);
+    let a = r.install(0, &udp(1, 80));
+    assert_eq!(r.state(a), State::Hardware, "offloaded at install");
+}
+
+#[test]
+fn full_table_evicts_only_a_much_colder_rule() {
+    let mut r = rig(Policy::Hot, 2);
+    let a = r.install(0, &udp(1, 80));
+    let b = r.install(1, &udp(1, 80));
+    r.hot(a, 1000);
+    r.hot(b, 1000);
+    assert_eq!((r.state(a), r.state(b)), (State::Hardware, State::Hardware));
+    // Hardware rates from the counters: a at 10 packets, b at 4 in a second.
+    for _ in 0..10 {
+        r.send(20, &udp(1, 80));
+    }
+    for _ in 0..4 {
+        r.send(21, &udp(1, 80));
+    }
+    // As if the last query was a second ago: 10 and 2 packets per second.
+    for rec in r.m.flows.values_mut() {
+        if let Some(hw) = rec.hw.as_mut() {
+            hw.last_at = Instant::now() - Duration::from_secs(1);
+        }
+    }
+    r.m.query();
+    let pps = |id: u64| r.m.flows[&id].hw.as_ref().map_or(0, |h| h.pps);
+    assert!((9..=10).contains(&pps(a)) && (3..=4).contains(&pps(b)), "{} {}", pps(a), pps(b));
+    let touched = r.pmd.try_recv();
+    assert!(touched.is_err(), "query alone sends nothing; the run loop sends the touches");
+    let c = r.install(0, &udp(1, 9));
+    // 4 pps is not 1.5 x the coldest (b at 3-4 pps): no space.
+    r.hot(c, 4);
+    assert!(matches!(r.state(c), State::Refused(Reason::NoSpace(_))), "{:?}", r.state(c));
+    // 8 pps is: b goes back to software, c takes its place.
+    r.hot(c, 8);
+    assert_eq!((r.state(b), r.state(c)), (State::Evicted, State::Hardware));
+    assert_eq!(r.state(a), State::Hardware, "the hottest keeps its rule");
+    assert_eq!(r.m.stats.evictions, 1);
+    assert_eq!(r.send(21, &udp(1, 80)).0, Verdict::Miss, "b's packets are software's again");
+}
+
+#[test]
+fn route_change_replaces_exactly_the_affected_rules_make_before_break() {
+    let mut r = rig(Policy::All, 16);
+    let plain = r.install(0, &udp(1, 80));
+    let tunnel = r.install(1, &udp(1, 80));
+    assert_eq!((r.state(plain), r.state(tunnel)), (State::Hardware, State::Hardware));
+    let (v, out) = r.send(21, &udp(1, 80));
+    assert_eq!((v, &out[0..6]), (Verdict::Output(22), &HOP_A[..]));
+    let rules_before = r.model.rules();
+    // A more specific route to the remote VTEP through the other next hop.
+    r.underlay.write(|t| {
+        t.routes.push(Route {
+            prefix: "10.9.0.1/32".parse::<Prefix>().expect("p"),
+            via: Some("198.18.0.3".parse().expect("ip")),
+            port: 2,
+            source: RouteSource::Control,
+        });
+        ((), true)
+    });
+    let report = r.m.check_underlay();
+    assert_eq!((report.replaced, report.unchanged), (1, 0), "only the tunnel's flow depends on the route");
+    assert_eq!(r.model.rules(), rules_before, "the old rule is gone once the new one is in");
+    let (v, out) = r.send(21, &udp(1, 80));
+    assert_eq!((v, &out[0..6]), (Verdict::Output(22), &HOP_B[..]), "the new next hop's MAC");
+    assert_eq!(r.m.flows[&tunnel].priority, 0, "the replacement took the other priority");
+    // An unrelated underlay change replaces nothing.
+    r.underlay.write(|t| {
+        t.neighbours.insert("198.18.0.77".parse().expect("ip"), Neighbour { mac: [9; 6], port: 2, is_static: true });
+        ((), true)
+    });
+    let report = r.m.check_underlay();
+    assert_eq!((report.replaced, report.unchanged), (0, 1));
+    // The neighbour goes away: the flow cannot be translated and leaves hardware.
+    r.underlay.write(|t| {
+        t.neighbours.remove(&"198.18.0.3".parse().expect("ip"));
+        ((), true)
+    });
+    r.m.check_underlay();
+    assert!(
+        matches!(r.state(tunnel), State::Refused(Reason::Translate(Refusal::Unresolved(_)))),
+        "{:?}",
+        r.state(tunnel)
+    );
+    assert_eq!(r.send(21, &udp(1, 80)).0, Verdict::Miss);
+    // It comes back when the neighbour does (policy all: at once).
+    r.underlay.write(|t| {
+        t.neighbours.insert("198.18.0.3".parse().expect("ip"), Neighbour { mac: HOP_B, port: 2, is_static: true });
+        ((), true)
+    });
+    r.m.check_underlay();
+    assert_eq!(r.state(tunnel), State::Hardware);
+}
+
+#[test]
+fn removed_flows_leave_port_stops_reinstall_and_shutdown_destroys_everything() {
+    let mut r = rig(Policy::All, 16);
+    let a = r.install(0, &udp(1, 80));
+    let b = r.install(1, &udp(1, 80));
+    assert_eq!(r.model.rules(), 4, "two flows, two jump rules");
+    r.m.events(vec![FlowEvent::Removed { id: a, reason: RemoveReason::Idle }]);
+    assert_eq!(r.model.rules(), 3);
+    assert!(!r.m.flows.contains_key(&a));
+    // vf1 stops: the model drops its rules; the flow waits, then comes back.
+    assert_eq!(r.m.port_stopping(21), 1);
+    assert_eq!(r.state(b), State::Pending);
+    assert_eq!(r.model.rules(), 1, "vf0's jump rule is left");
+    assert_eq!(r.m.port_started(), 1);
+    assert_eq!(r.state(b), State::Hardware);
+    assert_eq!(r.m.shutdown(), 3);
+    assert_eq!(r.model.rules(), 0);
+}
+
+#[test]
+fn aged_rules_expire_their_flows_and_hits_touch_them() {
+    let mut r = rig(Policy::All, 16);
+    r.m.config.age = true;
+    r.m.idle_timeout = Duration::from_secs(1);
+    let a = r.install(0, &udp(1, 80));
+    r.send(20, &udp(1, 80));
+    let touched = r.m.query();
+    assert_eq!(touched, vec![vec![a]], "hit in hardware: touched in its PMD");
+    assert_eq!(r.m.flows[&a].hw_packets, 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(r.m.aged(), vec![vec![a]], "idle for the AGE timeout: expired in its PMD");
+}
+
+#[test]
+fn refusals_are_visible_in_the_views() {
+    let mut r = rig(Policy::All, 16);
+    // Mirror: two outputs.
+    let resolve = |n: &str| NAMES.iter().position(|p| *p == n).map(|i| i as u32);
+    let s =
+        parse_rule("priority=99,in_port=vf0,udp,tp_dst=7 actions=output:uplink0,output:vf1", &resolve).expect("rule");
+    r.table.insert(s.priority, s.matcher, s.actions);
+    let id = r.install(0, &udp(1, 7));
+    r.m.publish();
+    let view = r.m.shared.flow(id).expect("view");
+    assert_eq!(view.state, "sw(unsupported: several outputs (mirroring is not offloaded))");
+    let stats = r.m.shared.stats();
+    assert_eq!(stats.refusals_by_reason.get("unsupported"), Some(&1));
+}
