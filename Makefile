@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
   dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
 
-.PHONY: deps build run test lint bench bench-smoke bench-micro bench-micro-smoke fuzz-smoke ci
+.PHONY: deps build run test lint bench bench-smoke bench-offload bench-micro bench-micro-smoke fuzz-smoke ci
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -34,13 +34,19 @@ test: deps
 	  $(CARGO) test --workspace; \
 	fi
 
-# Criterion micro-benchmarks of the flow core (parse, EMC, dpcls, rule table, encap).
+# Criterion micro-benchmarks: the flow core (parse, EMC, dpcls, rule table,
+# encap), the offload manager's rule operations, the offload crate (lowering,
+# the model e-switch).
 bench-micro: deps
 	$(CARGO) bench -p vswitch --bench flow_core
+	$(CARGO) bench -p vswitch --bench offload_manager
+	$(CARGO) bench -p offload --bench offload
 
 # The same, short (CI): checks they run and prints rough figures.
 bench-micro-smoke: deps
 	$(CARGO) bench -p vswitch --bench flow_core -- --warm-up-time 0.3 --measurement-time 1
+	$(CARGO) bench -p vswitch --bench offload_manager -- --warm-up-time 0.3 --measurement-time 1
+	$(CARGO) bench -p offload --bench offload -- --warm-up-time 0.3 --measurement-time 1
 
 # The benchmark harness, short (CI): every scenario through vswitchd, Open
 # vSwitch and the testpmd floor for a few seconds; checks it produces numbers.
@@ -48,6 +54,15 @@ bench-smoke: deps
 	$(CARGO) build --release -p vswitch --bins -q
 	$(CARGO) build --release -p vswitch-bench -q
 	./target/release/vswitch-bench smoke
+	./target/release/vswitch-bench offload --flows 20000 --packets 200000 --rules 1024 --warmup 4 --seconds 2 \
+	  --out $${TMPDIR:-/tmp}/vswitch-bench-offload-smoke
+
+# The offload scenario (~1 min): Zipf traffic over 100k flows into the model
+# e-switch's 4,096 rules, hot policy against all; writes bench-results/offload.{json,md}.
+bench-offload: deps
+	$(CARGO) build --release -p vswitch --bins -q
+	$(CARGO) build --release -p vswitch-bench -q
+	./target/release/vswitch-bench offload --out bench-results
 
 # The full side-by-side run (~25 min): vswitchd, Open vSwitch and the testpmd
 # floor on every scenario and flow count; writes bench-results/report.{md,png}.

@@ -11,6 +11,7 @@
 
 mod floor;
 mod fonts;
+mod offload;
 mod ours;
 mod ovs;
 mod report;
@@ -111,6 +112,36 @@ enum Cmd {
         #[arg(long)]
         vswitchd: Option<PathBuf>,
     },
+    /// The offload scenario: Zipf traffic over many flows, the model
+    /// e-switch with a limited table; the hot-flow policy against offloading
+    /// every megaflow. Writes offload.json and offload.md.
+    Offload {
+        #[arg(long, default_value_t = 100_000)]
+        flows: u32,
+        /// Packets in the replayed pcap (the Zipf sample).
+        #[arg(long, default_value_t = 1_000_000)]
+        packets: u64,
+        /// Rules the model e-switch holds for flows.
+        #[arg(long, default_value_t = 4096)]
+        rules: usize,
+        /// The hot threshold: low enough that the 4,096th flow of Zipf(1)
+        /// over 100k flows at about 1.5 Mpps (some 25 pps) is above it.
+        #[arg(long, default_value_t = 20)]
+        min_pps: u64,
+        #[arg(long, default_value_t = 100)]
+        hot_ms: u64,
+        /// Seconds before measuring (hot flows move into the model).
+        #[arg(long, default_value_t = 10)]
+        warmup: u64,
+        #[arg(long, default_value_t = 6)]
+        seconds: u64,
+        #[arg(long)]
+        core: Option<usize>,
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        #[arg(long)]
+        vswitchd: Option<PathBuf>,
+    },
     /// Render report.md and report.png from a results.json.
     Report {
         results: PathBuf,
@@ -191,6 +222,25 @@ fn run(args: Args) -> Result<()> {
             let dir = out.unwrap_or_else(|| results.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
             write_reports(&r, &dir)?;
             println!("{}", report::markdown(&r));
+        }
+        Cmd::Offload { flows, packets, rules, min_pps, hot_ms, warmup, seconds, core, out, vswitchd } => {
+            let setup = offload::Setup {
+                flows,
+                packets,
+                rules,
+                min_pps,
+                hot_ms,
+                warmup: Duration::from_secs(warmup),
+                window: Duration::from_secs(seconds),
+                core: core.unwrap_or(cores() - 1),
+                out,
+                vswitchd,
+            };
+            let r = offload::run(&setup)?;
+            println!("{}", offload::markdown(&r));
+            if let Some(p) = r.policies.iter().find(|p| p.hw_share <= 0.0) {
+                bail!("policy {}: no packet was handled by the model e-switch", p.policy);
+            }
         }
         Cmd::Smoke { vswitchd, no_peer } => {
             let bin = ours::vswitchd_path(vswitchd)?;

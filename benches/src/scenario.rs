@@ -186,7 +186,7 @@ pub fn vswitchd_config(scenario: Scenario, pcap: &Path, socket: &Path, core: usi
          [datapath]\npmd_cores = [{core}]\nidle_timeout_ms = 60000\nmax_flows = 2000000\nmbufs = {mbufs}\n\
          [control]\nsocket = \"{sock}\"\n[metrics]\nlisten = \"off\"\n\
          [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"{vf}\"\n\
-         [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"{up}\"\nmtu = {UPLINK_MTU}\nip = \"{LOCAL_VTEP}/24\"\n",
+         [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"{up}\"\nmtu = {UPLINK_MTU}\nip = \"{LOCAL_VTEP}/24\"\nmac = \"{LOCAL_VTEP_MAC}\"\n",
         mem = eal_memory_mb(mbufs),
         sock = socket.display(),
         vf = dev("vf0", 0),

@@ -198,7 +198,7 @@ fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result
     Ok(match req {
         Request::Show => to_json(&switch.stats()),
         Request::DumpPorts => to_json(&switch.stats().ports),
-        Request::DumpFlows { .. } => to_json(&switch.dump_flows()?),
+        Request::DumpFlows { testpmd } => to_json(&switch.dump_flows(*testpmd)?),
         Request::DumpRules => to_json(&switch.dump_rules()),
         Request::AddRule { rule } => {
             nonempty(rule, "a rule")?;
@@ -232,7 +232,7 @@ fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result
             json!({"deleted": ip, "offload": offload})
         }
         Request::OffloadShow => match switch.offload() {
-            Some(o) => to_json(&o.shared.stats()),
+            Some(o) => to_json(&o.stats()),
             None => {
                 return Err(ControlError::Usage(
                     "offload is off (add an [offload] section to the configuration)".into(),

@@ -68,6 +68,10 @@ fn flows(d: &Daemon) -> Vec<Value> {
     d.ctl_json(&["dump-flows"]).expect("dump-flows").as_array().expect("array").clone()
 }
 
+fn flows_with_testpmd(d: &Daemon) -> Vec<Value> {
+    d.ctl_json(&["dump-flows", "--testpmd"]).expect("dump-flows --testpmd").as_array().expect("array").clone()
+}
+
 fn vxlan_from(remote_mac: [u8; 6], remote_ip: &str, local_ip: &str, vni: u32, inner: &[u8], sport: u16) -> Vec<u8> {
     let t = EncapTemplate::new(EncapSpec {
         eth_src: remote_mac,
@@ -109,6 +113,11 @@ fn run_once(
         let n: u64 = f.iter().map(|x| x["packets"].as_u64().unwrap_or(0)).sum();
         (n == total).then_some(f)
     });
+    // The port counters with the hardware share as of that query (asking
+    // for offload-show publishes the manager's counters; an error without
+    // offload).
+    let _ = d.ctl_json(&["offload-show"]);
+    let s = if offload.is_empty() { s } else { d.show() };
     d.stop();
     let mut out = BTreeMap::new();
     for name in ["vf0", "vf1", "uplink0"] {
@@ -134,7 +143,13 @@ fn offload_on_and_off_deliver_the_same_packets() {
         "{}{}{}",
         pcap_port(&dir, "vf0", "representor", "", false),
         pcap_port(&dir, "vf1", "representor", "", false),
-        pcap_port(&dir, "uplink0", "uplink", "ip = [\"198.18.0.1/24\", \"2001:db8:18::1/64\"]\nmtu = 1600", false)
+        pcap_port(
+            &dir,
+            "uplink0",
+            "uplink",
+            "ip = [\"198.18.0.1/24\", \"2001:db8:18::1/64\"]\nmtu = 1600\nmac = \"02:00:00:00:00:01\"",
+            false
+        )
     );
     let (mut vf0, mut up) = (Vec::new(), Vec::new());
     for s in 0..2500u16 {
@@ -172,6 +187,18 @@ fn offload_on_and_off_deliver_the_same_packets() {
     }
     let hw = s_on["hw_packets"].as_u64().unwrap_or(0);
     assert!(hw * 2 > total, "most packets were handled by the model e-switch: {hw} of {total}");
+    // Every port, tunnel ports included, counts the same packets in either tier.
+    for name in ["vf0", "vf1", "uplink0", "vxlan0", "vxlan6"] {
+        for what in ["rx_packets", "tx_packets"] {
+            assert_eq!(port(&s_on, name)[what], port(&s_off, name)[what], "{name} {what}");
+        }
+    }
+    assert!(port(&s_on, "vxlan0")["hw_tx_packets"].as_u64().unwrap_or(0) > 0, "encapsulated in hardware");
+    assert!(
+        port(&s_on, "vxlan6")["hw_rx_packets"].as_u64().unwrap_or(0) > 0,
+        "decapsulated in hardware: {:#}",
+        s_on["ports"]
+    );
     let states: Vec<&str> = f_on.iter().filter_map(|f| f["offload"].as_str()).collect();
     assert!(states.iter().all(|s| *s == "hw"), "every flow in hardware: {states:?}");
     assert_eq!(f_on.len(), 8, "one megaflow per rule: {f_on:#?}");
@@ -229,11 +256,12 @@ fn software_fallback_keeps_delivering_with_its_reason() {
     let run = TempDir::new("fb-run2");
     let d = Daemon::start(&run.0, &config(&dir, &rules, offload, &format!("{}{underlay}", body(1600))));
     drained(&d, vf0.len() as u64);
+    let tunnel_hw = |f: &Value| f["match"].as_str().is_some_and(|m| m.contains("10.3.0.0/16")) && f["offload"] == "hw";
     let hw = wait_for(Duration::from_secs(10), "the tunnel flow in hardware", || {
-        flows(&d)
-            .into_iter()
-            .find(|f| f["match"].as_str().is_some_and(|m| m.contains("10.3.0.0/16")) && f["offload"] == "hw")
+        flows_with_testpmd(&d).into_iter().find(tunnel_hw)
     });
+    let plain = flows(&d).into_iter().find(tunnel_hw).expect("still in hardware");
+    assert!(plain.get("testpmd").is_none(), "testpmd text only when asked: {plain:#}");
     assert!(
         hw["testpmd"]
             .as_array()
@@ -273,6 +301,46 @@ fn rte_flow_on_a_device_without_a_flow_api_keeps_everything_in_software() {
     assert!(show["failures_by_device_error"]["unsupported"].as_u64().unwrap_or(0) >= 1, "{show}");
     d.stop();
     assert_eq!(read_pcap(&dir.path("out_uplink0.pcap")), frames);
+}
+
+#[test]
+fn probe_offload_reports_the_driver_and_the_model_per_rule_shape() {
+    let dir = TempDir::new("probe");
+    write_pcap(&dir.path("in_vf0.pcap"), &[]);
+    write_pcap(&dir.path("in_uplink0.pcap"), &[]);
+    // The representor first: the probe opens the uplink first regardless.
+    let ports = format!(
+        "{}{}",
+        pcap_port(&dir, "vf0", "representor", "", false),
+        pcap_port(&dir, "uplink0", "uplink", "", false)
+    );
+    let path = dir.path("probe.toml");
+    std::fs::write(&path, config(&dir, &["priority=1 actions=drop"], "", &ports)).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+        .arg("--probe-offload")
+        .arg(&path)
+        .output()
+        .expect("run vswitchd --probe-offload");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("ethdev ports uplink0=0 vf0=1"), "uplink probed first: {text}");
+    let section = |head: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.starts_with(head))
+            .skip(1)
+            .take_while(|l| l.starts_with("  ") && !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
+    let nic = section("NIC:");
+    let model = section("model e-switch");
+    assert_eq!(nic.len(), 11, "one row per rule shape: {text}");
+    assert!(nic.iter().all(|l| l.contains(" no ") && l.contains("Function not implemented")), "{text}");
+    assert_eq!(model.len(), 11, "{text}");
+    assert!(model.iter().all(|l| l.contains(" yes ")), "{text}");
+    let testpmd: Vec<&str> = text.lines().filter(|l| l.trim_start().starts_with("flow create 0 transfer")).collect();
+    assert_eq!(testpmd.len(), 11, "a testpmd line per shape: {text}");
+    assert!(testpmd.iter().any(|l| l.contains("vxlan_encap")) && testpmd.iter().any(|l| l.contains("vxlan_decap")));
 }
 
 /// An infinite pcap where flow i appears `weights[i]` times per cycle.

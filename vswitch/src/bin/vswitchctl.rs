@@ -212,5 +212,15 @@ fn print_offload(s: &Value) {
         s["install_to_active_ms_p99"].as_f64().unwrap_or(0.0),
         u(&s["install_to_active_samples"])
     );
+    let ms = |k: &str| s[k].as_f64().unwrap_or(0.0);
+    println!(
+        "hot flows: rate kept to active p50 {:.1} ms, p99 {:.1} ms; hot report to active p50 {:.2} ms, p99 {:.2} ms \
+         ({} more waited for room in the table)",
+        ms("rate_to_active_ms_p50"),
+        ms("rate_to_active_ms_p99"),
+        ms("hot_to_active_ms_p50"),
+        ms("hot_to_active_ms_p99"),
+        u(&s["waited_for_room"])
+    );
     println!("hardware counters: {} packets, {} bytes", u(&s["hw_packets"]), u(&s["hw_bytes"]));
 }

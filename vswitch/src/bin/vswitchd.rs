@@ -97,16 +97,7 @@ fn run(args: Args) -> Result<()> {
     // they are ours (never another daemon's).
     let eal_prefix = config.eal_args.iter().find_map(|a| a.strip_prefix("--file-prefix=").map(str::to_owned));
     let mut cleanup = Cleanup { paths: vec![run_dir.clone()] };
-    let mut pcaps = BTreeMap::new();
-    for (i, p) in config.ports.iter().enumerate() {
-        if let Some(g) = &p.generate {
-            std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
-            let path = run_dir.join(format!("{}.pcap", p.name));
-            let n = write_pcap(&path, &TrafficSpec::from(g)).with_context(|| format!("writing {}", path.display()))?;
-            tracing::info!(port = %p.name, flows = g.flows, packets = n, file = %path.display(), "generated traffic");
-            pcaps.insert(i, path);
-        }
-    }
+    let pcaps = generate_traffic(&config, &run_dir)?;
 
     os::install_stop_signals();
     let listener = vswitch::control::bind(&config.socket)?;
@@ -152,6 +143,9 @@ fn run(args: Args) -> Result<()> {
         if last.0.elapsed() >= interval {
             let now = (Instant::now(), switch.stats());
             vswitch::metrics::publish(&now.1);
+            if let Some(o) = switch.offload() {
+                vswitch::metrics::publish_offload(&o.shared.stats());
+            }
             if !args.no_stats {
                 println!("{}", stats_line(&last.1, &now.1, now.0.duration_since(last.0).as_secs_f64()));
             }
@@ -223,15 +217,20 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
         .collect();
     let lookups = (b.emc_hits - a.emc_hits) + (b.megaflow_hits - a.megaflow_hits) + (b.upcalls - a.upcalls);
     let drops: u64 = b.drops.values().sum::<u64>() - a.drops.values().sum::<u64>();
-    let busy: u64 =
-        b.pmds.iter().map(|p| p.busy_cycles).sum::<u64>() - a.pmds.iter().map(|p| p.busy_cycles).sum::<u64>();
+    let sum = |s: &SwitchStats, f: fn(&vswitch::datapath::PmdView) -> u64| s.pmds.iter().map(f).sum::<u64>();
+    // The software path's cycles: the model e-switch's share is not a CPU
+    // cost a NIC has.
+    let busy = (sum(b, |p| p.busy_cycles) - sum(a, |p| p.busy_cycles))
+        .saturating_sub(sum(b, |p| p.hw_cycles) - sum(a, |p| p.hw_cycles));
     let pkts = b.packets - a.packets;
     let hw = b.hw_packets - a.hw_packets;
     let sw = pkts.saturating_sub(hw);
     let hw_share =
-        if b.hw_packets > 0 || a.hw_packets > 0 { format!(" | hw {:.0}%", pct(hw, pkts)) } else { String::new() };
+        if b.hw_packets > 0 || a.hw_packets > 0 { format!(" | hw {:.1}%", pct(hw, pkts)) } else { String::new() };
+    // Per software-handled packet; meaningless when nearly all are in hardware.
+    let cycles = if sw > 0 && sw * 100 >= pkts { (busy / sw).to_string() } else { "-".to_owned() };
     format!(
-        "[{:>5.0}s] {} Mpps{hw_share} | flows {} | emc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {} cyc/pkt",
+        "[{:>5.0}s] {} Mpps{hw_share} | flows {} | emc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {cycles} cyc/pkt",
         b.uptime_s,
         ports.join(" | "),
         b.flows,
@@ -239,9 +238,23 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
         pct(b.megaflow_hits - a.megaflow_hits, lookups),
         pct(b.upcalls - a.upcalls, lookups),
         drops as f64 / secs.max(1e-9) / 1e6,
-        // Cycles per software-handled packet (the model's share is not a CPU cost a NIC has).
-        busy.checked_div(sw).unwrap_or(0)
     )
+}
+
+/// Writes the traffic of the `[port.generate]` ports into `dir`: port index
+/// to file.
+fn generate_traffic(config: &Config, dir: &std::path::Path) -> Result<BTreeMap<usize, PathBuf>> {
+    let mut pcaps = BTreeMap::new();
+    for (i, p) in config.ports.iter().enumerate() {
+        if let Some(g) = &p.generate {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(format!("{}.pcap", p.name));
+            let n = write_pcap(&path, &TrafficSpec::from(g)).with_context(|| format!("writing {}", path.display()))?;
+            tracing::info!(port = %p.name, flows = g.flows, packets = n, file = %path.display(), "generated traffic");
+            pcaps.insert(i, path);
+        }
+    }
+    Ok(pcaps)
 }
 
 /// `--probe-offload`: the configuration's ports opened (no PMDs), every rule
@@ -251,14 +264,25 @@ fn probe_offload(path: &std::path::Path) -> Result<()> {
     use offload::probe::{probe, render, ProbePorts};
     use vswitch::config::Role;
     let config = Config::load(path)?;
+    // Generated-traffic ports open on their pcap like in a run.
+    let run_dir = std::env::temp_dir().join(format!("vswitchd-probe-{}", std::process::id()));
+    let _cleanup = Cleanup { paths: vec![run_dir.clone()] };
+    let pcaps = generate_traffic(&config, &run_dir)?;
     let eal = vswitch::dpdk::EalBuilder::new("vswitchd-probe")
         .args(config.eal_args.iter().cloned())
         .init()
         .context("starting DPDK (EAL)")?;
     let mut ports = Vec::new();
-    for spec in &config.ports {
-        let port = vswitch::dpdk::Port::open(&eal, &spec.devargs)
-            .with_context(|| format!("port {:?}: opening {:?}", spec.name, spec.devargs))?;
+    // Uplinks first: on a switchdev NIC the uplink's probe creates the representors.
+    let mut order: Vec<(usize, &vswitch::config::PortSpec)> = config.ports.iter().enumerate().collect();
+    order.sort_by_key(|(_, s)| s.role != Role::Uplink);
+    for (i, spec) in order {
+        let devargs = match pcaps.get(&i) {
+            Some(p) => spec.devargs.replace("{pcap}", &p.display().to_string()),
+            None => spec.devargs.clone(),
+        };
+        let port = vswitch::dpdk::Port::open(&eal, &devargs)
+            .with_context(|| format!("port {:?}: opening {devargs:?}", spec.name))?;
         ports.push((spec, port));
     }
     let id = |role: Role| ports.iter().find(|(s, _)| s.role == role).map(|(_, p)| p.id());

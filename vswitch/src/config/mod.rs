@@ -85,6 +85,10 @@ pub struct PortSpec {
     pub generate: Option<Generate>,
     /// The e-switch the port belongs to when its driver reports none.
     pub switch_domain: Option<u16>,
+    /// The switch's MAC on this port (an uplink's VTEP MAC: ARP answers,
+    /// encapsulation source, the decapsulated frames' destination); the
+    /// device's own when absent.
+    pub mac: Option<[u8; 6]>,
     pub line: usize,
 }
 
@@ -317,6 +321,8 @@ rules = [
             (format!("[metrics]\nlisten = \"nowhere\"\n{base}"), 2, "metrics.listen"),
             (format!("{base}[[port]]\nname = \"vf0\"\nrole = \"uplink\"\ndevargs = \"x\"\n"), 6, "port.name"),
             (format!("{base}ip = \"1.2.3.4/24\"\n"), 5, "port.ip"),
+            (format!("{base}mac = \"01:00:5e:00:00:01\"\n"), 5, "port.mac"),
+            (format!("{base}mac = \"02:00:00:00:01\"\n"), 5, "port.mac"),
             ("[[port]]\nname = \"vf0\"\nrole = \"uplink\"\n".to_owned(), 2, "port.devargs"),
             ("x = [\n".to_owned(), 2, "syntax"),
         ];

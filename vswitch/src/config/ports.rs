@@ -73,7 +73,15 @@ fn port(ctx: &Ctx<'_>, index: usize, p: &Spanned<RawPort>) -> Result<PortSpec, C
         }
     };
     let switch_domain = p.switch_domain.as_ref().map(|d| *d.get_ref());
-    Ok(PortSpec { name, devargs, role, mtu, ip, generate, switch_domain, line })
+    let mac = match &p.mac {
+        None => None,
+        Some(m) => match crate::ofrule::parse_mac(m.get_ref()) {
+            Some(a) if a[0] & 1 == 0 && a != [0; 6] => Some(a),
+            Some(_) => return ctx.err(m, "port.mac", format!("{}: expected a unicast address", m.get_ref())),
+            None => return ctx.err(m, "port.mac", format!("{:?}: expected xx:xx:xx:xx:xx:xx", m.get_ref())),
+        },
+    };
+    Ok(PortSpec { name, devargs, role, mtu, ip, generate, switch_domain, mac, line })
 }
 
 fn addresses(ctx: &Ctx<'_>, s: &Spanned<super::raw::OneOrMany>) -> Result<Vec<Prefix>, ConfigError> {

@@ -75,6 +75,8 @@ pub struct RawPort {
     /// The e-switch this port belongs to, for ports whose driver reports none
     /// (virtual devices under the model e-switch).
     pub switch_domain: Option<Spanned<u16>>,
+    /// The switch's own MAC on this port (default: the device's).
+    pub mac: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

@@ -85,6 +85,9 @@ pub struct EngineSetup {
     pub config: PmdConfig,
     pub table: Arc<RuleTable>,
     pub events: Option<Sender<EventBatch>>,
+    /// Whether `events` also gets per-flow hit deltas (the offload manager
+    /// does not use them: it counts hardware hits itself).
+    pub hit_reports: bool,
     pub underlay: Arc<Underlay>,
     /// Per physical port: whether it is an uplink (VTEP duties).
     pub uplink: Vec<bool>,
@@ -119,6 +122,15 @@ pub struct HotPolicy {
     pub repeat: Duration,
 }
 
+impl HotPolicy {
+    /// The shortest span a rate is measured over: a quarter of the hot time,
+    /// 10 to 100 ms (the few packets of one check interval are noise, and a
+    /// flow whose rate flickers across the threshold would never stay hot).
+    pub fn window(&self) -> Duration {
+        (self.hot / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
+    }
+}
+
 const WAYS_MIN: usize = 4;
 
 /// One PMD's switching state.
@@ -127,6 +139,7 @@ pub struct Engine {
     config: PmdConfig,
     table: Arc<RuleTable>,
     events: Option<Sender<EventBatch>>,
+    hit_reports: bool,
     /// Events not sent yet (the channel was full, or the iteration is not over).
     pending_events: Vec<FlowEvent>,
     flows: FlowTable,
@@ -134,6 +147,9 @@ pub struct Engine {
     hot: Option<HotPolicy>,
     /// Flows hit since the last hot check.
     dirty: Vec<FlowHandle>,
+    /// Flows keeping the hot rate, not reported yet: checked every time
+    /// (a slow flow need not be hit at the moment its hot time is over).
+    watch: Vec<FlowHandle>,
     tun: TunnelCtx,
     mtus: Vec<u16>,
     hz: u64,
@@ -177,12 +193,14 @@ impl Engine {
             tun: TunnelCtx::new(s.underlay, phys, s.uplink),
             config: s.config,
             table: s.table,
+            hit_reports: s.events.is_some() && s.hit_reports,
             events: s.events,
             pending_events: Vec::new(),
             flows: FlowTable::default(),
             hardware: s.hardware,
             hot: s.hot,
             dirty: Vec::new(),
+            watch: Vec::new(),
             mtus: s.mtus,
             hz,
             dpcls: Dpcls::new(),
@@ -553,6 +571,7 @@ impl Engine {
             check_packets: 0,
             check_tsc: now,
             hot_since: None,
+            watched: false,
             hot_reported_tsc: 0,
         };
         let h = self.flows.insert(flow);
@@ -608,40 +627,73 @@ impl Engine {
         }
     }
 
-    /// Hot-flow detection over the flows hit since the last check: a flow
-    /// that has kept at least the policy's rate for its hot time is reported
-    /// (and again every `repeat` while it stays hot in software).
+    /// Hot-flow detection. A flow's rate is measured over windows of at
+    /// least [`HotPolicy::window`], each ended by a hit; a window below the
+    /// policy's rate resets it. A flow is reported once its first window at
+    /// the rate began the hot time ago and its average since then keeps the
+    /// rate (checked on every call, hit or not, so a slow flow is reported on
+    /// time), and again every `repeat` while it stays hot in software.
     pub fn hot_check(&mut self, now: u64) {
         let Some(policy) = self.hot else { return };
         let hz = self.hz;
         let to_ticks = |d: Duration| (d.as_secs_f64() * hz as f64) as u64;
         let (hot_ticks, repeat_ticks) = (to_ticks(policy.hot), to_ticks(policy.repeat));
-        let dirty = std::mem::take(&mut self.dirty);
-        for h in &dirty {
-            let Some(f) = self.flows.get_mut(*h) else { continue };
+        let window_ticks = to_ticks(policy.window()).max(1);
+        let rate = |packets: u64, ticks: u64| (u128::from(packets) * u128::from(hz) / u128::from(ticks.max(1))) as u64;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for h in dirty.drain(..) {
+            let Some(f) = self.flows.get_mut(h) else { continue };
             f.dirty = false;
             let dt = now.wrapping_sub(f.check_tsc);
-            if dt == 0 {
+            if dt < window_ticks {
+                // Too short to measure: the window goes on.
                 continue;
             }
-            let pps = ((f.packets - f.check_packets) as u128 * u128::from(hz) / u128::from(dt)) as u64;
-            let window_start = f.check_tsc;
+            let pps = rate(f.packets - f.check_packets, dt);
+            let start = (f.check_tsc, f.check_packets);
             f.check_packets = f.packets;
             f.check_tsc = now;
             if pps < policy.min_pps {
                 f.hot_since = None;
                 continue;
             }
-            let since = *f.hot_since.get_or_insert(window_start);
-            let due = f.hot_reported_tsc == 0 || now.wrapping_sub(f.hot_reported_tsc) >= repeat_ticks;
-            if now.wrapping_sub(since) >= hot_ticks && due {
-                f.hot_reported_tsc = now;
-                let id = f.id;
-                self.emit(FlowEvent::Hot { id, pps });
+            f.hot_since.get_or_insert(start);
+            if !f.watched {
+                f.watched = true;
+                self.watch.push(h);
             }
         }
         self.dirty = dirty;
-        self.dirty.clear();
+        let mut watch = std::mem::take(&mut self.watch);
+        watch.retain(|&h| {
+            let Some(f) = self.flows.get_mut(h) else { return false };
+            let Some((since, since_packets)) = f.hot_since else {
+                f.watched = false;
+                return false;
+            };
+            let hot_for = now.wrapping_sub(since);
+            if hot_for < hot_ticks {
+                return true;
+            }
+            let pps = rate(f.packets - since_packets, hot_for);
+            if pps < policy.min_pps {
+                // Its average fell (it went quiet): it starts over.
+                f.hot_since = None;
+                f.watched = false;
+                return false;
+            }
+            if f.hot_reported_tsc != 0 && now.wrapping_sub(f.hot_reported_tsc) < repeat_ticks {
+                return true;
+            }
+            f.hot_reported_tsc = now;
+            f.watched = false;
+            let ev = FlowEvent::Hot { id: f.id, pps, hot_for: Duration::from_secs_f64(hot_for as f64 / hz as f64) };
+            if self.events.is_some() {
+                self.pending_events.push(ev);
+            }
+            false
+        });
+        self.watch = watch;
     }
 
     /// The manager saw these flows hit in hardware: they are in use (their
@@ -666,14 +718,15 @@ impl Engine {
     /// Idle expiry and hit-delta reports (about every 100 ms).
     pub fn maintenance(&mut self, now: u64) {
         let mut expired = 0;
-        for h in self.flows.handles() {
+        for i in 0..self.flows.capacity() {
+            let Some(h) = self.flows.handle_at(i) else { continue };
             let Some(flow) = self.flows.get_mut(h) else { continue };
             if now.wrapping_sub(flow.used_tsc) > self.idle_ticks {
                 self.remove_flow(h, RemoveReason::Idle);
                 expired += 1;
                 continue;
             }
-            if self.events.is_some() && flow.packets != flow.reported_packets {
+            if self.hit_reports && flow.packets != flow.reported_packets {
                 let ev = FlowEvent::Hits {
                     id: flow.id,
                     packets: flow.packets - flow.reported_packets,

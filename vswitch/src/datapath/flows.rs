@@ -7,6 +7,7 @@ use crate::actions::Action;
 use crate::flow::table::Rule;
 use crate::packet::{FlowKey, FlowMask};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// A reference to a flow slot; stale once the flow is removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +40,11 @@ pub struct Flow {
     /// Packets and time at the last hot check.
     pub check_packets: u64,
     pub check_tsc: u64,
-    /// Since when the flow has kept the hot rate, if it has.
-    pub hot_since: Option<u64>,
+    /// Since when the flow has kept the hot rate, if it has: (time, its
+    /// packet count then).
+    pub hot_since: Option<(u64, u64)>,
+    /// On the engine's watch list (keeping the rate, not reported yet).
+    pub watched: bool,
     /// When it was last reported hot (0: never).
     pub hot_reported_tsc: u64,
 }
@@ -124,6 +128,19 @@ impl FlowTable {
         Some(flow)
     }
 
+    /// Slots in the slab (live or free): the bound of [`FlowTable::handle_at`].
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The handle of the live flow in slot `index`, if any (walks without
+    /// allocating).
+    #[inline]
+    pub fn handle_at(&self, index: usize) -> Option<FlowHandle> {
+        let s = self.slots.get(index)?;
+        s.flow.as_ref().map(|_| FlowHandle { index: index as u32, generation: s.generation })
+    }
+
     /// Handles of every live flow.
     pub fn handles(&self) -> Vec<FlowHandle> {
         self.slots
@@ -161,6 +178,8 @@ pub enum FlowEvent {
     Hot {
         id: u64,
         pps: u64,
+        /// How long it has kept the rate (at least the hot time).
+        hot_for: Duration,
     },
 }
 

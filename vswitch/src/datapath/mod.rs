@@ -126,6 +126,7 @@ impl Switch {
                 commands: cmd_rx,
                 stop: Arc::clone(&stop),
                 events: events.clone(),
+                hit_reports: prepared.is_none(),
                 underlay: Arc::clone(&underlay),
                 uplink: config.ports.iter().map(|p| p.role == crate::config::Role::Uplink).collect(),
                 tunnels: config.tunnels.len(),

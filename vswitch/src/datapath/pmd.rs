@@ -73,6 +73,7 @@ pub struct PmdSetup {
     pub commands: Receiver<PmdCommand>,
     pub stop: Arc<AtomicBool>,
     pub events: Option<Sender<EventBatch>>,
+    pub hit_reports: bool,
     pub underlay: Arc<Underlay>,
     pub hardware: Option<Hardware>,
     pub hot: Option<HotPolicy>,
@@ -129,6 +130,7 @@ pub fn run(setup: PmdSetup) {
         config: setup.config,
         table: setup.table,
         events: setup.events,
+        hit_reports: setup.hit_reports,
         underlay: setup.underlay,
         uplink: setup.uplink,
         mtus: setup.mtus,
@@ -214,8 +216,10 @@ impl Pmd {
                 self.engine.maintenance(end);
                 last_maintenance = end;
             }
-            // Hot-flow checks every 5 ms (only flows hit since the last one).
-            if end.wrapping_sub(last_hot) > hz / 200 {
+            // Hot-flow checks every 2 ms (the flows hit since the last one
+            // and those on the watch list): a flow is reported at most 2 ms
+            // after its hot time.
+            if end.wrapping_sub(last_hot) > hz / 500 {
                 self.engine.hot_check(end);
                 last_hot = end;
             }

@@ -4,7 +4,7 @@
 use super::pmd::TxHandle;
 use super::SwitchError;
 use crate::config::{Config, PortSpec, Role};
-use crate::dpdk::{Eal, Mempool, Port, PortConfig, RxQueue, TxQueue};
+use crate::dpdk::{Eal, Mempool, Port, PortConfig, PortInfo, RxQueue, TxQueue};
 use crate::underlay::{LocalAddress, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -39,9 +39,11 @@ pub(super) fn create_pool(eal: &Eal, config: &Config) -> Result<Mempool, SwitchE
     )))
 }
 
-/// Opens, configures and starts every port; each PMD gets the rx queues of
-/// its ports (round robin) and a tx queue of every port (its own when the
-/// device has enough, else shared under a lock).
+/// Opens, configures and starts every port, uplinks first (on a switchdev
+/// NIC the uplink is the device's own port, which probes the representors
+/// and should be up before them); each PMD gets the rx queues of its ports
+/// (round robin) and a tx queue of every port (its own when the device has
+/// enough, else shared under a lock).
 pub(super) fn open(
     eal: &Eal,
     config: &Config,
@@ -49,10 +51,11 @@ pub(super) fn open(
     pool: &Arc<Mempool>,
     npmd: usize,
 ) -> Result<Opened, SwitchError> {
-    let mut ports = Vec::new();
-    let mut rx: Vec<Vec<(u32, RxQueue)>> = (0..npmd).map(|_| Vec::new()).collect();
-    let mut tx: Vec<Vec<TxHandle>> = (0..npmd).map(|_| Vec::new()).collect();
-    for (i, spec) in config.ports.iter().enumerate() {
+    let mut order: Vec<usize> = (0..config.ports.len()).collect();
+    order.sort_by_key(|&i| config.ports[i].role != Role::Uplink);
+    let mut up: Vec<Option<(Port, u16)>> = (0..config.ports.len()).map(|_| None).collect();
+    for i in order {
+        let spec = &config.ports[i];
         let devargs = match pcaps.get(&i) {
             Some(p) => spec.devargs.replace("{pcap}", &p.display().to_string()),
             None => spec.devargs.clone(),
@@ -60,10 +63,28 @@ pub(super) fn open(
         let what = |step: &str| format!("port {:?}: {step}", spec.name);
         let port = Port::open(eal, &devargs).map_err(SwitchError::dpdk(what(&format!("opening {devargs:?}"))))?;
         let info = port.info().map_err(SwitchError::dpdk(what("device info")))?;
+        check_role(spec, &port, &info)?;
         let txq = npmd.min(usize::from(info.max_tx_queues.max(1))) as u16;
         let pc = PortConfig { rx_queues: 1, tx_queues: txq, mtu: Some(spec.mtu), ..PortConfig::default() };
         port.configure(&pc, pool).map_err(SwitchError::dpdk(what("configuring")))?;
         port.start().map_err(SwitchError::dpdk(what("starting")))?;
+        if let Some(mac) = spec.mac {
+            // The switch uses the configured MAC either way; a device that
+            // refuses it receives frames for it only in promiscuous mode
+            // (virtual devices deliver every frame).
+            if let Err(e) = port.set_mac(mac) {
+                tracing::warn!(port = %spec.name, mac = %crate::ofrule::format_mac(&mac), "the device keeps its own MAC: {e}");
+            }
+        }
+        tracing::info!(port = %spec.name, number = i, ethdev = port.id(), name = port.name(), role = spec.role.as_str(), driver = %info.driver, mtu = spec.mtu, "port up");
+        up[i] = Some((port, txq));
+    }
+    let mut ports = Vec::new();
+    let mut rx: Vec<Vec<(u32, RxQueue)>> = (0..npmd).map(|_| Vec::new()).collect();
+    let mut tx: Vec<Vec<TxHandle>> = (0..npmd).map(|_| Vec::new()).collect();
+    for (i, (spec, opened)) in config.ports.iter().zip(up).enumerate() {
+        let what = |step: &str| format!("port {:?}: {step}", spec.name);
+        let (port, txq) = opened.ok_or_else(|| SwitchError::Invalid(what("was not opened")))?;
         rx[i % npmd].push((i as u32, port.rx_queue(0).map_err(SwitchError::dpdk(what("rx queue")))?));
         if usize::from(txq) >= npmd {
             for (p, list) in tx.iter_mut().enumerate() {
@@ -79,10 +100,36 @@ pub(super) fn open(
                 list.push(TxHandle::Shared(Arc::clone(&shared[p % shared.len()])));
             }
         }
-        tracing::info!(port = %spec.name, number = i, role = spec.role.as_str(), driver = %info.driver, mtu = spec.mtu, "port up");
         ports.push(SwitchPort { number: i as u32, spec: spec.clone(), port });
     }
     Ok(Opened { ports, rx, tx })
+}
+
+/// On a NIC with an e-switch, a representor port must be a representor and
+/// an uplink must not (devargs that open the wrong ethdev are caught here,
+/// not by traffic going astray). Virtual devices play either role.
+fn check_role(spec: &PortSpec, port: &Port, info: &PortInfo) -> Result<(), SwitchError> {
+    if info.switch.is_none() {
+        return Ok(());
+    }
+    let wrong = match (spec.role, info.is_representor) {
+        (Role::Representor, false) => Some(
+            "is the device's own port, not a representor: name one VF (PCI,representor=vf[N]) or the \
+             representor's ethdev name (e.g. PCI_representor_vfN)",
+        ),
+        (Role::Uplink, true) => Some("is a representor; an uplink is the device's own port (its PCI address)"),
+        _ => None,
+    };
+    match wrong {
+        Some(why) => Err(SwitchError::Invalid(format!(
+            "port {:?}: devargs {:?} opened ethdev {} ({}), which {why}",
+            spec.name,
+            spec.devargs,
+            port.id(),
+            port.name()
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The underlay tables from the configuration and the opened ports (for
@@ -102,7 +149,10 @@ pub(super) fn build_underlay(config: &Config, ports: &[SwitchPort]) -> Result<Un
     }
     for p in ports.iter().filter(|p| p.spec.role == Role::Uplink) {
         for ip in &p.spec.ip {
-            let mac = p.port.mac().map_err(SwitchError::dpdk(format!("port {:?}: reading its MAC", p.spec.name)))?;
+            let mac = p
+                .port
+                .mac_or(p.spec.mac)
+                .map_err(SwitchError::dpdk(format!("port {:?}: reading its MAC", p.spec.name)))?;
             t.locals.push(LocalAddress { ip: ip.addr, len: ip.len, port: p.number, mac, mtu: p.spec.mtu });
             t.routes.push(Route { prefix: ip.network(), via: None, port: p.number, source: RouteSource::Connected });
         }

@@ -3,7 +3,7 @@
 //! the VTEP's ARP responder and learner, and rate-limited ARP requests.
 
 use crate::actions::control_packets::{read_arp, read_nd, write_arp, write_na, write_ns, Arp, MAX_CONTROL_FRAME};
-use crate::packet::key::{ip_from, ip_to};
+use crate::packet::key::{ip_from, ip_to, mac_to};
 use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6, IPPROTO_UDP};
 use crate::packet::{Field, FlowKey};
 use crate::underlay::{LocalAddress, Resolved, Tunnel, Underlay, Unresolved};
@@ -44,9 +44,9 @@ pub struct TunnelCtx {
     generation: u64,
     tunnels: Vec<Tunnel>,
     locals: Vec<LocalAddress>,
-    /// (port, address in key form) of every local address: the per-packet
-    /// "is this for our VTEP" test without IpAddr conversions.
-    local_keys: Vec<(u32, u128)>,
+    /// (port, address, MAC in key form) of every local address: the
+    /// per-packet "is this for our VTEP" test without conversions.
+    local_keys: Vec<(u32, u128, u128)>,
     udp_ports: Vec<u16>,
     /// The last (udp port, outer src, outer dst, VNI) -> tunnel answer:
     /// a burst from one remote VTEP asks the same question 32 times.
@@ -90,7 +90,7 @@ impl TunnelCtx {
         self.udp_ports.sort_unstable();
         self.udp_ports.dedup();
         self.tunnels = tunnels;
-        self.local_keys = locals.iter().map(|l| (l.port, ip_to(l.ip))).collect();
+        self.local_keys = locals.iter().map(|l| (l.port, ip_to(l.ip), mac_to(l.mac))).collect();
         self.locals = locals;
         self.last_tunnel.set(None);
     }
@@ -104,7 +104,8 @@ impl TunnelCtx {
         !self.tunnels.is_empty()
     }
 
-    /// Is this uplink packet ARP, or VXLAN for us?
+    /// Is this uplink packet ARP, or VXLAN for us (our address, sent to our
+    /// MAC: what the e-switch's decapsulation rules match too)?
     #[inline]
     pub fn special(&self, key: &FlowKey, in_port: u32) -> Special {
         match key.eth_type() {
@@ -117,7 +118,9 @@ impl TunnelCtx {
             ETH_TYPE_IPV4 | ETH_TYPE_IPV6
                 if key.ip_proto() == IPPROTO_UDP
                     && self.udp_ports.contains(&key.tp_dst())
-                    && self.local_keys.iter().any(|&(port, ip)| port == in_port && ip == key.get(Field::NwDst)) =>
+                    && self.local_keys.iter().any(|&(port, ip, mac)| {
+                        port == in_port && ip == key.get(Field::NwDst) && mac == key.get(Field::EthDst)
+                    }) =>
             {
                 Special::Vxlan(key.tp_dst())
             }

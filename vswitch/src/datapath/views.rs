@@ -8,6 +8,7 @@ use super::pmd::PmdCommand;
 use super::{Switch, SwitchError};
 use crate::actions::Action;
 use crate::config::Role;
+use crate::offloading::manager::PortHits;
 use crate::ofrule;
 use crate::packet::ParseError;
 use crate::underlay::Tunnel;
@@ -32,8 +33,11 @@ pub struct PortView {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub tx_dropped: u64,
-    /// Of `rx_packets`: handled by the (model) e-switch.
+    /// Of `rx_packets` and `tx_packets`: handled by the e-switch. Physical
+    /// ports: by the model in the PMD as it happens, or by a NIC as of the
+    /// last counter query; tunnel ports: as of the last counter query.
     pub hw_rx_packets: u64,
+    pub hw_tx_packets: u64,
     /// Packets the device could not deliver (rx ring full, no mbuf).
     pub rx_missed: u64,
 }
@@ -112,19 +116,25 @@ impl Switch {
         self.pmds.iter().map(|p| f(&p.shared.counters)).sum()
     }
 
-    fn port_view(&self, n: usize) -> PortView {
+    /// Port `n`'s view; `hw` holds the offload manager's counts by port.
+    fn port_view(&self, n: usize, hw: &BTreeMap<u32, PortHits>) -> PortView {
         let sum = |c: PortCounter| self.sum(|s| s.port(n, c));
+        // Packets the PMD never saw: a NIC's (the model's pass through the
+        // PMD and are counted there), and every port's tunnel side.
+        let model = self.offload.as_ref().is_some_and(|o| o.model.is_some());
+        let extra = hw.get(&(n as u32)).copied().filter(|_| !model || n >= self.ports.len()).unwrap_or_default();
         let counters = |v: PortView| PortView {
-            rx_packets: sum(PortCounter::RxPackets),
-            rx_bytes: sum(PortCounter::RxBytes),
-            tx_packets: sum(PortCounter::TxPackets),
-            tx_bytes: sum(PortCounter::TxBytes),
+            rx_packets: sum(PortCounter::RxPackets) + extra.rx_packets,
+            rx_bytes: sum(PortCounter::RxBytes) + extra.rx_bytes,
+            tx_packets: sum(PortCounter::TxPackets) + extra.tx_packets,
+            tx_bytes: sum(PortCounter::TxBytes) + extra.tx_bytes,
             tx_dropped: sum(PortCounter::TxDropped),
-            hw_rx_packets: sum(PortCounter::HwRxPackets),
+            hw_rx_packets: if model && n < self.ports.len() { sum(PortCounter::HwRxPackets) } else { extra.rx_packets },
+            hw_tx_packets: hw.get(&(n as u32)).map_or(0, |h| h.tx_packets),
             ..v
         };
         if let Some(p) = self.ports.get(n) {
-            let hw = p.port.stats().unwrap_or_default();
+            let dev = p.port.stats().unwrap_or_default();
             let info = p.port.info().ok();
             return counters(PortView {
                 number: p.number,
@@ -134,14 +144,15 @@ impl Switch {
                 mtu: p.spec.mtu,
                 driver: info.map(|i| i.driver).unwrap_or_default(),
                 link_up: p.port.link().is_ok_and(|l| l.up),
-                mac: p.port.mac().map(|m| ofrule::format_mac(&m)).unwrap_or_default(),
+                mac: p.port.mac_or(p.spec.mac).map(|m| ofrule::format_mac(&m)).unwrap_or_default(),
                 rx_packets: 0,
                 rx_bytes: 0,
                 tx_packets: 0,
                 tx_bytes: 0,
                 tx_dropped: 0,
                 hw_rx_packets: 0,
-                rx_missed: hw.rx_missed + hw.rx_no_mbuf,
+                hw_tx_packets: 0,
+                rx_missed: dev.rx_missed + dev.rx_no_mbuf,
             });
         }
         let t = &self.config.tunnels[n - self.ports.len()];
@@ -160,6 +171,7 @@ impl Switch {
             tx_bytes: 0,
             tx_dropped: 0,
             hw_rx_packets: 0,
+            hw_tx_packets: 0,
             rx_missed: 0,
         })
     }
@@ -173,7 +185,8 @@ impl Switch {
             .map(|&e| (e.as_str().to_owned(), self.sum(|s| s.parse_errors(e))))
             .filter(|(_, v)| *v != 0)
             .collect();
-        let ports = (0..self.ports.len() + self.config.tunnels.len()).map(|n| self.port_view(n)).collect();
+        let hw = self.offload.as_ref().map(|o| o.shared.stats().hw_by_port).unwrap_or_default();
+        let ports = (0..self.ports.len() + self.config.tunnels.len()).map(|n| self.port_view(n, &hw)).collect();
         let pmds = self
             .pmds
             .iter()
@@ -236,14 +249,17 @@ impl Switch {
         Ok(out)
     }
 
-    /// A flow's view.
-    pub fn flow_view(&self, f: &FlowInfo) -> FlowView {
+    /// A flow's view; with `testpmd`, its hardware rule as testpmd commands.
+    pub fn flow_view(&self, f: &FlowInfo, testpmd: bool) -> FlowView {
         let name = |n: u32| self.port_name(n);
         let hw = self.offload.as_ref().map(|o| o.shared.flow(f.id));
         let (offload, hw_packets, hw_bytes, testpmd) = match hw {
             None => ("off".to_owned(), 0, 0, Vec::new()),
             Some(None) => ("sw".to_owned(), 0, 0, Vec::new()),
-            Some(Some(o)) => (o.state, o.hw_packets, o.hw_bytes, o.testpmd),
+            Some(Some(o)) => {
+                let text = if testpmd { o.testpmd() } else { Vec::new() };
+                (o.state, o.hw_packets, o.hw_bytes, text)
+            }
         };
         FlowView {
             id: f.id,
@@ -275,12 +291,13 @@ impl Switch {
         }
     }
 
-    /// Every cached megaflow.
+    /// Every cached megaflow; with `testpmd`, each hardware rule as testpmd
+    /// commands.
     ///
     /// # Errors
     /// When a PMD does not answer within 2 s.
-    pub fn dump_flows(&self) -> Result<Vec<FlowView>, SwitchError> {
-        Ok(self.flow_infos()?.iter().map(|f| self.flow_view(f)).collect())
+    pub fn dump_flows(&self, testpmd: bool) -> Result<Vec<FlowView>, SwitchError> {
+        Ok(self.flow_infos()?.iter().map(|f| self.flow_view(f, testpmd)).collect())
     }
 
     /// Routes, neighbours and tunnels, for display.

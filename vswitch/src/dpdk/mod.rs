@@ -5,6 +5,7 @@
 //! [`Burst`] owns the mbufs it holds, and [`TxQueue::tx_burst`] takes what the
 //! device accepted and leaves the rest in the caller's burst.
 
+pub mod devargs;
 mod eal;
 mod mbuf;
 pub mod os;

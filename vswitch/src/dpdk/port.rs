@@ -97,6 +97,9 @@ struct PortInner {
     name: String,
     attachment: Attachment,
     state: Mutex<PortState>,
+    /// A representor keeps its device's own port (which detaches the device)
+    /// until it is closed.
+    _parent: Option<Port>,
     _eal: Eal,
 }
 
@@ -125,6 +128,24 @@ fn is_pci_address(name: &str) -> bool {
         && (b'0'..=b'7').contains(&tail[6])
 }
 
+/// Every ethdev port: (id, name).
+fn all_ports() -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    // SAFETY: plain iteration over the port table by id.
+    let mut id = unsafe { dpdk_sys::rte_eth_find_next(0) };
+    while usize::from(id) < dpdk_sys::RTE_MAX_ETHPORTS as usize {
+        let mut buf = [0 as std::ffi::c_char; dpdk_sys::RTE_ETH_NAME_MAX_LEN as usize];
+        // SAFETY: valid port id; the buffer holds RTE_ETH_NAME_MAX_LEN bytes.
+        if unsafe { dpdk_sys::rte_eth_dev_get_name_by_port(id, buf.as_mut_ptr()) } == 0 {
+            // SAFETY: DPDK wrote a NUL-terminated name into buf.
+            out.push((id, unsafe { CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned()));
+        }
+        // SAFETY: as above.
+        id = unsafe { dpdk_sys::rte_eth_find_next(id + 1) };
+    }
+    out
+}
+
 fn port_id_by_name(name: &str) -> Option<u16> {
     let c = CString::new(name).ok()?;
     let mut id = 0u16;
@@ -135,9 +156,12 @@ fn port_id_by_name(name: &str) -> Option<u16> {
 
 impl Port {
     /// Attaches a device from devargs, `name[,key=value...]`: a vdev such as
-    /// `net_pcap0,rx_pcap=in.pcap` or a PCI address such as
-    /// `0000:08:00.0,representor=vf[0-3]`, and returns its (first) port. A
+    /// `net_pcap0,rx_pcap=in.pcap` or a PCI address, and returns its port. A
     /// device that already exists (e.g. from `--vdev`) is looked up instead.
+    /// For a PCI device, `representor=` naming one VF (`vf[2]`, `vf2`, `[2]`,
+    /// `pf0vf2`) opens that representor; none, or several (`vf[0-3]`), opens
+    /// the device's own port (on a switchdev NIC, the uplink) and probes the
+    /// representors for later `open`s (by devargs or ethdev name).
     ///
     /// # Errors
     /// [`DpdkError::Device`] with DPDK's reason when the probe fails or creates
@@ -151,7 +175,15 @@ impl Port {
         }
         if args.is_empty() {
             if let Some(id) = port_id_by_name(name) {
-                return Self::from_id(eal, id, name, Attachment::Existing);
+                // A representor by its ethdev name keeps its device's port.
+                let parent = match name.split_once("_representor_") {
+                    Some((pci, _)) if is_pci_address(pci) => match port_id_by_name(pci) {
+                        Some(pf) => Some(Self::from_id(eal, pf, pci, Attachment::Existing, None)?),
+                        None => None,
+                    },
+                    _ => None,
+                };
+                return Self::from_id(eal, id, name, Attachment::Existing, parent);
             }
         }
         let c_name = CString::new(name).map_err(|_| err("name contains a NUL byte".into()))?;
@@ -160,8 +192,15 @@ impl Port {
             let bus = c"pci";
             // SAFETY: all three are valid C strings for the call's duration.
             let ret = unsafe { dpdk_sys::rte_eal_hotplug_add(bus.as_ptr(), c_name.as_ptr(), c_args.as_ptr()) };
-            if ret < 0 {
+            // Probing a device again adds representors (mlx5) or, for a
+            // driver that cannot, reports that it exists: both are fine.
+            if ret < 0 && ret != -libc::EEXIST {
                 return Err(err(format!("PCI probe failed: {}", strerror(ret))));
+            }
+            if let Some(value) = super::devargs::representor_value(args) {
+                if let Some(one) = super::devargs::one_representor(value) {
+                    return Self::open_representor(eal, name, &one, devargs);
+                }
             }
             Attachment::Pci(name.to_owned())
         } else {
@@ -184,10 +223,42 @@ impl Port {
             Attachment::Vdev(name.to_owned())
         };
         match port_id_by_name(name) {
-            Some(id) => Self::from_id(eal, id, name, attachment),
+            Some(id) => Self::from_id(eal, id, name, attachment, None),
             None => {
                 detach(&attachment);
                 Err(err("the device was probed but created no ethdev port of that name".into()))
+            }
+        }
+    }
+
+    /// The representor `one` of PCI device `pci` (probed already): it keeps
+    /// the device's own port open while it lives.
+    fn open_representor(
+        eal: &Eal,
+        pci: &str,
+        one: &super::devargs::OneRepresentor,
+        devargs: &str,
+    ) -> Result<Self, DpdkError> {
+        let err = |reason: String| DpdkError::Device { devargs: devargs.to_owned(), reason };
+        let pf_id = port_id_by_name(pci).ok_or_else(|| err(format!("the probe created no port named {pci}")))?;
+        let parent = Self::from_id(eal, pf_id, pci, Attachment::Pci(pci.to_owned()), None)?;
+        let of_device: Vec<(u16, String)> =
+            all_ports().into_iter().filter(|(_, n)| n.starts_with(pci) && n != pci).collect();
+        let found: Vec<&(u16, String)> = of_device.iter().filter(|(_, n)| one.matches(pci, n)).collect();
+        match found.as_slice() {
+            [(id, n)] => Self::from_id(eal, *id, n, Attachment::Existing, Some(parent)),
+            [] => {
+                let names: Vec<&str> = of_device.iter().map(|(_, n)| n.as_str()).collect();
+                Err(err(format!(
+                    "no representor {}{} on {pci} (its ports: {}); is the VF created and the NIC in switchdev mode?",
+                    one.kind,
+                    one.index,
+                    if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                )))
+            }
+            several => {
+                let names: Vec<&str> = several.iter().map(|(_, n)| n.as_str()).collect();
+                Err(err(format!("several ports match: {}; give the ethdev name instead", names.join(", "))))
             }
         }
     }
@@ -198,10 +269,16 @@ impl Port {
     /// [`DpdkError::NoSuchPort`].
     pub fn by_name(eal: &Eal, name: &str) -> Result<Self, DpdkError> {
         let id = port_id_by_name(name).ok_or_else(|| DpdkError::NoSuchPort(name.to_owned()))?;
-        Self::from_id(eal, id, name, Attachment::Existing)
+        Self::from_id(eal, id, name, Attachment::Existing, None)
     }
 
-    fn from_id(eal: &Eal, id: u16, name: &str, attachment: Attachment) -> Result<Self, DpdkError> {
+    fn from_id(
+        eal: &Eal,
+        id: u16,
+        name: &str,
+        attachment: Attachment,
+        parent: Option<Port>,
+    ) -> Result<Self, DpdkError> {
         let mut open = OPEN_PORTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         open.retain(|(_, weak)| weak.strong_count() > 0);
         if let Some(inner) = open.iter().find(|(pid, _)| *pid == id).and_then(|(_, weak)| weak.upgrade()) {
@@ -212,6 +289,7 @@ impl Port {
             name: name.to_owned(),
             attachment,
             state: Mutex::new(PortState::default()),
+            _parent: parent,
             _eal: eal.clone(),
         });
         open.push((id, Arc::downgrade(&inner)));
@@ -475,6 +553,28 @@ impl Port {
             return Err(self.fail("rte_eth_macaddr_get", ret));
         }
         Ok(addr.addr_bytes)
+    }
+
+    /// Sets the port's MAC address.
+    ///
+    /// # Errors
+    /// [`DpdkError::Port`] when the driver refuses (or cannot).
+    pub fn set_mac(&self, mac: [u8; 6]) -> Result<(), DpdkError> {
+        let mut addr = dpdk_sys::rte_ether_addr { addr_bytes: mac };
+        // SAFETY: valid port id; addr lives for the call.
+        let ret = unsafe { dpdk_sys::rte_eth_dev_default_mac_addr_set(self.inner.id, &mut addr) };
+        if ret != 0 {
+            return Err(self.fail("rte_eth_dev_default_mac_addr_set", ret));
+        }
+        Ok(())
+    }
+
+    /// The switch's MAC for a port: the configured one, else the device's.
+    ///
+    /// # Errors
+    /// [`DpdkError::Port`] when the device's cannot be read.
+    pub fn mac_or(&self, configured: Option<[u8; 6]>) -> Result<[u8; 6], DpdkError> {
+        configured.map_or_else(|| self.mac(), Ok)
     }
 
     /// Basic counters.

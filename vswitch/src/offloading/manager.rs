@@ -3,8 +3,11 @@
 //! keeps the others in software with a reason.
 //!
 //! - Capacity: at most `max_rules`; when full, a candidate evicts the
-//!   coldest hardware rule only if it is `hysteresis` times hotter (no
-//!   flapping); rule operations are limited to `max_ops_per_s`.
+//!   coldest hardware rule only if it is `hysteresis` times hotter, its rate
+//!   was measured over at least a second, and the rule is at least a second
+//!   old (hardware rates are smoothed over about a second): no flapping
+//!   between flows of about the same rate. Rule operations are limited to
+//!   `max_ops_per_s`.
 //! - Counters: every `query_interval` the hardware counters are read; their
 //!   deltas are added to the flows' statistics, and flows hit in hardware are
 //!   "touched" in their PMD so that software idle expiry does not take them.
@@ -108,9 +111,20 @@ pub struct FlowOffload {
     pub state: String,
     pub hw_packets: u64,
     pub hw_bytes: u64,
-    /// testpmd commands of its hardware rule.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub testpmd: Vec<String>,
+    /// Its hardware rule, and where it lives (for the testpmd text).
+    #[serde(skip)]
+    pub rule: Option<Arc<Rule>>,
+    #[serde(skip)]
+    pub proxy: u16,
+    #[serde(skip)]
+    pub group: u32,
+}
+
+impl FlowOffload {
+    /// testpmd commands of its hardware rule (none in software).
+    pub fn testpmd(&self) -> Vec<String> {
+        self.rule.as_deref().map(|r| offload::testpmd::commands(r, self.proxy, self.group)).unwrap_or_default()
+    }
 }
 
 /// Counters of the manager (`vswitchctl offload-show`).
@@ -134,12 +148,36 @@ pub struct OffloadStats {
     pub rate_limited: u64,
     pub events: u64,
     pub aged: u64,
-    /// Flow install (in software) to rule active, over the last samples.
+    /// Flow install (in software) to its first rule active, over the last
+    /// samples (a flow offloaded again after an eviction is not counted twice).
     pub install_to_active_ms_p50: f64,
     pub install_to_active_ms_p99: f64,
     pub install_to_active_samples: usize,
+    /// Flows that got their first rule only after waiting for room (hotter
+    /// flows held the table): left out of the hot and rate latencies.
+    pub waited_for_room: u64,
+    /// First "hot" report to rule active: the manager's own reaction time.
+    pub hot_to_active_ms_p50: f64,
+    pub hot_to_active_ms_p99: f64,
+    /// From the moment the flow began keeping `min_pps` to rule active: the
+    /// hot time, detection and the manager (for a flow hot from its first
+    /// packet this is its install-to-active time).
+    pub rate_to_active_ms_p50: f64,
+    pub rate_to_active_ms_p99: f64,
     pub hw_packets: u64,
     pub hw_bytes: u64,
+    /// Hardware counts by switch port number (as of the last query): where
+    /// the e-switch took packets in and sent them out, tunnel ports included.
+    pub hw_by_port: BTreeMap<u32, PortHits>,
+}
+
+/// One port's share of the hardware counters.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct PortHits {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
 }
 
 /// Shared with the control thread.
@@ -167,6 +205,8 @@ pub enum Request {
     PortStopping { ethdev: u16, done: Sender<usize> },
     /// The port is up again: install what was there.
     PortStarted { ethdev: u16, done: Sender<usize> },
+    /// Counters as of now (offload-show).
+    Stats(Sender<OffloadStats>),
     /// Destroy every rule and stop.
     Stop(Sender<usize>),
 }
@@ -195,16 +235,18 @@ pub struct ManagerSetup {
 
 struct HwRule {
     handle: RuleHandle,
-    rule: Rule,
+    rule: Arc<Rule>,
     tunnels: Vec<(u32, Option<u32>)>,
     /// The device's count at the last query, and when that was (creation
     /// at first): each rule's rate has its own time base, so a rule created
     /// just before a query does not look cold.
     last: HitCounts,
     last_at: Instant,
-    /// Packets per second since the previous query (the software rate that
-    /// made it hot until the first query).
+    /// Packets per second, smoothed over about a second of queries (the
+    /// software rate that made it hot until the first query).
     pps: u64,
+    /// When the rule went in: younger rules are not eviction candidates.
+    created: Instant,
 }
 
 struct FlowRec {
@@ -214,8 +256,16 @@ struct FlowRec {
     actions: Arc<[Action]>,
     state: State,
     installed: Instant,
-    /// The software rate last reported (Hot events).
+    /// The software rate last reported (Hot events), and over how long.
     pps: u64,
+    hot_for: Duration,
+    /// When the first Hot event came, and when the rate it reported began.
+    hot_at: Option<Instant>,
+    rate_since: Option<Instant>,
+    /// Whether it has been in hardware before (latencies count the first time).
+    offloaded_before: bool,
+    /// Whether it waited for room (refused "no space" before its first rule).
+    waited: bool,
     hw: Option<HwRule>,
     hw_packets: u64,
     hw_bytes: u64,
@@ -262,9 +312,26 @@ pub struct Manager {
     budget: Budget,
     stats: OffloadStats,
     latencies: std::collections::VecDeque<f64>,
+    hot_latencies: std::collections::VecDeque<f64>,
+    rate_latencies: std::collections::VecDeque<f64>,
     /// Flows whose view changed since the last publish.
     dirty: Vec<u64>,
+    /// Eviction candidates, coldest first, as of the last query (rules
+    /// younger than [`MIN_RESIDENCY`] left out); `cold_next` is the first not
+    /// taken yet.
+    cold: Vec<(u64, u64)>,
+    cold_next: usize,
 }
+
+/// A rule is not evicted before this (its hardware rate is not known yet,
+/// and a rule that goes straight back out is churn).
+const MIN_RESIDENCY: Duration = Duration::from_secs(1);
+/// Time constant of the hardware rate's smoothing.
+const RATE_SMOOTHING: Duration = Duration::from_secs(1);
+/// A candidate evicts a rule only with a rate measured over this long
+/// (comparable to the rule's smoothed rate; a rate over the first hot time
+/// at a few packets is noise, and acting on it is churn).
+const EVICT_EVIDENCE: Duration = Duration::from_secs(1);
 
 const LATENCY_SAMPLES: usize = 10_000;
 /// Flow ids carry their PMD's index in the top 16 bits.
@@ -301,8 +368,17 @@ impl Manager {
             generation,
             stats,
             latencies: std::collections::VecDeque::new(),
+            hot_latencies: std::collections::VecDeque::new(),
+            rate_latencies: std::collections::VecDeque::new(),
             dirty: Vec::new(),
+            cold: Vec::new(),
+            cold_next: 0,
         }
+    }
+
+    /// The counters as of now (what `offload-show` gets after a publish).
+    pub fn stats(&self) -> &OffloadStats {
+        &self.stats
     }
 
     /// Handles one batch of flow events.
@@ -319,6 +395,11 @@ impl Manager {
                         state: State::Software,
                         installed: Instant::now(),
                         pps: 0,
+                        hot_for: Duration::ZERO,
+                        hot_at: None,
+                        rate_since: None,
+                        waited: false,
+                        offloaded_before: false,
                         hw: None,
                         hw_packets: 0,
                         hw_bytes: 0,
@@ -330,9 +411,13 @@ impl Manager {
                         self.offload(id);
                     }
                 }
-                FlowEvent::Hot { id, pps } => {
+                FlowEvent::Hot { id, pps, hot_for } => {
                     let Some(rec) = self.flows.get_mut(&id) else { continue };
                     rec.pps = pps;
+                    rec.hot_for = hot_for;
+                    let now = Instant::now();
+                    rec.hot_at.get_or_insert(now);
+                    rec.rate_since.get_or_insert(now.checked_sub(hot_for).unwrap_or(now));
                     let retry = matches!(
                         rec.state,
                         State::Software | State::Evicted | State::Pending | State::Refused(Reason::NoSpace(_))
@@ -342,6 +427,8 @@ impl Manager {
                     }
                 }
                 FlowEvent::Removed { id, .. } => {
+                    // Its rule's last hits still count in the totals.
+                    self.harvest(id);
                     if let Some(rec) = self.flows.remove(&id) {
                         if let Some(hw) = rec.hw {
                             self.destroy(hw.handle);
@@ -409,9 +496,31 @@ impl Manager {
         }
     }
 
-    /// The coldest hardware flow, by hardware rate.
-    fn coldest(&self) -> Option<(u64, u64)> {
-        self.flows.iter().filter_map(|(id, r)| r.hw.as_ref().map(|h| (*id, h.pps))).min_by_key(|(_, pps)| *pps)
+    /// The coldest hardware flow that may be evicted: (id, smoothed rate),
+    /// from the list sorted at the last query.
+    fn coldest(&mut self) -> Option<(u64, u64)> {
+        while let Some(&(pps, id)) = self.cold.get(self.cold_next) {
+            if self.flows.get(&id).is_some_and(|r| r.hw.is_some()) {
+                return Some((id, pps));
+            }
+            self.cold_next += 1;
+        }
+        None
+    }
+
+    /// Sorts the eviction candidates by their current hardware rate.
+    fn sort_cold(&mut self) {
+        let now = Instant::now();
+        self.cold.clear();
+        self.cold_next = 0;
+        for (id, r) in &self.flows {
+            if let Some(h) = &r.hw {
+                if now.duration_since(h.created) >= MIN_RESIDENCY {
+                    self.cold.push((h.pps, *id));
+                }
+            }
+        }
+        self.cold.sort_unstable();
     }
 
     /// Tries to put flow `id` into the device.
@@ -426,14 +535,24 @@ impl Manager {
         };
         if self.hw_count >= self.config.max_rules {
             let candidate = rec.pps;
+            let hot_for = rec.hot_for;
+            let proven = hot_for >= EVICT_EVIDENCE;
             match self.coldest() {
                 Some((victim, pps))
-                    if self.config.policy == Policy::Hot && candidate as f64 > pps as f64 * self.config.hysteresis =>
+                    if self.config.policy == Policy::Hot
+                        && proven
+                        && candidate as f64 > pps as f64 * self.config.hysteresis =>
                 {
                     self.evict(victim);
                 }
                 other => {
-                    let coldest = other.map_or(String::new(), |(_, p)| format!(", the coldest at {p} pps"));
+                    let mut coldest = other.map_or(String::new(), |(_, p)| format!(", the coldest at {p} pps"));
+                    if !proven && other.is_some() {
+                        coldest += &format!(" (a rate kept for {} ms; evicting takes a second)", hot_for.as_millis());
+                    }
+                    if let Some(rec) = self.flows.get_mut(&id) {
+                        rec.waited |= !rec.offloaded_before;
+                    }
                     return self.refuse(
                         id,
                         Reason::NoSpace(format!(
@@ -452,27 +571,40 @@ impl Manager {
             }
             return;
         }
-        let rule = self.with_age(t.rule);
+        let rule = Arc::new(self.with_age(t.rule));
         match self.create(id, &rule) {
             Ok(handle) => {
                 self.stats.inserts += 1;
                 self.hw_count += 1;
                 if let Some(rec) = self.flows.get_mut(&id) {
+                    let first = !rec.offloaded_before;
+                    rec.offloaded_before = true;
                     let ms = rec.installed.elapsed().as_secs_f64() * 1000.0;
+                    let since_ms = |t: Option<Instant>| t.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+                    let (hot_ms, rate_ms) = (since_ms(rec.hot_at), since_ms(rec.rate_since));
                     rec.state = State::Hardware;
+                    let now = Instant::now();
                     rec.hw = Some(HwRule {
                         handle,
                         rule,
                         tunnels: t.tunnels,
                         last: HitCounts::default(),
-                        last_at: Instant::now(),
+                        last_at: now,
                         pps: rec.pps,
+                        created: now,
                     });
-                    self.latencies.push_back(ms);
-                    if self.latencies.len() > LATENCY_SAMPLES {
-                        self.latencies.pop_front();
+                    if first {
+                        push_sample(&mut self.latencies, ms);
+                        if rec.waited {
+                            // Its delay is the table's (hotter flows held
+                            // the rules), not the manager's.
+                            self.stats.waited_for_room += 1;
+                        } else if let (Some(h), Some(r)) = (hot_ms, rate_ms) {
+                            push_sample(&mut self.hot_latencies, h);
+                            push_sample(&mut self.rate_latencies, r);
+                        }
+                        metrics::histogram!("vswitch_offload_install_to_active_seconds").record(ms / 1000.0);
                     }
-                    metrics::histogram!("vswitch_offload_install_to_active_seconds").record(ms / 1000.0);
                     self.dirty.push(id);
                 }
             }
@@ -484,6 +616,7 @@ impl Manager {
     }
 
     fn evict(&mut self, victim: u64) {
+        self.harvest(victim);
         let Some(rec) = self.flows.get_mut(&victim) else { return };
         let Some(hw) = rec.hw.take() else { return };
         rec.state = State::Evicted;
@@ -499,36 +632,78 @@ impl Manager {
         let mut touched: Vec<Vec<u64>> = vec![Vec::new(); self.pmds.len()];
         let ids: Vec<u64> = self.flows.iter().filter(|(_, r)| r.hw.is_some()).map(|(id, _)| *id).collect();
         for id in ids {
-            let Some(handle) = self.flows.get(&id).and_then(|r| r.hw.as_ref()).map(|h| h.handle) else { continue };
-            let counts = match self.device.query(handle) {
-                Ok(c) => c,
-                Err(e) => {
-                    *self.stats.failures_by_device_error.entry(format!("query_{}", e.kind)).or_default() += 1;
-                    continue;
-                }
-            };
-            let Some(rec) = self.flows.get_mut(&id) else { continue };
-            let Some(hw) = rec.hw.as_mut() else { continue };
-            // The NIC's answer: counters only grow; anything else is a reset.
-            let dp = counts.packets.saturating_sub(hw.last.packets);
-            let db = counts.bytes.saturating_sub(hw.last.bytes);
-            let now = Instant::now();
-            let secs = now.duration_since(hw.last_at).as_secs_f64().max(1e-3);
-            hw.last = counts;
-            hw.last_at = now;
-            hw.pps = (dp as f64 / secs) as u64;
-            if dp > 0 {
-                rec.hw_packets += dp;
-                rec.hw_bytes += db;
-                self.stats.hw_packets += dp;
-                self.stats.hw_bytes += db;
-                if let Some(t) = touched.get_mut(rec.pmd) {
+            if self.harvest(id) {
+                if let Some(t) = self.flows.get(&id).and_then(|r| touched.get_mut(r.pmd)) {
                     t.push(id);
                 }
-                self.dirty.push(id);
             }
         }
+        self.sort_cold();
         touched
+    }
+
+    /// Reads flow `id`'s rule counters and adds what is new to the flow, the
+    /// totals and its ports; returns whether there was anything. Done before
+    /// a rule goes too, so that its last hits are not lost.
+    fn harvest(&mut self, id: u64) -> bool {
+        let Some(handle) = self.flows.get(&id).and_then(|r| r.hw.as_ref()).map(|h| h.handle) else { return false };
+        let counts = match self.device.query(handle) {
+            Ok(c) => c,
+            Err(e) => {
+                *self.stats.failures_by_device_error.entry(format!("query_{}", e.kind)).or_default() += 1;
+                return false;
+            }
+        };
+        let Some(rec) = self.flows.get_mut(&id) else { return false };
+        let Some(hw) = rec.hw.as_mut() else { return false };
+        // The NIC's answer: counters only grow; anything else is a reset.
+        let dp = counts.packets.saturating_sub(hw.last.packets);
+        let db = counts.bytes.saturating_sub(hw.last.bytes);
+        let now = Instant::now();
+        let secs = now.duration_since(hw.last_at).as_secs_f64().max(1e-3);
+        hw.last = counts;
+        hw.last_at = now;
+        // Exponential smoothing by elapsed time: a few packets per query at
+        // low rates would otherwise make the rate (and evictions) jump.
+        let alpha = 1.0 - (-secs / RATE_SMOOTHING.as_secs_f64()).exp();
+        hw.pps = (hw.pps as f64 + alpha * (dp as f64 / secs - hw.pps as f64)).round() as u64;
+        if dp == 0 {
+            return false;
+        }
+        rec.hw_packets += dp;
+        rec.hw_bytes += db;
+        self.stats.hw_packets += dp;
+        self.stats.hw_bytes += db;
+        // Per port: where the e-switch took the packets in and sent them out
+        // (physical ports by the rule, tunnel ports by the flow).
+        let phys = self.ports.len() as u32;
+        let ports = &self.ports;
+        let port_of = |ethdev: u16| ports.iter().position(|p| p.ethdev == ethdev).map(|i| i as u32);
+        let rx = port_of(hw.rule.pattern.ingress).into_iter().chain(Some(rec.key.in_port()).filter(|&p| p >= phys));
+        let tx = hw
+            .rule
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                HwAction::Output(e) => port_of(*e),
+                _ => None,
+            })
+            .chain(rec.actions.iter().filter_map(|a| match a {
+                Action::Output(p) if *p >= phys => Some(*p),
+                _ => None,
+            }));
+        for p in rx {
+            let c = self.stats.hw_by_port.entry(p).or_default();
+            c.rx_packets += dp;
+            c.rx_bytes += db;
+        }
+        for p in tx {
+            let c = self.stats.hw_by_port.entry(p).or_default();
+            c.tx_packets += dp;
+            c.tx_bytes += db;
+        }
+        self.dirty.push(id);
+        true
     }
 
     /// Handles rules the device reports aged (idle for their AGE timeout).
@@ -563,10 +738,11 @@ impl Manager {
             let Some(hw) = rec.hw.as_ref() else { continue };
             let old_rule = hw.rule.clone();
             let old_handle = hw.handle;
+            let (old_pps, old_created) = (hw.pps, hw.created);
             match self.context_translate(rec, priority) {
                 Ok(t) => {
                     let new_rule = self.with_age(t.rule.clone());
-                    if (Rule { priority: old_rule.priority, ..new_rule.clone() }) == old_rule {
+                    if (Rule { priority: old_rule.priority, ..new_rule.clone() }) == *old_rule {
                         report.unchanged += 1;
                         continue;
                     }
@@ -574,17 +750,19 @@ impl Manager {
                     match self.create(id, &new_rule) {
                         Ok(handle) => {
                             self.stats.inserts += 1;
+                            self.harvest(id);
                             self.destroy(old_handle);
                             report.replaced += 1;
                             if let Some(rec) = self.flows.get_mut(&id) {
                                 rec.priority = priority;
                                 rec.hw = Some(HwRule {
                                     handle,
-                                    rule: new_rule,
+                                    rule: Arc::new(new_rule),
                                     tunnels: t.tunnels,
                                     last: HitCounts::default(),
                                     last_at: Instant::now(),
-                                    pps: rec.pps,
+                                    pps: old_pps,
+                                    created: old_created,
                                 });
                                 self.dirty.push(id);
                             }
@@ -675,8 +853,12 @@ impl Manager {
         n
     }
 
-    /// Destroys every rule; returns how many.
+    /// Destroys every rule (their last hits counted first); returns how many.
     pub fn shutdown(&mut self) -> usize {
+        let ids: Vec<u64> = self.flows.iter().filter(|(_, r)| r.hw.is_some()).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.harvest(id);
+        }
         let mut n = 0;
         let handles: Vec<RuleHandle> = self
             .flows
@@ -695,8 +877,14 @@ impl Manager {
         n
     }
 
-    /// Updates the shared views.
+    /// Updates the shared views and counters.
     pub fn publish(&mut self) {
+        self.publish_views();
+        self.publish_stats();
+    }
+
+    /// Updates the shared per-flow views (of the flows changed since).
+    fn publish_views(&mut self) {
         {
             let mut views = self.shared.flows.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for id in self.dirty.drain(..) {
@@ -705,23 +893,25 @@ impl Manager {
                         views.remove(&id);
                     }
                     Some(r) => {
-                        let testpmd =
-                            r.hw.as_ref()
-                                .map(|h| offload::testpmd::commands(&h.rule, self.proxy, self.config.group))
-                                .unwrap_or_default();
                         views.insert(
                             id,
                             FlowOffload {
                                 state: r.state.text(),
                                 hw_packets: r.hw_packets,
                                 hw_bytes: r.hw_bytes,
-                                testpmd,
+                                rule: r.hw.as_ref().map(|h| Arc::clone(&h.rule)),
+                                proxy: self.proxy,
+                                group: self.config.group,
                             },
                         );
                     }
                 }
             }
         }
+    }
+
+    /// Updates the shared counters (a walk over every flow: less often).
+    fn publish_stats(&mut self) {
         let mut by_state: BTreeMap<String, u64> = BTreeMap::new();
         let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
         for r in self.flows.values() {
@@ -730,17 +920,14 @@ impl Manager {
                 *reasons.entry(reason.kind()).or_default() += 1;
             }
         }
-        let mut sorted: Vec<f64> = self.latencies.iter().copied().collect();
-        sorted.sort_by(f64::total_cmp);
-        let pct =
-            |p: f64| if sorted.is_empty() { 0.0 } else { sorted[((sorted.len() - 1) as f64 * p).round() as usize] };
         self.stats.flows_by_state = by_state;
         self.stats.refusals_by_reason = reasons;
         self.stats.rules_in_device = self.device.rules();
         self.stats.flow_rules = self.hw_count;
-        self.stats.install_to_active_ms_p50 = pct(0.5);
-        self.stats.install_to_active_ms_p99 = pct(0.99);
-        self.stats.install_to_active_samples = sorted.len();
+        (self.stats.install_to_active_ms_p50, self.stats.install_to_active_ms_p99) = percentiles(&self.latencies);
+        (self.stats.hot_to_active_ms_p50, self.stats.hot_to_active_ms_p99) = percentiles(&self.hot_latencies);
+        (self.stats.rate_to_active_ms_p50, self.stats.rate_to_active_ms_p99) = percentiles(&self.rate_latencies);
+        self.stats.install_to_active_samples = self.latencies.len();
         *self.shared.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = self.stats.clone();
     }
 
@@ -774,6 +961,7 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
     let mut last_query = Instant::now();
     let mut last_age = Instant::now();
     let mut last_publish = Instant::now();
+    let mut last_stats = Instant::now();
     loop {
         select! {
             recv(events) -> b => match b {
@@ -802,6 +990,10 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
                     m.publish();
                     let _ = done.send(n);
                 }
+                Ok(Request::Stats(done)) => {
+                    m.publish_stats();
+                    let _ = done.send(m.stats.clone());
+                }
                 Ok(Request::Stop(done)) => {
                     let n = m.shutdown();
                     tracing::info!(rules = n, "offload manager stopped: every rule destroyed");
@@ -828,11 +1020,31 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
                 }
                 if last_publish.elapsed() >= Duration::from_millis(50) {
                     last_publish = Instant::now();
-                    m.publish();
+                    m.publish_views();
+                }
+                if last_stats.elapsed() >= Duration::from_millis(250) {
+                    last_stats = Instant::now();
+                    m.publish_stats();
                 }
             },
         }
     }
+}
+
+/// Keeps the last [`LATENCY_SAMPLES`] samples.
+fn push_sample(samples: &mut std::collections::VecDeque<f64>, value: f64) {
+    samples.push_back(value);
+    if samples.len() > LATENCY_SAMPLES {
+        samples.pop_front();
+    }
+}
+
+/// p50 and p99 of the samples (0 when there are none).
+fn percentiles(samples: &std::collections::VecDeque<f64>) -> (f64, f64) {
+    let mut sorted: Vec<f64> = samples.iter().copied().collect();
+    sorted.sort_by(f64::total_cmp);
+    let pct = |p: f64| if sorted.is_empty() { 0.0 } else { sorted[((sorted.len() - 1) as f64 * p).round() as usize] };
+    (pct(0.5), pct(0.99))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use crate::datapath::pmd::PmdCommand;
 use crate::datapath::SwitchPort;
 use crate::underlay::Underlay;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use manager::{Manager, ManagerSetup, OffloadShared, Request, SyncReport};
+use manager::{Manager, ManagerSetup, OffloadShared, OffloadStats, Request, SyncReport};
 use offload::device::FlowDevice;
 use offload::model::{ModelDevice, ModelSwitch};
 use offload::rte_flow::device::RteFlowDevice;
@@ -80,7 +80,7 @@ pub fn port_facts(ports: &[SwitchPort], device: OffloadDevice) -> Vec<PortFacts>
                 role: p.spec.role,
                 mtu: p.spec.mtu,
                 domain,
-                mac: p.port.mac().unwrap_or_default(),
+                mac: p.port.mac_or(p.spec.mac).unwrap_or_default(),
             }
         })
         .collect()
@@ -174,6 +174,12 @@ impl Offload {
     /// the current underlay (replacing the rules it changed).
     pub fn sync(&self) -> Option<SyncReport> {
         self.ask(Request::Sync, Duration::from_secs(10))
+    }
+
+    /// The manager's counters as of now (the last published ones when it
+    /// does not answer within 2 s).
+    pub fn stats(&self) -> OffloadStats {
+        self.ask(Request::Stats, Duration::from_secs(2)).unwrap_or_else(|| self.shared.stats())
     }
 
     /// A port is stopping; returns how many rules the device dropped.

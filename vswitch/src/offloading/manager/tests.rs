@@ -119,12 +119,30 @@ impl Rig {
         id
     }
 
+    /// A Hot report, as after a second at the rate.
     fn hot(&mut self, id: u64, pps: u64) {
-        self.m.events(vec![FlowEvent::Hot { id, pps }]);
+        self.hot_for(id, pps, Duration::from_secs(1));
+    }
+
+    fn hot_for(&mut self, id: u64, pps: u64, hot_for: Duration) {
+        self.m.events(vec![FlowEvent::Hot { id, pps, hot_for }]);
     }
 
     fn state(&self, id: u64) -> State {
         self.m.flows.get(&id).map(|r| r.state.clone()).expect("flow")
+    }
+
+    /// A more specific route to the remote VTEP through the other next hop.
+    fn route_via_hop_b(&self) {
+        self.underlay.write(|t| {
+            t.routes.push(Route {
+                prefix: "10.9.0.1/32".parse::<Prefix>().expect("p"),
+                via: Some("198.18.0.3".parse().expect("ip")),
+                port: 2,
+                source: RouteSource::Control,
+            });
+            ((), true)
+        });
     }
 
     /// A frame through the model from ethdev `port`.
@@ -160,27 +178,40 @@ fn full_table_evicts_only_a_much_colder_rule() {
     r.hot(a, 1000);
     r.hot(b, 1000);
     assert_eq!((r.state(a), r.state(b)), (State::Hardware, State::Hardware));
-    // Hardware rates from the counters: a at 10 packets, b at 4 in a second.
-    for _ in 0..10 {
+    let c = r.install(0, &udp(1, 9));
+    r.hot(c, 1_000_000);
+    assert!(
+        matches!(r.state(c), State::Refused(Reason::NoSpace(_))),
+        "rules younger than the minimum residency are not evicted, however hot the candidate: {:?}",
+        r.state(c)
+    );
+    // Hardware rates from the counters: a at 50 packets, b at 20 over five
+    // seconds (10 and 4 pps); the rules are two seconds old.
+    for _ in 0..50 {
         r.send(20, &udp(1, 80));
     }
-    for _ in 0..4 {
+    for _ in 0..20 {
         r.send(21, &udp(1, 80));
     }
-    // As if the last query was a second ago: 10 and 2 packets per second.
     for rec in r.m.flows.values_mut() {
         if let Some(hw) = rec.hw.as_mut() {
-            hw.last_at = Instant::now() - Duration::from_secs(1);
+            hw.last_at = Instant::now() - Duration::from_secs(5);
+            hw.created = Instant::now() - Duration::from_secs(2);
+            hw.pps = 0;
         }
     }
     r.m.query();
+    // Smoothed with a one-second time constant: after five seconds the
+    // measured rate is all but the whole of it.
     let pps = |id: u64| r.m.flows[&id].hw.as_ref().map_or(0, |h| h.pps);
     assert!((9..=10).contains(&pps(a)) && (3..=4).contains(&pps(b)), "{} {}", pps(a), pps(b));
     let touched = r.pmd.try_recv();
     assert!(touched.is_err(), "query alone sends nothing; the run loop sends the touches");
-    let c = r.install(0, &udp(1, 9));
     // 4 pps is not 1.5 x the coldest (b at 3-4 pps): no space.
     r.hot(c, 4);
+    assert!(matches!(r.state(c), State::Refused(Reason::NoSpace(_))), "{:?}", r.state(c));
+    // 8 pps over only 200 ms is not evidence enough to evict.
+    r.hot_for(c, 8, Duration::from_millis(200));
     assert!(matches!(r.state(c), State::Refused(Reason::NoSpace(_))), "{:?}", r.state(c));
     // 8 pps is: b goes back to software, c takes its place.
     r.hot(c, 8);
@@ -188,6 +219,34 @@ fn full_table_evicts_only_a_much_colder_rule() {
     assert_eq!(r.state(a), State::Hardware, "the hottest keeps its rule");
     assert_eq!(r.m.stats.evictions, 1);
     assert_eq!(r.send(21, &udp(1, 80)).0, Verdict::Miss, "b's packets are software's again");
+    assert_eq!(r.m.stats.waited_for_room, 1, "c waited for room: left out of the latencies");
+}
+
+#[test]
+fn hardware_rate_is_smoothed_over_queries() {
+    let mut r = rig(Policy::Hot, 4);
+    let a = r.install(0, &udp(1, 80));
+    r.hot(a, 100);
+    let set_back = |r: &mut Rig, ms: u64| {
+        for rec in r.m.flows.values_mut() {
+            if let Some(hw) = rec.hw.as_mut() {
+                hw.last_at = Instant::now() - Duration::from_millis(ms);
+            }
+        }
+    };
+    let pps = |r: &Rig| r.m.flows[&a].hw.as_ref().map_or(0, |h| h.pps);
+    assert_eq!(pps(&r), 100, "the software rate until the first query");
+    // 200 ms without a packet: one noisy sample moves the rate by about a fifth.
+    set_back(&mut r, 200);
+    r.m.query();
+    assert!((80..=83).contains(&pps(&r)), "{}", pps(&r));
+    // Then 40 packets in 200 ms (200 pps): up by about a fifth of the gap.
+    for _ in 0..40 {
+        r.send(20, &udp(1, 80));
+    }
+    set_back(&mut r, 200);
+    r.m.query();
+    assert!((100..=104).contains(&pps(&r)), "{}", pps(&r));
 }
 
 #[test]
@@ -199,16 +258,7 @@ fn route_change_replaces_exactly_the_affected_rules_make_before_break() {
     let (v, out) = r.send(21, &udp(1, 80));
     assert_eq!((v, &out[0..6]), (Verdict::Output(22), &HOP_A[..]));
     let rules_before = r.model.rules();
-    // A more specific route to the remote VTEP through the other next hop.
-    r.underlay.write(|t| {
-        t.routes.push(Route {
-            prefix: "10.9.0.1/32".parse::<Prefix>().expect("p"),
-            via: Some("198.18.0.3".parse().expect("ip")),
-            port: 2,
-            source: RouteSource::Control,
-        });
-        ((), true)
-    });
+    r.route_via_hop_b();
     let report = r.m.check_underlay();
     assert_eq!((report.replaced, report.unchanged), (1, 0), "only the tunnel's flow depends on the route");
     assert_eq!(r.model.rules(), rules_before, "the old rule is gone once the new one is in");
@@ -290,4 +340,32 @@ fn refusals_are_visible_in_the_views() {
     assert_eq!(view.state, "sw(unsupported: several outputs (mirroring is not offloaded))");
     let stats = r.m.shared.stats();
     assert_eq!(stats.refusals_by_reason.get("unsupported"), Some(&1));
+}
+
+#[test]
+fn hardware_counts_go_to_flows_and_ports_and_the_last_hits_of_a_replaced_rule_are_kept() {
+    let mut r = rig(Policy::All, 16);
+    let plain = r.install(0, &udp(1, 80));
+    let tunnel = r.install(1, &udp(1, 80));
+    for _ in 0..5 {
+        assert_eq!(r.send(20, &udp(1, 80)).0, Verdict::Output(22));
+    }
+    for _ in 0..3 {
+        assert_eq!(r.send(21, &udp(1, 80)).0, Verdict::Output(22));
+    }
+    let touched = r.m.query();
+    assert_eq!(touched[0].len(), 2, "both flows were hit");
+    let hits = |p: u32| r.m.stats.hw_by_port.get(&p).copied().unwrap_or_default();
+    assert_eq!((hits(0).rx_packets, hits(1).rx_packets), (5, 3), "vf0 and vf1 took them in");
+    assert_eq!(hits(2).tx_packets, 8, "uplink0 sent them all");
+    assert_eq!((hits(3).tx_packets, hits(3).rx_packets), (3, 0), "vxlan0 encapsulated the tunnel flow's");
+    assert_eq!((r.m.flows[&plain].hw_packets, r.m.flows[&tunnel].hw_packets), (5, 3));
+    // Two more on the tunnel flow, then a route change replaces its rule
+    // before any query: the old rule's last hits still count.
+    r.send(21, &udp(1, 80));
+    r.send(21, &udp(1, 80));
+    r.route_via_hop_b();
+    assert_eq!(r.m.check_underlay().replaced, 1);
+    assert_eq!(r.m.flows[&tunnel].hw_packets, 5);
+    assert_eq!(r.m.stats.hw_packets, 10);
 }
