@@ -375,7 +375,10 @@ fn a_full_table_holds_the_hottest_flows_and_loses_nothing() {
     // Two flow rules (plus the jump rule).
     let offload = "[offload]\npolicy = \"hot\"\nmin_pps = 1000\nhot_ms = 100\nmax_rules = 2\nquery_interval_ms = 100\n";
     let run = TempDir::new("full-run");
-    let d = Daemon::start(&run.0, &config(&dir, &rules, offload, &ports));
+    let metrics = common::free_port();
+    let text =
+        config(&dir, &rules, offload, &ports).replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{metrics}\""));
+    let d = Daemon::start(&run.0, &text);
     let hot = wait_for(Duration::from_secs(20), "the two hottest flows in hardware", || {
         let f = flows(&d);
         let hw: Vec<String> =
@@ -395,6 +398,15 @@ fn a_full_table_holds_the_hottest_flows_and_loses_nothing() {
     std::thread::sleep(Duration::from_millis(500));
     let later = d.ctl_json(&["offload-show"]).expect("show");
     assert_eq!(later["evictions"].as_u64().unwrap_or(0), evictions, "no flapping once the rates are known: {later}");
+    // Prometheus: rules, flows by state, packets by tier (published every second).
+    let body = wait_for(Duration::from_secs(5), "offload metrics", || {
+        let b = common::metrics_page(metrics);
+        b.contains("vswitch_offload_flow_rules 2").then_some(b)
+    });
+    assert!(body.contains("vswitch_offload_flows{state=\"hardware\"} 2"), "{body}");
+    assert!(body.contains("vswitch_offload_operations_total{op=\"insert\"}"), "{body}");
+    assert!(body.contains("vswitch_packets_total{tier=\"hw\"}"), "{body}");
+    assert!(body.contains("vswitch_offload_install_to_active_seconds"), "{body}");
     let log = d.stop();
     // Nothing lost: every packet received left the uplink (net_null counts it).
     let summary = std::fs::read_to_string(run.path("stdout.log")).expect("stdout");

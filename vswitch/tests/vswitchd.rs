@@ -7,7 +7,7 @@ mod common;
 use common::daemon::{port, Daemon, VSWITCHD};
 use common::frames::{mac, push_vlan, strip_vlan, udp};
 use common::pcap::{read as read_pcap, sorted, write as write_pcap};
-use common::TempDir;
+use common::{free_port, TempDir};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::process::Command;
@@ -201,10 +201,6 @@ fn malformed_packets_are_dropped_and_counted_by_reason() {
     assert_eq!(read_pcap(&dir.path("out_uplink0.pcap")), good, "every good packet, in order");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 fn tx_of(d: &Daemon, name: &str) -> u64 {
     port(&d.show(), name)["tx_packets"].as_u64().unwrap_or(0)
 }
@@ -290,10 +286,7 @@ fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
 
     // Prometheus metrics on the configured address.
     std::thread::sleep(Duration::from_millis(1200));
-    let mut http = std::net::TcpStream::connect(("127.0.0.1", metrics)).expect("metrics listener");
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
-    let mut body = String::new();
-    http.read_to_string(&mut body).expect("metrics body");
+    let body = common::metrics_page(metrics);
     assert!(body.contains("vswitch_port_rx_packets_total{port=\"vf0\"}"), "{body}");
     assert!(body.contains("vswitch_drops_total{reason=\"no_rule\"}"), "{body}");
     assert!(d.show()["uptime_s"].as_f64().unwrap_or(0.0) > 0.0, "still running");

@@ -321,6 +321,8 @@ pub struct Manager {
     /// taken yet.
     cold: Vec<(u64, u64)>,
     cold_next: usize,
+    /// Ports (ethdev ids) between a stop and the start after it.
+    stopped: std::collections::HashSet<u16>,
 }
 
 /// A rule is not evicted before this (its hardware rate is not known yet,
@@ -373,6 +375,7 @@ impl Manager {
             dirty: Vec::new(),
             cold: Vec::new(),
             cold_next: 0,
+            stopped: std::collections::HashSet::new(),
         }
     }
 
@@ -533,6 +536,18 @@ impl Manager {
             Ok(t) => t,
             Err(r) => return self.refuse(id, Reason::Translate(r)),
         };
+        let outputs = t.rule.actions.iter().filter_map(|a| match a {
+            HwAction::Output(e) => Some(*e),
+            _ => None,
+        });
+        if std::iter::once(t.rule.pattern.ingress).chain(outputs).any(|e| self.stopped.contains(&e)) {
+            // A port of the rule is restarting: installed when it is up.
+            if let Some(rec) = self.flows.get_mut(&id) {
+                rec.state = State::Pending;
+                self.dirty.push(id);
+            }
+            return;
+        }
         if self.hw_count >= self.config.max_rules {
             let candidate = rec.pps;
             let hot_for = rec.hot_for;
@@ -823,6 +838,9 @@ impl Manager {
     /// A port is stopping: the device drops its rules (as a NIC does);
     /// their flows wait to be installed again.
     pub fn port_stopping(&mut self, ethdev: u16) -> usize {
+        // No rule for it until it is up again (a stopped port takes none,
+        // and a NIC would flush it).
+        self.stopped.insert(ethdev);
         let dropped = self.device.port_stopped(ethdev);
         self.jumps.retain(|_, h| !dropped.contains(h));
         let mut n = 0;
@@ -839,7 +857,8 @@ impl Manager {
     }
 
     /// Installs again what a port stop took out.
-    pub fn port_started(&mut self) -> usize {
+    pub fn port_started(&mut self, ethdev: u16) -> usize {
+        self.stopped.remove(&ethdev);
         let pending: Vec<u64> =
             self.flows.iter().filter(|(_, r)| r.state == State::Pending).map(|(id, _)| *id).collect();
         let mut n = 0;
@@ -985,8 +1004,8 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
                     m.publish();
                     let _ = done.send(n);
                 }
-                Ok(Request::PortStarted { done, .. }) => {
-                    let n = m.port_started();
+                Ok(Request::PortStarted { ethdev, done }) => {
+                    let n = m.port_started(ethdev);
                     m.publish();
                     let _ = done.send(n);
                 }

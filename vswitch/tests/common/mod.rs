@@ -26,6 +26,21 @@ extern "C" fn remove_runtime_dir() {
     let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", prefix()));
 }
 
+/// A TCP port on 127.0.0.1 free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The Prometheus page served on 127.0.0.1:`port`.
+pub fn metrics_page(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut http = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
+    let mut body = String::new();
+    http.read_to_string(&mut body).expect("metrics body");
+    body
+}
+
 /// The process's EAL, initialised on first use with virtual devices only.
 /// Panics (failing the test, never skipping it) when DPDK cannot start.
 pub fn eal() -> &'static Eal {

@@ -306,7 +306,9 @@ fn removed_flows_leave_port_stops_reinstall_and_shutdown_destroys_everything() {
     assert_eq!(r.m.port_stopping(21), 1);
     assert_eq!(r.state(b), State::Pending);
     assert_eq!(r.model.rules(), 1, "vf0's jump rule is left");
-    assert_eq!(r.m.port_started(), 1);
+    r.m.pending();
+    assert_eq!((r.state(b), r.model.rules()), (State::Pending, 1), "no rule while its port is down");
+    assert_eq!(r.m.port_started(21), 1);
     assert_eq!(r.state(b), State::Hardware);
     assert_eq!(r.m.shutdown(), 3);
     assert_eq!(r.model.rules(), 0);
