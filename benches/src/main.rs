@@ -9,6 +9,7 @@
 //! (every packet a new megaflow: flow-setup rate; its cycles column is the
 //! classification and install cost per upcall).
 
+mod control;
 mod floor;
 mod fonts;
 mod offload;
@@ -142,6 +143,20 @@ enum Cmd {
         #[arg(long)]
         vswitchd: Option<PathBuf>,
     },
+    /// The control socket: requests per second (small requests, one and
+    /// several clients) and bulk rule loading (one by one against one
+    /// add-rules batch).
+    Control {
+        /// Rules for the bulk comparison.
+        #[arg(long, default_value_t = 20_000)]
+        rules: usize,
+        #[arg(long)]
+        core: Option<usize>,
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        #[arg(long)]
+        vswitchd: Option<PathBuf>,
+    },
     /// Render report.md and report.png from a results.json.
     Report {
         results: PathBuf,
@@ -241,6 +256,10 @@ fn run(args: Args) -> Result<()> {
             if let Some(p) = r.policies.iter().find(|p| p.hw_share <= 0.0) {
                 bail!("policy {}: no packet was handled by the model e-switch", p.policy);
             }
+        }
+        Cmd::Control { rules, core, out, vswitchd } => {
+            let table = control::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules)?;
+            println!("{table}");
         }
         Cmd::Smoke { vswitchd, no_peer } => {
             let bin = ours::vswitchd_path(vswitchd)?;

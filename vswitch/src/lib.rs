@@ -16,5 +16,6 @@ pub mod net;
 pub mod offloading;
 pub mod ofrule;
 pub mod packet;
+pub mod ratelimit;
 pub mod traffic;
 pub mod underlay;

@@ -1,20 +1,204 @@
-//! Prometheus metrics (`metrics` + `metrics-exporter-prometheus`), published
-//! from the aggregated counters by the control thread.
+//! Prometheus metrics: the `metrics` recorder of `metrics-exporter-prometheus`
+//! rendered by a small HTTP server of our own, which any local user can
+//! reach, so it is bounded: at most [`MAX_CONNECTIONS`] at once (more get
+//! 503 at once), a request head must arrive within [`REQUEST_DEADLINE`],
+//! only `GET /metrics` (and `/`) answer 200, and failures are logged at
+//! most once a second. Values are published from the aggregated counters by
+//! the daemon's main loop.
 
 use crate::datapath::SwitchStats;
+use crate::dpdk::os;
 use crate::offloading::manager::OffloadStats;
+use crate::ratelimit::RateLimited;
 use anyhow::{Context, Result};
-use std::net::SocketAddr;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// Starts the HTTP exporter on `addr` (`/metrics`).
+/// Scrapes served at once.
+pub const MAX_CONNECTIONS: usize = 8;
+/// The request head must arrive within this; the reply be taken within twice it.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest request head read.
+const MAX_HEAD: usize = 8 * 1024;
+const SLICE: Duration = Duration::from_millis(100);
+
+/// The running metrics server.
+pub struct MetricsServer {
+    /// Where it listens (the real port when the configuration said 0).
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Installs the recorder and starts the server on `addr` (`/metrics`).
 ///
 /// # Errors
-/// When the address cannot be bound.
-pub fn install(addr: SocketAddr) -> Result<()> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .with_context(|| format!("starting the Prometheus exporter on {addr}"))
+/// When the recorder is already installed or the address cannot be bound.
+pub fn install(addr: SocketAddr) -> Result<MetricsServer> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    let listener = TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
+    listener.set_nonblocking(true).context("metrics listener")?;
+    let addr = listener.local_addr().context("metrics listener")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || serve(&listener, &handle, &stop))
+            .context("starting the metrics thread")?
+    };
+    Ok(MetricsServer { addr, stop, thread: Some(thread) })
+}
+
+fn serve(listener: &TcpListener, handle: &PrometheusHandle, stop: &AtomicBool) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut threads: Vec<JoinHandle<()>> = Vec::new();
+    let mut log = RateLimited::new(Duration::from_secs(1));
+    let mut last_upkeep = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if last_upkeep.elapsed() >= Duration::from_secs(5) {
+            handle.run_upkeep();
+            last_upkeep = Instant::now();
+        }
+        match os::wait_readable(listener, SLICE) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) => {
+                if let Some(held) = log.check() {
+                    tracing::warn!(held_back = held, "metrics: waiting for connections: {e}");
+                }
+                std::thread::sleep(SLICE);
+                continue;
+            }
+        }
+        loop {
+            let stream = match listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    if let Some(held) = log.check() {
+                        tracing::warn!(held_back = held, "metrics accept: {e}");
+                    }
+                    std::thread::sleep(SLICE);
+                    break;
+                }
+            };
+            if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+                let _ = stream.set_nonblocking(true);
+                let _ = (&stream).write_all(&response(503, "text/plain", b"busy: too many connections\n", false));
+                continue;
+            }
+            active.fetch_add(1, Ordering::AcqRel);
+            let (handle, active_c) = (handle.clone(), Arc::clone(&active));
+            match std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
+                let _ = answer(stream, &handle);
+                active_c.fetch_sub(1, Ordering::AcqRel);
+            }) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    active.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(held) = log.check() {
+                        tracing::warn!(held_back = held, "metrics: cannot start a connection thread: {e}");
+                    }
+                }
+            }
+        }
+        threads.retain(|t| !t.is_finished());
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+}
+
+fn response(status: u16, kind: &str, body: &[u8], with_body: bool) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        _ => "Service Unavailable",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if with_body {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
+/// Reads one request head (within the deadline) and answers it.
+fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(SLICE))?;
+    stream.set_write_timeout(Some(SLICE))?;
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let complete = loop {
+        if Instant::now() >= deadline {
+            break false;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break false,
+            Ok(n) => {
+                head.extend_from_slice(&chunk[..n]);
+                if head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n") {
+                    break true;
+                }
+                if head.len() > MAX_HEAD {
+                    break false;
+                }
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
+        }
+    };
+    let text = String::from_utf8_lossy(&head);
+    let mut words = text.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let head_only = method == "HEAD";
+    let reply = if !complete {
+        response(if head.is_empty() { 408 } else { 400 }, "text/plain", b"incomplete request\n", true)
+    } else if method != "GET" && !head_only {
+        response(405, "text/plain", b"only GET\n", true)
+    } else {
+        match path {
+            "/metrics" => response(200, "text/plain; version=0.0.4", handle.render().as_bytes(), !head_only),
+            "/" => response(200, "text/plain", b"vswitchd: see /metrics\n", !head_only),
+            _ => response(404, "text/plain", b"not found; see /metrics\n", !head_only),
+        }
+    };
+    let deadline = Instant::now() + 2 * REQUEST_DEADLINE;
+    let mut data = &reply[..];
+    while !data.is_empty() && Instant::now() < deadline {
+        match stream.write(data) {
+            Ok(0) => break,
+            Ok(n) => data = &data[n..],
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Publishes the current counters.

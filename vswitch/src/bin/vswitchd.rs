@@ -68,6 +68,10 @@ fn main() {
 }
 
 fn run(args: Args) -> Result<()> {
+    // First: a stop signal during start-up is then a clean stop, not a
+    // death that leaves files behind.
+    os::install_stop_signals();
+    os::stop_on_hangup();
     if let Some(path) = &args.probe_offload {
         return probe_offload(path);
     }
@@ -95,28 +99,38 @@ fn run(args: Args) -> Result<()> {
     // Whatever happens from here on, leave nothing of ours behind: the
     // generated traffic now, the socket and DPDK's runtime directory once
     // they are ours (never another daemon's).
-    let eal_prefix = config.eal_args.iter().find_map(|a| a.strip_prefix("--file-prefix=").map(str::to_owned));
+    let runtime_dir = eal_prefix(&config.eal_args).map(|p| PathBuf::from(format!("/var/run/dpdk/{p}")));
+    let runtime_existed = runtime_dir.as_ref().is_some_and(|d| d.exists());
     let mut cleanup = Cleanup { paths: vec![run_dir.clone()] };
     let pcaps = generate_traffic(&config, &run_dir)?;
-
-    os::install_stop_signals();
+    match os::raise_nofile_limit() {
+        Ok((before, after)) if before != after => tracing::info!(before, after, "open files limit raised"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot raise the open files limit: {e}"),
+    }
     let listener = vswitch::control::bind(&config.socket)?;
     cleanup.paths.push(config.socket.clone());
     let socket_path = config.socket.clone();
     let metrics_addr = config.metrics;
     let interval = config.stats_interval;
-    let eal = vswitch::dpdk::EalBuilder::new("vswitchd")
-        .args(config.eal_args.iter().cloned())
-        .init()
-        .context("starting DPDK (EAL)")?;
-    if let Some(prefix) = &eal_prefix {
-        cleanup.paths.push(PathBuf::from(format!("/var/run/dpdk/{prefix}")));
+    let eal = vswitch::dpdk::EalBuilder::new("vswitchd").args(config.eal_args.iter().cloned()).init();
+    // DPDK's runtime directory is ours once EAL holds it, or when a failed
+    // start created it; one that was there before a failure is another's.
+    if let Some(dir) = &runtime_dir {
+        if eal.is_ok() || !runtime_existed {
+            cleanup.paths.push(dir.clone());
+        }
     }
+    let eal = eal.context("starting DPDK (EAL)")?;
     let switch = Arc::new(Switch::start(&eal, config, &pcaps, None)?);
-    if let Some(addr) = metrics_addr {
-        vswitch::metrics::install(addr)?;
-        tracing::info!(%addr, "Prometheus metrics at http://{addr}/metrics");
-    }
+    let _metrics = match metrics_addr {
+        Some(addr) => {
+            let server = vswitch::metrics::install(addr)?;
+            tracing::info!(addr = %server.addr, "Prometheus metrics at http://{}/metrics", server.addr);
+            Some(server)
+        }
+        None => None,
+    };
     let control_stop = Arc::new(AtomicBool::new(false));
     let control = {
         let switch = Arc::clone(&switch);
@@ -239,6 +253,15 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
         pct(b.upcalls - a.upcalls, lookups),
         drops as f64 / secs.max(1e-9) / 1e6,
     )
+}
+
+/// The EAL file prefix in `args`: `--file-prefix=X` or `--file-prefix X`.
+fn eal_prefix(args: &[String]) -> Option<String> {
+    args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--file-prefix") {
+        Some(rest) if rest.starts_with('=') => Some(rest[1..].to_owned()),
+        Some("") => args.get(i + 1).cloned(),
+        _ => None,
+    })
 }
 
 /// Writes the traffic of the `[port.generate]` ports into `dir`: port index

@@ -21,6 +21,10 @@ pub fn rules(
         .map(|(i, n)| (n, i as u32))
         .collect();
     let resolve = |name: &str| numbers.get(name).copied();
+    let max = crate::datapath::rules::MAX_RULES;
+    if let Some(r) = raw.get(max) {
+        return ctx.err(r, "rules", format!("{} rules; at most {max} are accepted", raw.len()));
+    }
     let mut out = Vec::with_capacity(raw.len());
     for r in raw {
         let spec = parse_rule(r.get_ref(), &resolve)

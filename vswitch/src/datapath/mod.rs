@@ -15,7 +15,7 @@ mod lifecycle;
 pub mod pmd;
 mod ports;
 mod routes;
-mod rules;
+pub mod rules;
 pub mod tunnel;
 mod views;
 

@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Rules a switch holds at most (configured and added at run time).
+pub const MAX_RULES: usize = 1_000_000;
+
 /// The rule table and the text each rule was written as.
 pub(super) struct RuleState {
     pub table: RuleTable,
@@ -95,11 +98,47 @@ impl Switch {
     pub fn add_rule(&self, text: &str) -> Result<(RuleId, RevalidateReport), SwitchError> {
         let spec = self.parse_rule(text)?;
         let mut state = self.lock_rules();
+        room(&state, 1)?;
         let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
         state.texts.insert(id, text.trim().to_owned());
         let report = self.publish(&mut state)?;
         tracing::info!(rule = id, text = %text.trim(), kept = report.kept, removed = report.removed, "rule added");
         Ok((id, report))
+    }
+
+    /// Adds several rules at once, all or none: the first that does not
+    /// parse is named and nothing changes; one snapshot, one revalidation.
+    /// Returns their ids in order.
+    ///
+    /// # Errors
+    /// A rule's syntax error (with its position), too many rules, or a PMD
+    /// that did not acknowledge.
+    pub fn add_rules(&self, texts: &[String]) -> Result<(Vec<RuleId>, RevalidateReport), SwitchError> {
+        if texts.is_empty() {
+            return Err(SwitchError::Invalid("add-rules: no rule given".into()));
+        }
+        let specs = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                self.parse_rule(t)
+                    .map_err(|e| SwitchError::Invalid(format!("rule {} ({:?}): {e}; none added", i + 1, t.trim())))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut state = self.lock_rules();
+        room(&state, specs.len())?;
+        let ids: Vec<RuleId> = specs
+            .into_iter()
+            .zip(texts)
+            .map(|(spec, text)| {
+                let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
+                state.texts.insert(id, text.trim().to_owned());
+                id
+            })
+            .collect();
+        let report = self.publish(&mut state)?;
+        tracing::info!(rules = ids.len(), kept = report.kept, removed = report.removed, "rules added");
+        Ok((ids, report))
     }
 
     /// Deletes by id (a number) or by exact match and priority (rule text;
@@ -165,4 +204,15 @@ impl Switch {
     pub fn rule_count(&self) -> usize {
         self.lock_rules().table.len()
     }
+}
+
+/// Whether `n` more rules fit under [`MAX_RULES`].
+fn room(state: &RuleState, n: usize) -> Result<(), SwitchError> {
+    let have = state.table.len();
+    if have + n > MAX_RULES {
+        return Err(SwitchError::Invalid(format!(
+            "{have} rules + {n} would exceed the limit of {MAX_RULES}; nothing added"
+        )));
+    }
+    Ok(())
 }

@@ -101,7 +101,16 @@ impl EalBuilder {
         let errno = rte_errno();
         let log = capture.finish();
         if ret < 0 {
-            return Err(DpdkError::EalInit { reason: strerror(errno), log });
+            // Some failures (a runtime directory locked by another process)
+            // leave rte_errno at 0: say so rather than "Success".
+            let reason = if errno == 0 {
+                "DPDK gave no error code (its log says why; e.g. another process holds the same \
+                 --file-prefix)"
+                    .to_owned()
+            } else {
+                strerror(errno)
+            };
+            return Err(DpdkError::EalInit { reason, log });
         }
         if self.echo_log && !log.is_empty() {
             eprint!("{log}");

@@ -99,21 +99,28 @@ impl Daemon {
     }
 
     /// SIGTERM, then the exit status must be 0; returns the log.
-    pub fn stop(mut self) -> String {
+    pub fn stop(self) -> String {
+        self.stop_with("TERM").0
+    }
+
+    /// Sends `signal` (a name for kill, e.g. "TERM", "HUP"); the exit status
+    /// must be 0. Returns the log and how long the exit took.
+    pub fn stop_with(mut self, signal: &str) -> (String, Duration) {
         let mut child = self.child.take().expect("child");
         let pid = child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let sent = Instant::now();
+        let ok = Command::new("kill").args([&format!("-{signal}"), &pid]).status().expect("kill");
         assert!(ok.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "vswitchd exit status {status}:\n{}", self.log_text());
+                assert!(status.success(), "vswitchd exit status {status} on SIG{signal}:\n{}", self.log_text());
                 break;
             }
-            assert!(Instant::now() < deadline, "vswitchd did not stop on SIGTERM:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(50));
+            assert!(Instant::now() < deadline, "vswitchd did not stop on SIG{signal}:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
         }
-        self.log_text()
+        (self.log_text(), sent.elapsed())
     }
 }
 

@@ -1,5 +1,5 @@
 //! The control socket: JSON over a Unix socket (mode 0600), one request per
-//! line, one reply per line. `vswitchctl` is the client.
+//! line, one reply per line. `vswitchctl` is the client; [`server`] serves.
 //!
 //! A request is a [`Request`]: `{"cmd": "add-rule", "rule": "..."}`. The same
 //! enum is vswitchctl's list of subcommands, so the daemon's "unknown
@@ -7,20 +7,49 @@
 //! cannot drift apart. Replies: `{"ok": true, "result": ...}` or
 //! `{"ok": false, "error": "..."}`.
 
+mod server;
+
 use crate::config::{Config, ConfigError};
 use crate::datapath::{Switch, SwitchError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
-/// Longest request accepted, in bytes.
-pub const MAX_REQUEST: usize = 64 * 1024;
+pub use server::{bind, serve, MAX_CONNECTIONS, REPLY_DEADLINE, REQUEST_DEADLINE};
+
+/// Longest request accepted, in bytes (an `add-rules` batch of some 100k
+/// rules fits).
+pub const MAX_REQUEST: usize = 16 << 20;
+/// How long `vswitchctl` waits for a reply (a reload of many rules or a
+/// port restart takes a while).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Rules for `add-rules`: on the command line a file (`-`: standard input),
+/// one rule per line, `#` comments and blank lines skipped; on the wire a
+/// list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RuleList(pub Vec<String>);
+
+impl std::str::FromStr for RuleList {
+    type Err = String;
+
+    fn from_str(path: &str) -> Result<Self, String> {
+        let text = if path == "-" {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).map_err(|e| format!("standard input: {e}"))?;
+            s
+        } else {
+            std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?
+        };
+        Ok(RuleList(
+            text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect(),
+        ))
+    }
+}
 
 /// A control request (and a vswitchctl subcommand).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
@@ -42,6 +71,12 @@ pub enum Request {
     DumpRules,
     /// Add a rule, e.g. "priority=100,in_port=vf0,ip actions=output:uplink0".
     AddRule { rule: String },
+    /// Add the rules of a file (- for standard input), one per line: all or
+    /// none, with one revalidation of the cached flows.
+    AddRules {
+        #[arg(value_name = "FILE")]
+        rules: RuleList,
+    },
     /// Delete a rule by id, or by its match and priority (rule text).
     DelRule { rule: String },
     /// Re-read the configuration file's rules.
@@ -75,6 +110,7 @@ impl Request {
             Request::DumpFlows { .. } => "dump-flows",
             Request::DumpRules => "dump-rules",
             Request::AddRule { .. } => "add-rule",
+            Request::AddRules { .. } => "add-rules",
             Request::DelRule { .. } => "del-rule",
             Request::Reload => "reload",
             Request::DumpUnderlay => "dump-underlay",
@@ -111,49 +147,6 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlError {
     move |source| ControlError::Io { what, source }
 }
 
-/// Binds the socket, refusing to steal one a live daemon listens on and
-/// replacing a stale one.
-///
-/// # Errors
-/// When another daemon answers there, or binding fails.
-pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(ControlError::Usage(format!(
-                "{}: another vswitchd is listening on this control socket",
-                path.display()
-            )));
-        }
-        std::fs::remove_file(path).map_err(io(format!("removing stale socket {}", path.display())))?;
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-    }
-    let listener = UnixListener::bind(path).map_err(io(format!("binding control socket {}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(io(format!("setting mode 0600 on {}", path.display())))?;
-    listener.set_nonblocking(true).map_err(io("control socket"))?;
-    Ok(listener)
-}
-
-/// Serves requests until `stop` is set. `config_path` is what `reload` reads.
-pub fn serve(listener: UnixListener, switch: Arc<Switch>, config_path: Option<PathBuf>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if let Err(e) = handle(stream, &switch, config_path.as_deref()) {
-                    tracing::warn!("control connection: {e}");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                tracing::warn!("control socket accept: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-    }
-}
-
 /// The reply to one request line (always a JSON object).
 pub fn reply_to(line: &str, switch: &Switch, config_path: Option<&Path>) -> Value {
     match serde_json::from_str::<Request>(line.trim()) {
@@ -163,28 +156,6 @@ pub fn reply_to(line: &str, switch: &Switch, config_path: Option<&Path>) -> Valu
         },
         Err(e) => json!({"ok": false, "error": format!("bad request (expected {{\"cmd\": ...}} JSON): {e}")}),
     }
-}
-
-fn handle(stream: UnixStream, switch: &Switch, config_path: Option<&Path>) -> Result<(), ControlError> {
-    stream.set_nonblocking(false).map_err(io("control connection"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(io("control connection"))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5))).map_err(io("control connection"))?;
-    let reader = stream.try_clone().map_err(io("control connection"))?;
-    let mut reader = BufReader::new(reader).take(MAX_REQUEST as u64 + 1);
-    let mut line = String::new();
-    let reply = match reader.read_line(&mut line) {
-        Ok(_) if line.len() > MAX_REQUEST => {
-            json!({"ok": false, "error": format!("request longer than {MAX_REQUEST} bytes")})
-        }
-        Ok(0) => return Ok(()),
-        Ok(_) => reply_to(&line, switch, config_path),
-        Err(e) => json!({"ok": false, "error": format!("reading request: {e}")}),
-    };
-    let mut stream = stream;
-    let mut text = reply.to_string();
-    text.push('\n');
-    stream.write_all(text.as_bytes()).map_err(io("writing the reply"))?;
-    Ok(())
 }
 
 fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result<Value, ControlError> {
@@ -204,6 +175,10 @@ fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result
             nonempty(rule, "a rule")?;
             let (id, report) = switch.add_rule(rule)?;
             json!({"id": id, "flows_kept": report.kept, "flows_removed": report.removed})
+        }
+        Request::AddRules { rules } => {
+            let (ids, report) = switch.add_rules(&rules.0)?;
+            json!({"added": ids.len(), "first_id": ids.first(), "flows_kept": report.kept, "flows_removed": report.removed})
         }
         Request::DelRule { rule } => {
             nonempty(rule, "a rule id or text")?;
@@ -273,12 +248,26 @@ fn to_json<T: Serialize>(v: &T) -> Value {
 pub fn call(socket: &Path, req: &Request) -> Result<Value, ControlError> {
     let mut stream = UnixStream::connect(socket)
         .map_err(io(format!("connecting to {} (is vswitchd running? --socket sets the path)", socket.display())))?;
-    stream.set_read_timeout(Some(Duration::from_secs(15))).map_err(io("control socket"))?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io("control socket"))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT)).map_err(io("control socket"))?;
     let mut text = serde_json::to_string(req).map_err(|e| ControlError::Usage(e.to_string()))?;
     text.push('\n');
-    stream.write_all(text.as_bytes()).map_err(io("sending the request"))?;
+    let timed_out = |what: &str| {
+        let what = what.to_owned();
+        move |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => ControlError::Usage(format!(
+                "{what}: no answer from the daemon within {} s (it may be busy, or stopping)",
+                CLIENT_TIMEOUT.as_secs()
+            )),
+            _ => ControlError::Io { what, source: e },
+        }
+    };
+    stream.write_all(text.as_bytes()).map_err(timed_out("sending the request"))?;
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(io("reading the reply"))?;
+    BufReader::new(stream).read_line(&mut line).map_err(timed_out("reading the reply"))?;
+    if line.is_empty() {
+        return Err(ControlError::Reply("the daemon closed the connection without a reply".into()));
+    }
     let reply: Value = serde_json::from_str(line.trim()).map_err(|e| ControlError::Reply(e.to_string()))?;
     if reply.get("ok").and_then(Value::as_bool) == Some(true) {
         Ok(reply.get("result").cloned().unwrap_or(Value::Null))
@@ -314,6 +303,7 @@ mod tests {
             Request::DumpFlows { testpmd: true },
             Request::DumpRules,
             Request::AddRule { rule: String::new() },
+            Request::AddRules { rules: RuleList(vec![]) },
             Request::DelRule { rule: String::new() },
             Request::Reload,
             Request::DumpUnderlay,
