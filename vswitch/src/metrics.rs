@@ -220,6 +220,9 @@ pub fn publish(s: &SwitchStats) {
     metrics::counter!("vswitch_packets_total", "tier" => "hw").absolute(s.hw_packets);
     metrics::counter!("vswitch_packets_total", "tier" => "sw").absolute(s.packets.saturating_sub(s.hw_packets));
     metrics::gauge!("vswitch_flows").set(s.flows as f64);
+    metrics::counter!("vswitch_flows_removed_total", "reason" => "idle").absolute(s.flows_expired);
+    metrics::counter!("vswitch_flows_removed_total", "reason" => "revalidated").absolute(s.flows_revalidated_out);
+    metrics::counter!("vswitch_flows_removed_total", "reason" => "evicted").absolute(s.flows_evicted);
     metrics::gauge!("vswitch_rules").set(s.rules as f64);
     for (reason, n) in &s.drops {
         metrics::counter!("vswitch_drops_total", "reason" => reason.clone()).absolute(*n);

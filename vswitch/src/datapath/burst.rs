@@ -70,7 +70,22 @@ pub struct PmdConfig {
     pub emc_insert_inv_prob: u64,
     pub max_flows: usize,
     pub idle_timeout: Duration,
+    /// How long a flow the offload manager saw hit in hardware is kept from
+    /// eviction and pressure expiry (its software `used` time only moves on
+    /// the manager's counter queries): twice the query interval; zero
+    /// without offload.
+    pub hw_grace: Duration,
 }
+
+/// A table above this share of `max_flows` is under pressure: idle flows
+/// expire after [`PRESSURE_IDLE`] instead of the idle timeout (as Open
+/// vSwitch's revalidator does above its flow limit).
+const PRESSURE_NUM: usize = 3;
+const PRESSURE_DEN: usize = 4;
+const PRESSURE_IDLE: Duration = Duration::from_millis(100);
+/// Flows sampled at random when a full table makes room; the one idle
+/// longest goes (approximate LRU at O(1) per install).
+const EVICT_SAMPLE: usize = 16;
 
 /// What a revalidation did.
 #[derive(Debug, Clone, Copy, Default)]
@@ -159,6 +174,10 @@ pub struct Engine {
     pub counters: Local,
     next_flow: u64,
     upcalls_left: usize,
+    /// Upcalls of this iteration kept for the ports polled after the
+    /// current one (their fair share: a flood on one port cannot take the
+    /// whole budget).
+    upcall_reserve: usize,
     rng: u64,
     // Per-burst scratch, kept to avoid re-initialising on every burst.
     keys: Box<[FlowKey; BURST]>,
@@ -188,6 +207,7 @@ impl Engine {
             index: s.index,
             idle_ticks: (s.config.idle_timeout.as_secs_f64() * hz as f64) as u64,
             upcalls_left: s.config.upcall_budget,
+            upcall_reserve: 0,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (s.index as u64 + 1),
             emc: Emc::new(s.config.emc_entries.max(WAYS_MIN)),
             tun: TunnelCtx::new(s.underlay, phys, s.uplink),
@@ -218,7 +238,18 @@ impl Engine {
     /// Once per PMD iteration: a fresh upcall budget, underlay changes picked up.
     pub fn start_iteration(&mut self) {
         self.upcalls_left = self.config.upcall_budget;
+        self.upcall_reserve = 0;
         self.tun.refresh();
+    }
+
+    /// Before a burst from one of `queues` receive queues polled this
+    /// iteration, `later` of them still to come: the upcall budget keeps
+    /// each of those its share (budget / queues, at least one). The PMD
+    /// rotates which queue goes first, so every port gets the whole rest in
+    /// turn.
+    pub fn queue_turn(&mut self, later: usize, queues: usize) {
+        let share = (self.config.upcall_budget / queues.max(1)).max(1);
+        self.upcall_reserve = later * share;
     }
 
     /// Uses another underlay (tests that share one between engines).
@@ -457,16 +488,17 @@ impl Engine {
                 self.emc_insert(i, h);
                 continue;
             }
-            if self.upcalls_left == 0 {
+            if self.upcalls_left <= self.upcall_reserve {
                 self.counters.drop(DropReason::UpcallBudget, 1);
                 pkts[i] = None;
                 continue;
             }
-            self.upcalls_left -= 1;
             let t0 = crate::arch::cycles();
             let key = self.keys[i];
             match self.install(&key, now) {
                 Some(h) => {
+                    // Only an installed flow is charged to the budget.
+                    self.upcalls_left -= 1;
                     self.flow_of[i] = Some(h);
                     self.emc_insert(i, h);
                 }
@@ -520,10 +552,7 @@ impl Engine {
     /// churn on every packet (the Open vSwitch policy).
     #[inline]
     fn emc_maybe_insert(&mut self, i: usize, h: FlowHandle) {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        if self.rng.is_multiple_of(self.config.emc_insert_inv_prob.max(1)) {
+        if self.next_random().is_multiple_of(self.config.emc_insert_inv_prob.max(1)) {
             self.emc_insert(i, h);
         }
     }
@@ -536,10 +565,11 @@ impl Engine {
         }
     }
 
-    /// Classifies `key`, installs the megaflow and returns its handle; `None`
-    /// when the flow table is full.
+    /// Classifies `key`, installs the megaflow and returns its handle. A full
+    /// table first makes room (the flow idle longest among a random sample
+    /// goes); `None` only when nothing could be evicted.
     fn install(&mut self, key: &FlowKey, now: u64) -> Option<FlowHandle> {
-        if self.flows.len() >= self.config.max_flows {
+        if self.flows.len() >= self.config.max_flows && !self.evict_one(now) {
             return None;
         }
         let c = self.table.classify(key);
@@ -573,6 +603,7 @@ impl Engine {
             hot_since: None,
             watched: false,
             hot_reported_tsc: 0,
+            hw_seen_tsc: 0,
         };
         let h = self.flows.insert(flow);
         if let Some(old) = self.dpcls.insert(&masked, &mask, h) {
@@ -583,6 +614,50 @@ impl Engine {
         }
         self.emit(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions });
         Some(h)
+    }
+
+    /// Evicts the flow idle longest among [`EVICT_SAMPLE`] live flows drawn
+    /// at random, sparing those recently hit in hardware. A flood's one-packet
+    /// flows are idle longer than any established flow, so they are the ones
+    /// that go. Returns whether a flow went.
+    fn evict_one(&mut self, now: u64) -> bool {
+        let slots = self.flows.capacity();
+        if slots == 0 {
+            return false;
+        }
+        let grace = self.ticks(self.config.hw_grace);
+        let mut best: Option<(u64, FlowHandle)> = None;
+        let (mut found, mut tries) = (0, 0);
+        while found < EVICT_SAMPLE && tries < EVICT_SAMPLE * 8 {
+            tries += 1;
+            let i = (self.next_random() % slots as u64) as usize;
+            let Some(h) = self.flows.handle_at(i) else { continue };
+            let Some(f) = self.flows.get(h) else { continue };
+            found += 1;
+            if f.hw_seen_tsc != 0 && now.wrapping_sub(f.hw_seen_tsc) < grace {
+                continue;
+            }
+            let idle = now.wrapping_sub(f.used_tsc);
+            if best.is_none_or(|(b, _)| idle > b) {
+                best = Some((idle, h));
+            }
+        }
+        let Some((_, h)) = best else { return false };
+        self.remove_flow(h, RemoveReason::Evicted);
+        self.counters.add(Counter::FlowsEvicted, 1);
+        true
+    }
+
+    #[inline]
+    fn next_random(&mut self) -> u64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng
+    }
+
+    fn ticks(&self, d: Duration) -> u64 {
+        (d.as_secs_f64() * self.hz as f64) as u64
     }
 
     /// Queues an event for the manager (sent at the end of the iteration).
@@ -702,6 +777,7 @@ impl Engine {
         for &id in ids {
             if let Some(f) = self.flows.by_id(id).and_then(|h| self.flows.get_mut(h)) {
                 f.used_tsc = now;
+                f.hw_seen_tsc = now;
             }
         }
     }
@@ -715,13 +791,20 @@ impl Engine {
         }
     }
 
-    /// Idle expiry and hit-delta reports (about every 100 ms).
+    /// Idle expiry and hit-delta reports (about every 100 ms). Under
+    /// pressure (the table over three quarters full) flows idle for
+    /// [`PRESSURE_IDLE`] go too, except those recently hit in hardware.
     pub fn maintenance(&mut self, now: u64) {
         let mut expired = 0;
+        let pressure = self.flows.len() * PRESSURE_DEN > self.config.max_flows * PRESSURE_NUM;
+        let pressure_idle = self.ticks(PRESSURE_IDLE).min(self.idle_ticks);
+        let grace = self.ticks(self.config.hw_grace);
         for i in 0..self.flows.capacity() {
             let Some(h) = self.flows.handle_at(i) else { continue };
             let Some(flow) = self.flows.get_mut(h) else { continue };
-            if now.wrapping_sub(flow.used_tsc) > self.idle_ticks {
+            let idle = now.wrapping_sub(flow.used_tsc);
+            let in_hw = flow.hw_seen_tsc != 0 && now.wrapping_sub(flow.hw_seen_tsc) < grace;
+            if idle > self.idle_ticks || (pressure && !in_hw && idle > pressure_idle) {
                 self.remove_flow(h, RemoveReason::Idle);
                 expired += 1;
                 continue;

@@ -69,6 +69,7 @@ named_enum! {
         UpcallCycles => "upcall_cycles",
         FlowsExpired => "flows_expired",
         FlowsRevalidatedOut => "flows_revalidated_out",
+        FlowsEvicted => "flows_evicted",
         EmcInserts => "emc_inserts",
         Decapsulated => "decapsulated",
         Encapsulated => "encapsulated",

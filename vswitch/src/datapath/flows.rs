@@ -47,6 +47,8 @@ pub struct Flow {
     pub watched: bool,
     /// When it was last reported hot (0: never).
     pub hot_reported_tsc: u64,
+    /// When the offload manager last saw it hit in hardware (0: never).
+    pub hw_seen_tsc: u64,
 }
 
 struct Slot {

@@ -10,6 +10,7 @@
 pub mod burst;
 pub mod counters;
 mod error;
+pub mod fair;
 pub mod flows;
 mod lifecycle;
 pub mod pmd;
@@ -38,7 +39,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 struct PmdHandle {
     shared: Arc<PmdShared>,
@@ -101,6 +102,7 @@ impl Switch {
             emc_insert_inv_prob: config.emc_insert_inv_prob,
             max_flows: config.max_flows,
             idle_timeout: config.idle_timeout,
+            hw_grace: if config.offload.enabled { config.offload.query_interval * 2 } else { Duration::ZERO },
         };
         let mtus: Vec<u16> = config.ports.iter().map(|p| p.mtu).collect();
         let mut pmds = Vec::new();

@@ -8,6 +8,7 @@ use super::burst::{
     Engine, EngineSetup, Hardware, HotPolicy, Io, Packets, PmdConfig, RevalidateReport, BURST, RX_BURST,
 };
 use super::counters::{Counter, DropReason, Local, PortCounter, Shared};
+use super::fair::CycleFair;
 use super::flows::{EventBatch, FlowInfo, RemoveReason};
 use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
 use crate::flow::RuleTable;
@@ -114,6 +115,9 @@ impl Io for MbufIo<'_> {
 }
 
 /// Runs a PMD until `stop` is set.
+/// The fairness quantum between receive queues: 1/20,000 s (50 us).
+const FAIR_QUANTUM_DIV: u64 = 20_000;
+
 pub fn run(setup: PmdSetup) {
     if let Err(e) = crate::dpdk::os::pin_current_thread(setup.core) {
         tracing::warn!(pmd = setup.index, core = setup.core, "cannot pin PMD thread: {e}");
@@ -176,17 +180,30 @@ impl Pmd {
         let mut last_maintenance = last_publish;
         let mut last_rank = last_publish;
         let mut last_hot = last_publish;
+        let mut first = 0usize;
+        let mut fair = CycleFair::new(self.rxqs.len(), hz / FAIR_QUANTUM_DIV);
         while !self.stop.load(Ordering::Relaxed) {
             let start = rdtsc();
             self.engine.start_iteration();
             let mut received = 0usize;
-            for q in 0..self.rxqs.len() {
-                let (port, rxq) = &mut self.rxqs[q];
-                if self.paused.get(*port as usize).copied().unwrap_or(false) {
+            // The queue polled first rotates: with the upcall budget's
+            // per-queue reserve, every port gets its share of new flows.
+            let queues = self.rxqs.len();
+            first = if first + 1 >= queues { 0 } else { first + 1 };
+            for step in 0..queues {
+                let q = (first + step) % queues;
+                if !fair.may_poll(q) {
                     continue;
                 }
+                let (port, rxq) = &mut self.rxqs[q];
+                if self.paused.get(*port as usize).copied().unwrap_or(false) {
+                    fair.charge(q, 0, false);
+                    continue;
+                }
+                let t0 = rdtsc();
                 let n = rxq.rx_burst_up_to(&mut burst, RX_BURST);
                 if n == 0 {
+                    fair.charge(q, 0, false);
                     continue;
                 }
                 received += n;
@@ -197,11 +214,14 @@ impl Pmd {
                     k += 1;
                 });
                 let mut io = MbufIo { tx: &mut self.tx, pool: &self.pool };
+                self.engine.queue_turn(queues - 1 - step, queues);
                 self.engine.process(port, &mut pkts, k, start, &mut io);
                 for p in pkts.iter_mut().take(k) {
                     *p = None;
                 }
+                fair.charge(q, rdtsc().wrapping_sub(t0), n == RX_BURST);
             }
+            fair.end_iteration();
             self.flush_all();
             self.engine.flush_events(None);
             let end = rdtsc();

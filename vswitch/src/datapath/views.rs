@@ -70,6 +70,8 @@ pub struct SwitchStats {
     pub flows: u64,
     pub flows_expired: u64,
     pub flows_revalidated_out: u64,
+    /// Flows evicted to make room in a full table.
+    pub flows_evicted: u64,
     pub decapsulated: u64,
     pub encapsulated: u64,
     pub icmp_too_big_sent: u64,
@@ -216,6 +218,7 @@ impl Switch {
             flows: sum(Counter::Flows),
             flows_expired: sum(Counter::FlowsExpired),
             flows_revalidated_out: sum(Counter::FlowsRevalidatedOut),
+            flows_evicted: sum(Counter::FlowsEvicted),
             decapsulated: sum(Counter::Decapsulated),
             encapsulated: sum(Counter::Encapsulated),
             icmp_too_big_sent: sum(Counter::IcmpTooBigSent),

@@ -62,13 +62,18 @@ fn underlay() -> Arc<Underlay> {
     Arc::new(Underlay::new(t))
 }
 
-fn engine(rules: &[&str], budget: usize) -> Engine {
+fn table(rules: &[&str]) -> RuleTable {
     let mut table = RuleTable::new();
     let resolve = |n: &str| PORTS.iter().position(|p| *p == n).map(|i| i as u32);
     for r in rules {
         let spec = parse_rule(r, &resolve).expect(r);
         table.insert(spec.priority, spec.matcher, spec.actions);
     }
+    table
+}
+
+fn engine(rules: &[&str], budget: usize) -> Engine {
+    let table = table(rules);
     let mut e = Engine::new(EngineSetup {
         index: 0,
         config: PmdConfig {
@@ -77,6 +82,7 @@ fn engine(rules: &[&str], budget: usize) -> Engine {
             emc_insert_inv_prob: 1,
             max_flows: 1000,
             idle_timeout: Duration::from_secs(10),
+            hw_grace: Duration::ZERO,
         },
         table: Arc::new(table),
         events: None,
@@ -230,6 +236,106 @@ fn upcall_budget_limits_new_flows_per_iteration() {
     let (mut pkts, n) = burst(&frames);
     e.process(0, &mut pkts, n, 2, &mut io);
     assert_eq!(counters(&e).get(Counter::Upcalls), 3, "the next iteration has budget again");
+}
+
+/// The flood scenario: vf0 offers a new flow in every packet (each its own
+/// megaflow: the rules consult the whole destination address), vf1 offers
+/// 10 established flows. `iterations` PMD iterations, each polling both
+/// ports in the PMD's rotating order; returns the share of vf1's packets
+/// delivered.
+fn flood_round(e: &mut Engine, iterations: usize, flood: &mut u32, with_flood: bool, now: &mut u64) -> f64 {
+    let established: Vec<Vec<u8>> = (0..10).map(|i| udp([2; 6], [6; 6], [10, 1, 0, i], 80, 60)).collect();
+    let (mut offered, mut delivered) = (0usize, 0usize);
+    for it in 0..iterations {
+        *now += 10_000; // 10 us per iteration
+        e.start_iteration();
+        for step in 0..2 {
+            let queue = (it + step) % 2;
+            e.queue_turn(1 - step, 2);
+            let mut io = VecIo::default();
+            if queue == 0 {
+                if !with_flood {
+                    continue;
+                }
+                let frames: Vec<Vec<u8>> = (0..BURST as u32)
+                    .map(|_| {
+                        *flood += 1;
+                        udp([2; 6], [4; 6], [10, 2, (*flood >> 8) as u8, *flood as u8], 80, 60)
+                    })
+                    .collect();
+                let (mut pkts, n) = burst(&frames);
+                e.process(0, &mut pkts, n, *now, &mut io);
+            } else {
+                let (mut pkts, n) = burst(&established);
+                e.process(1, &mut pkts, n, *now, &mut io);
+                offered += n;
+                delivered += io.sent.iter().filter(|(p, _)| *p == 2).count();
+            }
+        }
+        if it % 1000 == 999 {
+            e.maintenance(*now); // every 10 ms (the PMD: 100 ms)
+        }
+    }
+    delivered as f64 / offered as f64
+}
+
+#[test]
+fn a_new_flow_flood_on_one_port_does_not_shut_out_established_flows_on_another() {
+    let rules = [
+        "priority=20,in_port=vf0,ip,nw_dst=10.9.9.9 actions=drop",
+        "priority=20,in_port=vf1,ip,nw_dst=10.9.9.9 actions=drop",
+        "priority=10,ip actions=output:uplink0",
+    ];
+    // A small budget (4 upcalls per iteration for both ports) and a table of
+    // 1,000 flows: the flood offers 32 new flows an iteration.
+    let mut e = engine(&rules, 4);
+    let (mut flood, mut now) = (0u32, 1u64);
+    let alone = flood_round(&mut e, 50, &mut flood, false, &mut now);
+    assert!(alone > 0.9, "alone: {alone}");
+    let under_flood = flood_round(&mut e, 2000, &mut flood, true, &mut now);
+    let c = counters(&e);
+    assert!(e.flow_count() <= 1000);
+    assert!(c.drops(DropReason::UpcallBudget) > 0, "the flood was over budget");
+    assert!(under_flood >= 0.5 * alone, "under flood {under_flood:.3} vs alone {alone:.3}");
+    // A rule change that revalidates vf1's flows out (they must now match
+    // on the UDP port): they come back under the flood.
+    let mut changed = rules.to_vec();
+    changed.push("priority=30,in_port=vf1,udp,tp_dst=9999 actions=drop");
+    let report = e.revalidate(Arc::new(table(&changed)));
+    assert!(report.removed >= 10, "{report:?}");
+    let after = flood_round(&mut e, 2000, &mut flood, true, &mut now);
+    assert!(after >= 0.5 * alone, "after a rule change, under flood {after:.3} vs alone {alone:.3}");
+    // The established flows are back in the table and stay there.
+    let vf1_flows = e.dump(now).iter().filter(|f| f.key.in_port() == 1).count();
+    assert_eq!(vf1_flows, 10);
+    assert!(c.get(Counter::FlowsEvicted) > 500, "the full table made room: {}", c.get(Counter::FlowsEvicted));
+    // Under pressure (over 3/4 full) idle flows expire after 100 ms rather
+    // than the idle timeout (10 s here); the established ones stay.
+    assert!(e.flow_count() > 750);
+    flood_round(&mut e, 15_000, &mut flood, false, &mut now);
+    assert!(e.flow_count() < 100, "idle flood flows expired: {} left", e.flow_count());
+    assert_eq!(e.dump(now).iter().filter(|f| f.key.in_port() == 1).count(), 10, "established flows kept");
+}
+
+#[test]
+fn the_flood_port_polled_first_cannot_take_the_whole_upcall_budget() {
+    let many: Vec<Vec<u8>> = (0..8).map(|i| udp([2; 6], [4; 6], [10, 0, 0, i], 80, 60)).collect();
+    let mut io = VecIo::default();
+    // vf0 polled first, vf1 after it: vf0 may use 4 - 2 (vf1's share).
+    let rules = (0..8).map(|i| format!("priority=20,ip,nw_dst=10.0.0.{i} actions=output:uplink0")).collect::<Vec<_>>();
+    let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let mut e = engine(&refs, 4);
+    e.start_iteration();
+    e.queue_turn(1, 2);
+    let (mut pkts, n) = burst(&many);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Upcalls), c.drops(DropReason::UpcallBudget)), (2, 6), "vf1's share kept");
+    e.queue_turn(0, 2);
+    let theirs: Vec<Vec<u8>> = (0..2).map(|i| udp([2; 6], [6; 6], [10, 0, 0, i], 80, 60)).collect();
+    let (mut pkts, n) = burst(&theirs);
+    e.process(1, &mut pkts, n, 1, &mut io);
+    assert_eq!(counters(&e).get(Counter::Upcalls), 4, "vf1 got its share");
 }
 
 #[test]
