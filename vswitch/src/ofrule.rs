@@ -304,6 +304,9 @@ pub fn parse_match(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<(u3
     Ok((priority, m))
 }
 
+/// Outputs one rule may have (each is a packet copy).
+pub const MAX_OUTPUTS: usize = 32;
+
 /// Parses an action list (the text after `actions=`).
 pub fn parse_actions(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<Vec<Action>, RuleError> {
     let mut out = Vec::new();
@@ -319,6 +322,8 @@ pub fn parse_actions(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<V
         let mac =
             |a: &str| parse_mac(a).ok_or_else(|| RuleError { message: format!("{token}: expected a MAC address") });
         let action = match name {
+            "output" if arg.is_some_and(|a| a.eq_ignore_ascii_case("in_port")) => Action::InPort,
+            "in_port" if arg.is_none() => Action::InPort,
             "output" => {
                 let p = need()?;
                 Action::Output(port(p).ok_or_else(|| RuleError { message: format!("{token}: no such port {p:?}") })?)
@@ -350,6 +355,10 @@ pub fn parse_actions(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<V
     if out.len() > 1 && out.contains(&Action::Drop) {
         return err("drop cannot be combined with other actions");
     }
+    let outputs = out.iter().filter(|a| matches!(a, Action::Output(_) | Action::InPort)).count();
+    if outputs > MAX_OUTPUTS {
+        return err(format!("{outputs} outputs: at most {MAX_OUTPUTS} per rule"));
+    }
     Ok(out)
 }
 
@@ -377,6 +386,7 @@ pub fn format_actions(actions: &[Action], port_name: &dyn Fn(u32) -> String) -> 
         .iter()
         .map(|a| match a {
             Action::Output(p) => format!("output:{}", port_name(*p)),
+            Action::InPort => "output:in_port".to_owned(),
             Action::Drop => "drop".to_owned(),
             Action::PopVlan => "strip_vlan".to_owned(),
             Action::PushVlan { tpid, .. } => format!("push_vlan:{tpid:#06x}"),
@@ -470,6 +480,8 @@ mod tests {
         assert!(e("priority=70000 actions=drop").contains("larger"));
         assert!(e("dl_vlan=5000 actions=drop").contains("VLAN id"));
         assert!(e("ip actions=drop,output:vf0").contains("drop cannot"));
+        let many = vec!["output:vf0"; MAX_OUTPUTS + 1].join(",");
+        assert!(e(&format!("ip actions={many}")).contains("at most 32 per rule"));
         assert!(e("ip actions=mod_dl_dst:zz").contains("MAC"));
     }
 
@@ -489,5 +501,11 @@ mod tests {
         );
         assert_eq!(parse_rule(&text, &ports).as_ref(), Ok(&r), "{text}");
         assert!(text.contains("in_port=vf1") && text.contains("nw_src=10.1.0.0/16"), "{text}");
+        // output:in_port (also the bare in_port action) formats and re-parses.
+        for t in ["ip actions=output:in_port", "ip actions=in_port", "ip actions=output:IN_PORT"] {
+            let r = parse_rule(t, &ports).expect(t);
+            assert_eq!(r.actions, vec![Action::InPort], "{t}");
+            assert_eq!(format_actions(&r.actions, &name), "output:in_port");
+        }
     }
 }

@@ -13,8 +13,14 @@ use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 /// What a rule does with a packet, in order. An empty list drops.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Send a copy out of a port (by datapath port number).
+    /// Send a copy out of a port (by datapath port number). A packet is
+    /// never sent back out of the port it came in on this way (as in Open
+    /// vSwitch): that output is skipped.
     Output(u32),
+    /// Send a copy back out of the port the packet came in on
+    /// (`output:in_port`). Rules only: a megaflow has it as `Output` of its
+    /// (always exact) input port.
+    InPort,
     /// Push an 802.1Q (0x8100) or 802.1ad (0x88a8) tag.
     PushVlan {
         tpid: u16,

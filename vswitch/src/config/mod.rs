@@ -130,6 +130,27 @@ pub struct ConfiguredRule {
     pub line: usize,
 }
 
+fn names<T>(items: &[T], name: impl Fn(&T) -> &String) -> Vec<String> {
+    items.iter().map(|i| name(i).clone()).collect()
+}
+
+/// "tunnels changed: added vxlan1, removed vxlan0" (or reordered / edited).
+fn describe_change(what: &str, old: &[String], new: &[String]) -> String {
+    let added: Vec<&str> = new.iter().filter(|n| !old.contains(n)).map(String::as_str).collect();
+    let removed: Vec<&str> = old.iter().filter(|n| !new.contains(n)).map(String::as_str).collect();
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("added {}", added.join(", ")));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("removed {}", removed.join(", ")));
+    }
+    if parts.is_empty() {
+        parts.push(if old == new { "settings edited".to_owned() } else { "reordered".to_owned() });
+    }
+    format!("{what}s changed ({})", parts.join("; "))
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -155,7 +176,59 @@ pub struct Config {
     pub offload: offload::OffloadConfig,
 }
 
+/// What a `reload` of a new file would change beyond the rules.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadDiff {
+    /// Changes a running switch cannot take (they renumber or re-open
+    /// ports): the reload is refused.
+    pub refused: Vec<String>,
+    /// Sections that differ and are not applied until a restart (routes
+    /// and neighbours change at run time with vswitchctl).
+    pub not_applied: Vec<&'static str>,
+}
+
 impl Config {
+    /// Compares a configuration loaded for `reload` with this (running) one.
+    /// Rule port names resolve against the port and tunnel numbering, so any
+    /// change to ports or tunnels (added, removed, reordered, edited) is
+    /// refused rather than resolved against a numbering the switch lacks.
+    pub fn reload_diff(&self, new: &Config) -> ReloadDiff {
+        let mut d = ReloadDiff::default();
+        let port = |p: &PortSpec| (p.name.clone(), p.devargs.clone(), p.role, p.mtu, p.ip.clone(), p.mac, p.switch_domain);
+        let (old_ports, new_ports): (Vec<_>, Vec<_>) =
+            (self.ports.iter().map(port).collect(), new.ports.iter().map(port).collect());
+        if old_ports != new_ports {
+            d.refused.push(describe_change("port", &names(&self.ports, |p| &p.name), &names(&new.ports, |p| &p.name)));
+        }
+        let tunnel = |t: &TunnelSpec| (t.name.clone(), t.remote, t.vni, t.local, t.udp_port);
+        let (old_t, new_t): (Vec<_>, Vec<_>) =
+            (self.tunnels.iter().map(tunnel).collect(), new.tunnels.iter().map(tunnel).collect());
+        if old_t != new_t {
+            d.refused.push(describe_change(
+                "tunnel",
+                &names(&self.tunnels, |t| &t.name),
+                &names(&new.tunnels, |t| &t.name),
+            ));
+        }
+        let datapath = |c: &Config| {
+            (c.pmd_cores.clone(), c.idle_timeout, c.upcall_budget, c.emc_entries, c.emc_insert_inv_prob, c.max_flows)
+        };
+        for (differs, section) in [
+            (self.routes != new.routes, "route"),
+            (self.neighbours != new.neighbours, "neighbour"),
+            (datapath(self) != datapath(new) || self.mbufs != new.mbufs, "datapath"),
+            (self.offload != new.offload, "offload"),
+            (self.eal_args != new.eal_args, "eal"),
+            (self.metrics != new.metrics || self.stats_interval != new.stats_interval, "metrics"),
+            (self.socket != new.socket, "control"),
+        ] {
+            if differs {
+                d.not_applied.push(section);
+            }
+        }
+        d
+    }
+
     /// Loads and validates a file.
     ///
     /// # Errors
@@ -321,6 +394,7 @@ rules = [
             (format!("[metrics]\nlisten = \"nowhere\"\n{base}"), 2, "metrics.listen"),
             (format!("{base}[[port]]\nname = \"vf0\"\nrole = \"uplink\"\ndevargs = \"x\"\n"), 6, "port.name"),
             (format!("{base}ip = \"1.2.3.4/24\"\n"), 5, "port.ip"),
+            (base.replace("\"vf0\"", "\"in_port\""), 2, "port.name"),
             (format!("{base}mac = \"01:00:5e:00:00:01\"\n"), 5, "port.mac"),
             (format!("{base}mac = \"02:00:00:00:01\"\n"), 5, "port.mac"),
             ("[[port]]\nname = \"vf0\"\nrole = \"uplink\"\n".to_owned(), 2, "port.devargs"),
@@ -331,5 +405,51 @@ rules = [
             assert_eq!((e.line, e.field.as_str()), (line, field), "{e}\n---\n{text}");
             assert!(e.to_string().starts_with(&format!("f.toml:{line}: {field}: ")), "{e}");
         }
+    }
+
+    #[test]
+    fn a_route_gateway_must_be_on_the_uplinks_connected_prefix() {
+        let up = "[[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_ring0\"\nip = \"198.18.0.1/24\"\n";
+        let route =
+            |via: &str| format!("{up}[[route]]\nprefix = \"10.9.0.0/16\"\nvia = \"{via}\"\nport = \"uplink0\"\n");
+        assert!(Config::parse(&route("198.18.0.254"), "f.toml").is_ok());
+        for (via, why) in [
+            ("198.19.0.254", "not on a connected prefix of uplink0 (198.18.0.0/24)"),
+            ("198.18.0.1", "uplink0's own address"),
+            ("2001:db8::1", "same address family"),
+        ] {
+            let e = Config::parse(&route(via), "f.toml").expect_err(via);
+            assert_eq!((e.line, e.field.as_str()), (8, "route.via"), "{e}");
+            assert!(e.message.contains(why), "{e}");
+        }
+        let bare = route("198.18.0.254").replace("ip = \"198.18.0.1/24\"\n", "");
+        let e = Config::parse(&bare, "f.toml").expect_err("no address");
+        assert!(e.message.contains("uplink0 has no address"), "{e}");
+    }
+
+    #[test]
+    fn reload_refuses_port_and_tunnel_changes_and_names_sections_it_does_not_apply() {
+        let base = "rules = [\"in_port=vf0 actions=output:vxlan0\"]\n\
+            [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_ring0\"\n\
+            [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_ring1\"\nip = \"198.18.0.1/24\"\n";
+        let t = |name: &str, remote: &str| format!("[[tunnel]]\nname = \"{name}\"\nremote_ip = \"{remote}\"\nvni = 1\n");
+        let two = format!("{base}{}{}", t("vxlan0", "198.18.0.2"), t("vxlan1", "198.18.0.3"));
+        let running = Config::parse(&two, "a.toml").expect("valid");
+        let diff = |text: String| running.reload_diff(&Config::parse(&text, "b.toml").expect("valid"));
+        assert_eq!(diff(two.clone()), ReloadDiff::default());
+        let cases = [
+            (format!("{base}{}{}", t("vxlan1", "198.18.0.3"), t("vxlan0", "198.18.0.2")), "tunnels changed (reordered)"),
+            (format!("{base}{}", t("vxlan0", "198.18.0.2")), "tunnels changed (removed vxlan1)"),
+            (format!("{two}{}", t("vxlan2", "198.18.0.4")), "tunnels changed (added vxlan2)"),
+            (format!("{base}{}{}", t("vxlan0", "198.18.0.9"), t("vxlan1", "198.18.0.3")), "tunnels changed (settings edited)"),
+            (two.replace("198.18.0.1/24", "198.18.0.1/25"), "ports changed (settings edited)"),
+        ];
+        for (text, why) in cases {
+            assert_eq!(diff(text).refused, vec![why.to_owned()]);
+        }
+        let routed = format!("{two}[[route]]\nprefix = \"10.9.0.0/16\"\nvia = \"198.18.0.254\"\nport = \"uplink0\"\n");
+        let d = diff(routed.replace("[[port]]\nname = \"vf0\"", "[datapath]\nmax_flows = 100\n[[port]]\nname = \"vf0\""));
+        assert!(d.refused.is_empty(), "{d:?}");
+        assert_eq!(d.not_applied, vec!["route", "datapath"]);
     }
 }

@@ -7,8 +7,22 @@ use crate::net::Prefix;
 use toml::Spanned;
 
 /// Names of ports and tunnels: 1-32 letters, digits, '_', '-' or '.', not only digits.
+/// Names a rule's action list gives another meaning (`output:in_port`, a
+/// bare `drop`, ...): no port or tunnel may have them.
+pub const RESERVED_NAMES: [&str; 9] =
+    ["in_port", "drop", "normal", "flood", "all", "controller", "local", "strip_vlan", "pop_vlan"];
+
+/// What is wrong with a name [`valid_name`] refused.
+pub fn bad_name(name: &str) -> String {
+    format!(
+        "{name:?}: use 1-32 letters, digits, '_', '-' or '.', not only digits, and none of {}",
+        RESERVED_NAMES.join(", ")
+    )
+}
+
 pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
+    !RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name))
+        && !name.is_empty()
         && name.len() <= 32
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
         && !name.chars().all(|c| c.is_ascii_digit())
@@ -35,11 +49,7 @@ fn port(ctx: &Ctx<'_>, index: usize, p: &Spanned<RawPort>) -> Result<PortSpec, C
     let p = p.get_ref();
     let name = p.name.get_ref().clone();
     if !valid_name(&name) {
-        return ctx.err(
-            &p.name,
-            "port.name",
-            format!("{name:?}: use 1-32 letters, digits, '_', '-' or '.', not only digits"),
-        );
+        return ctx.err(&p.name, "port.name", bad_name(&name));
     }
     let role = match p.role.get_ref().as_str() {
         "representor" => Role::Representor,

@@ -1,7 +1,7 @@
 //! `[[tunnel]]`: VXLAN tunnel ports.
 
 use super::ctx::Ctx;
-use super::ports::valid_name;
+use super::ports::{bad_name, valid_name};
 use super::raw::{RawTunnel, RawVni};
 use super::{ConfigError, PortSpec, TunnelSpec};
 use std::net::IpAddr;
@@ -17,7 +17,7 @@ pub fn tunnels(ctx: &Ctx<'_>, raw: &[Spanned<RawTunnel>], ports: &[PortSpec]) ->
         let t = t.get_ref();
         let name = t.name.get_ref().clone();
         if !valid_name(&name) {
-            return ctx.err(&t.name, "tunnel.name", format!("{name:?}: use 1-32 letters, digits, '_', '-' or '.'"));
+            return ctx.err(&t.name, "tunnel.name", bad_name(&name));
         }
         if ports.iter().any(|p| p.name == name) || out.iter().any(|x| x.name == name) {
             return ctx.err(&t.name, "tunnel.name", format!("{name:?} is used by another port or tunnel"));

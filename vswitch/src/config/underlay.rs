@@ -15,6 +15,23 @@ fn uplink(ctx: &Ctx<'_>, ports: &[PortSpec], s: &Spanned<String>, field: &str) -
     }
 }
 
+/// Why gateway `via` cannot be used on uplink `port`, if it cannot: it must
+/// be on one of the uplink's connected prefixes (an off-link gateway would
+/// be resolved by flooding ARP or ND for an address nobody answers for).
+pub fn offlink_gateway(via: IpAddr, port: &PortSpec) -> Option<String> {
+    if port.ip.iter().any(|p| p.contains(via) && p.addr != via) {
+        return None;
+    }
+    let connected: Vec<String> = port.ip.iter().map(|p| p.network().to_string()).collect();
+    Some(if port.ip.iter().any(|p| p.addr == via) {
+        format!("gateway {via} is {}'s own address", port.name)
+    } else if connected.is_empty() {
+        format!("gateway {via} is not on a connected prefix: {} has no address (set its ip)", port.name)
+    } else {
+        format!("gateway {via} is not on a connected prefix of {} ({})", port.name, connected.join(", "))
+    })
+}
+
 pub fn routes(ctx: &Ctx<'_>, raw: &[Spanned<RawRoute>], ports: &[PortSpec]) -> Result<Vec<RouteSpec>, ConfigError> {
     let mut out = Vec::new();
     for r in raw {
@@ -33,9 +50,14 @@ pub fn routes(ctx: &Ctx<'_>, raw: &[Spanned<RawRoute>], ports: &[PortSpec]) -> R
             }
         };
         if via.is_some_and(|v| v.is_ipv4() != prefix.is_ipv4()) {
-            return ctx.err(&r.prefix, "route.via", "the gateway and the prefix must be the same address family");
+            let at = r.via.as_ref().unwrap_or(&r.prefix);
+            return ctx.err(at, "route.via", "the gateway and the prefix must be the same address family");
         }
-        out.push(RouteSpec { prefix: prefix.network(), via, port: uplink(ctx, ports, &r.port, "route.port")? });
+        let port = uplink(ctx, ports, &r.port, "route.port")?;
+        if let Some(why) = via.and_then(|v| offlink_gateway(v, &ports[port as usize])) {
+            return ctx.err(r.via.as_ref().unwrap_or(&r.prefix), "route.via", why);
+        }
+        out.push(RouteSpec { prefix: prefix.network(), via, port });
     }
     Ok(out)
 }

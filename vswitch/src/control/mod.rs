@@ -222,16 +222,29 @@ fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result
                 )
             })?;
             let config = Config::load(path)?;
-            let old: Vec<_> = switch.config().ports.iter().map(|p| (&p.name, &p.devargs, p.role, p.mtu)).collect();
-            let new: Vec<_> = config.ports.iter().map(|p| (&p.name, &p.devargs, p.role, p.mtu)).collect();
-            if old != new {
+            let diff = switch.config().reload_diff(&config);
+            if !diff.refused.is_empty() {
                 return Err(ControlError::Usage(format!(
-                    "ports changed in {}: port changes need a restart; rules were not reloaded",
+                    "{} in {}: they need a restart (rule port names would resolve against a numbering the running \
+                     switch does not have); nothing was reloaded",
+                    diff.refused.join("; "),
                     path.display()
                 )));
             }
+            if !diff.not_applied.is_empty() {
+                tracing::warn!(
+                    sections = ?diff.not_applied,
+                    "reload: only rules are reloaded; these sections differ and need a restart \
+                     (routes and neighbours also change at run time with vswitchctl)"
+                );
+            }
             let report = switch.replace_rules(&config.rules)?;
-            json!({"rules": config.rules.len(), "flows_kept": report.kept, "flows_removed": report.removed})
+            json!({
+                "rules": config.rules.len(),
+                "flows_kept": report.kept,
+                "flows_removed": report.removed,
+                "not_applied": diff.not_applied,
+            })
         }
     })
 }

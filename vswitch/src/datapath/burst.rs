@@ -573,13 +573,7 @@ impl Engine {
             return None;
         }
         let c = self.table.classify(key);
-        let (actions, drop_reason): (Arc<[Action]>, Option<DropReason>) = match &c.rule {
-            None => (Arc::from(Vec::new()), Some(DropReason::NoRule)),
-            Some(r) if !r.actions.iter().any(|a| matches!(a, Action::Output(_))) => {
-                (Arc::from(r.actions.clone()), Some(DropReason::RuleDrop))
-            }
-            Some(r) => (Arc::from(r.actions.clone()), None),
-        };
+        let (actions, drop_reason) = flow_actions(c.rule.as_deref(), key.in_port());
         let mask = megaflow_mask(c.mask, &actions);
         let masked = key.masked(&mask);
         let id = ((self.index as u64) << 48) | self.next_flow;
@@ -831,8 +825,8 @@ impl Engine {
         for h in self.flows.handles() {
             let Some(flow) = self.flows.get(h) else { continue };
             let c = self.table.classify(&flow.key);
-            let new_actions: &[Action] = c.rule.as_ref().map_or(&[], |r| &r.actions);
-            let new_mask = megaflow_mask(c.mask, new_actions);
+            let (new_actions, _) = flow_actions(c.rule.as_deref(), flow.key.in_port());
+            let new_mask = megaflow_mask(c.mask, &new_actions);
             if new_mask.is_subset_of(&flow.mask) && *new_actions == *flow.actions {
                 let rule = c.rule.clone();
                 if let Some(f) = self.flows.get_mut(h) {
@@ -918,6 +912,25 @@ pub fn group<P>(flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usi
 /// rules always match their source port), plus whether the frame carries one
 /// and two VLAN tags (as Open vSwitch's megaflows always say; a hardware
 /// rule must say whether the frame is tagged to know where its IP header is).
+/// A megaflow's actions from its rule's, for packets from `in_port` (the
+/// megaflow matches it exactly): `output:in_port` becomes that port, an
+/// output to that port by name is skipped (Open vSwitch semantics). With the
+/// drop reason when nothing is sent.
+pub fn flow_actions(rule: Option<&crate::flow::Rule>, in_port: u32) -> (Arc<[Action]>, Option<DropReason>) {
+    let Some(rule) = rule else { return (Arc::from(Vec::new()), Some(DropReason::NoRule)) };
+    if !rule.actions.iter().any(|a| matches!(a, Action::Output(_) | Action::InPort)) {
+        return (Arc::from(rule.actions.clone()), Some(DropReason::RuleDrop));
+    }
+    let actions: Vec<Action> = rule
+        .actions
+        .iter()
+        .filter(|a| **a != Action::Output(in_port))
+        .map(|a| if *a == Action::InPort { Action::Output(in_port) } else { a.clone() })
+        .collect();
+    let sends = actions.iter().any(|a| matches!(a, Action::Output(_)));
+    (Arc::from(actions), (!sends).then_some(DropReason::ToInPort))
+}
+
 pub fn megaflow_mask(mut mask: FlowMask, actions: &[Action]) -> FlowMask {
     mask.exact(Field::InPort);
     mask.set(Field::VlanTci, mask.get(Field::VlanTci) | u128::from(VLAN_PRESENT));
@@ -1141,7 +1154,7 @@ fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, 
                         Action::SetVlanVid(vid) => actions::set_vlan_vid(m, *vid),
                         Action::SetEthSrc(mac) => actions::set_eth_src(m, *mac),
                         Action::SetEthDst(mac) => actions::set_eth_dst(m, *mac),
-                        Action::SetTunnel(_) | Action::Output(_) | Action::Drop => Ok(()),
+                        Action::SetTunnel(_) | Action::Output(_) | Action::InPort | Action::Drop => Ok(()),
                     };
                     if result.is_err() {
                         x.counters.drop(DropReason::ActionError, 1);

@@ -30,6 +30,9 @@ named_enum! {
         NoMbuf => "no_mbuf",
         /// The flow table of the PMD is full.
         FlowLimit => "flow_limit",
+        /// The rule's only outputs were to the packet's input port (skipped
+        /// unless the rule says `output:in_port`).
+        ToInPort => "to_in_port",
         /// An action could not be applied (no headroom, too short).
         ActionError => "action_error",
         /// No route to a tunnel's remote VTEP.

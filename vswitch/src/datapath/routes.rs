@@ -5,6 +5,7 @@
 //! every PMD has moved on to the new tables.
 
 use super::{Switch, SwitchError};
+use crate::config::underlay::offlink_gateway;
 use crate::config::Role;
 use crate::net::Prefix;
 use crate::offloading::manager::SyncReport;
@@ -38,6 +39,10 @@ impl Switch {
             return Err(SwitchError::Invalid("the gateway and the prefix must be the same address family".into()));
         }
         let port = self.uplink_number(port)?;
+        let spec = self.ports.iter().find(|p| p.number == port).map(|p| &p.spec);
+        if let Some(why) = via.zip(spec).and_then(|(v, spec)| offlink_gateway(v, spec)) {
+            return Err(SwitchError::Invalid(why));
+        }
         self.underlay.write(|t| {
             t.routes.retain(|r| !(r.prefix == prefix && r.source != RouteSource::Connected));
             t.routes.push(Route { prefix, via, port, source: RouteSource::Control });

@@ -538,6 +538,8 @@ pub fn translate(
             Action::SetEthDst(m) => out.push(hw::Action::SetMacDst(*m)),
             Action::SetTunnel(v) => vni = Some(*v),
             Action::Drop => {}
+            // Megaflows carry it as the output to their input port.
+            Action::InPort => return unsupported("output:in_port not resolved to the input port"),
             Action::Output(p) => {
                 outputs += 1;
                 if outputs > 1 {

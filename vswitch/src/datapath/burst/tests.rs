@@ -339,6 +339,33 @@ fn the_flood_port_polled_first_cannot_take_the_whole_upcall_budget() {
 }
 
 #[test]
+fn an_output_to_the_input_port_is_skipped_unless_the_rule_says_in_port() {
+    let mut e = engine(
+        &[
+            "priority=10,in_port=vf0 actions=output:vf0,output:uplink0",
+            "priority=10,in_port=vf1 actions=mod_vlan_vid:5,output:vf1",
+            "priority=10,in_port=uplink0 actions=output:in_port",
+        ],
+        64,
+    );
+    let f = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let mut io = VecIo::default();
+    for port in [0, 1, 2] {
+        let (mut pkts, n) = burst(std::slice::from_ref(&f));
+        e.process(port, &mut pkts, n, 1, &mut io);
+    }
+    let to: Vec<u32> = io.sent.iter().map(|(p, _)| *p).collect();
+    assert_eq!(to, vec![2, 2], "vf0's copy to itself skipped; uplink0 hairpins by in_port");
+    assert_eq!(counters(&e).drops(DropReason::ToInPort), 1, "vf1's only output was to itself");
+    // The flows show what they do.
+    let mut flows = e.dump(2);
+    flows.sort_by_key(|f| f.key.in_port());
+    let outs: Vec<Vec<Action>> = flows.iter().map(|f| f.actions.to_vec()).collect();
+    assert_eq!(outs[0], vec![Action::Output(2)]);
+    assert_eq!(outs[2], vec![Action::Output(2)]);
+}
+
+#[test]
 fn encap_to_the_tunnel_uses_the_offload_source_port() {
     let mut e = engine(&["priority=10,in_port=vf0 actions=output:vxlan0"], 64);
     let inner = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
