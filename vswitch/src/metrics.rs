@@ -210,7 +210,8 @@ pub fn publish(s: &SwitchStats) {
         metrics::counter!("vswitch_port_tx_packets_total", "port" => port.clone()).absolute(p.tx_packets);
         metrics::counter!("vswitch_port_tx_bytes_total", "port" => port.clone()).absolute(p.tx_bytes);
         metrics::counter!("vswitch_port_tx_dropped_total", "port" => port.clone()).absolute(p.tx_dropped);
-        metrics::counter!("vswitch_port_rx_missed_total", "port" => port).absolute(p.rx_missed);
+        metrics::counter!("vswitch_port_rx_missed_total", "port" => port.clone()).absolute(p.rx_missed);
+        metrics::counter!("vswitch_port_rx_no_mbuf_total", "port" => port).absolute(p.rx_no_mbuf);
     }
     metrics::counter!("vswitch_lookups_total", "tier" => "emc").absolute(s.emc_hits);
     metrics::counter!("vswitch_lookups_total", "tier" => "megaflow").absolute(s.megaflow_hits);

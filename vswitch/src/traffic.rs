@@ -72,6 +72,13 @@ pub fn udp_frame(spec: &TrafficSpec, i: u32) -> Vec<u8> {
     f
 }
 
+/// Packets in the pcap written for `flows` flows: whole rounds over the
+/// flows, at least 1,024 packets.
+pub fn generated_packets(flows: u32) -> u64 {
+    let flows = u64::from(flows.max(1));
+    flows.max(1024).div_ceil(flows) * flows
+}
+
 /// Writes the pcap; returns the number of packets written.
 ///
 /// # Errors
@@ -80,7 +87,7 @@ pub fn write_pcap(path: &Path, spec: &TrafficSpec) -> std::io::Result<u64> {
     let file = std::fs::File::create(path)?;
     let mut w = PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
     let flows = spec.flows.max(1);
-    let total = u64::from(flows).max(1024).div_ceil(u64::from(flows)) * u64::from(flows);
+    let total = generated_packets(flows);
     let frames: Vec<Vec<u8>> = (0..flows.min(65536)).map(|i| udp_frame(spec, i)).collect();
     for n in 0..total {
         let i = (n % u64::from(flows)) as u32;

@@ -287,3 +287,25 @@ fn every_virtual_pmd_we_use_is_found() {
         "closing the net_tap port removes its interface"
     );
 }
+
+/// The kernel drops of a net_af_packet port are found among the process's
+/// sockets (what `rx_missed` shows for such a port): a port on lo with a
+/// small ring that nobody polls drops what does not fit.
+#[test]
+fn net_af_packet_ring_drops_are_read_from_the_kernel() {
+    let lo = vswitch::dpdk::os::ifindex("lo").expect("lo");
+    let devargs = format!("{},iface=lo,blocksz=4096,framesz=2048,framecnt=16", unique("net_af_packet"));
+    let port = Port::open(eal(), &devargs).expect("net_af_packet on lo (root needed)");
+    let p = pool(2048);
+    port.configure(&small_config(), &p).expect("configure");
+    port.start().expect("start");
+    let _ = vswitch::dpdk::os::packet_socket_drops(lo);
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    let to = u.local_addr().expect("addr");
+    for _ in 0..1000 {
+        let _ = u.send_to(&[0u8; 256], to);
+    }
+    let drops = vswitch::dpdk::os::packet_socket_drops(lo).expect("read");
+    assert!(drops > 900, "a 16-frame ring nobody polls drops nearly all of 1000 packets: {drops}");
+    port.stop().expect("stop");
+}

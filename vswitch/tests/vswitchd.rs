@@ -115,6 +115,8 @@ fn pcap_in_pcap_out_with_priorities_wildcards_vlan_mac_and_drop() {
     let d = Daemon::start(&dir.0, &base_config(&dir, &rules, &ports));
     let s = wait_all_received(&d, total);
     assert_eq!(port(&s, "vf0")["rx_packets"], in_vf0.len() as u64);
+    // Receive drops are shown apart: ring full and no mbuf (none here).
+    assert_eq!((&port(&s, "vf0")["rx_missed"], &port(&s, "vf0")["rx_no_mbuf"]), (&Value::from(0), &Value::from(0)));
     assert_eq!(port(&s, "uplink0")["rx_packets"], in_up.len() as u64);
     assert_eq!(port(&s, "uplink0")["tx_packets"], to_up.len() as u64);
     assert_eq!(port(&s, "vf0")["tx_packets"], to_vf0.len() as u64);
@@ -314,4 +316,23 @@ fn bad_config_exits_nonzero_naming_line_and_field() {
     let out = Command::new(VSWITCHD).arg(dir.path("missing.toml")).output().expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+
+    // A pool too small for the ports (and a pcap replayed from mbufs) is
+    // refused by --check too, with the need.
+    let frames: Vec<Vec<u8>> = (0..5000u32).map(|i| common::frame(i, 60)).collect();
+    write_pcap(&dir.path("in.pcap"), &frames);
+    std::fs::write(
+        &cfg,
+        format!(
+            "[datapath]\nmbufs = 8192\n[[port]]\nname = \"vf0\"\nrole = \"representor\"\n\
+             devargs = \"net_pcap0,rx_pcap={},infinite_rx=1\"\n",
+            dir.path("in.pcap").display()
+        ),
+    )
+    .expect("write");
+    let out = Command::new(VSWITCHD).arg(&cfg).arg("--check").output().expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":2: datapath.mbufs: 8192 is too few: need at least"), "{err}");
+    assert!(err.contains("preloaded pcap packets 5000"), "{err}");
 }

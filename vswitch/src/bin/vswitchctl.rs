@@ -86,12 +86,12 @@ fn u(v: &Value) -> u64 {
 
 fn print_ports(ports: &Value) {
     println!(
-        "{:<4} {:<12} {:<12} {:<14} {:>6} {:>14} {:>14} {:>10} {:>10}",
-        "no", "name", "role", "driver", "mtu", "rx_packets", "tx_packets", "tx_drop", "rx_missed"
+        "{:<4} {:<12} {:<12} {:<14} {:>6} {:>14} {:>14} {:>10} {:>10} {:>10}",
+        "no", "name", "role", "driver", "mtu", "rx_packets", "tx_packets", "tx_drop", "rx_missed", "rx_nombuf"
     );
     for p in ports.as_array().into_iter().flatten() {
         println!(
-            "{:<4} {:<12} {:<12} {:<14} {:>6} {:>14} {:>14} {:>10} {:>10}",
+            "{:<4} {:<12} {:<12} {:<14} {:>6} {:>14} {:>14} {:>10} {:>10} {:>10}",
             u(&p["number"]),
             p["name"].as_str().unwrap_or(""),
             p["role"].as_str().unwrap_or(""),
@@ -100,7 +100,8 @@ fn print_ports(ports: &Value) {
             u(&p["rx_packets"]),
             u(&p["tx_packets"]),
             u(&p["tx_dropped"]),
-            u(&p["rx_missed"])
+            u(&p["rx_missed"]),
+            u(&p["rx_no_mbuf"])
         );
     }
 }

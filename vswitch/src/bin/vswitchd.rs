@@ -163,6 +163,7 @@ fn run(args: Args) -> Result<()> {
             if !args.no_stats {
                 println!("{}", stats_line(&last.1, &now.1, now.0.duration_since(last.0).as_secs_f64()));
             }
+            warn_receive_drops(&last.1, &now.1, switch.config().mbufs);
             last = now;
         }
     }
@@ -187,6 +188,21 @@ fn run(args: Args) -> Result<()> {
         bail!(f);
     }
     Ok(())
+}
+
+/// Drops at receive nobody would otherwise notice: no mbuf to receive into
+/// (the pool), or the device's ring full (the PMD fell behind).
+fn warn_receive_drops(before: &SwitchStats, now: &SwitchStats, mbufs: u32) {
+    for (b, n) in before.ports.iter().zip(&now.ports) {
+        let no_mbuf = n.rx_no_mbuf.saturating_sub(b.rx_no_mbuf);
+        if no_mbuf > 0 {
+            tracing::warn!(port = %n.name, packets = no_mbuf, "dropped at receive for want of mbufs: the pool of {mbufs} is exhausted or held (raise datapath.mbufs)");
+        }
+        let missed = n.rx_missed.saturating_sub(b.rx_missed);
+        if missed > 0 {
+            tracing::warn!(port = %n.name, packets = missed, "dropped at receive: the device's ring was full (the PMD fell behind)");
+        }
+    }
 }
 
 /// Removes files and directories this process created, on every exit path.

@@ -7,6 +7,7 @@
 
 mod ctx;
 pub mod datapath;
+pub mod mbufs;
 pub mod offload;
 pub mod ports;
 mod raw;
@@ -194,7 +195,8 @@ impl Config {
     /// refused rather than resolved against a numbering the switch lacks.
     pub fn reload_diff(&self, new: &Config) -> ReloadDiff {
         let mut d = ReloadDiff::default();
-        let port = |p: &PortSpec| (p.name.clone(), p.devargs.clone(), p.role, p.mtu, p.ip.clone(), p.mac, p.switch_domain);
+        let port =
+            |p: &PortSpec| (p.name.clone(), p.devargs.clone(), p.role, p.mtu, p.ip.clone(), p.mac, p.switch_domain);
         let (old_ports, new_ports): (Vec<_>, Vec<_>) =
             (self.ports.iter().map(port).collect(), new.ports.iter().map(port).collect());
         if old_ports != new_ports {
@@ -268,7 +270,7 @@ impl Config {
         let routes = underlay::routes(&ctx, &raw.routes, &ports)?;
         let neighbours = underlay::neighbours(&ctx, &raw.neighbours, &ports)?;
         let rules = rules::rules(&ctx, &raw.rules, &ports, &tunnels)?;
-        let mbufs = mbufs(&ctx, dp.mbufs, &ports)?;
+        let mbufs = pool_size(&ctx, dp.mbufs, &ports, dp.pmd_cores.len())?;
         let offload = offload::offload(&ctx, raw.offload.as_ref())?;
         Ok(Self {
             source: file.to_owned(),
@@ -313,15 +315,19 @@ fn syntax_error(ctx: &Ctx<'_>, e: &toml::de::Error) -> ConfigError {
     ctx.error_at(line, &field, msg)
 }
 
-/// The mbuf count: as given (at least 4096), or enough for every port and
-/// the generated traffic.
-fn mbufs(ctx: &Ctx<'_>, given: Option<(u64, usize)>, ports: &[PortSpec]) -> Result<u32, ConfigError> {
-    let generated: u64 = ports.iter().filter_map(|p| p.generate.as_ref()).map(|g| u64::from(g.flows.max(1024))).sum();
-    let needed = 16_384 + generated + 2048 * ports.len() as u64;
+/// The mbuf count: as given, if it covers the need ([`mbufs::need`]), or
+/// the need with a quarter more (at least 16,384) by default.
+fn pool_size(ctx: &Ctx<'_>, given: Option<(u64, usize)>, ports: &[PortSpec], pmds: usize) -> Result<u32, ConfigError> {
+    let need = mbufs::need(ports, pmds);
+    let total = need.total();
     match given {
-        None => Ok(needed.min(u64::from(u32::MAX)) as u32),
-        Some((n, line)) if n < 4096 => Err(ctx.error_at(line, "datapath.mbufs", "must be at least 4096")),
+        None => Ok((total + total / 4).max(16_384).min(u64::from(u32::MAX)) as u32),
         Some((n, line)) if n > u64::from(u32::MAX) => Err(ctx.error_at(line, "datapath.mbufs", "too large")),
+        Some((n, line)) if n < total => Err(ctx.error_at(
+            line,
+            "datapath.mbufs",
+            format!("{n} is too few: need at least {total} ({})", need.explain(ports.len(), pmds)),
+        )),
         Some((n, _)) => Ok(n as u32),
     }
 }
@@ -432,23 +438,31 @@ rules = [
         let base = "rules = [\"in_port=vf0 actions=output:vxlan0\"]\n\
             [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_ring0\"\n\
             [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_ring1\"\nip = \"198.18.0.1/24\"\n";
-        let t = |name: &str, remote: &str| format!("[[tunnel]]\nname = \"{name}\"\nremote_ip = \"{remote}\"\nvni = 1\n");
+        let t =
+            |name: &str, remote: &str| format!("[[tunnel]]\nname = \"{name}\"\nremote_ip = \"{remote}\"\nvni = 1\n");
         let two = format!("{base}{}{}", t("vxlan0", "198.18.0.2"), t("vxlan1", "198.18.0.3"));
         let running = Config::parse(&two, "a.toml").expect("valid");
         let diff = |text: String| running.reload_diff(&Config::parse(&text, "b.toml").expect("valid"));
         assert_eq!(diff(two.clone()), ReloadDiff::default());
         let cases = [
-            (format!("{base}{}{}", t("vxlan1", "198.18.0.3"), t("vxlan0", "198.18.0.2")), "tunnels changed (reordered)"),
+            (
+                format!("{base}{}{}", t("vxlan1", "198.18.0.3"), t("vxlan0", "198.18.0.2")),
+                "tunnels changed (reordered)",
+            ),
             (format!("{base}{}", t("vxlan0", "198.18.0.2")), "tunnels changed (removed vxlan1)"),
             (format!("{two}{}", t("vxlan2", "198.18.0.4")), "tunnels changed (added vxlan2)"),
-            (format!("{base}{}{}", t("vxlan0", "198.18.0.9"), t("vxlan1", "198.18.0.3")), "tunnels changed (settings edited)"),
+            (
+                format!("{base}{}{}", t("vxlan0", "198.18.0.9"), t("vxlan1", "198.18.0.3")),
+                "tunnels changed (settings edited)",
+            ),
             (two.replace("198.18.0.1/24", "198.18.0.1/25"), "ports changed (settings edited)"),
         ];
         for (text, why) in cases {
             assert_eq!(diff(text).refused, vec![why.to_owned()]);
         }
         let routed = format!("{two}[[route]]\nprefix = \"10.9.0.0/16\"\nvia = \"198.18.0.254\"\nport = \"uplink0\"\n");
-        let d = diff(routed.replace("[[port]]\nname = \"vf0\"", "[datapath]\nmax_flows = 100\n[[port]]\nname = \"vf0\""));
+        let d =
+            diff(routed.replace("[[port]]\nname = \"vf0\"", "[datapath]\nmax_flows = 100\n[[port]]\nname = \"vf0\""));
         assert!(d.refused.is_empty(), "{d:?}");
         assert_eq!(d.not_applied, vec!["route", "datapath"]);
     }

@@ -15,6 +15,32 @@ pub struct SwitchPort {
     pub number: u32,
     pub spec: PortSpec,
     pub port: Port,
+    /// A net_af_packet port: its interface and the kernel's ring drops
+    /// read so far (the kernel resets them on each read).
+    pub af_packet: Option<KernelDrops>,
+}
+
+/// The drops of the kernel side of a net_af_packet port.
+pub struct KernelDrops {
+    pub ifindex: u32,
+    total: Mutex<u64>,
+}
+
+impl KernelDrops {
+    fn for_port(driver: &str, devargs: &str) -> Option<Self> {
+        if !driver.contains("af_packet") {
+            return None;
+        }
+        let iface = devargs.split(',').find_map(|a| a.trim().strip_prefix("iface="))?;
+        Some(Self { ifindex: crate::dpdk::os::ifindex(iface)?, total: Mutex::new(0) })
+    }
+
+    /// Drops so far (reads the kernel's count and adds it).
+    pub fn read(&self) -> u64 {
+        let mut total = self.total.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *total += crate::dpdk::os::packet_socket_drops(self.ifindex).unwrap_or(0);
+        *total
+    }
 }
 
 /// The ports with their queues, per PMD.
@@ -33,10 +59,12 @@ pub(super) fn create_pool(eal: &Eal, config: &Config) -> Result<Mempool, SwitchE
     let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
     // Data room: headroom (128) + the largest frame (MTU + Ethernet + 2 tags).
     let data_room = (128 + usize::from(max_mtu) + 14 + 8).max(2048 + 128) as u16;
-    Mempool::new(eal, &name, config.mbufs, 256, data_room).map_err(SwitchError::dpdk(format!(
-        "creating a pool of {} mbufs (raise -m in [eal] args, or lower datapath.mbufs)",
-        config.mbufs
-    )))
+    Mempool::new(eal, &name, config.mbufs, crate::config::mbufs::POOL_CACHE as u32, data_room).map_err(
+        SwitchError::dpdk(format!(
+            "creating a pool of {} mbufs (raise -m in [eal] args, or lower datapath.mbufs)",
+            config.mbufs
+        )),
+    )
 }
 
 /// Opens, configures and starts every port, uplinks first (on a switchdev
@@ -100,7 +128,9 @@ pub(super) fn open(
                 list.push(TxHandle::Shared(Arc::clone(&shared[p % shared.len()])));
             }
         }
-        ports.push(SwitchPort { number: i as u32, spec: spec.clone(), port });
+        let driver = port.info().map(|i| i.driver).unwrap_or_default();
+        let af_packet = KernelDrops::for_port(&driver, &spec.devargs);
+        ports.push(SwitchPort { number: i as u32, spec: spec.clone(), port, af_packet });
     }
     Ok(Opened { ports, rx, tx })
 }

@@ -38,8 +38,12 @@ pub struct PortView {
     /// last counter query; tunnel ports: as of the last counter query.
     pub hw_rx_packets: u64,
     pub hw_tx_packets: u64,
-    /// Packets the device could not deliver (rx ring full, no mbuf).
+    /// Packets the device could not deliver (its receive ring was full; for
+    /// net_af_packet ports, the kernel socket's drops: PACKET_STATISTICS).
     pub rx_missed: u64,
+    /// Packets the device dropped for want of an mbuf to receive into
+    /// (the pool is too small or buffers are held: `datapath.mbufs`).
+    pub rx_no_mbuf: u64,
 }
 
 /// One PMD's view.
@@ -154,7 +158,8 @@ impl Switch {
                 tx_dropped: 0,
                 hw_rx_packets: 0,
                 hw_tx_packets: 0,
-                rx_missed: dev.rx_missed + dev.rx_no_mbuf,
+                rx_missed: dev.rx_missed + p.af_packet.as_ref().map_or(0, |k| k.read()),
+                rx_no_mbuf: dev.rx_no_mbuf,
             });
         }
         let t = &self.config.tunnels[n - self.ports.len()];
@@ -175,6 +180,7 @@ impl Switch {
             hw_rx_packets: 0,
             hw_tx_packets: 0,
             rx_missed: 0,
+            rx_no_mbuf: 0,
         })
     }
 

@@ -13,7 +13,9 @@ mod port;
 
 pub use eal::{Eal, EalBuilder};
 pub use mbuf::{Burst, Mbuf, Mempool, MAX_BURST};
-pub use port::{LinkStatus, Port, PortConfig, PortInfo, PortStats, RxQueue, SwitchInfo, TxQueue};
+pub use port::{
+    LinkStatus, Port, PortConfig, PortInfo, PortStats, RxQueue, SwitchInfo, TxQueue, RX_DESCRIPTORS, TX_DESCRIPTORS,
+};
 
 use std::ffi::CStr;
 

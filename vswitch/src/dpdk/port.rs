@@ -19,9 +19,13 @@ pub struct PortConfig {
     pub mtu: Option<u16>,
 }
 
+/// Descriptors per receive and per transmit queue (each can hold an mbuf).
+pub const RX_DESCRIPTORS: u16 = 1024;
+pub const TX_DESCRIPTORS: u16 = 1024;
+
 impl Default for PortConfig {
     fn default() -> Self {
-        Self { rx_queues: 1, tx_queues: 1, rx_descriptors: 1024, tx_descriptors: 1024, mtu: None }
+        Self { rx_queues: 1, tx_queues: 1, rx_descriptors: RX_DESCRIPTORS, tx_descriptors: TX_DESCRIPTORS, mtu: None }
     }
 }
 
