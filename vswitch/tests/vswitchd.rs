@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::daemon::{port, Daemon, VSWITCHD};
+use common::daemon::{port, wait_for, Daemon, VSWITCHD};
 use common::frames::{mac, push_vlan, strip_vlan, udp};
 use common::pcap::{read as read_pcap, sorted, write as write_pcap};
 use common::{free_port, TempDir};
@@ -217,41 +217,53 @@ fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
     let cfg = base_config(&dir, &["priority=10,in_port=vf0,ip actions=output:uplink0"], ports)
         .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{metrics}\""));
     let d = Daemon::start(&dir.0, &cfg);
-    let settle = || std::thread::sleep(Duration::from_millis(300));
-    settle();
-    let a0 = tx_of(&d, "uplink0");
-    settle();
-    assert!(tx_of(&d, "uplink0") > a0, "traffic flows to uplink0");
+    // Waits for `port` to send `n` more packets; returns its count then.
+    let grows = |port: &str, n: u64| {
+        let from = tx_of(&d, port);
+        wait_for(Duration::from_secs(10), &format!("{port} to send {n} more packets"), || {
+            let now = tx_of(&d, port);
+            (now >= from + n).then_some(now)
+        })
+    };
+    // After a change is acknowledged: once `to` has sent packets (so the
+    // counters were published after the change), `from` sends no more
+    // while `to` sends a thousand.
+    let moved = |from: &str, to: &str| {
+        grows(to, 1);
+        let before = tx_of(&d, from);
+        grows(to, 1000);
+        assert_eq!(tx_of(&d, from), before, "{from} sent packets after the change moved them to {to}");
+    };
+    grows("uplink0", 1000);
     let flows = d.ctl_json(&["dump-flows"]).expect("flows");
     assert!(flows.as_array().is_some_and(|f| f.iter().any(|f| f["actions"] == "output:uplink0")), "{flows:#}");
 
     // A higher-priority rule takes over the cached flow as soon as it is acknowledged.
     let added = d.ctl_json(&["add-rule", "priority=20,in_port=vf0,udp actions=output:uplink1"]).expect("add-rule");
     assert!(added["flows_removed"].as_u64().unwrap_or(0) >= 1, "the cached flow was revalidated out: {added}");
-    std::thread::sleep(Duration::from_millis(50)); // counters publish every millisecond
-    let (u0, u1) = (tx_of(&d, "uplink0"), tx_of(&d, "uplink1"));
-    settle();
-    assert_eq!(tx_of(&d, "uplink0"), u0, "no packet left by the shadowed rule after the change was acknowledged");
-    assert!(tx_of(&d, "uplink1") > u1, "the new rule forwards");
+    assert_eq!(added["flows_kept"], 0, "every vf0 flow is UDP: none may stay on uplink0: {added}");
+    moved("uplink0", "uplink1");
+    // A rule that changes no decision keeps every flow (UDP flows already
+    // match on the protocol a TCP rule consults).
+    let kept = d.ctl_json(&["add-rule", "priority=25,in_port=vf0,tcp actions=drop"]).expect("add-rule");
+    assert_eq!(kept["flows_removed"], 0, "{kept}");
+    assert!(kept["flows_kept"].as_u64().unwrap_or(0) >= 1, "the UDP flows stay: {kept}");
+    grows("uplink1", 1000);
     let rules = d.ctl_json(&["dump-rules"]).expect("rules");
-    assert_eq!(rules.as_array().map(Vec::len), Some(2));
+    assert_eq!(rules.as_array().map(Vec::len), Some(3));
     let new_id = added["id"].as_u64().expect("id").to_string();
 
     // Deleting it brings the old path back.
     let deleted = d.ctl_json(&["del-rule", &new_id]).expect("del-rule");
     assert_eq!(deleted["deleted"], 1);
-    std::thread::sleep(Duration::from_millis(50));
-    let (u0, u1) = (tx_of(&d, "uplink0"), tx_of(&d, "uplink1"));
-    settle();
-    assert_eq!(tx_of(&d, "uplink1"), u1, "no packet left by the deleted rule");
-    assert!(tx_of(&d, "uplink0") > u0);
-    // Deletion by text (match + priority).
+    moved("uplink1", "uplink0");
+    // Deletion by text (match + priority): nothing forwards, no_rule counts.
     d.ctl_json(&["del-rule", "priority=10,in_port=vf0,ip"]).expect("del by text");
-    std::thread::sleep(Duration::from_millis(50));
+    let no_rule = |d: &Daemon| d.show()["drops"]["no_rule"].as_u64().unwrap_or(0);
+    let first = wait_for(Duration::from_secs(10), "no_rule drops", || Some(no_rule(&d)).filter(|n| *n > 0));
     let u0 = tx_of(&d, "uplink0");
-    settle();
+    wait_for(Duration::from_secs(10), "a thousand more no_rule drops", || (no_rule(&d) >= first + 1000).then_some(()));
     assert_eq!(tx_of(&d, "uplink0"), u0, "no rule left: nothing forwarded");
-    assert!(d.show()["drops"]["no_rule"].as_u64().unwrap_or(0) > 0);
 
     // Bad requests get an error and the daemon keeps running.
     let bad = d.ctl(&["add-rule", "in_port=nowhere actions=drop"]);
@@ -278,19 +290,16 @@ fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
     let rules = d.ctl_json(&["dump-rules"]).expect("rules");
     let texts: Vec<&str> = rules.as_array().expect("array").iter().filter_map(|r| r["text"].as_str()).collect();
     assert_eq!(texts, ["priority=30,in_port=vf0,ip actions=output:uplink1", "priority=5 actions=drop"]);
-    std::thread::sleep(Duration::from_millis(50));
-    let u1 = tx_of(&d, "uplink1");
-    settle();
-    assert!(tx_of(&d, "uplink1") > u1, "the reloaded rule forwards");
+    grows("uplink1", 1000);
     std::fs::write(&cfg_path, reloaded.replace("net_null_b", "net_null_c")).expect("rewrite config");
     let refused = d.ctl(&["reload"]);
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("need a restart"));
 
-    // Prometheus metrics on the configured address.
-    std::thread::sleep(Duration::from_millis(1200));
-    let body = common::metrics_page(metrics);
+    // Prometheus metrics on the configured address (published every stats interval).
+    let body = wait_for(Duration::from_secs(10), "metrics with drops", || {
+        Some(common::metrics_page(metrics)).filter(|b| b.contains("vswitch_drops_total{reason=\"no_rule\"}"))
+    });
     assert!(body.contains("vswitch_port_rx_packets_total{port=\"vf0\"}"), "{body}");
-    assert!(body.contains("vswitch_drops_total{reason=\"no_rule\"}"), "{body}");
     assert!(d.show()["uptime_s"].as_f64().unwrap_or(0.0) > 0.0, "still running");
     d.stop();
 }

@@ -452,6 +452,22 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
     assert!(d.drops("unknown_tunnel") > unknown, "VNI 200 packets were dropped and counted");
     let (ok, _) = ping(vm, &["-c", "2", "-W", "1", "198.20.0.3"]);
     assert!(!ok, "the VM must not reach VNI 200");
+    // A check that can catch a leak: the remote sends UDP through VNI 200
+    // addressed to the VM (its IP and MAC, statically); leaked, it would
+    // arrive at the VM's socket.
+    let vm_mac = String::from_utf8_lossy(&in_ns(vm, "cat", &["/sys/class/net/vm0/address"]).stdout).trim().to_owned();
+    must_ns(rem, "ip", &["route", "add", "198.19.0.1/32", "dev", "vx200"]);
+    must_ns(rem, "ip", &["neigh", "replace", "198.19.0.1", "lladdr", &vm_mac, "dev", "vx200", "nud", "permanent"]);
+    let unknown = d.drops("unknown_tunnel");
+    let recv = helper(vm, "udp-recv", "198.19.0.1:5557");
+    std::thread::sleep(Duration::from_millis(300));
+    helper_result(helper(rem, "udp-send", "198.19.0.1:5557"));
+    let got = helper_result(recv);
+    assert_eq!(got, "0 true", "VNI 200 datagrams addressed to the VM reached it");
+    let dropped = d.drops("unknown_tunnel") - unknown;
+    assert!(dropped >= u64::from(UDP_DATAGRAMS), "each was dropped and counted: {dropped}");
+    must_ns(rem, "ip", &["neigh", "del", "198.19.0.1", "dev", "vx200"]);
+    must_ns(rem, "ip", &["route", "del", "198.19.0.1/32", "dev", "vx200"]);
 
     // The IPv6 underlay: neighbour discovery both ways, VNI 300, ICMP
     // "fragmentation needed" with the 70-byte overhead.

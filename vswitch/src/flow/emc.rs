@@ -221,8 +221,16 @@ mod tests {
             }
         }
         assert_eq!(found, emc.len());
+        let odd = (0..10_000u32).filter(|i| i % 2 == 1 && emc.lookup(&key(*i), hash_key(&key(*i))).is_some()).count();
+        assert!(odd > 0 && odd < found, "both kinds survived: {odd} odd of {found}");
         emc.remove_if(|v| v % 2 == 0);
-        assert!(emc.len() <= found);
+        assert_eq!(emc.len(), odd, "exactly the even values went");
+        for i in 0..10_000u32 {
+            let k = key(i);
+            if let Some(v) = emc.lookup(&k, hash_key(&k)) {
+                assert_eq!(v % 2, 1, "an even value was left");
+            }
+        }
         emc.clear();
         assert!(emc.is_empty());
     }
