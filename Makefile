@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
   dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
 
-.PHONY: deps build run test lint bench bench-smoke bench-offload bench-micro bench-micro-smoke fuzz-smoke ci
+.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-micro bench-micro-smoke fuzz-smoke ci
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -23,7 +23,9 @@ build: deps
 # hugepages), live statistics every second until Ctrl-C (DURATION=N stops it).
 DURATION ?= 0
 run: deps
-	$(CARGO) run --release -p vswitch --bin vswitchd -- --duration $(DURATION)
+	$(CARGO) build --release -p vswitch --bins
+	@echo "vswitchd and vswitchctl are in target/release/ (export PATH=\$$PWD/target/release:\$$PATH)"
+	target/release/vswitchd --duration $(DURATION)
 
 # All tests, DPDK ones included (they fail, never skip, when DPDK cannot start).
 test: deps
@@ -56,6 +58,16 @@ bench-smoke: deps
 	./target/release/vswitch-bench smoke
 	./target/release/vswitch-bench offload --flows 20000 --packets 200000 --rules 1024 --warmup 4 --seconds 2 \
 	  --out $${TMPDIR:-/tmp}/vswitch-bench-offload-smoke
+	./target/release/vswitch-bench flood --peer ovs --flows 100000 --warmup 1 --seconds 1 \
+	  --out $${TMPDIR:-/tmp}/vswitch-bench-flood-smoke
+
+# Flood resilience (~1 min): an established port's rate alone, under a
+# new-flow flood on another port, and after a rule change, vswitchd and
+# Open vSwitch; writes bench-results/flood.md.
+bench-flood: deps
+	$(CARGO) build --release -p vswitch --bins -q
+	$(CARGO) build --release -p vswitch-bench -q
+	./target/release/vswitch-bench flood --peer ovs --out bench-results
 
 # The offload scenario (~1 min): Zipf traffic over 100k flows into the model
 # e-switch's 4,096 rules, hot policy against all; writes bench-results/offload.{json,md}.

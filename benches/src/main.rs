@@ -10,6 +10,7 @@
 //! classification and install cost per upcall).
 
 mod control;
+mod flood;
 mod floor;
 mod fonts;
 mod offload;
@@ -146,6 +147,26 @@ enum Cmd {
     /// The control socket: requests per second (small requests, one and
     /// several clients) and bulk rule loading (one by one against one
     /// add-rules batch).
+    /// Flood resilience: an established port's Mpps alone, while another
+    /// port floods new flows, and after a rule change under the flood
+    /// (vswitchd, and Open vSwitch with --peer ovs).
+    Flood {
+        /// Distinct new flows the flooding port replays.
+        #[arg(long, default_value_t = 200_000)]
+        flows: u32,
+        #[arg(long, default_value_t = 3)]
+        warmup: u64,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long)]
+        core: Option<usize>,
+        #[arg(long, value_enum)]
+        peer: Option<Peer>,
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        #[arg(long)]
+        vswitchd: Option<PathBuf>,
+    },
     Control {
         /// Rules for the bulk comparison.
         #[arg(long, default_value_t = 20_000)]
@@ -256,6 +277,18 @@ fn run(args: Args) -> Result<()> {
             if let Some(p) = r.policies.iter().find(|p| p.hw_share <= 0.0) {
                 bail!("policy {}: no packet was handled by the model e-switch", p.policy);
             }
+        }
+        Cmd::Flood { flows, warmup, seconds, core, peer, out, vswitchd } => {
+            let core = core.unwrap_or(cores() - 1);
+            let setup = flood::Setup {
+                flows,
+                warmup: Duration::from_secs(warmup),
+                window: Duration::from_secs(seconds),
+                core,
+                main_core: if core == 0 { 1 } else { 0 },
+                peer: peer.is_some(),
+            };
+            println!("{}", flood::run(vswitchd, &out, &setup)?);
         }
         Cmd::Control { rules, core, out, vswitchd } => {
             let table = control::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules)?;
