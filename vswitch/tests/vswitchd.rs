@@ -345,3 +345,25 @@ fn bad_config_exits_nonzero_naming_line_and_field() {
     assert!(err.contains(":2: datapath.mbufs: 8192 is too few: need at least"), "{err}");
     assert!(err.contains("preloaded pcap packets 5000"), "{err}");
 }
+
+/// A transmit queue that does not take the packets: counted as tx_full and
+/// as the port's tx_dropped. The net_ring port's ring is both its receive
+/// and its transmit queue; what it receives goes back out of it
+/// (`output:in_port`), so the ring stays full and vf0's packets find no room.
+#[test]
+fn a_full_transmit_queue_is_counted() {
+    let dir = TempDir::new("txfull");
+    let ports = "[[port]]\nname = \"vf0\"\nrole = \"representor\"\n[port.generate]\nflows = 10\n\n\
+                 [[port]]\nname = \"ring0\"\nrole = \"representor\"\ndevargs = \"net_ring_txfull\"\n\n\
+                 [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_null_txf,no-rx=1\"\n";
+    let rules = ["priority=10,in_port=vf0 actions=output:ring0", "priority=10,in_port=ring0 actions=output:in_port"];
+    let d = Daemon::start(&dir.0, &base_config(&dir, &rules, ports));
+    let s = wait_for(Duration::from_secs(10), "tx_full drops", || {
+        let s = d.show();
+        (s["drops"]["tx_full"].as_u64().unwrap_or(0) > 1000).then_some(s)
+    });
+    let ring = port(&s, "ring0");
+    assert!(ring["tx_dropped"].as_u64().unwrap_or(0) > 0, "{ring}");
+    assert!(ring["rx_packets"].as_u64().unwrap_or(0) > 0, "the ring loops back: {ring}");
+    d.stop();
+}
