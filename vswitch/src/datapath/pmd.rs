@@ -114,10 +114,10 @@ impl Io for MbufIo<'_> {
     }
 }
 
-/// Runs a PMD until `stop` is set.
 /// The fairness quantum between receive queues: 1/20,000 s (50 us).
 const FAIR_QUANTUM_DIV: u64 = 20_000;
 
+/// Runs a PMD until `stop` is set.
 pub fn run(setup: PmdSetup) {
     if let Err(e) = crate::dpdk::os::pin_current_thread(setup.core) {
         tracing::warn!(pmd = setup.index, core = setup.core, "cannot pin PMD thread: {e}");
