@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
   dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
 
-.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-micro bench-micro-smoke fuzz-smoke ci
+.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-micro bench-micro-smoke fuzz-smoke fuzz ci
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -85,16 +85,21 @@ bench: deps
 	$(CARGO) build --release -p vswitch-bench -q
 	./target/release/vswitch-bench run --peer ovs $(BENCH_ARGS)
 
-# A short coverage-guided fuzz run of the parser (cargo-fuzz, libFuzzer).
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer, address sanitizer) of every
+# input from outside: packets (parse), rule text (rule), the TOML config
+# (config), control-socket requests (control) and the rte_flow arrays the
+# model e-switch reads (rte_flow_model). fuzz-smoke (CI) runs each briefly
+# from its seeds; `make fuzz FUZZ_SECONDS=600` runs each for longer.
+FUZZ_TARGETS = parse rule config control rte_flow_model
 FUZZ_SECONDS ?= 20
-fuzz-smoke: deps
+FUZZ_CARGO = $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'RUSTC_BOOTSTRAP=1 $(CARGO)')
+fuzz-smoke fuzz: deps
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	mkdir -p vswitch/fuzz/corpus/parse && cp vswitch/fuzz/seeds/parse/* vswitch/fuzz/corpus/parse/
-	cd vswitch/fuzz && if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then \
-	  $(CARGO) +nightly fuzz run parse corpus/parse -- -max_total_time=$(FUZZ_SECONDS); \
-	else \
-	  RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run parse corpus/parse -- -max_total_time=$(FUZZ_SECONDS); \
-	fi
+	cd vswitch/fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && cp seeds/$$t/* corpus/$$t/ && \
+	  $(FUZZ_CARGO) fuzz run $$t corpus/$$t -- -max_total_time=$(FUZZ_SECONDS) 2>&1 | grep -E '^Done|panicked|ERROR|SUMMARY|Failing input' ; \
+	  test $${PIPESTATUS[0]} -eq 0 || { echo "fuzz target $$t failed (see vswitch/fuzz/artifacts/$$t)"; exit 1; }; \
+	done
 
 lint: deps
 	$(CARGO) fmt --all --check

@@ -165,6 +165,8 @@ pub fn parse_match(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<(u3
                 priority = parse_u128("priority", need(name, value)?, u128::from(MAX_PRIORITY))? as u32;
                 continue;
             }
+            // What an empty match prints as (dump-flows, dump-rules).
+            "any" if value.is_none() => continue,
             "ip" => add(m, shortcut(ETH_TYPE_IPV4, None))?,
             "ipv6" => add(m, shortcut(ETH_TYPE_IPV6, None))?,
             "arp" => add(m, shortcut(ETH_TYPE_ARP, None))?,
@@ -352,6 +354,10 @@ pub fn parse_actions(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<V
         };
         out.push(action);
     }
+    if out.is_empty() {
+        // (e.g. "actions=,": found by fuzzing; it printed back as "drop")
+        return err("actions= lists no action (use actions=drop to drop)");
+    }
     if out.len() > 1 && out.contains(&Action::Drop) {
         return err("drop cannot be combined with other actions");
     }
@@ -480,6 +486,7 @@ mod tests {
         assert!(e("priority=70000 actions=drop").contains("larger"));
         assert!(e("dl_vlan=5000 actions=drop").contains("VLAN id"));
         assert!(e("ip actions=drop,output:vf0").contains("drop cannot"));
+        assert!(e("ip actions=,").contains("lists no action"), "found by fuzzing");
         let many = vec!["output:vf0"; MAX_OUTPUTS + 1].join(",");
         assert!(e(&format!("ip actions={many}")).contains("at most 32 per rule"));
         assert!(e("ip actions=mod_dl_dst:zz").contains("MAC"));
@@ -501,6 +508,10 @@ mod tests {
         );
         assert_eq!(parse_rule(&text, &ports).as_ref(), Ok(&r), "{text}");
         assert!(text.contains("in_port=vf1") && text.contains("nw_src=10.1.0.0/16"), "{text}");
+        // An empty match prints as "any", which parses back (found by fuzzing).
+        let any = parse_rule("priority=5 actions=drop", &ports).expect("rule");
+        assert_eq!(format_match(&any.matcher, &name), "any");
+        assert_eq!(parse_rule("priority=5,any actions=drop", &ports), Ok(any));
         // output:in_port (also the bare in_port action) formats and re-parses.
         for t in ["ip actions=output:in_port", "ip actions=in_port", "ip actions=output:IN_PORT"] {
             let r = parse_rule(t, &ports).expect(t);

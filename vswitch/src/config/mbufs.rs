@@ -69,6 +69,10 @@ fn preloaded(p: &PortSpec) -> u64 {
 /// The number of packets in a pcap file (record headers only), or `None`
 /// when it cannot be read as one.
 pub fn pcap_packets(path: &Path) -> Option<u64> {
+    // Regular files only: a FIFO or a device could block or never end.
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
     let mut r = BufReader::with_capacity(1 << 16, std::fs::File::open(path).ok()?);
     let mut header = [0u8; 24];
     r.read_exact(&mut header).ok()?;
@@ -117,6 +121,7 @@ mod tests {
         assert_eq!(pcap_packets(&path), Some(written));
         std::fs::write(dir.join("bad.pcap"), b"not a pcap file at all, no").expect("write");
         assert_eq!(pcap_packets(&dir.join("bad.pcap")), None);
+        assert_eq!(pcap_packets(Path::new("/dev/zero")), None, "not a regular file");
         let port = |devargs: String| PortSpec {
             name: "p".into(),
             devargs,

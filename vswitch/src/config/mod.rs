@@ -307,7 +307,11 @@ impl Config {
 /// A TOML syntax or schema error, located.
 fn syntax_error(ctx: &Ctx<'_>, e: &toml::de::Error) -> ConfigError {
     let line = e.span().map_or(0, |s| ctx.line_of(s.start));
-    let mut msg = e.message().to_owned();
+    let mut msg = e.message().trim().to_owned();
+    if msg.is_empty() {
+        // Some toml errors carry only a position (found by fuzzing).
+        msg = "not valid TOML here".to_owned();
+    }
     if msg.starts_with("unknown field `rules`") {
         msg.push_str(" (in TOML, top-level keys such as `rules` must come before the first [table] or [[port]])");
     }
@@ -405,11 +409,14 @@ rules = [
             (format!("{base}mac = \"02:00:00:00:01\"\n"), 5, "port.mac"),
             ("[[port]]\nname = \"vf0\"\nrole = \"uplink\"\n".to_owned(), 2, "port.devargs"),
             ("x = [\n".to_owned(), 2, "syntax"),
+            // A NUL in a comment: toml gives no message (found by fuzzing).
+            (format!("{base}# a comment \u{0}\n"), 5, "syntax"),
         ];
         for (text, line, field) in cases {
             let e = Config::parse(&text, "f.toml").expect_err(&text);
             assert_eq!((e.line, e.field.as_str()), (line, field), "{e}\n---\n{text}");
             assert!(e.to_string().starts_with(&format!("f.toml:{line}: {field}: ")), "{e}");
+            assert!(!e.message.is_empty(), "{e:?}");
         }
     }
 

@@ -147,18 +147,37 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlError {
     move |source| ControlError::Io { what, source }
 }
 
-/// The reply to one request line (always a JSON object).
-pub fn reply_to(line: &str, switch: &Switch, config_path: Option<&Path>) -> Value {
-    match serde_json::from_str::<Request>(line.trim()) {
-        Ok(req) => match execute(&req, switch, config_path) {
-            Ok(result) => json!({"ok": true, "result": result}),
-            Err(e) => json!({"ok": false, "error": e.to_string()}),
-        },
-        Err(e) => json!({"ok": false, "error": format!("bad request (expected {{\"cmd\": ...}} JSON): {e}")}),
-    }
+/// The reply line (a JSON object and a newline) to one request's bytes
+/// (without its newline): the size, the text, the JSON and the request are
+/// checked here, then `execute` answers it. The control socket passes the
+/// switch's dispatch; the fuzz target passes a stand-in.
+pub fn respond(request: &[u8], execute: impl FnOnce(&Request) -> Result<Value, ControlError>) -> String {
+    let reply = if request.len() > MAX_REQUEST {
+        json!({"ok": false, "error": format!("request longer than {MAX_REQUEST} bytes")})
+    } else {
+        match std::str::from_utf8(request) {
+            Err(_) => json!({"ok": false, "error": "the request is not UTF-8 text"}),
+            Ok(line) => match serde_json::from_str::<Request>(line.trim()) {
+                Ok(req) => match execute(&req) {
+                    Ok(result) => json!({"ok": true, "result": result}),
+                    Err(e) => json!({"ok": false, "error": e.to_string()}),
+                },
+                Err(e) => {
+                    json!({"ok": false, "error": format!("bad request (expected {{\"cmd\": ...}} JSON): {e}")})
+                }
+            },
+        }
+    };
+    let mut text = reply.to_string();
+    text.push('\n');
+    text
 }
 
-fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result<Value, ControlError> {
+/// Answers one request with the switch (what the control socket runs).
+///
+/// # Errors
+/// What the switch refused, with the reason.
+pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result<Value, ControlError> {
     let nonempty = |s: &str, what: &str| {
         if s.trim().is_empty() {
             Err(ControlError::Usage(format!("{} needs {what}", req.name())))

@@ -4,7 +4,7 @@
 //! reply be taken within [`REPLY_DEADLINE`], and a stop never waits on a
 //! client: every wait is sliced and checks the stop flag.
 
-use super::{io, reply_to, ControlError, MAX_REQUEST};
+use super::{execute, io, respond, ControlError, MAX_REQUEST};
 use crate::datapath::Switch;
 use crate::dpdk::os;
 use crate::ratelimit::RateLimited;
@@ -153,19 +153,17 @@ impl Connection {
         stream.set_nonblocking(false).map_err(io("control connection"))?;
         stream.set_read_timeout(Some(SLICE)).map_err(io("control connection"))?;
         stream.set_write_timeout(Some(SLICE)).map_err(io("control connection"))?;
-        let reply = match self.read_request(&mut stream)? {
+        let text = match self.read_request(&mut stream)? {
             None => return Ok(()),
-            Some(Ok(line)) => reply_to(&line, &self.switch, self.config_path.as_deref()),
-            Some(Err(why)) => json!({"ok": false, "error": why}),
+            Some(Ok(bytes)) => respond(&bytes, |req| execute(req, &self.switch, self.config_path.as_deref())),
+            Some(Err(why)) => format!("{}\n", json!({"ok": false, "error": why})),
         };
-        let mut text = reply.to_string();
-        text.push('\n');
         self.write_reply(&mut stream, text.as_bytes())
     }
 
     /// The request line; `None` when the client went away or the daemon is
     /// stopping; `Some(Err)` with what to tell the client.
-    fn read_request(&self, stream: &mut UnixStream) -> Result<Option<Result<String, String>>, ControlError> {
+    fn read_request(&self, stream: &mut UnixStream) -> Result<Option<Result<Vec<u8>, String>>, ControlError> {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
@@ -197,10 +195,8 @@ impl Connection {
                 Err(e) => return Err(io("reading the request")(e)),
             }
         }
-        if buf.len() > MAX_REQUEST {
-            return Ok(Some(Err(format!("request longer than {MAX_REQUEST} bytes"))));
-        }
-        Ok(Some(String::from_utf8(buf).map_err(|_| "the request is not UTF-8 text".to_owned())))
+        // (Size and text are checked by `respond`.)
+        Ok(Some(Ok(buf)))
     }
 
     /// Writes the reply in slices until it is taken, the deadline passes or
