@@ -413,10 +413,29 @@ pub fn format_match(m: &Match, port_name: &dyn Fn(u32) -> String) -> String {
         parts.push(format!("in_port={}", port_name(m.key.in_port())));
         rest.set(Field::InPort, 0);
     }
+    // ICMP type and code live in the transport ports' fields: say them as
+    // the parser takes them (tp_src/tp_dst need TCP, UDP or SCTP; found by
+    // fuzzing).
+    let proto = (m.mask.get(Field::IpProto) == 0xff).then(|| m.key.ip_proto());
+    let icmp = match proto {
+        Some(IPPROTO_ICMP) => Some("icmp"),
+        Some(IPPROTO_ICMPV6) => Some("icmpv6"),
+        _ => None,
+    };
+    let mut icmp_parts = Vec::new();
+    if let Some(icmp) = icmp {
+        for (field, what) in [(Field::TpSrc, "type"), (Field::TpDst, "code")] {
+            if m.mask.get(field) == 0xff {
+                icmp_parts.push(format!("{icmp}_{what}={}", m.key.get(field) & 0xff));
+                rest.set(field, 0);
+            }
+        }
+    }
     let tail = crate::packet::key::format_match(&m.key, &rest);
-    if tail != "any" || parts.is_empty() {
+    if tail != "any" || (parts.is_empty() && icmp_parts.is_empty()) {
         parts.push(tail);
     }
+    parts.extend(icmp_parts);
     parts.join(",")
 }
 
@@ -508,6 +527,13 @@ mod tests {
         );
         assert_eq!(parse_rule(&text, &ports).as_ref(), Ok(&r), "{text}");
         assert!(text.contains("in_port=vf1") && text.contains("nw_src=10.1.0.0/16"), "{text}");
+        // ICMP type and code print as such (found by fuzzing).
+        for t in ["icmp,icmp_type=8,icmp_code=0 actions=drop", "icmp6,icmpv6_type=135 actions=drop"] {
+            let r = parse_rule(t, &ports).expect(t);
+            let text = format!("{} actions=drop", format_match(&r.matcher, &name));
+            assert!(text.contains("icmp"), "{text}");
+            assert_eq!(parse_rule(&text, &ports).map(|x| x.matcher), Ok(r.matcher), "{text}");
+        }
         // An empty match prints as "any", which parses back (found by fuzzing).
         let any = parse_rule("priority=5 actions=drop", &ports).expect("rule");
         assert_eq!(format_match(&any.matcher, &name), "any");
