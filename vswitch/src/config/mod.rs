@@ -315,7 +315,13 @@ fn syntax_error(ctx: &Ctx<'_>, e: &toml::de::Error) -> ConfigError {
     if msg.starts_with("unknown field `rules`") {
         msg.push_str(" (in TOML, top-level keys such as `rules` must come before the first [table] or [[port]])");
     }
-    let field = msg.split('`').nth(1).filter(|_| msg.starts_with("unknown field")).unwrap_or("syntax").to_owned();
+    // (An empty key, `'' = 1`, names no field: found by fuzzing.)
+    let field = msg
+        .split('`')
+        .nth(1)
+        .filter(|f| msg.starts_with("unknown field") && !f.is_empty())
+        .unwrap_or("syntax")
+        .to_owned();
     ctx.error_at(line, &field, msg)
 }
 
@@ -411,6 +417,8 @@ rules = [
             ("x = [\n".to_owned(), 2, "syntax"),
             // A NUL in a comment: toml gives no message (found by fuzzing).
             (format!("{base}# a comment \u{0}\n"), 5, "syntax"),
+            // An empty key names no field (found by fuzzing).
+            ("'' = '1'\n".to_owned(), 1, "syntax"),
         ];
         for (text, line, field) in cases {
             let e = Config::parse(&text, "f.toml").expect_err(&text);

@@ -178,6 +178,8 @@ pub struct Engine {
     /// current one (their fair share: a flood on one port cannot take the
     /// whole budget).
     upcall_reserve: usize,
+    /// Packets of the last burst that missed both caches.
+    burst_misses: usize,
     rng: u64,
     // Per-burst scratch, kept to avoid re-initialising on every burst.
     keys: Box<[FlowKey; BURST]>,
@@ -208,6 +210,7 @@ impl Engine {
             idle_ticks: (s.config.idle_timeout.as_secs_f64() * hz as f64) as u64,
             upcalls_left: s.config.upcall_budget,
             upcall_reserve: 0,
+            burst_misses: 0,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (s.index as u64 + 1),
             emc: Emc::new(s.config.emc_entries.max(WAYS_MIN)),
             tun: TunnelCtx::new(s.underlay, phys, s.uplink),
@@ -257,6 +260,11 @@ impl Engine {
     pub(crate) fn underlay_for_tests(&mut self, u: &Arc<Underlay>) {
         let phys = self.mtus.len();
         self.tun = TunnelCtx::new(Arc::clone(u), phys, vec![false, false, true]);
+    }
+
+    /// Packets of the last burst that missed both caches (new flows).
+    pub fn burst_misses(&self) -> usize {
+        self.burst_misses
     }
 
     /// Live megaflows.
@@ -480,6 +488,7 @@ impl Engine {
     /// their megaflows, within the iteration's upcall budget (the excess is
     /// dropped and counted).
     pub fn stage_upcall<P>(&mut self, pending: u64, pkts: &mut Packets<P>, now: u64) {
+        self.burst_misses = pending.count_ones() as usize;
         for i in Bits(pending) {
             // A flow installed for an earlier packet of this burst may cover it.
             if let Some(h) = self.dpcls.lookup(&self.keys[i]).filter(|h| self.flows.is_live(*h)) {

@@ -197,13 +197,13 @@ impl Pmd {
                 }
                 let (port, rxq) = &mut self.rxqs[q];
                 if self.paused.get(*port as usize).copied().unwrap_or(false) {
-                    fair.charge(q, 0, false);
+                    fair.charge(q, 0, false, false);
                     continue;
                 }
                 let t0 = rdtsc();
                 let n = rxq.rx_burst_up_to(&mut burst, RX_BURST);
                 if n == 0 {
-                    fair.charge(q, 0, false);
+                    fair.charge(q, 0, false, false);
                     continue;
                 }
                 received += n;
@@ -219,7 +219,8 @@ impl Pmd {
                 for p in pkts.iter_mut().take(k) {
                     *p = None;
                 }
-                fair.charge(q, rdtsc().wrapping_sub(t0), n == RX_BURST);
+                let new_flows = self.engine.burst_misses() * 2 > n;
+                fair.charge(q, rdtsc().wrapping_sub(t0), n == RX_BURST, new_flows);
             }
             fair.end_iteration();
             self.flush_all();
