@@ -232,3 +232,22 @@ fn every_exit_cleans_what_the_daemon_created_and_only_that() {
     assert!(d.ctl_json(&["show"]).is_ok());
     d.stop();
 }
+
+/// route-add refuses a gateway off the uplink's connected prefixes (it would
+/// be resolved by ARP for an address nobody answers for), and the uplink's
+/// own address; an on-link gateway is taken.
+#[test]
+fn route_add_refuses_off_link_gateways() {
+    let dir = TempDir::new("offlink");
+    let cfg = config(&dir, None, "")
+        .replace("devargs = \"net_null_c1,no-rx=1\"\n", "devargs = \"net_null_c1,no-rx=1\"\nip = \"198.18.0.1/24\"\n");
+    let d = Daemon::start(&dir.0, &cfg);
+    let e = d.ctl_json(&["route-add", "10.9.0.0/16", "via", "198.19.0.254", "uplink0"]).expect_err("off-link");
+    assert!(e.contains("not on a connected prefix of uplink0 (198.18.0.0/24)"), "{e}");
+    let e = d.ctl_json(&["route-add", "10.9.0.0/16", "via", "198.18.0.1", "uplink0"]).expect_err("own address");
+    assert!(e.contains("uplink0's own address"), "{e}");
+    d.ctl_json(&["route-add", "10.9.0.0/16", "via", "198.18.0.254", "uplink0"]).expect("on-link");
+    let underlay = d.ctl_json(&["dump-underlay"]).expect("dump-underlay");
+    assert!(underlay.to_string().contains("10.9.0.0/16"), "{underlay}");
+    d.stop();
+}
