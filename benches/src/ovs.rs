@@ -54,6 +54,11 @@ impl Ovs {
             }
         }
         let dir = work.join("ovs");
+        // The harness's own directory: a database left by an earlier run
+        // (ovsdb-tool refuses to create over it) goes.
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
         std::fs::create_dir_all(&dir)?;
         let prefix = format!("vsbovs{}", std::process::id());
         let mut ovs = Self { dir, prefix, vdevs: std::cell::Cell::new(0), version: String::new() };
