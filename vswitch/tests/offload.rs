@@ -316,13 +316,18 @@ fn probe_offload_reports_the_driver_and_the_model_per_rule_shape() {
     );
     let path = dir.path("probe.toml");
     std::fs::write(&path, config(&dir, &["priority=1 actions=drop"], "", &ports)).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vswitchd"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_vswitchd"))
         .arg("--probe-offload")
         .arg(&path)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run vswitchd --probe-offload");
+    let runtime = format!("/var/run/dpdk/vswitchd-{}", child.id());
+    let out = child.wait_with_output().expect("vswitchd --probe-offload");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!std::path::Path::new(&runtime).exists(), "the probe left DPDK's runtime directory {runtime}");
     assert!(text.contains("ethdev ports uplink0=0 vf0=1"), "uplink probed first: {text}");
     let section = |head: &str| -> Vec<String> {
         text.lines()

@@ -99,8 +99,6 @@ fn run(args: Args) -> Result<()> {
     // Whatever happens from here on, leave nothing of ours behind: the
     // generated traffic now, the socket and DPDK's runtime directory once
     // they are ours (never another daemon's).
-    let runtime_dir = eal_prefix(&config.eal_args).map(|p| PathBuf::from(format!("/var/run/dpdk/{p}")));
-    let runtime_existed = runtime_dir.as_ref().is_some_and(|d| d.exists());
     let mut cleanup = Cleanup { paths: vec![run_dir.clone()] };
     let pcaps = generate_traffic(&config, &run_dir)?;
     match os::raise_nofile_limit() {
@@ -113,15 +111,7 @@ fn run(args: Args) -> Result<()> {
     let socket_path = config.socket.clone();
     let metrics_addr = config.metrics;
     let interval = config.stats_interval;
-    let eal = vswitch::dpdk::EalBuilder::new("vswitchd").args(config.eal_args.iter().cloned()).init();
-    // DPDK's runtime directory is ours once EAL holds it, or when a failed
-    // start created it; one that was there before a failure is another's.
-    if let Some(dir) = &runtime_dir {
-        if eal.is_ok() || !runtime_existed {
-            cleanup.paths.push(dir.clone());
-        }
-    }
-    let eal = eal.context("starting DPDK (EAL)")?;
+    let eal = start_eal("vswitchd", &config.eal_args, &mut cleanup)?;
     let switch = Arc::new(Switch::start(&eal, config, &pcaps, None)?);
     let _metrics = match metrics_addr {
         Some(addr) => {
@@ -271,6 +261,21 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
     )
 }
 
+/// Starts EAL. DPDK's runtime directory becomes the cleanup's once EAL
+/// holds it, or when a failed start created it; one that was there before a
+/// failure is another process's and stays.
+fn start_eal(name: &str, args: &[String], cleanup: &mut Cleanup) -> Result<vswitch::dpdk::Eal> {
+    let runtime_dir = eal_prefix(args).map(|p| PathBuf::from(format!("/var/run/dpdk/{p}")));
+    let existed = runtime_dir.as_ref().is_some_and(|d| d.exists());
+    let eal = vswitch::dpdk::EalBuilder::new(name).args(args.iter().cloned()).init();
+    if let Some(dir) = runtime_dir {
+        if eal.is_ok() || !existed {
+            cleanup.paths.push(dir);
+        }
+    }
+    eal.context("starting DPDK (EAL)")
+}
+
 /// The EAL file prefix in `args`: `--file-prefix=X` or `--file-prefix X`.
 fn eal_prefix(args: &[String]) -> Option<String> {
     args.iter().enumerate().find_map(|(i, a)| match a.strip_prefix("--file-prefix") {
@@ -305,12 +310,9 @@ fn probe_offload(path: &std::path::Path) -> Result<()> {
     let config = Config::load(path)?;
     // Generated-traffic ports open on their pcap like in a run.
     let run_dir = std::env::temp_dir().join(format!("vswitchd-probe-{}", std::process::id()));
-    let _cleanup = Cleanup { paths: vec![run_dir.clone()] };
+    let mut cleanup = Cleanup { paths: vec![run_dir.clone()] };
     let pcaps = generate_traffic(&config, &run_dir)?;
-    let eal = vswitch::dpdk::EalBuilder::new("vswitchd-probe")
-        .args(config.eal_args.iter().cloned())
-        .init()
-        .context("starting DPDK (EAL)")?;
+    let eal = start_eal("vswitchd-probe", &config.eal_args, &mut cleanup)?;
     let mut ports = Vec::new();
     // Uplinks first: on a switchdev NIC the uplink's probe creates the representors.
     let mut order: Vec<(usize, &vswitch::config::PortSpec)> = config.ports.iter().enumerate().collect();
