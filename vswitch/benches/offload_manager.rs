@@ -18,7 +18,7 @@ use vswitch::offloading::manager::{Manager, ManagerSetup};
 use vswitch::offloading::translate::PortFacts;
 use vswitch::ofrule::parse_rule;
 use vswitch::packet::parse;
-use vswitch::underlay::{LocalAddress, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
+use vswitch::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
 
 const NAMES: [&str; 4] = ["vf0", "vf1", "uplink0", "vxlan0"];
 const FLOWS: u32 = 16_384;
@@ -32,8 +32,10 @@ fn underlay() -> Arc<Underlay> {
         via: None,
         port: 2,
         source: RouteSource::Connected,
+        metric: 0,
     });
-    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: [2, 0, 0, 0, 0, 0xbb], port: 2, is_static: true });
+    t.neighbours
+        .insert(ip("198.18.0.2"), Neighbour { mac: [2, 0, 0, 0, 0, 0xbb], port: 2, source: NeighSource::Config });
     t.tunnels.push(Tunnel {
         name: "vxlan0".into(),
         number: 3,

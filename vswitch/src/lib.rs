@@ -10,6 +10,7 @@ pub mod control;
 pub mod datapath;
 pub mod dpdk;
 pub mod flow;
+pub mod kernel;
 pub mod metrics;
 pub(crate) mod named_enum;
 pub mod net;

@@ -65,7 +65,21 @@ impl RouteSource {
     }
 }
 
-/// A route: prefix -> uplink, optionally through a gateway.
+impl RouteSource {
+    /// Which source wins for one prefix: an operator's route (config or
+    /// vswitchctl) over the kernel's, the kernel's over a connected one.
+    fn rank(self) -> u8 {
+        match self {
+            RouteSource::Connected => 0,
+            RouteSource::Kernel => 1,
+            RouteSource::Config | RouteSource::Control => 2,
+        }
+    }
+}
+
+/// A route: prefix -> uplink, optionally through a gateway. A kernel route
+/// with several next hops (ECMP) is one `Route` per next hop, same prefix
+/// and metric.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Route {
     pub prefix: Prefix,
@@ -73,6 +87,34 @@ pub struct Route {
     /// Uplink port number.
     pub port: u32,
     pub source: RouteSource,
+    /// The kernel's metric (priority); 0 for every other source. Lower wins
+    /// among routes of one prefix and source.
+    pub metric: u32,
+}
+
+/// Where a neighbour entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeighSource {
+    /// The configuration file.
+    Config,
+    /// `vswitchctl neigh-add`.
+    Control,
+    /// The kernel's neighbour table (netlink).
+    Kernel,
+    /// Our own ARP / neighbour discovery.
+    Learned,
+}
+
+impl NeighSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NeighSource::Config => "config",
+            NeighSource::Control => "control",
+            NeighSource::Kernel => "kernel",
+            NeighSource::Learned => "learned",
+        }
+    }
 }
 
 /// A neighbour entry.
@@ -81,8 +123,15 @@ pub struct Neighbour {
     #[serde(serialize_with = "ser_mac")]
     pub mac: [u8; 6],
     pub port: u32,
-    /// Configured (never replaced by ARP) or learned.
-    pub is_static: bool,
+    pub source: NeighSource,
+}
+
+impl Neighbour {
+    /// Set by an operator (config or vswitchctl): neither the kernel nor
+    /// ARP replaces it.
+    pub fn is_static(&self) -> bool {
+        matches!(self.source, NeighSource::Config | NeighSource::Control)
+    }
 }
 
 fn ser_mac<S: serde::Serializer>(mac: &[u8; 6], s: S) -> Result<S::Ok, S::Error> {
@@ -128,6 +177,22 @@ pub struct Tables {
     pub routes: Vec<Route>,
     pub neighbours: BTreeMap<IpAddr, Neighbour>,
     pub locals: Vec<LocalAddress>,
+    /// Kernel routes not used, with why (for route-show); empty unless the
+    /// underlay follows the kernel.
+    pub ignored_routes: Vec<IgnoredRoute>,
+    /// The kernel follower's status, when it runs.
+    pub kernel: Option<crate::kernel::KernelStatus>,
+}
+
+/// A kernel route the switch does not use, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredRoute {
+    pub prefix: String,
+    pub via: Option<IpAddr>,
+    /// The kernel interface, by name (or index when unknown).
+    pub dev: String,
+    pub metric: u32,
+    pub why: String,
 }
 
 /// The shared underlay.
@@ -139,13 +204,34 @@ pub struct Underlay {
 
 impl Tables {
     /// Longest-prefix match: (uplink port, next hop).
+    ///
+    /// Among routes of the longest matching prefix, an operator's (config,
+    /// vswitchctl) beats the kernel's, the kernel's beats a connected one,
+    /// and the lowest metric wins. Several next hops left (ECMP): they are
+    /// ordered by (uplink port, gateway) and `dst` hashed (FNV-1a over its
+    /// bytes) picks one, so a remote VTEP keeps its next hop as long as the
+    /// set does not change, in every run.
     pub fn route(&self, dst: IpAddr) -> Option<(u32, IpAddr)> {
-        self.routes
+        let best = self
+            .routes
             .iter()
             .filter(|r| r.prefix.contains(dst))
-            // Longest prefix; on a tie any other route beats a connected one.
-            .max_by_key(|r| (r.prefix.len, r.source != RouteSource::Connected))
+            .map(|r| (r.prefix.len, r.source.rank(), std::cmp::Reverse(r.metric)))
+            .max()?;
+        let mut hops: Vec<(u32, IpAddr)> = self
+            .routes
+            .iter()
+            .filter(|r| r.prefix.contains(dst) && (r.prefix.len, r.source.rank(), std::cmp::Reverse(r.metric)) == best)
             .map(|r| (r.port, r.via.unwrap_or(dst)))
+            .collect();
+        hops.sort_unstable();
+        hops.dedup();
+        let pick = match hops.len() {
+            0 => return None,
+            1 => 0,
+            n => (fnv1a(dst) % n as u64) as usize,
+        };
+        Some(hops[pick])
     }
 
     /// The local address on `port` of `dst`'s family.
@@ -183,6 +269,15 @@ impl Tables {
     }
 }
 
+/// FNV-1a over an address's bytes: the ECMP choice (stable across runs).
+fn fnv1a(ip: IpAddr) -> u64 {
+    let bytes: Vec<u8> = match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 impl Underlay {
     /// Creates the underlay with its tables.
     pub fn new(tables: Tables) -> Self {
@@ -212,15 +307,16 @@ impl Underlay {
     }
 
     /// Learns `ip -> mac` on `port` (ARP reply or request from a neighbour).
-    /// Static entries are kept. Returns whether anything changed.
+    /// Static and kernel entries are kept. Returns whether anything changed.
     pub fn learn(&self, ip: IpAddr, mac: [u8; 6], port: u32) -> bool {
+        let kept = |n: &Neighbour| n.source != NeighSource::Learned;
         let known = self.read(|t| t.neighbours.get(&ip).copied());
-        if known.is_some_and(|n| n.is_static || (n.mac == mac && n.port == port)) {
+        if known.is_some_and(|n| kept(&n) || (n.mac == mac && n.port == port)) {
             return false;
         }
         self.write(|t| {
-            let entry = Neighbour { mac, port, is_static: false };
-            let changed = t.neighbours.get(&ip) != Some(&entry) && !t.neighbours.get(&ip).is_some_and(|n| n.is_static);
+            let entry = Neighbour { mac, port, source: NeighSource::Learned };
+            let changed = t.neighbours.get(&ip) != Some(&entry) && !t.neighbours.get(&ip).is_some_and(kept);
             if changed {
                 t.neighbours.insert(ip, entry);
             }
@@ -241,18 +337,26 @@ mod tests {
         let mut t = Tables::default();
         t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 1, mac: [2, 0, 0, 0, 1, 1], mtu: 1500 });
         let p = |s: &str| s.parse::<Prefix>().expect("prefix");
-        t.routes.push(Route { prefix: p("198.18.0.0/24"), via: None, port: 1, source: RouteSource::Connected });
+        t.routes.push(Route {
+            prefix: p("198.18.0.0/24"),
+            via: None,
+            port: 1,
+            source: RouteSource::Connected,
+            metric: 0,
+        });
         t.routes.push(Route {
             prefix: p("10.0.0.0/8"),
             via: Some(ip("198.18.0.254")),
             port: 1,
             source: RouteSource::Config,
+            metric: 0,
         });
         t.routes.push(Route {
             prefix: p("10.1.0.0/16"),
             via: Some(ip("198.18.0.253")),
             port: 1,
             source: RouteSource::Config,
+            metric: 0,
         });
         t.tunnels.push(Tunnel {
             name: "vxlan0".into(),
@@ -277,7 +381,8 @@ mod tests {
             t.resolve(&tun, None).map(|r| r.uplink),
             Err(Unresolved::NoNeighbour { next_hop: ip("198.18.0.253"), port: 1, local: ip("198.18.0.1") })
         );
-        t.neighbours.insert(ip("198.18.0.253"), Neighbour { mac: [2, 0, 0, 0, 9, 9], port: 1, is_static: true });
+        t.neighbours
+            .insert(ip("198.18.0.253"), Neighbour { mac: [2, 0, 0, 0, 9, 9], port: 1, source: NeighSource::Config });
         let r = t.resolve(&tun, None).expect("resolved");
         assert_eq!((r.uplink, r.template.spec().vni, r.template.spec().eth_dst), (1, 100, [2, 0, 0, 0, 9, 9]));
         let mut flow_based = tun.clone();
@@ -290,6 +395,41 @@ mod tests {
     }
 
     #[test]
+    fn sources_metrics_and_ecmp_choose_deterministically() {
+        let mut t = tables();
+        let p = |s: &str| s.parse::<Prefix>().expect("prefix");
+        let kernel = |prefix: &str, via: &str, port: u32, metric: u32| Route {
+            prefix: p(prefix),
+            via: Some(ip(via)),
+            port,
+            source: RouteSource::Kernel,
+            metric,
+        };
+        // The operator's 10.1.0.0/16 beats the kernel's same prefix.
+        t.routes.push(kernel("10.1.0.0/16", "198.18.0.9", 1, 0));
+        assert_eq!(t.route(ip("10.1.2.3")), Some((1, ip("198.18.0.253"))));
+        // Among kernel routes the lowest metric wins.
+        t.routes.push(kernel("10.5.0.0/16", "198.18.0.20", 1, 20));
+        t.routes.push(kernel("10.5.0.0/16", "198.18.0.10", 1, 10));
+        assert_eq!(t.route(ip("10.5.0.1")), Some((1, ip("198.18.0.10"))));
+        // ECMP: two next hops of one metric; the choice depends only on the
+        // destination and the set, not on the order the routes came in.
+        t.routes.push(kernel("10.6.0.0/16", "198.18.0.31", 1, 0));
+        t.routes.push(kernel("10.6.0.0/16", "198.18.1.32", 2, 0));
+        let mut reversed = Tables { routes: t.routes.clone(), ..Tables::default() };
+        reversed.routes.reverse();
+        let mut used = std::collections::BTreeSet::new();
+        for i in 0..64u8 {
+            let dst = IpAddr::from([10, 6, 1, i]);
+            let hop = t.route(dst).expect("routed");
+            assert_eq!(reversed.route(dst), Some(hop), "order of arrival does not matter");
+            assert_eq!(t.route(dst), Some(hop), "stable");
+            used.insert(hop);
+        }
+        assert_eq!(used.len(), 2, "64 remotes spread over both next hops: {used:?}");
+    }
+
+    #[test]
     fn learning_bumps_the_generation_and_keeps_static_entries() {
         let u = Underlay::new(tables());
         let g = u.generation();
@@ -299,9 +439,9 @@ mod tests {
         assert!(!u.learn(ip("198.18.0.2"), [2, 0, 0, 0, 0, 2], 1), "same entry: no change");
         assert_eq!(u.generation(), g);
         u.write(|t| {
-            t.neighbours.insert(ip("198.18.0.3"), Neighbour { mac: [1; 6], port: 1, is_static: true });
+            t.neighbours.insert(ip("198.18.0.3"), Neighbour { mac: [1; 6], port: 1, source: NeighSource::Kernel });
             ((), true)
         });
-        assert!(!u.learn(ip("198.18.0.3"), [2; 6], 1), "static entries are not replaced by ARP");
+        assert!(!u.learn(ip("198.18.0.3"), [2; 6], 1), "kernel entries are not replaced by ARP");
     }
 }

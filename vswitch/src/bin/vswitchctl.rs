@@ -50,10 +50,94 @@ fn run(args: &Args) -> Result<()> {
             }
         }
         Request::DumpUnderlay => print_underlay(&result),
+        Request::RouteShow => print_routes(&result),
+        Request::NeighShow => print_neighbours(&result),
         Request::OffloadShow => print_offload(&result),
         _ => println!("{}", serde_json::to_string(&result)?),
     }
     Ok(())
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+fn print_routes(result: &Value) {
+    println!("{:<28} {:<28} {:<12} {:<10} {:>8}", "prefix", "via", "dev", "source", "metric");
+    for r in result["routes"].as_array().into_iter().flatten() {
+        println!(
+            "{:<28} {:<28} {:<12} {:<10} {:>8}",
+            text(&r["prefix"]),
+            text(&r["via"]),
+            text(&r["port"]),
+            text(&r["source"]),
+            r["metric"]
+        );
+    }
+    let kernel = &result["kernel"];
+    if kernel.is_null() {
+        println!("(the kernel's routes are not followed: [underlay] routes = \"{}\")", text(&result["mode"]));
+        return;
+    }
+    let ignored = result["ignored"].as_array().map_or(0, Vec::len);
+    let total = u(&kernel["ignored_routes"]);
+    if total > 0 {
+        println!("kernel routes not used ({total}{}):", if total as usize > ignored { ", first listed" } else { "" });
+        for r in result["ignored"].as_array().into_iter().flatten() {
+            let via = r["via"].as_str().map(|v| format!(" via {v}")).unwrap_or_default();
+            println!(
+                "  {}{via} dev {} metric {}: {}",
+                text(&r["prefix"]),
+                text(&r["dev"]),
+                r["metric"],
+                text(&r["why"])
+            );
+        }
+    }
+    print_kernel(kernel);
+}
+
+fn print_kernel(kernel: &Value) {
+    let uplinks: Vec<String> = kernel["uplinks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            let state = match (u[2].as_u64(), u[3].as_bool()) {
+                (None, _) => "absent".to_owned(),
+                (Some(i), Some(true)) => format!("ifindex {i}, up"),
+                (Some(i), _) => format!("ifindex {i}, down"),
+            };
+            format!("{}={} ({state})", text(&u[0]), text(&u[1]))
+        })
+        .collect();
+    let c = &kernel["counters"];
+    println!(
+        "kernel: table {}, {}; {} routes, {} neighbours held; {} messages, {} bad, {} unknown family, \
+         {} other table, {} overruns, {} resyncs, {} dump errors; {} neighbours on other interfaces",
+        kernel["table"],
+        uplinks.join(", "),
+        u(&kernel["kernel_routes"]),
+        u(&kernel["kernel_neighbours"]),
+        u(&c["messages"]),
+        u(&c["bad_messages"]),
+        u(&c["unknown_family"]),
+        u(&c["other_table"]),
+        u(&c["overruns"]),
+        u(&c["resyncs"]),
+        u(&c["dump_errors"]),
+        u(&kernel["ignored_neighbours"]),
+    );
+}
+
+fn print_neighbours(result: &Value) {
+    println!("{:<28} {:<18} {:<12} {:<10}", "ip", "lladdr", "dev", "source");
+    for n in result["neighbours"].as_array().into_iter().flatten() {
+        println!("{:<28} {:<18} {:<12} {:<10}", text(&n["ip"]), text(&n["mac"]), text(&n["port"]), text(&n["source"]));
+    }
+    if !result["kernel"].is_null() {
+        print_kernel(&result["kernel"]);
+    }
 }
 
 fn print_underlay(result: &Value) {
@@ -67,7 +151,7 @@ fn print_underlay(result: &Value) {
         );
     }
     for n in result["neighbours"].as_array().into_iter().flatten() {
-        let kind = if n["static"].as_bool() == Some(true) { "static" } else { "learned" };
+        let kind = n["source"].as_str().unwrap_or("");
         println!(
             "neighbour {} lladdr {} dev {} {kind}",
             n["ip"].as_str().unwrap_or(""),

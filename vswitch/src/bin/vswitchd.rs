@@ -113,6 +113,7 @@ fn run(args: Args) -> Result<()> {
     let interval = config.stats_interval;
     let eal = start_eal("vswitchd", &config.eal_args, &mut cleanup)?;
     let switch = Arc::new(Switch::start(&eal, config, &pcaps, None)?);
+    let kernel = vswitch::kernel::Follower::start(Arc::clone(&switch)).context("following the kernel's underlay")?;
     let _metrics = match metrics_addr {
         Some(addr) => {
             let server = vswitch::metrics::install(addr)?;
@@ -160,6 +161,9 @@ fn run(args: Args) -> Result<()> {
     tracing::info!("stopping");
     control_stop.store(true, Ordering::SeqCst);
     let _ = control.join();
+    if let Some(k) = kernel {
+        k.stop();
+    }
     let (final_stats, offload) = match Arc::try_unwrap(switch) {
         Ok(sw) => {
             let r = sw.shutdown();

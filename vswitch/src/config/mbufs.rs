@@ -131,6 +131,7 @@ mod tests {
             generate: None,
             switch_domain: None,
             mac: None,
+            kernel_ifname: None,
             line: 1,
         };
         let ports = vec![

@@ -90,6 +90,9 @@ pub struct PortSpec {
     /// encapsulation source, the decapsulated frames' destination); the
     /// device's own when absent.
     pub mac: Option<[u8; 6]>,
+    /// The kernel interface an uplink stands for: its routes and neighbours
+    /// are this uplink's when the underlay follows the kernel.
+    pub kernel_ifname: Option<String>,
     pub line: usize,
 }
 
@@ -171,6 +174,8 @@ pub struct Config {
     pub ports: Vec<PortSpec>,
     /// Tunnel ports; their datapath numbers follow the ports'.
     pub tunnels: Vec<TunnelSpec>,
+    /// `[underlay]`: where routes come from.
+    pub underlay: crate::kernel::UnderlaySpec,
     pub routes: Vec<RouteSpec>,
     pub neighbours: Vec<NeighbourSpec>,
     pub rules: Vec<ConfiguredRule>,
@@ -195,8 +200,18 @@ impl Config {
     /// refused rather than resolved against a numbering the switch lacks.
     pub fn reload_diff(&self, new: &Config) -> ReloadDiff {
         let mut d = ReloadDiff::default();
-        let port =
-            |p: &PortSpec| (p.name.clone(), p.devargs.clone(), p.role, p.mtu, p.ip.clone(), p.mac, p.switch_domain);
+        let port = |p: &PortSpec| {
+            (
+                p.name.clone(),
+                p.devargs.clone(),
+                p.role,
+                p.mtu,
+                p.ip.clone(),
+                p.mac,
+                p.switch_domain,
+                p.kernel_ifname.clone(),
+            )
+        };
         let (old_ports, new_ports): (Vec<_>, Vec<_>) =
             (self.ports.iter().map(port).collect(), new.ports.iter().map(port).collect());
         if old_ports != new_ports {
@@ -216,6 +231,7 @@ impl Config {
             (c.pmd_cores.clone(), c.idle_timeout, c.upcall_budget, c.emc_entries, c.emc_insert_inv_prob, c.max_flows)
         };
         for (differs, section) in [
+            (self.underlay != new.underlay, "underlay"),
             (self.routes != new.routes, "route"),
             (self.neighbours != new.neighbours, "neighbour"),
             (datapath(self) != datapath(new) || self.mbufs != new.mbufs, "datapath"),
@@ -267,7 +283,17 @@ impl Config {
         let metrics = datapath::metrics(&ctx, &raw.metrics)?;
         let ports = ports::ports(&ctx, &raw.ports)?;
         let tunnels = tunnels::tunnels(&ctx, &raw.tunnels, &ports)?;
+        let underlay_spec = underlay::underlay(&ctx, raw.underlay.as_ref(), &ports)?;
         let routes = underlay::routes(&ctx, &raw.routes, &ports)?;
+        if underlay_spec.routes == crate::kernel::RouteMode::Kernel {
+            if let Some(r) = raw.routes.first() {
+                return ctx.err(
+                    r,
+                    "route",
+                    "[underlay] routes = \"kernel\" takes routes from the kernel only; use \"both\" to add [[route]]s",
+                );
+            }
+        }
         let neighbours = underlay::neighbours(&ctx, &raw.neighbours, &ports)?;
         let rules = rules::rules(&ctx, &raw.rules, &ports, &tunnels)?;
         let mbufs = pool_size(&ctx, dp.mbufs, &ports, dp.pmd_cores.len())?;
@@ -287,6 +313,7 @@ impl Config {
             stats_interval,
             ports,
             tunnels,
+            underlay: underlay_spec,
             routes,
             neighbours,
             rules,
@@ -446,6 +473,63 @@ rules = [
         let bare = route("198.18.0.254").replace("ip = \"198.18.0.1/24\"\n", "");
         let e = Config::parse(&bare, "f.toml").expect_err("no address");
         assert!(e.message.contains("uplink0 has no address"), "{e}");
+    }
+
+    #[test]
+    fn kernel_underlay_settings_and_their_errors() {
+        let uplink =
+            "[[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"net_ring1\"\nip = \"198.18.0.1/24\"\n";
+        let ok = format!("[underlay]\nroutes = \"both\"\ntable = 100\n{uplink}kernel_ifname = \"eth1\"\n");
+        let c = Config::parse(&ok, "t.toml").expect("valid");
+        assert_eq!(c.underlay.routes, crate::kernel::RouteMode::Both);
+        assert_eq!(c.underlay.table, 100);
+        assert_eq!(c.ports[0].kernel_ifname.as_deref(), Some("eth1"));
+        let c = Config::parse(&format!("[underlay]\ntable = \"main\"\n{uplink}"), "t.toml").expect("valid");
+        assert_eq!((c.underlay.routes, c.underlay.table), (crate::kernel::RouteMode::Config, 254));
+        let rep = "[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_ring0\"\n";
+        let route = "[[route]]\nprefix = \"10.0.0.0/8\"\nvia = \"198.18.0.254\"\nport = \"uplink0\"\n";
+        let cases = [
+            (format!("[underlay]\nroutes = \"bgp\"\n{uplink}"), 2, "underlay.routes", "expected"),
+            (
+                format!("[underlay]\nroutes = \"kernel\"\n{uplink}"),
+                2,
+                "underlay.routes",
+                "needs an uplink with kernel_ifname",
+            ),
+            (format!("[underlay]\ntable = 255\n{uplink}"), 2, "underlay.table", "local"),
+            (format!("[underlay]\ntable = 0\n{uplink}"), 2, "underlay.table", "expected"),
+            (format!("[underlay]\ntable = \"default\"\n{uplink}"), 2, "underlay.table", "main"),
+            (format!("[underlay]\nnetlink_rcvbuf = 1024\n{uplink}"), 2, "underlay.netlink_rcvbuf", "65536"),
+            (format!("{rep}kernel_ifname = \"eth0\"\n"), 5, "port.kernel_ifname", "only an uplink"),
+            (format!("{uplink}kernel_ifname = \"a/b\"\n"), 6, "port.kernel_ifname", "1-15 bytes"),
+            (format!("{uplink}kernel_ifname = \"sixteen-chars-xx\"\n"), 6, "port.kernel_ifname", "1-15 bytes"),
+            (
+                format!(
+                    "{uplink}kernel_ifname = \"eth1\"\n{}kernel_ifname = \"eth1\"\n",
+                    uplink.replace("uplink0", "uplink1")
+                ),
+                12,
+                "port.kernel_ifname",
+                "already stands for uplink \"uplink0\"",
+            ),
+            (
+                format!("[underlay]\nroutes = \"kernel\"\n{uplink}kernel_ifname = \"eth1\"\n{route}"),
+                9,
+                "route",
+                "use \"both\"",
+            ),
+        ];
+        for (text, line, field, says) in cases {
+            let e = Config::parse(&text, "t.toml").expect_err(&text);
+            assert_eq!((e.line, e.field.as_str()), (line, field), "{e}\n{text}");
+            assert!(e.message.contains(says), "{e}");
+        }
+        // The underlay section and kernel_ifname need a restart.
+        let a = Config::parse(&ok, "t.toml").expect("valid");
+        let b = Config::parse(&ok.replace("table = 100", "table = 101"), "t.toml").expect("valid");
+        assert_eq!(a.reload_diff(&b).not_applied, vec!["underlay"]);
+        let c = Config::parse(&ok.replace("eth1", "eth2"), "t.toml").expect("valid");
+        assert!(!a.reload_diff(&c).refused.is_empty(), "a port's kernel_ifname changed");
     }
 
     #[test]

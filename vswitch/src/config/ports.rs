@@ -39,6 +39,11 @@ pub fn ports(ctx: &Ctx<'_>, raw: &[Spanned<RawPort>]) -> Result<Vec<PortSpec>, C
         if out.iter().any(|q| q.name == spec.name) {
             return ctx.err(&p.get_ref().name, "port.name", format!("{:?} is used by another port", spec.name));
         }
+        if let (Some(k), Some(at)) = (&spec.kernel_ifname, &p.get_ref().kernel_ifname) {
+            if let Some(q) = out.iter().find(|q| q.kernel_ifname.as_ref() == Some(k)) {
+                return ctx.err(at, "port.kernel_ifname", format!("{k:?} already stands for uplink {:?}", q.name));
+            }
+        }
         out.push(spec);
     }
     Ok(out)
@@ -91,7 +96,31 @@ fn port(ctx: &Ctx<'_>, index: usize, p: &Spanned<RawPort>) -> Result<PortSpec, C
             None => return ctx.err(m, "port.mac", format!("{:?}: expected xx:xx:xx:xx:xx:xx", m.get_ref())),
         },
     };
-    Ok(PortSpec { name, devargs, role, mtu, ip, generate, switch_domain, mac, line })
+    let kernel_ifname = match &p.kernel_ifname {
+        None => None,
+        Some(k) if role != Role::Uplink => {
+            return ctx.err(k, "port.kernel_ifname", "only an uplink stands for a kernel interface")
+        }
+        Some(k) if !valid_ifname(k.get_ref()) => {
+            return ctx.err(
+                k,
+                "port.kernel_ifname",
+                format!("{:?}: a Linux interface name is 1-15 bytes without '/', ':' or white space", k.get_ref()),
+            )
+        }
+        Some(k) => Some(k.get_ref().clone()),
+    };
+    Ok(PortSpec { name, devargs, role, mtu, ip, generate, switch_domain, mac, kernel_ifname, line })
+}
+
+/// A name Linux takes for an interface (dev_valid_name): 1-15 bytes, not
+/// "." or "..", no '/', ':' or white space.
+fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
 }
 
 fn addresses(ctx: &Ctx<'_>, s: &Spanned<super::raw::OneOrMany>) -> Result<Vec<Prefix>, ConfigError> {

@@ -77,6 +77,24 @@ pub struct RawPort {
     pub switch_domain: Option<Spanned<u16>>,
     /// The switch's own MAC on this port (default: the device's).
     pub mac: Option<Spanned<String>>,
+    /// The kernel interface this uplink stands for (kernel underlay).
+    pub kernel_ifname: Option<Spanned<String>>,
+}
+
+/// A routing table: "main" or a number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawTable {
+    Number(i64),
+    Name(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnderlay {
+    pub routes: Option<Spanned<String>>,
+    pub table: Option<Spanned<RawTable>>,
+    pub netlink_rcvbuf: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -127,6 +145,7 @@ pub struct RawConfig {
     pub ports: Vec<Spanned<RawPort>>,
     #[serde(default, rename = "tunnel")]
     pub tunnels: Vec<Spanned<RawTunnel>>,
+    pub underlay: Option<Spanned<RawUnderlay>>,
     #[serde(default, rename = "route")]
     pub routes: Vec<Spanned<RawRoute>>,
     #[serde(default, rename = "neighbour")]

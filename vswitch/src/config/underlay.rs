@@ -1,8 +1,9 @@
-//! `[[route]]` and `[[neighbour]]`: the static underlay.
+//! `[underlay]`, `[[route]]` and `[[neighbour]]`.
 
 use super::ctx::Ctx;
-use super::raw::{RawNeighbour, RawRoute};
+use super::raw::{RawNeighbour, RawRoute, RawTable, RawUnderlay};
 use super::{ConfigError, NeighbourSpec, PortSpec, Role, RouteSpec};
+use crate::kernel::{RouteMode, UnderlaySpec};
 use crate::net::Prefix;
 use std::net::IpAddr;
 use toml::Spanned;
@@ -77,4 +78,61 @@ pub fn neighbours(
         out.push(NeighbourSpec { ip, mac, port: uplink(ctx, ports, &n.port, "neighbour.port")? });
     }
     Ok(out)
+}
+
+/// `[underlay]`: where routes come from, the kernel table followed, the
+/// netlink receive buffer.
+pub fn underlay(
+    ctx: &Ctx<'_>,
+    raw: Option<&Spanned<RawUnderlay>>,
+    ports: &[PortSpec],
+) -> Result<UnderlaySpec, ConfigError> {
+    let mut spec = UnderlaySpec::default();
+    let Some(raw) = raw else { return Ok(spec) };
+    let r = raw.get_ref();
+    if let Some(m) = &r.routes {
+        spec.routes = match m.get_ref().as_str() {
+            "config" => RouteMode::Config,
+            "kernel" => RouteMode::Kernel,
+            "both" => RouteMode::Both,
+            other => {
+                return ctx.err(m, "underlay.routes", format!("{other:?}: expected \"config\", \"kernel\" or \"both\""))
+            }
+        };
+    }
+    if let Some(t) = &r.table {
+        spec.table = match t.get_ref() {
+            RawTable::Name(n) if n == "main" => 254,
+            RawTable::Number(n) if (1..=i64::from(u32::MAX)).contains(n) && *n != 255 => *n as u32,
+            RawTable::Number(255) => {
+                return ctx.err(t, "underlay.table", "table 255 (local) holds local addresses, not routes to follow")
+            }
+            RawTable::Number(n) => {
+                return ctx.err(t, "underlay.table", format!("{n}: expected 1..=4294967295 or \"main\""))
+            }
+            RawTable::Name(n) => {
+                return ctx.err(t, "underlay.table", format!("{n:?}: expected \"main\" or a table number"))
+            }
+        };
+    }
+    if let Some(b) = &r.netlink_rcvbuf {
+        let n = *b.get_ref();
+        if !(65_536..=1 << 30).contains(&n) {
+            return ctx.err(b, "underlay.netlink_rcvbuf", format!("{n}: expected 65536..=1073741824 bytes"));
+        }
+        spec.netlink_rcvbuf = n as u32;
+    }
+    let kernel_uplinks = ports.iter().filter(|p| p.kernel_ifname.is_some()).count();
+    if spec.routes.follows_kernel() && kernel_uplinks == 0 {
+        let at = r.routes.as_ref().map_or_else(|| ctx.line(raw), |m| ctx.line(m));
+        return Err(ctx.error_at(
+            at,
+            "underlay.routes",
+            format!(
+                "routes = \"{}\" needs an uplink with kernel_ifname (the kernel interface it stands for)",
+                spec.routes.as_str()
+            ),
+        ));
+    }
+    Ok(spec)
 }

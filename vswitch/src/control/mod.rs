@@ -90,6 +90,12 @@ pub enum Request {
     },
     /// Delete a route by prefix.
     RouteDel { prefix: String },
+    /// Routes with their source (connected, config, control, kernel) and
+    /// metric, the kernel routes not used with why, and the kernel
+    /// follower's counters.
+    RouteShow,
+    /// Neighbours with their source (config, control, kernel, learned).
+    NeighShow,
     /// Add a static neighbour: IP MAC UPLINK.
     NeighAdd { ip: String, mac: String, port: String },
     /// Delete a neighbour (static or learned).
@@ -116,6 +122,8 @@ impl Request {
             Request::DumpUnderlay => "dump-underlay",
             Request::RouteAdd { .. } => "route-add",
             Request::RouteDel { .. } => "route-del",
+            Request::RouteShow => "route-show",
+            Request::NeighShow => "neigh-show",
             Request::NeighAdd { .. } => "neigh-add",
             Request::NeighDel { .. } => "neigh-del",
             Request::OffloadShow => "offload-show",
@@ -217,6 +225,8 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
             let offload = switch.del_route(prefix)?;
             json!({"deleted": prefix, "offload": offload})
         }
+        Request::RouteShow => switch.route_show(),
+        Request::NeighShow => switch.neigh_show(),
         Request::NeighAdd { ip, mac, port } => {
             let offload = switch.add_neighbour(ip, mac, port)?;
             json!({"added": ip, "offload": offload})
@@ -341,6 +351,8 @@ mod tests {
             Request::DumpUnderlay,
             Request::RouteAdd { args: vec![] },
             Request::RouteDel { prefix: String::new() },
+            Request::RouteShow,
+            Request::NeighShow,
             Request::NeighAdd { ip: String::new(), mac: String::new(), port: String::new() },
             Request::NeighDel { ip: String::new() },
             Request::OffloadShow,

@@ -5,7 +5,7 @@ use super::pmd::TxHandle;
 use super::SwitchError;
 use crate::config::{Config, PortSpec, Role};
 use crate::dpdk::{Eal, Mempool, Port, PortConfig, PortInfo, RxQueue, TxQueue};
-use crate::underlay::{LocalAddress, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
+use crate::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -184,14 +184,20 @@ pub(super) fn build_underlay(config: &Config, ports: &[SwitchPort]) -> Result<Un
                 .mac_or(p.spec.mac)
                 .map_err(SwitchError::dpdk(format!("port {:?}: reading its MAC", p.spec.name)))?;
             t.locals.push(LocalAddress { ip: ip.addr, len: ip.len, port: p.number, mac, mtu: p.spec.mtu });
-            t.routes.push(Route { prefix: ip.network(), via: None, port: p.number, source: RouteSource::Connected });
+            t.routes.push(Route {
+                prefix: ip.network(),
+                via: None,
+                port: p.number,
+                source: RouteSource::Connected,
+                metric: 0,
+            });
         }
     }
     for r in &config.routes {
-        t.routes.push(Route { prefix: r.prefix, via: r.via, port: r.port, source: RouteSource::Config });
+        t.routes.push(Route { prefix: r.prefix, via: r.via, port: r.port, source: RouteSource::Config, metric: 0 });
     }
     for n in &config.neighbours {
-        t.neighbours.insert(n.ip, Neighbour { mac: n.mac, port: n.port, is_static: true });
+        t.neighbours.insert(n.ip, Neighbour { mac: n.mac, port: n.port, source: NeighSource::Config });
     }
     Ok(Underlay::new(t))
 }

@@ -7,9 +7,12 @@
 use super::{Switch, SwitchError};
 use crate::config::underlay::offlink_gateway;
 use crate::config::Role;
+use crate::kernel::state::View;
+use crate::kernel::{KernelStatus, RouteMode};
 use crate::net::Prefix;
 use crate::offloading::manager::SyncReport;
-use crate::underlay::{Neighbour, Route, RouteSource};
+use crate::underlay::{NeighSource, Neighbour, Route, RouteSource};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 impl Switch {
@@ -30,6 +33,13 @@ impl Switch {
     /// # Errors
     /// Bad prefix, gateway or port.
     pub fn add_route(&self, prefix: &str, via: Option<&str>, port: &str) -> Result<Option<SyncReport>, SwitchError> {
+        if self.config.underlay.routes == RouteMode::Kernel {
+            return Err(SwitchError::Invalid(
+                "routes come from the kernel here ([underlay] routes = \"kernel\"): add it there (ip route add), \
+                 or set routes = \"both\""
+                    .into(),
+            ));
+        }
         let prefix: Prefix = prefix.parse()?;
         let prefix = prefix.network();
         let via = via
@@ -44,8 +54,8 @@ impl Switch {
             return Err(SwitchError::Invalid(why));
         }
         self.underlay.write(|t| {
-            t.routes.retain(|r| !(r.prefix == prefix && r.source != RouteSource::Connected));
-            t.routes.push(Route { prefix, via, port, source: RouteSource::Control });
+            t.routes.retain(|r| !(r.prefix == prefix && operators(r.source)));
+            t.routes.push(Route { prefix, via, port, source: RouteSource::Control, metric: 0 });
             ((), true)
         });
         tracing::info!(%prefix, ?via, port, "route added");
@@ -59,12 +69,18 @@ impl Switch {
     pub fn del_route(&self, prefix: &str) -> Result<Option<SyncReport>, SwitchError> {
         let prefix: Prefix = prefix.parse()?;
         let prefix = prefix.network();
-        let removed = self.underlay.write(|t| {
+        let (removed, kernel) = self.underlay.write(|t| {
             let before = t.routes.len();
-            t.routes.retain(|r| !(r.prefix == prefix && r.source != RouteSource::Connected));
+            t.routes.retain(|r| !(r.prefix == prefix && operators(r.source)));
             let removed = before != t.routes.len();
-            (removed, removed)
+            let kernel = t.routes.iter().any(|r| r.prefix == prefix && r.source == RouteSource::Kernel);
+            ((removed, kernel), removed)
         });
+        if !removed && kernel {
+            return Err(SwitchError::Invalid(format!(
+                "{prefix} is a kernel route: delete it in the kernel (ip route del {prefix})"
+            )));
+        }
         if !removed {
             return Err(SwitchError::NotFound(format!(
                 "no configured route {prefix} (connected routes come from uplink addresses)"
@@ -84,7 +100,7 @@ impl Switch {
             .ok_or_else(|| SwitchError::Invalid(format!("{mac:?} is not a MAC address")))?;
         let port = self.uplink_number(port)?;
         self.underlay.write(|t| {
-            t.neighbours.insert(ip, Neighbour { mac, port, is_static: true });
+            t.neighbours.insert(ip, Neighbour { mac, port, source: NeighSource::Control });
             ((), true)
         });
         tracing::info!(%ip, mac = %crate::ofrule::format_mac(&mac), port, "neighbour added");
@@ -97,6 +113,12 @@ impl Switch {
     /// When there is none for that address.
     pub fn del_neighbour(&self, ip: &str) -> Result<Option<SyncReport>, SwitchError> {
         let ip: IpAddr = ip.parse().map_err(|_| SwitchError::Invalid(format!("{ip:?} is not an IP address")))?;
+        let kernel = self.underlay.read(|t| t.neighbours.get(&ip).is_some_and(|n| n.source == NeighSource::Kernel));
+        if kernel {
+            return Err(SwitchError::Invalid(format!(
+                "{ip} is a kernel neighbour: change it in the kernel (ip neigh del {ip} dev ...)"
+            )));
+        }
         let removed = self.underlay.write(|t| {
             let r = t.neighbours.remove(&ip).is_some();
             (r, r)
@@ -107,4 +129,60 @@ impl Switch {
         tracing::info!(%ip, "neighbour deleted");
         self.underlay_changed()
     }
+
+    /// The kernel follower's view (`None`: only the counters changed) and
+    /// status. Kernel routes are replaced as a whole when they differ;
+    /// kernel neighbours replace learned ones, never an operator's. A change
+    /// applies like a route-add (cached flows at once, offloaded flows
+    /// make-before-break). Returns whether the tables changed.
+    ///
+    /// # Errors
+    /// When the offload manager or a PMD does not answer.
+    pub fn apply_kernel(&self, view: Option<View>, mut status: KernelStatus) -> Result<bool, SwitchError> {
+        let changed = self.underlay.write(|t| {
+            let mut changed = false;
+            if let Some(view) = view {
+                let old: Vec<&Route> = t.routes.iter().filter(|r| r.source == RouteSource::Kernel).collect();
+                if old.len() != view.routes.len() || old.iter().zip(&view.routes).any(|(a, b)| *a != b) {
+                    t.routes.retain(|r| r.source != RouteSource::Kernel);
+                    t.routes.extend(view.routes);
+                    changed = true;
+                }
+                let wanted: BTreeMap<IpAddr, Neighbour> = view.neighbours.into_iter().collect();
+                t.neighbours.retain(|ip, n| {
+                    let keep = n.source != NeighSource::Kernel || wanted.get(ip) == Some(n);
+                    changed |= !keep;
+                    keep
+                });
+                for (ip, n) in wanted {
+                    match t.neighbours.get(&ip) {
+                        Some(e) if e.is_static() || *e == n => {}
+                        _ => {
+                            t.neighbours.insert(ip, n);
+                            changed = true;
+                        }
+                    }
+                }
+                t.ignored_routes = view.ignored_routes;
+            }
+            status.last_change_unix = if changed {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
+            } else {
+                t.kernel.as_ref().and_then(|k| k.last_change_unix)
+            };
+            t.kernel = Some(status);
+            (changed, changed)
+        });
+        if changed {
+            tracing::debug!("kernel underlay changed");
+            self.underlay_changed()?;
+        }
+        Ok(changed)
+    }
+}
+
+/// Routes an operator set (config, vswitchctl): the ones route-add replaces
+/// and route-del removes.
+fn operators(source: RouteSource) -> bool {
+    matches!(source, RouteSource::Config | RouteSource::Control)
 }

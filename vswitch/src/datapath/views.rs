@@ -309,6 +309,67 @@ impl Switch {
         Ok(self.flow_infos()?.iter().map(|f| self.flow_view(f, testpmd)).collect())
     }
 
+    /// `route-show`: every route with its source and metric, the kernel
+    /// routes not used with why, the kernel follower's status.
+    pub fn route_show(&self) -> serde_json::Value {
+        let (routes, ignored, kernel) = self.underlay.read(|t| {
+            let mut routes: Vec<&crate::underlay::Route> = t.routes.iter().collect();
+            routes.sort_by_key(|r| (r.prefix, r.metric));
+            let routes: Vec<serde_json::Value> = routes
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "prefix": r.prefix.to_string(),
+                        "via": r.via.map(|v| v.to_string()),
+                        "port": self.port_name(r.port),
+                        "source": r.source.as_str(),
+                        "metric": r.metric,
+                    })
+                })
+                .collect();
+            let ignored: Vec<serde_json::Value> = t
+                .ignored_routes
+                .iter()
+                .map(|r| {
+                    serde_json::json!({
+                        "prefix": r.prefix,
+                        "via": r.via.map(|v| v.to_string()),
+                        "dev": r.dev,
+                        "metric": r.metric,
+                        "why": r.why,
+                    })
+                })
+                .collect();
+            (routes, ignored, t.kernel.clone())
+        });
+        serde_json::json!({
+            "mode": self.config.underlay.routes.as_str(),
+            "routes": routes,
+            "ignored": ignored,
+            "kernel": kernel,
+        })
+    }
+
+    /// `neigh-show`: every neighbour with its source.
+    pub fn neigh_show(&self) -> serde_json::Value {
+        let (neighbours, kernel) = self.underlay.read(|t| {
+            let n: Vec<serde_json::Value> = t
+                .neighbours
+                .iter()
+                .map(|(ip, n)| {
+                    serde_json::json!({
+                        "ip": ip.to_string(),
+                        "mac": ofrule::format_mac(&n.mac),
+                        "port": self.port_name(n.port),
+                        "source": n.source.as_str(),
+                    })
+                })
+                .collect();
+            (n, t.kernel.clone())
+        });
+        serde_json::json!({ "neighbours": neighbours, "kernel": kernel })
+    }
+
     /// Routes, neighbours and tunnels, for display.
     pub fn dump_underlay(&self) -> serde_json::Value {
         let name = |n: u32| self.port_name(n);
@@ -322,6 +383,7 @@ impl Switch {
                         "via": r.via.map(|v| v.to_string()),
                         "port": name(r.port),
                         "source": r.source.as_str(),
+                        "metric": r.metric,
                     })
                 })
                 .collect();
@@ -333,7 +395,8 @@ impl Switch {
                         "ip": ip.to_string(),
                         "mac": ofrule::format_mac(&n.mac),
                         "port": name(n.port),
-                        "static": n.is_static,
+                        "static": n.is_static(),
+                        "source": n.source.as_str(),
                     })
                 })
                 .collect();

@@ -27,11 +27,25 @@ impl Daemon {
 
     /// As [`Daemon::start`], with extra command-line arguments.
     pub fn start_with(dir: &Path, config: &str, extra: &[&str]) -> Self {
+        Self::start_in(None, dir, config, extra)
+    }
+
+    /// As [`Daemon::start_with`], inside network namespace `netns` when
+    /// given (`ip netns exec` execs the daemon: the PID is the daemon's).
+    pub fn start_in(netns: Option<&str>, dir: &Path, config: &str, extra: &[&str]) -> Self {
         let cfg = dir.join("vswitchd.toml");
         std::fs::write(&cfg, config).expect("write config");
         let socket = dir.join("ctl.sock");
         let log = dir.join("vswitchd.log");
-        let child = Command::new(VSWITCHD)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, VSWITCHD]);
+                c
+            }
+            None => Command::new(VSWITCHD),
+        };
+        let child = command
             .arg(&cfg)
             .arg("--no-stats")
             .arg("--socket")

@@ -4,7 +4,7 @@ use super::*;
 use crate::actions::VecPacket;
 use crate::datapath::counters::Shared;
 use crate::ofrule::parse_rule;
-use crate::underlay::{LocalAddress, Neighbour, Route, RouteSource, Tables, Tunnel};
+use crate::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel};
 
 /// Ports: 0 vf0, 1 vf1, 2 uplink0 (VTEP 198.18.0.1/24), 3 vxlan0 (tunnel).
 const PORTS: [&str; 4] = ["vf0", "vf1", "uplink0", "vxlan0"];
@@ -49,8 +49,9 @@ fn underlay() -> Arc<Underlay> {
         via: None,
         port: 2,
         source: RouteSource::Connected,
+        metric: 0,
     });
-    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: REMOTE_MAC, port: 2, is_static: true });
+    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: REMOTE_MAC, port: 2, source: NeighSource::Config });
     t.tunnels.push(Tunnel {
         name: "vxlan0".into(),
         number: 3,

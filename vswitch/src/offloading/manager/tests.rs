@@ -8,7 +8,7 @@ use crate::flow::RuleTable;
 use crate::net::Prefix;
 use crate::ofrule::parse_rule;
 use crate::packet::parse::parse;
-use crate::underlay::{LocalAddress, Neighbour, Route, RouteSource, Tables, Tunnel};
+use crate::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel};
 use crossbeam_channel::unbounded;
 use offload::model::{ModelDevice, ModelSwitch, Profile, Verdict};
 use offload::packet::{PacketBuf, VecPacket};
@@ -36,9 +36,10 @@ fn rig(policy: Policy, max_rules: usize) -> Rig {
         via: None,
         port: 2,
         source: RouteSource::Connected,
+        metric: 0,
     });
-    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: HOP_A, port: 2, is_static: true });
-    t.neighbours.insert(ip("198.18.0.3"), Neighbour { mac: HOP_B, port: 2, is_static: true });
+    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: HOP_A, port: 2, source: NeighSource::Config });
+    t.neighbours.insert(ip("198.18.0.3"), Neighbour { mac: HOP_B, port: 2, source: NeighSource::Config });
     t.tunnels.push(Tunnel {
         name: "vxlan0".into(),
         number: 3,
@@ -53,6 +54,7 @@ fn rig(policy: Policy, max_rules: usize) -> Rig {
         via: Some(ip("198.18.0.2")),
         port: 2,
         source: RouteSource::Config,
+        metric: 0,
     });
     let underlay = Arc::new(Underlay::new(t));
     let model = Arc::new(ModelSwitch::new(Profile::default()));
@@ -140,6 +142,7 @@ impl Rig {
                 via: Some("198.18.0.3".parse().expect("ip")),
                 port: 2,
                 source: RouteSource::Control,
+                metric: 0,
             });
             ((), true)
         });
@@ -267,7 +270,10 @@ fn route_change_replaces_exactly_the_affected_rules_make_before_break() {
     assert_eq!(r.m.flows[&tunnel].priority, 0, "the replacement took the other priority");
     // An unrelated underlay change replaces nothing.
     r.underlay.write(|t| {
-        t.neighbours.insert("198.18.0.77".parse().expect("ip"), Neighbour { mac: [9; 6], port: 2, is_static: true });
+        t.neighbours.insert(
+            "198.18.0.77".parse().expect("ip"),
+            Neighbour { mac: [9; 6], port: 2, source: NeighSource::Config },
+        );
         ((), true)
     });
     let report = r.m.check_underlay();
@@ -286,7 +292,8 @@ fn route_change_replaces_exactly_the_affected_rules_make_before_break() {
     assert_eq!(r.send(21, &udp(1, 80)).0, Verdict::Miss);
     // It comes back when the neighbour does (policy all: at once).
     r.underlay.write(|t| {
-        t.neighbours.insert("198.18.0.3".parse().expect("ip"), Neighbour { mac: HOP_B, port: 2, is_static: true });
+        t.neighbours
+            .insert("198.18.0.3".parse().expect("ip"), Neighbour { mac: HOP_B, port: 2, source: NeighSource::Config });
         ((), true)
     });
     r.m.check_underlay();

@@ -7,7 +7,7 @@ use crate::flow::RuleTable;
 use crate::net::Prefix;
 use crate::ofrule::parse_rule;
 use crate::packet::parse::parse;
-use crate::underlay::{LocalAddress, Neighbour, Route, RouteSource};
+use crate::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource};
 use offload::rule::Action as Hw;
 
 /// Ports 0 vf0, 1 vf1, 2 uplink0 (VTEP 198.18.0.1/24, 2001:db8::1/64), 3 uplink1
@@ -32,13 +32,18 @@ fn tables_mtu(neighbour: bool, mtu: u16) -> Tables {
     let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
     t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 2, mac: UPLINK_MAC, mtu });
     t.locals.push(LocalAddress { ip: ip("2001:db8::1"), len: 64, port: 2, mac: UPLINK_MAC, mtu });
-    let route =
-        |p: &str| Route { prefix: p.parse::<Prefix>().expect("p"), via: None, port: 2, source: RouteSource::Connected };
+    let route = |p: &str| Route {
+        prefix: p.parse::<Prefix>().expect("p"),
+        via: None,
+        port: 2,
+        source: RouteSource::Connected,
+        metric: 0,
+    };
     t.routes.push(route("198.18.0.0/24"));
     t.routes.push(route("2001:db8::/64"));
     if neighbour {
-        t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: NEXT_HOP, port: 2, is_static: true });
-        t.neighbours.insert(ip("2001:db8::2"), Neighbour { mac: NEXT_HOP, port: 2, is_static: true });
+        t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: NEXT_HOP, port: 2, source: NeighSource::Config });
+        t.neighbours.insert(ip("2001:db8::2"), Neighbour { mac: NEXT_HOP, port: 2, source: NeighSource::Config });
     }
     t.tunnels.push(Tunnel {
         name: "vxlan0".into(),

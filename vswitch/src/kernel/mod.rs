@@ -1,0 +1,476 @@
+//! The underlay from the Linux kernel: routes, neighbours and link state
+//! over rtnetlink, for `[underlay] routes = "kernel"` or `"both"`.
+//!
+//! Each uplink with a `kernel_ifname` stands for that kernel interface (the
+//! PF's netdev on a bifurcated ConnectX, a tap, a veth). At start the
+//! follower subscribes to link, neighbour and IPv4/IPv6 route notifications,
+//! then dumps links, routes and neighbours on a second socket (events that
+//! arrive meanwhile wait in the first and replay on top: each is keyed, so
+//! the latest wins). Routes of the followed table through an uplink's
+//! interface, and neighbours on one, go into the switch's tables (source
+//! `kernel`); other routes are listed with why in `route-show`. A link that
+//! goes up or down, an overrun (ENOBUFS: the kernel dropped notifications)
+//! or an interrupted dump leads to a fresh dump, applied as a diff. Bad
+//! messages are counted, never fatal. Changes apply like `vswitchctl
+//! route-add`: cached flows re-resolve at once, offloaded flows are replaced
+//! make-before-break.
+
+pub mod decode;
+pub mod state;
+
+use crate::datapath::Switch;
+use decode::{decode, Event};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_route::link::LinkMessage;
+use netlink_packet_route::neighbour::NeighbourMessage;
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use state::{Applied, Counters, KernelState, Uplink};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Where routes come from (`[underlay] routes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteMode {
+    /// The configuration and vswitchctl only.
+    #[default]
+    Config,
+    /// The kernel only (no `[[route]]`, no `route-add`).
+    Kernel,
+    /// Both; for one prefix an operator's route beats the kernel's.
+    Both,
+}
+
+impl RouteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteMode::Config => "config",
+            RouteMode::Kernel => "kernel",
+            RouteMode::Both => "both",
+        }
+    }
+
+    /// Whether the kernel is followed.
+    pub fn follows_kernel(self) -> bool {
+        self != RouteMode::Config
+    }
+}
+
+/// `[underlay]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnderlaySpec {
+    pub routes: RouteMode,
+    /// The kernel routing table followed (254: main).
+    pub table: u32,
+    /// The notification socket's receive buffer, bytes.
+    pub netlink_rcvbuf: u32,
+}
+
+impl Default for UnderlaySpec {
+    fn default() -> Self {
+        Self { routes: RouteMode::Config, table: 254, netlink_rcvbuf: 4 << 20 }
+    }
+}
+
+/// What the follower reports (route-show, neigh-show, show).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KernelStatus {
+    pub table: u32,
+    /// Per uplink: (port name, kernel interface, its index if it exists, up).
+    pub uplinks: Vec<(String, String, Option<u32>, bool)>,
+    pub counters: Counters,
+    /// Routes (per prefix and metric) and neighbours held from the kernel.
+    pub kernel_routes: usize,
+    pub kernel_neighbours: usize,
+    pub ignored_routes: usize,
+    pub ignored_neighbours: usize,
+    /// When the kernel's tables last changed what the switch uses (Unix
+    /// time, seconds).
+    pub last_change_unix: Option<f64>,
+}
+
+// rtnetlink multicast groups (linux/rtnetlink.h).
+const RTNLGRP_LINK: u32 = 1;
+const RTNLGRP_NEIGH: u32 = 3;
+const RTNLGRP_IPV4_ROUTE: u32 = 7;
+const RTNLGRP_IPV6_ROUTE: u32 = 11;
+
+/// A datagram buffer: notifications are small; dump answers up to 32 KiB.
+const RECV_BUFFER: usize = 256 << 10;
+
+/// The running follower.
+pub struct Follower {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Follower {
+    /// Opens the sockets, dumps the kernel's tables into the switch, and
+    /// follows them from a thread. `None` when the configuration does not
+    /// follow the kernel.
+    ///
+    /// # Errors
+    /// When a netlink socket cannot be opened or the first dump fails.
+    pub fn start(switch: Arc<Switch>) -> std::io::Result<Option<Self>> {
+        let spec = switch.config().underlay;
+        if !spec.routes.follows_kernel() {
+            return Ok(None);
+        }
+        let uplinks: Vec<Uplink> = switch
+            .config()
+            .ports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| {
+                p.kernel_ifname.as_ref().map(|k| Uplink { ifname: k.clone(), port: i as u32, name: p.name.clone() })
+            })
+            .collect();
+        let mut f = Follow::open(spec, uplinks, switch)?;
+        f.resync(false)?;
+        f.publish(true);
+        let (routes, neighbours) = f.state.sizes();
+        tracing::info!(
+            table = spec.table,
+            routes,
+            neighbours,
+            uplinks = %f.describe_uplinks(),
+            "following the kernel's routes and neighbours"
+        );
+        for (name, ifname, index, _) in f.status().uplinks {
+            if index.is_none() {
+                tracing::warn!(uplink = %name, kernel_ifname = %ifname, "no such kernel interface (yet): its kernel routes are used once it appears");
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new().name("netlink".into()).spawn(move || f.run(&stop))?
+        };
+        Ok(Some(Self { stop, thread: Some(thread) }))
+    }
+
+    /// Stops the thread (it wakes at least every 100 ms) and waits for it.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Follow {
+    spec: UnderlaySpec,
+    uplinks: Vec<Uplink>,
+    switch: Arc<Switch>,
+    events: Socket,
+    dumps: Socket,
+    seq: u32,
+    state: KernelState,
+    counters: Counters,
+    buf: Vec<u8>,
+    decoded: Vec<Event>,
+    /// Ignored (routes, neighbours) in the last view.
+    ignored: (usize, usize),
+}
+
+fn io_err(what: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl Follow {
+    fn open(spec: UnderlaySpec, uplinks: Vec<Uplink>, switch: Arc<Switch>) -> std::io::Result<Self> {
+        let mut events = Socket::new(NETLINK_ROUTE).map_err(|e| io_err("netlink socket", e))?;
+        events.bind(&SocketAddr::new(0, 0)).map_err(|e| io_err("netlink bind", e))?;
+        for g in [RTNLGRP_LINK, RTNLGRP_NEIGH, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
+            events.add_membership(g).map_err(|e| io_err("netlink multicast group", e))?;
+        }
+        if let Err(e) = events.set_rx_buf_sz(spec.netlink_rcvbuf as usize) {
+            tracing::warn!("cannot set the netlink receive buffer to {} bytes: {e}", spec.netlink_rcvbuf);
+        }
+        // SO_RCVBUFFORCE lets root go above net.core.rmem_max.
+        set_sockopt(&events, libc::SO_RCVBUFFORCE, spec.netlink_rcvbuf as libc::c_int);
+        events.set_non_blocking(true)?;
+        let mut dumps = Socket::new(NETLINK_ROUTE).map_err(|e| io_err("netlink socket", e))?;
+        dumps.bind_auto().map_err(|e| io_err("netlink bind", e))?;
+        set_timeout(&dumps, Duration::from_secs(5))?;
+        Ok(Self {
+            spec,
+            uplinks,
+            switch,
+            events,
+            dumps,
+            seq: 0,
+            state: KernelState::default(),
+            counters: Counters::default(),
+            buf: Vec::with_capacity(RECV_BUFFER),
+            decoded: Vec::new(),
+            ignored: (0, 0),
+        })
+    }
+
+    fn describe_uplinks(&self) -> String {
+        self.uplinks.iter().map(|u| format!("{}={}", u.name, u.ifname)).collect::<Vec<_>>().join(", ")
+    }
+
+    fn status(&self) -> KernelStatus {
+        let (kernel_routes, kernel_neighbours) = self.state.sizes();
+        let uplinks = self
+            .uplinks
+            .iter()
+            .map(|u| {
+                let link = self.state.links.iter().find(|(_, l)| l.name == u.ifname);
+                (u.name.clone(), u.ifname.clone(), link.map(|(i, _)| *i), link.is_some_and(|(_, l)| l.up))
+            })
+            .collect();
+        KernelStatus {
+            table: self.spec.table,
+            uplinks,
+            counters: self.counters,
+            kernel_routes,
+            kernel_neighbours,
+            ignored_routes: 0,
+            ignored_neighbours: 0,
+            last_change_unix: None,
+        }
+    }
+
+    /// Hands the switch the current view (when the state `changed`) and
+    /// the counters.
+    fn publish(&mut self, changed: bool) {
+        let view = changed.then(|| self.state.view(&self.uplinks));
+        if let Some(v) = &view {
+            self.ignored = (v.ignored_route_count, v.ignored_neighbours);
+        }
+        let mut status = self.status();
+        (status.ignored_routes, status.ignored_neighbours) = self.ignored;
+        if let Err(e) = self.switch.apply_kernel(view, status) {
+            tracing::warn!("applying the kernel's routes and neighbours: {e}");
+        }
+    }
+
+    fn run(mut self, stop: &AtomicBool) {
+        let mut pending_resync = false;
+        while !stop.load(Ordering::Relaxed) {
+            if pending_resync {
+                pending_resync = false;
+                self.counters.resyncs += 1;
+                if let Err(e) = self.resync(true) {
+                    tracing::warn!("netlink dump failed (trying again): {e}");
+                    pending_resync = true;
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                self.publish(true);
+                continue;
+            }
+            if !wait_readable(&self.events, Duration::from_millis(100)) {
+                continue;
+            }
+            let mut changed = false;
+            let started = Instant::now();
+            // Drain what is there (bounded, so a flood still lets us apply).
+            while started.elapsed() < Duration::from_millis(50) {
+                self.buf.clear();
+                match self.events.recv(&mut self.buf, 0) {
+                    Ok(n) if n > self.buf.len() => {
+                        self.counters.bad_messages += 1;
+                    }
+                    Ok(_) => {
+                        let mut decoded = std::mem::take(&mut self.decoded);
+                        decoded.clear();
+                        decode(&self.buf, &mut decoded);
+                        for ev in &decoded {
+                            self.counters.messages += 1;
+                            match self.state.apply(ev, self.spec.table, &mut self.counters) {
+                                Applied::Nothing => {}
+                                Applied::Changed => changed = true,
+                                Applied::LinkChanged => {
+                                    changed = true;
+                                    pending_resync = true;
+                                }
+                            }
+                        }
+                        self.decoded = decoded;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        self.counters.overruns += 1;
+                        tracing::warn!(
+                            "netlink overrun: the kernel dropped notifications (receive buffer {} bytes); dumping again",
+                            self.spec.netlink_rcvbuf
+                        );
+                        // What is queued is older than the dump to come.
+                        self.discard_queued();
+                        pending_resync = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        tracing::warn!("netlink receive: {e}");
+                        std::thread::sleep(Duration::from_millis(100));
+                        break;
+                    }
+                }
+            }
+            if changed && !pending_resync {
+                self.publish(true);
+            } else if !pending_resync {
+                // Counters only.
+                self.publish(false);
+            }
+        }
+    }
+
+    fn discard_queued(&mut self) {
+        loop {
+            self.buf.clear();
+            match self.events.recv(&mut self.buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Dumps links, routes and neighbours into a fresh state (again while
+    /// the kernel says a dump was interrupted, up to 5 times).
+    fn resync(&mut self, log: bool) -> std::io::Result<()> {
+        let mut fresh = KernelState::default();
+        for attempt in 1..=5 {
+            fresh = KernelState::default();
+            let mut interrupted = false;
+            for request in dump_requests() {
+                interrupted |= self.dump(request, &mut fresh)?;
+            }
+            if !interrupted {
+                break;
+            }
+            tracing::debug!(attempt, "netlink dump interrupted by a change; dumping again");
+        }
+        if log {
+            let (routes, neighbours) = fresh.sizes();
+            tracing::info!(routes, neighbours, "kernel tables dumped again");
+        }
+        self.state = fresh;
+        Ok(())
+    }
+
+    /// One dump; whether the kernel flagged it interrupted.
+    fn dump(&mut self, request: RouteNetlinkMessage, into: &mut KernelState) -> std::io::Result<bool> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::InnerMessage(request));
+        msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        msg.header.sequence_number = self.seq;
+        msg.finalize();
+        let mut out = vec![0; msg.buffer_len()];
+        msg.serialize(&mut out);
+        self.dumps.send(&out, 0).map_err(|e| io_err("netlink dump request", e))?;
+        let mut interrupted = false;
+        loop {
+            self.buf.clear();
+            let n = self.dumps.recv(&mut self.buf, 0).map_err(|e| io_err("netlink dump", e))?;
+            if n > self.buf.len() {
+                self.counters.bad_messages += 1;
+                continue;
+            }
+            let mut decoded = std::mem::take(&mut self.decoded);
+            decoded.clear();
+            decode(&self.buf, &mut decoded);
+            let mut done = false;
+            for ev in &decoded {
+                self.counters.messages += 1;
+                match ev {
+                    Event::Done { interrupted: i } => {
+                        interrupted |= *i;
+                        done = true;
+                    }
+                    Event::Error(code) if *code != 0 => {
+                        self.counters.dump_errors += 1;
+                        tracing::warn!(
+                            "the kernel refused a netlink dump: {}",
+                            std::io::Error::from_raw_os_error(-code)
+                        );
+                        done = true;
+                    }
+                    ev => {
+                        into.apply(ev, self.spec.table, &mut self.counters);
+                    }
+                }
+            }
+            self.decoded = decoded;
+            if done {
+                return Ok(interrupted);
+            }
+        }
+    }
+}
+
+fn dump_requests() -> Vec<RouteNetlinkMessage> {
+    let mut out = vec![RouteNetlinkMessage::GetLink(LinkMessage::default())];
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut r = RouteMessage::default();
+        r.header.address_family = family;
+        out.push(RouteNetlinkMessage::GetRoute(r));
+    }
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let mut n = NeighbourMessage::default();
+        n.header.family = family;
+        out.push(RouteNetlinkMessage::GetNeighbour(n));
+    }
+    out
+}
+
+fn set_sockopt(s: &Socket, opt: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int that
+    // lives for the call and its size.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+fn set_timeout(s: &Socket, t: Duration) -> std::io::Result<()> {
+    let tv = libc::timeval { tv_sec: t.as_secs() as libc::time_t, tv_usec: t.subsec_micros() as libc::suseconds_t };
+    // SAFETY: setsockopt on a socket we own, with a pointer to a timeval
+    // that lives for the call and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Waits until `s` has something to read (or an error, e.g. an overrun).
+fn wait_readable(s: &Socket, t: Duration) -> bool {
+    let mut fd = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    // SAFETY: poll on one pollfd we own, for the given milliseconds.
+    let rc = unsafe { libc::poll(&mut fd, 1, t.as_millis() as libc::c_int) };
+    rc > 0
+}
