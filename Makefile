@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
-  dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
+  frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
 
 .PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-micro bench-micro-smoke fuzz-smoke fuzz ci
 
@@ -87,10 +87,11 @@ bench: deps
 
 # Coverage-guided fuzzing (cargo-fuzz, libFuzzer, address sanitizer) of every
 # input from outside: packets (parse), rule text (rule), the TOML config
-# (config), control-socket requests (control) and the rte_flow arrays the
-# model e-switch reads (rte_flow_model). fuzz-smoke (CI) runs each briefly
+# (config), control-socket requests (control), the rte_flow arrays the
+# model e-switch reads (rte_flow_model) and the kernel's rtnetlink messages
+# (netlink). fuzz-smoke (CI) runs each briefly
 # from its seeds; `make fuzz FUZZ_SECONDS=600` runs each for longer.
-FUZZ_TARGETS = parse rule config control rte_flow_model
+FUZZ_TARGETS = parse rule config control rte_flow_model netlink
 FUZZ_SECONDS ?= 20
 FUZZ_CARGO = $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'RUSTC_BOOTSTRAP=1 $(CARGO)')
 fuzz-smoke fuzz: deps

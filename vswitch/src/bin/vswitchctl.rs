@@ -71,7 +71,7 @@ fn print_routes(result: &Value) {
             text(&r["via"]),
             text(&r["port"]),
             text(&r["source"]),
-            r["metric"]
+            u(&r["metric"])
         );
     }
     let kernel = &result["kernel"];
