@@ -114,7 +114,7 @@ fn print_kernel(kernel: &Value) {
     let c = &kernel["counters"];
     println!(
         "kernel: table {}, {}; {} routes, {} neighbours held; {} messages, {} bad, {} unknown family, \
-         {} other table, {} overruns, {} resyncs, {} dump errors; {} neighbours on other interfaces",
+         {} other table, {} overruns, {} resyncs, {} dump errors, {} not from the kernel; {} neighbours on other interfaces",
         kernel["table"],
         uplinks.join(", "),
         u(&kernel["kernel_routes"]),
@@ -126,6 +126,7 @@ fn print_kernel(kernel: &Value) {
         u(&c["overruns"]),
         u(&c["resyncs"]),
         u(&c["dump_errors"]),
+        u(&c["foreign_senders"]),
         u(&kernel["ignored_neighbours"]),
     );
 }

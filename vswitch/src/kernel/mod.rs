@@ -284,9 +284,13 @@ impl Follow {
             // Drain what is there (bounded, so a flood still lets us apply).
             while started.elapsed() < Duration::from_millis(50) {
                 self.buf.clear();
-                match self.events.recv(&mut self.buf, 0) {
-                    Ok(n) if n > self.buf.len() => {
+                match self.events.recv_from(&mut self.buf, 0) {
+                    Ok((n, _)) if n > self.buf.len() => {
                         self.counters.bad_messages += 1;
+                    }
+                    // Only the kernel (port 0) speaks for the kernel's tables.
+                    Ok((_, from)) if from.port_number() != 0 => {
+                        self.counters.foreign_senders += 1;
                     }
                     Ok(_) => {
                         let mut decoded = std::mem::take(&mut self.decoded);
@@ -335,7 +339,10 @@ impl Follow {
     }
 
     fn discard_queued(&mut self) {
-        loop {
+        // Bounded: under an endless flood the dump goes ahead anyway (what is
+        // left replays on top of it, each change keyed, the latest winning).
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(1) {
             self.buf.clear();
             match self.events.recv(&mut self.buf, 0) {
                 Ok(_) => {}
@@ -381,7 +388,11 @@ impl Follow {
         let mut interrupted = false;
         loop {
             self.buf.clear();
-            let n = self.dumps.recv(&mut self.buf, 0).map_err(|e| io_err("netlink dump", e))?;
+            let (n, from) = self.dumps.recv_from(&mut self.buf, 0).map_err(|e| io_err("netlink dump", e))?;
+            if from.port_number() != 0 {
+                self.counters.foreign_senders += 1;
+                continue;
+            }
             if n > self.buf.len() {
                 self.counters.bad_messages += 1;
                 continue;

@@ -59,6 +59,8 @@ pub struct Counters {
     pub resyncs: u64,
     /// Errors the kernel answered a dump with.
     pub dump_errors: u64,
+    /// Datagrams from a process instead of the kernel (dropped).
+    pub foreign_senders: u64,
 }
 
 /// The followed state.
