@@ -145,6 +145,10 @@ fn run(args: Args) -> Result<()> {
             failure = Some("a PMD thread stopped unexpectedly");
             break;
         }
+        if kernel.as_ref().is_some_and(|k| !k.alive()) {
+            failure = Some("the netlink thread (kernel underlay) stopped unexpectedly");
+            break;
+        }
         if last.0.elapsed() >= interval {
             let now = (Instant::now(), switch.stats());
             vswitch::metrics::publish(&now.1);

@@ -154,11 +154,13 @@ impl Follower {
     }
 
     /// Stops the thread (it wakes at least every 100 ms) and waits for it.
-    pub fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    /// Whether the thread still runs (it ends only when stopped).
+    pub fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
 
