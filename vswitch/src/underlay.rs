@@ -182,6 +182,9 @@ pub struct Tables {
     pub ignored_routes: Vec<IgnoredRoute>,
     /// The kernel follower's status, when it runs.
     pub kernel: Option<crate::kernel::KernelStatus>,
+    /// The neighbours the kernel has, including those an operator's entry
+    /// hides (they come back when that entry is deleted).
+    pub kernel_neighbours: BTreeMap<IpAddr, Neighbour>,
 }
 
 /// A kernel route the switch does not use, and why.

@@ -270,6 +270,19 @@ fn kernel_route_and_neighbour_changes_reach_route_show_and_the_running_flow() {
     // vswitchctl cannot delete what the kernel owns.
     let out = d.ctl(&["neigh-del", "198.18.0.3"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("ip neigh del"), "{out:?}");
+    // An operator's entry hides the kernel's; deleting it brings the kernel's back.
+    let source_of = |d: &Daemon| -> String {
+        let n = d.ctl_json(&["neigh-show"]).expect("neigh-show");
+        n["neighbours"]
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["ip"] == "198.18.0.3"))
+            .map(|n| format!("{} {}", n["source"].as_str().unwrap_or(""), n["mac"].as_str().unwrap_or("")))
+            .unwrap_or_default()
+    };
+    d.ctl_json(&["neigh-add", "198.18.0.3", "02:00:00:00:00:33", "uplink0"]).expect("neigh-add");
+    assert_eq!(source_of(&d), "control 02:00:00:00:00:33");
+    d.ctl_json(&["neigh-del", "198.18.0.3"]).expect("neigh-del of the operator's entry");
+    assert_eq!(source_of(&d), "kernel 02:de:ad:00:00:03");
     ip_h(&t, &["neigh", "del", "198.18.0.3", "dev", "up0"]);
     latencies.push(time_until(&d, "the neighbour withdrawn", |d| !neigh_has(d)));
     ping_until_up(&t, &d);

@@ -121,6 +121,10 @@ impl Switch {
         }
         let removed = self.underlay.write(|t| {
             let r = t.neighbours.remove(&ip).is_some();
+            // The kernel's entry an operator's one hid comes back.
+            if let Some(k) = t.kernel_neighbours.get(&ip) {
+                t.neighbours.insert(ip, *k);
+            }
             (r, r)
         });
         if !removed {
@@ -154,16 +158,17 @@ impl Switch {
                     changed |= !keep;
                     keep
                 });
-                for (ip, n) in wanted {
-                    match t.neighbours.get(&ip) {
-                        Some(e) if e.is_static() || *e == n => {}
+                for (ip, n) in &wanted {
+                    match t.neighbours.get(ip) {
+                        Some(e) if e.is_static() || e == n => {}
                         _ => {
-                            t.neighbours.insert(ip, n);
+                            t.neighbours.insert(*ip, *n);
                             changed = true;
                         }
                     }
                 }
                 t.ignored_routes = view.ignored_routes;
+                t.kernel_neighbours = wanted;
             }
             status.last_change_unix = if changed {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs_f64())
