@@ -4,8 +4,8 @@
 //! from the rule table never disagree where they overlap (every packet inside
 //! a megaflow gets the same rule), so the first hit is a correct answer.
 
-use super::hash::hash_masked;
-use crate::packet::{FlowKey, FlowMask, KEY_WORDS};
+use super::hash::MaskWords;
+use crate::packet::{FlowKey, FlowMask};
 use hashbrown::HashTable;
 
 struct Entry<V> {
@@ -16,45 +16,26 @@ struct Entry<V> {
 
 struct Subtable<V> {
     mask: FlowMask,
-    /// Indices of the mask's non-zero words: hashing and comparing skip the rest.
-    words: [u8; KEY_WORDS],
-    nwords: usize,
+    /// The mask's non-zero words: hashing and comparing skip the rest.
+    keyer: MaskWords,
     table: HashTable<Entry<V>>,
     hits: u64,
 }
 
 impl<V> Subtable<V> {
     fn new(mask: &FlowMask) -> Self {
-        let mut words = [0u8; KEY_WORDS];
-        let mut nwords = 0;
-        for (i, &w) in mask.0.words.iter().enumerate() {
-            if w != 0 {
-                words[nwords] = i as u8;
-                nwords += 1;
-            }
-        }
-        Self { mask: *mask, words, nwords, table: HashTable::new(), hits: 0 }
-    }
-
-    #[inline(always)]
-    fn words(&self) -> &[u8] {
-        &self.words[..self.nwords]
+        Self { mask: *mask, keyer: MaskWords::new(mask), table: HashTable::new(), hits: 0 }
     }
 
     #[inline(always)]
     fn hash(&self, key: &FlowKey) -> u64 {
-        hash_masked(key, &self.mask.0, self.words())
+        self.keyer.hash(key)
     }
 
     /// `entry_key` is stored masked; compares `key & mask` to it on the mask's words.
     #[inline(always)]
     fn matches(&self, entry_key: &FlowKey, key: &FlowKey) -> bool {
-        let mut diff = 0u64;
-        for &i in self.words() {
-            let i = usize::from(i) % KEY_WORDS;
-            diff |= (key.words[i] & self.mask.0.words[i]) ^ entry_key.words[i];
-        }
-        diff == 0
+        self.keyer.matches(entry_key, key)
     }
 
     #[inline(always)]
@@ -108,11 +89,8 @@ impl<V> Dpcls<V> {
         let st = &mut self.subtables[idx];
         let masked = key.masked(mask);
         let hash = st.hash(&masked);
-        let words = st.words;
-        let nwords = st.nwords;
-        let same =
-            |e: &Entry<V>| words[..nwords].iter().all(|&i| e.key.words[usize::from(i)] == masked.words[usize::from(i)]);
-        if let Some(e) = st.table.find_mut(hash, same) {
+        let keyer = st.keyer;
+        if let Some(e) = st.table.find_mut(hash, |e| keyer.matches(&e.key, &masked)) {
             return Some(std::mem::replace(&mut e.value, value));
         }
         st.table.insert_unique(hash, Entry { key: masked, hash, value }, |e| e.hash);

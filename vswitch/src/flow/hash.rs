@@ -1,7 +1,7 @@
 //! Key hashing: a multiply-rotate mix per 64-bit word, finished with an
 //! avalanche, so every key bit affects the bucket and set bits.
 
-use crate::packet::{FlowKey, KEY_WORDS};
+use crate::packet::{FlowKey, FlowMask, KEY_WORDS};
 
 const K: u64 = 0x9e37_79b9_7f4a_7c15;
 
@@ -47,6 +47,65 @@ pub fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8]) -> u64 {
         h = mix(h, key.words[i] & mask.words[i]);
     }
     finish(h)
+}
+
+/// A mask with the indices of its non-zero words: hashing and comparing a
+/// key under the mask touch only those (a megaflow or rule mask uses a few
+/// of the key's 13 words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaskWords {
+    pub mask: FlowMask,
+    words: [u8; KEY_WORDS],
+    nwords: u8,
+}
+
+impl MaskWords {
+    pub fn new(mask: &FlowMask) -> Self {
+        let mut words = [0u8; KEY_WORDS];
+        let mut nwords = 0;
+        for (i, &w) in mask.0.words.iter().enumerate() {
+            if w != 0 {
+                words[nwords] = i as u8;
+                nwords += 1;
+            }
+        }
+        Self { mask: *mask, words, nwords: nwords as u8 }
+    }
+
+    #[inline(always)]
+    pub fn words(&self) -> &[u8] {
+        &self.words[..usize::from(self.nwords)]
+    }
+
+    /// The hash of `key & mask`.
+    #[inline(always)]
+    pub fn hash(&self, key: &FlowKey) -> u64 {
+        hash_masked(key, &self.mask.0, self.words())
+    }
+
+    /// A cheaper hash of `key & mask` (one multiply), for indexes where a
+    /// collision only costs time, never an answer (the rule table's stages).
+    #[inline(always)]
+    pub fn quick_hash(&self, key: &FlowKey) -> u64 {
+        let mut x = 0u64;
+        for &i in self.words() {
+            let i = usize::from(i) % KEY_WORDS;
+            x = x.rotate_left(19) ^ (key.words[i] & self.mask.0.words[i]);
+        }
+        let h = (x ^ 0x243f_6a88_85a3_08d3).wrapping_mul(K);
+        h ^ (h >> 29)
+    }
+
+    /// Whether `key & mask` equals `stored` (a key stored masked).
+    #[inline(always)]
+    pub fn matches(&self, stored: &FlowKey, key: &FlowKey) -> bool {
+        let mut diff = 0u64;
+        for &i in self.words() {
+            let i = usize::from(i) % KEY_WORDS;
+            diff |= (key.words[i] & self.mask.0.words[i]) ^ stored.words[i];
+        }
+        diff == 0
+    }
 }
 
 #[cfg(test)]

@@ -17,9 +17,10 @@
 //! Ties: among matching rules of equal priority, the one added first (lowest
 //! [`RuleId`]) wins.
 
+use super::hash::MaskWords;
 use crate::actions::Action;
 use crate::packet::{Field, FlowKey, FlowMask};
-use hashbrown::HashMap;
+use hashbrown::HashTable;
 use std::sync::Arc;
 
 /// Rule identity, increasing in insertion order.
@@ -77,13 +78,51 @@ impl Rule {
     }
 }
 
+/// A lookup stage: the subtable's mask cut down to some fields, and how
+/// many rules have each cut-down key, by hash only: a collision can only
+/// make a stage look present, which costs a further stage (and a more
+/// specific megaflow), never a wrong answer (the final lookup is exact).
+#[derive(Clone)]
+struct Stage {
+    keyer: MaskWords,
+    /// (hash of the cut-down key, rules with it).
+    index: HashTable<(u64, u32)>,
+}
+
+impl Stage {
+    fn add(&mut self, key: &FlowKey) {
+        let h = self.keyer.quick_hash(key);
+        match self.index.find_mut(h, |e| e.0 == h) {
+            Some(e) => e.1 += 1,
+            None => {
+                self.index.insert_unique(h, (h, 1), |e| e.0);
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        let h = self.keyer.quick_hash(key);
+        if let Ok(mut e) = self.index.find_entry(h, |e| e.0 == h) {
+            e.get_mut().1 -= 1;
+            if e.get().1 == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn has(&self, key: &FlowKey) -> bool {
+        let h = self.keyer.quick_hash(key);
+        self.index.find(h, |e| e.0 == h).is_some()
+    }
+}
+
 #[derive(Clone)]
 struct Subtable {
-    mask: FlowMask,
+    keyer: MaskWords,
     /// Rules by masked key; each list ordered best first.
-    rules: HashMap<FlowKey, Vec<Arc<Rule>>>,
-    /// Staged indexes: (stage mask, how many rules have each cut-down key).
-    stages: Vec<(FlowMask, HashMap<FlowKey, u32>)>,
+    rules: HashTable<(FlowKey, Vec<Arc<Rule>>)>,
+    stages: Vec<Stage>,
     max_priority: u32,
     count: usize,
 }
@@ -115,8 +154,21 @@ fn stage_masks(mask: &FlowMask) -> Vec<FlowMask> {
 
 impl Subtable {
     fn new(mask: FlowMask) -> Self {
-        let stages = stage_masks(&mask).into_iter().map(|m| (m, HashMap::new())).collect();
-        Self { mask, rules: HashMap::new(), stages, max_priority: 0, count: 0 }
+        let stages = stage_masks(&mask)
+            .into_iter()
+            .map(|m| Stage { keyer: MaskWords::new(&m), index: HashTable::new() })
+            .collect();
+        Self { keyer: MaskWords::new(&mask), rules: HashTable::new(), stages, max_priority: 0, count: 0 }
+    }
+
+    fn mask(&self) -> &FlowMask {
+        &self.keyer.mask
+    }
+
+    /// The rules whose masked key `key` has (`key` need not be masked).
+    #[inline(always)]
+    fn find(&self, key: &FlowKey) -> Option<&Vec<Arc<Rule>>> {
+        self.rules.find(self.keyer.hash(key), |e| self.keyer.matches(&e.0, key)).map(|e| &e.1)
     }
 }
 
@@ -167,7 +219,7 @@ impl RuleTable {
         self.next_id += 1;
         let matcher = Match { key: matcher.key.masked(&matcher.mask), mask: matcher.mask };
         let rule = Arc::new(Rule { id, priority, matcher, actions });
-        let idx = match self.subtables.iter().position(|s| s.mask == matcher.mask) {
+        let idx = match self.subtables.iter().position(|s| *s.mask() == matcher.mask) {
             Some(i) => i,
             None => {
                 self.subtables.push(Arc::new(Subtable::new(matcher.mask)));
@@ -175,11 +227,16 @@ impl RuleTable {
             }
         };
         let st = &mut Arc::make_mut(&mut self.subtables[idx]);
-        let list = st.rules.entry(matcher.key).or_default();
+        let keyer = st.keyer;
+        let hash = keyer.hash(&matcher.key);
+        let list = match st.rules.find_mut(hash, |e| e.0 == matcher.key) {
+            Some(e) => &mut e.1,
+            None => &mut st.rules.insert_unique(hash, (matcher.key, Vec::new()), |e| keyer.hash(&e.0)).into_mut().1,
+        };
         let pos = list.iter().position(|r| rule.beats(r)).unwrap_or(list.len());
         list.insert(pos, rule);
-        for (smask, index) in &mut st.stages {
-            *index.entry(matcher.key.masked(smask)).or_insert(0) += 1;
+        for stage in &mut st.stages {
+            stage.add(&matcher.key);
         }
         st.max_priority = st.max_priority.max(priority);
         st.count += 1;
@@ -194,27 +251,23 @@ impl RuleTable {
             st.rules.iter().find(|(_, list)| list.iter().any(|r| r.id == id)).map(|(k, _)| (si, *k))
         })?;
         let st = &mut Arc::make_mut(&mut self.subtables[si]);
-        let list = st.rules.get_mut(&key)?;
+        let keyer = st.keyer;
+        let Ok(mut entry) = st.rules.find_entry(keyer.hash(&key), |e| e.0 == key) else { return None };
+        let list = &mut entry.get_mut().1;
         let pos = list.iter().position(|r| r.id == id)?;
         let removed = list.remove(pos);
         if list.is_empty() {
-            st.rules.remove(&key);
+            entry.remove();
         }
-        for (smask, index) in &mut st.stages {
-            let part = key.masked(smask);
-            if let Some(n) = index.get_mut(&part) {
-                *n -= 1;
-                if *n == 0 {
-                    index.remove(&part);
-                }
-            }
+        for stage in &mut st.stages {
+            stage.remove(&key);
         }
         st.count -= 1;
         self.count -= 1;
         if st.count == 0 {
             self.subtables.remove(si);
         } else {
-            st.max_priority = st.rules.values().filter_map(|l| l.first()).map(|r| r.priority).max().unwrap_or(0);
+            st.max_priority = st.rules.iter().filter_map(|(_, l)| l.first()).map(|r| r.priority).max().unwrap_or(0);
         }
         self.sort();
         Some(removed)
@@ -226,7 +279,7 @@ impl RuleTable {
 
     /// Every rule, best first within each subtable.
     pub fn rules(&self) -> impl Iterator<Item = &Arc<Rule>> {
-        self.subtables.iter().flat_map(|st| st.rules.values().flatten())
+        self.subtables.iter().flat_map(|st| st.rules.iter().flat_map(|(_, l)| l))
     }
 
     /// Finds a rule by id.
@@ -244,12 +297,12 @@ impl RuleTable {
                 break;
             }
             visited += 1;
-            if let Some((smask, _)) = st.stages.iter().find(|(smask, index)| !index.contains_key(&key.masked(smask))) {
-                mask.union_with(smask);
+            if let Some(stage) = st.stages.iter().find(|stage| !stage.has(key)) {
+                mask.union_with(&stage.keyer.mask);
                 continue;
             }
-            mask.union_with(&st.mask);
-            if let Some(candidate) = st.rules.get(&key.masked(&st.mask)).and_then(|l| l.first()) {
+            mask.union_with(st.mask());
+            if let Some(candidate) = st.find(key).and_then(|l| l.first()) {
                 if best.is_none_or(|b| candidate.beats(b)) {
                     best = Some(candidate);
                 }
