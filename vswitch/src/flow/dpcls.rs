@@ -15,8 +15,7 @@ struct Entry<V> {
 }
 
 struct Subtable<V> {
-    mask: FlowMask,
-    /// The mask's non-zero words: hashing and comparing skip the rest.
+    /// The mask and its non-zero words: hashing and comparing skip the rest.
     keyer: MaskWords,
     table: HashTable<Entry<V>>,
     hits: u64,
@@ -24,7 +23,7 @@ struct Subtable<V> {
 
 impl<V> Subtable<V> {
     fn new(mask: &FlowMask) -> Self {
-        Self { mask: *mask, keyer: MaskWords::new(mask), table: HashTable::new(), hits: 0 }
+        Self { keyer: MaskWords::new(mask), table: HashTable::new(), hits: 0 }
     }
 
     #[inline(always)]
@@ -79,7 +78,7 @@ impl<V> Dpcls<V> {
 
     /// Inserts the megaflow `key & mask`; returns the value it replaced.
     pub fn insert(&mut self, key: &FlowKey, mask: &FlowMask, value: V) -> Option<V> {
-        let idx = match self.subtables.iter().position(|s| s.mask == *mask) {
+        let idx = match self.subtables.iter().position(|s| s.keyer.mask == *mask) {
             Some(i) => i,
             None => {
                 self.subtables.push(Subtable::new(mask));
@@ -100,7 +99,7 @@ impl<V> Dpcls<V> {
 
     /// Removes the megaflow `key & mask`; an emptied subtable goes away.
     pub fn remove(&mut self, key: &FlowKey, mask: &FlowMask) -> Option<V> {
-        let idx = self.subtables.iter().position(|s| s.mask == *mask)?;
+        let idx = self.subtables.iter().position(|s| s.keyer.mask == *mask)?;
         let st = &mut self.subtables[idx];
         let masked = key.masked(mask);
         let hash = st.hash(&masked);
@@ -124,7 +123,7 @@ impl<V> Dpcls<V> {
 
     /// Every megaflow: (masked key, mask, value).
     pub fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowMask, &V)> {
-        self.subtables.iter().flat_map(|st| st.table.iter().map(move |e| (&e.key, &st.mask, &e.value)))
+        self.subtables.iter().flat_map(|st| st.table.iter().map(move |e| (&e.key, &st.keyer.mask, &e.value)))
     }
 }
 
@@ -146,7 +145,7 @@ impl<V: Copy> Dpcls<V> {
     pub fn remove_where(&mut self, mut remove: impl FnMut(&FlowKey, &FlowMask, &V) -> bool) -> Vec<V> {
         let mut out = Vec::new();
         for st in &mut self.subtables {
-            let mask = st.mask;
+            let mask = st.keyer.mask;
             st.table.retain(|e| {
                 let gone = remove(&e.key, &mask, &e.value);
                 if gone {
