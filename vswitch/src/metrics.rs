@@ -202,6 +202,22 @@ fn answer(mut stream: TcpStream, handle: &PrometheusHandle) -> std::io::Result<(
 }
 
 /// Publishes the current counters.
+/// The kernel underlay follower's counters and state.
+pub fn publish_kernel(k: &crate::kernel::KernelStatus) {
+    let c = &k.counters;
+    metrics::counter!("vswitch_kernel_messages_total").absolute(c.messages);
+    metrics::counter!("vswitch_kernel_bad_messages_total").absolute(c.bad_messages);
+    metrics::counter!("vswitch_kernel_overruns_total").absolute(c.overruns);
+    metrics::counter!("vswitch_kernel_resyncs_total").absolute(c.resyncs);
+    metrics::counter!("vswitch_kernel_dump_errors_total").absolute(c.dump_errors);
+    metrics::gauge!("vswitch_kernel_routes").set(k.kernel_routes as f64);
+    metrics::gauge!("vswitch_kernel_ignored_routes").set(k.ignored_routes as f64);
+    metrics::gauge!("vswitch_kernel_neighbours").set(k.kernel_neighbours as f64);
+    for (uplink, _, _, up) in &k.uplinks {
+        metrics::gauge!("vswitch_kernel_link_up", "uplink" => uplink.clone()).set(if *up { 1.0 } else { 0.0 });
+    }
+}
+
 pub fn publish(s: &SwitchStats) {
     for p in &s.ports {
         let port = p.name.clone();

@@ -155,6 +155,9 @@ fn run(args: Args) -> Result<()> {
             if let Some(o) = switch.offload() {
                 vswitch::metrics::publish_offload(&o.shared.stats());
             }
+            if let Some(k) = switch.kernel_status() {
+                vswitch::metrics::publish_kernel(&k);
+            }
             if !args.no_stats {
                 println!("{}", stats_line(&last.1, &now.1, now.0.duration_since(last.0).as_secs_f64()));
             }

@@ -350,6 +350,11 @@ impl Switch {
         })
     }
 
+    /// The kernel underlay follower's status, when it runs.
+    pub fn kernel_status(&self) -> Option<crate::kernel::KernelStatus> {
+        self.underlay.read(|t| t.kernel.clone())
+    }
+
     /// `neigh-show`: every neighbour with its source.
     pub fn neigh_show(&self) -> serde_json::Value {
         let (neighbours, kernel) = self.underlay.read(|t| {
