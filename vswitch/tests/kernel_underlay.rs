@@ -18,7 +18,7 @@
 mod common;
 
 use common::daemon::{wait_for, Daemon};
-use common::netns::{in_ns, must, must_ns, run};
+use common::netns::{self, helper_result, in_ns, must, must_ns, ping, run};
 use common::TempDir;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -191,11 +191,6 @@ fn has_kernel_route(d: &Daemon, line: &str) -> bool {
 fn encaps(d: &Daemon) -> Vec<String> {
     let flows = d.ctl_json(&["dump-flows"]).expect("dump-flows");
     flows.as_array().into_iter().flatten().filter_map(|f| f["encap"].as_str().map(str::to_owned)).collect()
-}
-
-fn ping(ns: &str, args: &[&str]) -> (bool, String) {
-    let out = in_ns(ns, "ping", args);
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// Pings until one answer (ARP on both sides of the tunnel first).
@@ -383,29 +378,9 @@ fn offloaded_flows_follow_a_kernel_route_change() {
     d.stop();
 }
 
-/// A steady UDP stream from the VM to the remote: sent and received
-/// counts. Runs in this test binary, started again inside a namespace.
+/// A helper role in a namespace (this test binary, as [`STREAM_TEST`]).
 fn helper(ns: &str, role: &str, arg: &str) -> Child {
-    let exe = std::env::current_exe().expect("exe");
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(exe)
-        .args(["--exact", STREAM_TEST, "--nocapture", "--test-threads=1"])
-        .env("VSWK_ROLE", role)
-        .env("VSWK_ARG", arg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn helper")
-}
-
-fn helper_result(child: Child) -> String {
-    let out = child.wait_with_output().expect("helper");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "helper failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-    text.lines()
-        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.trim().to_owned()))
-        .unwrap_or_else(|| panic!("no RESULT line: {text}"))
+    netns::helper(ns, STREAM_TEST, role, arg)
 }
 
 /// Datagrams per second of the stream, and its length.
@@ -415,9 +390,10 @@ const STREAM_SECONDS: u64 = 6;
 /// The test whose binary runs the helper roles.
 const STREAM_TEST: &str = "the_route_moves_between_uplinks_on_replace_and_on_link_down";
 
-/// Helper roles, in [`STREAM_TEST`] started again with VSWK_ROLE set.
+/// Helper roles, in [`STREAM_TEST`] started again with the helper role set: a
+/// steady UDP stream from the VM to the remote, sent and received counts.
 fn helper_role(role: &str) {
-    let arg = std::env::var("VSWK_ARG").unwrap_or_default();
+    let arg = std::env::var(netns::HELPER_ARG).unwrap_or_default();
     match role {
         "udp-count" => {
             let sock = std::net::UdpSocket::bind(&arg).expect("bind");
@@ -472,7 +448,7 @@ fn stream_across(t: &Topology, d: &Daemon, change: impl FnOnce()) -> (u64, u64, 
 /// datagrams lost during each switch are counted and bounded.
 #[test]
 fn the_route_moves_between_uplinks_on_replace_and_on_link_down() {
-    if let Ok(role) = std::env::var("VSWK_ROLE") {
+    if let Ok(role) = std::env::var(netns::HELPER_ROLE) {
         helper_role(&role);
         return;
     }

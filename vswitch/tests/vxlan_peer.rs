@@ -15,7 +15,7 @@
 mod common;
 
 use common::daemon::Daemon;
-use common::netns::{in_ns, must, must_ns, run};
+use common::netns::{self, helper_result, in_ns, must, must_ns, ping, run};
 use common::TempDir;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -184,38 +184,11 @@ fn start_daemon(t: &Topology, dir: &TempDir) -> Daemon {
     Daemon::start(&dir.0, &peer_config(t, &dir.path("ctl.sock")))
 }
 
-fn ping(ns: &str, args: &[&str]) -> (bool, String) {
-    let out = in_ns(ns, "ping", args);
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
+const PEER_TEST: &str = "kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture";
 
-/// Runs this test binary as a helper inside a namespace.
+/// A helper role in a namespace (this test binary, as [`PEER_TEST`]).
 fn helper(ns: &str, role: &str, arg: &str) -> Child {
-    let exe = std::env::current_exe().expect("exe");
-    Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(exe)
-        .args([
-            "--exact",
-            "kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("VSWT_PEER_ROLE", role)
-        .env("VSWT_PEER_ARG", arg)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn helper")
-}
-
-fn helper_result(child: Child) -> String {
-    let out = child.wait_with_output().expect("helper");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "helper failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-    text.lines()
-        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.trim().to_owned()))
-        .unwrap_or_else(|| panic!("no RESULT line: {text}"))
+    netns::helper(ns, PEER_TEST, role, arg)
 }
 
 fn sha256ish(data: &[u8]) -> String {
@@ -229,9 +202,9 @@ fn sha256ish(data: &[u8]) -> String {
 }
 
 /// Helper roles, run inside namespaces by `helper()` (this test binary,
-/// started again with VSWT_PEER_ROLE set).
+/// started again with the helper role set).
 fn peer_helper(role: &str) {
-    let arg = std::env::var("VSWT_PEER_ARG").unwrap_or_default();
+    let arg = std::env::var(netns::HELPER_ARG).unwrap_or_default();
     match role {
         "udp-recv" => {
             let sock = std::net::UdpSocket::bind(&arg).expect("bind");
@@ -304,7 +277,7 @@ fn peer_helper(role: &str) {
 
 #[test]
 fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
-    if let Ok(role) = std::env::var("VSWT_PEER_ROLE") {
+    if let Ok(role) = std::env::var(netns::HELPER_ROLE) {
         peer_helper(&role);
         return;
     }
@@ -522,7 +495,7 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
 /// in hardware.
 #[test]
 fn kernel_vxlan_peer_with_offload_into_the_model() {
-    if let Ok(role) = std::env::var("VSWT_PEER_ROLE") {
+    if let Ok(role) = std::env::var(netns::HELPER_ROLE) {
         peer_helper(&role);
         return;
     }

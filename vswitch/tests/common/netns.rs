@@ -1,6 +1,6 @@
 //! Commands on the host and in network namespaces (root tests).
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub fn run(cmd: &str, args: &[&str]) -> Output {
     Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
@@ -31,4 +31,41 @@ pub fn must_ns(ns: &str, cmd: &str, args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `ping` inside a namespace: (success, its output).
+pub fn ping(ns: &str, args: &[&str]) -> (bool, String) {
+    let out = in_ns(ns, "ping", args);
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The environment variables a helper reads: its role and argument.
+pub const HELPER_ROLE: &str = "VSWT_HELPER_ROLE";
+pub const HELPER_ARG: &str = "VSWT_HELPER_ARG";
+
+/// Runs this test binary again inside namespace `ns`, as test `test` with
+/// [`HELPER_ROLE`] and [`HELPER_ARG`] set: that test plays the role and
+/// prints `RESULT ...` (see [`helper_result`]).
+pub fn helper(ns: &str, test: &str, role: &str, arg: &str) -> Child {
+    let exe = std::env::current_exe().expect("exe");
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(HELPER_ROLE, role)
+        .env(HELPER_ARG, arg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn helper")
+}
+
+/// Waits for a helper; its `RESULT` line (the test fails if it failed).
+pub fn helper_result(child: Child) -> String {
+    let out = child.wait_with_output().expect("helper");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "helper failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text.lines()
+        .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no RESULT line: {text}"))
 }
