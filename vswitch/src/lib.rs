@@ -3,6 +3,7 @@
 //! the poll-mode threads around it), the offload manager, the safe DPDK
 //! layer, configuration, control and metrics.
 
+pub mod accept;
 pub mod actions;
 pub mod arch;
 pub mod config;

@@ -6,15 +6,14 @@
 //! most once a second. Values are published from the aggregated counters by
 //! the daemon's main loop.
 
+use crate::accept::Acceptor;
 use crate::datapath::SwitchStats;
-use crate::dpdk::os;
 use crate::offloading::manager::OffloadStats;
-use crate::ratelimit::RateLimited;
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -67,63 +66,29 @@ pub fn install(addr: SocketAddr) -> Result<MetricsServer> {
 }
 
 fn serve(listener: &TcpListener, handle: &PrometheusHandle, stop: &AtomicBool) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut log = RateLimited::new(Duration::from_secs(1));
+    let mut acceptor = Acceptor::new("metrics", "metrics-conn", MAX_CONNECTIONS, SLICE);
     let mut last_upkeep = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         if last_upkeep.elapsed() >= Duration::from_secs(5) {
             handle.run_upkeep();
             last_upkeep = Instant::now();
         }
-        match os::wait_readable(listener, SLICE) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                if let Some(held) = log.check() {
-                    tracing::warn!(held_back = held, "metrics: waiting for connections: {e}");
-                }
-                std::thread::sleep(SLICE);
-                continue;
-            }
-        }
-        loop {
-            let stream = match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    if let Some(held) = log.check() {
-                        tracing::warn!(held_back = held, "metrics accept: {e}");
-                    }
-                    std::thread::sleep(SLICE);
-                    break;
-                }
-            };
-            if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
+        acceptor.turn(
+            listener,
+            |l| l.accept().map(|(s, _)| s),
+            |stream: TcpStream| {
                 let _ = stream.set_nonblocking(true);
                 let _ = (&stream).write_all(&response(503, "text/plain", b"busy: too many connections\n", false));
-                continue;
-            }
-            active.fetch_add(1, Ordering::AcqRel);
-            let (handle, active_c) = (handle.clone(), Arc::clone(&active));
-            match std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
-                let _ = answer(stream, &handle);
-                active_c.fetch_sub(1, Ordering::AcqRel);
-            }) {
-                Ok(t) => threads.push(t),
-                Err(e) => {
-                    active.fetch_sub(1, Ordering::AcqRel);
-                    if let Some(held) = log.check() {
-                        tracing::warn!(held_back = held, "metrics: cannot start a connection thread: {e}");
-                    }
+            },
+            || {
+                let handle = handle.clone();
+                move |stream| {
+                    let _ = answer(stream, &handle);
                 }
-            }
-        }
-        threads.retain(|t| !t.is_finished());
+            },
+        );
     }
-    for t in threads {
-        let _ = t.join();
-    }
+    acceptor.finish();
 }
 
 fn response(status: u16, kind: &str, body: &[u8], with_body: bool) -> Vec<u8> {

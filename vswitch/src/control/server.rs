@@ -5,17 +5,16 @@
 //! client: every wait is sliced and checks the stop flag.
 
 use super::{execute, io, respond, ControlError, MAX_REQUEST};
+use crate::accept::Acceptor;
 use crate::datapath::Switch;
 use crate::dpdk::os;
-use crate::ratelimit::RateLimited;
 use serde_json::json;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Connections served at once.
@@ -65,64 +64,23 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
 /// progress (each notices the stop within a tenth of a second).
 /// `config_path` is what `reload` reads.
 pub fn serve(listener: UnixListener, switch: Arc<Switch>, config_path: Option<PathBuf>, stop: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    let mut threads: Vec<JoinHandle<()>> = Vec::new();
-    let mut accept_log = RateLimited::new(Duration::from_secs(1));
-    let mut busy_log = RateLimited::new(Duration::from_secs(10));
+    let mut acceptor = Acceptor::new("control socket", "control-conn", MAX_CONNECTIONS, SLICE);
     while !stop.load(Ordering::Relaxed) {
-        match os::wait_readable(&listener, SLICE) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) => {
-                if let Some(held) = accept_log.check() {
-                    tracing::warn!(held_back = held, "control socket: waiting for connections: {e}");
-                }
-                std::thread::sleep(SLICE);
-                continue;
-            }
-        }
-        loop {
-            let stream = match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    // E.g. out of descriptors: held back, retried after a pause.
-                    if let Some(held) = accept_log.check() {
-                        tracing::warn!(held_back = held, "control socket accept: {e}");
-                    }
-                    std::thread::sleep(SLICE);
-                    break;
-                }
-            };
-            if active.load(Ordering::Acquire) >= MAX_CONNECTIONS {
-                if let Some(held) = busy_log.check() {
-                    tracing::warn!(held_back = held, limit = MAX_CONNECTIONS, "control socket: too many connections");
-                }
-                refuse(stream);
-                continue;
-            }
-            active.fetch_add(1, Ordering::AcqRel);
-            let conn = Connection {
-                switch: Arc::clone(&switch),
-                config_path: config_path.clone(),
-                stop: Arc::clone(&stop),
-                active: Arc::clone(&active),
-            };
-            match std::thread::Builder::new().name("control-conn".into()).spawn(move || conn.run(stream)) {
-                Ok(h) => threads.push(h),
-                Err(e) => {
-                    active.fetch_sub(1, Ordering::AcqRel);
-                    if let Some(held) = accept_log.check() {
-                        tracing::warn!(held_back = held, "control socket: cannot start a connection thread: {e}");
-                    }
-                }
-            }
-        }
-        threads.retain(|h| !h.is_finished());
+        acceptor.turn(
+            &listener,
+            |l| l.accept().map(|(s, _)| s),
+            refuse,
+            || {
+                let conn = Connection {
+                    switch: Arc::clone(&switch),
+                    config_path: config_path.clone(),
+                    stop: Arc::clone(&stop),
+                };
+                move |stream| conn.run(stream)
+            },
+        );
     }
-    for h in threads {
-        let _ = h.join();
-    }
+    acceptor.finish();
 }
 
 /// Tells a connection over the limit that the daemon is busy (without
@@ -138,7 +96,6 @@ struct Connection {
     switch: Arc<Switch>,
     config_path: Option<PathBuf>,
     stop: Arc<AtomicBool>,
-    active: Arc<AtomicUsize>,
 }
 
 impl Connection {
@@ -146,7 +103,6 @@ impl Connection {
         if let Err(e) = self.serve(stream) {
             tracing::debug!("control connection: {e}");
         }
-        self.active.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn serve(&self, mut stream: UnixStream) -> Result<(), ControlError> {
