@@ -528,6 +528,7 @@ fn foreign_routes_other_families_and_an_overrun_end_equal_to_the_kernel() {
     });
     let c = &show["kernel"]["counters"];
     assert!(c["other_table"].as_u64().unwrap_or(0) >= 1, "table 100's route counted: {c}");
+    assert_eq!(c["resyncs"], 0, "links of other interfaces (x0, x1) cause no dump: {c}");
     let unknown = wait_for(Duration::from_secs(5), "the FDB entry counted", || {
         let n = routes(&d)["kernel"]["counters"]["unknown_family"].as_u64().unwrap_or(0);
         (n >= 1).then_some(n)

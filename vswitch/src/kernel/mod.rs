@@ -8,9 +8,10 @@
 //! arrive meanwhile wait in the first and replay on top: each is keyed, so
 //! the latest wins). Routes of the followed table through an uplink's
 //! interface, and neighbours on one, go into the switch's tables (source
-//! `kernel`); other routes are listed with why in `route-show`. A link that
-//! goes up or down, an overrun (ENOBUFS: the kernel dropped notifications)
-//! or an interrupted dump leads to a fresh dump, applied as a diff. Bad
+//! `kernel`); other routes are listed with why in `route-show`. An uplink
+//! interface's link going up, down or away, an overrun (ENOBUFS: the kernel
+//! dropped notifications) or an interrupted dump leads to a fresh dump,
+//! applied as a diff. Bad
 //! messages are counted, never fatal. Changes apply like `vswitchctl
 //! route-add`: cached flows re-resolve at once, offloaded flows are replaced
 //! make-before-break.
@@ -300,12 +301,15 @@ impl Follow {
                         decode(&self.buf, &mut decoded);
                         for ev in &decoded {
                             self.counters.messages += 1;
+                            let ours = self.is_uplink_link(ev);
                             match self.state.apply(ev, self.spec.table, &mut self.counters) {
                                 Applied::Nothing => {}
                                 Applied::Changed => changed = true,
+                                // Only an uplink's interface is worth a dump
+                                // (VM taps come and go on an NFV host).
                                 Applied::LinkChanged => {
                                     changed = true;
-                                    pending_resync = true;
+                                    pending_resync |= ours;
                                 }
                             }
                         }
@@ -338,6 +342,17 @@ impl Follow {
                 self.publish(false);
             }
         }
+    }
+
+    /// Whether a link event concerns an uplink's kernel interface (by its
+    /// new name or the name it had).
+    fn is_uplink_link(&self, ev: &Event) -> bool {
+        let index = match ev {
+            Event::Link { index, name: Some(n), .. } if self.uplinks.iter().any(|u| u.ifname == *n) => return true,
+            Event::Link { index, .. } | Event::LinkGone { index } => index,
+            _ => return false,
+        };
+        self.state.links.get(index).is_some_and(|l| self.uplinks.iter().any(|u| u.ifname == l.name))
     }
 
     fn discard_queued(&mut self) {
