@@ -20,6 +20,7 @@ pub mod decode;
 pub mod state;
 
 use crate::datapath::Switch;
+use crate::ratelimit::RateLimited;
 use decode::{decode, Event};
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::link::LinkMessage;
@@ -266,12 +267,16 @@ impl Follow {
 
     fn run(mut self, stop: &AtomicBool) {
         let mut pending_resync = false;
+        let mut dump_log = RateLimited::new(Duration::from_secs(10));
+        let mut overrun_log = RateLimited::new(Duration::from_secs(10));
         while !stop.load(Ordering::Relaxed) {
             if pending_resync {
                 pending_resync = false;
                 self.counters.resyncs += 1;
                 if let Err(e) = self.resync(true) {
-                    tracing::warn!("netlink dump failed (trying again): {e}");
+                    if let Some(held) = dump_log.check() {
+                        tracing::warn!(held_back = held, "netlink dump failed (trying again every 100 ms): {e}");
+                    }
                     pending_resync = true;
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
@@ -317,10 +322,14 @@ impl Follow {
                     }
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                         self.counters.overruns += 1;
-                        tracing::warn!(
-                            "netlink overrun: the kernel dropped notifications (receive buffer {} bytes); dumping again",
-                            self.spec.netlink_rcvbuf
-                        );
+                        if let Some(held) = overrun_log.check() {
+                            tracing::warn!(
+                                held_back = held,
+                                "netlink overrun: the kernel dropped notifications (receive buffer {} bytes, \
+                                 [underlay] netlink_rcvbuf); dumping again",
+                                self.spec.netlink_rcvbuf
+                            );
+                        }
                         // What is queued is older than the dump to come.
                         self.discard_queued();
                         pending_resync = true;
