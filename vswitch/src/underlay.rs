@@ -274,11 +274,13 @@ impl Tables {
 
 /// FNV-1a over an address's bytes: the ECMP choice (stable across runs).
 fn fnv1a(ip: IpAddr) -> u64 {
-    let bytes: Vec<u8> = match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
+    let fold = |bytes: &[u8]| {
+        bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     };
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    match ip {
+        IpAddr::V4(a) => fold(&a.octets()),
+        IpAddr::V6(a) => fold(&a.octets()),
+    }
 }
 
 impl Underlay {

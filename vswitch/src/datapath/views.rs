@@ -309,24 +309,35 @@ impl Switch {
         Ok(self.flow_infos()?.iter().map(|f| self.flow_view(f, testpmd)).collect())
     }
 
+    /// A route for display (route-show, dump-underlay).
+    fn route_json(&self, r: &crate::underlay::Route) -> serde_json::Value {
+        serde_json::json!({
+            "prefix": r.prefix.to_string(),
+            "via": r.via.map(|v| v.to_string()),
+            "port": self.port_name(r.port),
+            "source": r.source.as_str(),
+            "metric": r.metric,
+        })
+    }
+
+    /// A neighbour for display (neigh-show, dump-underlay).
+    fn neigh_json(&self, ip: &std::net::IpAddr, n: &crate::underlay::Neighbour) -> serde_json::Value {
+        serde_json::json!({
+            "ip": ip.to_string(),
+            "mac": ofrule::format_mac(&n.mac),
+            "port": self.port_name(n.port),
+            "static": n.is_static(),
+            "source": n.source.as_str(),
+        })
+    }
+
     /// `route-show`: every route with its source and metric, the kernel
     /// routes not used with why, the kernel follower's status.
     pub fn route_show(&self) -> serde_json::Value {
         let (routes, ignored, kernel) = self.underlay.read(|t| {
             let mut routes: Vec<&crate::underlay::Route> = t.routes.iter().collect();
             routes.sort_by_key(|r| (r.prefix, r.metric));
-            let routes: Vec<serde_json::Value> = routes
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "prefix": r.prefix.to_string(),
-                        "via": r.via.map(|v| v.to_string()),
-                        "port": self.port_name(r.port),
-                        "source": r.source.as_str(),
-                        "metric": r.metric,
-                    })
-                })
-                .collect();
+            let routes: Vec<serde_json::Value> = routes.iter().map(|r| self.route_json(r)).collect();
             let ignored: Vec<serde_json::Value> = t
                 .ignored_routes
                 .iter()
@@ -358,18 +369,7 @@ impl Switch {
     /// `neigh-show`: every neighbour with its source.
     pub fn neigh_show(&self) -> serde_json::Value {
         let (neighbours, kernel) = self.underlay.read(|t| {
-            let n: Vec<serde_json::Value> = t
-                .neighbours
-                .iter()
-                .map(|(ip, n)| {
-                    serde_json::json!({
-                        "ip": ip.to_string(),
-                        "mac": ofrule::format_mac(&n.mac),
-                        "port": self.port_name(n.port),
-                        "source": n.source.as_str(),
-                    })
-                })
-                .collect();
+            let n: Vec<serde_json::Value> = t.neighbours.iter().map(|(ip, n)| self.neigh_json(ip, n)).collect();
             (n, t.kernel.clone())
         });
         serde_json::json!({ "neighbours": neighbours, "kernel": kernel })
@@ -377,34 +377,10 @@ impl Switch {
 
     /// Routes, neighbours and tunnels, for display.
     pub fn dump_underlay(&self) -> serde_json::Value {
-        let name = |n: u32| self.port_name(n);
         let (routes, neighbours, tunnels) = self.underlay.read(|t| {
-            let routes: Vec<serde_json::Value> = t
-                .routes
-                .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "prefix": r.prefix.to_string(),
-                        "via": r.via.map(|v| v.to_string()),
-                        "port": name(r.port),
-                        "source": r.source.as_str(),
-                        "metric": r.metric,
-                    })
-                })
-                .collect();
-            let neighbours: Vec<serde_json::Value> = t
-                .neighbours
-                .iter()
-                .map(|(ip, n)| {
-                    serde_json::json!({
-                        "ip": ip.to_string(),
-                        "mac": ofrule::format_mac(&n.mac),
-                        "port": name(n.port),
-                        "static": n.is_static(),
-                        "source": n.source.as_str(),
-                    })
-                })
-                .collect();
+            let routes: Vec<serde_json::Value> = t.routes.iter().map(|r| self.route_json(r)).collect();
+            let neighbours: Vec<serde_json::Value> =
+                t.neighbours.iter().map(|(ip, n)| self.neigh_json(ip, n)).collect();
             (routes, neighbours, t.tunnels.clone())
         });
         let tunnels: Vec<serde_json::Value> = tunnels
