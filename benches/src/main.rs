@@ -85,7 +85,7 @@ enum Cmd {
     /// Measure a matrix of scenarios x frame sizes x flow counts; with
     /// `--peer ovs` OVS runs each case right after vswitchd.
     Run {
-        #[arg(long, value_enum, value_delimiter = ',', default_value = "fwd,encap,decap,setup")]
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "fwd,encap,decap,setup,acl")]
         scenario: Vec<Scenario>,
         #[arg(long, value_delimiter = ',', default_value = "1,1000,100000,1000000")]
         flows: Vec<u32>,
@@ -99,6 +99,9 @@ enum Cmd {
         /// Flows offered in the setup scenario.
         #[arg(long, default_value_t = 100_000)]
         setup_flows: u32,
+        /// Flows of the acl scenario (64-byte frames).
+        #[arg(long, default_value_t = 20_000)]
+        acl_flows: u32,
         /// Also measure this switch on every case.
         #[arg(long, value_enum)]
         peer: Option<Peer>,
@@ -232,10 +235,22 @@ fn run(args: Args) -> Result<()> {
             let n = scenario::write_pcap(&out, scenario, flows, frame)?;
             println!("{}: {n} packets, {flows} flows, {frame}-byte frames ({})", out.display(), scenario.name());
         }
-        Cmd::Run { scenario, flows, frame, large_frame_flows, setup_flows, peer, no_floor, timing, out, vswitchd } => {
+        Cmd::Run {
+            scenario,
+            flows,
+            frame,
+            large_frame_flows,
+            setup_flows,
+            acl_flows,
+            peer,
+            no_floor,
+            timing,
+            out,
+            vswitchd,
+        } => {
             let bin = ours::vswitchd_path(vswitchd)?;
             let mut cases = Vec::new();
-            for sc in scenario.iter().copied().filter(|s| *s != Scenario::Setup) {
+            for sc in scenario.iter().copied().filter(|s| !matches!(s, Scenario::Setup | Scenario::Acl)) {
                 for fr in &frame {
                     for fl in &flows {
                         if *fr > 64 && !large_frame_flows.contains(fl) {
@@ -247,6 +262,9 @@ fn run(args: Args) -> Result<()> {
             }
             if scenario.contains(&Scenario::Setup) {
                 cases.push((Scenario::Setup, setup_flows, 64));
+            }
+            if scenario.contains(&Scenario::Acl) {
+                cases.push((Scenario::Acl, acl_flows, 64));
             }
             let results = matrix(&bin, &cases, &timing, peer.is_some(), !no_floor, &out)?;
             write_reports(&results, &out)?;
@@ -302,6 +320,7 @@ fn run(args: Args) -> Result<()> {
                 (Scenario::Encap, 1000, 64),
                 (Scenario::Decap, 1000, 64),
                 (Scenario::Setup, 100_000, 64),
+                (Scenario::Acl, 20_000, 64),
             ];
             let out = std::env::temp_dir().join(format!("vswitch-bench-smoke-{}", std::process::id()));
             let results = matrix(&bin, &cases, &timing, !no_peer, true, &out)?;
@@ -309,6 +328,8 @@ fn run(args: Args) -> Result<()> {
             for m in &results.measurements {
                 let numbers = if m.scenario == Scenario::Setup {
                     m.upcalls_per_second > 0.0
+                } else if m.scenario == Scenario::Acl {
+                    m.mpps > 0.0 && m.megaflows > 0 && m.masks > 0
                 } else {
                     m.mpps > 0.0 && (m.switch == Switch::Testpmd || m.cycles_per_packet > 0.0)
                 };
@@ -316,7 +337,8 @@ fn run(args: Args) -> Result<()> {
                     bad.push(format!("{m:?}"));
                 }
             }
-            let expected = 3 * (if no_peer { 2 } else { 3 }) + if no_peer { 1 } else { 2 };
+            // fwd, encap, decap: the floor and each switch; setup and acl: each switch.
+            let expected = 3 * (if no_peer { 2 } else { 3 }) + 2 * if no_peer { 1 } else { 2 };
             if results.measurements.len() != expected {
                 bad.push(format!("{} measurements, expected {expected}", results.measurements.len()));
             }
@@ -340,7 +362,7 @@ fn write_reports(r: &Results, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::write(dir.join("report.md"), report::markdown(r))?;
     let png = dir.join("report.png");
-    if r.measurements.iter().any(|m| m.scenario != Scenario::Setup) {
+    if r.measurements.iter().any(|m| !matches!(m.scenario, Scenario::Setup | Scenario::Acl)) {
         report::plot(r, &png)?;
     } else {
         let _ = std::fs::remove_file(&png);
@@ -397,7 +419,7 @@ fn matrix(
         interrupted()?;
         eprintln!("[{}/{}] {}", i + 1, cases.len(), case.label());
         let mut row: Vec<Measurement> = Vec::new();
-        if floor && scenario != Scenario::Setup {
+        if floor && !matches!(scenario, Scenario::Setup | Scenario::Acl) {
             row.push(
                 floor::measure(&case, main_core, &work, progress)
                     .unwrap_or_else(|e| Measurement::failed(Switch::Testpmd, &case, format!("{e:#}"))),

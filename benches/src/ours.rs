@@ -129,18 +129,24 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
     let d = |k: &str| u(&b[k]).saturating_sub(u(&a[k]));
     let busy = sum_pmds(&b, "busy_cycles").saturating_sub(sum_pmds(&a, "busy_cycles"));
     let packets = d("packets");
-    let lookups = (d("emc_hits") + d("megaflow_hits") + d("upcalls")).max(1) as f64;
+    let lookups = (d("emc_hits") + d("smc_hits") + d("megaflow_hits") + d("upcalls")).max(1) as f64;
     let mut m = Measurement::new(Switch::Vswitch, case);
     m.seconds = dt;
     m.mpps = port_tx(&b, sink).saturating_sub(first) as f64 / dt / 1e6;
     m.cycles_per_packet = if packets == 0 { 0.0 } else { busy as f64 / packets as f64 };
     m.tiers = BTreeMap::from([
         ("exact".to_owned(), d("emc_hits") as f64 * 100.0 / lookups),
+        ("smc".to_owned(), d("smc_hits") as f64 * 100.0 / lookups),
         ("megaflow".to_owned(), d("megaflow_hits") as f64 * 100.0 / lookups),
         ("upcall".to_owned(), d("upcalls") as f64 * 100.0 / lookups),
     ]);
     m.upcalls_per_second = d("upcalls") as f64 / dt;
     m.megaflows = u(&b["flows"]);
+    if case.scenario == Scenario::Acl {
+        let dump: Value = call(&socket, &Request::DumpFlows { testpmd: false })?;
+        let flows = dump.as_array().into_iter().flatten();
+        m.masks = crate::report::distinct_masks(flows.filter_map(|f| f["match"].as_str()));
+    }
     m.drops = sum_drops(&b).saturating_sub(sum_drops(&a));
     if m.mpps == 0.0 {
         let reasons: Vec<String> = b["drops"]

@@ -227,7 +227,7 @@ impl Ovs {
         let (uplink_br, vf_dev, up_dev) = match case.scenario {
             Scenario::Decap => ("br-phy", sink, source),
             Scenario::Encap => ("br-phy", source, sink),
-            Scenario::Fwd | Scenario::Setup => ("br0", source, sink),
+            Scenario::Fwd | Scenario::Setup | Scenario::Acl => ("br0", source, sink),
         };
         if tunnel {
             self.vsctl(&[
@@ -336,6 +336,10 @@ impl Ovs {
         m.tiers.retain(|k, v| *v > 0.0 || k == "exact" || k == "megaflow" || k == "upcall");
         m.upcalls_per_second = stats.upcalls as f64 / dt;
         m.megaflows = parse_flows(&self.appctl(&["dpctl/show"])?);
+        if case.scenario == Scenario::Acl {
+            let dump = self.appctl(&["dpctl/dump-flows"])?;
+            m.masks = crate::report::distinct_masks(dump.lines().filter_map(|l| l.split(", packets:").next()));
+        }
         if m.mpps == 0.0 {
             bail!("no packets reached {sink}");
         }

@@ -47,6 +47,9 @@ pub struct Measurement {
     pub tiers: BTreeMap<String, f64>,
     pub upcalls_per_second: f64,
     pub megaflows: u64,
+    /// Distinct megaflow masks (the acl scenario).
+    #[serde(default)]
+    pub masks: u64,
     pub drops: u64,
     /// Why there is no number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +69,7 @@ impl Measurement {
             tiers: BTreeMap::new(),
             upcalls_per_second: 0.0,
             megaflows: 0,
+            masks: 0,
             drops: 0,
             error: None,
         }
@@ -110,7 +114,7 @@ impl Results {
         let mut c: Vec<_> = self
             .measurements
             .iter()
-            .filter(|m| m.scenario != Scenario::Setup)
+            .filter(|m| !matches!(m.scenario, Scenario::Setup | Scenario::Acl))
             .map(|m| (m.scenario, m.frame_bytes, m.flows))
             .collect();
         c.sort_unstable();
@@ -227,11 +231,78 @@ pub fn markdown(r: &Results) -> String {
             );
         }
     }
+    let acl: Vec<&Measurement> = r.measurements.iter().filter(|m| m.scenario == Scenario::Acl).collect();
+    if !acl.is_empty() {
+        let _ = writeln!(s, "\nACL rules (339 rules in 20 masks; megaflows and their masks after the window):\n");
+        let _ = writeln!(s, "| switch | flows | Mpps | cyc/pkt | megaflows | megaflow masks | lookups % |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+        for m in acl {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                m.switch.label(),
+                flows_label(m.flows),
+                mpps_cell(Some(m)),
+                cycles_cell(Some(m)),
+                if m.ok() { m.megaflows.to_string() } else { "-".into() },
+                if m.ok() { m.masks.to_string() } else { "-".into() },
+                tiers_cell(Some(m)),
+            );
+        }
+    }
     let _ = writeln!(s, "\nTargets (per core):\n");
     for line in targets(r) {
         let _ = writeln!(s, "- {line}");
     }
     s
+}
+
+/// Distinct megaflow masks among flows printed as match text, in either
+/// syntax: vswitchd's (`in_port=vf0,nw_src=10.0.0.0/16,tp_dst=80`) or
+/// Open vSwitch's datapath one (`in_port(1),ipv4(src=10.0.0.0/255.255.0.0,
+/// proto=6),tcp(dst=80)`). A mask is the set of fields with what follows
+/// each value's `/` (nothing for an exact field).
+pub fn distinct_masks<'a>(matches: impl Iterator<Item = &'a str>) -> u64 {
+    let mut seen = std::collections::HashSet::new();
+    for m in matches {
+        let mut sig = String::new();
+        let mut group: Vec<&str> = Vec::new();
+        let mut token_start = 0;
+        let bytes = m.as_bytes();
+        let emit = |group: &[&str], token: &str, sig: &mut String| {
+            let token = token.trim();
+            if token.is_empty() {
+                return;
+            }
+            let (name, value) = token.split_once('=').unwrap_or(("", token));
+            let mask = value.split_once('/').map_or("", |(_, m)| m);
+            sig.push_str(&group.join("."));
+            sig.push(':');
+            sig.push_str(name);
+            sig.push('/');
+            sig.push_str(mask);
+            sig.push(';');
+        };
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'(' => {
+                    group.push(m[token_start..i].trim());
+                    token_start = i + 1;
+                }
+                b',' | b')' => {
+                    emit(&group, &m[token_start..i], &mut sig);
+                    if b == b')' {
+                        group.pop();
+                    }
+                    token_start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        emit(&group, &m[token_start..], &mut sig);
+        seen.insert(sig);
+    }
+    seen.len() as u64
 }
 
 /// The targets, each with the figures that decide it.
@@ -397,4 +468,28 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
     }
     root.present().with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_masks;
+
+    #[test]
+    fn masks_ignore_values_and_keep_each_fields_mask() {
+        let ours = [
+            "in_port=vf0,dl_type=0x800,nw_src=10.0.0.0/16,tp_dst=80",
+            "in_port=vf0,dl_type=0x800,nw_src=10.9.0.0/16,tp_dst=443",
+            "in_port=vf0,dl_type=0x800,nw_src=10.0.0.0/24,tp_dst=80",
+            "in_port=vf0,dl_type=0x800,nw_src=10.0.0.0/16",
+        ];
+        assert_eq!(distinct_masks(ours.into_iter()), 3);
+        let ovs = [
+            "recirc_id(0),in_port(1),eth_type(0x0800),ipv4(src=10.0.0.0/255.255.0.0,dst=172.16.0.1,proto=6,frag=no),tcp(dst=80)",
+            "recirc_id(0),in_port(1),eth_type(0x0800),ipv4(src=10.7.0.0/255.255.0.0,dst=172.16.0.9,proto=6,frag=no),tcp(dst=22)",
+            "recirc_id(0),in_port(1),eth_type(0x0800),ipv4(src=10.7.0.0/255.255.0.0,dst=172.16.0.9,proto=6,frag=no),tcp(src=5/0xff,dst=22)",
+            // `src` under eth( is another field than `src` under ipv4(.
+            "recirc_id(0),in_port(1),eth(src=02:00:00:00:00:10),eth_type(0x0800),ipv4(dst=172.16.0.9,proto=6,frag=no),tcp(dst=22)",
+        ];
+        assert_eq!(distinct_masks(ovs.into_iter()), 3);
+    }
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 use vswitch::actions::vxlan::{EncapSpec, EncapTemplate};
 use vswitch::actions::{PacketBuf, VecPacket};
-use vswitch::traffic::{udp_frame, TrafficSpec};
+use vswitch::traffic::{flow_frame, udp_frame, TrafficSpec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -27,6 +27,10 @@ pub enum Scenario {
     Decap,
     /// Every packet a new megaflow: new flows per second.
     Setup,
+    /// An ACL-style rule set (339 rules in 20 masks: in_port, address
+    /// prefixes, protocol, ports) and flows spread over it: Mpps, megaflows
+    /// and megaflow masks.
+    Acl,
 }
 
 impl Scenario {
@@ -36,6 +40,7 @@ impl Scenario {
             Self::Encap => "encap",
             Self::Decap => "decap",
             Self::Setup => "setup",
+            Self::Acl => "acl",
         }
     }
 
@@ -95,6 +100,7 @@ pub fn write_pcap(path: &Path, scenario: Scenario, flows: u32, frame: usize) -> 
     let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut w = PcapWriter::new(std::io::BufWriter::with_capacity(1 << 20, file))?;
     let flows = flows.max(1);
+    let acl = if scenario == Scenario::Acl { vswitch::traffic::acl::flows(flows) } else { Vec::new() };
     let total = u64::from(flows).max(1024).div_ceil(u64::from(flows)) * u64::from(flows);
     let mut pkt = VecPacket::new(&[], 128);
     let mut cache: Vec<Vec<u8>> = Vec::new();
@@ -105,7 +111,10 @@ pub fn write_pcap(path: &Path, scenario: Scenario, flows: u32, frame: usize) -> 
             w.write_packet(&PcapPacket::new(Duration::from_nanos(n), f.len() as u32, f))?;
             continue;
         }
-        let mut f = udp_frame(&spec, i);
+        let mut f = match acl.get(i as usize) {
+            Some(flow) => flow_frame(VM_MAC, GW_MAC, flow, inner, i),
+            None => udp_frame(&spec, i),
+        };
         if scenario == Scenario::Decap {
             // The remote VTEP's encapsulation.
             pkt.reset(&f, 128);
@@ -137,6 +146,7 @@ pub fn rules(scenario: Scenario) -> Vec<String> {
     .to_vec();
     match scenario {
         Scenario::Fwd => {}
+        Scenario::Acl => rules = vswitch::traffic::acl::rules("vf0", "uplink0"),
         Scenario::Setup => {
             // An exact source-address rule makes every source its own megaflow.
             rules.insert(0, "priority=200,in_port=vf0,ip,nw_src=10.0.0.0/32 actions=drop".to_owned());

@@ -119,6 +119,42 @@ fn bench_table(c: &mut Criterion) {
     let key = parse(&udp64(42), 1, None).key;
     println!("rule table: {} rules, {} masks", t.len(), t.subtable_count());
     c.bench_function("table_classify_1k_rules", |b| b.iter(|| t.classify(black_box(&key))));
+    // Without the prefix checks: the megaflow takes each missed stage's
+    // whole mask (wider address matches), and no search runs.
+    let mut plain = t.clone();
+    plain.set_prefix_checks(false);
+    c.bench_function("table_classify_1k_rules_no_prefix_checks", |b| b.iter(|| plain.classify(black_box(&key))));
+}
+
+/// The ACL scenario's rules (339 in 20 masks) and 1,024 of its flows, one
+/// classification per flow in turn: what an upcall pays there.
+fn bench_table_acl(c: &mut Criterion) {
+    let port = |n: &str| match n {
+        "vf0" => Some(1),
+        "uplink0" => Some(2),
+        _ => None,
+    };
+    let mut t = RuleTable::new();
+    for r in vswitch::traffic::acl::rules("vf0", "uplink0") {
+        let s = vswitch::ofrule::parse_rule(&r, &port).expect("rule");
+        t.insert(s.priority, s.matcher, s.actions);
+    }
+    let keys: Vec<FlowKey> = vswitch::traffic::acl::flows(1024)
+        .iter()
+        .enumerate()
+        .map(|(i, f)| parse(&vswitch::traffic::flow_frame([2; 6], [4; 6], f, 60, i as u32), 1, None).key)
+        .collect();
+    let mut plain = t.clone();
+    plain.set_prefix_checks(false);
+    for (name, table) in [("table_classify_acl", &t), ("table_classify_acl_no_prefix_checks", &plain)] {
+        let mut i = 0;
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 1) % keys.len();
+                table.classify(black_box(&keys[i]))
+            })
+        });
+    }
 }
 
 fn bench_encap(c: &mut Criterion) {
@@ -155,5 +191,5 @@ fn bench_encap(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, bench_parse, bench_emc, bench_dpcls, bench_table, bench_encap);
+criterion_group!(benches, bench_parse, bench_emc, bench_dpcls, bench_table, bench_table_acl, bench_encap);
 criterion_main!(benches);

@@ -195,6 +195,7 @@ pub fn publish(s: &SwitchStats) {
         metrics::counter!("vswitch_port_rx_no_mbuf_total", "port" => port).absolute(p.rx_no_mbuf);
     }
     metrics::counter!("vswitch_lookups_total", "tier" => "emc").absolute(s.emc_hits);
+    metrics::counter!("vswitch_lookups_total", "tier" => "smc").absolute(s.smc_hits);
     metrics::counter!("vswitch_lookups_total", "tier" => "megaflow").absolute(s.megaflow_hits);
     metrics::counter!("vswitch_lookups_total", "tier" => "upcall").absolute(s.upcalls);
     metrics::counter!("vswitch_upcalls_total").absolute(s.upcalls);

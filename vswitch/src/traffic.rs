@@ -6,6 +6,8 @@
 //! written round-robin over the flows and padded with further rounds to at
 //! least 1024 packets.
 
+pub mod acl;
+
 use crate::packet::checksum;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
 use std::io::Write;
@@ -39,36 +41,59 @@ impl From<&crate::config::Generate> for TrafficSpec {
 
 /// The frame of flow `i` (size at least 60).
 pub fn udp_frame(spec: &TrafficSpec, i: u32) -> Vec<u8> {
-    let size = spec.size.max(60);
-    let mut f = vec![0u8; size];
     let dst = spec.dl_dst.get(i as usize % spec.dl_dst.len().max(1)).copied().unwrap_or([2, 0, 0, 0, 0, 2]);
-    f[0..6].copy_from_slice(&dst);
-    f[6..12].copy_from_slice(&spec.dl_src);
+    let flow = acl::Flow5 {
+        src: Ipv4Addr::from(u32::from(spec.nw_src).wrapping_add(i)),
+        dst: spec.nw_dst,
+        proto: 17,
+        sport: 1024 + (i % 64000) as u16,
+        dport: 5001,
+    };
+    flow_frame(spec.dl_src, dst, &flow, spec.size, i)
+}
+
+/// An IPv4 frame of `size` bytes (at least 60) carrying `flow`: UDP, or TCP
+/// (an ACK segment); `seed` numbers the IP id and fills the payload.
+pub fn flow_frame(dl_src: [u8; 6], dl_dst: [u8; 6], flow: &acl::Flow5, size: usize, seed: u32) -> Vec<u8> {
+    let tcp = flow.proto == 6;
+    let l4_hdr = if tcp { 20 } else { 8 };
+    let size = size.max(60).max(34 + l4_hdr);
+    let mut f = vec![0u8; size];
+    f[0..6].copy_from_slice(&dl_dst);
+    f[6..12].copy_from_slice(&dl_src);
     f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
     let ip_len = (size - 14).min(usize::from(u16::MAX)) as u16;
-    let src = u32::from(spec.nw_src).wrapping_add(i);
+    let (src, dst) = (flow.src.octets(), flow.dst.octets());
     {
         let ip = &mut f[14..34];
         ip[0] = 0x45;
         ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-        ip[4..6].copy_from_slice(&(i as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&(seed as u16).to_be_bytes());
         ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&src.to_be_bytes());
-        ip[16..20].copy_from_slice(&spec.nw_dst.octets());
+        ip[9] = flow.proto;
+        ip[12..16].copy_from_slice(&src);
+        ip[16..20].copy_from_slice(&dst);
         let c = checksum::ipv4_header(ip);
         ip[10..12].copy_from_slice(&c.to_be_bytes());
     }
-    let udp_len = ip_len - 20;
-    f[34..36].copy_from_slice(&(1024 + (i % 64000) as u16).to_be_bytes());
-    f[36..38].copy_from_slice(&5001u16.to_be_bytes());
-    f[38..40].copy_from_slice(&udp_len.to_be_bytes());
-    for (k, b) in f[42..].iter_mut().enumerate() {
-        *b = (i as usize + k) as u8;
+    let l4_len = ip_len - 20;
+    f[34..36].copy_from_slice(&flow.sport.to_be_bytes());
+    f[36..38].copy_from_slice(&flow.dport.to_be_bytes());
+    if tcp {
+        f[38..42].copy_from_slice(&seed.to_be_bytes());
+        f[46] = 5 << 4;
+        f[47] = 0x10;
+        f[48..50].copy_from_slice(&0xffffu16.to_be_bytes());
+    } else {
+        f[38..40].copy_from_slice(&l4_len.to_be_bytes());
     }
-    let c = checksum::ipv4_l4(&src.to_be_bytes(), &spec.nw_dst.octets(), 17, &f[34..]);
-    let c = if c == 0 { 0xffff } else { c };
-    f[40..42].copy_from_slice(&c.to_be_bytes());
+    for (k, b) in f[34 + l4_hdr..].iter_mut().enumerate() {
+        *b = (seed as usize + k) as u8;
+    }
+    let c = checksum::ipv4_l4(&src, &dst, flow.proto, &f[34..]);
+    let at = if tcp { 50 } else { 40 };
+    let c = if c == 0 && !tcp { 0xffff } else { c };
+    f[at..at + 2].copy_from_slice(&c.to_be_bytes());
     f
 }
 

@@ -369,7 +369,9 @@ proptest! {
             prop_assert!(table.remove(id).is_some());
         }
         prop_assert_eq!(table.len(), list.len());
-        for (p, other) in &packets {
+        let mut plain = table.clone();
+        plain.set_prefix_checks(false);
+        for ((p, other), table) in packets.iter().flat_map(|p| [(p, &table), (p, &plain)]) {
             let key = to_key(p);
             let c = table.classify(&key);
             let want = reference(&list, &key);

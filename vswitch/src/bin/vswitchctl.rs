@@ -192,7 +192,7 @@ fn print_ports(ports: &Value) {
 }
 
 fn print_show(s: &Value) {
-    let lookups = u(&s["emc_hits"]) + u(&s["megaflow_hits"]) + u(&s["upcalls"]);
+    let lookups = u(&s["emc_hits"]) + u(&s["smc_hits"]) + u(&s["megaflow_hits"]) + u(&s["upcalls"]);
     let pct = |x: u64| if lookups == 0 { 0.0 } else { x as f64 * 100.0 / lookups as f64 };
     println!(
         "uptime {:.1} s, {} packets, {} rules, {} flows",
@@ -202,9 +202,11 @@ fn print_show(s: &Value) {
         u(&s["flows"])
     );
     println!(
-        "lookups: exact-match {} ({:.2}%), megaflow {} ({:.2}%), upcall {} ({:.2}%)",
+        "lookups: exact-match {} ({:.2}%), signature-match {} ({:.2}%), megaflow {} ({:.2}%), upcall {} ({:.2}%)",
         u(&s["emc_hits"]),
         pct(u(&s["emc_hits"])),
+        u(&s["smc_hits"]),
+        pct(u(&s["smc_hits"])),
         u(&s["megaflow_hits"]),
         pct(u(&s["megaflow_hits"])),
         u(&s["upcalls"]),

@@ -246,7 +246,10 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
             )
         })
         .collect();
-    let lookups = (b.emc_hits - a.emc_hits) + (b.megaflow_hits - a.megaflow_hits) + (b.upcalls - a.upcalls);
+    let lookups = (b.emc_hits - a.emc_hits)
+        + (b.smc_hits - a.smc_hits)
+        + (b.megaflow_hits - a.megaflow_hits)
+        + (b.upcalls - a.upcalls);
     let drops: u64 = b.drops.values().sum::<u64>() - a.drops.values().sum::<u64>();
     let sum = |s: &SwitchStats, f: fn(&vswitch::datapath::PmdView) -> u64| s.pmds.iter().map(f).sum::<u64>();
     // The software path's cycles: the model e-switch's share is not a CPU
@@ -261,11 +264,12 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
     // Per software-handled packet; meaningless when nearly all are in hardware.
     let cycles = if sw > 0 && sw * 100 >= pkts { (busy / sw).to_string() } else { "-".to_owned() };
     format!(
-        "[{:>5.0}s] {} Mpps{hw_share} | flows {} | emc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {cycles} cyc/pkt",
+        "[{:>5.0}s] {} Mpps{hw_share} | flows {} | emc {:.1}% smc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {cycles} cyc/pkt",
         b.uptime_s,
         ports.join(" | "),
         b.flows,
         pct(b.emc_hits - a.emc_hits, lookups),
+        pct(b.smc_hits - a.smc_hits, lookups),
         pct(b.megaflow_hits - a.megaflow_hits, lookups),
         pct(b.upcalls - a.upcalls, lookups),
         drops as f64 / secs.max(1e-9) / 1e6,
@@ -374,8 +378,8 @@ fn probe_offload(path: &std::path::Path) -> Result<()> {
 
 fn summary(s: &SwitchStats) -> String {
     let mut out = format!(
-        "vswitchd: ran {:.1} s, {} packets ({} exact-match, {} megaflow, {} upcalls)",
-        s.uptime_s, s.packets, s.emc_hits, s.megaflow_hits, s.upcalls
+        "vswitchd: ran {:.1} s, {} packets ({} exact-match, {} signature-match, {} megaflow, {} upcalls)",
+        s.uptime_s, s.packets, s.emc_hits, s.smc_hits, s.megaflow_hits, s.upcalls
     );
     for p in &s.ports {
         out.push_str(&format!(

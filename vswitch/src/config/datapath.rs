@@ -14,6 +14,8 @@ pub struct DatapathSettings {
     pub idle_timeout: Duration,
     pub upcall_budget: usize,
     pub emc_entries: usize,
+    pub smc_entries: usize,
+    pub prefix_checks: bool,
     pub emc_insert_inv_prob: u64,
     pub max_flows: usize,
     /// `mbufs` as given (the default depends on the ports).
@@ -51,6 +53,8 @@ pub fn datapath(ctx: &Ctx<'_>, raw: &RawDatapath, cores: usize) -> Result<Datapa
         idle_timeout: Duration::from_millis(idle_ms),
         upcall_budget: ctx.range(&raw.upcall_budget, "datapath.upcall_budget", 64, 1, 4096)? as usize,
         emc_entries: ctx.range(&raw.emc_entries, "datapath.emc_entries", 8192, 0, 1 << 20)? as usize,
+        smc_entries: ctx.range(&raw.smc_entries, "datapath.smc_entries", 1 << 20, 0, 1 << 24)? as usize,
+        prefix_checks: raw.prefix_checks.as_ref().is_none_or(|b| *b.get_ref()),
         emc_insert_inv_prob: ctx.range(&raw.emc_insert_inv_prob, "datapath.emc_insert_inv_prob", 100, 1, 1 << 20)?,
         max_flows: ctx.range(&raw.max_flows, "datapath.max_flows", 262_144, 16, 4 << 20)? as usize,
         mbufs: raw.mbufs.as_ref().map(|s| (*s.get_ref(), ctx.line(s))),

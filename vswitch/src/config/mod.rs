@@ -165,6 +165,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub upcall_budget: usize,
     pub emc_entries: usize,
+    pub smc_entries: usize,
+    /// Prefix checks in the rule table (narrower megaflows).
+    pub prefix_checks: bool,
     pub emc_insert_inv_prob: u64,
     pub max_flows: usize,
     pub mbufs: u32,
@@ -228,7 +231,16 @@ impl Config {
             ));
         }
         let datapath = |c: &Config| {
-            (c.pmd_cores.clone(), c.idle_timeout, c.upcall_budget, c.emc_entries, c.emc_insert_inv_prob, c.max_flows)
+            (
+                c.pmd_cores.clone(),
+                c.idle_timeout,
+                c.upcall_budget,
+                c.emc_entries,
+                c.smc_entries,
+                c.emc_insert_inv_prob,
+                c.max_flows,
+                c.prefix_checks,
+            )
         };
         for (differs, section) in [
             (self.underlay != new.underlay, "underlay"),
@@ -305,6 +317,8 @@ impl Config {
             idle_timeout: dp.idle_timeout,
             upcall_budget: dp.upcall_budget,
             emc_entries: dp.emc_entries,
+            smc_entries: dp.smc_entries,
+            prefix_checks: dp.prefix_checks,
             emc_insert_inv_prob: dp.emc_insert_inv_prob,
             max_flows: dp.max_flows,
             mbufs,

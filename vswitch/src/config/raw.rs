@@ -18,6 +18,8 @@ pub struct RawDatapath {
     pub idle_timeout_ms: Option<Spanned<u64>>,
     pub upcall_budget: Option<Spanned<u64>>,
     pub emc_entries: Option<Spanned<u64>>,
+    pub smc_entries: Option<Spanned<u64>>,
+    pub prefix_checks: Option<Spanned<bool>>,
     pub emc_insert_inv_prob: Option<Spanned<u64>>,
     pub max_flows: Option<Spanned<u64>>,
     pub mbufs: Option<Spanned<u64>>,

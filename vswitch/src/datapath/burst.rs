@@ -26,7 +26,7 @@ use super::tunnel::{NeighbourAction, Special, TunnelCtx};
 use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
 use crate::actions::{self, vxlan, Action, PacketBuf};
 use crate::flow::hash::hash_key;
-use crate::flow::{Dpcls, Emc, RuleTable};
+use crate::flow::{Dpcls, Emc, RuleTable, Smc};
 use crate::packet::key::inner_flow;
 use crate::packet::key::VLAN_PRESENT;
 use crate::packet::parse::{parse_into, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
@@ -61,11 +61,16 @@ pub trait Io {
     fn alloc(&mut self) -> Option<Self::Pkt>;
 }
 
+/// Megaflow masks from which the signature-match cache is used.
+const SMC_MIN_MASKS: usize = 3;
+
 /// Settings every PMD gets.
 #[derive(Debug, Clone)]
 pub struct PmdConfig {
     pub upcall_budget: usize,
     pub emc_entries: usize,
+    /// Signature-match cache entries (0: off).
+    pub smc_entries: usize,
     /// Insert into the exact-match cache after 1 in N megaflow hits.
     pub emc_insert_inv_prob: u64,
     pub max_flows: usize,
@@ -170,6 +175,7 @@ pub struct Engine {
     hz: u64,
     idle_ticks: u64,
     emc: Emc<FlowHandle>,
+    smc: Smc,
     dpcls: Dpcls<FlowHandle>,
     pub counters: Local,
     next_flow: u64,
@@ -213,6 +219,7 @@ impl Engine {
             burst_misses: 0,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (s.index as u64 + 1),
             emc: Emc::new(s.config.emc_entries.max(WAYS_MIN)),
+            smc: Smc::new(s.config.smc_entries),
             tun: TunnelCtx::new(s.underlay, phys, s.uplink),
             config: s.config,
             table: s.table,
@@ -281,6 +288,7 @@ impl Engine {
         self.stage_hardware(in_port, pkts, n, io);
         let mut pending = self.stage_ingress(in_port, pkts, n, io);
         pending = self.stage_emc(pending);
+        pending = self.stage_smc(pending);
         pending = self.stage_megaflow(pending);
         self.stage_upcall(pending, pkts, now);
         let groups = group(&self.flow_of, pkts, n);
@@ -457,6 +465,54 @@ impl Engine {
         pending
     }
 
+    /// The signature-match cache for the `pending` packets, in three passes
+    /// as the exact-match cache: prefetch the entries, then each candidate
+    /// flow's key and mask, then verify (the key under the flow's mask is
+    /// the flow's key). Returns the misses.
+    pub fn stage_smc(&mut self, mut pending: u64) -> u64 {
+        if pending == 0 || !self.smc_active() {
+            return pending;
+        }
+        for i in Bits(pending) {
+            self.smc.prefetch(self.hashes[i]);
+        }
+        let mut cand = [u32::MAX; BURST];
+        for i in Bits(pending) {
+            if let Some(index) = self.smc.get(self.hashes[i]) {
+                self.flows.prefetch(index);
+                cand[i] = index;
+            }
+        }
+        let mut hits = 0;
+        for i in Bits(pending) {
+            let Some(h) = self.flows.handle_at(cand[i] as usize) else { continue };
+            if self.flows.get(h).is_some_and(|f| self.keys[i].eq_masked(&f.key, &f.mask)) {
+                self.flow_of[i] = Some(h);
+                pending &= !(1 << i);
+                hits += 1;
+                self.emc_maybe_insert(i, h);
+            }
+        }
+        self.counters.add(Counter::SmcHits, hits);
+        pending
+    }
+
+    /// Whether the signature-match cache is in use: only with several
+    /// megaflow masks. With one or two, the classifier answers in as many
+    /// probes as the cache would, and at 1M flows (one mask) the cache's
+    /// extra miss measured 10-20 % slower (8.2-8.5 against 6.5-7.4 Mpps).
+    #[inline(always)]
+    fn smc_active(&self) -> bool {
+        self.smc.is_enabled() && self.dpcls.subtable_count() >= SMC_MIN_MASKS
+    }
+
+    #[inline(always)]
+    fn smc_insert(&mut self, i: usize, h: FlowHandle) {
+        if self.smc_active() {
+            self.smc.insert(self.hashes[i], h.index);
+        }
+    }
+
     /// The megaflow classifier for the `pending` packets, as one batch.
     /// Returns the misses.
     pub fn stage_megaflow(&mut self, mut pending: u64) -> u64 {
@@ -478,6 +534,7 @@ impl Engine {
                 self.flow_of[i] = Some(h);
                 pending &= !(1 << i);
                 self.counters.add(Counter::MegaflowHits, 1);
+                self.smc_insert(i, h);
                 self.emc_maybe_insert(i, h);
             }
         }
@@ -494,6 +551,7 @@ impl Engine {
             if let Some(h) = self.dpcls.lookup(&self.keys[i]).filter(|h| self.flows.is_live(*h)) {
                 self.flow_of[i] = Some(h);
                 self.counters.add(Counter::MegaflowHits, 1);
+                self.smc_insert(i, h);
                 self.emc_insert(i, h);
                 continue;
             }
@@ -509,6 +567,7 @@ impl Engine {
                     // Only an installed flow is charged to the budget.
                     self.upcalls_left -= 1;
                     self.flow_of[i] = Some(h);
+                    self.smc_insert(i, h);
                     self.emc_insert(i, h);
                 }
                 None => {

@@ -60,6 +60,7 @@ named_enum! {
     /// A PMD-wide counter.
     pub enum Counter {
         EmcHits => "emc_hits",
+        SmcHits => "smc_hits",
         MegaflowHits => "megaflow_hits",
         Upcalls => "upcalls",
         /// Gauge: live megaflows.

@@ -130,6 +130,17 @@ impl FlowTable {
         Some(flow)
     }
 
+    /// Starts loading slot `index`'s flow key and mask (a cache's candidate).
+    #[inline(always)]
+    pub fn prefetch(&self, index: u32) {
+        if let Some(Slot { flow: Some(f), .. }) = self.slots.get(index as usize) {
+            crate::arch::prefetch(&f.key);
+            crate::arch::prefetch(&f.key.words[8]);
+            crate::arch::prefetch(&f.mask);
+            crate::arch::prefetch(&f.mask.0.words[8]);
+        }
+    }
+
     /// Slots in the slab (live or free): the bound of [`FlowTable::handle_at`].
     pub fn capacity(&self) -> usize {
         self.slots.len()

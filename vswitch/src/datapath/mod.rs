@@ -93,12 +93,13 @@ impl Switch {
             None
         };
         let events = prepared.as_ref().map(|p| p.events_tx.clone()).or(events);
-        let state = RuleState::new(&config.rules);
+        let state = RuleState::new(&config.rules, config.prefix_checks);
         let table = Arc::new(state.table.clone());
         let stop = Arc::new(AtomicBool::new(false));
         let pmd_config = PmdConfig {
             upcall_budget: config.upcall_budget,
             emc_entries: config.emc_entries,
+            smc_entries: config.smc_entries,
             emc_insert_inv_prob: config.emc_insert_inv_prob,
             max_flows: config.max_flows,
             idle_timeout: config.idle_timeout,

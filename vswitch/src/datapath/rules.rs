@@ -27,14 +27,18 @@ pub(super) struct RuleState {
 }
 
 impl RuleState {
-    pub fn new(rules: &[ConfiguredRule]) -> Self {
-        let mut state = Self { table: RuleTable::new(), texts: BTreeMap::new(), generation: 1 };
+    pub fn new(rules: &[ConfiguredRule], prefix_checks: bool) -> Self {
+        let mut table = RuleTable::new();
+        table.set_prefix_checks(prefix_checks);
+        let mut state = Self { table, texts: BTreeMap::new(), generation: 1 };
         state.replace(rules);
         state
     }
 
     fn replace(&mut self, rules: &[ConfiguredRule]) {
+        let prefix_checks = self.table.prefix_checks();
         self.table = RuleTable::new();
+        self.table.set_prefix_checks(prefix_checks);
         self.texts.clear();
         for r in rules {
             let id = self.table.insert(r.spec.priority, r.spec.matcher, r.spec.actions.clone());

@@ -68,6 +68,8 @@ pub struct SwitchStats {
     /// Packets the (model) e-switch handled before the software path.
     pub hw_packets: u64,
     pub emc_hits: u64,
+    /// Signature-match cache hits.
+    pub smc_hits: u64,
     pub megaflow_hits: u64,
     pub upcalls: u64,
     pub upcall_cycles: u64,
@@ -218,6 +220,7 @@ impl Switch {
             packets: sum(Counter::Packets),
             hw_packets: sum(Counter::HwPackets),
             emc_hits: sum(Counter::EmcHits),
+            smc_hits: sum(Counter::SmcHits),
             megaflow_hits: sum(Counter::MegaflowHits),
             upcalls: sum(Counter::Upcalls),
             upcall_cycles: sum(Counter::UpcallCycles),

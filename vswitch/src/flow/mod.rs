@@ -6,8 +6,10 @@
 pub mod dpcls;
 pub mod emc;
 pub mod hash;
+pub mod smc;
 pub mod table;
 
 pub use dpcls::Dpcls;
 pub use emc::Emc;
+pub use smc::Smc;
 pub use table::{Classification, Rule, RuleId, RuleTable};

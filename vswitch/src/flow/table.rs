@@ -14,6 +14,18 @@
 //! vf0 that meets a subtable of `in_port=uplink0,dl_dst=...` rules adds only
 //! `in_port`, not `dl_dst`, to its megaflow.
 //!
+//! Prefix checks (as Open vSwitch's prefix tries, on sorted arrays): when the
+//! stage that first consults an address misses (or the final lookup, when no
+//! stage does), a subtable whose mask holds a prefix of `nw_dst` or `nw_src`
+//! looks the packet's prefix up among its rules' prefixes. When none has it,
+//! the subtable cannot match for the address alone, and the megaflow
+//! needs only the leading bits that tell the packet's address apart from the
+//! nearest rule prefix (one more than their common prefix), rounded up to a
+//! prefix length some subtable uses (so that the number of distinct megaflow
+//! masks stays bounded by the rules' own lengths). A rule on 10.1.2.3/32 then
+//! no longer makes every address its own megaflow: traffic from 10.7.0.0/16
+//! is told apart from it by its first 14 bits, rounded up to /16.
+//!
 //! Ties: among matching rules of equal priority, the one added first (lowest
 //! [`RuleId`]) wins.
 
@@ -117,12 +129,120 @@ impl Stage {
     }
 }
 
+/// Address fields with prefix checks, in the order they are tried.
+const PREFIX_FIELDS: [Field; 2] = [Field::NwDst, Field::NwSrc];
+
+/// Left-aligned 128-bit prefix mask of `len` bits.
+#[inline(always)]
+fn prefix128(len: u32) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len.min(128))
+    }
+}
+
+/// The prefix length of a field mask, when it is a prefix (IPv4 prefixes are
+/// /96 + n in the 128-bit field: the `::ffff` marker is part of them).
+fn prefix_len(mask: u128) -> Option<u32> {
+    let len = mask.leading_ones();
+    (mask != 0 && mask == prefix128(len)).then_some(len)
+}
+
+/// One subtable's rules' values of an address field it matches by prefix.
+#[derive(Clone)]
+struct PrefixIndex {
+    field: Field,
+    len: u32,
+    /// Distinct values (masked to `len`), sorted; `counts[i]` rules have
+    /// `values[i]`.
+    values: Vec<u128>,
+    counts: Vec<u32>,
+    /// The search's copy: the values' low halves, when they share their
+    /// high half (IPv4 always does: `::ffff:a.b.c.d`), so that each step
+    /// compares 8 bytes.
+    high: Option<u64>,
+    low: Vec<u64>,
+}
+
+impl PrefixIndex {
+    fn new(field: Field, len: u32) -> Self {
+        Self { field, len, values: Vec::new(), counts: Vec::new(), high: None, low: Vec::new() }
+    }
+
+    fn add(&mut self, key: &FlowKey) {
+        let v = key.get(self.field);
+        match self.values.binary_search(&v) {
+            Ok(i) => self.counts[i] += 1,
+            Err(i) => {
+                self.values.insert(i, v);
+                self.counts.insert(i, 1);
+            }
+        }
+        self.reindex();
+    }
+
+    fn remove(&mut self, key: &FlowKey) {
+        let v = key.get(self.field);
+        if let Ok(i) = self.values.binary_search(&v) {
+            self.counts[i] -= 1;
+            if self.counts[i] == 0 {
+                self.values.remove(i);
+                self.counts.remove(i);
+            }
+        }
+        self.reindex();
+    }
+
+    fn reindex(&mut self) {
+        let high = self.values.first().map(|v| (v >> 64) as u64);
+        self.high = high.filter(|&h| self.values.iter().all(|v| (v >> 64) as u64 == h));
+        self.low = if self.high.is_some() { self.values.iter().map(|&v| v as u64).collect() } else { Vec::new() };
+    }
+
+    /// `None` when some rule has the packet's prefix; otherwise how many
+    /// leading bits of the field prove that none has: one more than the
+    /// longest common prefix with a rule's value (found next to where the
+    /// packet's value would sort), never more than `len`.
+    #[inline]
+    fn miss_bits(&self, key: &FlowKey) -> Option<u32> {
+        let x = key.get(self.field) & prefix128(self.len);
+        let common = match self.high {
+            Some(h) if (x >> 64) as u64 != h => ((x >> 64) as u64 ^ h).leading_zeros(),
+            Some(_) => {
+                let xl = x as u64;
+                let i = self.low.partition_point(|&v| v < xl);
+                let next = self.low.get(i).copied();
+                if next == Some(xl) {
+                    return None;
+                }
+                let lcp = |v: Option<u64>| v.map_or(0, |v| 64 + (v ^ xl).leading_zeros());
+                lcp(next).max(lcp(i.checked_sub(1).map(|j| self.low[j])))
+            }
+            None => {
+                let i = self.values.partition_point(|&v| v < x);
+                let next = self.values.get(i).copied();
+                if next == Some(x) {
+                    return None;
+                }
+                let lcp = |v: Option<u128>| v.map_or(0, |v| (v ^ x).leading_zeros());
+                lcp(next).max(lcp(i.checked_sub(1).map(|j| self.values[j])))
+            }
+        };
+        Some((common + 1).min(self.len))
+    }
+}
+
 #[derive(Clone)]
 struct Subtable {
     keyer: MaskWords,
     /// Rules by masked key; each list ordered best first.
     rules: HashTable<(FlowKey, Vec<Arc<Rule>>)>,
     stages: Vec<Stage>,
+    /// Prefix checks, tried before `stages[prefix_at]` (or before the final
+    /// lookup when `prefix_at == stages.len()`).
+    prefixes: Vec<PrefixIndex>,
+    prefix_at: usize,
     max_priority: u32,
     count: usize,
 }
@@ -154,11 +274,44 @@ fn stage_masks(mask: &FlowMask) -> Vec<FlowMask> {
 
 impl Subtable {
     fn new(mask: FlowMask) -> Self {
-        let stages = stage_masks(&mask)
+        let stages: Vec<Stage> = stage_masks(&mask)
             .into_iter()
             .map(|m| Stage { keyer: MaskWords::new(&m), index: HashTable::new() })
             .collect();
-        Self { keyer: MaskWords::new(&mask), rules: HashTable::new(), stages, max_priority: 0, count: 0 }
+        let prefixes: Vec<PrefixIndex> = PREFIX_FIELDS
+            .iter()
+            .filter_map(|&field| prefix_len(mask.get(field)).map(|len| PrefixIndex::new(field, len)))
+            .collect();
+        let consults_address = |m: &FlowMask| PREFIX_FIELDS.iter().any(|&f| m.get(f) != 0);
+        let prefix_at = stages.iter().position(|s| consults_address(&s.keyer.mask)).unwrap_or(stages.len());
+        Self {
+            keyer: MaskWords::new(&mask),
+            rules: HashTable::new(),
+            stages,
+            prefixes,
+            prefix_at,
+            max_priority: 0,
+            count: 0,
+        }
+    }
+
+    /// The prefix check: `Some((field, bits))` when the packet's address
+    /// cannot match any rule here, proved by the leading `bits` of `field`
+    /// (rounded up by `round`). Of the fields that miss, the one whose proof
+    /// adds the fewest bits to the megaflow mask built so far wins.
+    #[inline]
+    fn prefix_miss(&self, key: &FlowKey, so_far: &FlowMask, round: impl Fn(Field, u32) -> u32) -> Option<(Field, u32)> {
+        let mut best: Option<(u32, Field, u32)> = None;
+        for p in &self.prefixes {
+            if let Some(bits) = p.miss_bits(key) {
+                let bits = round(p.field, bits);
+                let added = bits.saturating_sub(so_far.get(p.field).leading_ones());
+                if best.is_none_or(|(a, _, b)| (added, bits) < (a, b)) {
+                    best = Some((added, p.field, bits));
+                }
+            }
+        }
+        best.map(|(_, field, bits)| (field, bits))
     }
 
     fn mask(&self) -> &FlowMask {
@@ -185,17 +338,40 @@ pub struct Classification {
 
 /// The priority rule table. Cloning shares subtables (copy on write), so the
 /// control plane edits a clone and publishes it as a new snapshot.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct RuleTable {
     subtables: Vec<Arc<Subtable>>,
+    /// Per [`PREFIX_FIELDS`] entry: the prefix lengths the subtables use,
+    /// ascending (a prefix check's bits are rounded up to one of them).
+    prefix_lens: [Vec<u32>; 2],
+    /// Whether classification runs the prefix checks (on by default).
+    prefix_checks: bool,
     next_id: RuleId,
     count: usize,
+}
+
+impl Default for RuleTable {
+    fn default() -> Self {
+        Self { subtables: Vec::new(), prefix_lens: Default::default(), prefix_checks: true, next_id: 0, count: 0 }
+    }
 }
 
 impl RuleTable {
     /// An empty table.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Turns the prefix checks on or off: off, a subtable that cannot match
+    /// puts its whole stage mask into the megaflow (as wide as the addresses
+    /// its rules consult), and classification skips the searches.
+    pub fn set_prefix_checks(&mut self, on: bool) {
+        self.prefix_checks = on;
+    }
+
+    /// Whether the prefix checks run.
+    pub fn prefix_checks(&self) -> bool {
+        self.prefix_checks
     }
 
     /// Number of rules.
@@ -238,6 +414,9 @@ impl RuleTable {
         for stage in &mut st.stages {
             stage.add(&matcher.key);
         }
+        for p in &mut st.prefixes {
+            p.add(&matcher.key);
+        }
         st.max_priority = st.max_priority.max(priority);
         st.count += 1;
         self.count += 1;
@@ -262,6 +441,9 @@ impl RuleTable {
         for stage in &mut st.stages {
             stage.remove(&key);
         }
+        for p in &mut st.prefixes {
+            p.remove(&key);
+        }
         st.count -= 1;
         self.count -= 1;
         if st.count == 0 {
@@ -275,6 +457,24 @@ impl RuleTable {
 
     fn sort(&mut self) {
         self.subtables.sort_by_key(|st| std::cmp::Reverse(st.max_priority));
+        for (i, lens) in self.prefix_lens.iter_mut().enumerate() {
+            lens.clear();
+            lens.extend(
+                self.subtables
+                    .iter()
+                    .flat_map(|st| &st.prefixes)
+                    .filter(|p| p.field == PREFIX_FIELDS[i])
+                    .map(|p| p.len),
+            );
+            lens.sort_unstable();
+            lens.dedup();
+        }
+    }
+
+    /// `bits` rounded up to the next prefix length the table uses for `field`.
+    fn round_prefix(&self, field: Field, bits: u32) -> u32 {
+        let lens = &self.prefix_lens[PREFIX_FIELDS.iter().position(|&f| f == field).unwrap_or(0)];
+        lens.get(lens.partition_point(|&l| l < bits)).copied().unwrap_or(bits)
     }
 
     /// Every rule, best first within each subtable.
@@ -297,12 +497,39 @@ impl RuleTable {
                 break;
             }
             visited += 1;
-            if let Some(stage) = st.stages.iter().find(|stage| !stage.has(key)) {
-                mask.union_with(&stage.keyer.mask);
+            // A stage miss proves the subtable cannot match; at the stage
+            // that first consults an address (or the final lookup), the
+            // prefix check may prove it with fewer bits. It runs only then:
+            // a present cut-down key means the prefixes are present too.
+            // (Pointless, and skipped, when the mask so far covers the stage's.)
+            let narrowed = |at: usize, stage_mask: &FlowMask, mask: &mut FlowMask| {
+                if !self.prefix_checks || at != st.prefix_at || stage_mask.is_subset_of(mask) {
+                    return false;
+                }
+                let Some((field, bits)) = st.prefix_miss(key, mask, |f, b| self.round_prefix(f, b)) else {
+                    return false;
+                };
+                mask.set(field, mask.get(field) | prefix128(bits));
+                // The address means nothing without the EtherType (ARP's
+                // addresses share the field), and a NIC cannot match an IP
+                // address without it: it goes along, as in the stage's mask.
+                mask.set(Field::EthType, mask.get(Field::EthType) | st.mask().get(Field::EthType));
+                true
+            };
+            if let Some((i, stage)) = st.stages.iter().enumerate().find(|(_, stage)| !stage.has(key)) {
+                if !narrowed(i, &stage.keyer.mask, &mut mask) {
+                    mask.union_with(&stage.keyer.mask);
+                }
                 continue;
             }
+            let Some(list) = st.find(key) else {
+                if !narrowed(st.stages.len(), st.mask(), &mut mask) {
+                    mask.union_with(st.mask());
+                }
+                continue;
+            };
             mask.union_with(st.mask());
-            if let Some(candidate) = st.find(key).and_then(|l| l.first()) {
+            if let Some(candidate) = list.first() {
                 if best.is_none_or(|b| candidate.beats(b)) {
                     best = Some(candidate);
                 }

@@ -80,6 +80,7 @@ fn engine(rules: &[&str], budget: usize) -> Engine {
         config: PmdConfig {
             upcall_budget: budget,
             emc_entries: 1024,
+            smc_entries: 4096,
             emc_insert_inv_prob: 1,
             max_flows: 1000,
             idle_timeout: Duration::from_secs(10),
@@ -678,4 +679,45 @@ fn a_slow_hot_flow_is_reported_on_time_without_a_hit_at_that_moment() {
     // the flow is between packets (90 and 120).
     assert_eq!((t, hot_for), (100, Duration::from_millis(100)), "{reported:?}");
     assert!((20..=40).contains(&pps), "{pps}");
+}
+
+#[test]
+fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
+    let mut e = engine(
+        &[
+            "priority=40,in_port=vf0,ip,nw_dst=10.0.3.3/32 actions=drop",
+            "priority=30,in_port=vf0,udp,tp_dst=80 actions=output:uplink0",
+            "priority=20,in_port=vf0,ip,nw_dst=10.0.2.0/24 actions=output:vf1",
+            "priority=10,in_port=vf0,ip actions=output:uplink0",
+        ],
+        64,
+    );
+    let frames: Vec<Vec<u8>> =
+        (0..24u8).map(|i| udp([2; 6], [4; 6], [10, 0, i % 4, i], if i % 3 == 0 { 80 } else { 81 }, 60)).collect();
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert!(e.dpcls.subtable_count() >= SMC_MIN_MASKS, "{} masks", e.dpcls.subtable_count());
+    let all = (1u64 << n) - 1;
+    // The classifier's answers, which fill the cache...
+    let (mut pkts, _) = burst(&frames);
+    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io), all);
+    assert_eq!(e.stage_megaflow(all), 0);
+    let want = e.flow_of;
+    // ...and the cache gives the same flows without the classifier.
+    let (mut pkts, _) = burst(&frames);
+    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io), all);
+    e.flow_of = [None; BURST];
+    assert_eq!(e.stage_smc(all), 0, "every packet a cache hit");
+    assert_eq!(e.flow_of, want);
+    assert_eq!(counters(&e).get(Counter::SmcHits), n as u64);
+    // A removed flow's entry is verified away, not followed.
+    let gone = want[0].expect("flow");
+    e.remove_flow(gone, RemoveReason::Idle);
+    let (mut pkts, _) = burst(&frames);
+    e.stage_ingress(0, &mut pkts, n, &mut io);
+    e.flow_of = [None; BURST];
+    let missed = e.stage_smc(all);
+    assert_ne!(missed & 1, 0, "the removed flow's packet misses");
+    assert!(Bits(all & !missed).all(|i| e.flow_of[i] == want[i] && want[i] != Some(gone)));
 }
