@@ -46,6 +46,13 @@ impl Drop for Daemon {
     }
 }
 
+/// A process's resident memory in bytes (`VmRSS` in /proc/PID/status).
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.split_whitespace().next()?.parse::<u64>().ok()?;
+    Some(kb * 1024)
+}
+
 fn show(socket: &Path) -> Result<Value> {
     Ok(call(socket, &Request::Show)?)
 }
@@ -97,6 +104,7 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
         crate::wait_warmup(case, || Ok(port_tx(&show(&socket)?, sink)), progress)?;
     }
     let (t0, a) = (Instant::now(), show(&socket)?);
+    let rss0 = rss_bytes(daemon.0.id());
     if case.scenario == Scenario::Setup {
         // Flow setup: sample until the upcalls stop (every flow installed) or
         // the window ends; the rate is over the time the upcalls took.
@@ -120,6 +128,14 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
         m.tiers = BTreeMap::from([("upcall".to_owned(), 100.0)]);
         m.upcalls_per_second = upcalls as f64 / dt;
         m.megaflows = u(&b["flows"]);
+        // Memory per megaflow: resident growth over the flows installed
+        // meanwhile (tables grow by doubling: a large count averages that).
+        let grown = u(&b["flows"]).saturating_sub(u(&a["flows"]));
+        if let (Some(r0), Some(r1)) = (rss0, rss_bytes(daemon.0.id())) {
+            if grown >= 10_000 {
+                m.bytes_per_megaflow = r1.saturating_sub(r0) as f64 / grown as f64;
+            }
+        }
         return Ok(m);
     }
     let first = port_tx(&a, sink);

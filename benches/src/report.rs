@@ -50,6 +50,9 @@ pub struct Measurement {
     /// Distinct megaflow masks (the acl scenario).
     #[serde(default)]
     pub masks: u64,
+    /// Resident memory growth per megaflow installed (the setup scenario).
+    #[serde(default)]
+    pub bytes_per_megaflow: f64,
     pub drops: u64,
     /// Why there is no number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +73,7 @@ impl Measurement {
             upcalls_per_second: 0.0,
             megaflows: 0,
             masks: 0,
+            bytes_per_megaflow: 0.0,
             drops: 0,
             error: None,
         }
@@ -207,13 +211,13 @@ pub fn markdown(r: &Results) -> String {
     let setup: Vec<&Measurement> = r.measurements.iter().filter(|m| m.scenario == Scenario::Setup).collect();
     if !setup.is_empty() {
         let _ = writeln!(s, "\nFlow setup (every packet a new flow):\n");
-        let _ = writeln!(s, "| switch | flows offered | new flows/s per core | cycles per upcall | megaflows |");
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(s, "| switch | flows offered | new flows/s per core | cycles per upcall | megaflows | bytes per megaflow (RSS growth) |");
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
         for m in setup {
             if m.error.is_some() {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | n/a: {} | - | - |",
+                    "| {} | {} | n/a: {} | - | - | - |",
                     m.switch.label(),
                     flows_label(m.flows),
                     short_error(m)
@@ -222,12 +226,13 @@ pub fn markdown(r: &Results) -> String {
             }
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} |",
                 m.switch.label(),
                 flows_label(m.flows),
                 m.upcalls_per_second,
                 if m.cycles_per_packet > 0.0 { format!("{:.0}", m.cycles_per_packet) } else { "-".into() },
-                m.megaflows
+                m.megaflows,
+                if m.bytes_per_megaflow > 0.0 { format!("{:.0}", m.bytes_per_megaflow) } else { "-".into() },
             );
         }
     }

@@ -217,7 +217,13 @@ pub fn publish(s: &SwitchStats) {
         let pmd = p.index.to_string();
         metrics::counter!("vswitch_pmd_busy_cycles_total", "pmd" => pmd.clone()).absolute(p.busy_cycles);
         metrics::counter!("vswitch_pmd_idle_cycles_total", "pmd" => pmd.clone()).absolute(p.idle_cycles);
-        metrics::counter!("vswitch_pmd_packets_total", "pmd" => pmd).absolute(p.packets);
+        metrics::counter!("vswitch_pmd_packets_total", "pmd" => pmd.clone()).absolute(p.packets);
+        for (over, n) in
+            [("100us", p.iterations_over_100us), ("1ms", p.iterations_over_1ms), ("10ms", p.iterations_over_10ms)]
+        {
+            metrics::counter!("vswitch_pmd_long_iterations_total", "pmd" => pmd.clone(), "over" => over).absolute(n);
+        }
+        metrics::gauge!("vswitch_pmd_longest_iteration_seconds", "pmd" => pmd).set(p.longest_iteration_us as f64 / 1e6);
     }
 }
 

@@ -61,6 +61,12 @@ pub trait Io {
     fn alloc(&mut self) -> Option<Self::Pkt>;
 }
 
+/// A flow's actions and, when they deliver nothing, the counted reason.
+type FlowActions = (Arc<[Action]>, Option<DropReason>);
+
+/// (rule, input port) action lists remembered per PMD (then forgotten at once).
+const ACTION_LISTS_MAX: usize = 4096;
+
 /// Megaflow masks from which the signature-match cache is used.
 const SMC_MIN_MASKS: usize = 3;
 
@@ -176,6 +182,11 @@ pub struct Engine {
     idle_ticks: u64,
     emc: Emc<FlowHandle>,
     smc: Smc,
+    /// The action lists of recent (rule, input port) pairs of this table:
+    /// megaflows of one rule share one allocation. Cleared with each new table.
+    action_lists: std::collections::HashMap<(u64, u32), FlowActions>,
+    /// Where the next maintenance slice starts.
+    maint_cursor: usize,
     dpcls: Dpcls<FlowHandle>,
     pub counters: Local,
     next_flow: u64,
@@ -220,6 +231,8 @@ impl Engine {
             rng: 0x9e37_79b9_7f4a_7c15 ^ (s.index as u64 + 1),
             emc: Emc::new(s.config.emc_entries.max(WAYS_MIN)),
             smc: Smc::new(s.config.smc_entries),
+            action_lists: std::collections::HashMap::new(),
+            maint_cursor: 0,
             tun: TunnelCtx::new(s.underlay, phys, s.uplink),
             config: s.config,
             table: s.table,
@@ -272,6 +285,11 @@ impl Engine {
     /// Packets of the last burst that missed both caches (new flows).
     pub fn burst_misses(&self) -> usize {
         self.burst_misses
+    }
+
+    /// Flow slots (live or free): what a maintenance pass walks.
+    pub fn flow_slots(&self) -> usize {
+        self.flows.capacity()
     }
 
     /// Live megaflows.
@@ -641,7 +659,18 @@ impl Engine {
             return None;
         }
         let c = self.table.classify(key);
-        let (actions, drop_reason) = flow_actions(c.rule.as_deref(), key.in_port());
+        let memo = (c.rule.as_ref().map_or(u64::MAX, |r| r.id), key.in_port());
+        let (actions, drop_reason) = match self.action_lists.get(&memo) {
+            Some((a, d)) => (Arc::clone(a), *d),
+            None => {
+                let made = flow_actions(c.rule.as_deref(), key.in_port());
+                if self.action_lists.len() >= ACTION_LISTS_MAX {
+                    self.action_lists.clear();
+                }
+                self.action_lists.insert(memo, (Arc::clone(&made.0), made.1));
+                made
+            }
+        };
         let mask = megaflow_mask(c.mask, &actions);
         let masked = key.masked(&mask);
         let id = ((self.index as u64) << 48) | self.next_flow;
@@ -857,11 +886,26 @@ impl Engine {
     /// pressure (the table over three quarters full) flows idle for
     /// [`PRESSURE_IDLE`] go too, except those recently hit in hardware.
     pub fn maintenance(&mut self, now: u64) {
+        self.maint_cursor = 0;
+        self.maintenance_slice(now, usize::MAX);
+    }
+
+    /// Maintenance of the next `slots` flow slots (a whole pass takes
+    /// capacity / `slots` calls): the PMD spreads the walk over its
+    /// iterations, so a large table never stalls forwarding for a pass.
+    pub fn maintenance_slice(&mut self, now: u64, slots: usize) {
         let mut expired = 0;
         let pressure = self.flows.len() * PRESSURE_DEN > self.config.max_flows * PRESSURE_NUM;
         let pressure_idle = self.ticks(PRESSURE_IDLE).min(self.idle_ticks);
         let grace = self.ticks(self.config.hw_grace);
-        for i in 0..self.flows.capacity() {
+        let cap = self.flows.capacity();
+        if self.maint_cursor >= cap {
+            self.maint_cursor = 0;
+        }
+        let from = self.maint_cursor;
+        let to = from.saturating_add(slots).min(cap);
+        self.maint_cursor = to;
+        for i in from..to {
             let Some(h) = self.flows.handle_at(i) else { continue };
             let Some(flow) = self.flows.get_mut(h) else { continue };
             let idle = now.wrapping_sub(flow.used_tsc);
@@ -889,6 +933,8 @@ impl Engine {
     /// only if the new decision needs no field outside it and acts the same.
     pub fn revalidate(&mut self, table: Arc<RuleTable>) -> RevalidateReport {
         self.table = table;
+        // Rule ids are only unique within one table (a reload numbers afresh).
+        self.action_lists.clear();
         let mut report = RevalidateReport::default();
         for h in self.flows.handles() {
             let Some(flow) = self.flows.get(h) else { continue };
@@ -984,7 +1030,7 @@ pub fn group<P>(flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usi
 /// megaflow matches it exactly): `output:in_port` becomes that port, an
 /// output to that port by name is skipped (Open vSwitch semantics). With the
 /// drop reason when nothing is sent.
-pub fn flow_actions(rule: Option<&crate::flow::Rule>, in_port: u32) -> (Arc<[Action]>, Option<DropReason>) {
+pub fn flow_actions(rule: Option<&crate::flow::Rule>, in_port: u32) -> FlowActions {
     let Some(rule) = rule else { return (Arc::from(Vec::new()), Some(DropReason::NoRule)) };
     if !rule.actions.iter().any(|a| matches!(a, Action::Output(_) | Action::InPort)) {
         return (Arc::from(rule.actions.clone()), Some(DropReason::RuleDrop));

@@ -66,6 +66,13 @@ named_enum! {
         /// Gauge: live megaflows.
         Flows => "flows",
         Iterations => "iterations",
+        /// Iterations (commands and maintenance included) longer than 100 us,
+        /// 1 ms, 10 ms: how long forwarding stalled.
+        IterationsOver100us => "iterations_over_100us",
+        IterationsOver1ms => "iterations_over_1ms",
+        IterationsOver10ms => "iterations_over_10ms",
+        /// Gauge: the longest iteration in the last one to two seconds.
+        LongestIterationUs => "longest_iteration_us",
         BusyCycles => "busy_cycles",
         IdleCycles => "idle_cycles",
         /// Packets received (hardware-handled ones included).

@@ -23,6 +23,10 @@ const _: () = assert!(BURST == MAX_BURST, "the engine's burst arrays hold a DPDK
 /// control request (the manager must have seen the events first).
 const EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Flow slots a maintenance slice walks: at least, at most.
+const MAINT_SLICE_MIN: usize = 64;
+const MAINT_SLICE_MAX: usize = 4096;
+
 /// A tx queue owned by one PMD, or shared (with a lock taken once per flush)
 /// when the device has fewer tx queues than there are PMDs.
 pub enum TxHandle {
@@ -180,6 +184,7 @@ impl Pmd {
         let mut last_maintenance = last_publish;
         let mut last_rank = last_publish;
         let mut last_hot = last_publish;
+        let (mut longest, mut longest_before, mut window_start) = (0u64, 0u64, last_publish);
         let mut first = 0usize;
         let mut fair = CycleFair::new(self.rxqs.len(), hz / FAIR_QUANTUM_DIV);
         while !self.stop.load(Ordering::Relaxed) {
@@ -233,8 +238,13 @@ impl Pmd {
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, end);
             }
-            if end.wrapping_sub(last_maintenance) > hz / 10 {
-                self.engine.maintenance(end);
+            // Maintenance in slices: a pass over the flow slots every 100 ms
+            // (a slice each millisecond), at most MAINT_SLICE_MAX slots a
+            // slice, so a table of a million flows takes about 250 ms a pass
+            // instead of stalling one iteration for milliseconds.
+            if end.wrapping_sub(last_maintenance) > hz / 1000 {
+                let slots = (self.engine.flow_slots() / 100).clamp(MAINT_SLICE_MIN, MAINT_SLICE_MAX);
+                self.engine.maintenance_slice(end, slots);
                 last_maintenance = end;
             }
             // Hot-flow checks every 2 ms (the flows hit since the last one
@@ -248,7 +258,29 @@ impl Pmd {
                 self.engine.rank();
                 last_rank = end;
             }
+            // The whole iteration, control commands and maintenance included:
+            // what a packet waiting in a receive ring may have to wait.
+            let whole = rdtsc().wrapping_sub(start);
+            longest = longest.max(whole);
+            let c = &mut self.engine.counters;
+            for (limit, counter) in [
+                (hz / 10_000, Counter::IterationsOver100us),
+                (hz / 1000, Counter::IterationsOver1ms),
+                (hz / 100, Counter::IterationsOver10ms),
+            ] {
+                if whole > limit {
+                    c.add(counter, 1);
+                }
+            }
             if end.wrapping_sub(last_publish) > hz / 1000 {
+                // The longest iteration of this second and the last one.
+                if end.wrapping_sub(window_start) > hz {
+                    longest_before = longest;
+                    longest = 0;
+                    window_start = end;
+                }
+                let us = longest.max(longest_before).saturating_mul(1_000_000) / hz.max(1);
+                self.engine.counters.set(Counter::LongestIterationUs, us);
                 self.publish();
                 last_publish = end;
             }

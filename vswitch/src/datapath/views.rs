@@ -58,6 +58,12 @@ pub struct PmdView {
     pub idle_cycles: u64,
     pub hw_cycles: u64,
     pub flows: u64,
+    /// Iterations longer than 100 us / 1 ms / 10 ms, and the longest one
+    /// of the last one to two seconds.
+    pub iterations_over_100us: u64,
+    pub iterations_over_1ms: u64,
+    pub iterations_over_10ms: u64,
+    pub longest_iteration_us: u64,
 }
 
 /// Everything `show` reports.
@@ -212,6 +218,10 @@ impl Switch {
                     idle_cycles: c.get(Counter::IdleCycles),
                     hw_cycles: c.get(Counter::HwCycles),
                     flows: c.get(Counter::Flows),
+                    iterations_over_100us: c.get(Counter::IterationsOver100us),
+                    iterations_over_1ms: c.get(Counter::IterationsOver1ms),
+                    iterations_over_10ms: c.get(Counter::IterationsOver10ms),
+                    longest_iteration_us: c.get(Counter::LongestIterationUs),
                 }
             })
             .collect();
