@@ -96,9 +96,9 @@ enum Cmd {
         /// hold every packet in memory: 1M x 1500 B would be 1.5 GB each).
         #[arg(long, value_delimiter = ',', default_value = "1,1000")]
         large_frame_flows: Vec<u32>,
-        /// Flows offered in the setup scenario.
-        #[arg(long, default_value_t = 100_000)]
-        setup_flows: u32,
+        /// Flows offered in the setup scenario (one case each).
+        #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+        setup_flows: Vec<u32>,
         /// Flows of the acl scenario (64-byte frames).
         #[arg(long, default_value_t = 20_000)]
         acl_flows: u32,
@@ -261,7 +261,7 @@ fn run(args: Args) -> Result<()> {
                 }
             }
             if scenario.contains(&Scenario::Setup) {
-                cases.push((Scenario::Setup, setup_flows, 64));
+                cases.extend(setup_flows.iter().map(|&f| (Scenario::Setup, f, 64)));
             }
             if scenario.contains(&Scenario::Acl) {
                 cases.push((Scenario::Acl, acl_flows, 64));
