@@ -33,7 +33,8 @@ use super::hash::MaskWords;
 use crate::actions::Action;
 use crate::packet::{Field, FlowKey, FlowMask};
 use hashbrown::HashTable;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 /// Rule identity, increasing in insertion order.
 pub type RuleId = u64;
@@ -154,79 +155,82 @@ fn prefix_len(mask: u128) -> Option<u32> {
 struct PrefixIndex {
     field: Field,
     len: u32,
-    /// Distinct values (masked to `len`), sorted; `counts[i]` rules have
-    /// `values[i]`.
-    values: Vec<u128>,
-    counts: Vec<u32>,
-    /// The search's copy: the values' low halves, when they share their
-    /// high half (IPv4 always does: `::ffff:a.b.c.d`), so that each step
-    /// compares 8 bytes.
+    /// Distinct values (masked to `len`) with how many rules have each: a
+    /// B-tree, so that a million rules in one subtable insert in O(log n).
+    values: BTreeMap<u128, u32>,
+    /// The sorted array the search runs on, built by the first lookup after
+    /// a change (a table is changed on a clone, then shared read-only).
+    search: OnceLock<PrefixSearch>,
+}
+
+/// The values as a sorted array; with their low halves apart when all share
+/// the high half (IPv4 always does: `::ffff:a.b.c.d`), so that each search
+/// step compares 8 bytes.
+#[derive(Clone, Default)]
+struct PrefixSearch {
     high: Option<u64>,
     low: Vec<u64>,
+    values: Vec<u128>,
 }
 
 impl PrefixIndex {
     fn new(field: Field, len: u32) -> Self {
-        Self { field, len, values: Vec::new(), counts: Vec::new(), high: None, low: Vec::new() }
+        Self { field, len, values: BTreeMap::new(), search: OnceLock::new() }
     }
 
     fn add(&mut self, key: &FlowKey) {
-        let v = key.get(self.field);
-        match self.values.binary_search(&v) {
-            Ok(i) => self.counts[i] += 1,
-            Err(i) => {
-                self.values.insert(i, v);
-                self.counts.insert(i, 1);
-            }
-        }
-        self.reindex();
+        *self.values.entry(key.get(self.field)).or_insert(0) += 1;
+        self.search = OnceLock::new();
     }
 
     fn remove(&mut self, key: &FlowKey) {
         let v = key.get(self.field);
-        if let Ok(i) = self.values.binary_search(&v) {
-            self.counts[i] -= 1;
-            if self.counts[i] == 0 {
-                self.values.remove(i);
-                self.counts.remove(i);
+        if let Some(n) = self.values.get_mut(&v) {
+            *n -= 1;
+            if *n == 0 {
+                self.values.remove(&v);
             }
         }
-        self.reindex();
+        self.search = OnceLock::new();
     }
 
-    fn reindex(&mut self) {
-        let high = self.values.first().map(|v| (v >> 64) as u64);
-        self.high = high.filter(|&h| self.values.iter().all(|v| (v >> 64) as u64 == h));
-        self.low = if self.high.is_some() { self.values.iter().map(|&v| v as u64).collect() } else { Vec::new() };
+    fn build(&self) -> PrefixSearch {
+        let values: Vec<u128> = self.values.keys().copied().collect();
+        let high = values.first().map(|v| (v >> 64) as u64).filter(|&h| values.iter().all(|v| (v >> 64) as u64 == h));
+        match high {
+            Some(_) => PrefixSearch { high, low: values.iter().map(|&v| v as u64).collect(), values: Vec::new() },
+            None => PrefixSearch { high, low: Vec::new(), values },
+        }
     }
 
     /// `None` when some rule has the packet's prefix; otherwise how many
     /// leading bits of the field prove that none has: one more than the
-    /// longest common prefix with a rule's value (found next to where the
-    /// packet's value would sort), never more than `len`.
+    /// longest common prefix with a rule's value (the nearest values on
+    /// either side have the longest), never more than `len`.
     #[inline]
     fn miss_bits(&self, key: &FlowKey) -> Option<u32> {
         let x = key.get(self.field) & prefix128(self.len);
-        let common = match self.high {
+        let s = self.search.get_or_init(|| self.build());
+        let common = match s.high {
             Some(h) if (x >> 64) as u64 != h => ((x >> 64) as u64 ^ h).leading_zeros(),
             Some(_) => {
                 let xl = x as u64;
-                let i = self.low.partition_point(|&v| v < xl);
-                let next = self.low.get(i).copied();
+                let i = s.low.partition_point(|&v| v < xl);
+                let next = s.low.get(i).copied();
                 if next == Some(xl) {
                     return None;
                 }
                 let lcp = |v: Option<u64>| v.map_or(0, |v| 64 + (v ^ xl).leading_zeros());
-                lcp(next).max(lcp(i.checked_sub(1).map(|j| self.low[j])))
+                lcp(next).max(lcp(i.checked_sub(1).map(|j| s.low[j])))
             }
             None => {
-                let i = self.values.partition_point(|&v| v < x);
-                let next = self.values.get(i).copied();
+                let i = s.values.partition_point(|&v| v < x);
+                let next = s.values.get(i).copied();
                 if next == Some(x) {
                     return None;
                 }
                 let lcp = |v: Option<u128>| v.map_or(0, |v| (v ^ x).leading_zeros());
-                lcp(next).max(lcp(i.checked_sub(1).map(|j| self.values[j])))
+                lcp(next).max(lcp(i.checked_sub(1).map(|j| s.values[j])))
             }
         };
         Some((common + 1).min(self.len))
@@ -239,8 +243,8 @@ struct Subtable {
     /// Rules by masked key; each list ordered best first.
     rules: HashTable<(FlowKey, Vec<Arc<Rule>>)>,
     stages: Vec<Stage>,
-    /// Prefix checks, tried before `stages[prefix_at]` (or before the final
-    /// lookup when `prefix_at == stages.len()`).
+    /// Prefix checks, tried when `stages[prefix_at]` misses (or the final
+    /// lookup, when `prefix_at == stages.len()`).
     prefixes: Vec<PrefixIndex>,
     prefix_at: usize,
     max_priority: u32,
