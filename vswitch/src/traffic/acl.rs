@@ -52,8 +52,8 @@ const NET_BITS: u32 = 12;
 struct Shape {
     count: usize,
     priority: u32,
-    /// `None`: the source port's rules; `Some(true)`: in_port=<source port>,
-    /// `Some(false)`: in_port=<sink port> (return traffic; never hit here).
+    /// `true`: in_port=<source port>; `false`: in_port=<sink port> (return
+    /// traffic rules, which the scenario's packets never hit).
     from_source: bool,
     src_len: Option<u32>,
     dst_len: Option<u32>,
@@ -77,7 +77,7 @@ const fn shape(
 const TCP: Option<u8> = Some(6);
 const UDP: Option<u8> = Some(17);
 
-/// The shapes: 19 masks plus the catch-all, 339 rules.
+/// The shapes: 19 masks plus the catch-all, 339 rules (some drawn twice).
 const SHAPES: [Shape; 19] = [
     shape(20, 600, Some(32), None, None, false, true), // quarantined hosts
     shape(20, 590, None, Some(32), None, false, true), // blocked services
