@@ -238,7 +238,7 @@ pub fn markdown(r: &Results) -> String {
     }
     let acl: Vec<&Measurement> = r.measurements.iter().filter(|m| m.scenario == Scenario::Acl).collect();
     if !acl.is_empty() {
-        let _ = writeln!(s, "\nACL rules (339 rules in 20 masks; megaflows and their masks after the window):\n");
+        let _ = writeln!(s, "\nACL rules (309 rules in 20 masks; megaflows and their masks after the window):\n");
         let _ = writeln!(s, "| switch | flows | Mpps | cyc/pkt | megaflows | megaflow masks | lookups % |");
         let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
         for m in acl {

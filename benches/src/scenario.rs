@@ -27,7 +27,7 @@ pub enum Scenario {
     Decap,
     /// Every packet a new megaflow: new flows per second.
     Setup,
-    /// An ACL-style rule set (339 rules in 20 masks: in_port, address
+    /// An ACL-style rule set (309 rules in 20 masks: in_port, address
     /// prefixes, protocol, ports) and flows spread over it: Mpps, megaflows
     /// and megaflow masks.
     Acl,
