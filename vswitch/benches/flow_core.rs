@@ -129,16 +129,7 @@ fn bench_table(c: &mut Criterion) {
 /// The ACL scenario's rules (309 in 20 masks) and 1,024 of its flows, one
 /// classification per flow in turn: what an upcall pays there.
 fn bench_table_acl(c: &mut Criterion) {
-    let port = |n: &str| match n {
-        "vf0" => Some(1),
-        "uplink0" => Some(2),
-        _ => None,
-    };
-    let mut t = RuleTable::new();
-    for r in vswitch::traffic::acl::rules("vf0", "uplink0") {
-        let s = vswitch::ofrule::parse_rule(&r, &port).expect("rule");
-        t.insert(s.priority, s.matcher, s.actions);
-    }
+    let t = vswitch::traffic::acl::rule_table();
     let keys: Vec<FlowKey> = vswitch::traffic::acl::flows(1024)
         .iter()
         .enumerate()

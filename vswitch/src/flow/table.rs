@@ -150,6 +150,18 @@ fn prefix_len(mask: u128) -> Option<u32> {
     (mask != 0 && mask == prefix128(len)).then_some(len)
 }
 
+/// The values either side of where `x` sorts in `sorted`, or `None` when
+/// `x` is there.
+#[inline]
+fn neighbours<T: Copy + Ord>(sorted: &[T], x: T) -> Option<(Option<T>, Option<T>)> {
+    let i = sorted.partition_point(|&v| v < x);
+    let above = sorted.get(i).copied();
+    if above == Some(x) {
+        return None;
+    }
+    Some((i.checked_sub(1).map(|j| sorted[j]), above))
+}
+
 /// One subtable's rules' values of an address field it matches by prefix.
 #[derive(Clone)]
 struct PrefixIndex {
@@ -211,26 +223,19 @@ impl PrefixIndex {
     fn miss_bits(&self, key: &FlowKey) -> Option<u32> {
         let x = key.get(self.field) & prefix128(self.len);
         let s = self.search.get_or_init(|| self.build());
+        // Widened, the low halves give the full common prefix (+ the 64
+        // shared high bits); an absent neighbour shares nothing.
         let common = match s.high {
             Some(h) if (x >> 64) as u64 != h => ((x >> 64) as u64 ^ h).leading_zeros(),
             Some(_) => {
-                let xl = x as u64;
-                let i = s.low.partition_point(|&v| v < xl);
-                let next = s.low.get(i).copied();
-                if next == Some(xl) {
-                    return None;
-                }
-                let lcp = |v: Option<u64>| v.map_or(0, |v| 64 + (v ^ xl).leading_zeros());
-                lcp(next).max(lcp(i.checked_sub(1).map(|j| s.low[j])))
+                let (below, above) = neighbours(&s.low, x as u64)?;
+                let lcp = |v: Option<u64>| v.map_or(0, |v| 64 + (v ^ x as u64).leading_zeros());
+                lcp(below).max(lcp(above))
             }
             None => {
-                let i = s.values.partition_point(|&v| v < x);
-                let next = s.values.get(i).copied();
-                if next == Some(x) {
-                    return None;
-                }
+                let (below, above) = neighbours(&s.values, x)?;
                 let lcp = |v: Option<u128>| v.map_or(0, |v| (v ^ x).leading_zeros());
-                lcp(next).max(lcp(i.checked_sub(1).map(|j| s.values[j])))
+                lcp(below).max(lcp(above))
             }
         };
         Some((common + 1).min(self.len))

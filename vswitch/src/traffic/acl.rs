@@ -204,6 +204,22 @@ pub fn rules(source: &str, sink: &str) -> Vec<String> {
     out
 }
 
+/// The rule set in a rule table, ports `vf0` = 1 (the source) and
+/// `uplink0` = 2 (tests and micro-benchmarks).
+pub fn rule_table() -> crate::flow::RuleTable {
+    let port = |n: &str| match n {
+        "vf0" => Some(1),
+        "uplink0" => Some(2),
+        _ => None,
+    };
+    let mut t = crate::flow::RuleTable::new();
+    for r in rules("vf0", "uplink0") {
+        let s = crate::ofrule::parse_rule(&r, &port).unwrap_or_else(|e| panic!("{r}: {e}"));
+        t.insert(s.priority, s.matcher, s.actions);
+    }
+    t
+}
+
 /// `n` flows between the VMs and the servers: half of them inside a rule
 /// of the source port (its prefixes kept, the rest of the address a host's),
 /// TCP or UDP, destination ports mostly services, source ports random.
@@ -247,21 +263,10 @@ pub fn flows(n: u32) -> Vec<Flow5> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::RuleTable;
-    use crate::ofrule::parse_rule;
 
     #[test]
     fn rules_parse_into_about_twenty_masks() {
-        let port = |n: &str| match n {
-            "vf0" => Some(1),
-            "uplink0" => Some(2),
-            _ => None,
-        };
-        let mut t = RuleTable::new();
-        for r in rules("vf0", "uplink0") {
-            let s = parse_rule(&r, &port).unwrap_or_else(|e| panic!("{r}: {e}"));
-            t.insert(s.priority, s.matcher, s.actions);
-        }
+        let t = rule_table();
         assert_eq!(t.len(), 309, "rules");
         assert!((18..=22).contains(&t.subtable_count()), "{} masks", t.subtable_count());
     }
@@ -269,16 +274,7 @@ mod tests {
     /// The ACL's megaflows: every flow through an exact megaflow cache
     /// (a miss classifies and installs), as the datapath does.
     fn megaflows(flows: &[Flow5]) -> (usize, usize) {
-        let port = |n: &str| match n {
-            "vf0" => Some(1),
-            "uplink0" => Some(2),
-            _ => None,
-        };
-        let mut t = RuleTable::new();
-        for r in rules("vf0", "uplink0") {
-            let s = parse_rule(&r, &port).expect("rule");
-            t.insert(s.priority, s.matcher, s.actions);
-        }
+        let t = rule_table();
         let mut cache: crate::flow::Dpcls<u64> = crate::flow::Dpcls::new();
         for (i, f) in flows.iter().enumerate() {
             let frame = crate::traffic::flow_frame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], f, 60, i as u32);
