@@ -105,6 +105,13 @@ pub struct RevalidateReport {
     pub removed: usize,
 }
 
+/// A revalidation in progress: the next slot to check and the tally so far
+/// (flows the sweep checked and those packets had checked first).
+struct Sweep {
+    cursor: usize,
+    report: RevalidateReport,
+}
+
 /// What the engine starts with.
 pub struct EngineSetup {
     pub index: usize,
@@ -187,6 +194,12 @@ pub struct Engine {
     action_lists: std::collections::HashMap<(u64, u32), FlowActions>,
     /// Where the next maintenance slice starts.
     maint_cursor: usize,
+    /// The rule table's generation (one more per `set_rules`).
+    table_gen: u32,
+    /// Live flows not checked against the current table yet.
+    stale: usize,
+    /// The revalidation in progress, if any.
+    sweep: Option<Sweep>,
     dpcls: Dpcls<FlowHandle>,
     pub counters: Local,
     next_flow: u64,
@@ -233,6 +246,9 @@ impl Engine {
             smc: Smc::new(s.config.smc_entries),
             action_lists: std::collections::HashMap::new(),
             maint_cursor: 0,
+            table_gen: 0,
+            stale: 0,
+            sweep: None,
             tun: TunnelCtx::new(s.underlay, phys, s.uplink),
             config: s.config,
             table: s.table,
@@ -308,6 +324,7 @@ impl Engine {
         pending = self.stage_emc(pending);
         pending = self.stage_smc(pending);
         pending = self.stage_megaflow(pending);
+        pending = self.stage_fresh(pending, pkts, n);
         self.stage_upcall(pending, pkts, now);
         let groups = group(&self.flow_of, pkts, n);
         self.stage_execute(&groups, pkts, now, io);
@@ -566,7 +583,8 @@ impl Engine {
         self.burst_misses = pending.count_ones() as usize;
         for i in Bits(pending) {
             // A flow installed for an earlier packet of this burst may cover it.
-            if let Some(h) = self.dpcls.lookup(&self.keys[i]).filter(|h| self.flows.is_live(*h)) {
+            let found = self.dpcls.lookup(&self.keys[i]);
+            if let Some(h) = found.filter(|h| self.revalidate_flow(*h)) {
                 self.flow_of[i] = Some(h);
                 self.counters.add(Counter::MegaflowHits, 1);
                 self.smc_insert(i, h);
@@ -695,11 +713,13 @@ impl Engine {
             watched: false,
             hot_reported_tsc: 0,
             hw_seen_tsc: 0,
+            table_gen: self.table_gen,
         };
         let h = self.flows.insert(flow);
         if let Some(old) = self.dpcls.insert(&masked, &mask, h) {
             // Same key and mask: the old flow is gone, and the manager hears of it.
             if let Some(f) = self.flows.remove(old) {
+                self.forget(&f);
                 self.emit(FlowEvent::Removed { id: f.id, reason: RemoveReason::Replaced });
             }
         }
@@ -788,8 +808,17 @@ impl Engine {
 
     fn remove_flow(&mut self, h: FlowHandle, reason: RemoveReason) {
         if let Some(flow) = self.flows.remove(h) {
+            self.forget(&flow);
             self.dpcls.remove(&flow.key, &flow.mask);
             self.emit(FlowEvent::Removed { id: flow.id, reason });
+        }
+    }
+
+    /// Bookkeeping for a flow that left the table.
+    #[inline]
+    fn forget(&mut self, flow: &Flow) {
+        if flow.table_gen != self.table_gen {
+            self.stale = self.stale.saturating_sub(1);
         }
     }
 
@@ -929,58 +958,169 @@ impl Engine {
         self.counters.add(Counter::FlowsExpired, expired);
     }
 
-    /// Uses `table` from now on and revalidates every megaflow: one is kept
-    /// only if the new decision needs no field outside it and acts the same.
+    /// Uses `table` from now on and revalidates every megaflow at once (a
+    /// whole pass: tests and tools; the PMD spreads it with
+    /// [`Engine::set_rules`] and [`Engine::revalidate_slice`]).
     pub fn revalidate(&mut self, table: Arc<RuleTable>) -> RevalidateReport {
+        self.set_rules(table);
+        self.revalidate_slice(u64::MAX).unwrap_or_default()
+    }
+
+    /// Uses `table` from now on: new flows are classified by it, and every
+    /// cached megaflow becomes stale until it is revalidated, by the slices
+    /// of a sweep ([`Engine::revalidate_slice`]) or first by a packet that
+    /// hits it (a stale flow forwards nothing before it is checked). One is
+    /// kept only if the new decision needs no field outside it and acts the
+    /// same. A sweep in progress starts over (its tally carries on).
+    pub fn set_rules(&mut self, table: Arc<RuleTable>) {
         self.table = table;
         // Rule ids are only unique within one table (a reload numbers afresh).
         self.action_lists.clear();
-        let mut report = RevalidateReport::default();
-        for h in self.flows.handles() {
-            let Some(flow) = self.flows.get(h) else { continue };
-            let c = self.table.classify(&flow.key);
-            let (new_actions, _) = flow_actions(c.rule.as_deref(), flow.key.in_port());
-            let new_mask = megaflow_mask(c.mask, &new_actions);
-            if new_mask.is_subset_of(&flow.mask) && *new_actions == *flow.actions {
-                let rule = c.rule.clone();
-                if let Some(f) = self.flows.get_mut(h) {
-                    f.rule = rule;
-                }
-                report.kept += 1;
-            } else {
-                self.remove_flow(h, RemoveReason::Revalidated);
-                report.removed += 1;
-            }
-        }
-        self.counters.add(Counter::FlowsRevalidatedOut, report.removed as u64);
-        report
+        self.table_gen = self.table_gen.wrapping_add(1);
+        self.stale = self.flows.len();
+        let report = self.sweep.take().map(|s| s.report).unwrap_or_default();
+        self.sweep = Some(Sweep { cursor: 0, report });
     }
 
-    /// Every flow, for dump-flows.
-    pub fn dump(&self, now: u64) -> Vec<FlowInfo> {
-        let in_emc: std::collections::HashSet<u32> =
-            self.emc.values().filter(|h| self.flows.is_live(**h)).map(|h| h.index).collect();
-        let to_ms = |ticks: u64| (ticks as f64 * 1000.0 / self.hz as f64) as u64;
-        self.flows
-            .handles()
-            .into_iter()
-            .filter_map(|h| {
-                let f = self.flows.get(h)?;
-                Some(FlowInfo {
-                    id: f.id,
-                    pmd: self.index,
-                    key: f.key,
-                    mask: f.mask,
-                    actions: Arc::clone(&f.actions),
-                    rule: f.rule.as_ref().map(|r| (r.id, r.priority)),
-                    packets: f.packets,
-                    bytes: f.bytes,
-                    age_ms: to_ms(now.wrapping_sub(f.created_tsc)),
-                    idle_ms: to_ms(now.wrapping_sub(f.used_tsc)),
-                    in_emc: in_emc.contains(&h.index),
-                })
-            })
-            .collect()
+    /// Whether a revalidation is in progress.
+    pub fn revalidating(&self) -> bool {
+        self.sweep.is_some()
+    }
+
+    /// Flows still to revalidate.
+    pub fn stale_flows(&self) -> usize {
+        self.stale
+    }
+
+    /// Revalidates the stale flows of the next slots, for about
+    /// `budget_cycles` (checked every few flows). Returns the whole
+    /// revalidation's tally once no stale flow is left.
+    pub fn revalidate_slice(&mut self, budget_cycles: u64) -> Option<RevalidateReport> {
+        let t0 = crate::arch::cycles();
+        let cap = self.flows.capacity();
+        let mut checked = 0u32;
+        let mut cursor = self.sweep.as_ref()?.cursor;
+        while self.stale > 0 && cursor < cap {
+            let i = cursor;
+            cursor += 1;
+            let Some(h) = self.flows.handle_at(i) else { continue };
+            if self.flows.get(h).is_some_and(|f| f.table_gen == self.table_gen) {
+                continue;
+            }
+            self.revalidate_flow(h);
+            checked += 1;
+            if checked.is_multiple_of(16) && crate::arch::cycles().wrapping_sub(t0) > budget_cycles {
+                break;
+            }
+        }
+        let sweep = self.sweep.as_mut()?;
+        sweep.cursor = cursor;
+        if self.stale > 0 && cursor < cap {
+            return None;
+        }
+        debug_assert_eq!(self.stale, 0, "every stale flow sits in a slot the sweep walked");
+        self.stale = 0;
+        self.sweep.take().map(|s| s.report)
+    }
+
+    /// Checks one flow against the current table if it is stale. Returns
+    /// whether it is live and current afterwards (false: it was removed).
+    fn revalidate_flow(&mut self, h: FlowHandle) -> bool {
+        let Some(flow) = self.flows.get(h) else { return false };
+        if flow.table_gen == self.table_gen {
+            return true;
+        }
+        let c = self.table.classify(&flow.key);
+        let (new_actions, _) = flow_actions(c.rule.as_deref(), flow.key.in_port());
+        let new_mask = megaflow_mask(c.mask, &new_actions);
+        if new_mask.is_subset_of(&flow.mask) && *new_actions == *flow.actions {
+            let gen = self.table_gen;
+            if let Some(f) = self.flows.get_mut(h) {
+                f.rule = c.rule;
+                f.table_gen = gen;
+            }
+            self.stale = self.stale.saturating_sub(1);
+            if let Some(s) = &mut self.sweep {
+                s.report.kept += 1;
+            }
+            true
+        } else {
+            self.remove_flow(h, RemoveReason::Revalidated);
+            self.counters.add(Counter::FlowsRevalidatedOut, 1);
+            if let Some(s) = &mut self.sweep {
+                s.report.removed += 1;
+            }
+            false
+        }
+    }
+
+    /// While flows are stale: the packets of the burst that found a stale
+    /// flow in a cache have it revalidated first; those whose flow went are
+    /// classified again (they join `pending`).
+    pub fn stage_fresh<P>(&mut self, mut pending: u64, pkts: &Packets<P>, n: usize) -> u64 {
+        if self.stale == 0 {
+            return pending;
+        }
+        for (i, pkt) in pkts.iter().enumerate().take(n) {
+            if pending & (1 << i) != 0 || pkt.is_none() {
+                continue;
+            }
+            let Some(h) = self.flow_of[i] else { continue };
+            if !self.revalidate_flow(h) {
+                self.flow_of[i] = None;
+                pending |= 1 << i;
+            }
+        }
+        pending
+    }
+
+    /// Every flow, for dump-flows (in one pass; the PMD uses
+    /// [`Engine::dump_slice`]).
+    pub fn dump(&mut self, now: u64) -> Vec<FlowInfo> {
+        let in_emc = self.emc_slots();
+        self.dump_slice(0, usize::MAX, &in_emc, now).0
+    }
+
+    /// The slots of the flows the exact-match cache holds entries for.
+    pub fn emc_slots(&self) -> std::collections::HashSet<u32> {
+        self.emc.values().filter(|h| self.flows.is_live(**h)).map(|h| h.index).collect()
+    }
+
+    /// The flows in up to `slots` slots from `from`, for dump-flows, and
+    /// where the next slice starts (`None`: the table's end). Stale flows
+    /// are revalidated first: a dump shows only flows the current rules keep.
+    pub fn dump_slice(
+        &mut self,
+        from: usize,
+        slots: usize,
+        in_emc: &std::collections::HashSet<u32>,
+        now: u64,
+    ) -> (Vec<FlowInfo>, Option<usize>) {
+        let cap = self.flows.capacity();
+        let to = from.saturating_add(slots).min(cap);
+        let to_ms = |ticks: u64, hz: u64| (ticks as f64 * 1000.0 / hz as f64) as u64;
+        let mut out = Vec::new();
+        for i in from..to {
+            let Some(h) = self.flows.handle_at(i) else { continue };
+            if !self.revalidate_flow(h) {
+                continue;
+            }
+            let Some(f) = self.flows.get(h) else { continue };
+            out.push(FlowInfo {
+                id: f.id,
+                pmd: self.index,
+                key: f.key,
+                mask: f.mask,
+                actions: Arc::clone(&f.actions),
+                rule: f.rule.as_ref().map(|r| (r.id, r.priority)),
+                packets: f.packets,
+                bytes: f.bytes,
+                age_ms: to_ms(now.wrapping_sub(f.created_tsc), self.hz),
+                idle_ms: to_ms(now.wrapping_sub(f.used_tsc), self.hz),
+                in_emc: in_emc.contains(&h.index),
+            });
+        }
+        (out, (to < cap).then_some(to))
     }
 
     /// Removes every flow (shutdown).

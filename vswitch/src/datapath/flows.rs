@@ -49,6 +49,9 @@ pub struct Flow {
     pub hot_reported_tsc: u64,
     /// When the offload manager last saw it hit in hardware (0: never).
     pub hw_seen_tsc: u64,
+    /// The rule-table generation it was last checked against: older than
+    /// the engine's while a revalidation has not reached it yet.
+    pub table_gen: u32,
 }
 
 struct Slot {

@@ -27,6 +27,28 @@ const EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 const MAINT_SLICE_MIN: usize = 64;
 const MAINT_SLICE_MAX: usize = 4096;
 
+/// A revalidation slice's time per iteration: 1/20,000 s (50 us). A million
+/// flows take a few hundred milliseconds of slices; forwarding goes on
+/// between them.
+const REVALIDATE_SLICE_DIV: u64 = 20_000;
+
+/// Flow slots a dump-flows slice walks per iteration.
+const DUMP_SLICE: usize = 1024;
+
+/// A part of a PMD's answer to dump-flows.
+pub struct FlowChunk {
+    pub flows: Vec<FlowInfo>,
+    /// The answer's last part.
+    pub last: bool,
+}
+
+/// A dump-flows answer in progress.
+struct DumpJob {
+    reply: Sender<FlowChunk>,
+    next: usize,
+    in_emc: std::collections::HashSet<u32>,
+}
+
 /// A tx queue owned by one PMD, or shared (with a lock taken once per flush)
 /// when the device has fewer tx queues than there are PMDs.
 pub enum TxHandle {
@@ -36,11 +58,13 @@ pub enum TxHandle {
 
 /// Messages from the control thread and the offload manager.
 pub enum PmdCommand {
-    /// Use this rule table from now on; revalidate cached flows; send the
-    /// events that produced; then answer.
+    /// Use this rule table from now on; revalidate cached flows (in slices
+    /// between iterations; a packet hitting a flow not revalidated yet has
+    /// it revalidated first); send the events that produced; then answer.
     SetRules { table: Arc<RuleTable>, done: Sender<RevalidateReport> },
-    /// Answer with every flow.
-    DumpFlows(Sender<Vec<FlowInfo>>),
+    /// Answer with every flow, in chunks (a slice of the table per
+    /// iteration), the last one marked.
+    DumpFlows(Sender<FlowChunk>),
     /// These flows were hit in hardware: keep them from idling out.
     Touch(Vec<u64>),
     /// Remove these flows (aged out in both tiers, or evicted).
@@ -158,6 +182,8 @@ pub fn run(setup: PmdSetup) {
         commands: setup.commands,
         stop: setup.stop,
         hz,
+        revalidated: Vec::new(),
+        dumps: std::collections::VecDeque::new(),
     };
     pmd.main_loop();
 }
@@ -173,6 +199,10 @@ struct Pmd {
     commands: Receiver<PmdCommand>,
     stop: Arc<AtomicBool>,
     hz: u64,
+    /// Who waits for the revalidation in progress.
+    revalidated: Vec<Sender<RevalidateReport>>,
+    /// dump-flows answers in progress, served one slice per iteration in turn.
+    dumps: std::collections::VecDeque<DumpJob>,
 }
 
 impl Pmd {
@@ -238,6 +268,7 @@ impl Pmd {
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, end);
             }
+            self.background(end);
             // Maintenance in slices: a pass over the flow slots every 100 ms
             // (a slice each millisecond), at most MAINT_SLICE_MAX slots a
             // slice, so a table of a million flows takes about 250 ms a pass
@@ -300,13 +331,14 @@ impl Pmd {
     fn command(&mut self, cmd: PmdCommand, now: u64) {
         match cmd {
             PmdCommand::SetRules { table, done } => {
-                let report = self.engine.revalidate(table);
-                self.engine.flush_events(Some(EVENT_WAIT));
-                self.publish();
-                let _ = done.send(report);
+                // A revalidation in progress is superseded: its waiters hear
+                // when this one is over (its tally carries on).
+                self.engine.set_rules(table);
+                self.revalidated.push(done);
             }
             PmdCommand::DumpFlows(reply) => {
-                let _ = reply.send(self.engine.dump(now));
+                let in_emc = self.engine.emc_slots();
+                self.dumps.push_back(DumpJob { reply, next: 0, in_emc });
             }
             PmdCommand::Touch(ids) => self.engine.touch(&ids, now),
             PmdCommand::Expire(ids, reason) => self.engine.expire(&ids, reason),
@@ -332,6 +364,30 @@ impl Pmd {
                 if let Some(p) = self.paused.get_mut(port as usize) {
                     *p = false;
                 }
+            }
+        }
+    }
+
+    /// Between iterations: a slice of the revalidation in progress (its
+    /// waiters answered once it is over, after its events are sent) and a
+    /// slice of one dump-flows answer.
+    fn background(&mut self, now: u64) {
+        if self.engine.revalidating() {
+            if let Some(report) = self.engine.revalidate_slice(self.hz / REVALIDATE_SLICE_DIV) {
+                self.engine.flush_events(Some(EVENT_WAIT));
+                self.publish();
+                for done in self.revalidated.drain(..) {
+                    let _ = done.send(report);
+                }
+            }
+        }
+        if let Some(mut job) = self.dumps.pop_front() {
+            let (flows, next) = self.engine.dump_slice(job.next, DUMP_SLICE, &job.in_emc, now);
+            let last = next.is_none();
+            let sent = job.reply.send(FlowChunk { flows, last }).is_ok();
+            if let (Some(next), true) = (next, sent) {
+                job.next = next;
+                self.dumps.push_back(job);
             }
         }
     }

@@ -83,9 +83,12 @@ impl Switch {
                 .map_err(|_| SwitchError::PmdTimeout(format!("PMD {}: its command queue is full", p.shared.index)))?;
             waits.push((p.shared.index, rx));
         }
+        // A PMD revalidates in slices between iterations (about 50 us each,
+        // a few hundred milliseconds for a million flows), so the wait is
+        // long enough for that and still ends if a PMD is stuck.
         for (index, rx) in waits {
             let r = rx
-                .recv_timeout(Duration::from_secs(5))
+                .recv_timeout(Duration::from_secs(30))
                 .map_err(|_| SwitchError::PmdTimeout(format!("PMD {index} did not acknowledge the new rules")))?;
             total.kept += r.kept;
             total.removed += r.removed;

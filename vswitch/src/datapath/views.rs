@@ -12,7 +12,6 @@ use crate::offloading::manager::PortHits;
 use crate::ofrule;
 use crate::packet::ParseError;
 use crate::underlay::Tunnel;
-use crossbeam_channel::bounded;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -258,14 +257,20 @@ impl Switch {
     pub fn flow_infos(&self) -> Result<Vec<FlowInfo>, SwitchError> {
         let mut out = Vec::new();
         for p in &self.pmds {
-            let (tx, rx) = bounded(1);
+            let (tx, rx) = crossbeam_channel::unbounded();
             p.commands
                 .send_timeout(PmdCommand::DumpFlows(tx), Duration::from_secs(2))
                 .map_err(|_| SwitchError::PmdTimeout(format!("PMD {}: its command queue is full", p.shared.index)))?;
-            let flows: Vec<FlowInfo> = rx
-                .recv_timeout(Duration::from_secs(2))
-                .map_err(|_| SwitchError::PmdTimeout(format!("PMD {} did not answer", p.shared.index)))?;
-            out.extend(flows);
+            // The PMD answers a slice of its table per iteration.
+            loop {
+                let chunk = rx
+                    .recv_timeout(Duration::from_secs(2))
+                    .map_err(|_| SwitchError::PmdTimeout(format!("PMD {} did not answer", p.shared.index)))?;
+                out.extend(chunk.flows);
+                if chunk.last {
+                    break;
+                }
+            }
         }
         out.sort_by_key(|f| f.id);
         Ok(out)
