@@ -26,7 +26,7 @@ use super::tunnel::{NeighbourAction, Special, TunnelCtx};
 use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
 use crate::actions::{self, vxlan, Action, PacketBuf};
 use crate::flow::hash::hash_key;
-use crate::flow::{Dpcls, Emc, RuleTable, Smc};
+use crate::flow::{Emc, Megaflows, RuleTable, Smc};
 use crate::packet::key::inner_flow;
 use crate::packet::key::VLAN_PRESENT;
 use crate::packet::parse::{parse_into, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
@@ -200,7 +200,7 @@ pub struct Engine {
     stale: usize,
     /// The revalidation in progress, if any.
     sweep: Option<Sweep>,
-    dpcls: Dpcls<FlowHandle>,
+    dpcls: Megaflows,
     pub counters: Local,
     next_flow: u64,
     upcalls_left: usize,
@@ -262,7 +262,7 @@ impl Engine {
             watch: Vec::new(),
             mtus: s.mtus,
             hz,
-            dpcls: Dpcls::new(),
+            dpcls: Megaflows::new(),
             counters: Local::new(ports),
             next_flow: 1,
             keys: Box::new([FlowKey::ZERO; BURST]),
@@ -562,10 +562,10 @@ impl Engine {
             m += 1;
         }
         let mut found = [None; BURST];
-        self.dpcls.lookup_batch(&self.miss_keys[..m], &mut found[..m]);
+        self.dpcls.lookup_batch(&self.miss_keys[..m], &mut found[..m], &self.flows);
         for j in 0..m {
             let i = usize::from(miss_idx[j]);
-            if let Some(h) = found[j].filter(|h| self.flows.is_live(*h)) {
+            if let Some(h) = found[j].and_then(|index| self.flows.handle_at(index as usize)) {
                 self.flow_of[i] = Some(h);
                 pending &= !(1 << i);
                 self.counters.add(Counter::MegaflowHits, 1);
@@ -583,7 +583,7 @@ impl Engine {
         self.burst_misses = pending.count_ones() as usize;
         for i in Bits(pending) {
             // A flow installed for an earlier packet of this burst may cover it.
-            let found = self.dpcls.lookup(&self.keys[i]);
+            let found = self.dpcls.lookup(&self.keys[i], &self.flows).and_then(|ix| self.flows.handle_at(ix as usize));
             if let Some(h) = found.filter(|h| self.revalidate_flow(*h)) {
                 self.flow_of[i] = Some(h);
                 self.counters.add(Counter::MegaflowHits, 1);
@@ -716,7 +716,8 @@ impl Engine {
             table_gen: self.table_gen,
         };
         let h = self.flows.insert(flow);
-        if let Some(old) = self.dpcls.insert(&masked, &mask, h) {
+        let old = self.dpcls.insert(&masked, &mask, h.index, &self.flows);
+        if let Some(old) = old.and_then(|ix| self.flows.handle_at(ix as usize)) {
             // Same key and mask: the old flow is gone, and the manager hears of it.
             if let Some(f) = self.flows.remove(old) {
                 self.forget(&f);
@@ -809,7 +810,7 @@ impl Engine {
     fn remove_flow(&mut self, h: FlowHandle, reason: RemoveReason) {
         if let Some(flow) = self.flows.remove(h) {
             self.forget(&flow);
-            self.dpcls.remove(&flow.key, &flow.mask);
+            self.dpcls.remove(&flow.key, &flow.mask, h.index);
             self.emit(FlowEvent::Removed { id: flow.id, reason });
         }
     }

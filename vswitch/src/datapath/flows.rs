@@ -168,6 +168,21 @@ impl FlowTable {
     }
 }
 
+impl crate::flow::FlowKeys for FlowTable {
+    #[inline(always)]
+    fn key_at(&self, index: u32) -> Option<&FlowKey> {
+        self.slots.get(index as usize)?.flow.as_ref().map(|f| &f.key)
+    }
+
+    #[inline(always)]
+    fn prefetch_key(&self, index: u32) {
+        if let Some(Slot { flow: Some(f), .. }) = self.slots.get(index as usize) {
+            crate::arch::prefetch(&f.key);
+            crate::arch::prefetch(&f.key.words[8]);
+        }
+    }
+}
+
 /// What the offload manager (and anything else listening) learns about flows.
 #[derive(Debug, Clone)]
 #[allow(clippy::large_enum_variant, reason = "sent once per flow install, by value through a channel")]

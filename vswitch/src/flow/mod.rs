@@ -6,10 +6,12 @@
 pub mod dpcls;
 pub mod emc;
 pub mod hash;
+pub mod megaflows;
 pub mod smc;
 pub mod table;
 
 pub use dpcls::Dpcls;
 pub use emc::Emc;
+pub use megaflows::{FlowKeys, Megaflows};
 pub use smc::Smc;
 pub use table::{Classification, Rule, RuleId, RuleTable};
