@@ -912,7 +912,17 @@ impl Engine {
         }
     }
 
-    /// Idle expiry and hit-delta reports (about every 100 ms). Under
+    /// How long a whole maintenance pass over the flow slots should take:
+    /// a tenth of the idle timeout, 100 ms to 1 s; 100 ms under pressure
+    /// (the table over three quarters full).
+    pub fn maintenance_period(&self) -> Duration {
+        if self.flows.len() * PRESSURE_DEN > self.config.max_flows * PRESSURE_NUM {
+            return PRESSURE_IDLE;
+        }
+        (self.config.idle_timeout / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+    }
+
+    /// Idle expiry and hit-delta reports (a pass per [`Engine::maintenance_period`]). Under
     /// pressure (the table over three quarters full) flows idle for
     /// [`PRESSURE_IDLE`] go too, except those recently hit in hardware.
     pub fn maintenance(&mut self, now: u64) {
