@@ -396,7 +396,11 @@ fn matrix(
     }
     let mut results = Results { meta: meta(core, timing), measurements: Vec::new() };
     let ovs = if peer {
-        let o = ovs::Ovs::start(&work, core, main_core, 3072).context("starting Open vSwitch")?;
+        // Per-port pools: the largest source holds its pcap (about a packet
+        // per flow, at least 1,024), the other ports ~20k mbufs each.
+        let most = cases.iter().map(|c| u64::from(c.1).max(1024)).max().unwrap_or(1024);
+        let mem = scenario::eal_memory_mb(most + 131_072).max(3072);
+        let o = ovs::Ovs::start(&work, core, main_core, mem).context("starting Open vSwitch")?;
         results.meta.insert("ovs".into(), o.version.clone());
         Some(o)
     } else {

@@ -81,12 +81,16 @@ impl Ovs {
             "\"--no-huge -m {mem_mb} --no-pci --legacy-mem --no-shconf --no-telemetry --file-prefix={}\"",
             ovs.prefix
         );
+        // Per-port memory: with the shared pools OVS 3.1 holds at most
+        // 262,144 mbufs per MTU, too few for the 1M-packet pcaps of the
+        // 1M-flow cases; per port, a source's pool is sized to its pcap.
         ovs.vsctl(&[
             "--no-wait",
             "set",
             "Open_vSwitch",
             ".",
             "other_config:dpdk-init=true",
+            "other_config:per-port-memory=true",
             &format!("other_config:dpdk-extra={extra}"),
             &format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << main_core),
             &format!("other_config:pmd-cpu-mask={:#x}", 1u64 << core),
@@ -164,6 +168,15 @@ impl Ovs {
         ];
         if let Some(mtu) = mtu {
             args.push(format!("mtu_request={mtu}"));
+        }
+        // Per-port memory (see `start`): a pcap source's pool must hold the
+        // whole file (net_pcap's infinite_rx keeps it in mbufs). OVS sizes
+        // the pool by the rx queues asked for, times their descriptors, before
+        // it caps the queues at what the device has (one): ask for enough.
+        if let Some(path) = devargs.split(',').find_map(|a| a.strip_prefix("rx_pcap=")) {
+            let packets = pcap_packets(Path::new(path))?;
+            args.push(format!("options:n_rxq={}", rx_queues_for(packets)));
+            args.push(format!("options:n_rxq_desc={OVS_MAX_DESC}"));
         }
         let log_before = std::fs::metadata(self.log_path()).map_or(0, |m| m.len() as usize);
         self.vsctl(&args.iter().map(String::as_str).collect::<Vec<_>>())?;
@@ -459,6 +472,35 @@ impl Drop for Ovs {
 
 /// The rule text with port numbers for names: ovs-ofctl resolves names
 /// only for ports that exist, and the source port is added last.
+/// OVS's largest receive ring (`n_rxq_desc`).
+const OVS_MAX_DESC: u64 = 4096;
+
+/// The receive queues to ask OVS for so that its per-port pool
+/// (queues x descriptors + 2,048 tx + 16,384 spare) holds `packets` mbufs
+/// with a ring's worth to spare.
+fn rx_queues_for(packets: u64) -> u64 {
+    packets.div_ceil(OVS_MAX_DESC) + 1
+}
+
+/// Packets in a pcap file (classic format, either byte order).
+fn pcap_packets(path: &Path) -> Result<u64> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let magic = data.get(..4).ok_or_else(|| anyhow!("{}: not a pcap file", path.display()))?;
+    let le = match magic {
+        [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1] => true,
+        [0xa1, 0xb2, 0xc3, 0xd4] | [0xa1, 0xb2, 0x3c, 0x4d] => false,
+        _ => bail!("{}: not a pcap file", path.display()),
+    };
+    let (mut off, mut n) = (24usize, 0u64);
+    while let Some(h) = data.get(off..off + 16) {
+        let b = [h[8], h[9], h[10], h[11]];
+        let caplen = if le { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) };
+        off += 16 + caplen as usize;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn ofport_numbers(rule: &str) -> String {
     rule.replace("vf0", "1").replace("uplink0", "2").replace("vxlan0", "10")
 }
@@ -535,6 +577,22 @@ impl PmdStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The source port's pool is sized from the pcap's packet count.
+    #[test]
+    fn counts_pcap_packets_and_sizes_the_rx_queues() {
+        let dir = std::env::temp_dir().join(format!("vsb-pcap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("fwd.pcap");
+        let written = crate::scenario::write_pcap(&path, Scenario::Fwd, 5000, 64).expect("pcap");
+        assert_eq!(pcap_packets(&path).expect("count"), written);
+        assert_eq!(written, 5000);
+        assert_eq!(rx_queues_for(written), 3, "2 x 4096 >= 5000, one ring spare");
+        assert!(rx_queues_for(1_000_000) * OVS_MAX_DESC >= 1_000_000 + OVS_MAX_DESC);
+        std::fs::write(&path, b"not a pcap").expect("write");
+        assert!(pcap_packets(&path).is_err());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
 
     #[test]
     fn parses_pmd_stats_and_port_counters() {
