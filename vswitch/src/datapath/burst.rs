@@ -21,7 +21,7 @@
 //!    across the group.
 
 use super::counters::{Counter, DropReason, Local, PortCounter};
-use super::flows::{EventBatch, Flow, FlowEvent, FlowHandle, FlowInfo, FlowTable, RemoveReason};
+use super::flows::{EventBatch, Flow, FlowEvent, FlowExtra, FlowHandle, FlowInfo, FlowTable, RemoveReason};
 use super::tunnel::{NeighbourAction, Special, TunnelCtx};
 use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
 use crate::actions::{self, vxlan, Action, PacketBuf};
@@ -235,6 +235,8 @@ impl Engine {
         let phys = s.mtus.len();
         let ports = phys + s.tunnels;
         let hz = s.hz.max(1);
+        // Only the offload manager addresses flows by id.
+        let flows = FlowTable::new(s.events.is_some());
         Self {
             index: s.index,
             idle_ticks: (s.config.idle_timeout.as_secs_f64() * hz as f64) as u64,
@@ -255,7 +257,7 @@ impl Engine {
             hit_reports: s.events.is_some() && s.hit_reports,
             events: s.events,
             pending_events: Vec::new(),
-            flows: FlowTable::default(),
+            flows,
             hardware: s.hardware,
             hot: s.hot,
             dirty: Vec::new(),
@@ -521,7 +523,7 @@ impl Engine {
         let mut hits = 0;
         for i in Bits(pending) {
             let Some(h) = self.flows.handle_at(cand[i] as usize) else { continue };
-            if self.flows.get(h).is_some_and(|f| self.keys[i].eq_masked(&f.key, &f.mask)) {
+            if self.flows.get(h).is_some_and(|f| self.keys[i].eq_masked(&f.key, self.flows.mask(f))) {
                 self.flow_of[i] = Some(h);
                 pending &= !(1 << i);
                 hits += 1;
@@ -696,7 +698,7 @@ impl Engine {
         let flow = Flow {
             id,
             key: masked,
-            mask,
+            mask_id: 0,
             rule: c.rule,
             actions: Arc::clone(&actions),
             drop_reason,
@@ -704,22 +706,17 @@ impl Engine {
             bytes: 0,
             created_tsc: now,
             used_tsc: now,
-            reported_packets: 0,
-            reported_bytes: 0,
             dirty: false,
-            check_packets: 0,
-            check_tsc: now,
-            hot_since: None,
             watched: false,
-            hot_reported_tsc: 0,
+            extra: None,
             hw_seen_tsc: 0,
             table_gen: self.table_gen,
         };
-        let h = self.flows.insert(flow);
+        let h = self.flows.insert(flow, &mask);
         let old = self.dpcls.insert(&masked, &mask, h.index, &self.flows);
         if let Some(old) = old.and_then(|ix| self.flows.handle_at(ix as usize)) {
             // Same key and mask: the old flow is gone, and the manager hears of it.
-            if let Some(f) = self.flows.remove(old) {
+            if let Some((f, _)) = self.flows.remove(old) {
                 self.forget(&f);
                 self.emit(FlowEvent::Removed { id: f.id, reason: RemoveReason::Replaced });
             }
@@ -808,9 +805,9 @@ impl Engine {
     }
 
     fn remove_flow(&mut self, h: FlowHandle, reason: RemoveReason) {
-        if let Some(flow) = self.flows.remove(h) {
+        if let Some((flow, mask)) = self.flows.remove(h) {
             self.forget(&flow);
-            self.dpcls.remove(&flow.key, &flow.mask, h.index);
+            self.dpcls.remove(&flow.key, &mask, h.index);
             self.emit(FlowEvent::Removed { id: flow.id, reason });
         }
     }
@@ -840,20 +837,21 @@ impl Engine {
         for h in dirty.drain(..) {
             let Some(f) = self.flows.get_mut(h) else { continue };
             f.dirty = false;
-            let dt = now.wrapping_sub(f.check_tsc);
+            let x = f.extra.get_or_insert_with(|| FlowExtra::new(f.created_tsc));
+            let dt = now.wrapping_sub(x.check_tsc);
             if dt < window_ticks {
                 // Too short to measure: the window goes on.
                 continue;
             }
-            let pps = rate(f.packets - f.check_packets, dt);
-            let start = (f.check_tsc, f.check_packets);
-            f.check_packets = f.packets;
-            f.check_tsc = now;
+            let pps = rate(f.packets - x.check_packets, dt);
+            let start = (x.check_tsc, x.check_packets);
+            x.check_packets = f.packets;
+            x.check_tsc = now;
             if pps < policy.min_pps {
-                f.hot_since = None;
+                x.hot_since = None;
                 continue;
             }
-            f.hot_since.get_or_insert(start);
+            x.hot_since.get_or_insert(start);
             if !f.watched {
                 f.watched = true;
                 self.watch.push(h);
@@ -863,7 +861,8 @@ impl Engine {
         let mut watch = std::mem::take(&mut self.watch);
         watch.retain(|&h| {
             let Some(f) = self.flows.get_mut(h) else { return false };
-            let Some((since, since_packets)) = f.hot_since else {
+            let x = f.extra.get_or_insert_with(|| FlowExtra::new(f.created_tsc));
+            let Some((since, since_packets)) = x.hot_since else {
                 f.watched = false;
                 return false;
             };
@@ -874,14 +873,14 @@ impl Engine {
             let pps = rate(f.packets - since_packets, hot_for);
             if pps < policy.min_pps {
                 // Its average fell (it went quiet): it starts over.
-                f.hot_since = None;
+                x.hot_since = None;
                 f.watched = false;
                 return false;
             }
-            if f.hot_reported_tsc != 0 && now.wrapping_sub(f.hot_reported_tsc) < repeat_ticks {
+            if x.hot_reported_tsc != 0 && now.wrapping_sub(x.hot_reported_tsc) < repeat_ticks {
                 return true;
             }
-            f.hot_reported_tsc = now;
+            x.hot_reported_tsc = now;
             f.watched = false;
             let ev = FlowEvent::Hot { id: f.id, pps, hot_for: Duration::from_secs_f64(hot_for as f64 / hz as f64) };
             if self.events.is_some() {
@@ -955,14 +954,13 @@ impl Engine {
                 expired += 1;
                 continue;
             }
-            if self.hit_reports && flow.packets != flow.reported_packets {
-                let ev = FlowEvent::Hits {
-                    id: flow.id,
-                    packets: flow.packets - flow.reported_packets,
-                    bytes: flow.bytes - flow.reported_bytes,
-                };
-                flow.reported_packets = flow.packets;
-                flow.reported_bytes = flow.bytes;
+            let reported = flow.extra.as_ref().map_or((0, 0), |x| (x.reported_packets, x.reported_bytes));
+            if self.hit_reports && flow.packets != reported.0 {
+                let ev =
+                    FlowEvent::Hits { id: flow.id, packets: flow.packets - reported.0, bytes: flow.bytes - reported.1 };
+                let x = flow.extra.get_or_insert_with(|| FlowExtra::new(flow.created_tsc));
+                x.reported_packets = flow.packets;
+                x.reported_bytes = flow.bytes;
                 self.pending_events.push(ev);
             }
         }
@@ -1044,7 +1042,7 @@ impl Engine {
         let c = self.table.classify(&flow.key);
         let (new_actions, _) = flow_actions(c.rule.as_deref(), flow.key.in_port());
         let new_mask = megaflow_mask(c.mask, &new_actions);
-        if new_mask.is_subset_of(&flow.mask) && *new_actions == *flow.actions {
+        if new_mask.is_subset_of(self.flows.mask(flow)) && *new_actions == *flow.actions {
             let gen = self.table_gen;
             if let Some(f) = self.flows.get_mut(h) {
                 f.rule = c.rule;
@@ -1121,7 +1119,7 @@ impl Engine {
                 id: f.id,
                 pmd: self.index,
                 key: f.key,
-                mask: f.mask,
+                mask: *self.flows.mask(f),
                 actions: Arc::clone(&f.actions),
                 rule: f.rule.as_ref().map(|r| (r.id, r.priority)),
                 packets: f.packets,

@@ -23,7 +23,9 @@ pub struct Flow {
     pub id: u64,
     /// Masked key.
     pub key: FlowKey,
-    pub mask: FlowMask,
+    /// Its mask, interned in the table (see [`FlowTable::mask`]): a few
+    /// distinct masks serve millions of megaflows.
+    pub mask_id: u32,
     pub rule: Option<Arc<Rule>>,
     pub actions: Arc<[Action]>,
     /// Set when the actions deliver nothing: the counted reason.
@@ -32,21 +34,13 @@ pub struct Flow {
     pub bytes: u64,
     pub created_tsc: u64,
     pub used_tsc: u64,
-    /// Counts last reported to the offload manager (hit deltas).
-    pub reported_packets: u64,
-    pub reported_bytes: u64,
     /// Hot-flow detection: hit since the last check (on the dirty list).
     pub dirty: bool,
-    /// Packets and time at the last hot check.
-    pub check_packets: u64,
-    pub check_tsc: u64,
-    /// Since when the flow has kept the hot rate, if it has: (time, its
-    /// packet count then).
-    pub hot_since: Option<(u64, u64)>,
     /// On the engine's watch list (keeping the rate, not reported yet).
     pub watched: bool,
-    /// When it was last reported hot (0: never).
-    pub hot_reported_tsc: u64,
+    /// Offload bookkeeping (hot detection, hit reports), made the first
+    /// time it is needed: flows of a switch without offload go without.
+    pub extra: Option<Box<FlowExtra>>,
     /// When the offload manager last saw it hit in hardware (0: never).
     pub hw_seen_tsc: u64,
     /// The rule-table generation it was last checked against: older than
@@ -54,21 +48,93 @@ pub struct Flow {
     pub table_gen: u32,
 }
 
+/// A flow's offload bookkeeping.
+#[derive(Debug, Clone, Default)]
+pub struct FlowExtra {
+    /// Counts last reported to the offload manager (hit deltas).
+    pub reported_packets: u64,
+    pub reported_bytes: u64,
+    /// Packets and time at the last hot check.
+    pub check_packets: u64,
+    pub check_tsc: u64,
+    /// Since when the flow has kept the hot rate, if it has: (time, its
+    /// packet count then).
+    pub hot_since: Option<(u64, u64)>,
+    /// When it was last reported hot (0: never).
+    pub hot_reported_tsc: u64,
+}
+
+impl FlowExtra {
+    /// For a flow created at `created_tsc` (its first rate window starts then).
+    pub fn new(created_tsc: u64) -> Box<Self> {
+        Box::new(Self { check_tsc: created_tsc, ..Self::default() })
+    }
+}
+
 struct Slot {
     generation: u32,
     flow: Option<Flow>,
 }
 
-/// The slab, with an index by flow id (for the offload manager's commands).
+/// Megaflow masks, interned and counted: a flow names its mask by index.
+#[derive(Default)]
+struct Masks {
+    masks: Vec<FlowMask>,
+    refs: Vec<u32>,
+    free: Vec<u32>,
+    ids: hashbrown::HashMap<FlowMask, u32>,
+}
+
+impl Masks {
+    fn intern(&mut self, mask: &FlowMask) -> u32 {
+        if let Some(&id) = self.ids.get(mask) {
+            self.refs[id as usize] += 1;
+            return id;
+        }
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.masks[id as usize] = *mask;
+                self.refs[id as usize] = 1;
+                id
+            }
+            None => {
+                self.masks.push(*mask);
+                self.refs.push(1);
+                (self.masks.len() - 1) as u32
+            }
+        };
+        self.ids.insert(*mask, id);
+        id
+    }
+
+    fn release(&mut self, id: u32) {
+        let r = &mut self.refs[id as usize];
+        *r -= 1;
+        if *r == 0 {
+            self.ids.remove(&self.masks[id as usize]);
+            self.free.push(id);
+        }
+    }
+}
+
+/// The slab, with an index by flow id when something addresses flows by id
+/// (the offload manager's commands; 35 bytes a flow at a million flows, so a
+/// switch without offload goes without).
 #[derive(Default)]
 pub struct FlowTable {
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
-    by_id: hashbrown::HashMap<u64, FlowHandle>,
+    by_id: Option<hashbrown::HashMap<u64, FlowHandle>>,
+    masks: Masks,
 }
 
 impl FlowTable {
+    /// An empty table; `by_id`: keep the index by flow id ([`FlowTable::by_id`]).
+    pub fn new(by_id: bool) -> Self {
+        Self { by_id: by_id.then(hashbrown::HashMap::new), ..Self::default() }
+    }
+
     pub fn len(&self) -> usize {
         self.live
     }
@@ -77,7 +143,9 @@ impl FlowTable {
         self.live == 0
     }
 
-    pub fn insert(&mut self, flow: Flow) -> FlowHandle {
+    /// Adds `flow` with `mask` (its `mask_id` is set here).
+    pub fn insert(&mut self, mut flow: Flow, mask: &FlowMask) -> FlowHandle {
+        flow.mask_id = self.masks.intern(mask);
         self.live += 1;
         let id = flow.id;
         let h = if let Some(index) = self.free.pop() {
@@ -88,13 +156,16 @@ impl FlowTable {
             self.slots.push(Slot { generation: 0, flow: Some(flow) });
             FlowHandle { index: (self.slots.len() - 1) as u32, generation: 0 }
         };
-        self.by_id.insert(id, h);
+        if let Some(m) = &mut self.by_id {
+            m.insert(id, h);
+        }
         h
     }
 
-    /// The handle of the flow with this id, if it is live.
+    /// The handle of the flow with this id, if it is live (and the table
+    /// keeps the index).
     pub fn by_id(&self, id: u64) -> Option<FlowHandle> {
-        self.by_id.get(&id).copied().filter(|h| self.is_live(*h))
+        self.by_id.as_ref()?.get(&id).copied().filter(|h| self.is_live(*h))
     }
 
     #[inline(always)]
@@ -120,7 +191,14 @@ impl FlowTable {
         self.get(h).is_some()
     }
 
-    pub fn remove(&mut self, h: FlowHandle) -> Option<Flow> {
+    /// The mask of `flow` (a flow of this table).
+    #[inline(always)]
+    pub fn mask(&self, flow: &Flow) -> &FlowMask {
+        &self.masks.masks[flow.mask_id as usize]
+    }
+
+    /// Removes the flow; returns it with its mask.
+    pub fn remove(&mut self, h: FlowHandle) -> Option<(Flow, FlowMask)> {
         let slot = self.slots.get_mut(h.index as usize)?;
         if slot.generation != h.generation {
             return None;
@@ -129,8 +207,12 @@ impl FlowTable {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(h.index);
         self.live -= 1;
-        self.by_id.remove(&flow.id);
-        Some(flow)
+        if let Some(m) = &mut self.by_id {
+            m.remove(&flow.id);
+        }
+        let mask = self.masks.masks[flow.mask_id as usize];
+        self.masks.release(flow.mask_id);
+        Some((flow, mask))
     }
 
     /// Starts loading slot `index`'s flow key and mask (a cache's candidate).
@@ -139,8 +221,6 @@ impl FlowTable {
         if let Some(Slot { flow: Some(f), .. }) = self.slots.get(index as usize) {
             crate::arch::prefetch(&f.key);
             crate::arch::prefetch(&f.key.words[8]);
-            crate::arch::prefetch(&f.mask);
-            crate::arch::prefetch(&f.mask.0.words[8]);
         }
     }
 
