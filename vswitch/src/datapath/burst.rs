@@ -1108,19 +1108,24 @@ impl Engine {
         let cap = self.flows.capacity();
         let to = from.saturating_add(slots).min(cap);
         let to_ms = |ticks: u64, hz: u64| (ticks as f64 * 1000.0 / hz as f64) as u64;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.flows.len().min(to - from.min(to)));
+        // The answer gets copies of the action lists (one per distinct list),
+        // not clones of the PMD's: the control thread dropping a million
+        // clones would bounce the cache line the PMD reads them from.
+        let mut copies: std::collections::HashMap<*const Action, Arc<[Action]>> = std::collections::HashMap::new();
         for i in from..to {
             let Some(h) = self.flows.handle_at(i) else { continue };
             if !self.revalidate_flow(h) {
                 continue;
             }
             let Some(f) = self.flows.get(h) else { continue };
+            let actions = copies.entry(f.actions.as_ptr()).or_insert_with(|| Arc::from(&f.actions[..]));
             out.push(FlowInfo {
                 id: f.id,
                 pmd: self.index,
                 key: f.key,
                 mask: *self.flows.mask(f),
-                actions: Arc::clone(&f.actions),
+                actions: Arc::clone(actions),
                 rule: f.rule.as_ref().map(|r| (r.id, r.priority)),
                 packets: f.packets,
                 bytes: f.bytes,

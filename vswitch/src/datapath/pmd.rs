@@ -33,7 +33,7 @@ const MAINT_SLICE_MAX: usize = 4096;
 const REVALIDATE_SLICE_DIV: u64 = 20_000;
 
 /// Flow slots a dump-flows slice walks per iteration.
-const DUMP_SLICE: usize = 1024;
+const DUMP_SLICE: usize = 256;
 
 /// A part of a PMD's answer to dump-flows.
 pub struct FlowChunk {
