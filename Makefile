@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
   frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
 
-.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-micro bench-micro-smoke fuzz-smoke fuzz ci
+.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -68,6 +68,12 @@ bench-flood: deps
 	$(CARGO) build --release -p vswitch --bins -q
 	$(CARGO) build --release -p vswitch-bench -q
 	./target/release/vswitch-bench flood --peer ovs --out bench-results
+
+# PMD stalls at 1M megaflows (~2 min, ~6 GB): stall counters while steady,
+# across a dump-flows and across an add-rule that revalidates every megaflow.
+bench-stalls: deps
+	$(CARGO) build --release --workspace --bins -q
+	benches/pmd-stalls.sh
 
 # The offload scenario (~1 min): Zipf traffic over 100k flows into the model
 # e-switch's 4,096 rules, hot policy against all; writes bench-results/offload.{json,md}.

@@ -1087,7 +1087,9 @@ impl Engine {
     /// [`Engine::dump_slice`]).
     pub fn dump(&mut self, now: u64) -> Vec<FlowInfo> {
         let in_emc = self.emc_slots();
-        self.dump_slice(0, usize::MAX, &in_emc, now).0
+        let mut out = Vec::new();
+        self.dump_slice(0, usize::MAX, &in_emc, now, &mut out);
+        out
     }
 
     /// The slots of the flows the exact-match cache holds entries for.
@@ -1095,20 +1097,22 @@ impl Engine {
         self.emc.values().filter(|h| self.flows.is_live(**h)).map(|h| h.index).collect()
     }
 
-    /// The flows in up to `slots` slots from `from`, for dump-flows, and
-    /// where the next slice starts (`None`: the table's end). Stale flows
-    /// are revalidated first: a dump shows only flows the current rules keep.
+    /// Appends to `out` the flows in up to `slots` slots from `from`, for
+    /// dump-flows; returns where the next slice starts (`None`: the table's
+    /// end). Stale flows are revalidated first: a dump shows only flows the
+    /// current rules keep.
     pub fn dump_slice(
         &mut self,
         from: usize,
         slots: usize,
         in_emc: &std::collections::HashSet<u32>,
         now: u64,
-    ) -> (Vec<FlowInfo>, Option<usize>) {
+        out: &mut Vec<FlowInfo>,
+    ) -> Option<usize> {
         let cap = self.flows.capacity();
         let to = from.saturating_add(slots).min(cap);
         let to_ms = |ticks: u64, hz: u64| (ticks as f64 * 1000.0 / hz as f64) as u64;
-        let mut out = Vec::with_capacity(self.flows.len().min(to - from.min(to)));
+        out.reserve(self.flows.len().min(to - from.min(to)));
         // The answer gets copies of the action lists (one per distinct list),
         // not clones of the PMD's: the control thread dropping a million
         // clones would bounce the cache line the PMD reads them from.
@@ -1134,7 +1138,7 @@ impl Engine {
                 in_emc: in_emc.contains(&h.index),
             });
         }
-        (out, (to < cap).then_some(to))
+        (to < cap).then_some(to)
     }
 
     /// Removes every flow (shutdown).

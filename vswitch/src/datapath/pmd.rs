@@ -45,6 +45,11 @@ pub struct FlowChunk {
 /// A dump-flows answer in progress.
 struct DumpJob {
     reply: Sender<FlowChunk>,
+    /// Emptied chunks the control thread gives back: the PMD fills them
+    /// again rather than allocate (fresh memory page-faults, and while the
+    /// control thread faults in the whole answer those faults stalled the
+    /// PMD for milliseconds).
+    recycle: Receiver<Vec<FlowInfo>>,
     next: usize,
     in_emc: std::collections::HashSet<u32>,
 }
@@ -63,8 +68,8 @@ pub enum PmdCommand {
     /// it revalidated first); send the events that produced; then answer.
     SetRules { table: Arc<RuleTable>, done: Sender<RevalidateReport> },
     /// Answer with every flow, in chunks (a slice of the table per
-    /// iteration), the last one marked.
-    DumpFlows(Sender<FlowChunk>),
+    /// iteration), the last one marked; emptied chunks come back on `recycle`.
+    DumpFlows { reply: Sender<FlowChunk>, recycle: Receiver<Vec<FlowInfo>> },
     /// These flows were hit in hardware: keep them from idling out.
     Touch(Vec<u64>),
     /// Remove these flows (aged out in both tiers, or evicted).
@@ -339,9 +344,9 @@ impl Pmd {
                 self.engine.set_rules(table);
                 self.revalidated.push(done);
             }
-            PmdCommand::DumpFlows(reply) => {
+            PmdCommand::DumpFlows { reply, recycle } => {
                 let in_emc = self.engine.emc_slots();
-                self.dumps.push_back(DumpJob { reply, next: 0, in_emc });
+                self.dumps.push_back(DumpJob { reply, recycle, next: 0, in_emc });
             }
             PmdCommand::Touch(ids) => self.engine.touch(&ids, now),
             PmdCommand::Expire(ids, reason) => self.engine.expire(&ids, reason),
@@ -385,7 +390,9 @@ impl Pmd {
             }
         }
         if let Some(mut job) = self.dumps.pop_front() {
-            let (flows, next) = self.engine.dump_slice(job.next, DUMP_SLICE, &job.in_emc, now);
+            let mut flows = job.recycle.try_recv().unwrap_or_default();
+            flows.clear();
+            let next = self.engine.dump_slice(job.next, DUMP_SLICE, &job.in_emc, now, &mut flows);
             let last = next.is_none();
             let sent = job.reply.send(FlowChunk { flows, last }).is_ok();
             if let (Some(next), true) = (next, sent) {

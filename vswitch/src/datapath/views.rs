@@ -258,18 +258,21 @@ impl Switch {
         let mut out = Vec::new();
         for p in &self.pmds {
             let (tx, rx) = crossbeam_channel::unbounded();
+            let (recycle, recycled) = crossbeam_channel::unbounded();
             p.commands
-                .send_timeout(PmdCommand::DumpFlows(tx), Duration::from_secs(2))
+                .send_timeout(PmdCommand::DumpFlows { reply: tx, recycle: recycled }, Duration::from_secs(2))
                 .map_err(|_| SwitchError::PmdTimeout(format!("PMD {}: its command queue is full", p.shared.index)))?;
-            // The PMD answers a slice of its table per iteration.
+            // The PMD answers a slice of its table per iteration; emptied
+            // chunks go back for it to fill again.
             loop {
-                let chunk = rx
+                let mut chunk = rx
                     .recv_timeout(Duration::from_secs(2))
                     .map_err(|_| SwitchError::PmdTimeout(format!("PMD {} did not answer", p.shared.index)))?;
-                out.extend(chunk.flows);
+                out.append(&mut chunk.flows);
                 if chunk.last {
                     break;
                 }
+                let _ = recycle.send(chunk.flows);
             }
         }
         out.sort_by_key(|f| f.id);
