@@ -26,6 +26,7 @@ use super::tunnel::{NeighbourAction, Special, TunnelCtx};
 use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
 use crate::actions::{self, vxlan, Action, PacketBuf};
 use crate::flow::hash::hash_key;
+pub use crate::flow::Bits;
 use crate::flow::{Emc, Megaflows, RuleTable, Smc};
 use crate::packet::key::inner_flow;
 use crate::packet::key::VLAN_PRESENT;
@@ -1212,24 +1213,6 @@ pub fn megaflow_mask(mut mask: FlowMask, actions: &[Action]) -> FlowMask {
         mask.exact(Field::VlanTci2);
     }
     mask
-}
-
-/// Indices of the set bits of a burst mask, lowest first.
-#[derive(Clone, Copy)]
-pub struct Bits(pub u64);
-
-impl Iterator for Bits {
-    type Item = usize;
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<usize> {
-        if self.0 == 0 {
-            return None;
-        }
-        let i = self.0.trailing_zeros() as usize;
-        self.0 &= self.0 - 1;
-        Some(i)
-    }
 }
 
 /// Length of the Ethernet header with up to two VLAN tags.

@@ -11,6 +11,7 @@
 //! alone, so growing and shifting never need the keys.
 
 use super::hash::MaskWords;
+use super::Bits;
 use crate::packet::{FlowKey, FlowMask};
 
 /// Where the index finds a flow's masked key by slot.
@@ -282,23 +283,6 @@ impl Megaflows {
                 }
             }
         }
-    }
-}
-
-/// Indices of the set bits, lowest first.
-struct Bits(u64);
-
-impl Iterator for Bits {
-    type Item = usize;
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<usize> {
-        if self.0 == 0 {
-            return None;
-        }
-        let i = self.0.trailing_zeros() as usize;
-        self.0 &= self.0 - 1;
-        Some(i)
     }
 }
 
