@@ -909,6 +909,7 @@ fn model_outcome(session: &mut offload::model::Session<'_>, port: u16, f: &[u8])
         Verdict::Output(port) => Outcome::Out(port, p.data().to_vec()),
         Verdict::Drop => Outcome::Drop,
         Verdict::Error => panic!("the model failed to execute a valid rule on a well-formed packet"),
+        Verdict::RxOverMtu | Verdict::TxOverMtu(_) => panic!("no VF port MTU was set"),
     }
 }
 

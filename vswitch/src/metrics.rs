@@ -207,6 +207,13 @@ pub fn publish(s: &SwitchStats) {
     metrics::counter!("vswitch_flows_removed_total", "reason" => "revalidated").absolute(s.flows_revalidated_out);
     metrics::counter!("vswitch_flows_removed_total", "reason" => "evicted").absolute(s.flows_evicted);
     metrics::gauge!("vswitch_rules").set(s.rules as f64);
+    // Packets made or ended by the switch itself, for the balance
+    // rx + copies + generated = tx + drops + consumed.
+    metrics::counter!("vswitch_copies_total").absolute(s.copies);
+    metrics::counter!("vswitch_generated_total", "kind" => "icmp_too_big").absolute(s.icmp_too_big_sent);
+    metrics::counter!("vswitch_generated_total", "kind" => "neighbour_reply").absolute(s.neighbour_replies_sent);
+    metrics::counter!("vswitch_generated_total", "kind" => "neighbour_request").absolute(s.neighbour_requests_sent);
+    metrics::counter!("vswitch_neighbour_consumed_total").absolute(s.neighbour_consumed);
     for (reason, n) in &s.drops {
         metrics::counter!("vswitch_drops_total", "reason" => reason.clone()).absolute(*n);
     }

@@ -94,6 +94,12 @@ pub enum Verdict {
     /// A rule matched but its actions could not run (no headroom, ...); the
     /// packet may be half-edited and must be dropped (counted).
     Error,
+    /// From a VF above the VF's MTU: a VF cannot send it (its port on the
+    /// e-switch drops it before any rule).
+    RxOverMtu,
+    /// To this VF's ethdev port above the VF's MTU: the VF's receive drops
+    /// it (the rule counted the hit).
+    TxOverMtu(u16),
 }
 
 /// Per-rule counters, written by the packet path.
@@ -203,6 +209,8 @@ struct Tables {
     groups: Vec<(u32, Group)>,
     /// VXLAN UDP ports with how many rules ask for each.
     vxlan_ports: Vec<(u16, usize)>,
+    /// Per ethdev port id: the MTU of the VF behind it (0: not a VF port).
+    vf_mtu: Vec<u16>,
     inner_rules: usize,
     next_handle: u64,
     rules: usize,
@@ -218,6 +226,11 @@ pub struct ModelStats {
     pub created: AtomicU64,
     pub destroyed: AtomicU64,
     pub refused: AtomicU64,
+    /// Frames forwarded by a rule whose outer lengths software would have
+    /// refused as malformed (a device does not check them).
+    pub malformed: AtomicU64,
+    /// Frames dropped for a VF's MTU, received from it or sent to it.
+    pub over_mtu: AtomicU64,
 }
 
 /// The model e-switch. Share it with `Arc`; [`ModelDevice`] is its
@@ -254,6 +267,19 @@ impl ModelSwitch {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Declares ethdev port `ethdev` a VF's port with the VF's `mtu` (bytes
+    /// of L3 packet; 0 removes the limit): frames from the VF above it are
+    /// dropped before any rule, frames a rule sends to it are dropped by
+    /// the VF, as a NIC's e-switch and VF do.
+    pub fn set_vf_mtu(&self, ethdev: u16, mtu: u16) {
+        let mut t = self.write();
+        let i = usize::from(ethdev);
+        if t.vf_mtu.len() <= i {
+            t.vf_mtu.resize(i + 1, 0);
+        }
+        t.vf_mtu[i] = mtu;
     }
 
     /// Rules installed.
@@ -440,6 +466,7 @@ impl ModelSwitch {
         }
         let inner = t.inner_rules > 0;
         let empty = t.rules == 0;
+        let vf_ports = t.vf_mtu.iter().any(|&m| m != 0);
         Session {
             model: self,
             tables: t,
@@ -447,10 +474,11 @@ impl ModelSwitch {
             vxlan_count: n,
             inner,
             empty,
+            vf_ports,
             now_ms: self.now_ms(),
             v: Vector::default(),
             pending: None,
-            counts: [0; 4],
+            counts: [0; 6],
         }
     }
 
@@ -682,18 +710,32 @@ pub struct Session<'a> {
     vxlan_count: usize,
     inner: bool,
     empty: bool,
+    /// Some port has a VF's MTU to enforce.
+    vf_ports: bool,
     now_ms: u64,
     v: Vector,
     /// Counts not yet added to a rule: (slot, packets, bytes).
     pending: Option<(u32, u64, u64)>,
-    /// hits, misses, drops, errors not yet added to the model's stats.
-    counts: [u64; 4],
+    /// hits, misses, drops, errors, malformed, over_mtu not yet added to
+    /// the model's stats.
+    counts: [u64; 6],
 }
 
 const HITS: usize = 0;
 const MISSES: usize = 1;
 const DROPS: usize = 2;
 const ERRORS: usize = 3;
+const MALFORMED: usize = 4;
+const OVER_MTU: usize = 5;
+
+/// Length of the L3 packet in `frame` (after Ethernet and up to two tags).
+fn l3_len(frame: &[u8]) -> usize {
+    let mut off = 14;
+    while off <= 22 && frame.len() >= off + 4 && matches!(be16(frame, off - 2), 0x8100 | 0x88a8) {
+        off += 4;
+    }
+    frame.len().saturating_sub(off)
+}
 
 impl Session<'_> {
     #[inline]
@@ -724,6 +766,10 @@ impl Session<'_> {
     /// Runs `pkt`, received on ethdev port `ingress`, through the rules. On
     /// [`Verdict::Miss`] the packet is unchanged.
     pub fn process<P: PacketBuf>(&mut self, ingress: u16, pkt: &mut P) -> Verdict {
+        if self.vf_ports && self.over_vf_mtu(ingress, pkt.data()) {
+            self.counts[OVER_MTU] += 1;
+            return Verdict::RxOverMtu;
+        }
         if self.empty {
             self.counts[MISSES] += 1;
             return Verdict::Miss;
@@ -767,9 +813,16 @@ impl Session<'_> {
                 edited = true;
             }
             self.count(slot, len);
+            if layers.malformed && !matches!(fate, Fate::Jump(_)) {
+                self.counts[MALFORMED] += 1;
+            }
             match fate {
                 Fate::Output(port) => {
                     self.counts[HITS] += 1;
+                    if self.vf_ports && self.over_vf_mtu(port, pkt.data()) {
+                        self.counts[OVER_MTU] += 1;
+                        return Verdict::TxOverMtu(port);
+                    }
                     return Verdict::Output(port);
                 }
                 Fate::Drop => {
@@ -783,13 +836,21 @@ impl Session<'_> {
         self.counts[ERRORS] += 1;
         Verdict::Error
     }
+
+    /// Whether `frame` exceeds the MTU of the VF behind ethdev port `port`.
+    #[inline]
+    fn over_vf_mtu(&self, port: u16, frame: &[u8]) -> bool {
+        let mtu = usize::from(self.tables.vf_mtu.get(usize::from(port)).copied().unwrap_or(0));
+        // Headers are at least 14 bytes: most frames pass without reading them.
+        mtu != 0 && frame.len() > mtu + 14 && l3_len(frame) > mtu
+    }
 }
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
         self.flush_counts();
         let s = &self.model.stats;
-        for (i, c) in [&s.hits, &s.misses, &s.drops, &s.errors].into_iter().enumerate() {
+        for (i, c) in [&s.hits, &s.misses, &s.drops, &s.errors, &s.malformed, &s.over_mtu].into_iter().enumerate() {
             if self.counts[i] != 0 {
                 c.fetch_add(self.counts[i], Ordering::Relaxed);
             }

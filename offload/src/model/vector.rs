@@ -110,6 +110,14 @@ pub struct Layers {
     /// End of the outer UDP datagram.
     pub udp_end: usize,
     pub ipv6: bool,
+    /// The outer headers' lengths disagree with the frame (IPv4 total
+    /// length beyond the frame or shorter than its header, IPv6 payload
+    /// beyond the frame, UDP length shorter than its header or, outside a
+    /// first fragment, longer than the IP payload): what the software
+    /// parser drops. A device matches such frames all the same.
+    pub malformed: bool,
+    /// The outer IP packet is a fragment.
+    pub fragment: bool,
 }
 
 fn be16(b: &[u8], at: usize) -> u16 {
@@ -158,14 +166,21 @@ fn stack(f: &[u8], mut off: usize, inner_side: bool, vxlan_ports: &[u16], v: &mu
             presence |= IPV4.presence << pshift;
             let total = usize::from(be16(f, off + 2));
             layers.l3_end = (off + total).clamp(off + ihl, f.len());
-            let later_fragment = be16(f, off + 6) & 0x1fff != 0;
+            layers.malformed |= total < ihl || off + total > f.len();
+            let frag = be16(f, off + 6);
+            layers.fragment = frag & 0x3fff != 0;
+            let later_fragment = frag & 0x1fff != 0;
             (f[off + 9], (!later_fragment).then_some(off + ihl))
         }
         0x86dd if f.len() >= off + 40 && f[off] >> 4 == 6 => {
             v.put(IPV6.offset + shift, &f[off..off + 40]);
             presence |= IPV6.presence << pshift;
             layers.ipv6 = true;
-            layers.l3_end = (off + 40 + usize::from(be16(f, off + 4))).min(f.len());
+            let end = off + 40 + usize::from(be16(f, off + 4));
+            layers.malformed |= end > f.len();
+            layers.l3_end = end.min(f.len());
+            // A fragment header right after the fixed one.
+            layers.fragment = f[off + 6] == 44;
             (f[off + 6], Some(off + 40))
         }
         _ => return (presence, flags, layers),
@@ -179,6 +194,7 @@ fn stack(f: &[u8], mut off: usize, inner_side: bool, vxlan_ports: &[u16], v: &mu
             layers.l4 = Some(l4);
             let udp_len = usize::from(be16(f, l4 + 4));
             layers.udp_end = (l4 + udp_len).clamp(l4 + 8, end);
+            layers.malformed |= udp_len < 8 || (l4 + udp_len > end && !layers.fragment);
             let dport = be16(f, l4 + 2);
             if !inner_side && vxlan_ports.contains(&dport) && layers.udp_end >= l4 + 16 {
                 let vx = l4 + 8;

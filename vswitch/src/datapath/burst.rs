@@ -222,6 +222,9 @@ pub struct Engine {
     /// after decapsulation).
     in_ports: [u32; BURST],
     flow_of: [Option<FlowHandle>; BURST],
+    /// Packets in the burst being processed: flows its packets point to
+    /// (`flow_of[..burst_len]`) are not evicted until it is executed.
+    burst_len: usize,
 }
 
 /// Packets of a burst grouped by flow: (flow handle, member bits).
@@ -274,6 +277,7 @@ impl Engine {
             lens: [0; BURST],
             in_ports: [0; BURST],
             flow_of: [None; BURST],
+            burst_len: 0,
         }
     }
 
@@ -331,7 +335,13 @@ impl Engine {
         self.stage_upcall(pending, pkts, now);
         let groups = group(&self.flow_of, pkts, n);
         self.stage_execute(&groups, pkts, now, io);
-        // Anything still here was consumed by no output (freed on drop).
+        self.burst_len = 0;
+        // Anything still here went through a rule whose actions end without
+        // an output (e.g. `output:vf1,mod_dl_src:...`): dropped by the rule.
+        let left = pkts.iter().take(n).filter(|p| p.is_some()).count() as u64;
+        if left > 0 {
+            self.counters.drop(DropReason::RuleDrop, left);
+        }
     }
 
     /// The (model) e-switch takes the packets its rules match, as a NIC's
@@ -367,6 +377,18 @@ impl Engine {
                     *slot = None;
                     self.counters.drop(DropReason::HwError, 1);
                 }
+                // The same reasons software counts for these frames.
+                Verdict::RxOverMtu => {
+                    *slot = None;
+                    self.counters.drop(DropReason::RxMtu, 1);
+                }
+                Verdict::TxOverMtu(e) => {
+                    *slot = None;
+                    self.counters.drop(DropReason::Mtu, 1);
+                    if let Some(out) = hw.port_of.get(usize::from(e)).copied().flatten() {
+                        self.counters.port(out as usize, PortCounter::TxDropped, 1);
+                    }
+                }
             }
             taken += 1;
             bytes += len;
@@ -387,11 +409,21 @@ impl Engine {
         let mut pending: u64 = 0;
         let mut rx_bytes = 0u64;
         let vtep = self.tun.is_uplink(in_port);
+        // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
+        let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
+        self.burst_len = n;
         for i in 0..n {
+            self.flow_of[i] = None;
             let Some(m) = pkts[i].as_mut() else { continue };
             let len = m.len();
             rx_bytes += len as u64;
             self.lens[i] = len as u32;
+            if rx_limit != 0 && len > rx_limit + 14 && len - l2_len(m.data()) > rx_limit {
+                // A VF cannot send above its MTU; its e-switch port drops it.
+                self.counters.drop(DropReason::RxMtu, 1);
+                pkts[i] = None;
+                continue;
+            }
             let layout = parse_into(m.data(), in_port, None, &mut self.keys[i]);
             if let Some(e) = layout.error {
                 self.counters.parse_error(e);
@@ -439,9 +471,11 @@ impl Engine {
                     NeighbourAction::PassOn => Some(in_port),
                     NeighbourAction::Consumed => {
                         pkts[i] = None;
+                        self.counters.add(Counter::NeighConsumed, 1);
                         None
                     }
                     NeighbourAction::Reply(len) => {
+                        self.counters.add(Counter::NeighConsumed, 1);
                         if let Some(mut m) = pkts[i].take() {
                             if m.replace(&self.tun.scratch[..len]) {
                                 self.counters.add(Counter::NeighRepliesSent, 1);
@@ -624,7 +658,10 @@ impl Engine {
         for g in 0..groups.len {
             let members = groups.members[g];
             let Some(flow) = self.flows.get_mut(groups.handles[g]) else {
-                Bits(members).for_each(|i| pkts[i] = None);
+                // Cannot happen while eviction spares the burst's flows;
+                // counted all the same, never lost silently.
+                let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
+                self.counters.drop(DropReason::FlowGone, n);
                 continue;
             };
             let bytes: u64 = Bits(members).map(|i| u64::from(self.lens[i])).sum();
@@ -692,7 +729,7 @@ impl Engine {
                 made
             }
         };
-        let mask = megaflow_mask(c.mask, &actions);
+        let mask = megaflow_mask(c.mask);
         let masked = key.masked(&mask);
         let id = ((self.index as u64) << 48) | self.next_flow;
         self.next_flow += 1;
@@ -743,6 +780,10 @@ impl Engine {
             let i = (self.next_random() % slots as u64) as usize;
             let Some(h) = self.flows.handle_at(i) else { continue };
             let Some(f) = self.flows.get(h) else { continue };
+            // Packets of the burst in flight point to it: it must outlive them.
+            if self.flow_of[..self.burst_len].contains(&Some(h)) {
+                continue;
+            }
             found += 1;
             if f.hw_seen_tsc != 0 && now.wrapping_sub(f.hw_seen_tsc) < grace {
                 continue;
@@ -1042,7 +1083,7 @@ impl Engine {
         }
         let c = self.table.classify(&flow.key);
         let (new_actions, _) = flow_actions(c.rule.as_deref(), flow.key.in_port());
-        let new_mask = megaflow_mask(c.mask, &new_actions);
+        let new_mask = megaflow_mask(c.mask);
         if new_mask.is_subset_of(self.flows.mask(flow)) && *new_actions == *flow.actions {
             let gen = self.table_gen;
             if let Some(f) = self.flows.get_mut(h) {
@@ -1204,14 +1245,14 @@ pub fn flow_actions(rule: Option<&crate::flow::Rule>, in_port: u32) -> FlowActio
     (Arc::from(actions), (!sends).then_some(DropReason::ToInPort))
 }
 
-pub fn megaflow_mask(mut mask: FlowMask, actions: &[Action]) -> FlowMask {
+/// The megaflow's mask: what the rule table consulted, the input port, and
+/// whether each VLAN tag is there (VLAN actions depend on how many tags a
+/// frame has, never on the values in them: a rule on `dl_vlan` alone gives
+/// one megaflow for every priority of that VLAN).
+pub fn megaflow_mask(mut mask: FlowMask) -> FlowMask {
     mask.exact(Field::InPort);
     mask.set(Field::VlanTci, mask.get(Field::VlanTci) | u128::from(VLAN_PRESENT));
     mask.set(Field::VlanTci2, mask.get(Field::VlanTci2) | u128::from(VLAN_PRESENT));
-    if actions.iter().any(|a| matches!(a, Action::PopVlan | Action::PushVlan { .. } | Action::SetVlanVid(_))) {
-        mask.exact(Field::VlanTci);
-        mask.exact(Field::VlanTci2);
-    }
     mask
 }
 
@@ -1264,6 +1305,13 @@ impl<I: Io> Exec<'_, I> {
             let frame = m.data();
             // Headers are at least 14 bytes: most frames pass without reading them.
             if frame.len() > usize::from(mtu) + 14 && frame.len() - l2_len(frame) > usize::from(mtu) {
+                if !self.tun.is_uplink(port) {
+                    // Towards a VF: its receive drops the frame, as it
+                    // does behind the e-switch; no ICMP from a VM's port.
+                    self.counters.drop(DropReason::Mtu, 1);
+                    self.counters.port(port as usize, PortCounter::TxDropped, 1);
+                    return;
+                }
                 let l2 = l2_len(frame);
                 self.too_big(m, usize::from(mtu), l2, i, port);
                 return;
@@ -1387,6 +1435,7 @@ fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, 
             Action::Output(port) => {
                 for i in Bits(members) {
                     let Some(m) = pkts[i].as_ref() else { continue };
+                    x.counters.add(Counter::Copies, 1);
                     match x.io.copy(m) {
                         Some(copy) => x.send(*port, copy, vni, i),
                         None => x.counters.drop(DropReason::NoMbuf, 1),

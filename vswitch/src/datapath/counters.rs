@@ -24,6 +24,9 @@ named_enum! {
         TxFull => "tx_full",
         /// Larger than the output port's MTU.
         Mtu => "mtu",
+        /// Received on a representor above its VF's MTU (a VF cannot send
+        /// such a frame; the e-switch drops it before any rule).
+        RxMtu => "rx_mtu",
         /// The packet could not be parsed (see the parse error counters).
         ParseError => "parse_error",
         /// No mbuf for a copy (several outputs).
@@ -53,6 +56,9 @@ named_enum! {
         HwUnknownPort => "hw_unknown_port",
         /// To or from a port being restarted.
         PortDown => "port_down",
+        /// The packet's megaflow went while its burst was in flight (a
+        /// safety net: eviction spares the flows of the burst in flight).
+        FlowGone => "flow_gone",
     }
 }
 
@@ -87,6 +93,12 @@ named_enum! {
         IcmpTooBigSent => "icmp_too_big_sent",
         NeighRepliesSent => "neighbour_replies_sent",
         NeighRequestsSent => "neighbour_requests_sent",
+        /// ARP/ND packets the VTEP took (answered or learned from): they
+        /// end here, neither forwarded nor dropped.
+        NeighConsumed => "neighbour_consumed",
+        /// Copies made for outputs before the last one (each is sent or
+        /// counted as a drop like any packet).
+        Copies => "copies",
         /// Packets the (model) e-switch handled before the software path.
         HwPackets => "hw_packets",
         HwBytes => "hw_bytes",
@@ -207,6 +219,59 @@ impl Shared {
 
     pub fn port(&self, port: usize, c: PortCounter) -> u64 {
         self.at(port_index(port, c))
+    }
+}
+
+/// Where every packet went, over the physical ports (tunnel ports are views
+/// of packets the uplinks carry). Every packet received, copied or made by
+/// the switch is sent, dropped under a reason, or consumed by the VTEP:
+/// `received + copies + generated == sent + dropped + consumed` whenever
+/// no burst is in flight and the transmit buffers are flushed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Balance {
+    pub received: u64,
+    pub copies: u64,
+    /// ICMP "too big" answers and ARP/ND replies and requests.
+    pub generated: u64,
+    pub sent: u64,
+    pub dropped: u64,
+    pub consumed: u64,
+}
+
+impl Balance {
+    /// Packets in minus packets out: 0 when nothing went uncounted.
+    pub fn unaccounted(&self) -> i128 {
+        i128::from(self.received) + i128::from(self.copies) + i128::from(self.generated)
+            - i128::from(self.sent)
+            - i128::from(self.dropped)
+            - i128::from(self.consumed)
+    }
+
+    /// Adds another PMD's balance.
+    pub fn add(&mut self, o: &Balance) {
+        self.received += o.received;
+        self.copies += o.copies;
+        self.generated += o.generated;
+        self.sent += o.sent;
+        self.dropped += o.dropped;
+        self.consumed += o.consumed;
+    }
+}
+
+impl Shared {
+    /// This PMD's [`Balance`] over physical ports `0..phys`.
+    pub fn balance(&self, phys: usize) -> Balance {
+        let ports = |c: PortCounter| (0..phys).map(|p| self.port(p, c)).sum::<u64>();
+        Balance {
+            received: ports(PortCounter::RxPackets),
+            copies: self.get(Counter::Copies),
+            generated: self.get(Counter::IcmpTooBigSent)
+                + self.get(Counter::NeighRepliesSent)
+                + self.get(Counter::NeighRequestsSent),
+            sent: ports(PortCounter::TxPackets),
+            dropped: DropReason::ALL.iter().map(|&r| self.drops(r)).sum(),
+            consumed: self.get(Counter::NeighConsumed),
+        }
     }
 }
 

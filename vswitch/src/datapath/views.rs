@@ -2,7 +2,7 @@
 //! reason), `dump-flows` (megaflows with their tier and encapsulation) and
 //! `dump-underlay` (routes, neighbours, tunnels).
 
-use super::counters::{Counter, DropReason, PortCounter};
+use super::counters::{Balance, Counter, DropReason, PortCounter};
 use super::flows::FlowInfo;
 use super::pmd::PmdCommand;
 use super::{Switch, SwitchError};
@@ -88,6 +88,13 @@ pub struct SwitchStats {
     pub icmp_too_big_sent: u64,
     pub neighbour_replies_sent: u64,
     pub neighbour_requests_sent: u64,
+    /// ARP/ND packets the VTEP answered or learned from (they end there).
+    pub neighbour_consumed: u64,
+    /// Copies made for outputs before a rule's last one.
+    pub copies: u64,
+    /// Where every packet went (received + copies + generated = sent +
+    /// dropped + consumed, give or take the packets in flight).
+    pub balance: Balance,
     pub rules: usize,
     pub drops: BTreeMap<String, u64>,
     pub parse_errors: BTreeMap<String, u64>,
@@ -242,6 +249,12 @@ impl Switch {
             icmp_too_big_sent: sum(Counter::IcmpTooBigSent),
             neighbour_replies_sent: sum(Counter::NeighRepliesSent),
             neighbour_requests_sent: sum(Counter::NeighRequestsSent),
+            neighbour_consumed: sum(Counter::NeighConsumed),
+            copies: sum(Counter::Copies),
+            balance: self.pmds.iter().fold(Balance::default(), |mut b, p| {
+                b.add(&p.shared.counters.balance(self.ports.len()));
+                b
+            }),
             rules: self.rule_count(),
             drops,
             parse_errors,

@@ -97,6 +97,10 @@ pub fn prepare(config: &OffloadConfig, ports: &[SwitchPort]) -> Result<Prepared,
     let (device, proxy, hardware): (Box<dyn FlowDevice + Send>, u16, Option<Arc<ModelSwitch>>) = match config.device {
         OffloadDevice::Model => {
             let model = Arc::new(ModelSwitch::new(config.model.clone()));
+            // Behind each representor is a VF with the port's MTU.
+            for p in facts.iter().filter(|p| p.role == Role::Representor) {
+                model.set_vf_mtu(p.ethdev, p.mtu);
+            }
             (Box::new(ModelDevice::new(Arc::clone(&model))), proxy_of, Some(model))
         }
         OffloadDevice::RteFlow => {

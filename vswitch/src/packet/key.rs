@@ -105,7 +105,7 @@ impl Field {
             Field::TpDst => (3, 48, 16),
             Field::NwSrc => (4, 0, 128),
             Field::NwDst => (6, 0, 128),
-            Field::TunId => (8, 0, 32),
+            Field::TunId => (8, 0, 24),
             Field::TunFlags => (8, 32, 16),
             Field::TunSrc => (9, 0, 128),
             Field::TunDst => (11, 0, 128),

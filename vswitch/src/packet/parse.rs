@@ -334,7 +334,7 @@ fn parse_ipv4(f: &[u8], off: usize, p: &mut Parsed) -> Result<(), ParseError> {
     if frag_bits & FRAG_LATER != 0 {
         return Ok(());
     }
-    parse_l4(f, off + ihl, off + total, proto, false, p)
+    parse_l4(f, off + ihl, off + total, proto, false, frag_bits & FRAG_ANY != 0, p)
 }
 
 fn parse_ipv6(f: &[u8], off: usize, p: &mut Parsed) -> Result<(), ParseError> {
@@ -391,7 +391,7 @@ fn parse_ipv6(f: &[u8], off: usize, p: &mut Parsed) -> Result<(), ParseError> {
                 if frag_bits & FRAG_LATER != 0 {
                     return Ok(());
                 }
-                return parse_l4(f, at, end, proto, true, p);
+                return parse_l4(f, at, end, proto, true, frag_bits & FRAG_ANY != 0, p);
             }
         };
         if end < at + len {
@@ -404,7 +404,18 @@ fn parse_ipv6(f: &[u8], off: usize, p: &mut Parsed) -> Result<(), ParseError> {
     Err(ParseError::TooManyIpv6ExtensionHeaders)
 }
 
-fn parse_l4(f: &[u8], at: usize, end: usize, proto: u8, v6: bool, p: &mut Parsed) -> Result<(), ParseError> {
+/// The L4 header at `at`, the IP payload ending at `end`. `first_fragment`:
+/// the payload is the first piece of a fragmented datagram, so lengths that
+/// cover the whole datagram (UDP's) are longer than what is here.
+fn parse_l4(
+    f: &[u8],
+    at: usize,
+    end: usize,
+    proto: u8,
+    v6: bool,
+    first_fragment: bool,
+    p: &mut Parsed,
+) -> Result<(), ParseError> {
     let avail = end.saturating_sub(at);
     match proto {
         IPPROTO_TCP => {
@@ -430,8 +441,10 @@ fn parse_l4(f: &[u8], at: usize, end: usize, proto: u8, v6: bool, p: &mut Parsed
             p.key.set(Field::TpDst, u128::from(be16(f, at + 2)));
             let udp_len = usize::from(be16(f, at + 4));
             // 0 is legal for IPv6 jumbograms only; anything shorter than the
-            // header or longer than the IP payload is malformed.
-            if udp_len < 8 || udp_len > avail {
+            // header is malformed, and so is anything longer than the IP
+            // payload unless this is a first fragment (its UDP length is the
+            // whole datagram's; the rest comes in later fragments).
+            if udp_len < 8 || (udp_len > avail && !first_fragment) {
                 p.l4_offset = Some(at as u16);
                 return Err(ParseError::BadUdpLength);
             }
@@ -561,6 +574,47 @@ mod tests {
         assert_eq!(p.error, None);
         assert_eq!(p.key.ip_frag(), FRAG_ANY | FRAG_LATER);
         assert_eq!(p.key.tp_dst(), 0);
+    }
+
+    /// A first fragment as the kernel sends it: MF set, offset 0, the UDP
+    /// length of the whole 3,000-byte datagram in a 1,500-byte packet.
+    #[test]
+    fn a_udp_first_fragment_keeps_its_ports_and_is_not_malformed() {
+        let mut f = vec![0u8; 14 + 1500];
+        f[..40].copy_from_slice(&udp4()[..40]);
+        f[16..18].copy_from_slice(&1500u16.to_be_bytes());
+        f[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+        f[38..40].copy_from_slice(&3008u16.to_be_bytes());
+        let p = parse(&f, 0, None);
+        assert_eq!(p.error, None);
+        assert_eq!(p.key.ip_frag(), FRAG_ANY, "first fragment: nw_frag=first");
+        assert_eq!((p.key.tp_src(), p.key.tp_dst()), (1234, 80), "the ports are there");
+        assert_eq!(p.l4_offset, Some(34));
+        // The same lengths without MF: a malformed datagram, as before.
+        f[20..22].copy_from_slice(&0x4000u16.to_be_bytes());
+        assert_eq!(parse(&f, 0, None).error, Some(ParseError::BadUdpLength));
+        // A first fragment still needs a UDP length of at least the header.
+        f[20..22].copy_from_slice(&0x2000u16.to_be_bytes());
+        f[38..40].copy_from_slice(&4u16.to_be_bytes());
+        assert_eq!(parse(&f, 0, None).error, Some(ParseError::BadUdpLength));
+    }
+
+    #[test]
+    fn an_ipv6_udp_first_fragment_keeps_its_ports() {
+        // Fragment header (offset 0, M=1) then UDP claiming 9,008 bytes.
+        let frag_first = [17, 0, 0x00, 0x01, 0, 0, 0, 9];
+        let mut udp = vec![0x04, 0xd2, 0x00, 0x35];
+        udp.extend_from_slice(&9008u16.to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.resize(1448, 0xab);
+        let p = parse(&ipv6_with(&frag_first, 44, &udp), 1, None);
+        assert_eq!((p.error, p.key.ip_frag(), p.key.tp_src(), p.key.tp_dst()), (None, FRAG_ANY, 1234, 53));
+        // Not a fragment: the same UDP length is malformed.
+        assert_eq!(parse(&ipv6_with(&[], 17, &udp), 1, None).error, Some(ParseError::BadUdpLength));
+        // A later fragment: no ports, nw_frag=later.
+        let frag_later = [17, 0, 0x05, 0xa8, 0, 0, 0, 9];
+        let p = parse(&ipv6_with(&frag_later, 44, &udp[8..]), 1, None);
+        assert_eq!((p.error, p.key.ip_frag(), p.key.tp_dst()), (None, FRAG_ANY | FRAG_LATER, 0));
     }
 
     fn ipv6_with(ext: &[u8], first_next: u8, l4: &[u8]) -> Vec<u8> {

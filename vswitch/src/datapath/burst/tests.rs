@@ -74,6 +74,14 @@ fn table(rules: &[&str]) -> RuleTable {
 }
 
 fn engine(rules: &[&str], budget: usize) -> Engine {
+    engine_sized(rules, budget, 1000)
+}
+
+fn engine_sized(rules: &[&str], budget: usize, max_flows: usize) -> Engine {
+    engine_mtus(rules, budget, max_flows, vec![1500, 1500, 1500])
+}
+
+fn engine_mtus(rules: &[&str], budget: usize, max_flows: usize, mtus: Vec<u16>) -> Engine {
     let table = table(rules);
     let mut e = Engine::new(EngineSetup {
         index: 0,
@@ -82,7 +90,7 @@ fn engine(rules: &[&str], budget: usize) -> Engine {
             emc_entries: 1024,
             smc_entries: 4096,
             emc_insert_inv_prob: 1,
-            max_flows: 1000,
+            max_flows,
             idle_timeout: Duration::from_secs(10),
             hw_grace: Duration::ZERO,
         },
@@ -91,7 +99,7 @@ fn engine(rules: &[&str], budget: usize) -> Engine {
         hit_reports: false,
         underlay: underlay(),
         uplink: vec![false, false, true],
-        mtus: vec![1500, 1500, 1500],
+        mtus,
         tunnels: 1,
         hz: 1_000_000_000,
         hardware: None,
@@ -135,6 +143,14 @@ fn counters(e: &Engine) -> Shared {
     s
 }
 
+/// Every packet received (or copied, or made) was sent, dropped under a
+/// reason or consumed: the balance over the three physical ports is even.
+#[track_caller]
+fn assert_balanced(e: &Engine) {
+    let b = counters(e).balance(3);
+    assert_eq!(b.unaccounted(), 0, "packets unaccounted for: {b:?}");
+}
+
 #[test]
 fn forwards_by_rule_caches_the_megaflow_and_counts_lookup_tiers() {
     let mut e = engine(&["priority=10,in_port=vf0,ip actions=output:uplink0"], 64);
@@ -156,6 +172,7 @@ fn forwards_by_rule_caches_the_megaflow_and_counts_lookup_tiers() {
     assert_eq!(c.port(0, PortCounter::RxPackets), 16);
     let dump = e.dump(3);
     assert_eq!((dump.len(), dump[0].packets), (1, 16));
+    assert_balanced(&e);
 }
 
 #[test]
@@ -203,7 +220,7 @@ fn vlan_mac_drop_copies_and_mtu() {
     assert!(io.sent.contains(&(2, rewritten.clone())) && io.sent.contains(&(1, rewritten)), "both outputs");
     let c = counters(&e);
     assert_eq!(c.drops(DropReason::RuleDrop), 1);
-    assert_eq!(c.drops(DropReason::Mtu), 2, "the 1600-byte frame exceeds both outputs' MTU");
+    assert_eq!(c.drops(DropReason::RxMtu), 1, "vf0 cannot send a 1600-byte frame above its MTU of 1500");
     assert_eq!(io.sent.len(), 3);
     // Without buffers the copy is dropped and counted; the last output still goes.
     let mut io = VecIo::default();
@@ -211,6 +228,7 @@ fn vlan_mac_drop_copies_and_mtu() {
     e.process(0, &mut pkts, n, 2, &mut io);
     assert_eq!(io.sent.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![1]);
     assert_eq!(counters(&e).drops(DropReason::NoMbuf), 1);
+    assert_balanced(&e);
 }
 
 #[test]
@@ -238,6 +256,7 @@ fn upcall_budget_limits_new_flows_per_iteration() {
     let (mut pkts, n) = burst(&frames);
     e.process(0, &mut pkts, n, 2, &mut io);
     assert_eq!(counters(&e).get(Counter::Upcalls), 3, "the next iteration has budget again");
+    assert_balanced(&e);
 }
 
 /// The flood scenario: vf0 offers a new flow in every packet (each its own
@@ -317,6 +336,101 @@ fn a_new_flow_flood_on_one_port_does_not_shut_out_established_flows_on_another()
     flood_round(&mut e, 15_000, &mut flood, false, &mut now);
     assert!(e.flow_count() < 100, "idle flood flows expired: {} left", e.flow_count());
     assert_eq!(e.dump(now).iter().filter(|f| f.key.in_port() == 1).count(), 10, "established flows kept");
+    assert_balanced(&e);
+}
+
+/// New flows far beyond a tiny table: each burst installs more megaflows
+/// than the table holds, so installs evict flows of earlier bursts, never
+/// those the burst in flight points to; whatever cannot be installed is
+/// counted as `flow_limit`, and every packet is accounted for.
+#[test]
+fn a_tiny_flow_table_under_many_new_flows_loses_no_packet_uncounted() {
+    let rules: Vec<String> =
+        (0..=255).map(|i| format!("priority=20,ip,nw_dst=10.3.0.{i} actions=output:uplink0")).collect();
+    let refs: Vec<&str> = rules.iter().map(String::as_str).collect();
+    for max_flows in [16, 32] {
+        let mut e = engine_sized(&refs, 1000, max_flows);
+        let (mut sent, mut offered) = (0usize, 0usize);
+        for b in 0..40u32 {
+            e.start_iteration();
+            // 32 packets over 25 flows (some twice in a burst), new ones each burst.
+            let frames: Vec<Vec<u8>> =
+                (0..32u32).map(|i| udp([2; 6], [4; 6], [10, 3, 0, ((b * 7 + i % 25) % 256) as u8], 80, 60)).collect();
+            let mut io = VecIo::default();
+            let (mut pkts, n) = burst(&frames);
+            e.process(0, &mut pkts, n, u64::from(b + 1) * 1000, &mut io);
+            offered += n;
+            sent += io.sent.len();
+            assert_balanced(&e);
+        }
+        let c = counters(&e);
+        let drops: u64 = DropReason::ALL.iter().map(|&r| c.drops(r)).sum();
+        assert_eq!(c.drops(DropReason::FlowGone), 0, "no flow of the burst in flight was evicted");
+        assert_eq!(sent as u64 + drops, offered as u64, "max_flows {max_flows}");
+        assert_eq!(drops, c.drops(DropReason::FlowLimit), "only the table's limit drops");
+        assert!(e.flow_count() <= max_flows);
+        assert!(c.get(Counter::FlowsEvicted) > 0, "the table made room");
+        if max_flows == 32 {
+            assert_eq!(drops, 0, "25 flows a burst fit a table of 32");
+        }
+    }
+}
+
+mod differential;
+
+mod balance_props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Random table sizes, flow mixes, rules with copies, drops and
+        /// outputs to the input port, oversized frames and garbage: the
+        /// balance holds after every burst.
+        #[test]
+        fn every_packet_is_sent_dropped_or_consumed(
+            max_flows in 1usize..48,
+            budget in 1usize..40,
+            copies in 0usize..40,
+            bursts in proptest::collection::vec(
+                (0u32..3, proptest::collection::vec((0u8..64, 0u16..4, any::<bool>(), any::<bool>()), 1..=BURST)),
+                1..12,
+            ),
+        ) {
+            let rules = [
+                "priority=40,ip,nw_dst=10.4.0.1 actions=drop",
+                "priority=30,ip,nw_dst=10.4.0.2 actions=output:uplink0,output:vf1",
+                "priority=30,ip,nw_dst=10.4.0.3 actions=output:vf0",
+                "priority=30,ip,nw_dst=10.4.0.4 actions=output:vxlan0",
+                "priority=30,ip,nw_dst=10.4.0.5 actions=output:vf1,mod_dl_src:02:00:00:00:00:99",
+                "priority=20,udp,tp_dst=2 actions=mod_vlan_vid:7,output:uplink0",
+                "priority=10,ip actions=output:vf1",
+            ];
+            let mut e = engine_sized(&rules, budget, max_flows);
+            let mut now = 1u64;
+            for (port, pkts) in &bursts {
+                e.start_iteration();
+                now += 1000;
+                let frames: Vec<Vec<u8>> = pkts
+                    .iter()
+                    .map(|&(host, dport, big, junk)| {
+                        if junk {
+                            vec![host; usize::from(dport) + 5]
+                        } else {
+                            udp([2; 6], [4; 6], [10, 4, 0, host], dport, if big { 1530 } else { 60 })
+                        }
+                    })
+                    .collect();
+                let mut io = VecIo { copies, ..Default::default() };
+                let (mut p, n) = burst(&frames);
+                e.process(*port, &mut p, n, now, &mut io);
+                let b = counters(&e).balance(3);
+                prop_assert_eq!(b.unaccounted(), 0, "{:?}", b);
+                prop_assert_eq!(counters(&e).drops(DropReason::FlowGone), 0);
+            }
+        }
+    }
 }
 
 #[test]

@@ -114,7 +114,7 @@ impl Rig {
         let key = parse(frame, port, None).key;
         let c = self.table.classify(&key);
         let actions: Arc<[Action]> = Arc::from(c.rule.as_ref().map(|r| r.actions.clone()).unwrap_or_default());
-        let mask = megaflow_mask(c.mask, &actions);
+        let mask = megaflow_mask(c.mask);
         let id = self.next_id;
         self.next_id += 1;
         self.m.events(vec![FlowEvent::Installed { id, pmd: 0, key: key.masked(&mask), mask, actions }]);

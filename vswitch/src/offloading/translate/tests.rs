@@ -100,7 +100,7 @@ fn megaflow(
     let key = parse(frame, in_port, tunnel).key;
     let c = table.classify(&key);
     let actions = c.rule.as_ref().map(|r| r.actions.clone()).unwrap_or_default();
-    let mask = megaflow_mask(c.mask, &actions);
+    let mask = megaflow_mask(c.mask);
     (key.masked(&mask), mask, actions)
 }
 
@@ -138,13 +138,14 @@ fn vlan_edits_follow_the_tag_state() {
         run(&["in_port=vf0 actions=mod_vlan_vid:7,output:uplink0"], 0, &udp([2; 6], None, [10, 0, 0, 1], 1), &f, &t)
             .expect("push");
     assert_eq!(tr.rule.actions, vec![Hw::Count, Hw::PushVlan { ethertype: 0x8100, vid: 7, pcp: 0 }, Hw::Output(12)]);
-    // Tagged + mod_vlan_vid: a rewrite; the pattern names the tag.
+    // Tagged + mod_vlan_vid: a rewrite; the pattern says there is one tag,
+    // whatever its id (the rule did not consult it).
     let tr =
         run(&["in_port=vf0 actions=mod_vlan_vid:7,output:uplink0"], 0, &udp([2; 6], Some(5), [10, 0, 0, 1], 1), &f, &t)
             .expect("set");
     assert_eq!(tr.rule.actions, vec![Hw::Count, Hw::SetVlanVid(7), Hw::Output(12)]);
     assert_eq!(tr.rule.pattern.headers.vlans.len(), 1);
-    assert_eq!(tr.rule.pattern.headers.vlans[0].vid, Some(5));
+    assert_eq!(tr.rule.pattern.headers.vlans[0].vid, None);
     assert_eq!(tr.rule.pattern.headers.vlans[0].more_tags, Some(false));
     // Pop then MAC rewrite.
     let tr = run(&["in_port=uplink0,dl_dst=02:00:00:00:00:10,dl_vlan=5 actions=strip_vlan,mod_dl_src:02:00:00:00:00:99,output:vf0"], 2, &udp([2, 0, 0, 0, 0, 0x10], Some(5), [10, 0, 0, 1], 1), &f, &t)
@@ -287,4 +288,54 @@ fn decapsulation_matches_outer_headers_and_vni() {
     );
     assert_eq!(tr.rule.pattern.ingress, 12, "arrives on the uplink");
     assert_eq!(tr.rule.actions, vec![Hw::Count, Hw::VxlanDecap, Hw::Output(10)]);
+}
+
+/// A rule on the VNI (`tun_id`, 24 bits like the VXLAN header) goes to
+/// hardware: its megaflow compares every bit of the field.
+#[test]
+fn a_tun_id_rule_is_offloaded() {
+    let inner = udp([2, 0, 0, 0, 0, 0x10], None, [10, 0, 0, 1], 1);
+    let meta = crate::packet::TunnelMeta {
+        vni: 100,
+        src: crate::packet::key::ip_to("198.18.0.2".parse().expect("ip")),
+        dst: crate::packet::key::ip_to("198.18.0.1".parse().expect("ip")),
+        ipv6: false,
+    };
+    let f = facts(1500, 1600);
+    let t = tables(true);
+    for rule in ["in_port=vxlan0,tun_id=100 actions=output:vf0", "tun_id=0x64 actions=output:vf0"] {
+        let (key, mask, actions) = megaflow(&[rule], 4, &inner, Some(&meta));
+        assert_eq!(mask.get(Field::TunId), 0xff_ffff, "{rule}");
+        let tr = translate(&key, &mask, &actions, &Context { ports: &f, tables: &t }, 1).expect(rule);
+        assert_eq!(tr.rule.pattern.tunnel.expect("a tunnel pattern").vni, 100, "{rule}");
+        assert_eq!(tr.rule.actions, vec![Hw::Count, Hw::VxlanDecap, Hw::Output(10)], "{rule}");
+    }
+    // A VNI the tunnel port does not carry can never arrive on it.
+    let (key, mask, actions) =
+        megaflow(&["tun_id=300 actions=output:vf0", "actions=output:vf1"], 4, &inner, Some(&meta));
+    let tr = translate(&key, &mask, &actions, &Context { ports: &f, tables: &t }, 1).expect("the catch-all");
+    assert_eq!(tr.rule.actions, vec![Hw::Count, Hw::VxlanDecap, Hw::Output(11)]);
+}
+
+/// A rule that names only the VLAN id matches every priority of that VLAN:
+/// one megaflow and one hardware rule for all of them, not one per PCP.
+#[test]
+fn a_dl_vlan_rule_gives_one_megaflow_for_every_priority() {
+    let f = facts(1500, 1500);
+    let t = tables(true);
+    for rule in [
+        "in_port=vf0,dl_vlan=100 actions=strip_vlan,output:uplink0",
+        "in_port=vf0,dl_vlan=100 actions=mod_vlan_vid:200,output:uplink0",
+        "in_port=vf0,dl_vlan=100 actions=push_vlan:0x88a8,output:uplink0",
+    ] {
+        let flows: Vec<_> = [0x0064u16, 0x2064, 0xe064]
+            .iter()
+            .map(|&tci| megaflow(&[rule], 0, &udp([2; 6], Some(tci), [10, 0, 0, 1], 80), None))
+            .collect();
+        assert!(flows.iter().all(|m| (m.0, m.1) == (flows[0].0, flows[0].1)), "{rule}: one megaflow");
+        assert_eq!(flows[0].1.get(Field::VlanTci), 0x1fff, "{rule}: the id and the tag's presence");
+        let tr = translate(&flows[0].0, &flows[0].1, &flows[0].2, &Context { ports: &f, tables: &t }, 1).expect(rule);
+        let vlan = tr.rule.pattern.headers.vlans[0];
+        assert_eq!((vlan.vid, vlan.pcp), (Some(100), None), "{rule}");
+    }
 }
