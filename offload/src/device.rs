@@ -180,11 +180,14 @@ pub trait FlowDevice {
     /// The device's refusal.
     fn create(&mut self, rule: &Lowered) -> Result<RuleHandle, DeviceError>;
 
-    /// Removes a rule.
+    /// Removes a rule; returns its COUNT as it went (`None` without COUNT
+    /// or when the device could not say), so that its last hits are not
+    /// lost. The model reads them atomically with the removal; a NIC is
+    /// queried just before the destroy (what it counts in between is lost).
     ///
     /// # Errors
     /// Unknown handle, or the device's refusal.
-    fn destroy(&mut self, handle: RuleHandle) -> Result<(), DeviceError>;
+    fn destroy(&mut self, handle: RuleHandle) -> Result<Option<HitCounts>, DeviceError>;
 
     /// The rule's COUNT.
     ///
@@ -210,8 +213,10 @@ pub trait FlowDevice {
 
     /// `port` is stopping. A NIC without `RTE_ETH_DEV_CAPA_FLOW_RULE_KEEP`
     /// drops rules then; returns the handles that are gone (never to be
-    /// destroyed), so the caller can install them again after the restart.
-    fn port_stopped(&mut self, port: u16) -> Vec<RuleHandle>;
+    /// destroyed), with their last COUNT as for [`FlowDevice::destroy`], so
+    /// the caller can count their hits and install them again after the
+    /// restart.
+    fn port_stopped(&mut self, port: u16) -> Vec<(RuleHandle, Option<HitCounts>)>;
 }
 
 #[cfg(test)]

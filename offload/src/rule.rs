@@ -420,6 +420,17 @@ impl Headers {
 }
 
 impl Rule {
+    /// The group-0 rule that sends everything from ethdev port `ingress` on
+    /// to `group`, where the flow rules live (mlx5's root table is small
+    /// and slow to insert into).
+    pub fn jump(ingress: PortId, group: u32) -> Rule {
+        Rule {
+            pattern: Pattern { ingress, tunnel: None, headers: Headers::default() },
+            priority: 0,
+            actions: vec![Action::Jump { group }],
+        }
+    }
+
     /// Checks the rule is valid, canonical vocabulary.
     ///
     /// # Errors

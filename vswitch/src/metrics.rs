@@ -214,6 +214,7 @@ pub fn publish(s: &SwitchStats) {
     metrics::counter!("vswitch_generated_total", "kind" => "neighbour_reply").absolute(s.neighbour_replies_sent);
     metrics::counter!("vswitch_generated_total", "kind" => "neighbour_request").absolute(s.neighbour_requests_sent);
     metrics::counter!("vswitch_neighbour_consumed_total").absolute(s.neighbour_consumed);
+    metrics::counter!("vswitch_hw_malformed_forwarded_total").absolute(s.hw_malformed_forwarded);
     for (reason, n) in &s.drops {
         metrics::counter!("vswitch_drops_total", "reason" => reason.clone()).absolute(*n);
     }

@@ -362,18 +362,21 @@ impl ModelSwitch {
         Ok(RuleHandle(handle))
     }
 
-    /// Removes a rule.
+    /// Removes a rule; returns its counters as it went (none without COUNT).
+    /// Packets run under the read lock, so no hit falls between the reading
+    /// and the removal.
     ///
     /// # Errors
     /// ENOENT for an unknown handle.
-    pub fn remove(&self, h: RuleHandle) -> Result<(), DeviceError> {
+    pub fn remove(&self, h: RuleHandle) -> Result<Option<HitCounts>, DeviceError> {
         let mut t = self.write();
         let Some(slot) = t.by_handle.remove(&h.0) else {
             return Err(DeviceError::new("destroy", libc_errno::ENOENT, ERROR_TYPE_HANDLE, "model: no such rule"));
         };
+        let counts = t.final_counts(slot);
         t.remove_slot(slot);
         self.stats.destroyed.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(counts)
     }
 
     /// A rule's counters.
@@ -432,8 +435,9 @@ impl ModelSwitch {
     }
 
     /// A port stopped: like a NIC, the model drops the rules that involve it
-    /// (ingress or output). Returns their handles, which are gone.
-    pub fn port_stopped(&self, port: u16) -> Vec<RuleHandle> {
+    /// (ingress or output). Returns their handles, which are gone, with
+    /// their last counters.
+    pub fn port_stopped(&self, port: u16) -> Vec<(RuleHandle, Option<HitCounts>)> {
         let mut t = self.write();
         let slots: Vec<u32> = t
             .cold
@@ -448,7 +452,7 @@ impl ModelSwitch {
         for &s in &slots {
             if let Some(h) = t.cold[s as usize].as_ref().map(|r| r.handle) {
                 t.by_handle.remove(&h);
-                handles.push(RuleHandle(h));
+                handles.push((RuleHandle(h), t.final_counts(s)));
             }
             t.remove_slot(s);
         }
@@ -640,6 +644,16 @@ impl Tables {
             None if add => g.any_port_rules += 1,
             None => g.any_port_rules = g.any_port_rules.saturating_sub(1),
         }
+    }
+
+    /// A rule's counters, if it counts (read before it is removed).
+    fn final_counts(&self, slot: u32) -> Option<HitCounts> {
+        let hot = self.hot.get(slot as usize)?.as_ref()?;
+        let cold = self.cold.get(slot as usize)?.as_ref()?;
+        cold.compiled.count.then(|| HitCounts {
+            packets: hot.counters.packets.load(Ordering::Relaxed),
+            bytes: hot.counters.bytes.load(Ordering::Relaxed),
+        })
     }
 
     fn remove_slot(&mut self, slot: u32) {
@@ -1030,7 +1044,7 @@ impl FlowDevice for ModelDevice {
         self.switch.insert(c)
     }
 
-    fn destroy(&mut self, handle: RuleHandle) -> Result<(), DeviceError> {
+    fn destroy(&mut self, handle: RuleHandle) -> Result<Option<HitCounts>, DeviceError> {
         self.switch.remove(handle)
     }
 
@@ -1050,7 +1064,7 @@ impl FlowDevice for ModelDevice {
         self.switch.rules()
     }
 
-    fn port_stopped(&mut self, port: u16) -> Vec<RuleHandle> {
+    fn port_stopped(&mut self, port: u16) -> Vec<(RuleHandle, Option<HitCounts>)> {
         self.switch.port_stopped(port)
     }
 }

@@ -115,7 +115,10 @@ impl FlowDevice for RteFlowDevice {
         Ok(RuleHandle(h))
     }
 
-    fn destroy(&mut self, handle: RuleHandle) -> Result<(), DeviceError> {
+    fn destroy(&mut self, handle: RuleHandle) -> Result<Option<HitCounts>, DeviceError> {
+        // The last count, read just before the rule goes (a NIC has no
+        // destroy-and-read; hits in between are lost).
+        let counts = self.query(handle).ok();
         let flow = self.flow("destroy", handle)?;
         let mut e = error_slot();
         // SAFETY: `flow` was returned by rte_flow_create on this port and not
@@ -125,7 +128,7 @@ impl FlowDevice for RteFlowDevice {
             return Err(failure("destroy", ret, &e));
         }
         self.flows.remove(&handle.0);
-        Ok(())
+        Ok(counts)
     }
 
     fn query(&mut self, handle: RuleHandle) -> Result<HitCounts, DeviceError> {
@@ -186,7 +189,7 @@ impl FlowDevice for RteFlowDevice {
         let mut first_error = None;
         for h in handles {
             match self.destroy(RuleHandle(h)) {
-                Ok(()) => destroyed += 1,
+                Ok(_) => destroyed += 1,
                 Err(e) => {
                     first_error.get_or_insert(e);
                 }
@@ -205,11 +208,15 @@ impl FlowDevice for RteFlowDevice {
     /// Stopping the transfer proxy flushes every rule created on it (the
     /// handles are gone, DPDK says not to use them); stopping another port of
     /// the e-switch leaves the proxy's rules in place.
-    fn port_stopped(&mut self, port: u16) -> Vec<RuleHandle> {
+    fn port_stopped(&mut self, port: u16) -> Vec<(RuleHandle, Option<HitCounts>)> {
         if port != self.proxy {
             return Vec::new();
         }
-        self.flows.drain().map(|(h, _)| RuleHandle(h)).collect()
+        let handles: Vec<RuleHandle> = self.flows.keys().map(|&h| RuleHandle(h)).collect();
+        // Their last counts while the rules are still there.
+        let gone = handles.into_iter().map(|h| (h, self.query(h).ok())).collect();
+        self.flows.clear();
+        gone
     }
 }
 

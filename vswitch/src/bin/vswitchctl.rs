@@ -43,7 +43,11 @@ fn run(args: &Args) -> Result<()> {
     match &args.cmd {
         Request::Show => print_show(&result),
         Request::DumpPorts => print_ports(&result),
-        Request::DumpFlows { .. } => print_flows(&result),
+        Request::DumpFlows { testpmd: false } => print_flows(&result),
+        Request::DumpFlows { testpmd: true } => {
+            let jumps = call(&args.socket, &Request::TestpmdJumps)?;
+            print_testpmd_script(&jumps, &result);
+        }
         Request::DumpRules => {
             for r in result.as_array().into_iter().flatten() {
                 println!("id={} priority={} {}", r["id"], r["priority"], r["text"].as_str().unwrap_or(""));
@@ -261,6 +265,39 @@ fn print_flows(flows: &Value) {
         for line in f["testpmd"].as_array().into_iter().flatten() {
             println!("    testpmd> {}", line.as_str().unwrap_or(""));
         }
+    }
+}
+
+/// dump-flows --testpmd: the JUMP rules first (without them the group-N
+/// rules never match), the flows with their rules, then how to undo it all.
+fn print_testpmd_script(jumps: &Value, flows: &Value) {
+    let creates = |lines: &Value| {
+        lines
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l.as_str().is_some_and(|l| l.starts_with("flow create")))
+            .count()
+    };
+    let mut rules = creates(&jumps["commands"]);
+    if rules > 0 {
+        println!(
+            "# group-0 JUMP rules, one per ingress port: paste these first, the rules below live in group {}",
+            u(&jumps["group"])
+        );
+        for line in jumps["commands"].as_array().into_iter().flatten() {
+            println!("testpmd> {}", line.as_str().unwrap_or(""));
+        }
+    }
+    print_flows(flows);
+    rules += flows.as_array().into_iter().flatten().map(|f| creates(&f["testpmd"])).sum::<usize>();
+    if rules > 0 {
+        let ids: Vec<String> = (0..rules).map(|i| i.to_string()).collect();
+        println!(
+            "# to undo (testpmd numbers rules from 0 on a port that had none; or: flow flush {})",
+            u(&jumps["proxy"])
+        );
+        println!("testpmd> flow destroy {} rule {}", u(&jumps["proxy"]), ids.join(" "));
     }
 }
 

@@ -391,5 +391,16 @@ fn summary(s: &SwitchStats) -> String {
     if !drops.is_empty() {
         out.push_str(&format!("\n  drops: {}", drops.join(" ")));
     }
+    let b = &s.balance;
+    out.push_str(&format!(
+        "\n  balance: received {} + copies {} + generated {} = sent {} + dropped {} + consumed {} (unaccounted {})",
+        b.received,
+        b.copies,
+        b.generated,
+        b.sent,
+        b.dropped,
+        b.consumed,
+        b.unaccounted()
+    ));
     out
 }

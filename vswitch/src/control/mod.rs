@@ -67,6 +67,9 @@ pub enum Request {
         #[serde(default)]
         testpmd: bool,
     },
+    /// The group-0 JUMP rules that make the hardware rules of dump-flows
+    /// --testpmd reachable, as testpmd commands (one per ingress port).
+    TestpmdJumps,
     /// Rules in priority order with their ids.
     DumpRules,
     /// Add a rule, e.g. "priority=100,in_port=vf0,ip actions=output:uplink0".
@@ -114,6 +117,7 @@ impl Request {
             Request::Show => "show",
             Request::DumpPorts => "dump-ports",
             Request::DumpFlows { .. } => "dump-flows",
+            Request::TestpmdJumps => "testpmd-jumps",
             Request::DumpRules => "dump-rules",
             Request::AddRule { .. } => "add-rule",
             Request::AddRules { .. } => "add-rules",
@@ -197,6 +201,7 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
         Request::Show => to_json(&switch.stats()),
         Request::DumpPorts => to_json(&switch.stats().ports),
         Request::DumpFlows { testpmd } => to_json(&switch.dump_flows(*testpmd)?),
+        Request::TestpmdJumps => to_json(&switch.testpmd_jumps()?),
         Request::DumpRules => to_json(&switch.dump_rules()),
         Request::AddRule { rule } => {
             nonempty(rule, "a rule")?;

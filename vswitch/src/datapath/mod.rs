@@ -25,7 +25,7 @@ pub use error::SwitchError;
 pub use lifecycle::RestartReport;
 pub use ports::SwitchPort;
 pub use rules::RuleView;
-pub use views::{FlowView, PmdView, PortView, SwitchStats};
+pub use views::{FlowView, PmdView, PortView, SwitchStats, TestpmdJumps};
 
 use crate::config::Config;
 use crate::dpdk::{Eal, Mempool};

@@ -95,11 +95,24 @@ pub struct SwitchStats {
     /// Where every packet went (received + copies + generated = sent +
     /// dropped + consumed, give or take the packets in flight).
     pub balance: Balance,
+    /// Frames the model e-switch forwarded although software would have
+    /// dropped them as malformed (a NIC does not check lengths either).
+    pub hw_malformed_forwarded: u64,
     pub rules: usize,
     pub drops: BTreeMap<String, u64>,
     pub parse_errors: BTreeMap<String, u64>,
     pub ports: Vec<PortView>,
     pub pmds: Vec<PmdView>,
+}
+
+/// The JUMP rules of `testpmd-jumps`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TestpmdJumps {
+    /// The transfer proxy every rule goes on.
+    pub proxy: u16,
+    /// The group the flow rules are in.
+    pub group: u32,
+    pub commands: Vec<String>,
 }
 
 /// A flow as dump-flows prints it.
@@ -255,6 +268,11 @@ impl Switch {
                 b.add(&p.shared.counters.balance(self.ports.len()));
                 b
             }),
+            hw_malformed_forwarded: self
+                .offload
+                .as_ref()
+                .and_then(|o| o.model.as_ref())
+                .map_or(0, |m| m.stats.malformed.load(std::sync::atomic::Ordering::Relaxed)),
             rules: self.rule_count(),
             drops,
             parse_errors,
@@ -341,6 +359,31 @@ impl Switch {
     /// When a PMD does not answer within 2 s.
     pub fn dump_flows(&self, testpmd: bool) -> Result<Vec<FlowView>, SwitchError> {
         Ok(self.flow_infos()?.iter().map(|f| self.flow_view(f, testpmd)).collect())
+    }
+
+    /// The group-0 JUMP rules in front of the flows' hardware rules, as
+    /// testpmd commands: one per ingress port that has a hardware rule
+    /// (none when the rules live in group 0).
+    ///
+    /// # Errors
+    /// When a PMD does not answer within 2 s.
+    pub fn testpmd_jumps(&self) -> Result<TestpmdJumps, SwitchError> {
+        let Some(o) = &self.offload else { return Ok(TestpmdJumps::default()) };
+        let mut ingress = std::collections::BTreeSet::new();
+        let mut place = None;
+        for f in self.flow_infos()? {
+            if let Some(Some(rule)) = o.shared.flow(f.id).map(|fo| fo.rule.map(|r| (r, fo.proxy, fo.group))) {
+                ingress.insert(rule.0.pattern.ingress);
+                place = Some((rule.1, rule.2));
+            }
+        }
+        let Some((proxy, group)) = place else { return Ok(TestpmdJumps::default()) };
+        let commands = ingress
+            .into_iter()
+            .filter(|_| group > 0)
+            .flat_map(|port| offload::testpmd::commands(&offload::rule::Rule::jump(port, group), proxy, 0))
+            .collect();
+        Ok(TestpmdJumps { proxy, group, commands })
     }
 
     /// A route for display (route-show, dump-underlay).

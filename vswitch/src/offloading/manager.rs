@@ -29,7 +29,7 @@ use crate::underlay::Underlay;
 use crossbeam_channel::{select, tick, Receiver, Sender};
 use offload::device::{DeviceError, ErrorKind, FlowDevice, HitCounts, RuleHandle};
 use offload::rte_flow::lower;
-use offload::rule::{Action as HwAction, Headers, Pattern, Rule};
+use offload::rule::{Action as HwAction, Rule};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -431,12 +431,8 @@ impl Manager {
                 }
                 FlowEvent::Removed { id, .. } => {
                     // Its rule's last hits still count in the totals.
-                    self.harvest(id);
-                    if let Some(rec) = self.flows.remove(&id) {
-                        if let Some(hw) = rec.hw {
-                            self.destroy(hw.handle);
-                            self.hw_count -= 1;
-                        }
+                    self.retire(id);
+                    if self.flows.remove(&id).is_some() {
                         self.dirty.push(id);
                     }
                 }
@@ -461,26 +457,43 @@ impl Manager {
         rule
     }
 
-    fn destroy(&mut self, h: RuleHandle) {
+    /// Destroys a rule; returns its last counts, as the device read them
+    /// when it went.
+    fn destroy(&mut self, h: RuleHandle) -> Option<HitCounts> {
         match self.device.destroy(h) {
-            Ok(()) => self.stats.deletes += 1,
+            Ok(counts) => {
+                self.stats.deletes += 1;
+                counts
+            }
             Err(e) => {
                 *self.stats.failures_by_device_error.entry(e.kind.to_string()).or_default() += 1;
                 tracing::warn!("offload: destroying a rule: {e}");
+                None
             }
         }
+    }
+
+    /// Destroys flow `id`'s rule with its last hits counted (every way a
+    /// rule goes: removal, eviction, an unresolved tunnel, shutdown).
+    /// Returns the rule, now gone from the flow.
+    fn retire(&mut self, id: u64) -> Option<HwRule> {
+        let handle = self.flows.get(&id)?.hw.as_ref()?.handle;
+        if let Some(counts) = self.destroy(handle) {
+            self.account(id, counts);
+        }
+        let hw = self.flows.get_mut(&id)?.hw.take();
+        if hw.is_some() {
+            self.hw_count -= 1;
+        }
+        hw
     }
 
     /// Installs `rule` for flow `id` (its jump rule first, if needed).
     fn create(&mut self, id: u64, rule: &Rule) -> Result<RuleHandle, DeviceError> {
         let group = self.config.group;
         if group > 0 && !self.jumps.contains_key(&rule.pattern.ingress) {
-            let jump = Rule {
-                pattern: Pattern { ingress: rule.pattern.ingress, tunnel: None, headers: Headers::default() },
-                priority: 0,
-                actions: vec![HwAction::Jump { group }],
-            };
-            let l = lower(&jump, 0, 0).map_err(|e| DeviceError::new("lower", 22, 0, e.0))?;
+            let l = lower(&Rule::jump(rule.pattern.ingress, group), 0, 0)
+                .map_err(|e| DeviceError::new("lower", 22, 0, e.0))?;
             let h = self.device.create(&l)?;
             self.stats.inserts += 1;
             self.jumps.insert(rule.pattern.ingress, h);
@@ -631,14 +644,14 @@ impl Manager {
     }
 
     fn evict(&mut self, victim: u64) {
-        self.harvest(victim);
-        let Some(rec) = self.flows.get_mut(&victim) else { return };
-        let Some(hw) = rec.hw.take() else { return };
-        rec.state = State::Evicted;
-        self.hw_count -= 1;
+        if self.retire(victim).is_none() {
+            return;
+        }
+        if let Some(rec) = self.flows.get_mut(&victim) {
+            rec.state = State::Evicted;
+        }
         self.stats.evictions += 1;
         self.dirty.push(victim);
-        self.destroy(hw.handle);
     }
 
     /// Reads every hardware rule's counters; returns the flows hit since the
@@ -669,6 +682,13 @@ impl Manager {
                 return false;
             }
         };
+        self.account(id, counts)
+    }
+
+    /// Adds what `counts` (the device's count for flow `id`'s current rule)
+    /// holds beyond the last reading to the flow, the totals and its ports;
+    /// returns whether there was anything.
+    fn account(&mut self, id: u64, counts: HitCounts) -> bool {
         let Some(rec) = self.flows.get_mut(&id) else { return false };
         let Some(hw) = rec.hw.as_mut() else { return false };
         // The NIC's answer: counters only grow; anything else is a reset.
@@ -765,8 +785,10 @@ impl Manager {
                     match self.create(id, &new_rule) {
                         Ok(handle) => {
                             self.stats.inserts += 1;
-                            self.harvest(id);
-                            self.destroy(old_handle);
+                            // The old rule's last hits, read as it goes.
+                            if let Some(counts) = self.destroy(old_handle) {
+                                self.account(id, counts);
+                            }
                             report.replaced += 1;
                             if let Some(rec) = self.flows.get_mut(&id) {
                                 rec.priority = priority;
@@ -784,22 +806,14 @@ impl Manager {
                         }
                         Err(e) => {
                             // The old rule is wrong now: back to software.
-                            self.destroy(old_handle);
-                            self.hw_count -= 1;
-                            if let Some(rec) = self.flows.get_mut(&id) {
-                                rec.hw = None;
-                            }
+                            self.retire(id);
                             *self.stats.failures_by_device_error.entry(e.kind.to_string()).or_default() += 1;
                             self.refuse(id, Reason::Device(e));
                         }
                     }
                 }
                 Err(r) => {
-                    self.destroy(old_handle);
-                    self.hw_count -= 1;
-                    if let Some(rec) = self.flows.get_mut(&id) {
-                        rec.hw = None;
-                    }
+                    self.retire(id);
                     self.refuse(id, Reason::Translate(r));
                 }
             }
@@ -841,19 +855,23 @@ impl Manager {
         // No rule for it until it is up again (a stopped port takes none,
         // and a NIC would flush it).
         self.stopped.insert(ethdev);
-        let dropped = self.device.port_stopped(ethdev);
-        self.jumps.retain(|_, h| !dropped.contains(h));
-        let mut n = 0;
-        for (id, rec) in self.flows.iter_mut() {
-            if rec.hw.as_ref().is_some_and(|h| dropped.contains(&h.handle)) {
+        let dropped: HashMap<RuleHandle, Option<HitCounts>> = self.device.port_stopped(ethdev).into_iter().collect();
+        self.jumps.retain(|_, h| !dropped.contains_key(h));
+        let gone: Vec<(u64, Option<HitCounts>)> =
+            self.flows.iter().filter_map(|(id, rec)| Some((*id, *dropped.get(&rec.hw.as_ref()?.handle)?))).collect();
+        for (id, counts) in &gone {
+            // Their last hits, read as the port stopped.
+            if let Some(c) = counts {
+                self.account(*id, *c);
+            }
+            if let Some(rec) = self.flows.get_mut(id) {
                 rec.hw = None;
                 rec.state = State::Pending;
                 self.hw_count -= 1;
                 self.dirty.push(*id);
-                n += 1;
             }
         }
-        n
+        gone.len()
     }
 
     /// Installs again what a port stop took out.
@@ -875,25 +893,17 @@ impl Manager {
     /// Destroys every rule (their last hits counted first); returns how many.
     pub fn shutdown(&mut self) -> usize {
         let ids: Vec<u64> = self.flows.iter().filter(|(_, r)| r.hw.is_some()).map(|(id, _)| *id).collect();
+        let deletes = self.stats.deletes;
         for id in ids {
-            self.harvest(id);
+            self.retire(id);
         }
-        let mut n = 0;
-        let handles: Vec<RuleHandle> = self
-            .flows
-            .values_mut()
-            .filter_map(|r| r.hw.take().map(|h| h.handle))
-            .chain(self.jumps.drain().map(|(_, h)| h))
-            .collect();
-        for h in handles {
-            if self.device.destroy(h).is_ok() {
-                n += 1;
-            }
+        let jumps: Vec<RuleHandle> = self.jumps.drain().map(|(_, h)| h).collect();
+        for h in jumps {
+            self.destroy(h);
         }
         self.hw_count = 0;
-        self.stats.deletes += n as u64;
         self.publish();
-        n
+        (self.stats.deletes - deletes) as usize
     }
 
     /// Updates the shared views and counters.

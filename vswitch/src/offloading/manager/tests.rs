@@ -378,3 +378,53 @@ fn hardware_counts_go_to_flows_and_ports_and_the_last_hits_of_a_replaced_rule_ar
     assert_eq!(r.m.flows[&tunnel].hw_packets, 5);
     assert_eq!(r.m.stats.hw_packets, 10);
 }
+
+/// However a rule goes, the hits it took since the last query reach the
+/// flow, the totals and the ports: packets through the model with no query
+/// in between, then the rule removed by each path in turn.
+#[test]
+fn a_rules_last_hits_are_counted_however_it_goes() {
+    let hw = |r: &Rig, id: u64| r.m.flows.get(&id).map_or(0, |f| f.hw_packets);
+    let tx = |r: &Rig, port: u32| r.m.stats.hw_by_port.get(&port).map_or(0, |c| c.tx_packets);
+    // Each path: (what it does to flow `id`, whether the flow record stays).
+    type Path = fn(&mut Rig, u64);
+    let paths: [(&str, Path); 6] = [
+        ("replace (the route moves to another next hop)", |r, _| {
+            r.route_via_hop_b();
+            r.m.underlay_changed();
+        }),
+        ("unresolved (the neighbour goes)", |r, _| {
+            r.underlay.write(|t| {
+                t.neighbours.remove(&"198.18.0.2".parse().expect("ip"));
+                ((), true)
+            });
+            r.m.underlay_changed();
+        }),
+        ("removed by its PMD (aging, revalidation)", |r, id| {
+            r.m.events(vec![FlowEvent::Removed { id, reason: RemoveReason::Aged }]);
+        }),
+        ("eviction", |r, id| r.m.evict(id)),
+        ("port restart", |r, _| {
+            r.m.port_stopping(20);
+        }),
+        ("shutdown", |r, _| {
+            r.m.shutdown();
+        }),
+    ];
+    for (what, path) in paths {
+        let mut r = rig(Policy::All, 16);
+        let id = r.install(0, &udp(1, 9)); // vf0 -> vxlan0 through 198.18.0.2
+        assert_eq!(r.state(id), State::Hardware, "{what}");
+        let before = r.m.stats.hw_packets;
+        for _ in 0..25 {
+            assert!(matches!(r.send(20, &udp(1, 9)).0, Verdict::Output(22)), "{what}");
+        }
+        path(&mut r, id);
+        assert_eq!(r.m.stats.hw_packets - before, 25, "{what}: the totals");
+        assert_eq!(tx(&r, 2), 25, "{what}: the uplink's tx");
+        assert_eq!(tx(&r, 3), 25, "{what}: the tunnel port's tx");
+        if r.m.flows.contains_key(&id) {
+            assert_eq!(hw(&r, id), 25, "{what}: the flow");
+        }
+    }
+}
