@@ -304,6 +304,31 @@ fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
     d.stop();
 }
 
+/// Reloading a file that did not change applies nothing and refuses
+/// nothing, whether it pins the PMD to a core or not (the check used to run
+/// on the control thread the EAL pinned to one core, so any core but 0 was
+/// "missing", and the default core differed).
+#[test]
+fn reload_of_an_unchanged_file_changes_nothing_with_or_without_pmd_cores() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for pinned in [Some(cores - 1), None] {
+        let dir = TempDir::new("reload-cores");
+        let rules = ["priority=1,in_port=vf0 actions=output:uplink0"];
+        let ports = format!("{}{}", pcap_port(&dir, "vf0", "representor"), pcap_port(&dir, "uplink0", "uplink"));
+        write_pcap(&dir.path("in_vf0.pcap"), &[]);
+        write_pcap(&dir.path("in_uplink0.pcap"), &[]);
+        let mut cfg = base_config(&dir, &rules, &ports);
+        if let Some(core) = pinned {
+            cfg = cfg.replace("idle_timeout_ms = 60000\n", &format!("idle_timeout_ms = 60000\npmd_cores = [{core}]\n"));
+        }
+        let d = Daemon::start(&dir.0, &cfg);
+        let r = d.ctl_json(&["reload"]).unwrap_or_else(|e| panic!("reload with pmd_cores {pinned:?}: {e}"));
+        assert_eq!(r["not_applied"], serde_json::json!([]), "pmd_cores {pinned:?}: {r}");
+        assert_eq!(r["rules"], 1, "{r}");
+        d.stop();
+    }
+}
+
 #[test]
 fn bad_config_exits_nonzero_naming_line_and_field() {
     let dir = TempDir::new("badcfg");

@@ -81,6 +81,7 @@ fn run(args: Args) -> Result<()> {
     };
     if let Some(s) = &args.socket {
         config.socket = s.clone();
+        config.socket_overridden = true;
     }
     if args.check {
         println!("{}: valid", config.source);

@@ -22,6 +22,25 @@ pub struct DatapathSettings {
     pub mbufs: Option<(u64, usize)>,
 }
 
+/// How many CPUs the machine has (the highest online CPU id + 1), read once:
+/// a reload runs on the control thread, which the EAL pinned to one core,
+/// so the thread's own affinity would say 1.
+pub fn machine_cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/online")
+            .ok()
+            .and_then(|s| highest_cpu(&s))
+            .map(|n| n + 1)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
+/// The highest CPU id in a kernel CPU list ("0-3,8,10-11").
+fn highest_cpu(list: &str) -> Option<usize> {
+    list.trim().split(',').filter_map(|r| r.rsplit('-').next()?.trim().parse::<usize>().ok()).max()
+}
+
 /// `[datapath]`; `cores` is how many CPUs the machine has.
 pub fn datapath(ctx: &Ctx<'_>, raw: &RawDatapath, cores: usize) -> Result<DatapathSettings, ConfigError> {
     let pmd_cores = match &raw.pmd_cores {
@@ -100,6 +119,16 @@ pub fn eal_args(args: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
     use toml::Spanned;
+
+    #[test]
+    fn cpu_lists_and_the_machine_count() {
+        assert_eq!(highest_cpu("0-1\n"), Some(1));
+        assert_eq!(highest_cpu("0-3,8,10-11"), Some(11));
+        assert_eq!(highest_cpu("5"), Some(5));
+        assert_eq!(highest_cpu(""), None);
+        // Whatever this thread's affinity, the count is the machine's.
+        assert!(machine_cores() >= std::thread::available_parallelism().map_or(1, |n| n.get()));
+    }
 
     #[test]
     fn defaults_and_ranges() {

@@ -172,6 +172,9 @@ pub struct Config {
     pub max_flows: usize,
     pub mbufs: u32,
     pub socket: PathBuf,
+    /// `socket` came from the command line (`--socket`), not the file: a
+    /// reload keeps it rather than report the file's as a change.
+    pub socket_overridden: bool,
     pub metrics: Option<SocketAddr>,
     pub stats_interval: Duration,
     pub ports: Vec<PortSpec>,
@@ -289,7 +292,7 @@ impl Config {
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let ctx = Ctx::new(file, text);
         let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(&ctx, &e))?;
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = datapath::machine_cores();
         let dp = datapath::datapath(&ctx, &raw.datapath, cores)?;
         let (socket, stats_interval) = datapath::control(&ctx, &raw.control)?;
         let metrics = datapath::metrics(&ctx, &raw.metrics)?;
@@ -323,6 +326,7 @@ impl Config {
             max_flows: dp.max_flows,
             mbufs,
             socket,
+            socket_overridden: false,
             metrics,
             stats_interval,
             ports,

@@ -255,7 +255,11 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
                     "this vswitchd runs the embedded demo configuration; there is no file to reload".into(),
                 )
             })?;
-            let config = Config::load(path)?;
+            let mut config = Config::load(path)?;
+            if switch.config().socket_overridden {
+                config.socket = switch.config().socket.clone();
+                config.socket_overridden = true;
+            }
             let diff = switch.config().reload_diff(&config);
             if !diff.refused.is_empty() {
                 return Err(ControlError::Usage(format!(
