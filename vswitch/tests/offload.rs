@@ -463,14 +463,30 @@ fn route_change_under_traffic_replaces_exactly_the_affected_rule() {
     let r = d.ctl_json(&["route-add", "10.9.0.1/32", "via", "198.18.0.3", "uplink0"]).expect("route-add");
     assert_eq!(r["offload"]["replaced"], 1, "only vxlan0's flow uses the route: {r}");
     assert_eq!(r["offload"]["unchanged"], 1, "vxlan1's flow is left alone: {r}");
-    // Every packet sent before the acknowledgement is counted within a few
-    // publishing periods; everything after that position must carry the
-    // new next hop's MAC.
-    std::thread::sleep(Duration::from_millis(50));
+    // The PMDs publish their counters at the barrier the reply waited for:
+    // every packet from this position on left after the acknowledgement
+    // and must carry the new next hop's MAC.
     let mark = port(&d.show(), "uplink0")["tx_packets"].as_u64().unwrap_or(0);
     std::thread::sleep(Duration::from_millis(200));
     let show = d.ctl_json(&["offload-show"]).expect("show");
     assert_eq!(show["replacements"], 1, "{show}");
+    // A neighbour change: the new next hop's MAC changes; only the flow
+    // through it is replaced, and from the reply on its packets carry it.
+    let n = d.ctl_json(&["neigh-add", "198.18.0.3", "02:00:00:00:00:0c", "uplink0"]).expect("neigh-add");
+    assert_eq!((n["offload"]["replaced"].as_u64(), n["offload"]["unchanged"].as_u64()), (Some(1), Some(1)), "{n}");
+    let mark_neigh = port(&d.show(), "uplink0")["tx_packets"].as_u64().unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(200));
+    // vxlan1's next hop goes: its flow is unresolved, leaves the hardware
+    // with its hits counted, and its packets are dropped (neighbour_miss).
+    let u = d.ctl_json(&["neigh-del", "198.18.0.2"]).expect("neigh-del");
+    assert_eq!(u["offload"]["replaced"], 0, "{u}");
+    let mark_unresolved = port(&d.show(), "uplink0")["tx_packets"].as_u64().unwrap_or(0);
+    wait_for(Duration::from_secs(10), "neighbour_miss drops", || (d.drops("neighbour_miss") > 0).then_some(()));
+    let f = flows(&d);
+    assert!(
+        f.iter().any(|x| x["offload"].as_str().is_some_and(|s| s.starts_with("sw(unresolved"))),
+        "vxlan1's flow is back in software as unresolved: {f:#?}"
+    );
     d.stop();
     let out = read_pcap(&dir.path("out_uplink0.pcap"));
     let summary = std::fs::read_to_string(run.path("stdout.log")).expect("stdout");
@@ -480,7 +496,17 @@ fn route_change_under_traffic_replaces_exactly_the_affected_rule() {
         .and_then(|l| l.split_whitespace().nth(2))
         .and_then(|v| v.parse().ok())
         .expect("vf0 rx in the summary");
-    assert_eq!(out.len() as u64, rx, "packets in = packets out\n{summary}");
+    let drops: u64 = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("drops:"))
+        .map(|l| l.split_whitespace().filter_map(|kv| kv.split_once('=')?.1.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    let arp = summary
+        .lines()
+        .find(|l| l.trim_start().starts_with("balance:"))
+        .and_then(|l| l.split("generated ").nth(1)?.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert_eq!(out.len() as u64 + drops, rx + arp, "packets in = packets out + drops (+ ARP requests)\n{summary}");
     let to_remote0 = |f: &Vec<u8>| f.len() > 34 && f[30..34] == [10, 9, 0, 1];
     let old = [2, 0, 0, 0, 0, 0x0a];
     let new = [2, 0, 0, 0, 0, 0x0b];
@@ -492,6 +518,16 @@ fn route_change_under_traffic_replaces_exactly_the_affected_rule() {
         out.iter().skip(mark as usize).any(|f| f.len() > 34 && f[30..34] == [10, 9, 1, 1] && f[0..6] == old),
         "vxlan1 unchanged"
     );
+    let newer = [2, 0, 0, 0, 0, 0x0c];
+    let after_neigh = &out[mark_neigh as usize..mark_unresolved as usize];
+    assert_eq!(
+        after_neigh.iter().filter(|f| to_remote0(f) && f[0..6] != newer).count(),
+        0,
+        "the changed MAC from the reply on"
+    );
+    assert!(after_neigh.iter().any(to_remote0), "vxlan0's packets kept flowing");
+    let to_remote1 = |f: &&Vec<u8>| f.len() > 34 && f[30..34] == [10, 9, 1, 1];
+    assert_eq!(out[mark_unresolved as usize..].iter().filter(to_remote1).count(), 0, "vxlan1 sends nothing unresolved");
 }
 
 #[test]

@@ -189,6 +189,18 @@ pub fn respond(request: &[u8], execute: impl FnOnce(&Request) -> Result<Value, C
 ///
 /// # Errors
 /// What the switch refused, with the reason.
+/// A rule edit's answer, saying so when the hardware side is still catching
+/// up (the change itself is made).
+fn with_pending(mut v: Value, report: &crate::datapath::RevalidateReport) -> Value {
+    if report.offload_pending {
+        v["offload_pending"] = json!(
+            "applied in software; the offload manager did not answer in time, so hardware rules of flows \
+             revalidated out go when it catches up (offload-show)"
+        );
+    }
+    v
+}
+
 pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Result<Value, ControlError> {
     let nonempty = |s: &str, what: &str| {
         if s.trim().is_empty() {
@@ -206,16 +218,20 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
         Request::AddRule { rule } => {
             nonempty(rule, "a rule")?;
             let (id, report) = switch.add_rule(rule)?;
-            json!({"id": id, "flows_kept": report.kept, "flows_removed": report.removed})
+            with_pending(json!({"id": id, "flows_kept": report.kept, "flows_removed": report.removed}), &report)
         }
         Request::AddRules { rules } => {
             let (ids, report) = switch.add_rules(&rules.0)?;
-            json!({"added": ids.len(), "first_id": ids.first(), "flows_kept": report.kept, "flows_removed": report.removed})
+            let v = json!({"added": ids.len(), "first_id": ids.first(), "flows_kept": report.kept, "flows_removed": report.removed});
+            with_pending(v, &report)
         }
         Request::DelRule { rule } => {
             nonempty(rule, "a rule id or text")?;
             let (deleted, report) = switch.del_rule(rule)?;
-            json!({"deleted": deleted, "flows_kept": report.kept, "flows_removed": report.removed})
+            with_pending(
+                json!({"deleted": deleted, "flows_kept": report.kept, "flows_removed": report.removed}),
+                &report,
+            )
         }
         Request::DumpUnderlay => switch.dump_underlay(),
         Request::RouteAdd { args } => {

@@ -104,6 +104,9 @@ const EVICT_SAMPLE: usize = 16;
 pub struct RevalidateReport {
     pub kept: usize,
     pub removed: usize,
+    /// The offload manager did not confirm in time that the hardware rules
+    /// of the flows removed are gone (they go when it catches up).
+    pub offload_pending: bool,
 }
 
 /// A revalidation in progress: the next slot to check and the tally so far

@@ -42,20 +42,28 @@ impl Switch {
 
     /// The offload manager has processed every flow event sent so far and
     /// the current underlay.
-    pub(super) fn offload_sync(&self) -> Result<Option<SyncReport>, SwitchError> {
+    /// The report covers the underlay changes after generation `since`
+    /// (`u64::MAX`: none; a rule edit's sync).
+    pub(super) fn offload_sync(&self, since: u64) -> Result<Option<SyncReport>, SwitchError> {
         match &self.offload {
             None => Ok(None),
-            Some(o) => {
-                o.sync().map(Some).ok_or_else(|| SwitchError::PmdTimeout("the offload manager did not answer".into()))
-            }
+            Some(o) => o.sync(since).map(Some).ok_or_else(|| {
+                SwitchError::PmdTimeout(format!(
+                    "the offload manager did not answer within {} s",
+                    crate::offloading::SYNC_TIMEOUT.as_secs()
+                ))
+            }),
         }
     }
 
-    /// After an underlay edit: hardware rules that used the old resolution
-    /// are replaced make-before-break, then every PMD finishes its iteration;
-    /// from then on no packet leaves with the old encapsulation.
-    pub(super) fn underlay_changed(&self) -> Result<Option<SyncReport>, SwitchError> {
-        let report = self.offload_sync()?;
+    /// After an underlay edit (the tables were at generation `since`
+    /// before it): hardware rules that used the old resolution are replaced
+    /// make-before-break, then every PMD finishes its iteration; from then
+    /// on no packet leaves with the old encapsulation. The report is the
+    /// work the edit caused, whether the manager's own periodic check or
+    /// this sync did it.
+    pub(super) fn underlay_changed(&self, since: u64) -> Result<Option<SyncReport>, SwitchError> {
+        let report = self.offload_sync(since)?;
         self.barrier()?;
         Ok(report)
     }

@@ -352,6 +352,9 @@ impl Pmd {
             PmdCommand::Expire(ids, reason) => self.engine.expire(&ids, reason),
             PmdCommand::Barrier(done) => {
                 self.engine.flush_events(Some(EVENT_WAIT));
+                // The counters as of the barrier: a caller can tell the
+                // packets sent before it from those sent after.
+                self.publish();
                 let _ = done.send(());
             }
             PmdCommand::Pause(port, done) => {

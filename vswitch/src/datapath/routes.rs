@@ -53,13 +53,14 @@ impl Switch {
         if let Some(why) = via.zip(spec).and_then(|(v, spec)| offlink_gateway(v, spec)) {
             return Err(SwitchError::Invalid(why));
         }
+        let since = self.underlay.generation();
         self.underlay.write(|t| {
             t.routes.retain(|r| !(r.prefix == prefix && operators(r.source)));
             t.routes.push(Route { prefix, via, port, source: RouteSource::Control, metric: 0 });
             ((), true)
         });
         tracing::info!(%prefix, ?via, port, "route added");
-        self.underlay_changed()
+        self.underlay_changed(since)
     }
 
     /// Deletes a route that is not a connected one.
@@ -69,6 +70,7 @@ impl Switch {
     pub fn del_route(&self, prefix: &str) -> Result<Option<SyncReport>, SwitchError> {
         let prefix: Prefix = prefix.parse()?;
         let prefix = prefix.network();
+        let since = self.underlay.generation();
         let (removed, kernel) = self.underlay.write(|t| {
             let before = t.routes.len();
             t.routes.retain(|r| !(r.prefix == prefix && operators(r.source)));
@@ -87,7 +89,7 @@ impl Switch {
             )));
         }
         tracing::info!(%prefix, "route deleted");
-        self.underlay_changed()
+        self.underlay_changed(since)
     }
 
     /// Adds or replaces a static neighbour.
@@ -99,12 +101,13 @@ impl Switch {
         let mac = crate::ofrule::parse_mac(mac)
             .ok_or_else(|| SwitchError::Invalid(format!("{mac:?} is not a MAC address")))?;
         let port = self.uplink_number(port)?;
+        let since = self.underlay.generation();
         self.underlay.write(|t| {
             t.neighbours.insert(ip, Neighbour { mac, port, source: NeighSource::Control });
             ((), true)
         });
         tracing::info!(%ip, mac = %crate::ofrule::format_mac(&mac), port, "neighbour added");
-        self.underlay_changed()
+        self.underlay_changed(since)
     }
 
     /// Deletes a neighbour (static or learned).
@@ -119,6 +122,7 @@ impl Switch {
                 "{ip} is a kernel neighbour: change it in the kernel (ip neigh del {ip} dev ...)"
             )));
         }
+        let since = self.underlay.generation();
         let removed = self.underlay.write(|t| {
             let r = t.neighbours.remove(&ip).is_some();
             // The kernel's entry an operator's one hid comes back.
@@ -131,7 +135,7 @@ impl Switch {
             return Err(SwitchError::NotFound(format!("no neighbour {ip}")));
         }
         tracing::info!(%ip, "neighbour deleted");
-        self.underlay_changed()
+        self.underlay_changed(since)
     }
 
     /// The kernel follower's view (`None`: only the counters changed) and
@@ -143,6 +147,7 @@ impl Switch {
     /// # Errors
     /// When the offload manager or a PMD does not answer.
     pub fn apply_kernel(&self, view: Option<View>, mut status: KernelStatus) -> Result<bool, SwitchError> {
+        let since = self.underlay.generation();
         let changed = self.underlay.write(|t| {
             let mut changed = false;
             if let Some(view) = view {
@@ -180,7 +185,7 @@ impl Switch {
         });
         if changed {
             tracing::debug!("kernel underlay changed");
-            self.underlay_changed()?;
+            self.underlay_changed(since)?;
         }
         Ok(changed)
     }

@@ -197,10 +197,14 @@ impl OffloadShared {
     }
 }
 
+/// Underlay checks remembered for [`Manager::underlay_work_since`].
+const RECENT_UNDERLAY_CHECKS: usize = 256;
+
 /// Requests from the control thread.
 pub enum Request {
-    /// Process every event sent so far and any underlay change, then answer.
-    Sync(Sender<SyncReport>),
+    /// Process every event sent so far and any underlay change, then answer
+    /// with the work done for the underlay generations after `since`.
+    Sync { since: u64, done: Sender<SyncReport> },
     /// The port (ethdev id) is stopping: forget the rules the device drops.
     PortStopping { ethdev: u16, done: Sender<usize> },
     /// The port is up again: install what was there.
@@ -307,6 +311,8 @@ pub struct Manager {
     flows: HashMap<u64, FlowRec>,
     /// Jump rules per ingress ethdev port (group 0 -> the rules' group).
     jumps: HashMap<u16, RuleHandle>,
+    /// The last underlay checks: (generation, what was done).
+    recent: std::collections::VecDeque<(u64, SyncReport)>,
     hw_count: usize,
     generation: u64,
     budget: Budget,
@@ -366,6 +372,7 @@ impl Manager {
             shared: s.shared,
             flows: HashMap::new(),
             jumps: HashMap::new(),
+            recent: std::collections::VecDeque::new(),
             hw_count: 0,
             generation,
             stats,
@@ -846,7 +853,23 @@ impl Manager {
             return SyncReport::default();
         }
         self.generation = g;
-        self.underlay_changed()
+        let report = self.underlay_changed();
+        if self.recent.len() == RECENT_UNDERLAY_CHECKS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((g, report));
+        report
+    }
+
+    /// The work done for underlay generations after `since` (by the
+    /// periodic check or a sync): what a command that changed the underlay
+    /// at `since` caused, with any change that came after it.
+    pub fn underlay_work_since(&self, since: u64) -> SyncReport {
+        self.recent.iter().filter(|(g, _)| *g > since).fold(SyncReport::default(), |mut sum, (_, r)| {
+            sum.replaced += r.replaced;
+            sum.unchanged += r.unchanged;
+            sum
+        })
     }
 
     /// A port is stopping: the device drops its rules (as a NIC does);
@@ -998,13 +1021,13 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             },
             recv(requests) -> r => match r {
-                Ok(Request::Sync(done)) => {
+                Ok(Request::Sync { since, done }) => {
                     while let Ok(batch) = events.try_recv() {
                         m.events(batch);
                     }
-                    let report = m.check_underlay();
+                    m.check_underlay();
                     m.publish();
-                    let _ = done.send(report);
+                    let _ = done.send(m.underlay_work_since(since));
                 }
                 Ok(Request::PortStopping { ethdev, done }) => {
                     while let Ok(batch) = events.try_recv() {

@@ -38,6 +38,9 @@ pub enum OffloadError {
     Thread(std::io::Error),
 }
 
+/// How long a command waits for the offload manager to catch up.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What the PMDs need before they start.
 pub struct Prepared {
     pub events_tx: Sender<EventBatch>,
@@ -175,9 +178,10 @@ impl Offload {
     }
 
     /// Waits until the manager has processed every event sent so far and
-    /// the current underlay (replacing the rules it changed).
-    pub fn sync(&self) -> Option<SyncReport> {
-        self.ask(Request::Sync, Duration::from_secs(10))
+    /// the current underlay (replacing the rules it changed); reports what
+    /// the underlay changes after generation `since` caused.
+    pub fn sync(&self, since: u64) -> Option<SyncReport> {
+        self.ask(|done| Request::Sync { since, done }, SYNC_TIMEOUT)
     }
 
     /// The manager's counters as of now (the last published ones when it

@@ -428,3 +428,19 @@ fn a_rules_last_hits_are_counted_however_it_goes() {
         }
     }
 }
+
+/// An underlay edit's answer reports the work the edit caused even when
+/// the manager's periodic check got to it before the command's sync.
+#[test]
+fn an_underlay_edit_reports_its_work_whoever_did_it() {
+    let mut r = rig(Policy::All, 16);
+    let id = r.install(0, &udp(1, 9));
+    assert_eq!(r.state(id), State::Hardware);
+    let since = r.underlay.generation();
+    r.route_via_hop_b();
+    let periodic = r.m.check_underlay();
+    assert_eq!(periodic.replaced, 1, "the periodic check replaced the rule");
+    assert_eq!(r.m.check_underlay().replaced, 0, "the sync finds nothing left to do");
+    assert_eq!(r.m.underlay_work_since(since).replaced, 1, "the command hears what its edit caused");
+    assert_eq!(r.m.underlay_work_since(r.underlay.generation()).replaced, 0, "a later edit's answer does not");
+}
