@@ -43,14 +43,17 @@ impl Drop for MetricsServer {
     }
 }
 
-/// Installs the recorder and starts the server on `addr` (`/metrics`).
+/// Installs the recorder, runs `first` (which publishes the values as of
+/// now: a scrape never sees an empty page) and starts the server on `addr`
+/// (`/metrics`).
 ///
 /// # Errors
 /// When the recorder is already installed or the address cannot be bound.
-pub fn install(addr: SocketAddr) -> Result<MetricsServer> {
+pub fn install(addr: SocketAddr, first: impl FnOnce()) -> Result<MetricsServer> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
+    first();
     let listener = TcpListener::bind(addr).with_context(|| format!("metrics: binding {addr}"))?;
     listener.set_nonblocking(true).context("metrics listener")?;
     let addr = listener.local_addr().context("metrics listener")?;

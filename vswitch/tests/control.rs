@@ -117,6 +117,19 @@ fn slow_and_idle_clients_do_not_block_the_control_socket_or_the_stop() {
     });
     let busy = raw(&d.socket, "{\"cmd\":\"show\"}\n");
     assert!(busy.contains("connections; try again"), "{busy}\n{}", d.log_text());
+    // vswitchctl says the daemon's reason, not "Broken pipe".
+    let out = d.ctl(&["show"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("connections; try again"), "{err}");
+    // A request over the daemon's limit is refused before it is sent.
+    let big = TempDir::new("bigreq");
+    let path = big.path("many.rules");
+    let line = "priority=1,in_port=vf0,ip,nw_dst=10.0.0.1 actions=drop\n";
+    std::fs::write(&path, line.repeat((vswitch::control::MAX_REQUEST / line.len()) + 10)).expect("write");
+    let out =
+        Command::new(VSWITCHCTL).arg("--socket").arg(&d.socket).args(["add-rules"]).arg(&path).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("over the daemon's limit"), "{err}");
     // A stop with clients connected does not wait for them.
     let _slow_again = UnixStream::connect(&d.socket).expect("connect");
     let (_, took) = d.stop_with("TERM");
@@ -129,6 +142,10 @@ fn idle_metrics_connections_cannot_cut_off_the_control_socket_or_the_scrape() {
     let dir = TempDir::new("metricsflood");
     let port = free_port();
     let d = Daemon::start(&dir.0, &config(&dir, Some(port), ""));
+    // The very first scrape has the counters (published before the server
+    // answers, not a second later).
+    let first = metrics_page(port);
+    assert!(first.starts_with("HTTP/1.1 200") && first.contains("vswitch_port_rx_packets_total"), "{first}");
     let idle: Vec<TcpStream> = (0..200).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
     assert!(idle.len() >= 100, "connections accepted by the kernel: {}", idle.len());
     std::thread::sleep(Duration::from_millis(300));
@@ -179,6 +196,23 @@ fn add_rules_from_a_file_is_all_or_nothing() {
     let r = d.ctl_json(&["add-rules", good.to_str().expect("path")]).expect("add-rules");
     assert_eq!(r["added"], 2000, "{r}");
     assert_eq!(d.ctl_json(&["dump-rules"]).expect("rules").as_array().expect("array").len(), before + 2000);
+    // Exact duplicates (priority and match), within a batch or of a rule in
+    // the table, are refused whole.
+    let dup = dir.path("dup.rules");
+    std::fs::write(
+        &dup,
+        "priority=30,in_port=vf0,tcp actions=drop
+priority=30,in_port=vf0,tcp actions=output:uplink0
+",
+    )
+    .expect("write");
+    let e = d.ctl_json(&["add-rules", dup.to_str().expect("path")]).expect_err("a duplicate in the batch");
+    assert!(e.contains("rule 2") && e.contains("rule 1 of this batch") && e.contains("Nothing added"), "{e}");
+    let e = d
+        .ctl_json(&["add-rule", "priority=5,in_port=vf0,ip,nw_dst=10.0.7.0/24 actions=output:uplink0"])
+        .expect_err("a duplicate of a rule in the table");
+    assert!(e.contains("already in the table"), "{e}");
+    assert_eq!(d.ctl_json(&["dump-rules"]).expect("rules").as_array().expect("array").len(), before + 2000);
     // From standard input too.
     let mut child = Command::new(VSWITCHCTL)
         .arg("--socket")
@@ -196,16 +230,29 @@ fn add_rules_from_a_file_is_all_or_nothing() {
 
 #[test]
 fn every_exit_cleans_what_the_daemon_created_and_only_that() {
-    // SIGHUP is a clean stop: socket and DPDK runtime directory gone.
-    let dir = TempDir::new("hup");
-    let prefix = format!("vswt-hup-{}", std::process::id());
-    let d = Daemon::start(&dir.0, &config(&dir, None, &format!(", \"--file-prefix\", \"{prefix}\"")));
-    let runtime = format!("/var/run/dpdk/{prefix}");
-    assert!(Path::new(&runtime).exists());
-    let socket = d.socket.clone();
-    d.stop_with("HUP");
-    assert!(!socket.exists(), "socket left behind");
-    assert!(!Path::new(&runtime).exists(), "the runtime directory of --file-prefix X (two arguments) left behind");
+    // SIGHUP, SIGTERM and SIGINT are clean stops: socket, DPDK runtime
+    // directory and generated traffic gone.
+    for signal in ["HUP", "TERM", "INT"] {
+        let dir = TempDir::new("sig");
+        let prefix = format!("vswt-{}-{}", signal.to_lowercase(), std::process::id());
+        let text = config(&dir, None, &format!(", \"--file-prefix\", \"{prefix}\""));
+        // A port with generated traffic: its pcap lives in the daemon's run directory.
+        let text = text.replace(
+            "devargs = \"net_null_c0,no-rx=1\"\n",
+            "[port.generate]\nflows = 16\ndl_src = \"02:00:00:00:00:10\"\ndl_dst = \"02:00:00:00:00:01\"\n\
+             nw_src = \"10.0.0.0\"\nnw_dst = \"10.255.255.1\"\n",
+        );
+        let d = Daemon::start(&dir.0, &text);
+        let runtime = format!("/var/run/dpdk/{prefix}");
+        assert!(Path::new(&runtime).exists());
+        let generated = std::env::temp_dir().join(format!("vswitchd-{}", d.pid()));
+        assert!(generated.exists(), "the generated traffic is in {}", generated.display());
+        let socket = d.socket.clone();
+        d.stop_with(signal);
+        assert!(!socket.exists(), "SIG{signal}: socket left behind");
+        assert!(!Path::new(&runtime).exists(), "SIG{signal}: the runtime directory of --file-prefix X left behind");
+        assert!(!generated.exists(), "SIG{signal}: generated traffic left behind in {}", generated.display());
+    }
 
     // A failed EAL start removes the runtime directory it created ...
     let dir = TempDir::new("ealfail");
@@ -246,6 +293,10 @@ fn route_add_refuses_off_link_gateways() {
     assert!(e.contains("not on a connected prefix of uplink0 (198.18.0.0/24)"), "{e}");
     let e = d.ctl_json(&["route-add", "10.9.0.0/16", "via", "198.18.0.1", "uplink0"]).expect_err("own address");
     assert!(e.contains("uplink0's own address"), "{e}");
+    let e = d.ctl_json(&["route-add", "10.9.0.0/16", "via", "198.18.0.0", "uplink0"]).expect_err("network");
+    assert!(e.contains("network address of 198.18.0.0/24"), "{e}");
+    let e = d.ctl_json(&["route-add", "10.9.0.0/16", "via", "198.18.0.255", "uplink0"]).expect_err("broadcast");
+    assert!(e.contains("broadcast address of 198.18.0.0/24"), "{e}");
     d.ctl_json(&["route-add", "10.9.0.0/16", "via", "198.18.0.254", "uplink0"]).expect("on-link");
     let underlay = d.ctl_json(&["dump-underlay"]).expect("dump-underlay");
     assert!(underlay.to_string().contains("10.9.0.0/16"), "{underlay}");

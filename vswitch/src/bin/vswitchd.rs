@@ -117,7 +117,12 @@ fn run(args: Args) -> Result<()> {
     let kernel = vswitch::kernel::Follower::start(Arc::clone(&switch)).context("following the kernel's underlay")?;
     let _metrics = match metrics_addr {
         Some(addr) => {
-            let server = vswitch::metrics::install(addr)?;
+            let server = vswitch::metrics::install(addr, || {
+                vswitch::metrics::publish(&switch.stats());
+                if let Some(o) = switch.offload() {
+                    vswitch::metrics::publish_offload(&o.shared.stats());
+                }
+            })?;
             tracing::info!(addr = %server.addr, "Prometheus metrics at http://{}/metrics", server.addr);
             Some(server)
         }

@@ -312,7 +312,7 @@ impl Config {
         let neighbours = underlay::neighbours(&ctx, &raw.neighbours, &ports)?;
         let rules = rules::rules(&ctx, &raw.rules, &ports, &tunnels)?;
         let mbufs = pool_size(&ctx, dp.mbufs, &ports, dp.pmd_cores.len())?;
-        let offload = offload::offload(&ctx, raw.offload.as_ref())?;
+        let offload = offload::offload(&ctx, raw.offload.as_ref(), dp.idle_timeout)?;
         Ok(Self {
             source: file.to_owned(),
             eal_args: datapath::eal_args(&raw.eal.args),
@@ -442,6 +442,39 @@ rules = [
         assert!(c.eal_args.iter().any(|a| a.starts_with("--file-prefix=")));
     }
 
+    /// The check of a large rule list stays linear: ten times the rules
+    /// take about ten times as long (a quadratic check, as once, a hundred).
+    /// A ratio of two sizes in one run, so a slow or busy machine does not
+    /// matter; the best of three runs of each.
+    #[test]
+    fn checking_rules_scales_linearly() {
+        let text = |n: usize| {
+            let rules: String = (0..n)
+                .map(|i| {
+                    format!(
+                        "  \"priority={},in_port=vf0,ip,nw_dst=10.{}.{}.0/24 actions=drop\",\n",
+                        i % 1000,
+                        i >> 16,
+                        (i >> 8) & 255
+                    )
+                })
+                .collect();
+            format!("rules = [\n{rules}]\n[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_ring0\"\n")
+        };
+        let best = |t: &str| {
+            (0..3)
+                .map(|_| {
+                    let t0 = std::time::Instant::now();
+                    Config::parse(t, "f.toml").expect("valid");
+                    t0.elapsed().as_secs_f64()
+                })
+                .fold(f64::MAX, f64::min)
+        };
+        let (small, large) = (text(10_000), text(100_000));
+        let ratio = best(&large) / best(&small);
+        assert!(ratio < 30.0, "100k rules took {ratio:.1}x as long as 10k (linear: about 10)");
+    }
+
     #[test]
     fn errors_name_line_and_field() {
         let base = "[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_ring0\"\n";
@@ -451,6 +484,17 @@ rules = [
             (format!("rules = [\"in_port=vf9 actions=drop\"]\n{base}"), 1, "rules"),
             (format!("[datapath]\npmd_cores = [99]\n{base}"), 2, "datapath.pmd_cores"),
             (format!("[datapath]\nidle_timeout_ms = 1\n{base}"), 2, "datapath.idle_timeout_ms"),
+            // Hardware hits read less often than flows idle out: refused.
+            (
+                format!("[datapath]\nidle_timeout_ms = 100\n[offload]\nquery_interval_ms = 60000\n{base}"),
+                4,
+                "offload.query_interval_ms",
+            ),
+            (
+                format!("[datapath]\nidle_timeout_ms = 900\n[offload]\npolicy = \"all\"\n{base}"),
+                3,
+                "offload.query_interval_ms",
+            ),
             (format!("{base}colour = \"red\"\n"), 5, "colour"),
             (format!("[metrics]\nlisten = \"nowhere\"\n{base}"), 2, "metrics.listen"),
             (format!("{base}[[port]]\nname = \"vf0\"\nrole = \"uplink\"\ndevargs = \"x\"\n"), 6, "port.name"),

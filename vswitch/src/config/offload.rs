@@ -126,8 +126,13 @@ fn names<T: Copy>(
     Ok(out)
 }
 
-/// `[offload]` (absent: offload off; present: on unless `enabled = false`).
-pub fn offload(ctx: &Ctx<'_>, raw: Option<&Spanned<RawOffload>>) -> Result<OffloadConfig, ConfigError> {
+/// `[offload]` (absent: offload off; present: on unless `enabled = false`);
+/// `idle_timeout` is `[datapath]`'s, which the query interval must fit.
+pub fn offload(
+    ctx: &Ctx<'_>,
+    raw: Option<&Spanned<RawOffload>>,
+    idle_timeout: Duration,
+) -> Result<OffloadConfig, ConfigError> {
     let mut c = OffloadConfig::default();
     let Some(raw) = raw else { return Ok(c) };
     let r = raw.get_ref();
@@ -151,6 +156,19 @@ pub fn offload(ctx: &Ctx<'_>, raw: Option<&Spanned<RawOffload>>) -> Result<Offlo
     c.max_rules = ctx.range(&r.max_rules, "offload.max_rules", c.max_rules as u64, 1, 1 << 24)? as usize;
     c.query_interval =
         Duration::from_millis(ctx.range(&r.query_interval_ms, "offload.query_interval_ms", 500, 10, 60_000)?);
+    if c.enabled && c.query_interval * 2 > idle_timeout {
+        let message = format!(
+            "{} ms must be at most half of datapath.idle_timeout_ms ({} ms): hardware hits are read every query \
+             interval, and an offloaded flow not seen hit within the idle timeout leaves both tiers (its rule would \
+             be destroyed and made again all the time)",
+            c.query_interval.as_millis(),
+            idle_timeout.as_millis()
+        );
+        return match &r.query_interval_ms {
+            Some(q) => ctx.err(q, "offload.query_interval_ms", message),
+            None => ctx.err(raw, "offload.query_interval_ms", format!("the default {message}")),
+        };
+    }
     c.group = ctx.range(&r.group, "offload.group", 1, 0, 1024)? as u32;
     if let Some(h) = &r.hysteresis {
         if !(1.0..=100.0).contains(h.get_ref()) {

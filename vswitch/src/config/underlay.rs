@@ -20,6 +20,19 @@ fn uplink(ctx: &Ctx<'_>, ports: &[PortSpec], s: &Spanned<String>, field: &str) -
 /// be on one of the uplink's connected prefixes (an off-link gateway would
 /// be resolved by flooding ARP or ND for an address nobody answers for).
 pub fn offlink_gateway(via: IpAddr, port: &PortSpec) -> Option<String> {
+    if let (Some(p), IpAddr::V4(v)) = (port.ip.iter().find(|p| p.contains(via) && p.addr != via), via) {
+        // No host answers ARP for an IPv4 subnet's network or broadcast address.
+        if p.len < 31 {
+            let host = u32::from(v) & (u32::MAX >> p.len);
+            if host == 0 {
+                return Some(format!("gateway {via} is the network address of {}", p.network()));
+            }
+            if host == u32::MAX >> p.len {
+                return Some(format!("gateway {via} is the broadcast address of {}", p.network()));
+            }
+        }
+        return None;
+    }
     if port.ip.iter().any(|p| p.contains(via) && p.addr != via) {
         return None;
     }

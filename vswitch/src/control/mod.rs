@@ -329,10 +329,22 @@ pub fn call(socket: &Path, req: &Request) -> Result<Value, ControlError> {
             _ => ControlError::Io { what, source: e },
         }
     };
-    stream.write_all(text.as_bytes()).map_err(timed_out("sending the request"))?;
+    if text.len() > MAX_REQUEST {
+        return Err(ControlError::Usage(format!(
+            "the request is {} bytes, over the daemon's limit of {} MiB: split it (e.g. several add-rules files)",
+            text.len(),
+            MAX_REQUEST >> 20
+        )));
+    }
+    // A daemon that refuses the connection (too many clients) or the
+    // request answers with its reason and closes: a write cut short by
+    // that still has the reply to read, which says more than EPIPE.
+    let sent = stream.write_all(text.as_bytes());
     let mut line = String::new();
-    BufReader::new(stream).read_line(&mut line).map_err(timed_out("reading the reply"))?;
+    let read = BufReader::new(stream).read_line(&mut line);
     if line.is_empty() {
+        sent.map_err(timed_out("sending the request"))?;
+        read.map_err(timed_out("reading the reply"))?;
         return Err(ControlError::Reply("the daemon closed the connection without a reply".into()));
     }
     let reply: Value = serde_json::from_str(line.trim()).map_err(|e| ControlError::Reply(e.to_string()))?;

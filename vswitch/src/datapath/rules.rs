@@ -113,6 +113,7 @@ impl Switch {
         let spec = self.parse_rule(text)?;
         let mut state = self.lock_rules();
         room(&state, 1)?;
+        unique(&state, std::slice::from_ref(&spec), std::slice::from_ref(&text.to_owned()))?;
         let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
         state.texts.insert(id, text.trim().to_owned());
         let report = self.publish(&mut state)?;
@@ -141,6 +142,7 @@ impl Switch {
             .collect::<Result<Vec<_>, _>>()?;
         let mut state = self.lock_rules();
         room(&state, specs.len())?;
+        unique(&state, &specs, texts)?;
         let ids: Vec<RuleId> = specs
             .into_iter()
             .zip(texts)
@@ -218,6 +220,28 @@ impl Switch {
     pub fn rule_count(&self) -> usize {
         self.lock_rules().table.len()
     }
+}
+
+/// Refuses rules with the priority and match of a rule already in the table
+/// or of an earlier one of the same batch: one of the two would never be
+/// consulted, and which one is an accident of ids.
+fn unique(state: &RuleState, specs: &[RuleSpec], texts: &[String]) -> Result<(), SwitchError> {
+    let mut seen: std::collections::HashMap<(u32, crate::flow::table::Match), Option<usize>> =
+        state.table.rules().map(|r| ((r.priority, r.matcher), None)).collect();
+    for (i, (spec, text)) in specs.iter().zip(texts).enumerate() {
+        if let Some(first) = seen.insert((spec.priority, spec.matcher), Some(i)) {
+            let which = match first {
+                Some(j) => format!("rule {} of this batch", j + 1),
+                None => "a rule already in the table (dump-rules)".to_owned(),
+            };
+            let at = if specs.len() > 1 { format!("rule {} ", i + 1) } else { String::new() };
+            return Err(SwitchError::Invalid(format!(
+                "{at}({:?}) has the priority and match of {which}; delete that one first. Nothing added",
+                text.trim()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `n` more rules fit under [`MAX_RULES`].

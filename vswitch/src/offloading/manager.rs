@@ -285,6 +285,11 @@ struct Budget {
 }
 
 impl Budget {
+    /// Whether a [`Budget::take`] now would succeed (takes nothing).
+    fn available(&self) -> bool {
+        self.tokens + self.last.elapsed().as_secs_f64() * self.per_s >= 1.0
+    }
+
     fn take(&mut self) -> bool {
         let now = Instant::now();
         self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_s).min(self.per_s.max(1.0));
@@ -995,8 +1000,12 @@ impl Manager {
         }
     }
 
-    /// Retries flows waiting for the rate budget.
+    /// Retries flows waiting for the rate budget: nothing to do (and no
+    /// walk over the flows) while the budget has no operation to give.
     fn pending(&mut self) {
+        if !self.budget.available() {
+            return;
+        }
         let ids: Vec<u64> =
             self.flows.iter().filter(|(_, r)| r.state == State::Pending).map(|(id, _)| *id).take(1024).collect();
         for id in ids {
