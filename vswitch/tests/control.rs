@@ -172,6 +172,42 @@ fn idle_metrics_connections_cannot_cut_off_the_control_socket_or_the_scrape() {
     assert!(log.lines().count() < 200, "no log flood: {} lines", log.lines().count());
 }
 
+/// With a low open-file limit (as an unprivileged user's session may set,
+/// `prlimit` here), a crowd of idle /metrics connections runs the daemon out
+/// of descriptors: it keeps running, the control socket answers once the
+/// idle ones time out, a scrape works again, and the log does not flood.
+#[test]
+fn idle_metrics_connections_under_a_low_file_limit_do_not_take_the_daemon_down() {
+    let dir = TempDir::new("fdlimit");
+    let port = free_port();
+    let d = Daemon::start(&dir.0, &config(&dir, Some(port), ""));
+    let open = std::fs::read_dir(format!("/proc/{}/fd", d.pid())).expect("fds").count();
+    let limit = open + 12;
+    let out = Command::new("prlimit")
+        .args(["--pid", &d.pid().to_string(), &format!("--nofile={limit}:{limit}")])
+        .output()
+        .expect("prlimit (util-linux)");
+    assert!(out.status.success(), "prlimit: {}", String::from_utf8_lossy(&out.stderr));
+    let idle: Vec<TcpStream> = (0..300).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(idle.len() >= 100, "connections accepted by the kernel: {}", idle.len());
+    std::thread::sleep(Duration::from_millis(500));
+    // The idle ones time out (2 s) and their descriptors come back.
+    std::thread::sleep(Duration::from_millis(2500));
+    drop(idle);
+    let body = wait_for(Duration::from_secs(10), "a scrape after the crowd", || {
+        Some(metrics_page(port))
+            .filter(|b| b.starts_with("HTTP/1.1 200") && b.contains("vswitch_port_rx_packets_total"))
+    });
+    assert!(!body.is_empty());
+    wait_for(Duration::from_secs(10), "the control socket", || d.ctl_json(&["show"]).ok());
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", d.pid())).expect("fds").count();
+    wait_for(Duration::from_secs(10), &format!("descriptors back to about {open} (now {})", fds()), || {
+        (fds() <= open + 4).then_some(())
+    });
+    let log = d.stop();
+    assert!(log.lines().count() < 200, "no log flood: {} lines", log.lines().count());
+}
+
 #[test]
 fn add_rules_from_a_file_is_all_or_nothing() {
     let dir = TempDir::new("batch");
