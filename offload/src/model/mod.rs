@@ -827,7 +827,7 @@ impl Session<'_> {
                 edited = true;
             }
             self.count(slot, len);
-            if layers.malformed && !matches!(fate, Fate::Jump(_)) {
+            if layers.malformed && matches!(fate, Fate::Output(_)) {
                 self.counts[MALFORMED] += 1;
             }
             match fate {
