@@ -443,7 +443,6 @@ impl Engine {
             }
             self.in_ports[i] = from;
             self.hashes[i] = hash_key(&self.keys[i]);
-            self.flow_of[i] = None;
             pending |= 1 << i;
         }
         self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);

@@ -143,6 +143,89 @@ fn counters(e: &Engine) -> Shared {
     s
 }
 
+/// `inner` as the remote VTEP (198.18.0.2) sends it to uplink0 over VXLAN,
+/// VNI 100, with outer UDP source port `sport`.
+fn from_remote_vtep(inner: &[u8], sport: u16) -> Vec<u8> {
+    let remote = crate::actions::vxlan::EncapTemplate::new(crate::actions::vxlan::EncapSpec {
+        eth_src: REMOTE_MAC,
+        eth_dst: UPLINK_MAC,
+        ip_src: "198.18.0.2".parse().expect("ip"),
+        ip_dst: "198.18.0.1".parse().expect("ip"),
+        vni: 100,
+        udp_dst: 4789,
+        ttl: 64,
+        tos: 0,
+        df: true,
+    })
+    .expect("template");
+    let mut p = VecPacket::new(inner, 128);
+    remote.encap(&mut p, sport).expect("encap");
+    p.data().to_vec()
+}
+
+/// Runs `bursts` (input port, frames), one iteration each; what went out,
+/// sorted (a multiset to compare).
+fn run_bursts(e: &mut Engine, bursts: &[(u32, Vec<Vec<u8>>)]) -> Vec<(u32, Vec<u8>)> {
+    let mut io = VecIo { copies: 100, ..Default::default() };
+    for (round, (port, frames)) in bursts.iter().enumerate() {
+        e.start_iteration();
+        let (mut pkts, n) = burst(frames);
+        e.process(*port, &mut pkts, n, round as u64 + 1, &mut io);
+    }
+    let mut out = io.sent;
+    out.sort();
+    out
+}
+
+/// The facts translation needs of the physical ports (ethdev 20 + number).
+fn port_facts(vf0_mtu: u16) -> Vec<crate::offloading::translate::PortFacts> {
+    ["vf0", "vf1", "uplink0"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| crate::offloading::translate::PortFacts {
+            name: (*name).into(),
+            ethdev: 20 + i as u16,
+            role: if i == 2 { crate::config::Role::Uplink } else { crate::config::Role::Representor },
+            mtu: if i == 0 { vf0_mtu } else { 1500 },
+            domain: Some(0),
+            mac: if i == 2 { UPLINK_MAC } else { [2, 0, 0, 0, 0, 0x10 + i as u8] },
+        })
+        .collect()
+}
+
+/// Translates every megaflow of `software` and installs it in `model`;
+/// returns the flows installed and the refusals.
+fn install_all(
+    software: &mut Engine,
+    facts: &[crate::offloading::translate::PortFacts],
+    u: &Underlay,
+    model: &Arc<offload::model::ModelSwitch>,
+) -> (Vec<FlowInfo>, Vec<String>) {
+    use crate::offloading::translate::{translate, Context};
+    use offload::device::FlowDevice;
+    let mut device = offload::model::ModelDevice::new(Arc::clone(model));
+    let (mut installed, mut refused) = (Vec::new(), Vec::new());
+    for f in software.dump(100) {
+        match u.read(|tables| translate(&f.key, &f.mask, &f.actions, &Context { ports: facts, tables }, 1)) {
+            Ok(t) => {
+                device.create(&offload::rte_flow::lower(&t.rule, 0, f.id).expect("lower")).expect("the model takes it");
+                installed.push(f);
+            }
+            Err(r) => refused.push(r.to_string()),
+        }
+    }
+    (installed, refused)
+}
+
+/// The model e-switch in front of the physical ports (ethdev 20 + number).
+fn model_stage(model: &Arc<offload::model::ModelSwitch>) -> Hardware {
+    Hardware {
+        model: Arc::clone(model),
+        ethdev: vec![20, 21, 22],
+        port_of: (0..23).map(|e| (20..23).contains(&e).then(|| (e - 20) as u32)).collect(),
+    }
+}
+
 /// Every packet received (or copied, or made) was sent, dropped under a
 /// reason or consumed: the balance over the three physical ports is even.
 #[track_caller]
@@ -511,22 +594,7 @@ fn vtep_answers_arp_and_decapsulates() {
     arp.extend_from_slice(&[198, 18, 0, 1]);
     // VXLAN from the remote VTEP, VNI 100.
     let inner = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
-    let mut vx = Vec::new();
-    let t = crate::actions::vxlan::EncapTemplate::new(crate::actions::vxlan::EncapSpec {
-        eth_src: REMOTE_MAC,
-        eth_dst: UPLINK_MAC,
-        ip_src: "198.18.0.2".parse().expect("ip"),
-        ip_dst: "198.18.0.1".parse().expect("ip"),
-        vni: 100,
-        udp_dst: 4789,
-        ttl: 64,
-        tos: 0,
-        df: true,
-    })
-    .expect("template");
-    let mut p = VecPacket::new(&inner, 128);
-    t.encap(&mut p, 0xc000).expect("encap");
-    vx.extend_from_slice(p.data());
+    let vx = from_remote_vtep(&inner, 0xc000);
     let mut io = VecIo::default();
     let (mut pkts, n) = burst(&[arp, vx]);
     e.process(2, &mut pkts, n, 1, &mut io);
@@ -618,9 +686,7 @@ fn a_sliced_revalidation_never_forwards_by_the_old_rules() {
 /// handles what it took.
 #[test]
 fn model_offload_gives_the_same_packets_as_software() {
-    use crate::offloading::translate::{translate, Context, PortFacts};
-    use offload::device::FlowDevice;
-    use offload::model::{ModelDevice, ModelSwitch, Profile};
+    use offload::model::{ModelSwitch, Profile};
     let rules = [
         "priority=10,in_port=vf0,ip,nw_dst=10.2.0.0/16 actions=output:uplink0",
         "priority=20,in_port=vf0,udp,tp_dst=53 actions=mod_vlan_vid:100,output:uplink0",
@@ -632,18 +698,6 @@ fn model_offload_gives_the_same_packets_as_software() {
     ];
     let vm0 = [2, 0, 0, 0, 0, 0x10];
     let vm1 = [2, 0, 0, 0, 0, 0x11];
-    let remote = crate::actions::vxlan::EncapTemplate::new(crate::actions::vxlan::EncapSpec {
-        eth_src: REMOTE_MAC,
-        eth_dst: UPLINK_MAC,
-        ip_src: "198.18.0.2".parse().expect("ip"),
-        ip_dst: "198.18.0.1".parse().expect("ip"),
-        vni: 100,
-        udp_dst: 4789,
-        ttl: 64,
-        tos: 0,
-        df: true,
-    })
-    .expect("template");
     let mut bursts: Vec<(u32, Vec<Vec<u8>>)> = Vec::new();
     for round in 0..6u8 {
         let from_vf0: Vec<Vec<u8>> = (0..8u8)
@@ -664,74 +718,33 @@ fn model_offload_gives_the_same_packets_as_software() {
             t.extend_from_slice(&f[12..]);
             t
         }));
-        from_uplink.extend((0..4u8).map(|i| {
-            let mut p = VecPacket::new(&udp(vm1, [8; 6], [10, 1, round, i], 9, 60), 128);
-            remote.encap(&mut p, 0xc000 + u16::from(i)).expect("encap");
-            p.data().to_vec()
-        }));
+        from_uplink.extend(
+            (0..4u8).map(|i| from_remote_vtep(&udp(vm1, [8; 6], [10, 1, round, i], 9, 60), 0xc000 + u16::from(i))),
+        );
         bursts.push((0, from_vf0));
         bursts.push((1, from_vf1));
         bursts.push((2, from_uplink));
     }
-    let run = |e: &mut Engine| {
-        let mut io = VecIo { copies: 100, ..Default::default() };
-        for (round, (port, frames)) in bursts.iter().enumerate() {
-            e.start_iteration();
-            let (mut pkts, n) = burst(frames);
-            e.process(*port, &mut pkts, n, round as u64 + 1, &mut io);
-        }
-        let mut out = io.sent;
-        out.sort();
-        out
-    };
     // Offload off.
     let mut software = engine(&rules, 64);
-    let want = run(&mut software);
+    let want = run_bursts(&mut software, &bursts);
     assert!(want.len() > 100, "the bursts produce output: {}", want.len());
     // Translate and install every megaflow.
-    let facts: Vec<PortFacts> = ["vf0", "vf1", "uplink0"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| PortFacts {
-            name: (*name).into(),
-            ethdev: 20 + i as u16,
-            role: if i == 2 { crate::config::Role::Uplink } else { crate::config::Role::Representor },
-            mtu: 1500,
-            domain: Some(0),
-            mac: if i == 2 { UPLINK_MAC } else { [2, 0, 0, 0, 0, 0x10 + i as u8] },
-        })
-        .collect();
     let model = Arc::new(ModelSwitch::new(Profile::default()));
-    let mut device = ModelDevice::new(Arc::clone(&model));
     let u = underlay();
     // The encapsulating flow needs room for 50 bytes more than the VMs' MTU.
     u.write(|t| {
         t.locals[0].mtu = 1600;
         ((), true)
     });
-    let mut installed = 0;
-    let mut refused = Vec::new();
-    for f in software.dump(100) {
-        let tr = u.read(|tables| translate(&f.key, &f.mask, &f.actions, &Context { ports: &facts, tables }, 1));
-        match tr {
-            Ok(t) => {
-                device.create(&offload::rte_flow::lower(&t.rule, 0, f.id).expect("lower")).expect("the model takes it");
-                installed += 1;
-            }
-            Err(r) => refused.push(r.to_string()),
-        }
-    }
+    let (installed, refused) = install_all(&mut software, &port_facts(1500), &u, &model);
     assert!(refused.is_empty(), "every flow here translates: {refused:?}");
-    assert!(installed >= 7, "{installed} rules");
+    assert!(installed.len() >= 7, "{} rules", installed.len());
     // Offload on: the model in front.
     let mut with_hw = engine(&rules, 64);
     with_hw.underlay_for_tests(&u);
-    with_hw.hardware = Some(Hardware {
-        model: Arc::clone(&model),
-        ethdev: vec![20, 21, 22],
-        port_of: (0..23).map(|e| (20..23).contains(&e).then(|| (e - 20) as u32)).collect(),
-    });
-    let got = run(&mut with_hw);
+    with_hw.hardware = Some(model_stage(&model));
+    let got = run_bursts(&mut with_hw, &bursts);
     assert_eq!(got.len(), want.len());
     assert_eq!(got, want, "the same frames on the same ports");
     let c = counters(&with_hw);

@@ -268,15 +268,20 @@ fn drop_flows_become_drop_rules() {
     assert_eq!(tr.rule.actions, vec![Hw::Count, Hw::Drop]);
 }
 
-#[test]
-fn decapsulation_matches_outer_headers_and_vni() {
-    let inner = udp([2, 0, 0, 0, 0, 0x10], None, [10, 0, 0, 1], 1);
-    let meta = crate::packet::TunnelMeta {
-        vni: 100,
+/// Tunnel metadata of a packet the remote VTEP 198.18.0.2 sent with `vni`.
+fn from_remote_vtep(vni: u32) -> crate::packet::TunnelMeta {
+    crate::packet::TunnelMeta {
+        vni,
         src: crate::packet::key::ip_to("198.18.0.2".parse().expect("ip")),
         dst: crate::packet::key::ip_to("198.18.0.1".parse().expect("ip")),
         ipv6: false,
-    };
+    }
+}
+
+#[test]
+fn decapsulation_matches_outer_headers_and_vni() {
+    let inner = udp([2, 0, 0, 0, 0, 0x10], None, [10, 0, 0, 1], 1);
+    let meta = from_remote_vtep(100);
     let (key, mask, actions) = megaflow(&["in_port=vxlan0 actions=output:vf0"], 4, &inner, Some(&meta));
     let f = facts(1500, 1600);
     let t = tables(true);
@@ -295,12 +300,7 @@ fn decapsulation_matches_outer_headers_and_vni() {
 #[test]
 fn a_tun_id_rule_is_offloaded() {
     let inner = udp([2, 0, 0, 0, 0, 0x10], None, [10, 0, 0, 1], 1);
-    let meta = crate::packet::TunnelMeta {
-        vni: 100,
-        src: crate::packet::key::ip_to("198.18.0.2".parse().expect("ip")),
-        dst: crate::packet::key::ip_to("198.18.0.1".parse().expect("ip")),
-        ipv6: false,
-    };
+    let meta = from_remote_vtep(100);
     let f = facts(1500, 1600);
     let t = tables(true);
     for rule in ["in_port=vxlan0,tun_id=100 actions=output:vf0", "tun_id=0x64 actions=output:vf0"] {

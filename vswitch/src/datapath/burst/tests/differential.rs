@@ -6,10 +6,8 @@
 //! frame that software drops, and the model counts each one.
 
 use super::*;
-use crate::offloading::translate::{translate, Context, PortFacts};
 use crate::packet::ParseError;
-use offload::device::FlowDevice;
-use offload::model::{ModelDevice, ModelSwitch, Profile};
+use offload::model::{ModelSwitch, Profile};
 
 const VM0: [u8; 6] = [2, 0, 0, 0, 0, 0x10];
 const VM1: [u8; 6] = [2, 0, 0, 0, 0, 0x11];
@@ -92,23 +90,6 @@ struct Traffic {
 }
 
 fn traffic() -> Traffic {
-    let remote = crate::actions::vxlan::EncapTemplate::new(crate::actions::vxlan::EncapSpec {
-        eth_src: REMOTE_MAC,
-        eth_dst: UPLINK_MAC,
-        ip_src: "198.18.0.2".parse().expect("ip"),
-        ip_dst: "198.18.0.1".parse().expect("ip"),
-        vni: 100,
-        udp_dst: 4789,
-        ttl: 64,
-        tos: 0,
-        df: true,
-    })
-    .expect("template");
-    let vxlan = |inner: Vec<u8>, sport: u16| {
-        let mut p = VecPacket::new(&inner, 128);
-        remote.encap(&mut p, sport).expect("encap");
-        p.data().to_vec()
-    };
     let (mut bursts, mut malformed) = (Vec::new(), Vec::new());
     for round in 0..4u8 {
         let bad_udp = udp4([2; 6], VM0, [10, 2, 0, 1], 80, 100, 400, 0);
@@ -146,9 +127,9 @@ fn traffic() -> Traffic {
             // QinQ: service tag 300 (two priorities), customer tag 5.
             tagged(&udp4(VM1, [6; 6], [10, 0, 3, round], 7, 60, 0, 0), &[(0x88a8, 300), (0x8100, 5)]),
             tagged(&udp4(VM1, [6; 6], [10, 0, 3, 1], 7, 60, 0, 0), &[(0x88a8, 0xa000 | 300), (0x8100, 5)]),
-            vxlan(udp4(VM1, [8; 6], [10, 1, round, 1], 9, 60, 0, 0), 0xc000 + u16::from(round)),
-            vxlan(udp4(VM1, [8; 6], [10, 1, 0, 2], 9, 1014, 3008, 0x2000), 0xc100),
-            vxlan(udp4(VM1, [8; 6], [10, 1, 0, 2], 9, 1014, 0, 0x2000 | 125), 0xc100),
+            from_remote_vtep(&udp4(VM1, [8; 6], [10, 1, round, 1], 9, 60, 0, 0), 0xc000 + u16::from(round)),
+            from_remote_vtep(&udp4(VM1, [8; 6], [10, 1, 0, 2], 9, 1014, 3008, 0x2000), 0xc100),
+            from_remote_vtep(&udp4(VM1, [8; 6], [10, 1, 0, 2], 9, 1014, 0, 0x2000 | 125), 0xc100),
         ];
         bursts.push((0, from_vf0));
         bursts.push((1, from_vf1));
@@ -164,18 +145,6 @@ fn engine_for_test(hardware: Option<Hardware>, u: &Arc<Underlay>) -> Engine {
     e
 }
 
-fn run(e: &mut Engine, t: &Traffic) -> Vec<(u32, Vec<u8>)> {
-    let mut io = VecIo { copies: 100, ..Default::default() };
-    for (round, (port, frames)) in t.bursts.iter().enumerate() {
-        e.start_iteration();
-        let (mut pkts, n) = burst(frames);
-        e.process(*port, &mut pkts, n, round as u64 + 1, &mut io);
-    }
-    let mut out = io.sent;
-    out.sort();
-    out
-}
-
 #[test]
 fn offload_on_and_off_agree_on_fragments_tun_id_mtu_qinq_and_malformed_frames() {
     let t = traffic();
@@ -186,7 +155,7 @@ fn offload_on_and_off_agree_on_fragments_tun_id_mtu_qinq_and_malformed_frames() 
         ((), true)
     });
     let mut software = engine_for_test(None, &u);
-    let want = run(&mut software, &t);
+    let want = run_bursts(&mut software, &t.bursts);
     let sw = counters(&software);
     assert_eq!(sw.balance(3).unaccounted(), 0, "{:?}", sw.balance(3));
     let rounds = 4;
@@ -198,36 +167,11 @@ fn offload_on_and_off_agree_on_fragments_tun_id_mtu_qinq_and_malformed_frames() 
     assert_eq!(sw.parse_errors(ParseError::BadUdpLength), rounds, "first fragments are not malformed");
 
     // Translate and install every megaflow software made.
-    let facts: Vec<PortFacts> = ["vf0", "vf1", "uplink0"]
-        .iter()
-        .enumerate()
-        .map(|(i, name)| PortFacts {
-            name: (*name).into(),
-            ethdev: 20 + i as u16,
-            role: if i == 2 { crate::config::Role::Uplink } else { crate::config::Role::Representor },
-            mtu: if i == 0 { VF0_MTU } else { 1500 },
-            domain: Some(0),
-            mac: if i == 2 { UPLINK_MAC } else { [2, 0, 0, 0, 0, 0x10 + i as u8] },
-        })
-        .collect();
     let model = Arc::new(ModelSwitch::new(Profile::default()));
     model.set_vf_mtu(20, VF0_MTU);
     model.set_vf_mtu(21, 1500);
-    let mut device = ModelDevice::new(Arc::clone(&model));
-    let mut refused = Vec::new();
-    let mut tun_id_offloaded = 0;
-    for f in software.dump(100) {
-        let tr = u.read(|tables| translate(&f.key, &f.mask, &f.actions, &Context { ports: &facts, tables }, 1));
-        match tr {
-            Ok(tr) => {
-                device
-                    .create(&offload::rte_flow::lower(&tr.rule, 0, f.id).expect("lower"))
-                    .expect("the model takes it");
-                tun_id_offloaded += usize::from(f.mask.get(Field::TunId) != 0);
-            }
-            Err(r) => refused.push(r.to_string()),
-        }
-    }
+    let (installed, mut refused) = install_all(&mut software, &port_facts(VF0_MTU), &u, &model);
+    let tun_id_offloaded = installed.iter().filter(|f| f.mask.get(Field::TunId) != 0).count();
     assert!(tun_id_offloaded >= 1, "the tun_id rule's megaflows go to hardware");
     // What stays in software, and why: vf1's fragments (a rule on
     // nw_frag=later made its megaflows say "first" or "later fragment",
@@ -236,15 +180,8 @@ fn offload_on_and_off_agree_on_fragments_tun_id_mtu_qinq_and_malformed_frames() 
     refused.dedup();
     assert_eq!(refused, ["unsupported: nw_frag=0x1/0x3", "unsupported: nw_frag=0x3/0x3"]);
 
-    let mut with_hw = engine_for_test(
-        Some(Hardware {
-            model: Arc::clone(&model),
-            ethdev: vec![20, 21, 22],
-            port_of: (0..23).map(|e| (20..23).contains(&e).then(|| (e - 20) as u32)).collect(),
-        }),
-        &u,
-    );
-    let got = run(&mut with_hw, &t);
+    let mut with_hw = engine_for_test(Some(model_stage(&model)), &u);
+    let got = run_bursts(&mut with_hw, &t.bursts);
     let hw = counters(&with_hw);
     assert_eq!(hw.balance(3).unaccounted(), 0, "{:?}", hw.balance(3));
     // Of the 25 frames a round, software keeps vf0's later fragment (its
