@@ -316,6 +316,85 @@ fn every_exit_cleans_what_the_daemon_created_and_only_that() {
     d.stop();
 }
 
+/// A stop signal while the switch is still starting (here a port whose pcap
+/// is a FIFO nobody writes: opening it blocks for ever, as a pool of millions
+/// of mbufs takes seconds) ends the daemon at once with status 0, and it
+/// leaves nothing behind: socket, DPDK runtime directory, generated traffic.
+#[test]
+fn a_stop_during_start_up_does_not_wait_for_it_and_cleans_up() {
+    let dir = TempDir::new("startstop");
+    let fifo = dir.path("never-written.pcap");
+    let made = Command::new("mkfifo").arg(&fifo).status().expect("mkfifo");
+    assert!(made.success());
+    let prefix = format!("vswt-startstop-{}", std::process::id());
+    let text = config(&dir, None, &format!(", \"--file-prefix\", \"{prefix}\""))
+        .replace(
+            "devargs = \"net_null_c0,no-rx=1\"\n",
+            &format!(
+                "devargs = \"net_pcap_blocked0,rx_pcap={},tx_pcap={}\"\n",
+                fifo.display(),
+                dir.path("tx.pcap").display()
+            ),
+        )
+        // A port with generated traffic too: its pcap is the daemon's to remove.
+        .replace(
+            "devargs = \"net_null_c1,no-rx=1\"\n",
+            "[port.generate]\nflows = 16\ndl_src = \"02:00:00:00:00:10\"\ndl_dst = \"02:00:00:00:00:01\"\n\
+             nw_src = \"10.0.0.0\"\nnw_dst = \"10.255.255.1\"\n",
+        );
+    let cfg = dir.path("vswitchd.toml");
+    std::fs::write(&cfg, text).expect("write");
+    let socket = dir.path("ctl.sock");
+    let log = dir.path("vswitchd.log");
+    let mut child = Command::new(VSWITCHD)
+        .arg(&cfg)
+        .arg("--no-stats")
+        .arg("--socket")
+        .arg(&socket)
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("spawn vswitchd");
+    let pid = child.id();
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    // The uplink is up (uplinks open first); the representor's open blocks.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !log_text().contains("port up port=uplink0") {
+        assert!(child.try_wait().expect("wait").is_none(), "vswitchd exited before starting:\n{}", log_text());
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the uplink did not come up:\n{}", log_text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().expect("wait").is_none(), "the port open must still block:\n{}", log_text());
+    let runtime = format!("/var/run/dpdk/{prefix}");
+    let generated = std::env::temp_dir().join(format!("vswitchd-{pid}"));
+    assert!(socket.exists() && Path::new(&runtime).exists() && generated.exists(), "{}", log_text());
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill").success());
+    // Without the fix the daemon waits for a start-up that never ends.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("vswitchd did not stop during start-up:\n{}", log_text());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = log_text();
+    assert!(status.success(), "exit status {status}:\n{text}");
+    assert!(text.contains("stop requested during start-up") && text.contains("starting the ports and PMDs"), "{text}");
+    assert!(!text.contains("control socket ready"), "{text}");
+    assert!(!socket.exists(), "socket left behind");
+    assert!(!Path::new(&runtime).exists(), "DPDK runtime directory left behind");
+    assert!(!generated.exists(), "generated traffic left behind");
+}
+
 /// route-add refuses a gateway off the uplink's connected prefixes (it would
 /// be resolved by ARP for an address nobody answers for), and the uplink's
 /// own address; an on-link gateway is taken.

@@ -113,7 +113,13 @@ fn run(args: Args) -> Result<()> {
     let metrics_addr = config.metrics;
     let interval = config.stats_interval;
     let eal = start_eal("vswitchd", &config.eal_args, &mut cleanup)?;
-    let switch = Arc::new(Switch::start(&eal, config, &pcaps, None)?);
+    if os::stop_requested() {
+        tracing::info!("stop requested during start-up: not starting the switch");
+        return Ok(());
+    }
+    let switch = Arc::new(interruptible("starting the ports and PMDs", &cleanup, || {
+        Ok(Switch::start(&eal, config, &pcaps, None)?)
+    })?);
     let kernel = vswitch::kernel::Follower::start(Arc::clone(&switch)).context("following the kernel's underlay")?;
     let _metrics = match metrics_addr {
         Some(addr) => {
@@ -217,8 +223,8 @@ struct Cleanup {
     paths: Vec<PathBuf>,
 }
 
-impl Drop for Cleanup {
-    fn drop(&mut self) {
+impl Cleanup {
+    fn remove(&self) {
         for p in &self.paths {
             if p.is_dir() {
                 let _ = std::fs::remove_dir_all(p);
@@ -227,6 +233,52 @@ impl Drop for Cleanup {
             }
         }
     }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+/// Runs a start-up step that can take long (a pool of millions of mbufs,
+/// pcap files preloaded, a device that blocks on open) on its own thread and
+/// keeps answering stop signals meanwhile: a stop removes what `cleanup`
+/// holds and ends the process at once with status 0, without waiting for the
+/// step. A step still running after a while is logged, so a start-up that
+/// hangs says where.
+fn interruptible<T: Send>(what: &str, cleanup: &Cleanup, step: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    std::thread::scope(|scope| {
+        let handle = std::thread::Builder::new()
+            .name("start".into())
+            .spawn_scoped(scope, step)
+            .context("spawning the start-up thread")?;
+        let started = Instant::now();
+        let mut next_note = Duration::from_secs(10);
+        while !handle.is_finished() {
+            if os::stop_requested() {
+                tracing::info!(
+                    step = what,
+                    after_ms = started.elapsed().as_millis() as u64,
+                    "stop requested during start-up: leaving without waiting for the step"
+                );
+                cleanup.remove();
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                os::exit_now(0);
+            }
+            if started.elapsed() >= next_note {
+                tracing::warn!(
+                    step = what,
+                    after_s = started.elapsed().as_secs(),
+                    "start-up still running (SIGTERM stops it)"
+                );
+                next_note *= 2;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        handle.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
+    })
 }
 
 fn pct(part: u64, total: u64) -> f64 {

@@ -139,15 +139,15 @@ impl Request {
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("{0}")]
+    #[error(transparent)]
     Switch(#[from] SwitchError),
-    #[error("{0}")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
     /// Wrong arguments or a request that cannot apply.
     #[error("{0}")]
     Usage(String),
-    #[error("{what}: {source}")]
-    Io { what: String, source: std::io::Error },
+    #[error("{what}: {cause}")]
+    Io { what: String, cause: std::io::Error },
     #[error("the daemon's reply: {0}")]
     Reply(String),
     #[error("{0}")]
@@ -156,7 +156,7 @@ pub enum ControlError {
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ControlError {
     let what = what.into();
-    move |source| ControlError::Io { what, source }
+    move |cause| ControlError::Io { what, cause }
 }
 
 /// The reply line (a JSON object and a newline) to one request's bytes
@@ -326,7 +326,7 @@ pub fn call(socket: &Path, req: &Request) -> Result<Value, ControlError> {
                 "{what}: no answer from the daemon within {} s (it may be busy, or stopping)",
                 CLIENT_TIMEOUT.as_secs()
             )),
-            _ => ControlError::Io { what, source: e },
+            _ => ControlError::Io { what, cause: e },
         }
     };
     if text.len() > MAX_REQUEST {

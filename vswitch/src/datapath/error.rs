@@ -8,17 +8,17 @@ use crate::ofrule::RuleError;
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
     /// A DPDK call failed; `what` names the port or step.
-    #[error("{what}: {source}")]
-    Dpdk { what: String, source: DpdkError },
+    #[error("{what}: {cause}")]
+    Dpdk { what: String, cause: DpdkError },
     /// A thread could not be started.
-    #[error("{what}: {source}")]
-    Thread { what: &'static str, source: std::io::Error },
+    #[error("{what}: {cause}")]
+    Thread { what: &'static str, cause: std::io::Error },
     /// A PMD did not answer a control request in time.
     #[error("{0}")]
     PmdTimeout(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Rule(#[from] RuleError),
-    #[error("{0}")]
+    #[error(transparent)]
     Prefix(#[from] PrefixError),
     /// An argument that names nothing or the wrong kind of thing.
     #[error("{0}")]
@@ -32,6 +32,6 @@ impl SwitchError {
     /// A DPDK failure with its context.
     pub fn dpdk(what: impl Into<String>) -> impl FnOnce(DpdkError) -> Self {
         let what = what.into();
-        move |source| SwitchError::Dpdk { what, source }
+        move |cause| SwitchError::Dpdk { what, cause }
     }
 }

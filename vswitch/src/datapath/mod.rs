@@ -139,7 +139,7 @@ impl Switch {
             let thread = std::thread::Builder::new()
                 .name(format!("pmd{index}"))
                 .spawn(move || pmd::run(setup))
-                .map_err(|source| SwitchError::Thread { what: "spawning a PMD thread", source })?;
+                .map_err(|cause| SwitchError::Thread { what: "spawning a PMD thread", cause })?;
             pmds.push(PmdHandle { shared, commands: cmd_tx, thread: Some(thread) });
         }
         let offload = match prepared {

@@ -29,6 +29,17 @@ pub fn request_stop() {
     STOP.store(true, Ordering::SeqCst);
 }
 
+/// Ends the process at once with `code`: no destructors, no atexit
+/// handlers, other threads stopped where they are. For a stop requested while
+/// another thread is still inside a DPDK call that may take seconds or never
+/// return (a start-up blocked on a device); the caller removes its files
+/// first and flushes what it printed.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit has no preconditions; it does not return and runs no
+    // user-space code that could race with the threads it ends.
+    unsafe { libc::_exit(code) }
+}
+
 /// Pins the calling thread to `core`.
 ///
 /// # Errors
