@@ -19,5 +19,6 @@ pub mod offloading;
 pub mod ofrule;
 pub mod packet;
 pub mod ratelimit;
+pub mod switch;
 pub mod traffic;
 pub mod underlay;

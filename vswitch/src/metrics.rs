@@ -7,8 +7,8 @@
 //! the daemon's main loop.
 
 use crate::accept::Acceptor;
-use crate::datapath::SwitchStats;
 use crate::offloading::manager::OffloadStats;
+use crate::switch::SwitchStats;
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::io::{ErrorKind, Read, Write};

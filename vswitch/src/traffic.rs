@@ -97,13 +97,6 @@ pub fn flow_frame(dl_src: [u8; 6], dl_dst: [u8; 6], flow: &acl::Flow5, size: usi
     f
 }
 
-/// Packets in the pcap written for `flows` flows: whole rounds over the
-/// flows, at least 1,024 packets.
-pub fn generated_packets(flows: u32) -> u64 {
-    let flows = u64::from(flows.max(1));
-    flows.max(1024).div_ceil(flows) * flows
-}
-
 /// Writes the pcap; returns the number of packets written.
 ///
 /// # Errors
@@ -112,7 +105,7 @@ pub fn write_pcap(path: &Path, spec: &TrafficSpec) -> std::io::Result<u64> {
     let file = std::fs::File::create(path)?;
     let mut w = PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
     let flows = spec.flows.max(1);
-    let total = generated_packets(flows);
+    let total = crate::config::Generate::packets_for(flows);
     let frames: Vec<Vec<u8>> = (0..flows.min(65536)).map(|i| udp_frame(spec, i)).collect();
     for n in 0..total {
         let i = (n % u64::from(flows)) as u32;

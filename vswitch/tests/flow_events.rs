@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use vswitch::config::Config;
 use vswitch::datapath::flows::{FlowEvent, RemoveReason};
-use vswitch::datapath::Switch;
+use vswitch::switch::Switch;
 use vswitch::traffic::{udp_frame, TrafficSpec};
 
 #[test]

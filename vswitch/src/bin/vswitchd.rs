@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch::config::Config;
-use vswitch::datapath::{Switch, SwitchStats};
 use vswitch::dpdk::os;
+use vswitch::switch::{Switch, SwitchStats};
 use vswitch::traffic::{write_pcap, TrafficSpec};
 
 /// DPDK userspace virtual switch.
@@ -120,7 +120,8 @@ fn run(args: Args) -> Result<()> {
     let switch = Arc::new(interruptible("starting the ports and PMDs", &cleanup, || {
         Ok(Switch::start(&eal, config, &pcaps, None)?)
     })?);
-    let kernel = vswitch::kernel::Follower::start(Arc::clone(&switch)).context("following the kernel's underlay")?;
+    let sink: Arc<dyn vswitch::kernel::KernelSink> = Arc::clone(&switch) as _;
+    let kernel = vswitch::kernel::Follower::start(switch.config(), sink).context("following the kernel's underlay")?;
     let _metrics = match metrics_addr {
         Some(addr) => {
             let server = vswitch::metrics::install(addr, || {
@@ -309,7 +310,7 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
         + (b.megaflow_hits - a.megaflow_hits)
         + (b.upcalls - a.upcalls);
     let drops: u64 = b.drops.values().sum::<u64>() - a.drops.values().sum::<u64>();
-    let sum = |s: &SwitchStats, f: fn(&vswitch::datapath::PmdView) -> u64| s.pmds.iter().map(f).sum::<u64>();
+    let sum = |s: &SwitchStats, f: fn(&vswitch::switch::PmdView) -> u64| s.pmds.iter().map(f).sum::<u64>();
     // The software path's cycles: the model e-switch's share is not a CPU
     // cost a NIC has.
     let busy = (sum(b, |p| p.busy_cycles) - sum(a, |p| p.busy_cycles))

@@ -1,9 +1,19 @@
-//! Where an error is: the file and a line index built once, so naming the
+//! Configuration errors ([`ConfigError`]) and where they are: the file and a
+//! line index built once, so naming the
 //! line of any span is a binary search (validation stays linear in the size
 //! of the file).
 
-use super::ConfigError;
 use toml::Spanned;
+
+/// A configuration error: where and what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {field}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub field: String,
+    pub message: String,
+}
 
 pub struct Ctx<'a> {
     pub file: &'a str,

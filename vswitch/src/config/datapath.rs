@@ -1,8 +1,8 @@
 //! `[eal]`, `[datapath]`, `[control]`, `[metrics]`.
 
+use super::ctx::ConfigError;
 use super::ctx::Ctx;
 use super::raw::{RawControl, RawDatapath, RawMetrics};
-use super::ConfigError;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -61,7 +61,7 @@ fn preloaded(p: &PortSpec) -> u64 {
         return 0;
     }
     if let Some(g) = &p.generate {
-        return crate::traffic::generated_packets(g.flows);
+        return super::types::Generate::packets_for(g.flows);
     }
     args.iter().find_map(|a| a.strip_prefix("rx_pcap=")).and_then(|f| pcap_packets(Path::new(f))).unwrap_or(0)
 }

@@ -1,8 +1,8 @@
 //! `[offload]`: pushing hot flows into the NIC's e-switch (rte_flow), or
 //! into the model e-switch on machines without one.
 
+use super::ctx::ConfigError;
 use super::ctx::Ctx;
-use super::ConfigError;
 use offload::model::{ActionKind, Profile};
 use offload::rte_flow::ItemKind;
 use serde::Deserialize;

@@ -1,8 +1,9 @@
 //! `[[port]]` and its `[port.generate]` traffic.
 
+use super::ctx::ConfigError;
 use super::ctx::Ctx;
 use super::raw::{RawGenerate, RawPort};
-use super::{ConfigError, Generate, PortSpec, Role};
+use super::types::{Generate, PortSpec, Role};
 use crate::net::Prefix;
 use toml::Spanned;
 

@@ -1,11 +1,15 @@
 //! `rules = [...]`: OpenFlow-style rule text, resolved against the ports and
 //! tunnels.
 
+use super::ctx::ConfigError;
 use super::ctx::Ctx;
-use super::{ConfigError, ConfiguredRule, PortSpec, TunnelSpec};
+use super::types::{ConfiguredRule, PortSpec, TunnelSpec};
 use crate::ofrule::parse_rule;
 use std::collections::HashMap;
 use toml::Spanned;
+
+/// Rules a switch holds at most (configured and added at run time).
+pub const MAX_RULES: usize = 1_000_000;
 
 pub fn rules(
     ctx: &Ctx<'_>,
@@ -21,7 +25,7 @@ pub fn rules(
         .map(|(i, n)| (n, i as u32))
         .collect();
     let resolve = |name: &str| numbers.get(name).copied();
-    let max = crate::datapath::rules::MAX_RULES;
+    let max = MAX_RULES;
     if let Some(r) = raw.get(max) {
         return ctx.err(r, "rules", format!("{} rules; at most {max} are accepted", raw.len()));
     }

@@ -1,9 +1,10 @@
 //! `[[tunnel]]`: VXLAN tunnel ports.
 
+use super::ctx::ConfigError;
 use super::ctx::Ctx;
 use super::ports::{bad_name, valid_name};
 use super::raw::{RawTunnel, RawVni};
-use super::{ConfigError, PortSpec, TunnelSpec};
+use super::types::{PortSpec, TunnelSpec};
 use std::net::IpAddr;
 use toml::Spanned;
 

@@ -1,9 +1,10 @@
 //! `[underlay]`, `[[route]]` and `[[neighbour]]`.
 
+use super::ctx::ConfigError;
 use super::ctx::Ctx;
 use super::raw::{RawNeighbour, RawRoute, RawTable, RawUnderlay};
-use super::{ConfigError, NeighbourSpec, PortSpec, Role, RouteSpec};
-use crate::kernel::{RouteMode, UnderlaySpec};
+use super::types::{NeighbourSpec, PortSpec, Role, RouteSpec};
+use super::types::{RouteMode, UnderlaySpec};
 use crate::net::Prefix;
 use std::net::IpAddr;
 use toml::Spanned;

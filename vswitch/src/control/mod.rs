@@ -10,7 +10,7 @@
 mod server;
 
 use crate::config::{Config, ConfigError};
-use crate::datapath::{Switch, SwitchError};
+use crate::switch::{Switch, SwitchError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};

@@ -6,8 +6,8 @@
 
 use super::{execute, io, respond, ControlError, MAX_REQUEST};
 use crate::accept::Acceptor;
-use crate::datapath::Switch;
 use crate::dpdk::os;
+use crate::switch::Switch;
 use serde_json::json;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};

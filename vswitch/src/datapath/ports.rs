@@ -44,7 +44,7 @@ impl KernelDrops {
 }
 
 /// The ports with their queues, per PMD.
-pub(super) struct Opened {
+pub(crate) struct Opened {
     pub ports: Vec<SwitchPort>,
     /// Per PMD: (port number, rx queue).
     pub rx: Vec<Vec<(u32, RxQueue)>>,
@@ -53,7 +53,7 @@ pub(super) struct Opened {
 }
 
 /// The mbuf pool: headroom plus the largest configured frame per buffer.
-pub(super) fn create_pool(eal: &Eal, config: &Config) -> Result<Mempool, SwitchError> {
+pub(crate) fn create_pool(eal: &Eal, config: &Config) -> Result<Mempool, SwitchError> {
     static POOLS: AtomicU32 = AtomicU32::new(0);
     let name = format!("vsw_mbufs{}", POOLS.fetch_add(1, Ordering::Relaxed));
     let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
@@ -72,7 +72,7 @@ pub(super) fn create_pool(eal: &Eal, config: &Config) -> Result<Mempool, SwitchE
 /// and should be up before them); each PMD gets the rx queues of its ports
 /// (round robin) and a tx queue of every port (its own when the device has
 /// enough, else shared under a lock).
-pub(super) fn open(
+pub(crate) fn open(
     eal: &Eal,
     config: &Config,
     pcaps: &BTreeMap<usize, std::path::PathBuf>,
@@ -164,7 +164,7 @@ fn check_role(spec: &PortSpec, port: &Port, info: &PortInfo) -> Result<(), Switc
 
 /// The underlay tables from the configuration and the opened ports (for
 /// the uplinks' MAC addresses).
-pub(super) fn build_underlay(config: &Config, ports: &[SwitchPort]) -> Result<Underlay, SwitchError> {
+pub(crate) fn build_underlay(config: &Config, ports: &[SwitchPort]) -> Result<Underlay, SwitchError> {
     let mut t = Tables::default();
     let phys = ports.len() as u32;
     for (i, spec) in config.tunnels.iter().enumerate() {

@@ -18,8 +18,11 @@
 
 pub mod decode;
 pub mod state;
+mod status;
 
-use crate::datapath::Switch;
+pub use status::{Counters, KernelStatus};
+
+use crate::config::{Config, UnderlaySpec};
 use crate::ratelimit::RateLimited;
 use decode::{decode, Event};
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
@@ -28,72 +31,12 @@ use netlink_packet_route::neighbour::NeighbourMessage;
 use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
-use state::{Applied, Counters, KernelState, Uplink};
+use state::{Applied, KernelState, Uplink, View};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// Where routes come from (`[underlay] routes`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum RouteMode {
-    /// The configuration and vswitchctl only.
-    #[default]
-    Config,
-    /// The kernel only (no `[[route]]`, no `route-add`).
-    Kernel,
-    /// Both; for one prefix an operator's route beats the kernel's.
-    Both,
-}
-
-impl RouteMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RouteMode::Config => "config",
-            RouteMode::Kernel => "kernel",
-            RouteMode::Both => "both",
-        }
-    }
-
-    /// Whether the kernel is followed.
-    pub fn follows_kernel(self) -> bool {
-        self != RouteMode::Config
-    }
-}
-
-/// `[underlay]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnderlaySpec {
-    pub routes: RouteMode,
-    /// The kernel routing table followed (254: main).
-    pub table: u32,
-    /// The notification socket's receive buffer, bytes.
-    pub netlink_rcvbuf: u32,
-}
-
-impl Default for UnderlaySpec {
-    fn default() -> Self {
-        Self { routes: RouteMode::Config, table: 254, netlink_rcvbuf: 4 << 20 }
-    }
-}
-
-/// What the follower reports (route-show, neigh-show, show).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct KernelStatus {
-    pub table: u32,
-    /// Per uplink: (port name, kernel interface, its index if it exists, up).
-    pub uplinks: Vec<(String, String, Option<u32>, bool)>,
-    pub counters: Counters,
-    /// Routes (per prefix and metric) and neighbours held from the kernel.
-    pub kernel_routes: usize,
-    pub kernel_neighbours: usize,
-    pub ignored_routes: usize,
-    pub ignored_neighbours: usize,
-    /// When the kernel's tables last changed what the switch uses (Unix
-    /// time, seconds).
-    pub last_change_unix: Option<f64>,
-}
 
 // rtnetlink multicast groups (linux/rtnetlink.h).
 const RTNLGRP_LINK: u32 = 1;
@@ -103,6 +46,17 @@ const RTNLGRP_IPV6_ROUTE: u32 = 11;
 
 /// A datagram buffer: notifications are small; dump answers up to 32 KiB.
 const RECV_BUFFER: usize = 256 << 10;
+
+/// Where the follower hands what it read: the switch's tables. A failure
+/// is logged by the follower and retried with the next change.
+pub trait KernelSink: Send + Sync {
+    /// Applies the kernel's view (`None`: only the counters changed) and
+    /// status.
+    ///
+    /// # Errors
+    /// Why the switch could not apply it.
+    fn apply_kernel(&self, view: Option<View>, status: KernelStatus) -> Result<(), String>;
+}
 
 /// The running follower.
 pub struct Follower {
@@ -117,13 +71,12 @@ impl Follower {
     ///
     /// # Errors
     /// When a netlink socket cannot be opened or the first dump fails.
-    pub fn start(switch: Arc<Switch>) -> std::io::Result<Option<Self>> {
-        let spec = switch.config().underlay;
+    pub fn start(config: &Config, sink: Arc<dyn KernelSink>) -> std::io::Result<Option<Self>> {
+        let spec = config.underlay;
         if !spec.routes.follows_kernel() {
             return Ok(None);
         }
-        let uplinks: Vec<Uplink> = switch
-            .config()
+        let uplinks: Vec<Uplink> = config
             .ports
             .iter()
             .enumerate()
@@ -131,7 +84,7 @@ impl Follower {
                 p.kernel_ifname.as_ref().map(|k| Uplink { ifname: k.clone(), port: i as u32, name: p.name.clone() })
             })
             .collect();
-        let mut f = Follow::open(spec, uplinks, switch)?;
+        let mut f = Follow::open(spec, uplinks, sink)?;
         f.resync(false)?;
         f.publish(true);
         let (routes, neighbours) = f.state.sizes();
@@ -178,7 +131,7 @@ impl Drop for Follower {
 struct Follow {
     spec: UnderlaySpec,
     uplinks: Vec<Uplink>,
-    switch: Arc<Switch>,
+    sink: Arc<dyn KernelSink>,
     events: Socket,
     dumps: Socket,
     seq: u32,
@@ -195,7 +148,7 @@ fn io_err(what: &str, e: std::io::Error) -> std::io::Error {
 }
 
 impl Follow {
-    fn open(spec: UnderlaySpec, uplinks: Vec<Uplink>, switch: Arc<Switch>) -> std::io::Result<Self> {
+    fn open(spec: UnderlaySpec, uplinks: Vec<Uplink>, sink: Arc<dyn KernelSink>) -> std::io::Result<Self> {
         let mut events = Socket::new(NETLINK_ROUTE).map_err(|e| io_err("netlink socket", e))?;
         events.bind(&SocketAddr::new(0, 0)).map_err(|e| io_err("netlink bind", e))?;
         for g in [RTNLGRP_LINK, RTNLGRP_NEIGH, RTNLGRP_IPV4_ROUTE, RTNLGRP_IPV6_ROUTE] {
@@ -213,7 +166,7 @@ impl Follow {
         Ok(Self {
             spec,
             uplinks,
-            switch,
+            sink,
             events,
             dumps,
             seq: 0,
@@ -260,7 +213,7 @@ impl Follow {
         }
         let mut status = self.status();
         (status.ignored_routes, status.ignored_neighbours) = self.ignored;
-        if let Err(e) = self.switch.apply_kernel(view, status) {
+        if let Err(e) = self.sink.apply_kernel(view, status) {
             tracing::warn!("applying the kernel's routes and neighbours: {e}");
         }
     }

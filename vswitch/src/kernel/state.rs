@@ -5,6 +5,7 @@
 #[cfg(test)]
 use super::decode::KRoute;
 use super::decode::{Event, Hop, KNeigh, Kind};
+use super::status::Counters;
 use crate::net::Prefix;
 use crate::underlay::{IgnoredRoute, NeighSource, Neighbour, Route, RouteSource};
 use std::collections::BTreeMap;
@@ -39,28 +40,6 @@ struct Entry {
     source_len: u8,
     nh_id: Option<u32>,
     hops: Vec<Hop>,
-}
-
-/// Counters of what came in and what was not used.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Counters {
-    /// Netlink messages read (notifications and dump answers).
-    pub messages: u64,
-    /// Messages that could not be read (malformed, truncated).
-    pub bad_messages: u64,
-    /// Valid messages of a kind or family we do not follow (bridge FDB
-    /// entries, MPLS routes, ...).
-    pub unknown_family: u64,
-    /// Route messages for other tables than the one followed.
-    pub other_table: u64,
-    /// Netlink overruns (ENOBUFS: the kernel dropped notifications).
-    pub overruns: u64,
-    /// Full dumps after start (overruns, link changes, interrupted dumps).
-    pub resyncs: u64,
-    /// Errors the kernel answered a dump with.
-    pub dump_errors: u64,
-    /// Datagrams from a process instead of the kernel (dropped).
-    pub foreign_senders: u64,
 }
 
 /// The followed state.

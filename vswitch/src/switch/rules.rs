@@ -4,56 +4,17 @@
 //! returns; so after it no packet is forwarded by a rule that is gone or
 //! shadowed, in either tier.
 
-use super::pmd::PmdCommand;
-use super::{RevalidateReport, Switch, SwitchError};
+use super::core::Switch;
+use super::rule_state::{room, unique, RuleState};
+use super::views::RuleView;
 use crate::config::ConfiguredRule;
+use crate::datapath::pmd::PmdCommand;
+use crate::datapath::{RevalidateReport, SwitchError};
 use crate::flow::table::RuleId;
-use crate::flow::RuleTable;
 use crate::ofrule::{self, RuleSpec};
 use crossbeam_channel::bounded;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Rules a switch holds at most (configured and added at run time).
-pub const MAX_RULES: usize = 1_000_000;
-
-/// The rule table and the text each rule was written as.
-pub(super) struct RuleState {
-    pub table: RuleTable,
-    /// Original text of each rule, for dumps.
-    pub texts: BTreeMap<RuleId, String>,
-    pub generation: u64,
-}
-
-impl RuleState {
-    pub fn new(rules: &[ConfiguredRule], prefix_checks: bool) -> Self {
-        let mut table = RuleTable::new();
-        table.set_prefix_checks(prefix_checks);
-        let mut state = Self { table, texts: BTreeMap::new(), generation: 1 };
-        state.replace(rules);
-        state
-    }
-
-    fn replace(&mut self, rules: &[ConfiguredRule]) {
-        let prefix_checks = self.table.prefix_checks();
-        self.table = RuleTable::new();
-        self.table.set_prefix_checks(prefix_checks);
-        self.texts.clear();
-        for r in rules {
-            let id = self.table.insert(r.spec.priority, r.spec.matcher, r.spec.actions.clone());
-            self.texts.insert(id, r.text.clone());
-        }
-    }
-}
-
-/// A rule as dump-rules prints it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RuleView {
-    pub id: u64,
-    pub priority: u32,
-    pub text: String,
-}
 
 impl Switch {
     pub(super) fn lock_rules(&self) -> std::sync::MutexGuard<'_, RuleState> {
@@ -220,37 +181,4 @@ impl Switch {
     pub fn rule_count(&self) -> usize {
         self.lock_rules().table.len()
     }
-}
-
-/// Refuses rules with the priority and match of a rule already in the table
-/// or of an earlier one of the same batch: one of the two would never be
-/// consulted, and which one is an accident of ids.
-fn unique(state: &RuleState, specs: &[RuleSpec], texts: &[String]) -> Result<(), SwitchError> {
-    let mut seen: std::collections::HashMap<(u32, crate::flow::table::Match), Option<usize>> =
-        state.table.rules().map(|r| ((r.priority, r.matcher), None)).collect();
-    for (i, (spec, text)) in specs.iter().zip(texts).enumerate() {
-        if let Some(first) = seen.insert((spec.priority, spec.matcher), Some(i)) {
-            let which = match first {
-                Some(j) => format!("rule {} of this batch", j + 1),
-                None => "a rule already in the table (dump-rules)".to_owned(),
-            };
-            let at = if specs.len() > 1 { format!("rule {} ", i + 1) } else { String::new() };
-            return Err(SwitchError::Invalid(format!(
-                "{at}({:?}) has the priority and match of {which}; delete that one first. Nothing added",
-                text.trim()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Whether `n` more rules fit under [`MAX_RULES`].
-fn room(state: &RuleState, n: usize) -> Result<(), SwitchError> {
-    let have = state.table.len();
-    if have + n > MAX_RULES {
-        return Err(SwitchError::Invalid(format!(
-            "{have} rules + {n} would exceed the limit of {MAX_RULES}; nothing added"
-        )));
-    }
-    Ok(())
 }

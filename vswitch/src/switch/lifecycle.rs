@@ -4,8 +4,9 @@
 //! iteration before the edit returns; a port restart pauses the PMDs on it
 //! and re-installs the hardware rules its stop flushed.
 
-use super::pmd::PmdCommand;
-use super::{Switch, SwitchError};
+use super::core::Switch;
+use crate::datapath::pmd::PmdCommand;
+use crate::datapath::SwitchError;
 use crate::offloading::manager::SyncReport;
 use crossbeam_channel::bounded;
 use serde::Serialize;

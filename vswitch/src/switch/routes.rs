@@ -4,11 +4,13 @@
 //! edit returns only once the hardware rules it affected are replaced and
 //! every PMD has moved on to the new tables.
 
-use super::{Switch, SwitchError};
+use super::core::Switch;
 use crate::config::underlay::offlink_gateway;
 use crate::config::Role;
+use crate::config::RouteMode;
+use crate::datapath::SwitchError;
 use crate::kernel::state::View;
-use crate::kernel::{KernelStatus, RouteMode};
+use crate::kernel::KernelStatus;
 use crate::net::Prefix;
 use crate::offloading::manager::SyncReport;
 use crate::underlay::{NeighSource, Neighbour, Route, RouteSource};
@@ -195,4 +197,10 @@ impl Switch {
 /// and route-del removes.
 fn operators(source: RouteSource) -> bool {
     matches!(source, RouteSource::Config | RouteSource::Control)
+}
+
+impl crate::kernel::KernelSink for Switch {
+    fn apply_kernel(&self, view: Option<View>, status: KernelStatus) -> Result<(), String> {
+        Switch::apply_kernel(self, view, status).map(|_| ()).map_err(|e| e.to_string())
+    }
 }
