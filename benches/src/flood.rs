@@ -7,7 +7,7 @@
 //! (sinks); the table limit is Open vSwitch's per-PMD 65,536 for both.
 
 use crate::ours::{vswitchd_path, Daemon};
-use crate::ovs::Ovs;
+use crate::ovs::{parse_flows, Ovs, PmdStats};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
@@ -182,4 +182,78 @@ fn ours(bin: &Path, work: &Path, s: &Setup, flood: &Path, est: &Path) -> Result<
         );
     }
     Ok(row)
+}
+
+/// Open vSwitch in the same case (its side lives here, beside the case,
+/// so the OVS driver needs nothing of this module).
+impl Ovs {
+    /// The flood-resilience case (see flood.rs) on one bridge: vf0 (ofport 1)
+    /// floods or is idle, vf1 (ofport 2) carries the established flows,
+    /// sink0 and sink1 (ofports 3 and 4) take them; prefix tries off, so
+    /// the flood's megaflows are exact on the source address as in vswitchd.
+    pub fn flood(&self, flood: &Path, est: &Path, s: &Setup) -> Result<Row> {
+        let mut row =
+            Row { switch: self.version.clone(), alone: 0.0, flood: 0.0, after_change: 0.0, note: String::new() };
+        for with_flood in [false, true] {
+            let r = self.flood_phase(flood, est, s, with_flood, &mut row);
+            let cleaned = self.clean();
+            r.map_err(|e| anyhow::anyhow!("{e:#} (OVS log: {})", self.log_path().display()))?;
+            cleaned?;
+        }
+        Ok(row)
+    }
+
+    fn flood_phase(&self, flood: &Path, est: &Path, s: &Setup, with_flood: bool, row: &mut Row) -> Result<()> {
+        self.clean()?;
+        self.vsctl(&[
+            "add-br",
+            "br0",
+            "--",
+            "set",
+            "bridge",
+            "br0",
+            "datapath_type=netdev",
+            "fail-mode=secure",
+            "--",
+            "--id=@ft",
+            "create",
+            "Flow_Table",
+            "name=t0",
+            "prefixes=none",
+            "--",
+            "set",
+            "Bridge",
+            "br0",
+            "flow_tables:0=@ft",
+        ])?;
+        self.ofctl(&["del-flows", "br0"])?;
+        self.add_dpdk_port("br0", "sink0", 3, &format!("{},no-rx=1", self.next_vdev("net_null")), None)?;
+        self.add_dpdk_port("br0", "sink1", 4, &format!("{},no-rx=1", self.next_vdev("net_null")), None)?;
+        let exact = EXACT_RULE.replace(" actions=", ",actions=");
+        for f in
+            [exact.as_str(), "priority=10,in_port=1,ip,actions=output:3", "priority=10,in_port=2,ip,actions=output:4"]
+        {
+            self.ofctl(&["add-flow", "br0", f])?;
+        }
+        let source = |pcap: &Path| format!("{},rx_pcap={},infinite_rx=1", self.next_vdev("net_pcap"), pcap.display());
+        self.add_dpdk_port("br0", "vf1", 2, &source(est), None)?;
+        let vf0 = if with_flood { source(flood) } else { format!("{},no-rx=1", self.next_vdev("net_null")) };
+        self.add_dpdk_port("br0", "vf0", 1, &vf0, None)?;
+        let sample = || self.port_tx("sink1");
+        if !with_flood {
+            row.alone = rate(s, sample)?;
+            return Ok(());
+        }
+        row.flood = rate(s, sample)?;
+        let change = CHANGE_RULE.replace("in_port=vf1", "in_port=2").replace(" actions=", ",actions=");
+        self.ofctl(&["add-flow", "br0", &change])?;
+        row.after_change = rate(s, sample)?;
+        let stats = PmdStats::parse(&self.appctl(&["dpif-netdev/pmd-stats-show"])?);
+        row.note = format!(
+            "megaflows {}, failed upcalls {}",
+            parse_flows(&self.appctl(&["dpctl/show"])?),
+            stats.failed_upcalls
+        );
+        Ok(())
+    }
 }

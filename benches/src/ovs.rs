@@ -122,7 +122,7 @@ impl Ovs {
         cmd.env("OVS_RUNDIR", &self.dir).env("OVS_LOGDIR", &self.dir).env("OVS_DBDIR", &self.dir)
     }
 
-    fn vsctl(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn vsctl(&self, args: &[&str]) -> Result<String> {
         run(self
             .env(&mut Command::new("ovs-vsctl"))
             .arg(format!("--db=unix:{}", self.dir.join("db.sock").display()))
@@ -130,30 +130,37 @@ impl Ovs {
             .args(args))
     }
 
-    fn appctl(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn appctl(&self, args: &[&str]) -> Result<String> {
         run(self.env(&mut Command::new("ovs-appctl")).arg("-t").arg(self.dir.join("ovs-vswitchd.ctl")).args(args))
     }
 
-    fn ofctl(&self, args: &[&str]) -> Result<String> {
+    pub(crate) fn ofctl(&self, args: &[&str]) -> Result<String> {
         run(self.env(&mut Command::new("ovs-ofctl")).args(args))
     }
 
-    fn log_path(&self) -> PathBuf {
+    pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join("ovs-vswitchd.log")
     }
 
-    fn next_vdev(&self, driver: &str) -> String {
+    pub(crate) fn next_vdev(&self, driver: &str) -> String {
         let n = self.vdevs.get();
         self.vdevs.set(n + 1);
         format!("{driver}{n}")
     }
 
-    fn clean(&self) -> Result<()> {
+    pub(crate) fn clean(&self) -> Result<()> {
         self.vsctl(&["--", "--if-exists", "del-br", "br0", "--", "--if-exists", "del-br", "br-phy"])?;
         Ok(())
     }
 
-    fn add_dpdk_port(&self, bridge: &str, name: &str, ofport: u16, devargs: &str, mtu: Option<u16>) -> Result<()> {
+    pub(crate) fn add_dpdk_port(
+        &self,
+        bridge: &str,
+        name: &str,
+        ofport: u16,
+        devargs: &str,
+        mtu: Option<u16>,
+    ) -> Result<()> {
         let mut args = vec![
             "add-port".to_owned(),
             bridge.to_owned(),
@@ -288,7 +295,7 @@ impl Ovs {
     }
 
     /// The live TX packet counter of a datapath port (`dpctl/show -s`).
-    fn port_tx(&self, port: &str) -> Result<u64> {
+    pub(crate) fn port_tx(&self, port: &str) -> Result<u64> {
         parse_port_tx(&self.appctl(&["dpctl/show", "-s"])?, port)
             .ok_or_else(|| anyhow!("port {port} not in dpctl/show"))
     }
@@ -357,90 +364,6 @@ impl Ovs {
             bail!("no packets reached {sink}");
         }
         Ok(m)
-    }
-}
-
-impl Ovs {
-    /// The flood-resilience case (see flood.rs) on one bridge: vf0 (ofport 1)
-    /// floods or is idle, vf1 (ofport 2) carries the established flows,
-    /// sink0 and sink1 (ofports 3 and 4) take them; prefix tries off, so
-    /// the flood's megaflows are exact on the source address as in vswitchd.
-    pub fn flood(&self, flood: &Path, est: &Path, s: &crate::flood::Setup) -> Result<crate::flood::Row> {
-        let mut row = crate::flood::Row {
-            switch: self.version.clone(),
-            alone: 0.0,
-            flood: 0.0,
-            after_change: 0.0,
-            note: String::new(),
-        };
-        for with_flood in [false, true] {
-            let r = self.flood_phase(flood, est, s, with_flood, &mut row);
-            let cleaned = self.clean();
-            r.map_err(|e| anyhow!("{e:#} (OVS log: {})", self.log_path().display()))?;
-            cleaned?;
-        }
-        Ok(row)
-    }
-
-    fn flood_phase(
-        &self,
-        flood: &Path,
-        est: &Path,
-        s: &crate::flood::Setup,
-        with_flood: bool,
-        row: &mut crate::flood::Row,
-    ) -> Result<()> {
-        self.clean()?;
-        self.vsctl(&[
-            "add-br",
-            "br0",
-            "--",
-            "set",
-            "bridge",
-            "br0",
-            "datapath_type=netdev",
-            "fail-mode=secure",
-            "--",
-            "--id=@ft",
-            "create",
-            "Flow_Table",
-            "name=t0",
-            "prefixes=none",
-            "--",
-            "set",
-            "Bridge",
-            "br0",
-            "flow_tables:0=@ft",
-        ])?;
-        self.ofctl(&["del-flows", "br0"])?;
-        self.add_dpdk_port("br0", "sink0", 3, &format!("{},no-rx=1", self.next_vdev("net_null")), None)?;
-        self.add_dpdk_port("br0", "sink1", 4, &format!("{},no-rx=1", self.next_vdev("net_null")), None)?;
-        let exact = crate::flood::EXACT_RULE.replace(" actions=", ",actions=");
-        for f in
-            [exact.as_str(), "priority=10,in_port=1,ip,actions=output:3", "priority=10,in_port=2,ip,actions=output:4"]
-        {
-            self.ofctl(&["add-flow", "br0", f])?;
-        }
-        let source = |pcap: &Path| format!("{},rx_pcap={},infinite_rx=1", self.next_vdev("net_pcap"), pcap.display());
-        self.add_dpdk_port("br0", "vf1", 2, &source(est), None)?;
-        let vf0 = if with_flood { source(flood) } else { format!("{},no-rx=1", self.next_vdev("net_null")) };
-        self.add_dpdk_port("br0", "vf0", 1, &vf0, None)?;
-        let sample = || self.port_tx("sink1");
-        if !with_flood {
-            row.alone = crate::flood::rate(s, sample)?;
-            return Ok(());
-        }
-        row.flood = crate::flood::rate(s, sample)?;
-        let change = crate::flood::CHANGE_RULE.replace("in_port=vf1", "in_port=2").replace(" actions=", ",actions=");
-        self.ofctl(&["add-flow", "br0", &change])?;
-        row.after_change = crate::flood::rate(s, sample)?;
-        let stats = PmdStats::parse(&self.appctl(&["dpif-netdev/pmd-stats-show"])?);
-        row.note = format!(
-            "megaflows {}, failed upcalls {}",
-            parse_flows(&self.appctl(&["dpctl/show"])?),
-            stats.failed_upcalls
-        );
-        Ok(())
     }
 }
 
@@ -522,25 +445,25 @@ fn parse_port_tx(text: &str, port: &str) -> Option<u64> {
 }
 
 /// `dpctl/show`: "  flows: 3".
-fn parse_flows(text: &str) -> u64 {
+pub(crate) fn parse_flows(text: &str) -> u64 {
     text.lines().find_map(|l| l.trim().strip_prefix("flows:")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 /// The PMD thread's block of `dpif-netdev/pmd-stats-show`.
 #[derive(Debug, Default, PartialEq)]
-struct PmdStats {
-    packets: u64,
-    simple_match: u64,
-    emc: u64,
-    smc: u64,
-    megaflow: u64,
-    upcalls: u64,
-    failed_upcalls: u64,
-    cycles_per_packet: f64,
+pub(crate) struct PmdStats {
+    pub(crate) packets: u64,
+    pub(crate) simple_match: u64,
+    pub(crate) emc: u64,
+    pub(crate) smc: u64,
+    pub(crate) megaflow: u64,
+    pub(crate) upcalls: u64,
+    pub(crate) failed_upcalls: u64,
+    pub(crate) cycles_per_packet: f64,
 }
 
 impl PmdStats {
-    fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let mut s = Self::default();
         let mut in_pmd = false;
         for line in text.lines() {

@@ -3,8 +3,8 @@
 //! refuses it the way a device would: with an rte_flow error type, errno and
 //! message. The profile decides which items and actions are taken at all.
 
+use super::profile::{ActionKind, Profile};
 use super::vector::{self, Slot, Vector};
-use super::Profile;
 use crate::device::{libc_errno, DeviceError, ERROR_TYPE_ACTION, ERROR_TYPE_ATTR, ERROR_TYPE_ITEM};
 use crate::rte_flow::raw::flags;
 use crate::rte_flow::{ItemKind, RawAction, RawItem, RawRule};
@@ -17,57 +17,7 @@ const ERROR_TYPE_ITEM_LAST: u32 = 11;
 /// `RTE_FLOW_ERROR_TYPE_ATTR_TRANSFER`.
 const ERROR_TYPE_ATTR_TRANSFER: u32 = 7;
 
-/// An action kind, as profiles name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActionKind {
-    Count,
-    Age,
-    VxlanDecap,
-    VxlanEncap,
-    PushVlan,
-    PopVlan,
-    SetVlanVid,
-    SetVlanPcp,
-    SetMac,
-    Drop,
-    RepresentedPort,
-    Jump,
-}
-
 impl ActionKind {
-    pub const ALL: [ActionKind; 12] = [
-        ActionKind::Count,
-        ActionKind::Age,
-        ActionKind::VxlanDecap,
-        ActionKind::VxlanEncap,
-        ActionKind::PushVlan,
-        ActionKind::PopVlan,
-        ActionKind::SetVlanVid,
-        ActionKind::SetVlanPcp,
-        ActionKind::SetMac,
-        ActionKind::Drop,
-        ActionKind::RepresentedPort,
-        ActionKind::Jump,
-    ];
-
-    /// The name used in profiles (configuration).
-    pub fn name(self) -> &'static str {
-        match self {
-            ActionKind::Count => "count",
-            ActionKind::Age => "age",
-            ActionKind::VxlanDecap => "vxlan_decap",
-            ActionKind::VxlanEncap => "vxlan_encap",
-            ActionKind::PushVlan => "of_push_vlan",
-            ActionKind::PopVlan => "of_pop_vlan",
-            ActionKind::SetVlanVid => "of_set_vlan_vid",
-            ActionKind::SetVlanPcp => "of_set_vlan_pcp",
-            ActionKind::SetMac => "set_mac",
-            ActionKind::Drop => "drop",
-            ActionKind::RepresentedPort => "represented_port",
-            ActionKind::Jump => "jump",
-        }
-    }
-
     fn of(a: &RawAction) -> Option<Self> {
         Some(match a {
             RawAction::Count => ActionKind::Count,

@@ -21,66 +21,23 @@
 //! takes; the probe (`crate::probe`) asks a real device that question.
 
 mod compile;
+mod profile;
 pub mod vector;
 
-pub use compile::{ActionKind, Compiled, EncapHeader, Fate, Op};
+pub use compile::{Compiled, EncapHeader, Fate, Op};
+pub use profile::{ActionKind, Profile};
 
 use crate::device::{
     libc_errno, DeviceError, FlowDevice, HitCounts, RuleHandle, ERROR_TYPE_HANDLE, ERROR_TYPE_UNSPECIFIED,
 };
 use crate::entropy::{vxlan_src_port, InnerFlow};
 use crate::packet::{checksum, fold, sum, PacketBuf};
-use crate::rte_flow::{ItemKind, Lowered, RawRule};
+use crate::rte_flow::{Lowered, RawRule};
 use hashbrown::{HashMap, HashTable};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Instant;
 use vector::{Layers, Vector, WORDS};
-
-/// What the model takes: items, actions, table size, encap size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub name: String,
-    pub items: Vec<ItemKind>,
-    pub actions: Vec<ActionKind>,
-    /// Rules beyond this many are refused with ENOSPC (a full table).
-    pub max_rules: usize,
-    /// VXLAN_ENCAP definitions longer than this are refused (mlx5: 132).
-    pub max_encap_bytes: usize,
-    /// Highest group number.
-    pub max_group: u32,
-}
-
-impl Default for Profile {
-    /// Everything the vocabulary can say, 65536 rules, 132-byte encap headers.
-    fn default() -> Self {
-        Self {
-            name: "full".into(),
-            items: vec![
-                ItemKind::RepresentedPort,
-                ItemKind::Eth,
-                ItemKind::Vlan,
-                ItemKind::Ipv4,
-                ItemKind::Ipv6,
-                ItemKind::Udp,
-                ItemKind::Tcp,
-                ItemKind::Vxlan,
-            ],
-            actions: ActionKind::ALL.to_vec(),
-            max_rules: 65536,
-            max_encap_bytes: crate::rte_flow::MAX_ENCAP_HEADER,
-            max_group: 1024,
-        }
-    }
-}
-
-impl Profile {
-    /// Without VXLAN decapsulation (a device that cannot terminate tunnels).
-    pub fn without(mut self, action: ActionKind) -> Self {
-        self.actions.retain(|a| *a != action);
-        self
-    }
-}
 
 /// What happened to a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

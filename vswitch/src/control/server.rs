@@ -4,7 +4,9 @@
 //! reply be taken within [`REPLY_DEADLINE`], and a stop never waits on a
 //! client: every wait is sliced and checks the stop flag.
 
-use super::{execute, io, respond, ControlError, MAX_REQUEST};
+use super::error::{io, ControlError};
+use super::execute::{execute, respond};
+use super::request::MAX_REQUEST;
 use crate::accept::Acceptor;
 use crate::dpdk::os;
 use crate::switch::Switch;

@@ -1,6 +1,6 @@
 //! EAL initialisation: an argument builder, once per process.
 
-use super::{rte_errno, strerror, DpdkError};
+use super::error::{rte_errno, strerror, DpdkError};
 use std::ffi::{c_char, c_int, CString};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

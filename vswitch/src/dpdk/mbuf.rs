@@ -1,7 +1,8 @@
 //! Mempools, owned mbufs and fixed-capacity bursts.
 
+use super::eal::Eal;
 use super::eal::LEAKED_POOLS;
-use super::{rte_errno, strerror, DpdkError, Eal};
+use super::error::{rte_errno, strerror, DpdkError};
 use dpdk_sys::{rte_mbuf, rte_mempool};
 use std::ffi::CString;
 use std::ptr::NonNull;

@@ -1,7 +1,9 @@
 //! Ethernet device ports: open by devargs or name, configure queues, MTU,
 //! start/stop, link, MAC, stats, switch info; per-queue rx/tx handles.
 
-use super::{strerror, Burst, DpdkError, Eal, Mempool, MAX_BURST};
+use super::eal::Eal;
+use super::error::{strerror, DpdkError};
+use super::mbuf::{Burst, Mempool, MAX_BURST};
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 

@@ -10,8 +10,8 @@
 //! backward shift (no tombstones): the home slot comes from the signature
 //! alone, so growing and shifting never need the keys.
 
+use super::bits::Bits;
 use super::hash::MaskWords;
-use super::Bits;
 use crate::packet::{FlowKey, FlowMask};
 
 /// Where the index finds a flow's masked key by slot.

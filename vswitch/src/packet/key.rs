@@ -439,7 +439,7 @@ pub fn format_match(key: &FlowKey, mask: &FlowMask) -> String {
 /// ports; for other frames the Ethernet addresses and type.
 pub fn inner_flow(key: &FlowKey) -> offload::entropy::InnerFlow {
     let ether_type = key.eth_type();
-    if ether_type == crate::packet::parse::ETH_TYPE_IPV4 || ether_type == crate::packet::parse::ETH_TYPE_IPV6 {
+    if ether_type == super::proto::ETH_TYPE_IPV4 || ether_type == super::proto::ETH_TYPE_IPV6 {
         let proto = key.ip_proto();
         let ports = matches!(proto, 6 | 17) && key.ip_frag() & FRAG_LATER == 0;
         offload::entropy::InnerFlow {

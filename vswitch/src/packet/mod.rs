@@ -5,6 +5,7 @@
 pub mod checksum;
 pub mod key;
 pub mod parse;
+pub mod proto;
 
 pub use key::{Field, FlowKey, FlowMask, KEY_WORDS};
 pub use parse::{parse, ParseError, Parsed, TunnelMeta};

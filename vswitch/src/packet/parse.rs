@@ -7,21 +7,10 @@
 
 use super::key::{ipv4_to, Field, FlowKey, FRAG_ANY, FRAG_LATER, TUN_IPV6, TUN_PRESENT, VLAN_PRESENT};
 
-pub const ETH_TYPE_IPV4: u16 = 0x0800;
-pub const ETH_TYPE_ARP: u16 = 0x0806;
-pub const ETH_TYPE_IPV6: u16 = 0x86dd;
-pub const ETH_TYPE_VLAN: u16 = 0x8100;
-pub const ETH_TYPE_QINQ: u16 = 0x88a8;
-/// `eth_type` of 802.3 frames whose type field is a length (as Open vSwitch).
-pub const ETH_TYPE_NONE: u16 = 0x05ff;
-
-pub const IPPROTO_ICMP: u8 = 1;
-pub const IPPROTO_TCP: u8 = 6;
-pub const IPPROTO_UDP: u8 = 17;
-pub const IPPROTO_ICMPV6: u8 = 58;
-
-/// Default VXLAN UDP port (IANA).
-pub const VXLAN_PORT: u16 = 4789;
+pub use super::proto::{
+    ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_NONE, ETH_TYPE_QINQ, ETH_TYPE_VLAN, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, VXLAN_PORT,
+};
 
 /// Most IPv6 extension headers walked before giving up.
 const MAX_IPV6_EXT_HEADERS: usize = 8;
