@@ -208,3 +208,77 @@ fn offload_on_and_off_agree_on_fragments_tun_id_mtu_qinq_and_malformed_frames() 
         "both MTU cases in the model"
     );
 }
+
+/// Offload on and off give the same packets out: the bursts go through an
+/// engine without hardware, its megaflows are translated and installed in the
+/// model e-switch, and the same bursts go through an engine with the model in
+/// front: every port gets the same frames (as multisets), and the model
+/// handles what it took.
+#[test]
+fn model_offload_gives_the_same_packets_as_software() {
+    use offload::model::{ModelSwitch, Profile};
+    let rules = [
+        "priority=10,in_port=vf0,ip,nw_dst=10.2.0.0/16 actions=output:uplink0",
+        "priority=20,in_port=vf0,udp,tp_dst=53 actions=mod_vlan_vid:100,output:uplink0",
+        "priority=10,in_port=vf1 actions=output:vxlan0",
+        "priority=10,in_port=uplink0,dl_dst=02:00:00:00:00:10 actions=mod_dl_src:02:aa:00:00:00:01,output:vf0",
+        "priority=10,in_port=uplink0,dl_dst=02:00:00:00:00:11,dl_vlan=200 actions=strip_vlan,output:vf1",
+        "priority=10,in_port=vxlan0 actions=output:vf1",
+        "priority=30,in_port=vf0,ip,nw_dst=10.2.9.0/24 actions=drop",
+    ];
+    let vm0 = [2, 0, 0, 0, 0, 0x10];
+    let vm1 = [2, 0, 0, 0, 0, 0x11];
+    let mut bursts: Vec<(u32, Vec<Vec<u8>>)> = Vec::new();
+    for round in 0..6u8 {
+        let from_vf0: Vec<Vec<u8>> = (0..8u8)
+            .map(|i| match i % 4 {
+                0 => udp([2; 6], vm0, [10, 2, round, i], 80, 60 + usize::from(i)),
+                1 => udp([2; 6], vm0, [10, 2, 1, i], 53, 64),
+                2 => udp([2; 6], vm0, [10, 2, 9, i], 80, 60),
+                _ => udp([2; 6], vm0, [10, 3, 0, i], 80, 60),
+            })
+            .collect();
+        let from_vf1: Vec<Vec<u8>> =
+            (0..6u8).map(|i| udp([4; 6], vm1, [10, 9, round, i], 1000 + u16::from(i), 70)).collect();
+        let mut from_uplink: Vec<Vec<u8>> = (0..4u8).map(|i| udp(vm0, [6; 6], [10, 0, 0, i], 7, 60)).collect();
+        from_uplink.extend((0..3u8).map(|i| {
+            let f = udp(vm1, [6; 6], [10, 0, 1, i], 7, 60);
+            let mut t = f[..12].to_vec();
+            t.extend_from_slice(&[0x81, 0x00, 0x00, 200]);
+            t.extend_from_slice(&f[12..]);
+            t
+        }));
+        from_uplink.extend(
+            (0..4u8).map(|i| from_remote_vtep(&udp(vm1, [8; 6], [10, 1, round, i], 9, 60), 0xc000 + u16::from(i))),
+        );
+        bursts.push((0, from_vf0));
+        bursts.push((1, from_vf1));
+        bursts.push((2, from_uplink));
+    }
+    // Offload off.
+    let mut software = engine(&rules, 64);
+    let want = run_bursts(&mut software, &bursts);
+    assert!(want.len() > 100, "the bursts produce output: {}", want.len());
+    // Translate and install every megaflow.
+    let model = Arc::new(ModelSwitch::new(Profile::default()));
+    let u = underlay();
+    // The encapsulating flow needs room for 50 bytes more than the VMs' MTU.
+    u.write(|t| {
+        t.locals[0].mtu = 1600;
+        ((), true)
+    });
+    let (installed, refused) = install_all(&mut software, &port_facts(1500), &u, &model);
+    assert!(refused.is_empty(), "every flow here translates: {refused:?}");
+    assert!(installed.len() >= 7, "{} rules", installed.len());
+    // Offload on: the model in front.
+    let mut with_hw = engine(&rules, 64);
+    with_hw.underlay_for_tests(&u);
+    with_hw.hardware = Some(model_stage(&model));
+    let got = run_bursts(&mut with_hw, &bursts);
+    assert_eq!(got.len(), want.len());
+    assert_eq!(got, want, "the same frames on the same ports");
+    let c = counters(&with_hw);
+    let total: u64 = bursts.iter().map(|(_, f)| f.len() as u64).sum();
+    assert_eq!(c.get(Counter::HwPackets), total, "the model took every packet (all flows were offloaded)");
+    assert_eq!(c.drops(DropReason::HwRuleDrop), 6 * 4, "per round: two by the drop rule, two that match no rule");
+}

@@ -1,0 +1,255 @@
+//! Egress: each flow group's actions run once, per action across the group
+//! (outputs, VXLAN encapsulation towards a resolved next hop, copies, MTU).
+
+use super::engine::*;
+use super::stages::*;
+use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
+use crate::actions::{self, Action, PacketBuf};
+use crate::datapath::counters::{Counter, DropReason, Local, PortCounter};
+use crate::datapath::tunnel::TunnelCtx;
+use crate::flow::Bits;
+use crate::packet::key::inner_flow;
+use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6};
+use crate::packet::FlowKey;
+use crate::underlay::Unresolved;
+use offload::entropy::{vxlan_src_port, InnerFlow};
+
+impl Engine {
+    /// Runs each group's actions once, updating the flows' counters.
+    pub fn stage_execute<I: Io>(&mut self, groups: &Groups, pkts: &mut Packets<I::Pkt>, now: u64, io: &mut I) {
+        for g in 0..groups.len {
+            let members = groups.members[g];
+            let Some(flow) = self.flows.get_mut(groups.handles[g]) else {
+                // Cannot happen while eviction spares the burst's flows;
+                // counted all the same, never lost silently.
+                let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
+                self.counters.drop(DropReason::FlowGone, n);
+                continue;
+            };
+            let bytes: u64 = Bits(members).map(|i| u64::from(self.lens[i])).sum();
+            flow.packets += u64::from(members.count_ones());
+            flow.bytes += bytes;
+            flow.used_tsc = now;
+            if !flow.dirty && self.hot.is_some() {
+                flow.dirty = true;
+                self.dirty.push(groups.handles[g]);
+            }
+            if let Some(reason) = flow.drop_reason {
+                self.counters.drop(reason, u64::from(members.count_ones()));
+                Bits(members).for_each(|i| pkts[i] = None);
+                continue;
+            }
+            let mut x = Exec {
+                io: &mut *io,
+                counters: &mut self.counters,
+                tun: &mut self.tun,
+                mtus: &self.mtus,
+                keys: &self.keys,
+                in_ports: &self.in_ports,
+                now,
+                hz: self.hz,
+            };
+            execute(&flow.actions, pkts, members, &mut x);
+        }
+    }
+}
+
+/// The outer UDP source port for packet `i`: from its flow key when it is IP
+/// (the same value [`InnerFlow::from_frame`] gives, see the equivalence test),
+/// else from its bytes.
+#[inline]
+pub(super) fn src_port_of(key: &FlowKey, frame: &[u8]) -> u16 {
+    let ty = key.eth_type();
+    if ty == ETH_TYPE_IPV4 || ty == ETH_TYPE_IPV6 {
+        vxlan_src_port(&inner_flow(key))
+    } else {
+        vxlan_src_port(&InnerFlow::from_frame(frame))
+    }
+}
+
+/// What running actions needs besides the packets.
+struct Exec<'a, I: Io> {
+    io: &'a mut I,
+    counters: &'a mut Local,
+    tun: &'a mut TunnelCtx,
+    mtus: &'a [u16],
+    keys: &'a [FlowKey; BURST],
+    in_ports: &'a [u32; BURST],
+    now: u64,
+    hz: u64,
+}
+
+impl<I: Io> Exec<'_, I> {
+    /// Sends packet `i` (`m`) out of `port`: a physical port (MTU checked) or
+    /// a tunnel port (encapsulated towards its uplink).
+    fn send(&mut self, port: u32, m: I::Pkt, vni: Option<u32>, i: usize) {
+        let phys = self.mtus.len() as u32;
+        if port < phys {
+            let mtu = self.mtus[port as usize];
+            let frame = m.data();
+            // Headers are at least 14 bytes: most frames pass without reading them.
+            if frame.len() > usize::from(mtu) + 14 && frame.len() - l2_len(frame) > usize::from(mtu) {
+                if !self.tun.is_uplink(port) {
+                    // Towards a VF: its receive drops the frame, as it
+                    // does behind the e-switch; no ICMP from a VM's port.
+                    self.counters.drop(DropReason::Mtu, 1);
+                    self.counters.port(port as usize, PortCounter::TxDropped, 1);
+                    return;
+                }
+                let l2 = l2_len(frame);
+                self.too_big(m, usize::from(mtu), l2, i, port);
+                return;
+            }
+            self.io.send(port, m, self.counters);
+            return;
+        }
+        self.send_tunnel_many(port, vni, std::iter::once((i, m)));
+    }
+
+    /// Encapsulates packets (with their burst index) for tunnel port `port`
+    /// and sends them out of the uplink; the encapsulation is resolved once
+    /// for all of them (a flow's group shares port and VNI).
+    fn send_tunnel_many(&mut self, port: u32, vni: Option<u32>, pkts: impl Iterator<Item = (usize, I::Pkt)>) {
+        let r = match self.tun.resolve(port, vni) {
+            Ok(r) => r.clone(),
+            Err(e) => {
+                let e = *e;
+                let n = pkts.count() as u64;
+                self.unresolved(e, n);
+                return;
+            }
+        };
+        let overhead = r.template.overhead();
+        for (i, mut m) in pkts {
+            if !m.is_contiguous() {
+                // Encapsulation (and the IPv6 UDP checksum) needs the whole
+                // frame in one segment; the pool's buffers are sized for that.
+                self.counters.drop(DropReason::ActionError, 1);
+                continue;
+            }
+            let outer_ip_len = m.data().len() + overhead - 14;
+            if outer_ip_len > usize::from(r.uplink_mtu) {
+                let l2 = l2_len(m.data());
+                // The largest inner IP packet that fits.
+                let inner_mtu = (usize::from(r.uplink_mtu) + 14).saturating_sub(overhead + l2);
+                self.too_big(m, inner_mtu, l2, i, r.uplink);
+                continue;
+            }
+            let sport = src_port_of(&self.keys[i], m.data());
+            if r.template.encap(&mut m, sport).is_err() {
+                self.counters.drop(DropReason::ActionError, 1);
+                continue;
+            }
+            self.counters.add(Counter::Encapsulated, 1);
+            self.counters.port(port as usize, PortCounter::TxPackets, 1);
+            self.counters.port(port as usize, PortCounter::TxBytes, m.len() as u64);
+            self.io.send(r.uplink, m, self.counters);
+        }
+    }
+
+    /// `n` packets could not be encapsulated: count them; for a missing
+    /// neighbour, ask for it (rate-limited).
+    fn unresolved(&mut self, e: Unresolved, n: u64) {
+        match e {
+            Unresolved::NoNeighbour { next_hop, port: uplink, local } => {
+                self.counters.drop(DropReason::NeighbourMiss, n);
+                if let Some(len) = self.tun.solicit(next_hop, uplink, local, self.now, self.hz) {
+                    if let Some(mut req) = self.io.alloc() {
+                        if req.replace(&self.tun.scratch[..len]) {
+                            self.counters.add(Counter::NeighRequestsSent, 1);
+                            self.io.send(uplink, req, self.counters);
+                        }
+                    }
+                }
+            }
+            Unresolved::NoVni => self.counters.drop(DropReason::NoVni, n),
+            Unresolved::NoRoute | Unresolved::NoLocalAddress => self.counters.drop(DropReason::NoRoute, n),
+        }
+    }
+
+    /// A packet too big for `egress`: answer an IPv4 DF packet with ICMP
+    /// "fragmentation needed" and an IPv6 one with "packet too big" (sent
+    /// back out of its ingress port); otherwise drop. Counted as `mtu`.
+    fn too_big(&mut self, mut m: I::Pkt, mtu: usize, l2: usize, i: usize, egress: u32) {
+        self.counters.drop(DropReason::Mtu, 1);
+        self.counters.port(egress as usize, PortCounter::TxDropped, 1);
+        let ingress = self.in_ports[i];
+        if ingress as usize >= self.mtus.len() {
+            return; // arrived through a tunnel: no way back for ICMP here
+        }
+        let frame = m.data();
+        let eth_type = u16::from_be_bytes([frame[l2 - 2], frame[l2 - 1]]);
+        let mtu16 = mtu.min(usize::from(u16::MAX)) as u16;
+        let len = match eth_type {
+            ETH_TYPE_IPV4 if frame.len() > l2 + 6 && frame[l2 + 6] & 0x40 != 0 => {
+                icmp4_frag_needed(frame, l2, mtu16, &mut self.tun.scratch)
+            }
+            ETH_TYPE_IPV6 => icmp6_packet_too_big(frame, l2, mtu.max(1280) as u32, &mut self.tun.scratch),
+            _ => None,
+        };
+        if let Some(len) = len {
+            if m.replace(&self.tun.scratch[..len]) {
+                self.counters.add(Counter::IcmpTooBigSent, 1);
+                self.io.send(ingress, m, self.counters);
+            }
+        }
+    }
+}
+
+/// Runs `actions` on the packets of one flow group (`members` bits of `pkts`).
+fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, x: &mut Exec<'_, I>) {
+    let last = actions.len().saturating_sub(1);
+    let mut vni = None;
+    let phys = x.mtus.len();
+    // One action over the whole group at a time: the dispatch is per action,
+    // not per packet.
+    for (ai, action) in actions.iter().enumerate() {
+        match action {
+            Action::SetTunnel(v) => vni = Some(*v),
+            Action::Output(port) if ai == last && *port as usize >= phys => {
+                x.send_tunnel_many(*port, vni, Bits(members).filter_map(|i| Some((i, pkts[i].take()?))));
+            }
+            Action::Output(port) if ai == last => {
+                for i in Bits(members) {
+                    if let Some(m) = pkts[i].take() {
+                        x.send(*port, m, vni, i);
+                    }
+                }
+            }
+            Action::Output(port) => {
+                for i in Bits(members) {
+                    let Some(m) = pkts[i].as_ref() else { continue };
+                    x.counters.add(Counter::Copies, 1);
+                    match x.io.copy(m) {
+                        Some(copy) => x.send(*port, copy, vni, i),
+                        None => x.counters.drop(DropReason::NoMbuf, 1),
+                    }
+                }
+            }
+            Action::Drop => {
+                for i in Bits(members) {
+                    if pkts[i].take().is_some() {
+                        x.counters.drop(DropReason::RuleDrop, 1);
+                    }
+                }
+            }
+            edit => {
+                for i in Bits(members) {
+                    let Some(m) = pkts[i].as_mut() else { continue };
+                    let result = match edit {
+                        Action::PopVlan => actions::pop_vlan(m).map(|_| ()),
+                        Action::PushVlan { tpid, tci } => actions::push_vlan(m, *tpid, *tci),
+                        Action::SetVlanVid(vid) => actions::set_vlan_vid(m, *vid),
+                        Action::SetEthSrc(mac) => actions::set_eth_src(m, *mac),
+                        Action::SetEthDst(mac) => actions::set_eth_dst(m, *mac),
+                        Action::SetTunnel(_) | Action::Output(_) | Action::InPort | Action::Drop => Ok(()),
+                    };
+                    if result.is_err() {
+                        x.counters.drop(DropReason::ActionError, 1);
+                        pkts[i] = None;
+                    }
+                }
+            }
+        }
+    }
+}

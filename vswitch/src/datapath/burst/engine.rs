@@ -1,0 +1,342 @@
+//! One PMD's switching state ([`Engine`]), what it starts with, and the
+//! pipeline of stages a burst goes through ([`Engine::process`]).
+
+use crate::actions::{Action, PacketBuf};
+use crate::datapath::counters::{Counter, DropReason, Local, PortCounter};
+use crate::datapath::flows::{EventBatch, FlowEvent, FlowHandle, FlowTable};
+use crate::datapath::tunnel::TunnelCtx;
+use crate::flow::{Emc, Megaflows, RuleTable, Smc};
+use crate::packet::FlowKey;
+use crate::underlay::Underlay;
+use crossbeam_channel::Sender;
+use offload::model::ModelSwitch;
+use std::sync::Arc;
+use std::time::Duration;
+/// Packets a burst holds at most (the size of the per-burst arrays).
+pub const BURST: usize = 64;
+/// Packets taken per rx poll.
+pub const RX_BURST: usize = 32;
+
+/// A burst of packets: slots taken out (`None`) as stages consume them.
+pub type Packets<P> = [Option<P>; BURST];
+
+/// Where the engine's packets go and where copies come from.
+pub trait Io {
+    type Pkt: PacketBuf;
+
+    /// Queues `pkt` for physical port `port` (counted there; a full queue
+    /// drops and counts `tx_full`).
+    fn send(&mut self, port: u32, pkt: Self::Pkt, counters: &mut Local);
+
+    /// A copy of `pkt` (several outputs), or `None` without buffers.
+    fn copy(&mut self, pkt: &Self::Pkt) -> Option<Self::Pkt>;
+
+    /// An empty packet (ARP requests), or `None` without buffers.
+    fn alloc(&mut self) -> Option<Self::Pkt>;
+}
+
+/// A flow's actions and, when they deliver nothing, the counted reason.
+pub(super) type FlowActions = (Arc<[Action]>, Option<DropReason>);
+
+/// (rule, input port) action lists remembered per PMD (then forgotten at once).
+pub(super) const ACTION_LISTS_MAX: usize = 4096;
+
+/// Megaflow masks from which the signature-match cache is used.
+pub(super) const SMC_MIN_MASKS: usize = 3;
+
+/// Settings every PMD gets.
+#[derive(Debug, Clone)]
+pub struct PmdConfig {
+    pub upcall_budget: usize,
+    pub emc_entries: usize,
+    /// Signature-match cache entries (0: off).
+    pub smc_entries: usize,
+    /// Insert into the exact-match cache after 1 in N megaflow hits.
+    pub emc_insert_inv_prob: u64,
+    pub max_flows: usize,
+    pub idle_timeout: Duration,
+    /// How long a flow the offload manager saw hit in hardware is kept from
+    /// eviction and pressure expiry (its software `used` time only moves on
+    /// the manager's counter queries): twice the query interval; zero
+    /// without offload.
+    pub hw_grace: Duration,
+}
+
+/// A table above this share of `max_flows` is under pressure: idle flows
+/// expire after [`PRESSURE_IDLE`] instead of the idle timeout (as Open
+/// vSwitch's revalidator does above its flow limit).
+pub(super) const PRESSURE_NUM: usize = 3;
+pub(super) const PRESSURE_DEN: usize = 4;
+pub(super) const PRESSURE_IDLE: Duration = Duration::from_millis(100);
+/// Flows sampled at random when a full table makes room; the one idle
+/// longest goes (approximate LRU at O(1) per install).
+pub(super) const EVICT_SAMPLE: usize = 16;
+
+/// What a revalidation did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RevalidateReport {
+    pub kept: usize,
+    pub removed: usize,
+    /// The offload manager did not confirm in time that the hardware rules
+    /// of the flows removed are gone (they go when it catches up).
+    pub offload_pending: bool,
+}
+
+/// A revalidation in progress: the next slot to check and the tally so far
+/// (flows the sweep checked and those packets had checked first).
+pub(super) struct Sweep {
+    pub(super) cursor: usize,
+    pub(super) report: RevalidateReport,
+}
+
+/// What the engine starts with.
+pub struct EngineSetup {
+    pub index: usize,
+    pub config: PmdConfig,
+    pub table: Arc<RuleTable>,
+    pub events: Option<Sender<EventBatch>>,
+    /// Whether `events` also gets per-flow hit deltas (the offload manager
+    /// does not use them: it counts hardware hits itself).
+    pub hit_reports: bool,
+    pub underlay: Arc<Underlay>,
+    /// Per physical port: whether it is an uplink (VTEP duties).
+    pub uplink: Vec<bool>,
+    /// Per physical port: its MTU.
+    pub mtus: Vec<u16>,
+    /// Tunnel ports (numbered after the physical ports).
+    pub tunnels: usize,
+    /// Ticks per second of the `now` values the engine is given.
+    pub hz: u64,
+    /// The model e-switch in front of the software path, if configured.
+    pub hardware: Option<Hardware>,
+    /// Report flows that keep a rate (hot-flow offload policy), if set.
+    pub hot: Option<HotPolicy>,
+}
+
+/// The (model) e-switch stage: the model and how its ethdev port ids map to
+/// the switch's port numbers.
+pub struct Hardware {
+    pub model: Arc<ModelSwitch>,
+    /// Per physical port: its ethdev port id.
+    pub ethdev: Vec<u16>,
+    /// Per ethdev port id: the physical port number.
+    pub port_of: Vec<Option<u32>>,
+}
+
+/// When a flow counts as hot: at least `min_pps` for `hot` (reported again
+/// every `repeat` while it stays hot in software).
+#[derive(Debug, Clone, Copy)]
+pub struct HotPolicy {
+    pub min_pps: u64,
+    pub hot: Duration,
+    pub repeat: Duration,
+}
+
+impl HotPolicy {
+    /// The shortest span a rate is measured over: a quarter of the hot time,
+    /// 10 to 100 ms (the few packets of one check interval are noise, and a
+    /// flow whose rate flickers across the threshold would never stay hot).
+    pub fn window(&self) -> Duration {
+        (self.hot / 4).clamp(Duration::from_millis(10), Duration::from_millis(100))
+    }
+}
+
+pub(super) const WAYS_MIN: usize = 4;
+
+/// One PMD's switching state.
+pub struct Engine {
+    pub index: usize,
+    pub(super) config: PmdConfig,
+    pub(super) table: Arc<RuleTable>,
+    pub(super) events: Option<Sender<EventBatch>>,
+    pub(super) hit_reports: bool,
+    /// Events not sent yet (the channel was full, or the iteration is not over).
+    pub(super) pending_events: Vec<FlowEvent>,
+    pub(super) flows: FlowTable,
+    pub(crate) hardware: Option<Hardware>,
+    pub(super) hot: Option<HotPolicy>,
+    /// Flows hit since the last hot check.
+    pub(super) dirty: Vec<FlowHandle>,
+    /// Flows keeping the hot rate, not reported yet: checked every time
+    /// (a slow flow need not be hit at the moment its hot time is over).
+    pub(super) watch: Vec<FlowHandle>,
+    pub(super) tun: TunnelCtx,
+    pub(super) mtus: Vec<u16>,
+    pub(super) hz: u64,
+    pub(super) idle_ticks: u64,
+    pub(super) emc: Emc<FlowHandle>,
+    pub(super) smc: Smc,
+    /// The action lists of recent (rule, input port) pairs of this table:
+    /// megaflows of one rule share one allocation. Cleared with each new table.
+    pub(super) action_lists: std::collections::HashMap<(u64, u32), FlowActions>,
+    /// Where the next maintenance slice starts.
+    pub(super) maint_cursor: usize,
+    /// The rule table's generation (one more per `set_rules`).
+    pub(super) table_gen: u32,
+    /// Live flows not checked against the current table yet.
+    pub(super) stale: usize,
+    /// The revalidation in progress, if any.
+    pub(super) sweep: Option<Sweep>,
+    pub(super) dpcls: Megaflows,
+    pub counters: Local,
+    pub(super) next_flow: u64,
+    pub(super) upcalls_left: usize,
+    /// Upcalls of this iteration kept for the ports polled after the
+    /// current one (their fair share: a flood on one port cannot take the
+    /// whole budget).
+    pub(super) upcall_reserve: usize,
+    /// Packets of the last burst that missed both caches.
+    pub(super) burst_misses: usize,
+    pub(super) rng: u64,
+    // Per-burst scratch, kept to avoid re-initialising on every burst.
+    pub(super) keys: Box<[FlowKey; BURST]>,
+    pub(super) miss_keys: Box<[FlowKey; BURST]>,
+    pub(super) hashes: [u64; BURST],
+    /// Packet lengths after any decapsulation (flow byte counts).
+    pub(super) lens: [u32; BURST],
+    /// The port each packet is classified as coming from (a tunnel port
+    /// after decapsulation).
+    pub(super) in_ports: [u32; BURST],
+    pub(super) flow_of: [Option<FlowHandle>; BURST],
+    /// Packets in the burst being processed: flows its packets point to
+    /// (`flow_of[..burst_len]`) are not evicted until it is executed.
+    pub(super) burst_len: usize,
+}
+
+/// Packets of a burst grouped by flow: (flow handle, member bits).
+pub struct Groups {
+    pub handles: [FlowHandle; BURST],
+    pub members: [u64; BURST],
+    pub len: usize,
+}
+
+impl Engine {
+    pub fn new(s: EngineSetup) -> Self {
+        let phys = s.mtus.len();
+        let ports = phys + s.tunnels;
+        let hz = s.hz.max(1);
+        // Only the offload manager addresses flows by id.
+        let flows = FlowTable::new(s.events.is_some());
+        Self {
+            index: s.index,
+            idle_ticks: (s.config.idle_timeout.as_secs_f64() * hz as f64) as u64,
+            upcalls_left: s.config.upcall_budget,
+            upcall_reserve: 0,
+            burst_misses: 0,
+            rng: 0x9e37_79b9_7f4a_7c15 ^ (s.index as u64 + 1),
+            emc: Emc::new(s.config.emc_entries.max(WAYS_MIN)),
+            smc: Smc::new(s.config.smc_entries),
+            action_lists: std::collections::HashMap::new(),
+            maint_cursor: 0,
+            table_gen: 0,
+            stale: 0,
+            sweep: None,
+            tun: TunnelCtx::new(s.underlay, phys, s.uplink),
+            config: s.config,
+            table: s.table,
+            hit_reports: s.events.is_some() && s.hit_reports,
+            events: s.events,
+            pending_events: Vec::new(),
+            flows,
+            hardware: s.hardware,
+            hot: s.hot,
+            dirty: Vec::new(),
+            watch: Vec::new(),
+            mtus: s.mtus,
+            hz,
+            dpcls: Megaflows::new(),
+            counters: Local::new(ports),
+            next_flow: 1,
+            keys: Box::new([FlowKey::ZERO; BURST]),
+            miss_keys: Box::new([FlowKey::ZERO; BURST]),
+            hashes: [0; BURST],
+            lens: [0; BURST],
+            in_ports: [0; BURST],
+            flow_of: [None; BURST],
+            burst_len: 0,
+        }
+    }
+
+    /// Once per PMD iteration: a fresh upcall budget, underlay changes picked up.
+    pub fn start_iteration(&mut self) {
+        self.upcalls_left = self.config.upcall_budget;
+        self.upcall_reserve = 0;
+        self.tun.refresh();
+    }
+
+    /// Before a burst from one of `queues` receive queues polled this
+    /// iteration, `later` of them still to come: the upcall budget keeps
+    /// each of those its share (budget / queues, at least one). The PMD
+    /// rotates which queue goes first, so every port gets the whole rest in
+    /// turn.
+    pub fn queue_turn(&mut self, later: usize, queues: usize) {
+        let share = (self.config.upcall_budget / queues.max(1)).max(1);
+        self.upcall_reserve = later * share;
+    }
+
+    /// Uses another underlay (tests that share one between engines).
+    #[cfg(test)]
+    pub(crate) fn underlay_for_tests(&mut self, u: &Arc<Underlay>) {
+        let phys = self.mtus.len();
+        self.tun = TunnelCtx::new(Arc::clone(u), phys, vec![false, false, true]);
+    }
+
+    /// Packets of the last burst that missed both caches (new flows).
+    pub fn burst_misses(&self) -> usize {
+        self.burst_misses
+    }
+
+    /// Flow slots (live or free): what a maintenance pass walks.
+    pub fn flow_slots(&self) -> usize {
+        self.flows.capacity()
+    }
+
+    /// Live megaflows.
+    pub fn flow_count(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Runs a burst of `n` packets received on physical port `in_port`
+    /// through every stage. `now` is in the setup's ticks.
+    pub fn process<I: Io>(&mut self, in_port: u32, pkts: &mut Packets<I::Pkt>, n: usize, now: u64, io: &mut I) {
+        let n = n.min(BURST);
+        self.counters.add(Counter::Packets, n as u64);
+        self.counters.port(in_port as usize, PortCounter::RxPackets, n as u64);
+        self.stage_hardware(in_port, pkts, n, io);
+        let mut pending = self.stage_ingress(in_port, pkts, n, io);
+        pending = self.stage_emc(pending);
+        pending = self.stage_smc(pending);
+        pending = self.stage_megaflow(pending);
+        pending = self.stage_fresh(pending, pkts, n);
+        self.stage_upcall(pending, pkts, now);
+        let groups = group(&self.flow_of, pkts, n);
+        self.stage_execute(&groups, pkts, now, io);
+        self.burst_len = 0;
+        // Anything still here went through a rule whose actions end without
+        // an output (e.g. `output:vf1,mod_dl_src:...`): dropped by the rule.
+        let left = pkts.iter().take(n).filter(|p| p.is_some()).count() as u64;
+        if left > 0 {
+            self.counters.drop(DropReason::RuleDrop, left);
+        }
+    }
+}
+
+/// Groups the burst's remaining packets by flow.
+pub fn group<P>(flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usize) -> Groups {
+    let mut g = Groups { handles: [FlowHandle { index: 0, generation: 0 }; BURST], members: [0; BURST], len: 0 };
+    for (i, pkt) in pkts.iter().enumerate().take(n) {
+        if pkt.is_none() {
+            continue;
+        }
+        let Some(h) = flow_of[i] else { continue };
+        match (0..g.len).find(|&k| g.handles[k].index == h.index) {
+            Some(k) => g.members[k] |= 1 << i,
+            None => {
+                g.handles[g.len] = h;
+                g.members[g.len] = 1 << i;
+                g.len += 1;
+            }
+        }
+    }
+    g
+}

@@ -1,0 +1,45 @@
+//! The burst engine: what a PMD does to a burst of packets, as a sequence of
+//! named stages, with no DPDK. It is generic over [`Io`] (where packets go
+//! out, how they are copied) and over the packet type (an mbuf in the
+//! datapath, a `VecPacket` in tests), so every stage and whole bursts are
+//! tested on plain buffers.
+//!
+//! Stages, in order ([`Engine::process`]), one file each by concern:
+//! 1. [`Engine::stage_hardware`]: the model e-switch, when one is configured,
+//!    takes the packets its rules match (as a NIC would before the
+//!    representor) and sends them itself;
+//! 2. [`Engine::stage_ingress`]: parse; on uplinks the VTEP answers ARP/ND
+//!    for its addresses and decapsulates VXLAN sent to them;
+//! 3. [`Engine::stage_emc`]: the exact-match cache, in three passes so cache
+//!    misses overlap;
+//! 4. [`Engine::stage_smc`]: the signature-match cache for the misses, once
+//!    there are several megaflow masks;
+//! 5. [`Engine::stage_megaflow`]: the megaflow classifier for the rest, as
+//!    one batch;
+//! 6. [`Engine::stage_fresh`]: while a revalidation runs, packets that found
+//!    a stale flow have it revalidated first;
+//! 7. [`Engine::stage_upcall`]: the rule table for the rest, within the
+//!    iteration's upcall budget, installing megaflows;
+//! 8. [`group`]: packets grouped by flow;
+//! 9. [`Engine::stage_execute`]: each group's actions run once, per action
+//!    across the group.
+//!
+//! Files: `engine` (the state and the pipeline), `stages` (1-7), `egress`
+//! (9), `lifecycle` (install, eviction, events, expiry, revalidation,
+//! dumps), `hot` (hot-flow tracking for the offload policy); `tests` beside
+//! them, split the same way.
+
+mod egress;
+mod engine;
+mod hot;
+mod lifecycle;
+mod stages;
+
+pub use crate::flow::Bits;
+pub use engine::{
+    group, Engine, EngineSetup, Groups, Hardware, HotPolicy, Io, Packets, PmdConfig, RevalidateReport, BURST, RX_BURST,
+};
+pub use stages::{flow_actions, l2_len, megaflow_mask};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! The classifying stages and egress, one burst at a time.
+
+use super::*;
+
+#[test]
+fn forwards_by_rule_caches_the_megaflow_and_counts_lookup_tiers() {
+    let mut e = engine(&["priority=10,in_port=vf0,ip actions=output:uplink0"], 64);
+    let frames: Vec<Vec<u8>> = (0..8).map(|i| udp([2; 6], [4; 6], [10, 0, 0, i], 80, 60)).collect();
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert_eq!(io.sent.len(), 8);
+    assert!(io.sent.iter().all(|(p, _)| *p == 2));
+    assert_eq!(io.sent.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(), frames, "unchanged, in order");
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Upcalls), c.get(Counter::MegaflowHits)), (1, 7), "one upcall covers the burst");
+    assert_eq!(e.flow_count(), 1);
+    // The second burst hits the exact-match cache for the packets inserted.
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    let c = counters(&e);
+    assert_eq!(c.get(Counter::EmcHits), 8, "every packet was inserted on its megaflow hit (1 in 1)");
+    assert_eq!(c.port(0, PortCounter::RxPackets), 16);
+    let dump = e.dump(3);
+    assert_eq!((dump.len(), dump[0].packets), (1, 16));
+    assert_balanced(&e);
+}
+
+#[test]
+fn stages_one_by_one() {
+    let mut e = engine(&["priority=10,in_port=vf0,ip actions=output:uplink0"], 64);
+    let frames = vec![udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60), vec![1, 2, 3]];
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&frames);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
+    assert_eq!(pending, 0b01, "the 3-byte frame is a parse error");
+    assert!(pkts[1].is_none());
+    assert_eq!(counters(&e).drops(DropReason::ParseError), 1);
+    assert_eq!(e.stage_emc(pending), 0b01, "empty cache: a miss");
+    assert_eq!(e.stage_megaflow(pending), 0b01, "no megaflow yet");
+    e.stage_upcall(pending, &mut pkts, 1);
+    let g = group(&e.flow_of, &pkts, n);
+    assert_eq!((g.len, g.members[0]), (1, 0b01));
+    e.stage_execute(&g, &mut pkts, 1, &mut io);
+    assert_eq!(io.sent.len(), 1);
+}
+
+#[test]
+fn vlan_mac_drop_copies_and_mtu() {
+    let mut e = engine(
+        &[
+            "priority=20,in_port=vf0,udp,tp_dst=53 actions=mod_vlan_vid:100,output:uplink0",
+            "priority=10,in_port=vf0,ip actions=mod_dl_src:02:aa:00:00:00:01,output:uplink0,output:vf1",
+            "priority=30,in_port=vf0,ip,nw_dst=10.9.0.0/16 actions=drop",
+        ],
+        64,
+    );
+    let dns = udp([2; 6], [4; 6], [10, 0, 0, 1], 53, 60);
+    let web = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let dropped = udp([2; 6], [4; 6], [10, 9, 0, 1], 80, 60);
+    let big = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 1600);
+    let mut io = VecIo { copies: 10, ..Default::default() };
+    let (mut pkts, n) = burst(&[dns.clone(), web.clone(), dropped, big]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let mut tagged = dns[..12].to_vec();
+    tagged.extend_from_slice(&[0x81, 0x00, 0x00, 100]);
+    tagged.extend_from_slice(&dns[12..]);
+    let mut rewritten = web.clone();
+    rewritten[6..12].copy_from_slice(&[2, 0xaa, 0, 0, 0, 1]);
+    assert!(io.sent.contains(&(2, tagged)), "VLAN pushed");
+    assert!(io.sent.contains(&(2, rewritten.clone())) && io.sent.contains(&(1, rewritten)), "both outputs");
+    let c = counters(&e);
+    assert_eq!(c.drops(DropReason::RuleDrop), 1);
+    assert_eq!(c.drops(DropReason::RxMtu), 1, "vf0 cannot send a 1600-byte frame above its MTU of 1500");
+    assert_eq!(io.sent.len(), 3);
+    // Without buffers the copy is dropped and counted; the last output still goes.
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&[web]);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    assert_eq!(io.sent.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(counters(&e).drops(DropReason::NoMbuf), 1);
+    assert_balanced(&e);
+}
+
+#[test]
+fn an_output_to_the_input_port_is_skipped_unless_the_rule_says_in_port() {
+    let mut e = engine(
+        &[
+            "priority=10,in_port=vf0 actions=output:vf0,output:uplink0",
+            "priority=10,in_port=vf1 actions=mod_vlan_vid:5,output:vf1",
+            "priority=10,in_port=uplink0 actions=output:in_port",
+        ],
+        64,
+    );
+    let f = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let mut io = VecIo::default();
+    for port in [0, 1, 2] {
+        let (mut pkts, n) = burst(std::slice::from_ref(&f));
+        e.process(port, &mut pkts, n, 1, &mut io);
+    }
+    let to: Vec<u32> = io.sent.iter().map(|(p, _)| *p).collect();
+    assert_eq!(to, vec![2, 2], "vf0's copy to itself skipped; uplink0 hairpins by in_port");
+    assert_eq!(counters(&e).drops(DropReason::ToInPort), 1, "vf1's only output was to itself");
+    // The flows show what they do.
+    let mut flows = e.dump(2);
+    flows.sort_by_key(|f| f.key.in_port());
+    let outs: Vec<Vec<Action>> = flows.iter().map(|f| f.actions.to_vec()).collect();
+    assert_eq!(outs[0], vec![Action::Output(2)]);
+    assert_eq!(outs[2], vec![Action::Output(2)]);
+}
+
+#[test]
+fn encap_to_the_tunnel_uses_the_offload_source_port() {
+    let mut e = engine(&["priority=10,in_port=vf0 actions=output:vxlan0"], 64);
+    let inner = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(std::slice::from_ref(&inner));
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert_eq!(io.sent.len(), 1);
+    let (port, out) = &io.sent[0];
+    assert_eq!(*port, 2);
+    assert_eq!(&out[0..6], &REMOTE_MAC);
+    assert_eq!(&out[50..], &inner[..]);
+    let sport = u16::from_be_bytes([out[34], out[35]]);
+    assert_eq!(sport, vxlan_src_port(&InnerFlow::from_frame(&inner)), "the same function as the model e-switch");
+    assert_eq!(counters(&e).get(Counter::Encapsulated), 1);
+}
+
+#[test]
+fn vtep_answers_arp_and_decapsulates() {
+    let mut e = engine(&["priority=10,in_port=vxlan0 actions=output:vf0"], 64);
+    // ARP request for the VTEP address.
+    let mut arp = vec![0xff; 6];
+    arp.extend_from_slice(&REMOTE_MAC);
+    arp.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&REMOTE_MAC);
+    arp.extend_from_slice(&[198, 18, 0, 2]);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[198, 18, 0, 1]);
+    // VXLAN from the remote VTEP, VNI 100.
+    let inner = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let vx = from_remote_vtep(&inner, 0xc000);
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&[arp, vx]);
+    e.process(2, &mut pkts, n, 1, &mut io);
+    assert_eq!(io.sent.len(), 2, "{:?}", io.sent.iter().map(|(p, f)| (p, f.len())).collect::<Vec<_>>());
+    let (reply_port, reply) = &io.sent[0];
+    assert_eq!((*reply_port, &reply[12..14], &reply[20..22]), (2, &[0x08, 0x06][..], &[0, 2][..]), "ARP reply");
+    assert_eq!(io.sent[1], (0, inner), "decapsulated to vf0");
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Decapsulated), c.get(Counter::NeighRepliesSent)), (1, 1));
+    assert_eq!(c.port(3, PortCounter::RxPackets), 1, "counted on the tunnel port");
+}
+
+#[test]
+fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
+    let mut e = engine(
+        &[
+            "priority=40,in_port=vf0,ip,nw_dst=10.0.3.3/32 actions=drop",
+            "priority=30,in_port=vf0,udp,tp_dst=80 actions=output:uplink0",
+            "priority=20,in_port=vf0,ip,nw_dst=10.0.2.0/24 actions=output:vf1",
+            "priority=10,in_port=vf0,ip actions=output:uplink0",
+        ],
+        64,
+    );
+    let frames: Vec<Vec<u8>> =
+        (0..24u8).map(|i| udp([2; 6], [4; 6], [10, 0, i % 4, i], if i % 3 == 0 { 80 } else { 81 }, 60)).collect();
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert!(e.dpcls.subtable_count() >= SMC_MIN_MASKS, "{} masks", e.dpcls.subtable_count());
+    let all = (1u64 << n) - 1;
+    // The classifier's answers, which fill the cache...
+    let (mut pkts, _) = burst(&frames);
+    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io), all);
+    assert_eq!(e.stage_megaflow(all), 0);
+    let want = e.flow_of;
+    // ...and the cache gives the same flows without the classifier.
+    let (mut pkts, _) = burst(&frames);
+    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io), all);
+    e.flow_of = [None; BURST];
+    assert_eq!(e.stage_smc(all), 0, "every packet a cache hit");
+    assert_eq!(e.flow_of, want);
+    assert_eq!(counters(&e).get(Counter::SmcHits), n as u64);
+    // A removed flow's entry is verified away, not followed.
+    let gone = want[0].expect("flow");
+    e.remove_flow(gone, RemoveReason::Idle);
+    let (mut pkts, _) = burst(&frames);
+    e.stage_ingress(0, &mut pkts, n, &mut io);
+    e.flow_of = [None; BURST];
+    let missed = e.stage_smc(all);
+    assert_ne!(missed & 1, 0, "the removed flow's packet misses");
+    assert!(Bits(all & !missed).all(|i| e.flow_of[i] == want[i] && want[i] != Some(gone)));
+}
