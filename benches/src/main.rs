@@ -249,23 +249,7 @@ fn run(args: Args) -> Result<()> {
             vswitchd,
         } => {
             let bin = ours::vswitchd_path(vswitchd)?;
-            let mut cases = Vec::new();
-            for sc in scenario.iter().copied().filter(|s| !matches!(s, Scenario::Setup | Scenario::Acl)) {
-                for fr in &frame {
-                    for fl in &flows {
-                        if *fr > 64 && !large_frame_flows.contains(fl) {
-                            continue;
-                        }
-                        cases.push((sc, *fl, *fr));
-                    }
-                }
-            }
-            if scenario.contains(&Scenario::Setup) {
-                cases.extend(setup_flows.iter().map(|&f| (Scenario::Setup, f, 64)));
-            }
-            if scenario.contains(&Scenario::Acl) {
-                cases.push((Scenario::Acl, acl_flows, 64));
-            }
+            let cases = run_cases(&scenario, &flows, &frame, &large_frame_flows, &setup_flows, acl_flows);
             let results = matrix(&bin, &cases, &timing, peer.is_some(), !no_floor, &out)?;
             write_reports(&results, &out)?;
             println!("{}", report::markdown(&results));
@@ -312,48 +296,84 @@ fn run(args: Args) -> Result<()> {
             let table = control::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules)?;
             println!("{table}");
         }
-        Cmd::Smoke { vswitchd, no_peer } => {
-            let bin = ours::vswitchd_path(vswitchd)?;
-            let timing = Timing { warmup: 1, seconds: 2, core: None };
-            let cases = [
-                (Scenario::Fwd, 1000, 64),
-                (Scenario::Encap, 1000, 64),
-                (Scenario::Decap, 1000, 64),
-                (Scenario::Setup, 100_000, 64),
-                (Scenario::Acl, 20_000, 64),
-            ];
-            let out = std::env::temp_dir().join(format!("vswitch-bench-smoke-{}", std::process::id()));
-            let results = matrix(&bin, &cases, &timing, !no_peer, true, &out)?;
-            let mut bad = Vec::new();
-            for m in &results.measurements {
-                let numbers = if m.scenario == Scenario::Setup {
-                    m.upcalls_per_second > 0.0
-                } else if m.scenario == Scenario::Acl {
-                    m.mpps > 0.0 && m.megaflows > 0 && m.masks > 0
-                } else {
-                    m.mpps > 0.0 && (m.switch == Switch::Testpmd || m.cycles_per_packet > 0.0)
-                };
-                if m.error.is_some() || !numbers {
-                    bad.push(format!("{m:?}"));
+        Cmd::Smoke { vswitchd, no_peer } => smoke(vswitchd, no_peer)?,
+    }
+    Ok(())
+}
+
+/// The cases of `run`: every scenario at every frame size and flow count
+/// (frames above 64 bytes only at `large_frame_flows`), then flow setup and
+/// the ACL case.
+fn run_cases(
+    scenario: &[Scenario],
+    flows: &[u32],
+    frame: &[usize],
+    large_frame_flows: &[u32],
+    setup_flows: &[u32],
+    acl_flows: u32,
+) -> Vec<(Scenario, u32, usize)> {
+    let mut cases = Vec::new();
+    for sc in scenario.iter().copied().filter(|s| !matches!(s, Scenario::Setup | Scenario::Acl)) {
+        for fr in frame {
+            for fl in flows {
+                if *fr > 64 && !large_frame_flows.contains(fl) {
+                    continue;
                 }
-            }
-            // fwd, encap, decap: the floor and each switch; setup and acl: each switch.
-            let expected = 3 * (if no_peer { 2 } else { 3 }) + 2 * if no_peer { 1 } else { 2 };
-            if results.measurements.len() != expected {
-                bad.push(format!("{} measurements, expected {expected}", results.measurements.len()));
-            }
-            write_reports(&results, &out)?;
-            let png = std::fs::metadata(out.join("report.png")).map(|m| m.len()).unwrap_or(0);
-            println!("{}", report::markdown(&results));
-            println!("report.png: {png} bytes");
-            let _ = std::fs::remove_dir_all(&out);
-            if png < 1000 {
-                bad.push("no plot".into());
-            }
-            if !bad.is_empty() {
-                bail!("the smoke run did not produce every number:\n{}", bad.join("\n"));
+                cases.push((sc, *fl, *fr));
             }
         }
+    }
+    if scenario.contains(&Scenario::Setup) {
+        cases.extend(setup_flows.iter().map(|&f| (Scenario::Setup, f, 64)));
+    }
+    if scenario.contains(&Scenario::Acl) {
+        cases.push((Scenario::Acl, acl_flows, 64));
+    }
+    cases
+}
+
+/// `smoke`: every scenario for a few seconds through each switch; fails
+/// unless every case produced its numbers and the plot.
+fn smoke(vswitchd: Option<PathBuf>, no_peer: bool) -> Result<()> {
+    let bin = ours::vswitchd_path(vswitchd)?;
+    let timing = Timing { warmup: 1, seconds: 2, core: None };
+    let cases = [
+        (Scenario::Fwd, 1000, 64),
+        (Scenario::Encap, 1000, 64),
+        (Scenario::Decap, 1000, 64),
+        (Scenario::Setup, 100_000, 64),
+        (Scenario::Acl, 20_000, 64),
+    ];
+    let out = std::env::temp_dir().join(format!("vswitch-bench-smoke-{}", std::process::id()));
+    let results = matrix(&bin, &cases, &timing, !no_peer, true, &out)?;
+    let mut bad = Vec::new();
+    for m in &results.measurements {
+        let numbers = if m.scenario == Scenario::Setup {
+            m.upcalls_per_second > 0.0
+        } else if m.scenario == Scenario::Acl {
+            m.mpps > 0.0 && m.megaflows > 0 && m.masks > 0
+        } else {
+            m.mpps > 0.0 && (m.switch == Switch::Testpmd || m.cycles_per_packet > 0.0)
+        };
+        if m.error.is_some() || !numbers {
+            bad.push(format!("{m:?}"));
+        }
+    }
+    // fwd, encap, decap: the floor and each switch; setup and acl: each switch.
+    let expected = 3 * (if no_peer { 2 } else { 3 }) + 2 * if no_peer { 1 } else { 2 };
+    if results.measurements.len() != expected {
+        bad.push(format!("{} measurements, expected {expected}", results.measurements.len()));
+    }
+    write_reports(&results, &out)?;
+    let png = std::fs::metadata(out.join("report.png")).map(|m| m.len()).unwrap_or(0);
+    println!("{}", report::markdown(&results));
+    println!("report.png: {png} bytes");
+    let _ = std::fs::remove_dir_all(&out);
+    if png < 1000 {
+        bad.push("no plot".into());
+    }
+    if !bad.is_empty() {
+        bail!("the smoke run did not produce every number:\n{}", bad.join("\n"));
     }
     Ok(())
 }

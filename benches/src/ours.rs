@@ -73,6 +73,63 @@ fn sum_drops(s: &Value) -> u64 {
     s["drops"].as_object().into_iter().flatten().map(|(_, v)| u(v)).sum()
 }
 
+/// Flow setup: sample until the upcalls stop (every flow installed) or the
+/// window ends; the rate is over the time the upcalls took. `start`: when
+/// the window began and `show` then.
+fn measure_setup(
+    socket: &Path,
+    case: &Case,
+    pid: u32,
+    start: (Instant, &Value),
+    rss0: Option<u64>,
+) -> Result<Measurement> {
+    let (t0, a) = start;
+    let mut last_up = (t0, u(&a["upcalls"]));
+    while t0.elapsed() < case.window {
+        crate::nap(Duration::from_millis(50))?;
+        let up = u(&show(socket)?["upcalls"]);
+        if up > last_up.1 {
+            last_up = (Instant::now(), up);
+        } else if up >= u64::from(case.flows) {
+            break;
+        }
+    }
+    let dt = last_up.0.duration_since(t0).as_secs_f64().max(1e-3);
+    let b = show(socket)?;
+    let upcalls = last_up.1.saturating_sub(u(&a["upcalls"]));
+    let mut m = Measurement::new(Switch::Vswitch, case);
+    m.seconds = dt;
+    m.cycles_per_packet = u(&b["upcall_cycles"]).saturating_sub(u(&a["upcall_cycles"])) as f64 / upcalls.max(1) as f64;
+    m.tiers = BTreeMap::from([("upcall".to_owned(), 100.0)]);
+    m.upcalls_per_second = upcalls as f64 / dt;
+    m.megaflows = u(&b["flows"]);
+    // Memory per megaflow: resident growth over the flows installed
+    // meanwhile (tables grow by doubling: a large count averages that).
+    let grown = u(&b["flows"]).saturating_sub(u(&a["flows"]));
+    if let (Some(r0), Some(r1)) = (rss0, rss_bytes(pid)) {
+        if grown >= 10_000 {
+            m.bytes_per_megaflow = r1.saturating_sub(r0) as f64 / grown as f64;
+        }
+    }
+    Ok(m)
+}
+
+/// The drop reasons that grew between two `show`s ("none" if none did).
+fn drops_between(a: &Value, b: &Value) -> String {
+    let reasons: Vec<String> = b["drops"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| u(v) > u(&a["drops"][k.as_str()]))
+        .map(|(k, v)| format!("{k} {}", u(v) - u(&a["drops"][k.as_str()])))
+        .collect();
+    if reasons.is_empty() {
+        "none".into()
+    } else {
+        reasons.join(", ")
+    }
+}
+
 /// Runs vswitchd on one case and measures it.
 pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<Measurement> {
     let dir = work.join("vswitchd");
@@ -106,37 +163,7 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
     let (t0, a) = (Instant::now(), show(&socket)?);
     let rss0 = rss_bytes(daemon.0.id());
     if case.scenario == Scenario::Setup {
-        // Flow setup: sample until the upcalls stop (every flow installed) or
-        // the window ends; the rate is over the time the upcalls took.
-        let mut last_up = (t0, u(&a["upcalls"]));
-        while t0.elapsed() < case.window {
-            crate::nap(Duration::from_millis(50))?;
-            let up = u(&show(&socket)?["upcalls"]);
-            if up > last_up.1 {
-                last_up = (Instant::now(), up);
-            } else if up >= u64::from(case.flows) {
-                break;
-            }
-        }
-        let dt = last_up.0.duration_since(t0).as_secs_f64().max(1e-3);
-        let b = show(&socket)?;
-        let upcalls = last_up.1.saturating_sub(u(&a["upcalls"]));
-        let mut m = Measurement::new(Switch::Vswitch, case);
-        m.seconds = dt;
-        m.cycles_per_packet =
-            u(&b["upcall_cycles"]).saturating_sub(u(&a["upcall_cycles"])) as f64 / upcalls.max(1) as f64;
-        m.tiers = BTreeMap::from([("upcall".to_owned(), 100.0)]);
-        m.upcalls_per_second = upcalls as f64 / dt;
-        m.megaflows = u(&b["flows"]);
-        // Memory per megaflow: resident growth over the flows installed
-        // meanwhile (tables grow by doubling: a large count averages that).
-        let grown = u(&b["flows"]).saturating_sub(u(&a["flows"]));
-        if let (Some(r0), Some(r1)) = (rss0, rss_bytes(daemon.0.id())) {
-            if grown >= 10_000 {
-                m.bytes_per_megaflow = r1.saturating_sub(r0) as f64 / grown as f64;
-            }
-        }
-        return Ok(m);
+        return measure_setup(&socket, case, daemon.0.id(), (t0, &a), rss0);
     }
     let first = port_tx(&a, sink);
     crate::sample_window(case, progress, || Ok(port_tx(&show(&socket)?, sink)))?;
@@ -165,17 +192,7 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
     }
     m.drops = sum_drops(&b).saturating_sub(sum_drops(&a));
     if m.mpps == 0.0 {
-        let reasons: Vec<String> = b["drops"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter(|(k, v)| u(v) > u(&a["drops"][k.as_str()]))
-            .map(|(k, v)| format!("{k} {}", u(v) - u(&a["drops"][k.as_str()])))
-            .collect();
-        bail!(
-            "no packets reached {sink}; drops: {}",
-            if reasons.is_empty() { "none".into() } else { reasons.join(", ") }
-        );
+        bail!("no packets reached {sink}; drops: {}", drops_between(&a, &b));
     }
     Ok(m)
 }

@@ -423,75 +423,83 @@ pub fn plot(r: &Results, path: &Path) -> Result<()> {
     }
     top.draw(&Text::new("bar labels: vswitch / OVS", (x + 10, 38), ("sans-serif", 15).into_font()))?;
     for (area, (scenario, frame)) in body.split_evenly((rows, cols)).iter().zip(&panels) {
-        let flows: Vec<u32> =
-            r.cases().into_iter().filter(|c| c.0 == *scenario && c.1 == *frame).map(|c| c.2).collect();
-        let top_mpps = r
-            .measurements
-            .iter()
-            .filter(|m| m.ok() && m.scenario == *scenario && m.frame_bytes == *frame)
-            .map(|m| m.mpps)
-            .fold(1.0, f64::max);
-        let n = flows.len() as f64;
-        let mut chart = ChartBuilder::on(area)
-            .caption(format!("{} ({frame}-byte frames)", scenario.name()), ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(35)
-            .y_label_area_size(45)
-            .build_cartesian_2d(-0.5..n - 0.5, 0.0..top_mpps * 1.18)?;
-        let labels = flows.clone();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(flows.len() + 1)
-            .x_label_formatter(&move |x| {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
-                    let n = labels[i as usize];
-                    format!("{} flow{}", flows_label(n), if n == 1 { "" } else { "s" })
-                } else {
-                    String::new()
-                }
-            })
-            .y_desc("Mpps")
-            .draw()?;
-        let bw = 0.8 / switches.len() as f64;
-        // One bar per switch and flow count; "n/a" where a switch could not
-        // run the case.
-        let mut bars = Vec::new();
-        let mut missing = Vec::new();
-        for (k, (sw, color)) in switches.iter().enumerate() {
-            for (i, fl) in flows.iter().enumerate() {
-                let x0 = i as f64 - 0.4 + bw * k as f64;
-                match r.find(*sw, *scenario, *fl, *frame) {
-                    Some(m) if m.ok() => {
-                        bars.push(Rectangle::new([(x0, 0.0), (x0 + bw * 0.92, m.mpps)], color.filled()))
-                    }
-                    Some(_) => missing.push(Text::new("n/a", (x0, top_mpps * 0.05), ("sans-serif", 13).into_font())),
-                    None => {}
-                }
-            }
-        }
-        chart.draw_series(bars)?;
-        chart.draw_series(missing)?;
-        let ratios: Vec<_> = flows
-            .iter()
-            .enumerate()
-            .filter_map(|(i, fl)| {
-                let x = ratio(
-                    r.find(Switch::Vswitch, *scenario, *fl, *frame),
-                    r.find(Switch::Ovs, *scenario, *fl, *frame),
-                )?;
-                let ours = r.find(Switch::Vswitch, *scenario, *fl, *frame)?.mpps;
-                Some(Text::new(
-                    format!("{x:.2}x"),
-                    (i as f64 - 0.42, ours + top_mpps * 0.06),
-                    ("sans-serif", 15).into_font(),
-                ))
-            })
-            .collect();
-        chart.draw_series(ratios)?;
+        panel(area, r, *scenario, *frame, &switches)?;
     }
     root.present().with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// One panel: Mpps per flow count for each switch in one scenario and
+/// frame size, the ratio vswitch/OVS above each group.
+fn panel(
+    area: &plotters::drawing::DrawingArea<plotters::prelude::BitMapBackend<'_>, plotters::coord::Shift>,
+    r: &Results,
+    scenario: Scenario,
+    frame: usize,
+    switches: &[(Switch, plotters::style::RGBColor)],
+) -> Result<()> {
+    use plotters::prelude::*;
+    let flows: Vec<u32> = r.cases().into_iter().filter(|c| c.0 == scenario && c.1 == frame).map(|c| c.2).collect();
+    let top_mpps = r
+        .measurements
+        .iter()
+        .filter(|m| m.ok() && m.scenario == scenario && m.frame_bytes == frame)
+        .map(|m| m.mpps)
+        .fold(1.0, f64::max);
+    let n = flows.len() as f64;
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("{} ({frame}-byte frames)", scenario.name()), ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(45)
+        .build_cartesian_2d(-0.5..n - 0.5, 0.0..top_mpps * 1.18)?;
+    let labels = flows.clone();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(flows.len() + 1)
+        .x_label_formatter(&move |x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                let n = labels[i as usize];
+                format!("{} flow{}", flows_label(n), if n == 1 { "" } else { "s" })
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("Mpps")
+        .draw()?;
+    let bw = 0.8 / switches.len() as f64;
+    // One bar per switch and flow count; "n/a" where a switch could not
+    // run the case.
+    let mut bars = Vec::new();
+    let mut missing = Vec::new();
+    for (k, (sw, color)) in switches.iter().enumerate() {
+        for (i, fl) in flows.iter().enumerate() {
+            let x0 = i as f64 - 0.4 + bw * k as f64;
+            match r.find(*sw, scenario, *fl, frame) {
+                Some(m) if m.ok() => bars.push(Rectangle::new([(x0, 0.0), (x0 + bw * 0.92, m.mpps)], color.filled())),
+                Some(_) => missing.push(Text::new("n/a", (x0, top_mpps * 0.05), ("sans-serif", 13).into_font())),
+                None => {}
+            }
+        }
+    }
+    chart.draw_series(bars)?;
+    chart.draw_series(missing)?;
+    let ratios: Vec<_> = flows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, fl)| {
+            let x = ratio(r.find(Switch::Vswitch, scenario, *fl, frame), r.find(Switch::Ovs, scenario, *fl, frame))?;
+            let ours = r.find(Switch::Vswitch, scenario, *fl, frame)?.mpps;
+            Some(Text::new(
+                format!("{x:.2}x"),
+                (i as f64 - 0.42, ours + top_mpps * 0.06),
+                ("sans-serif", 15).into_font(),
+            ))
+        })
+        .collect();
+    chart.draw_series(ratios)?;
     Ok(())
 }
 

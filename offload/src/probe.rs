@@ -89,8 +89,6 @@ pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (Rule, u32) {
         actions,
     };
     let eth_only = |eth: EthMatch| Headers { eth, ..Default::default() };
-    let encap =
-        |ip: EncapIp| VxlanEncap { eth_src: UPLINK_MAC, eth_dst: NEXT_HOP_MAC, ip, udp_dst: VXLAN_PORT, vni: 100 };
     let rule = match shape {
         Shape::VfToUplink => from_vf(
             Headers {
@@ -128,48 +126,7 @@ pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (Rule, u32) {
                 Action::Output(p.vf),
             ],
         ),
-        Shape::VxlanEncapV4 => from_vf(
-            eth_only(untagged()),
-            vec![
-                Action::Count,
-                Action::VxlanEncap(encap(EncapIp::V4 {
-                    src: Ipv4Addr::new(198, 18, 0, 1),
-                    dst: Ipv4Addr::new(198, 18, 0, 2),
-                    tos: 0,
-                    ttl: 64,
-                    df: true,
-                })),
-                Action::Output(p.uplink),
-            ],
-        ),
-        Shape::VxlanEncapV6 => from_vf(
-            eth_only(untagged()),
-            vec![
-                Action::Count,
-                Action::VxlanEncap(encap(EncapIp::V6 {
-                    src: "2001:db8::1".parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::LOCALHOST),
-                    dst: "2001:db8::2".parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::LOCALHOST),
-                    traffic_class: 0,
-                    hop_limit: 64,
-                })),
-                Action::Output(p.uplink),
-            ],
-        ),
-        Shape::VxlanDecap => Rule {
-            pattern: Pattern {
-                ingress: p.uplink,
-                tunnel: Some(TunnelMatch {
-                    eth_dst: Some(UPLINK_MAC),
-                    src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
-                    dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
-                    udp_dst: VXLAN_PORT,
-                    vni: 100,
-                }),
-                headers: eth_only(EthMatch { dst: Some(Masked::exact(VM_MAC)), ..untagged() }),
-            },
-            priority: 0,
-            actions: vec![Action::Count, Action::VxlanDecap, Action::Output(p.vf)],
-        },
+        Shape::VxlanEncapV4 | Shape::VxlanEncapV6 | Shape::VxlanDecap => vxlan_rule(shape, p),
         Shape::Drop => from_vf(
             Headers {
                 eth: untagged(),
@@ -192,6 +149,59 @@ pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (Rule, u32) {
         }
     };
     (rule, group)
+}
+
+/// The sample rules of the VXLAN shapes: encapsulation towards a remote
+/// VTEP over IPv4 or IPv6 from the VF, decapsulation on the uplink.
+fn vxlan_rule(shape: Shape, p: ProbePorts) -> Rule {
+    let encap = |ip: EncapIp| Rule {
+        pattern: Pattern { ingress: p.vf, tunnel: None, headers: Headers { eth: untagged(), ..Default::default() } },
+        priority: 0,
+        actions: vec![
+            Action::Count,
+            Action::VxlanEncap(VxlanEncap {
+                eth_src: UPLINK_MAC,
+                eth_dst: NEXT_HOP_MAC,
+                ip,
+                udp_dst: VXLAN_PORT,
+                vni: 100,
+            }),
+            Action::Output(p.uplink),
+        ],
+    };
+    match shape {
+        Shape::VxlanEncapV4 => encap(EncapIp::V4 {
+            src: Ipv4Addr::new(198, 18, 0, 1),
+            dst: Ipv4Addr::new(198, 18, 0, 2),
+            tos: 0,
+            ttl: 64,
+            df: true,
+        }),
+        Shape::VxlanEncapV6 => encap(EncapIp::V6 {
+            src: "2001:db8::1".parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::LOCALHOST),
+            dst: "2001:db8::2".parse::<Ipv6Addr>().unwrap_or(Ipv6Addr::LOCALHOST),
+            traffic_class: 0,
+            hop_limit: 64,
+        }),
+        _ => Rule {
+            pattern: Pattern {
+                ingress: p.uplink,
+                tunnel: Some(TunnelMatch {
+                    eth_dst: Some(UPLINK_MAC),
+                    src: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 2)),
+                    dst: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1)),
+                    udp_dst: VXLAN_PORT,
+                    vni: 100,
+                }),
+                headers: Headers {
+                    eth: EthMatch { dst: Some(Masked::exact(VM_MAC)), ..untagged() },
+                    ..Default::default()
+                },
+            },
+            priority: 0,
+            actions: vec![Action::Count, Action::VxlanDecap, Action::Output(p.vf)],
+        },
+    }
 }
 
 /// One line of the probe's answer.

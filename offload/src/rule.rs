@@ -546,109 +546,88 @@ fn masked16_text(m: &Masked<u16>) -> String {
     }
 }
 
+/// `name(a,b,...)` from the fields that are set.
+fn layer(name: &str, fields: impl IntoIterator<Item = Option<String>>) -> String {
+    let set: Vec<String> = fields.into_iter().flatten().collect();
+    format!("{name}({})", set.join(","))
+}
+
+impl Headers {
+    fn eth_text(&self) -> Option<String> {
+        let e = &self.eth;
+        let any = e.dst.is_some() || e.src.is_some() || e.ether_type.is_some() || e.tagged.is_some();
+        any.then(|| {
+            layer(
+                "eth",
+                [
+                    e.dst.as_ref().map(|d| format!("dst={}", masked_mac_text(d))),
+                    e.src.as_ref().map(|s| format!("src={}", masked_mac_text(s))),
+                    e.ether_type.map(|t| format!("type={t:#06x}")),
+                    e.tagged.map(|t| format!("tagged={t}")),
+                ],
+            )
+        })
+    }
+
+    fn l3_text(&self) -> Option<String> {
+        Some(match self.l3.as_ref()? {
+            L3Match::Ipv4(ip) => layer(
+                "ipv4",
+                [
+                    ip.src.map(|s| format!("src={}/{}", s.addr, s.len)),
+                    ip.dst.map(|d| format!("dst={}/{}", d.addr, d.len)),
+                    ip.proto.map(|p| format!("proto={p}")),
+                    ip.dscp.map(|d| format!("dscp={d}")),
+                    ip.ecn.map(|d| format!("ecn={d}")),
+                    ip.ttl.map(|t| format!("ttl={t}")),
+                    (ip.fragment == Some(false)).then(|| "frag=no".to_owned()),
+                ],
+            ),
+            L3Match::Ipv6(ip) => layer(
+                "ipv6",
+                [
+                    ip.src.map(|s| format!("src={}/{}", s.addr, s.len)),
+                    ip.dst.map(|d| format!("dst={}/{}", d.addr, d.len)),
+                    ip.next_header.map(|p| format!("proto={p}")),
+                    ip.dscp.map(|d| format!("dscp={d}")),
+                    ip.ecn.map(|d| format!("ecn={d}")),
+                    ip.hop_limit.map(|t| format!("hop={t}")),
+                ],
+            ),
+        })
+    }
+
+    fn l4_text(&self) -> Option<String> {
+        let (name, ports, flags) = match self.l4.as_ref()? {
+            L4Match::Udp(p) => ("udp", p, None),
+            L4Match::Tcp { ports, flags } => ("tcp", ports, flags.as_ref()),
+        };
+        Some(layer(
+            name,
+            [
+                ports.src.as_ref().map(|s| format!("src={}", masked16_text(s))),
+                ports.dst.as_ref().map(|d| format!("dst={}", masked16_text(d))),
+                flags.map(|fl| format!("flags={:#04x}/{:#04x}", fl.value, fl.mask)),
+            ],
+        ))
+    }
+}
+
 impl fmt::Display for Headers {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts: Vec<String> = Vec::new();
-        let e = &self.eth;
-        let mut eth = Vec::new();
-        if let Some(d) = &e.dst {
-            eth.push(format!("dst={}", masked_mac_text(d)));
-        }
-        if let Some(s) = &e.src {
-            eth.push(format!("src={}", masked_mac_text(s)));
-        }
-        if let Some(t) = e.ether_type {
-            eth.push(format!("type={t:#06x}"));
-        }
-        if let Some(t) = e.tagged {
-            eth.push(format!("tagged={t}"));
-        }
-        if !eth.is_empty() {
-            parts.push(format!("eth({})", eth.join(",")));
-        }
-        for v in &self.vlans {
-            let mut x = Vec::new();
-            if let Some(vid) = v.vid {
-                x.push(format!("vid={vid}"));
-            }
-            if let Some(pcp) = v.pcp {
-                x.push(format!("pcp={pcp}"));
-            }
-            if let Some(t) = v.inner_type {
-                x.push(format!("type={t:#06x}"));
-            }
-            if let Some(m) = v.more_tags {
-                x.push(format!("more={m}"));
-            }
-            parts.push(format!("vlan({})", x.join(",")));
-        }
-        match &self.l3 {
-            Some(L3Match::Ipv4(ip)) => {
-                let mut x = Vec::new();
-                if let Some(s) = ip.src {
-                    x.push(format!("src={}/{}", s.addr, s.len));
-                }
-                if let Some(d) = ip.dst {
-                    x.push(format!("dst={}/{}", d.addr, d.len));
-                }
-                if let Some(p) = ip.proto {
-                    x.push(format!("proto={p}"));
-                }
-                if let Some(d) = ip.dscp {
-                    x.push(format!("dscp={d}"));
-                }
-                if let Some(d) = ip.ecn {
-                    x.push(format!("ecn={d}"));
-                }
-                if let Some(t) = ip.ttl {
-                    x.push(format!("ttl={t}"));
-                }
-                if ip.fragment == Some(false) {
-                    x.push("frag=no".into());
-                }
-                parts.push(format!("ipv4({})", x.join(",")));
-            }
-            Some(L3Match::Ipv6(ip)) => {
-                let mut x = Vec::new();
-                if let Some(s) = ip.src {
-                    x.push(format!("src={}/{}", s.addr, s.len));
-                }
-                if let Some(d) = ip.dst {
-                    x.push(format!("dst={}/{}", d.addr, d.len));
-                }
-                if let Some(p) = ip.next_header {
-                    x.push(format!("proto={p}"));
-                }
-                if let Some(d) = ip.dscp {
-                    x.push(format!("dscp={d}"));
-                }
-                if let Some(d) = ip.ecn {
-                    x.push(format!("ecn={d}"));
-                }
-                if let Some(t) = ip.hop_limit {
-                    x.push(format!("hop={t}"));
-                }
-                parts.push(format!("ipv6({})", x.join(",")));
-            }
-            None => {}
-        }
-        if let Some(l4) = &self.l4 {
-            let (name, ports, flags) = match l4 {
-                L4Match::Udp(p) => ("udp", p, None),
-                L4Match::Tcp { ports, flags } => ("tcp", ports, flags.as_ref()),
-            };
-            let mut x = Vec::new();
-            if let Some(s) = &ports.src {
-                x.push(format!("src={}", masked16_text(s)));
-            }
-            if let Some(d) = &ports.dst {
-                x.push(format!("dst={}", masked16_text(d)));
-            }
-            if let Some(fl) = flags {
-                x.push(format!("flags={:#04x}/{:#04x}", fl.value, fl.mask));
-            }
-            parts.push(format!("{name}({})", x.join(",")));
-        }
+        let vlans = self.vlans.iter().map(|v| {
+            layer(
+                "vlan",
+                [
+                    v.vid.map(|vid| format!("vid={vid}")),
+                    v.pcp.map(|pcp| format!("pcp={pcp}")),
+                    v.inner_type.map(|t| format!("type={t:#06x}")),
+                    v.more_tags.map(|m| format!("more={m}")),
+                ],
+            )
+        });
+        let parts: Vec<String> =
+            self.eth_text().into_iter().chain(vlans).chain(self.l3_text()).chain(self.l4_text()).collect();
         if parts.is_empty() {
             f.write_str("any")
         } else {

@@ -134,162 +134,223 @@ pub fn parse_match(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<(u3
             Some((n, v)) => (n.trim(), Some(v.trim())),
             None => (token.trim(), None),
         };
-        fn need<'a>(name: &str, v: Option<&'a str>) -> Result<&'a str, RuleError> {
-            v.filter(|v| !v.is_empty())
-                .ok_or_else(|| RuleError { message: format!("{name}: needs a value ({name}=...)") })
-        }
-        let shortcut = |eth: u16, proto: Option<u8>| {
-            let mut x = Match::any().with(Field::EthType, u128::from(eth));
-            if let Some(p) = proto {
-                x = x.with(Field::IpProto, u128::from(p));
-            }
-            x
-        };
-        let add = |m: Match, x: Match| -> Result<Match, RuleError> {
-            // Conflicting values for the same bits are an error, not a silent override.
-            let overlap = FlowMask(m.mask.0.masked(&x.mask));
-            if !m.key.eq_masked(&x.key, &overlap) {
-                return err(format!("{token}: conflicts with an earlier field of this rule"));
-            }
-            let mut mask = m.mask;
-            mask.union_with(&x.mask);
-            let mut key = FlowKey::ZERO;
-            for i in 0..key.words.len() {
-                key.words[i] = m.key.words[i] | x.key.words[i];
-            }
-            Ok(Match { key, mask })
-        };
-        let one = |f: Field, v: u128, mask: u128| Match::any().with_masked(f, v, mask);
-        m = match name {
+        match name {
             "priority" => {
                 priority = parse_u128("priority", need(name, value)?, u128::from(MAX_PRIORITY))? as u32;
                 continue;
             }
             // What an empty match prints as (dump-flows, dump-rules).
             "any" if value.is_none() => continue,
-            "ip" => add(m, shortcut(ETH_TYPE_IPV4, None))?,
-            "ipv6" => add(m, shortcut(ETH_TYPE_IPV6, None))?,
-            "arp" => add(m, shortcut(ETH_TYPE_ARP, None))?,
-            "tcp" => add(m, shortcut(ETH_TYPE_IPV4, Some(IPPROTO_TCP)))?,
-            "udp" => add(m, shortcut(ETH_TYPE_IPV4, Some(IPPROTO_UDP)))?,
-            "icmp" => add(m, shortcut(ETH_TYPE_IPV4, Some(IPPROTO_ICMP)))?,
-            "tcp6" => add(m, shortcut(ETH_TYPE_IPV6, Some(IPPROTO_TCP)))?,
-            "udp6" => add(m, shortcut(ETH_TYPE_IPV6, Some(IPPROTO_UDP)))?,
-            "icmp6" => add(m, shortcut(ETH_TYPE_IPV6, Some(IPPROTO_ICMPV6)))?,
-            "in_port" => {
-                let v = need(name, value)?;
-                let n = port(v).ok_or_else(|| RuleError { message: format!("in_port={v}: no such port") })?;
-                add(m, one(Field::InPort, u128::from(n), Field::InPort.full()))?
-            }
-            "dl_src" | "dl_dst" => {
-                let (v, mask) = parse_mac_masked(name, need(name, value)?)?;
-                add(m, one(if name == "dl_src" { Field::EthSrc } else { Field::EthDst }, v, mask))?
-            }
-            "dl_type" => {
-                let v = parse_u128(name, need(name, value)?, 0xffff)?;
-                if v == u128::from(ETH_TYPE_VLAN) || v == u128::from(ETH_TYPE_QINQ) {
-                    return err(format!("dl_type={v:#x}: VLAN tags are matched with dl_vlan or vlan_tci, not dl_type"));
-                }
-                add(m, one(Field::EthType, v, 0xffff))?
-            }
-            "dl_vlan" => {
-                let v = parse_u128(name, need(name, value)?, 0xffff)?;
-                if v == 0xffff {
-                    add(m, one(Field::VlanTci, 0, u128::from(VLAN_PRESENT)))?
-                } else if v > 4095 {
-                    return err(format!("dl_vlan={v}: a VLAN id is 0..=4095 (0xffff: no tag)"));
-                } else {
-                    add(m, one(Field::VlanTci, v | u128::from(VLAN_PRESENT), 0x0fff | u128::from(VLAN_PRESENT)))?
-                }
-            }
-            "dl_vlan_pcp" => {
-                let v = parse_u128(name, need(name, value)?, 7)?;
-                add(m, one(Field::VlanTci, (v << 13) | u128::from(VLAN_PRESENT), 0xe000 | u128::from(VLAN_PRESENT)))?
-            }
-            "vlan_tci" => {
-                let (v, mask) = parse_masked(name, need(name, value)?, 0xffff)?;
-                add(m, one(Field::VlanTci, v, mask))?
-            }
-            "nw_src" | "nw_dst" | "arp_spa" | "arp_tpa" | "ipv6_src" | "ipv6_dst" | "tun_src" | "tun_dst" => {
-                let (v, mask, v4) = parse_prefix(name, need(name, value)?)?;
-                let field = match name {
-                    "nw_src" | "arp_spa" | "ipv6_src" => Field::NwSrc,
-                    "nw_dst" | "arp_tpa" | "ipv6_dst" => Field::NwDst,
-                    "tun_src" => Field::TunSrc,
-                    _ => Field::TunDst,
-                };
-                match name {
-                    "nw_src" | "nw_dst" | "arp_spa" | "arp_tpa" if !v4 => {
-                        return err(format!("{token}: an IPv6 address goes in ipv6_src/ipv6_dst"))
-                    }
-                    "ipv6_src" | "ipv6_dst" if v4 => {
-                        return err(format!("{token}: an IPv4 address goes in nw_src/nw_dst"))
-                    }
-                    _ => {}
-                }
-                match name {
-                    "nw_src" | "nw_dst" => req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_ARP])),
-                    "arp_spa" | "arp_tpa" => req.eth.push((token.to_owned(), &[ETH_TYPE_ARP])),
-                    "ipv6_src" | "ipv6_dst" => req.eth.push((token.to_owned(), &[ETH_TYPE_IPV6])),
-                    _ => {}
-                }
-                add(m, one(field, v, mask))?
-            }
-            "nw_proto" | "arp_op" => {
-                let v = parse_u128(name, need(name, value)?, 0xff)?;
-                let allowed: &'static [u16] =
-                    if name == "arp_op" { &[ETH_TYPE_ARP] } else { &[ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_ARP] };
-                req.eth.push((token.to_owned(), allowed));
-                add(m, one(Field::IpProto, v, 0xff))?
-            }
-            "nw_tos" | "nw_ttl" => {
-                let v = parse_u128(name, need(name, value)?, 0xff)?;
-                req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_IPV6]));
-                add(m, one(if name == "nw_tos" { Field::IpTos } else { Field::IpTtl }, v, 0xff))?
-            }
-            "nw_frag" => {
-                let v = need(name, value)?;
-                let (val, mask) = match v {
-                    "no" => (0, FRAG_ANY),
-                    "yes" => (FRAG_ANY, FRAG_ANY),
-                    "first" => (FRAG_ANY, FRAG_ANY | FRAG_LATER),
-                    "later" => (FRAG_ANY | FRAG_LATER, FRAG_ANY | FRAG_LATER),
-                    "not_later" => (0, FRAG_LATER),
-                    _ => return err(format!("nw_frag={v}: expected no, yes, first, later or not_later")),
-                };
-                req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_IPV6]));
-                add(m, one(Field::IpFrag, u128::from(val), u128::from(mask)))?
-            }
-            "tp_src" | "tp_dst" | "tcp_src" | "tcp_dst" | "udp_src" | "udp_dst" => {
-                let (v, mask) = parse_masked(name, need(name, value)?, 0xffff)?;
-                let allowed: &'static [u8] = match name {
-                    "tcp_src" | "tcp_dst" => &[IPPROTO_TCP],
-                    "udp_src" | "udp_dst" => &[IPPROTO_UDP],
-                    _ => &[IPPROTO_TCP, IPPROTO_UDP, 132],
-                };
-                req.proto.push((token.to_owned(), allowed));
-                add(m, one(if name.ends_with("src") { Field::TpSrc } else { Field::TpDst }, v, mask))?
-            }
-            "icmp_type" | "icmp_code" | "icmpv6_type" | "icmpv6_code" => {
-                let v = parse_u128(name, need(name, value)?, 0xff)?;
-                req.proto.push((
-                    token.to_owned(),
-                    if name.starts_with("icmpv6") { &[IPPROTO_ICMPV6] } else { &[IPPROTO_ICMP] },
-                ));
-                add(m, one(if name.ends_with("type") { Field::TpSrc } else { Field::TpDst }, v, 0xff))?
-            }
-            "tcp_flags" => {
-                let (v, mask) = parse_masked(name, need(name, value)?, 0x0fff)?;
-                req.proto.push((token.to_owned(), &[IPPROTO_TCP]));
-                add(m, one(Field::TcpFlags, v, mask))?
-            }
-            "tun_id" => {
-                let (v, mask) = parse_masked(name, need(name, value)?, 0x00ff_ffff)?;
-                add(m, one(Field::TunId, v, mask))?
-            }
-            other => return err(format!("unknown match field {other:?} (see docs/rules.md for the fields)")),
+            _ => {}
+        }
+        let x = match shortcut(name) {
+            Some(x) => x,
+            None => field_match(token, name, value, port, &mut req)?,
         };
+        m = merge(m, x, token)?;
     }
+    prerequisites(&m, &req)?;
+    Ok((priority, m))
+}
+
+/// A field's value, or the error saying it needs one.
+fn need<'a>(name: &str, v: Option<&'a str>) -> Result<&'a str, RuleError> {
+    v.filter(|v| !v.is_empty()).ok_or_else(|| RuleError { message: format!("{name}: needs a value ({name}=...)") })
+}
+
+/// `ip`, `tcp6`, ...: an Ethernet type and maybe an IP protocol.
+fn shortcut(name: &str) -> Option<Match> {
+    let (eth, proto) = match name {
+        "ip" => (ETH_TYPE_IPV4, None),
+        "ipv6" => (ETH_TYPE_IPV6, None),
+        "arp" => (ETH_TYPE_ARP, None),
+        "tcp" => (ETH_TYPE_IPV4, Some(IPPROTO_TCP)),
+        "udp" => (ETH_TYPE_IPV4, Some(IPPROTO_UDP)),
+        "icmp" => (ETH_TYPE_IPV4, Some(IPPROTO_ICMP)),
+        "tcp6" => (ETH_TYPE_IPV6, Some(IPPROTO_TCP)),
+        "udp6" => (ETH_TYPE_IPV6, Some(IPPROTO_UDP)),
+        "icmp6" => (ETH_TYPE_IPV6, Some(IPPROTO_ICMPV6)),
+        _ => return None,
+    };
+    let mut x = Match::any().with(Field::EthType, u128::from(eth));
+    if let Some(p) = proto {
+        x = x.with(Field::IpProto, u128::from(p));
+    }
+    Some(x)
+}
+
+/// `m` and `x` together; conflicting values for the same bits are an
+/// error, not a silent override.
+fn merge(m: Match, x: Match, token: &str) -> Result<Match, RuleError> {
+    let overlap = FlowMask(m.mask.0.masked(&x.mask));
+    if !m.key.eq_masked(&x.key, &overlap) {
+        return err(format!("{token}: conflicts with an earlier field of this rule"));
+    }
+    let mut mask = m.mask;
+    mask.union_with(&x.mask);
+    let mut key = FlowKey::ZERO;
+    for i in 0..key.words.len() {
+        key.words[i] = m.key.words[i] | x.key.words[i];
+    }
+    Ok(Match { key, mask })
+}
+
+fn one(f: Field, v: u128, mask: u128) -> Match {
+    Match::any().with_masked(f, v, mask)
+}
+
+/// One `name=value` field of a match; the Ethernet types and IP protocols
+/// it needs go into `req`.
+fn field_match(
+    token: &str,
+    name: &str,
+    value: Option<&str>,
+    port: &dyn Fn(&str) -> Option<u32>,
+    req: &mut Requirements,
+) -> Result<Match, RuleError> {
+    match name {
+        "in_port" | "dl_src" | "dl_dst" | "dl_type" | "dl_vlan" | "dl_vlan_pcp" | "vlan_tci" | "tun_id" => {
+            l2_match(name, need(name, value)?, port)
+        }
+        "nw_src" | "nw_dst" | "arp_spa" | "arp_tpa" | "ipv6_src" | "ipv6_dst" | "tun_src" | "tun_dst" => {
+            address_match(token, name, need(name, value)?, req)
+        }
+        "nw_proto" | "arp_op" | "nw_tos" | "nw_ttl" | "nw_frag" => l3_match(token, name, need(name, value)?, req),
+        "tp_src" | "tp_dst" | "tcp_src" | "tcp_dst" | "udp_src" | "udp_dst" | "icmp_type" | "icmp_code"
+        | "icmpv6_type" | "icmpv6_code" | "tcp_flags" => l4_match(token, name, need(name, value)?, req),
+        other => err(format!("unknown match field {other:?} (see docs/rules.md for the fields)")),
+    }
+}
+
+/// Ports, Ethernet, VLAN and the tunnel id.
+fn l2_match(name: &str, v: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<Match, RuleError> {
+    Ok(match name {
+        "in_port" => {
+            let n = port(v).ok_or_else(|| RuleError { message: format!("in_port={v}: no such port") })?;
+            one(Field::InPort, u128::from(n), Field::InPort.full())
+        }
+        "dl_src" | "dl_dst" => {
+            let (v, mask) = parse_mac_masked(name, v)?;
+            one(if name == "dl_src" { Field::EthSrc } else { Field::EthDst }, v, mask)
+        }
+        "dl_type" => {
+            let v = parse_u128(name, v, 0xffff)?;
+            if v == u128::from(ETH_TYPE_VLAN) || v == u128::from(ETH_TYPE_QINQ) {
+                return err(format!("dl_type={v:#x}: VLAN tags are matched with dl_vlan or vlan_tci, not dl_type"));
+            }
+            one(Field::EthType, v, 0xffff)
+        }
+        "dl_vlan" => {
+            let v = parse_u128(name, v, 0xffff)?;
+            if v == 0xffff {
+                one(Field::VlanTci, 0, u128::from(VLAN_PRESENT))
+            } else if v > 4095 {
+                return err(format!("dl_vlan={v}: a VLAN id is 0..=4095 (0xffff: no tag)"));
+            } else {
+                one(Field::VlanTci, v | u128::from(VLAN_PRESENT), 0x0fff | u128::from(VLAN_PRESENT))
+            }
+        }
+        "dl_vlan_pcp" => {
+            let v = parse_u128(name, v, 7)?;
+            one(Field::VlanTci, (v << 13) | u128::from(VLAN_PRESENT), 0xe000 | u128::from(VLAN_PRESENT))
+        }
+        "vlan_tci" => {
+            let (v, mask) = parse_masked(name, v, 0xffff)?;
+            one(Field::VlanTci, v, mask)
+        }
+        _ => {
+            let (v, mask) = parse_masked(name, v, 0x00ff_ffff)?;
+            one(Field::TunId, v, mask)
+        }
+    })
+}
+
+/// IPv4, IPv6, ARP and tunnel addresses (with prefixes).
+fn address_match(token: &str, name: &str, v: &str, req: &mut Requirements) -> Result<Match, RuleError> {
+    let (v, mask, v4) = parse_prefix(name, v)?;
+    let field = match name {
+        "nw_src" | "arp_spa" | "ipv6_src" => Field::NwSrc,
+        "nw_dst" | "arp_tpa" | "ipv6_dst" => Field::NwDst,
+        "tun_src" => Field::TunSrc,
+        _ => Field::TunDst,
+    };
+    match name {
+        "nw_src" | "nw_dst" | "arp_spa" | "arp_tpa" if !v4 => {
+            return err(format!("{token}: an IPv6 address goes in ipv6_src/ipv6_dst"))
+        }
+        "ipv6_src" | "ipv6_dst" if v4 => return err(format!("{token}: an IPv4 address goes in nw_src/nw_dst")),
+        _ => {}
+    }
+    match name {
+        "nw_src" | "nw_dst" => req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_ARP])),
+        "arp_spa" | "arp_tpa" => req.eth.push((token.to_owned(), &[ETH_TYPE_ARP])),
+        "ipv6_src" | "ipv6_dst" => req.eth.push((token.to_owned(), &[ETH_TYPE_IPV6])),
+        _ => {}
+    }
+    Ok(one(field, v, mask))
+}
+
+/// The IP protocol (or ARP opcode), TOS, TTL and fragment state.
+fn l3_match(token: &str, name: &str, v: &str, req: &mut Requirements) -> Result<Match, RuleError> {
+    Ok(match name {
+        "nw_proto" | "arp_op" => {
+            let v = parse_u128(name, v, 0xff)?;
+            let allowed: &'static [u16] =
+                if name == "arp_op" { &[ETH_TYPE_ARP] } else { &[ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_ARP] };
+            req.eth.push((token.to_owned(), allowed));
+            one(Field::IpProto, v, 0xff)
+        }
+        "nw_tos" | "nw_ttl" => {
+            let v = parse_u128(name, v, 0xff)?;
+            req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_IPV6]));
+            one(if name == "nw_tos" { Field::IpTos } else { Field::IpTtl }, v, 0xff)
+        }
+        _ => {
+            let (val, mask) = match v {
+                "no" => (0, FRAG_ANY),
+                "yes" => (FRAG_ANY, FRAG_ANY),
+                "first" => (FRAG_ANY, FRAG_ANY | FRAG_LATER),
+                "later" => (FRAG_ANY | FRAG_LATER, FRAG_ANY | FRAG_LATER),
+                "not_later" => (0, FRAG_LATER),
+                _ => return err(format!("nw_frag={v}: expected no, yes, first, later or not_later")),
+            };
+            req.eth.push((token.to_owned(), &[ETH_TYPE_IPV4, ETH_TYPE_IPV6]));
+            one(Field::IpFrag, u128::from(val), u128::from(mask))
+        }
+    })
+}
+
+/// Transport ports, ICMP type and code, TCP flags.
+fn l4_match(token: &str, name: &str, v: &str, req: &mut Requirements) -> Result<Match, RuleError> {
+    Ok(match name {
+        "icmp_type" | "icmp_code" | "icmpv6_type" | "icmpv6_code" => {
+            let v = parse_u128(name, v, 0xff)?;
+            req.proto
+                .push((token.to_owned(), if name.starts_with("icmpv6") { &[IPPROTO_ICMPV6] } else { &[IPPROTO_ICMP] }));
+            one(if name.ends_with("type") { Field::TpSrc } else { Field::TpDst }, v, 0xff)
+        }
+        "tcp_flags" => {
+            let (v, mask) = parse_masked(name, v, 0x0fff)?;
+            req.proto.push((token.to_owned(), &[IPPROTO_TCP]));
+            one(Field::TcpFlags, v, mask)
+        }
+        _ => {
+            let (v, mask) = parse_masked(name, v, 0xffff)?;
+            let allowed: &'static [u8] = match name {
+                "tcp_src" | "tcp_dst" => &[IPPROTO_TCP],
+                "udp_src" | "udp_dst" => &[IPPROTO_UDP],
+                _ => &[IPPROTO_TCP, IPPROTO_UDP, 132],
+            };
+            req.proto.push((token.to_owned(), allowed));
+            one(if name.ends_with("src") { Field::TpSrc } else { Field::TpDst }, v, mask)
+        }
+    })
+}
+
+/// The Ethernet types and IP protocols the fields need are in the match
+/// (as Open vSwitch requires: `nw_src` needs `ip` or `arp`, `tp_dst` needs
+/// `tcp`, `udp` or `sctp`).
+fn prerequisites(m: &Match, req: &Requirements) -> Result<(), RuleError> {
     let eth = (m.mask.get(Field::EthType) == 0xffff).then(|| m.key.eth_type());
     for (token, allowed) in &req.eth {
         if !eth.is_some_and(|e| allowed.contains(&e)) {
@@ -303,7 +364,7 @@ pub fn parse_match(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<(u3
             return err(format!("{token} needs an IP protocol in the rule (e.g. add 'tcp', 'udp', 'icmp' or 'icmp6')"));
         }
     }
-    Ok((priority, m))
+    Ok(())
 }
 
 /// Outputs one rule may have (each is a packet copy).

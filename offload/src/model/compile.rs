@@ -147,122 +147,138 @@ fn compile_items(raw: &RawRule, profile: &Profile) -> Result<Walk, DeviceError> 
         udp_dst: None,
         last_rank: 0,
     };
-    let unsupported = libc_errno::ENOTSUP;
     for (i, item) in raw.items.iter().enumerate() {
-        if let ItemKind::Other(n) = item.kind {
-            return Err(item_error(i, ERROR_TYPE_ITEM, unsupported, format!("item type {n} is not supported")));
+        check_item(i, item, profile, &mut w)?;
+        if let Some(slot) = item_slot(i, item, &mut w)? {
+            place(&mut w.spec, &mut w.mask, slot, item);
+            w.presence |= slot.presence;
         }
-        if !profile.items.contains(&item.kind) {
-            return Err(item_error(
-                i,
-                ERROR_TYPE_ITEM,
-                unsupported,
-                format!("{} is not in profile {:?}", item.kind.name(), profile.name),
-            ));
-        }
-        if item.has_last {
-            return Err(item_error(i, ERROR_TYPE_ITEM_LAST, unsupported, "ranges (last) are not supported".into()));
-        }
-        if (i == 0) != (item.kind == ItemKind::RepresentedPort) {
-            return Err(item_error(
-                i,
-                ERROR_TYPE_ITEM,
-                libc_errno::EINVAL,
-                "a transfer rule starts with one REPRESENTED_PORT item (as under mlx5 hardware steering)".into(),
-            ));
-        }
-        let r = rank(item.kind, w.inner);
-        let same_rank_ok = item.kind == ItemKind::Vlan && w.vlans < 2 && w.last_rank == r;
-        if i > 0 && r <= w.last_rank && !same_rank_ok {
-            return Err(item_error(
-                i,
-                ERROR_TYPE_ITEM,
-                libc_errno::EINVAL,
-                format!("{} is out of order in the header stack", item.kind.name()),
-            ));
-        }
-        w.last_rank = r;
-        let at = |s: Slot, inner: bool| if inner { vector::inner(s) } else { s };
-        let fshift = if w.inner { vector::INNER_FLAG_SHIFT } else { 0 };
-        let slot = match item.kind {
-            ItemKind::RepresentedPort => {
-                if let Some(s) = &item.spec {
-                    let m = u16::from_be_bytes([item.mask.hdr[0], item.mask.hdr[1]]);
-                    w.port = (u16::from_be_bytes([s.hdr[0], s.hdr[1]]) & m, m);
-                }
-                continue;
-            }
-            ItemKind::Eth => {
-                if let Some(s) = &item.spec {
-                    if item.mask.flags & flags::HAS_VLAN != 0 {
-                        w.flags.1 |= vector::FLAG_HAS_VLAN << fshift;
-                        w.flags.0 |= (s.flags & flags::HAS_VLAN) * (vector::FLAG_HAS_VLAN << fshift);
-                    }
-                }
-                at(vector::ETH, w.inner)
-            }
-            ItemKind::Vlan => {
-                let n = w.vlans;
-                if n >= 2 {
-                    return Err(item_error(i, ERROR_TYPE_ITEM, unsupported, "more than two VLAN items".into()));
-                }
-                w.vlans += 1;
-                if let Some(s) = &item.spec {
-                    if item.mask.flags & flags::HAS_MORE_VLAN != 0 {
-                        let bit = vector::FLAG_VLAN_MORE[n] << fshift;
-                        w.flags.1 |= bit;
-                        if s.flags & flags::HAS_MORE_VLAN != 0 {
-                            w.flags.0 |= bit;
-                        }
-                    }
-                }
-                at(vector::VLAN[n], w.inner)
-            }
-            ItemKind::Ipv4 => at(vector::IPV4, w.inner),
-            ItemKind::Ipv6 => {
-                if item.spec.is_some() && item.mask.flags & flags::IPV6_EXT_ALL != 0 {
-                    return Err(item_error(
-                        i,
-                        ERROR_TYPE_ITEM_MASK,
-                        unsupported,
-                        "IPv6 extension-header flags are not supported".into(),
-                    ));
-                }
-                at(vector::IPV6, w.inner)
-            }
-            ItemKind::Udp => {
-                if !w.inner {
-                    if let Some(s) = &item.spec {
-                        if item.mask.hdr[2..4] == [0xff, 0xff] {
-                            w.udp_dst = Some(u16::from_be_bytes([s.hdr[2], s.hdr[3]]));
-                        }
-                    }
-                }
-                at(vector::UDP, w.inner)
-            }
-            ItemKind::Tcp => at(vector::TCP, w.inner),
-            ItemKind::Vxlan => {
-                if w.presence & vector::UDP.presence == 0 {
-                    return Err(item_error(
-                        i,
-                        ERROR_TYPE_ITEM,
-                        libc_errno::EINVAL,
-                        "VXLAN needs a UDP item before it".into(),
-                    ));
-                }
-                let s = vector::VXLAN;
-                place(&mut w.spec, &mut w.mask, s, item);
-                w.presence |= s.presence;
-                w.inner = true;
-                w.vlans = 0;
-                continue;
-            }
-            ItemKind::Other(_) => unreachable!("refused above"),
-        };
-        place(&mut w.spec, &mut w.mask, slot, item);
-        w.presence |= slot.presence;
     }
     Ok(w)
+}
+
+/// Refuses item `i` where a device would: not supported, not in the
+/// profile, a range, a misplaced REPRESENTED_PORT, out of header order.
+fn check_item(i: usize, item: &RawItem, profile: &Profile, w: &mut Walk) -> Result<(), DeviceError> {
+    let unsupported = libc_errno::ENOTSUP;
+    if let ItemKind::Other(n) = item.kind {
+        return Err(item_error(i, ERROR_TYPE_ITEM, unsupported, format!("item type {n} is not supported")));
+    }
+    if !profile.items.contains(&item.kind) {
+        return Err(item_error(
+            i,
+            ERROR_TYPE_ITEM,
+            unsupported,
+            format!("{} is not in profile {:?}", item.kind.name(), profile.name),
+        ));
+    }
+    if item.has_last {
+        return Err(item_error(i, ERROR_TYPE_ITEM_LAST, unsupported, "ranges (last) are not supported".into()));
+    }
+    if (i == 0) != (item.kind == ItemKind::RepresentedPort) {
+        return Err(item_error(
+            i,
+            ERROR_TYPE_ITEM,
+            libc_errno::EINVAL,
+            "a transfer rule starts with one REPRESENTED_PORT item (as under mlx5 hardware steering)".into(),
+        ));
+    }
+    let r = rank(item.kind, w.inner);
+    let same_rank_ok = item.kind == ItemKind::Vlan && w.vlans < 2 && w.last_rank == r;
+    if i > 0 && r <= w.last_rank && !same_rank_ok {
+        return Err(item_error(
+            i,
+            ERROR_TYPE_ITEM,
+            libc_errno::EINVAL,
+            format!("{} is out of order in the header stack", item.kind.name()),
+        ));
+    }
+    w.last_rank = r;
+    Ok(())
+}
+
+/// Where item `i` goes in the match vectors (`None`: placed already, or
+/// not a header), with the flags and state it sets on the way.
+fn item_slot(i: usize, item: &RawItem, w: &mut Walk) -> Result<Option<Slot>, DeviceError> {
+    let unsupported = libc_errno::ENOTSUP;
+    let at = |s: Slot, inner: bool| if inner { vector::inner(s) } else { s };
+    let fshift = if w.inner { vector::INNER_FLAG_SHIFT } else { 0 };
+    let slot = match item.kind {
+        ItemKind::RepresentedPort => {
+            if let Some(s) = &item.spec {
+                let m = u16::from_be_bytes([item.mask.hdr[0], item.mask.hdr[1]]);
+                w.port = (u16::from_be_bytes([s.hdr[0], s.hdr[1]]) & m, m);
+            }
+            return Ok(None);
+        }
+        ItemKind::Eth => {
+            if let Some(s) = &item.spec {
+                if item.mask.flags & flags::HAS_VLAN != 0 {
+                    w.flags.1 |= vector::FLAG_HAS_VLAN << fshift;
+                    w.flags.0 |= (s.flags & flags::HAS_VLAN) * (vector::FLAG_HAS_VLAN << fshift);
+                }
+            }
+            at(vector::ETH, w.inner)
+        }
+        ItemKind::Vlan => {
+            let n = w.vlans;
+            if n >= 2 {
+                return Err(item_error(i, ERROR_TYPE_ITEM, unsupported, "more than two VLAN items".into()));
+            }
+            w.vlans += 1;
+            if let Some(s) = &item.spec {
+                if item.mask.flags & flags::HAS_MORE_VLAN != 0 {
+                    let bit = vector::FLAG_VLAN_MORE[n] << fshift;
+                    w.flags.1 |= bit;
+                    if s.flags & flags::HAS_MORE_VLAN != 0 {
+                        w.flags.0 |= bit;
+                    }
+                }
+            }
+            at(vector::VLAN[n], w.inner)
+        }
+        ItemKind::Ipv4 => at(vector::IPV4, w.inner),
+        ItemKind::Ipv6 => {
+            if item.spec.is_some() && item.mask.flags & flags::IPV6_EXT_ALL != 0 {
+                return Err(item_error(
+                    i,
+                    ERROR_TYPE_ITEM_MASK,
+                    unsupported,
+                    "IPv6 extension-header flags are not supported".into(),
+                ));
+            }
+            at(vector::IPV6, w.inner)
+        }
+        ItemKind::Udp => {
+            if !w.inner {
+                if let Some(s) = &item.spec {
+                    if item.mask.hdr[2..4] == [0xff, 0xff] {
+                        w.udp_dst = Some(u16::from_be_bytes([s.hdr[2], s.hdr[3]]));
+                    }
+                }
+            }
+            at(vector::UDP, w.inner)
+        }
+        ItemKind::Tcp => at(vector::TCP, w.inner),
+        ItemKind::Vxlan => {
+            if w.presence & vector::UDP.presence == 0 {
+                return Err(item_error(
+                    i,
+                    ERROR_TYPE_ITEM,
+                    libc_errno::EINVAL,
+                    "VXLAN needs a UDP item before it".into(),
+                ));
+            }
+            let s = vector::VXLAN;
+            place(&mut w.spec, &mut w.mask, s, item);
+            w.presence |= s.presence;
+            w.inner = true;
+            w.vlans = 0;
+            return Ok(None);
+        }
+        ItemKind::Other(_) => unreachable!("refused above"),
+    };
+    Ok(Some(slot))
 }
 
 fn compile_encap(i: usize, def: &[RawItem], profile: &Profile) -> Result<EncapHeader, DeviceError> {
@@ -317,6 +333,164 @@ fn compile_encap(i: usize, def: &[RawItem], profile: &Profile) -> Result<EncapHe
     Ok(EncapHeader { bytes, len, ipv6 })
 }
 
+/// What a rule's actions compile to.
+#[derive(Default)]
+struct Actions {
+    ops: Vec<Op>,
+    fate: Option<Fate>,
+    count: bool,
+    age: Option<(u32, u64)>,
+    decapped: bool,
+    encapped: bool,
+}
+
+/// Compiles the action list in order, refusing what a device would
+/// (unsupported, not in the profile, after the fate, after VXLAN_ENCAP).
+/// `vlan`: whether the pattern says the frame is tagged (outer, inner).
+fn compile_actions(
+    raw: &RawRule,
+    profile: &Profile,
+    has_vxlan: bool,
+    vlan: (bool, bool),
+) -> Result<Actions, DeviceError> {
+    let mut x = Actions::default();
+    let mut i = 0;
+    while i < raw.actions.len() {
+        let a = &raw.actions[i];
+        let Some(kind) = ActionKind::of(a) else {
+            return Err(action_error(i, libc_errno::ENOTSUP, format!("{} is not supported", a.name())));
+        };
+        if !profile.actions.contains(&kind) {
+            return Err(action_error(
+                i,
+                libc_errno::ENOTSUP,
+                format!("{} is not in profile {:?}", a.name(), profile.name),
+            ));
+        }
+        if x.fate.is_some() {
+            return Err(action_error(i, libc_errno::EINVAL, format!("{} after the rule's fate", a.name())));
+        }
+        let tagged = if x.decapped { vlan.1 } else { vlan.0 };
+        if x.encapped
+            && !matches!(a, RawAction::Drop | RawAction::RepresentedPort(_) | RawAction::Count | RawAction::Age { .. })
+        {
+            return Err(action_error(i, libc_errno::ENOTSUP, format!("{} after VXLAN_ENCAP", a.name())));
+        }
+        i += x.apply(i, raw, profile, has_vxlan, tagged)?;
+        i += 1;
+    }
+    Ok(x)
+}
+
+impl Actions {
+    /// Compiles action `i`; returns how many of the following actions it
+    /// took with it (OF_PUSH_VLAN takes its VID and PCP).
+    fn apply(
+        &mut self,
+        i: usize,
+        raw: &RawRule,
+        profile: &Profile,
+        has_vxlan: bool,
+        tagged: bool,
+    ) -> Result<usize, DeviceError> {
+        let a = &raw.actions[i];
+        let mut taken = 0;
+        let needs_tag = |what: &str| {
+            if tagged {
+                Ok(())
+            } else {
+                Err(action_error(
+                    i,
+                    libc_errno::EINVAL,
+                    format!("{what} needs a VLAN item (or has_vlan=1) in the pattern"),
+                ))
+            }
+        };
+        match a {
+            RawAction::Count => self.count = true,
+            RawAction::Age { timeout_s, context } => {
+                if *timeout_s == 0 {
+                    return Err(action_error(i, libc_errno::EINVAL, "AGE timeout 0".into()));
+                }
+                self.age = Some((*timeout_s, *context as u64));
+            }
+            RawAction::VxlanDecap => {
+                if !has_vxlan {
+                    return Err(action_error(
+                        i,
+                        libc_errno::EINVAL,
+                        "VXLAN_DECAP needs a VXLAN item in the pattern".into(),
+                    ));
+                }
+                if !self.ops.is_empty() || self.decapped {
+                    return Err(action_error(i, libc_errno::EINVAL, "VXLAN_DECAP must come first".into()));
+                }
+                self.decapped = true;
+                self.ops.push(Op::Decap);
+            }
+            RawAction::PopVlan => {
+                needs_tag("OF_POP_VLAN")?;
+                self.ops.push(Op::PopVlan);
+            }
+            RawAction::PushVlan { ethertype } => {
+                let (op, more) = push_vlan(i, raw, *ethertype)?;
+                self.ops.push(op);
+                taken += more;
+            }
+            RawAction::SetVlanVid(vid) => {
+                needs_tag("OF_SET_VLAN_VID")?;
+                if *vid > 0x0fff {
+                    return Err(action_error(i, libc_errno::EINVAL, format!("VLAN id {vid} > 4095")));
+                }
+                self.ops.push(Op::SetVid(*vid));
+            }
+            RawAction::SetVlanPcp(p) => {
+                needs_tag("OF_SET_VLAN_PCP")?;
+                self.ops.push(Op::SetPcp(*p & 7));
+            }
+            RawAction::SetMacSrc(m) => self.ops.push(Op::SetMacSrc(*m)),
+            RawAction::SetMacDst(m) => self.ops.push(Op::SetMacDst(*m)),
+            RawAction::VxlanEncap(def) => {
+                self.ops.push(Op::Encap(Box::new(compile_encap(i, def, profile)?)));
+                self.encapped = true;
+            }
+            RawAction::Drop => self.fate = Some(Fate::Drop),
+            RawAction::RepresentedPort(p) => self.fate = Some(Fate::Output(*p)),
+            RawAction::Jump(g) => {
+                if *g <= raw.group {
+                    return Err(action_error(
+                        i,
+                        libc_errno::EINVAL,
+                        format!("JUMP to group {g} from group {}", raw.group),
+                    ));
+                }
+                if self.encapped {
+                    return Err(action_error(i, libc_errno::ENOTSUP, "JUMP after VXLAN_ENCAP".into()));
+                }
+                self.fate = Some(Fate::Jump(*g));
+            }
+            RawAction::Other(_) => unreachable!("refused above"),
+        }
+        Ok(taken)
+    }
+}
+
+/// OF_PUSH_VLAN at `i` with the OF_SET_VLAN_VID (and OF_SET_VLAN_PCP)
+/// after it, as one operation; with how many actions it took beyond `i`.
+fn push_vlan(i: usize, raw: &RawRule, ethertype: u16) -> Result<(Op, usize), DeviceError> {
+    let Some(RawAction::SetVlanVid(vid)) = raw.actions.get(i + 1) else {
+        return Err(action_error(i, libc_errno::EINVAL, "OF_PUSH_VLAN must be followed by OF_SET_VLAN_VID".into()));
+    };
+    let (pcp, taken) = match raw.actions.get(i + 2) {
+        Some(RawAction::SetVlanPcp(p)) => (*p, 2),
+        _ => (0, 1),
+    };
+    if *vid > 0x0fff || pcp > 7 {
+        return Err(action_error(i + taken, libc_errno::EINVAL, format!("VLAN id {vid} / PCP {pcp} out of range")));
+    }
+    Ok((Op::PushVlan { tpid: ethertype, tci: (u16::from(pcp) << 13) | vid }, taken))
+}
+
 /// Compiles a rule read from rte_flow arrays.
 ///
 /// # Errors
@@ -346,128 +520,8 @@ pub fn compile(raw: &RawRule, profile: &Profile) -> Result<Compiled, DeviceError
     let vlan_inner = w.presence & (vector::inner(vector::VLAN[0]).presence) != 0
         || w.flags.0 & (vector::FLAG_HAS_VLAN << vector::INNER_FLAG_SHIFT) != 0;
 
-    let mut ops = Vec::new();
-    let mut fate = None;
-    let mut count = false;
-    let mut age = None;
-    let mut decapped = false;
-    let mut encapped = false;
-    let mut i = 0;
-    while i < raw.actions.len() {
-        let a = &raw.actions[i];
-        let Some(kind) = ActionKind::of(a) else {
-            return Err(action_error(i, libc_errno::ENOTSUP, format!("{} is not supported", a.name())));
-        };
-        if !profile.actions.contains(&kind) {
-            return Err(action_error(
-                i,
-                libc_errno::ENOTSUP,
-                format!("{} is not in profile {:?}", a.name(), profile.name),
-            ));
-        }
-        if fate.is_some() {
-            return Err(action_error(i, libc_errno::EINVAL, format!("{} after the rule's fate", a.name())));
-        }
-        let tagged = if decapped { vlan_inner } else { vlan_outer };
-        let needs_tag = |what: &str| {
-            if tagged {
-                Ok(())
-            } else {
-                Err(action_error(
-                    i,
-                    libc_errno::EINVAL,
-                    format!("{what} needs a VLAN item (or has_vlan=1) in the pattern"),
-                ))
-            }
-        };
-        if encapped
-            && !matches!(a, RawAction::Drop | RawAction::RepresentedPort(_) | RawAction::Count | RawAction::Age { .. })
-        {
-            return Err(action_error(i, libc_errno::ENOTSUP, format!("{} after VXLAN_ENCAP", a.name())));
-        }
-        match a {
-            RawAction::Count => count = true,
-            RawAction::Age { timeout_s, context } => {
-                if *timeout_s == 0 {
-                    return Err(action_error(i, libc_errno::EINVAL, "AGE timeout 0".into()));
-                }
-                age = Some((*timeout_s, *context as u64));
-            }
-            RawAction::VxlanDecap => {
-                if !has_vxlan {
-                    return Err(action_error(
-                        i,
-                        libc_errno::EINVAL,
-                        "VXLAN_DECAP needs a VXLAN item in the pattern".into(),
-                    ));
-                }
-                if !ops.is_empty() || decapped {
-                    return Err(action_error(i, libc_errno::EINVAL, "VXLAN_DECAP must come first".into()));
-                }
-                decapped = true;
-                ops.push(Op::Decap);
-            }
-            RawAction::PopVlan => {
-                needs_tag("OF_POP_VLAN")?;
-                ops.push(Op::PopVlan);
-            }
-            RawAction::PushVlan { ethertype } => {
-                let Some(RawAction::SetVlanVid(vid)) = raw.actions.get(i + 1) else {
-                    return Err(action_error(
-                        i,
-                        libc_errno::EINVAL,
-                        "OF_PUSH_VLAN must be followed by OF_SET_VLAN_VID".into(),
-                    ));
-                };
-                let pcp = match raw.actions.get(i + 2) {
-                    Some(RawAction::SetVlanPcp(p)) => {
-                        i += 1;
-                        *p
-                    }
-                    _ => 0,
-                };
-                i += 1;
-                if *vid > 0x0fff || pcp > 7 {
-                    return Err(action_error(i, libc_errno::EINVAL, format!("VLAN id {vid} / PCP {pcp} out of range")));
-                }
-                ops.push(Op::PushVlan { tpid: *ethertype, tci: (u16::from(pcp) << 13) | vid });
-            }
-            RawAction::SetVlanVid(vid) => {
-                needs_tag("OF_SET_VLAN_VID")?;
-                if *vid > 0x0fff {
-                    return Err(action_error(i, libc_errno::EINVAL, format!("VLAN id {vid} > 4095")));
-                }
-                ops.push(Op::SetVid(*vid));
-            }
-            RawAction::SetVlanPcp(p) => {
-                needs_tag("OF_SET_VLAN_PCP")?;
-                ops.push(Op::SetPcp(*p & 7));
-            }
-            RawAction::SetMacSrc(m) => ops.push(Op::SetMacSrc(*m)),
-            RawAction::SetMacDst(m) => ops.push(Op::SetMacDst(*m)),
-            RawAction::VxlanEncap(def) => {
-                ops.push(Op::Encap(Box::new(compile_encap(i, def, profile)?)));
-                encapped = true;
-            }
-            RawAction::Drop => fate = Some(Fate::Drop),
-            RawAction::RepresentedPort(p) => fate = Some(Fate::Output(*p)),
-            RawAction::Jump(g) => {
-                if *g <= raw.group {
-                    return Err(action_error(
-                        i,
-                        libc_errno::EINVAL,
-                        format!("JUMP to group {g} from group {}", raw.group),
-                    ));
-                }
-                if encapped {
-                    return Err(action_error(i, libc_errno::ENOTSUP, "JUMP after VXLAN_ENCAP".into()));
-                }
-                fate = Some(Fate::Jump(*g));
-            }
-            RawAction::Other(_) => unreachable!("refused above"),
-        }
-        i += 1;
-    }
+    let acts = compile_actions(raw, profile, has_vxlan, (vlan_outer, vlan_inner))?;
+    let Actions { ops, fate, count, age, .. } = acts;
     let Some(fate) = fate else {
         return Err(DeviceError::new(
             "validate",

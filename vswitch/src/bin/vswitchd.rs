@@ -84,13 +84,7 @@ fn run(args: Args) -> Result<()> {
         config.socket_overridden = true;
     }
     if args.check {
-        println!("{}: valid", config.source);
-        println!(
-            "  ports: {}",
-            config.ports.iter().map(|p| format!("{} ({})", p.name, p.role.as_str())).collect::<Vec<_>>().join(", ")
-        );
-        println!("  rules: {}", config.rules.len());
-        println!("  PMD cores: {:?}", config.pmd_cores);
+        print_check(&config);
         return Ok(());
     }
     tracing::info!(source = %config.source, ports = config.ports.len(), rules = config.rules.len(), pmd_cores = ?config.pmd_cores, "configuration loaded");
@@ -111,7 +105,6 @@ fn run(args: Args) -> Result<()> {
     cleanup.paths.push(config.socket.clone());
     let socket_path = config.socket.clone();
     let metrics_addr = config.metrics;
-    let interval = config.stats_interval;
     let eal = start_eal("vswitchd", &config.eal_args, &mut cleanup)?;
     if os::stop_requested() {
         tracing::info!("stop requested during start-up: not starting the switch");
@@ -122,19 +115,7 @@ fn run(args: Args) -> Result<()> {
     })?);
     let sink: Arc<dyn vswitch::kernel::KernelSink> = Arc::clone(&switch) as _;
     let kernel = vswitch::kernel::Follower::start(switch.config(), sink).context("following the kernel's underlay")?;
-    let _metrics = match metrics_addr {
-        Some(addr) => {
-            let server = vswitch::metrics::install(addr, || {
-                vswitch::metrics::publish(&switch.stats());
-                if let Some(o) = switch.offload() {
-                    vswitch::metrics::publish_offload(&o.shared.stats());
-                }
-            })?;
-            tracing::info!(addr = %server.addr, "Prometheus metrics at http://{}/metrics", server.addr);
-            Some(server)
-        }
-        None => None,
-    };
+    let _metrics = metrics_addr.map(|addr| serve_metrics(addr, &switch)).transpose()?;
     let control_stop = Arc::new(AtomicBool::new(false));
     let control = {
         let switch = Arc::clone(&switch);
@@ -146,38 +127,7 @@ fn run(args: Args) -> Result<()> {
     };
     tracing::info!(socket = %socket_path.display(), "control socket ready (vswitchctl --socket {})", socket_path.display());
 
-    let started = Instant::now();
-    let mut last = (Instant::now(), switch.stats());
-    let mut failure = None;
-    while !os::stop_requested() {
-        std::thread::sleep(Duration::from_millis(50));
-        if args.duration > 0 && started.elapsed() >= Duration::from_secs(args.duration) {
-            break;
-        }
-        if !switch.pmds_alive() {
-            failure = Some("a PMD thread stopped unexpectedly");
-            break;
-        }
-        if kernel.as_ref().is_some_and(|k| !k.alive()) {
-            failure = Some("the netlink thread (kernel underlay) stopped unexpectedly");
-            break;
-        }
-        if last.0.elapsed() >= interval {
-            let now = (Instant::now(), switch.stats());
-            vswitch::metrics::publish(&now.1);
-            if let Some(o) = switch.offload() {
-                vswitch::metrics::publish_offload(&o.shared.stats());
-            }
-            if let Some(k) = switch.kernel_status() {
-                vswitch::metrics::publish_kernel(&k);
-            }
-            if !args.no_stats {
-                println!("{}", stats_line(&last.1, &now.1, now.0.duration_since(last.0).as_secs_f64()));
-            }
-            warn_receive_drops(&last.1, &now.1, switch.config().mbufs);
-            last = now;
-        }
-    }
+    let failure = supervise(&switch, kernel.as_ref(), &args);
     tracing::info!("stopping");
     control_stop.store(true, Ordering::SeqCst);
     let _ = control.join();
@@ -202,6 +152,66 @@ fn run(args: Args) -> Result<()> {
         bail!(f);
     }
     Ok(())
+}
+
+/// `--check`: what the configuration holds.
+fn print_check(config: &Config) {
+    println!("{}: valid", config.source);
+    println!(
+        "  ports: {}",
+        config.ports.iter().map(|p| format!("{} ({})", p.name, p.role.as_str())).collect::<Vec<_>>().join(", ")
+    );
+    println!("  rules: {}", config.rules.len());
+    println!("  PMD cores: {:?}", config.pmd_cores);
+}
+
+/// The Prometheus endpoint; its first scrape publishes the counters.
+fn serve_metrics(addr: std::net::SocketAddr, switch: &Switch) -> Result<vswitch::metrics::MetricsServer> {
+    let server = vswitch::metrics::install(addr, || {
+        vswitch::metrics::publish(&switch.stats());
+        if let Some(o) = switch.offload() {
+            vswitch::metrics::publish_offload(&o.shared.stats());
+        }
+    })?;
+    tracing::info!(addr = %server.addr, "Prometheus metrics at http://{}/metrics", server.addr);
+    Ok(server)
+}
+
+/// Runs until a stop signal, `--duration`, or a thread that should not end
+/// (a PMD, the netlink follower) ends: then says which. Meanwhile publishes
+/// the metrics and prints the statistics line every interval.
+fn supervise(switch: &Switch, kernel: Option<&vswitch::kernel::Follower>, args: &Args) -> Option<&'static str> {
+    let interval = switch.config().stats_interval;
+    let started = Instant::now();
+    let mut last = (Instant::now(), switch.stats());
+    while !os::stop_requested() {
+        std::thread::sleep(Duration::from_millis(50));
+        if args.duration > 0 && started.elapsed() >= Duration::from_secs(args.duration) {
+            break;
+        }
+        if !switch.pmds_alive() {
+            return Some("a PMD thread stopped unexpectedly");
+        }
+        if kernel.is_some_and(|k| !k.alive()) {
+            return Some("the netlink thread (kernel underlay) stopped unexpectedly");
+        }
+        if last.0.elapsed() >= interval {
+            let now = (Instant::now(), switch.stats());
+            vswitch::metrics::publish(&now.1);
+            if let Some(o) = switch.offload() {
+                vswitch::metrics::publish_offload(&o.shared.stats());
+            }
+            if let Some(k) = switch.kernel_status() {
+                vswitch::metrics::publish_kernel(&k);
+            }
+            if !args.no_stats {
+                println!("{}", stats_line(&last.1, &now.1, now.0.duration_since(last.0).as_secs_f64()));
+            }
+            warn_receive_drops(&last.1, &now.1, switch.config().mbufs);
+            last = now;
+        }
+    }
+    None
 }
 
 /// Drops at receive nobody would otherwise notice: no mbuf to receive into

@@ -2,6 +2,7 @@
 //! and the switch's answer to each request ([`execute`]).
 
 use super::error::ControlError;
+use super::reply::{Deleted, NeighbourAdded, Reloaded, RouteAdded, RuleAdded, RulesAdded, RulesDeleted};
 use super::request::{Request, MAX_REQUEST};
 use crate::config::Config;
 use crate::switch::Switch;
@@ -35,18 +36,6 @@ pub fn respond(request: &[u8], execute: impl FnOnce(&Request) -> Result<Value, C
     text
 }
 
-/// A rule edit's answer, saying so when the hardware side is still catching
-/// up (the change itself is made).
-fn with_pending(mut v: Value, report: &crate::datapath::RevalidateReport) -> Value {
-    if report.offload_pending {
-        v["offload_pending"] = json!(
-            "applied in software; the offload manager did not answer in time, so hardware rules of flows \
-             revalidated out go when it catches up (offload-show)"
-        );
-    }
-    v
-}
-
 /// Answers one request with the switch (what the control socket runs).
 ///
 /// # Errors
@@ -68,20 +57,16 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
         Request::AddRule { rule } => {
             nonempty(rule, "a rule")?;
             let (id, report) = switch.add_rule(rule)?;
-            with_pending(json!({"id": id, "flows_kept": report.kept, "flows_removed": report.removed}), &report)
+            to_json(&RuleAdded { id, flows: (&report).into() })
         }
         Request::AddRules { rules } => {
             let (ids, report) = switch.add_rules(&rules.0)?;
-            let v = json!({"added": ids.len(), "first_id": ids.first(), "flows_kept": report.kept, "flows_removed": report.removed});
-            with_pending(v, &report)
+            to_json(&RulesAdded { added: ids.len(), first_id: ids.first().copied(), flows: (&report).into() })
         }
         Request::DelRule { rule } => {
             nonempty(rule, "a rule id or text")?;
             let (deleted, report) = switch.del_rule(rule)?;
-            with_pending(
-                json!({"deleted": deleted, "flows_kept": report.kept, "flows_removed": report.removed}),
-                &report,
-            )
+            to_json(&RulesDeleted { deleted, flows: (&report).into() })
         }
         Request::DumpUnderlay => switch.dump_underlay(),
         Request::RouteAdd { args } => {
@@ -90,21 +75,21 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
                 [prefix, "via", gw, port] => switch.add_route(prefix, Some(gw), port)?,
                 _ => return Err(ControlError::Usage("route-add PREFIX [via GATEWAY] UPLINK".into())),
             };
-            json!({"routes": switch.dump_underlay()["routes"], "offload": offload})
+            to_json(&RouteAdded { routes: switch.dump_underlay()["routes"].take(), offload })
         }
         Request::RouteDel { prefix } => {
             let offload = switch.del_route(prefix)?;
-            json!({"deleted": prefix, "offload": offload})
+            to_json(&Deleted { deleted: prefix, offload })
         }
         Request::RouteShow => switch.route_show(),
         Request::NeighShow => switch.neigh_show(),
         Request::NeighAdd { ip, mac, port } => {
             let offload = switch.add_neighbour(ip, mac, port)?;
-            json!({"added": ip, "offload": offload})
+            to_json(&NeighbourAdded { added: ip, offload })
         }
         Request::NeighDel { ip } => {
             let offload = switch.del_neighbour(ip)?;
-            json!({"deleted": ip, "offload": offload})
+            to_json(&Deleted { deleted: ip, offload })
         }
         Request::OffloadShow => match switch.offload() {
             Some(o) => to_json(&o.stats()),
@@ -115,41 +100,43 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
             }
         },
         Request::PortRestart { port } => to_json(&switch.restart_port(port)?),
-        Request::Reload => {
-            let path = config_path.ok_or_else(|| {
-                ControlError::Usage(
-                    "this vswitchd runs the embedded demo configuration; there is no file to reload".into(),
-                )
-            })?;
-            let mut config = Config::load(path)?;
-            if switch.config().socket_overridden {
-                config.socket = switch.config().socket.clone();
-                config.socket_overridden = true;
-            }
-            let diff = switch.config().reload_diff(&config);
-            if !diff.refused.is_empty() {
-                return Err(ControlError::Usage(format!(
-                    "{} in {}: they need a restart (rule port names would resolve against a numbering the running \
-                     switch does not have); nothing was reloaded",
-                    diff.refused.join("; "),
-                    path.display()
-                )));
-            }
-            if !diff.not_applied.is_empty() {
-                tracing::warn!(
-                    sections = ?diff.not_applied,
-                    "reload: only rules are reloaded; these sections differ and need a restart \
-                     (routes and neighbours also change at run time with vswitchctl)"
-                );
-            }
-            let report = switch.replace_rules(&config.rules)?;
-            json!({
-                "rules": config.rules.len(),
-                "flows_kept": report.kept,
-                "flows_removed": report.removed,
-                "not_applied": diff.not_applied,
-            })
-        }
+        Request::Reload => to_json(&reload(switch, config_path)?),
+    })
+}
+
+/// `reload`: the file read again; only its rules apply to a running switch,
+/// and a file that renumbers ports is refused whole.
+fn reload(switch: &Switch, config_path: Option<&Path>) -> Result<Reloaded, ControlError> {
+    let path = config_path.ok_or_else(|| {
+        ControlError::Usage("this vswitchd runs the embedded demo configuration; there is no file to reload".into())
+    })?;
+    let mut config = Config::load(path)?;
+    if switch.config().socket_overridden {
+        config.socket = switch.config().socket.clone();
+        config.socket_overridden = true;
+    }
+    let diff = switch.config().reload_diff(&config);
+    if !diff.refused.is_empty() {
+        return Err(ControlError::Usage(format!(
+            "{} in {}: they need a restart (rule port names would resolve against a numbering the running \
+             switch does not have); nothing was reloaded",
+            diff.refused.join("; "),
+            path.display()
+        )));
+    }
+    if !diff.not_applied.is_empty() {
+        tracing::warn!(
+            sections = ?diff.not_applied,
+            "reload: only rules are reloaded; these sections differ and need a restart \
+             (routes and neighbours also change at run time with vswitchctl)"
+        );
+    }
+    let report = switch.replace_rules(&config.rules)?;
+    Ok(Reloaded {
+        rules: config.rules.len(),
+        flows_kept: report.kept,
+        flows_removed: report.removed,
+        not_applied: diff.not_applied,
     })
 }
 

@@ -10,6 +10,7 @@
 mod client;
 mod error;
 mod execute;
+pub mod reply;
 mod request;
 mod server;
 

@@ -193,6 +193,45 @@ pub fn run(setup: PmdSetup) {
     pmd.main_loop();
 }
 
+/// A period on the TSC: [`Every::due`] says once per period whether it
+/// has passed, and starts the next.
+struct Every {
+    period: u64,
+    last: u64,
+}
+
+impl Every {
+    fn new(period: u64, now: u64) -> Self {
+        Self { period, last: now }
+    }
+
+    #[inline]
+    fn due(&mut self, now: u64) -> bool {
+        let due = now.wrapping_sub(self.last) > self.period;
+        if due {
+            self.last = now;
+        }
+        due
+    }
+}
+
+/// The longest iteration of the current window (a second) and of the one
+/// before.
+struct Longest {
+    now: u64,
+    before: u64,
+    window: Every,
+}
+
+/// The PMD's periodic duties.
+struct Timers {
+    maintenance: Every,
+    hot: Every,
+    rank: Every,
+    publish: Every,
+    longest: Longest,
+}
+
 struct Pmd {
     engine: Engine,
     /// Ports being restarted: not polled, nothing sent to them.
@@ -215,120 +254,142 @@ impl Pmd {
         let hz = self.hz;
         let mut burst = Burst::new();
         let mut pkts: Packets<Mbuf> = [const { None }; BURST];
-        let mut last_publish = rdtsc();
-        let mut last_maintenance = last_publish;
-        let mut last_rank = last_publish;
-        let mut last_hot = last_publish;
-        let (mut longest, mut longest_before, mut window_start) = (0u64, 0u64, last_publish);
-        let mut first = 0usize;
-        let mut fair = CycleFair::new(self.rxqs.len(), hz / FAIR_QUANTUM_DIV);
-        while !self.stop.load(Ordering::Relaxed) {
-            let start = rdtsc();
-            self.engine.start_iteration();
-            let mut received = 0usize;
-            // The queue polled first rotates: with the upcall budget's
-            // per-queue reserve, every port gets its share of new flows.
-            let queues = self.rxqs.len();
-            first = if first + 1 >= queues { 0 } else { first + 1 };
-            for step in 0..queues {
-                let q = (first + step) % queues;
-                if !fair.may_poll(q) {
-                    continue;
-                }
-                let (port, rxq) = &mut self.rxqs[q];
-                if self.paused.get(*port as usize).copied().unwrap_or(false) {
-                    fair.charge(q, 0, false, false);
-                    continue;
-                }
-                let t0 = rdtsc();
-                let n = rxq.rx_burst_up_to(&mut burst, RX_BURST);
-                if n == 0 {
-                    fair.charge(q, 0, false, false);
-                    continue;
-                }
-                received += n;
-                let port = *port;
-                let mut k = 0;
-                burst.drain(|m| {
-                    pkts[k] = Some(m);
-                    k += 1;
-                });
-                let mut io = MbufIo { tx: &mut self.tx, pool: &self.pool };
-                self.engine.queue_turn(queues - 1 - step, queues);
-                self.engine.process(port, &mut pkts, k, start, &mut io);
-                for p in pkts.iter_mut().take(k) {
-                    *p = None;
-                }
-                let new_flows = self.engine.burst_misses() * 2 > n;
-                fair.charge(q, rdtsc().wrapping_sub(t0), n == RX_BURST, new_flows);
-            }
-            fair.end_iteration();
-            self.flush_all();
-            self.engine.flush_events(None);
-            let end = rdtsc();
-            let spent = end.wrapping_sub(start);
-            let c = &mut self.engine.counters;
-            c.add(if received > 0 { Counter::BusyCycles } else { Counter::IdleCycles }, spent);
-            c.add(Counter::Iterations, 1);
-            while let Ok(cmd) = self.commands.try_recv() {
-                self.command(cmd, end);
-            }
-            self.background(end);
+        let now = rdtsc();
+        let mut timers = Timers {
             // Maintenance in slices, one each millisecond: a pass over the
             // flow slots per maintenance period (1 s by default, 100 ms
             // under pressure), at most MAINT_SLICE_MAX slots a slice. At a
             // million flows a slot costs about 100 ns to walk (a cache miss),
             // so a pass every 100 ms would take 40 % of the core; a slice
             // stays under a few hundred microseconds.
-            if end.wrapping_sub(last_maintenance) > hz / 1000 {
-                let period_ms = (self.engine.maintenance_period().as_millis() as usize).max(1);
-                let slots = (self.engine.flow_slots() / period_ms).clamp(MAINT_SLICE_MIN, MAINT_SLICE_MAX);
-                self.engine.maintenance_slice(end, slots);
-                last_maintenance = end;
-            }
+            maintenance: Every::new(hz / 1000, now),
             // Hot-flow checks every 2 ms (the flows hit since the last one
             // and those on the watch list): a flow is reported at most 2 ms
             // after its hot time.
-            if end.wrapping_sub(last_hot) > hz / 500 {
-                self.engine.hot_check(end);
-                last_hot = end;
-            }
-            if end.wrapping_sub(last_rank) > hz {
-                self.engine.rank();
-                last_rank = end;
-            }
-            // The whole iteration, control commands and maintenance included:
-            // what a packet waiting in a receive ring may have to wait.
-            let whole = rdtsc().wrapping_sub(start);
-            longest = longest.max(whole);
+            hot: Every::new(hz / 500, now),
+            rank: Every::new(hz, now),
+            publish: Every::new(hz / 1000, now),
+            longest: Longest { now: 0, before: 0, window: Every::new(hz, now) },
+        };
+        let mut first = 0usize;
+        let mut fair = CycleFair::new(self.rxqs.len(), hz / FAIR_QUANTUM_DIV);
+        while !self.stop.load(Ordering::Relaxed) {
+            let start = rdtsc();
+            self.engine.start_iteration();
+            // The queue polled first rotates: with the upcall budget's
+            // per-queue reserve, every port gets its share of new flows.
+            let queues = self.rxqs.len();
+            first = if first + 1 >= queues { 0 } else { first + 1 };
+            let received = self.poll(first, start, &mut fair, &mut burst, &mut pkts);
+            fair.end_iteration();
+            self.flush_all();
+            self.engine.flush_events(None);
+            let end = rdtsc();
             let c = &mut self.engine.counters;
-            for (limit, counter) in [
-                (hz / 10_000, Counter::IterationsOver100us),
-                (hz / 1000, Counter::IterationsOver1ms),
-                (hz / 100, Counter::IterationsOver10ms),
-            ] {
-                if whole > limit {
-                    c.add(counter, 1);
-                }
+            c.add(if received > 0 { Counter::BusyCycles } else { Counter::IdleCycles }, end.wrapping_sub(start));
+            c.add(Counter::Iterations, 1);
+            while let Ok(cmd) = self.commands.try_recv() {
+                self.command(cmd, end);
             }
-            if end.wrapping_sub(last_publish) > hz / 1000 {
-                // The longest iteration of this second and the last one.
-                if end.wrapping_sub(window_start) > hz {
-                    longest_before = longest;
-                    longest = 0;
-                    window_start = end;
-                }
-                let us = longest.max(longest_before).saturating_mul(1_000_000) / hz.max(1);
-                self.engine.counters.set(Counter::LongestIterationUs, us);
-                self.publish();
-                last_publish = end;
-            }
+            self.background(end);
+            self.periodic(&mut timers, start, end);
         }
         self.flush_all();
         self.engine.remove_all(RemoveReason::Shutdown);
         self.engine.flush_events(Some(std::time::Duration::from_millis(200)));
         self.publish();
         tracing::info!(pmd = self.engine.index, "PMD thread stopped");
+    }
+
+    /// One pass over the receive queues, the one at `first` first, each as
+    /// the cycle-fair scheduler allows. Returns the packets received.
+    #[inline]
+    fn poll(
+        &mut self,
+        first: usize,
+        start: u64,
+        fair: &mut CycleFair,
+        burst: &mut Burst,
+        pkts: &mut Packets<Mbuf>,
+    ) -> usize {
+        let queues = self.rxqs.len();
+        let mut received = 0usize;
+        for step in 0..queues {
+            let q = (first + step) % queues;
+            if !fair.may_poll(q) {
+                continue;
+            }
+            let (port, rxq) = &mut self.rxqs[q];
+            if self.paused.get(*port as usize).copied().unwrap_or(false) {
+                fair.charge(q, 0, false, false);
+                continue;
+            }
+            let t0 = rdtsc();
+            let n = rxq.rx_burst_up_to(burst, RX_BURST);
+            if n == 0 {
+                fair.charge(q, 0, false, false);
+                continue;
+            }
+            received += n;
+            let port = *port;
+            let mut k = 0;
+            burst.drain(|m| {
+                pkts[k] = Some(m);
+                k += 1;
+            });
+            let mut io = MbufIo { tx: &mut self.tx, pool: &self.pool };
+            self.engine.queue_turn(queues - 1 - step, queues);
+            self.engine.process(port, pkts, k, start, &mut io);
+            for p in pkts.iter_mut().take(k) {
+                *p = None;
+            }
+            let new_flows = self.engine.burst_misses() * 2 > n;
+            fair.charge(q, rdtsc().wrapping_sub(t0), n == RX_BURST, new_flows);
+        }
+        received
+    }
+
+    /// The work on timers after an iteration (`start`..`end`): maintenance
+    /// slices, hot checks, ranking, the iteration-length counters and the
+    /// counters' publication.
+    #[inline]
+    fn periodic(&mut self, t: &mut Timers, start: u64, end: u64) {
+        let hz = self.hz;
+        if t.maintenance.due(end) {
+            let period_ms = (self.engine.maintenance_period().as_millis() as usize).max(1);
+            let slots = (self.engine.flow_slots() / period_ms).clamp(MAINT_SLICE_MIN, MAINT_SLICE_MAX);
+            self.engine.maintenance_slice(end, slots);
+        }
+        if t.hot.due(end) {
+            self.engine.hot_check(end);
+        }
+        if t.rank.due(end) {
+            self.engine.rank();
+        }
+        // The whole iteration, control commands and maintenance included:
+        // what a packet waiting in a receive ring may have to wait.
+        let whole = rdtsc().wrapping_sub(start);
+        t.longest.now = t.longest.now.max(whole);
+        let c = &mut self.engine.counters;
+        for (limit, counter) in [
+            (hz / 10_000, Counter::IterationsOver100us),
+            (hz / 1000, Counter::IterationsOver1ms),
+            (hz / 100, Counter::IterationsOver10ms),
+        ] {
+            if whole > limit {
+                c.add(counter, 1);
+            }
+        }
+        if t.publish.due(end) {
+            // The longest iteration of this second and the last one.
+            if t.longest.window.due(end) {
+                t.longest.before = t.longest.now;
+                t.longest.now = 0;
+            }
+            let us = t.longest.now.max(t.longest.before).saturating_mul(1_000_000) / hz.max(1);
+            self.engine.counters.set(Counter::LongestIterationUs, us);
+            self.publish();
+        }
     }
 
     fn publish(&mut self) {

@@ -613,45 +613,49 @@ impl Manager {
         }
         let rule = Arc::new(self.with_age(t.rule));
         match self.create(id, &rule) {
-            Ok(handle) => {
-                self.stats.inserts += 1;
-                self.hw_count += 1;
-                if let Some(rec) = self.flows.get_mut(&id) {
-                    let first = !rec.offloaded_before;
-                    rec.offloaded_before = true;
-                    let ms = rec.installed.elapsed().as_secs_f64() * 1000.0;
-                    let since_ms = |t: Option<Instant>| t.map(|t| t.elapsed().as_secs_f64() * 1000.0);
-                    let (hot_ms, rate_ms) = (since_ms(rec.hot_at), since_ms(rec.rate_since));
-                    rec.state = State::Hardware;
-                    let now = Instant::now();
-                    rec.hw = Some(HwRule {
-                        handle,
-                        rule,
-                        tunnels: t.tunnels,
-                        last: HitCounts::default(),
-                        last_at: now,
-                        pps: rec.pps,
-                        created: now,
-                    });
-                    if first {
-                        push_sample(&mut self.latencies, ms);
-                        if rec.waited {
-                            // Its delay is the table's (hotter flows held
-                            // the rules), not the manager's.
-                            self.stats.waited_for_room += 1;
-                        } else if let (Some(h), Some(r)) = (hot_ms, rate_ms) {
-                            push_sample(&mut self.hot_latencies, h);
-                            push_sample(&mut self.rate_latencies, r);
-                        }
-                        metrics::histogram!("vswitch_offload_install_to_active_seconds").record(ms / 1000.0);
-                    }
-                    self.dirty.push(id);
-                }
-            }
+            Ok(handle) => self.installed(id, handle, rule, t.tunnels),
             Err(e) => {
                 *self.stats.failures_by_device_error.entry(e.kind.to_string()).or_default() += 1;
                 self.refuse(id, Reason::Device(e));
             }
+        }
+    }
+
+    /// Books a rule the device took for flow `id`: the flow's state, its
+    /// hardware record, and the install latencies.
+    fn installed(&mut self, id: u64, handle: RuleHandle, rule: Arc<Rule>, tunnels: Vec<(u32, Option<u32>)>) {
+        self.stats.inserts += 1;
+        self.hw_count += 1;
+        if let Some(rec) = self.flows.get_mut(&id) {
+            let first = !rec.offloaded_before;
+            rec.offloaded_before = true;
+            let ms = rec.installed.elapsed().as_secs_f64() * 1000.0;
+            let since_ms = |t: Option<Instant>| t.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+            let (hot_ms, rate_ms) = (since_ms(rec.hot_at), since_ms(rec.rate_since));
+            rec.state = State::Hardware;
+            let now = Instant::now();
+            rec.hw = Some(HwRule {
+                handle,
+                rule,
+                tunnels,
+                last: HitCounts::default(),
+                last_at: now,
+                pps: rec.pps,
+                created: now,
+            });
+            if first {
+                push_sample(&mut self.latencies, ms);
+                if rec.waited {
+                    // Its delay is the table's (hotter flows held
+                    // the rules), not the manager's.
+                    self.stats.waited_for_room += 1;
+                } else if let (Some(h), Some(r)) = (hot_ms, rate_ms) {
+                    push_sample(&mut self.hot_latencies, h);
+                    push_sample(&mut self.rate_latencies, r);
+                }
+                metrics::histogram!("vswitch_offload_install_to_active_seconds").record(ms / 1000.0);
+            }
+            self.dirty.push(id);
         }
     }
 
