@@ -12,16 +12,16 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-/// Rule `i` of a set spread over `masks` masks: in_port 1, untagged IPv4 to
+/// HwRule `i` of a set spread over `masks` masks: in_port 1, untagged IPv4 to
 /// 10.x.y.z with a prefix length that depends on the mask index, UDP to a
 /// port; the mask index also decides whether the source port is compared.
-fn rule(i: u32, masks: u32) -> Rule {
+fn rule(i: u32, masks: u32) -> HwRule {
     let m = i % masks;
     let addr = Ipv4Addr::from(0x0a00_0000 | (i << 2));
     let len = 30 - (m % 4) as u8;
     let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
     let dst = Ipv4Prefix { addr: Ipv4Addr::from(u32::from(addr) & mask), len };
-    Rule {
+    HwRule {
         pattern: Pattern {
             ingress: 1,
             tunnel: None,
@@ -36,7 +36,7 @@ fn rule(i: u32, masks: u32) -> Rule {
             },
         },
         priority: 0,
-        actions: vec![Action::Count, Action::Output(0)],
+        actions: vec![HwAction::Count, HwAction::Output(0)],
     }
 }
 

@@ -94,24 +94,37 @@ impl PacketBuf for VecPacket {
 
 /// The internet checksum (RFC 1071) of `data`, folded and complemented.
 pub fn checksum(data: &[u8]) -> u16 {
-    !fold(sum(0, data))
+    !fold(sum(data, 0))
 }
 
-/// One's-complement sum of big-endian 16-bit words, unfolded.
-pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+/// One's-complement sum of `data` (big-endian 16-bit words, an odd last
+/// byte padded) added to `initial`, not yet folded. The one checksum sum of
+/// the workspace: the switch's packet code uses it too.
+#[inline]
+pub fn sum(data: &[u8], initial: u64) -> u64 {
+    let mut acc = initial;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // Add 32-bit halves so the 64-bit accumulator cannot overflow for any
+        // packet size we handle.
+        acc += (w >> 32) + (w & 0xffff_ffff);
     }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
+    let rest = chunks.remainder();
+    let mut pairs = rest.chunks_exact(2);
+    for c in &mut pairs {
+        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = pairs.remainder() {
+        acc += u64::from(*last) << 8;
     }
     acc
 }
 
-/// Folds a 32-bit one's-complement sum to 16 bits.
-pub fn fold(mut acc: u32) -> u16 {
-    while acc >> 16 != 0 {
+/// Folds a sum to 16 bits (not complemented).
+#[inline]
+pub fn fold(mut acc: u64) -> u16 {
+    while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }
     acc as u16

@@ -5,7 +5,7 @@
 use crate::device::FlowDevice;
 use crate::rte_flow::lower;
 use crate::rule::{
-    Action, EncapIp, EthMatch, Headers, Ipv4Match, Ipv4Prefix, L3Match, L4Match, Masked, Pattern, PortsMatch, Rule,
+    EncapIp, EthMatch, Headers, HwAction, HwRule, Ipv4Match, Ipv4Prefix, L3Match, L4Match, Masked, Pattern, PortsMatch,
     TunnelMatch, VlanMatch, VxlanEncap, TPID_8021Q, VXLAN_PORT,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -77,13 +77,13 @@ fn untagged() -> EthMatch {
 
 /// The sample rule of a shape and the group it goes in (`group` for all but
 /// the jump rule, which lives in group 0).
-pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (Rule, u32) {
-    let from_vf = |headers: Headers, actions: Vec<Action>| Rule {
+pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (HwRule, u32) {
+    let from_vf = |headers: Headers, actions: Vec<HwAction>| HwRule {
         pattern: Pattern { ingress: p.vf, tunnel: None, headers },
         priority: 0,
         actions,
     };
-    let from_uplink = |headers: Headers, actions: Vec<Action>| Rule {
+    let from_uplink = |headers: Headers, actions: Vec<HwAction>| HwRule {
         pattern: Pattern { ingress: p.uplink, tunnel: None, headers },
         priority: 0,
         actions,
@@ -99,15 +99,19 @@ pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (Rule, u32) {
                 })),
                 ..Default::default()
             },
-            vec![Action::Count, Action::Output(p.uplink)],
+            vec![HwAction::Count, HwAction::Output(p.uplink)],
         ),
         Shape::UplinkToVf => from_uplink(
             eth_only(EthMatch { dst: Some(Masked::exact(VM_MAC)), ..untagged() }),
-            vec![Action::Count, Action::Output(p.vf)],
+            vec![HwAction::Count, HwAction::Output(p.vf)],
         ),
         Shape::VlanPush => from_vf(
             eth_only(untagged()),
-            vec![Action::Count, Action::PushVlan { ethertype: TPID_8021Q, vid: 100, pcp: 0 }, Action::Output(p.uplink)],
+            vec![
+                HwAction::Count,
+                HwAction::PushVlan { ethertype: TPID_8021Q, vid: 100, pcp: 0 },
+                HwAction::Output(p.uplink),
+            ],
         ),
         Shape::VlanPop => from_uplink(
             Headers {
@@ -115,15 +119,15 @@ pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (Rule, u32) {
                 vlans: vec![VlanMatch { vid: Some(100), more_tags: Some(false), ..Default::default() }],
                 ..Default::default()
             },
-            vec![Action::Count, Action::PopVlan, Action::Output(p.vf)],
+            vec![HwAction::Count, HwAction::PopVlan, HwAction::Output(p.vf)],
         ),
         Shape::MacRewrite => from_uplink(
             eth_only(EthMatch { dst: Some(Masked::exact(VM_MAC)), ..untagged() }),
             vec![
-                Action::Count,
-                Action::SetMacSrc(UPLINK_MAC),
-                Action::SetMacDst([2, 0, 0, 0, 0, 0x11]),
-                Action::Output(p.vf),
+                HwAction::Count,
+                HwAction::SetMacSrc(UPLINK_MAC),
+                HwAction::SetMacDst([2, 0, 0, 0, 0, 0x11]),
+                HwAction::Output(p.vf),
             ],
         ),
         Shape::VxlanEncapV4 | Shape::VxlanEncapV6 | Shape::VxlanDecap => vxlan_rule(shape, p),
@@ -134,16 +138,17 @@ pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (Rule, u32) {
                 l4: Some(L4Match::Udp(PortsMatch { dst: Some(Masked::exact(53)), src: None })),
                 ..Default::default()
             },
-            vec![Action::Count, Action::Drop],
+            vec![HwAction::Count, HwAction::Drop],
         ),
-        Shape::Age => {
-            from_vf(eth_only(untagged()), vec![Action::Count, Action::Age { timeout_s: 10 }, Action::Output(p.uplink)])
-        }
+        Shape::Age => from_vf(
+            eth_only(untagged()),
+            vec![HwAction::Count, HwAction::Age { timeout_s: 10 }, HwAction::Output(p.uplink)],
+        ),
         Shape::Jump => {
-            let r = Rule {
+            let r = HwRule {
                 pattern: Pattern { ingress: p.vf, tunnel: None, headers: Headers::default() },
                 priority: 0,
-                actions: vec![Action::Jump { group }],
+                actions: vec![HwAction::Jump { group }],
             };
             return (r, 0);
         }
@@ -153,20 +158,20 @@ pub fn sample_rule(shape: Shape, p: ProbePorts, group: u32) -> (Rule, u32) {
 
 /// The sample rules of the VXLAN shapes: encapsulation towards a remote
 /// VTEP over IPv4 or IPv6 from the VF, decapsulation on the uplink.
-fn vxlan_rule(shape: Shape, p: ProbePorts) -> Rule {
-    let encap = |ip: EncapIp| Rule {
+fn vxlan_rule(shape: Shape, p: ProbePorts) -> HwRule {
+    let encap = |ip: EncapIp| HwRule {
         pattern: Pattern { ingress: p.vf, tunnel: None, headers: Headers { eth: untagged(), ..Default::default() } },
         priority: 0,
         actions: vec![
-            Action::Count,
-            Action::VxlanEncap(VxlanEncap {
+            HwAction::Count,
+            HwAction::VxlanEncap(VxlanEncap {
                 eth_src: UPLINK_MAC,
                 eth_dst: NEXT_HOP_MAC,
                 ip,
                 udp_dst: VXLAN_PORT,
                 vni: 100,
             }),
-            Action::Output(p.uplink),
+            HwAction::Output(p.uplink),
         ],
     };
     match shape {
@@ -183,7 +188,7 @@ fn vxlan_rule(shape: Shape, p: ProbePorts) -> Rule {
             traffic_class: 0,
             hop_limit: 64,
         }),
-        _ => Rule {
+        _ => HwRule {
             pattern: Pattern {
                 ingress: p.uplink,
                 tunnel: Some(TunnelMatch {
@@ -199,7 +204,7 @@ fn vxlan_rule(shape: Shape, p: ProbePorts) -> Rule {
                 },
             },
             priority: 0,
-            actions: vec![Action::Count, Action::VxlanDecap, Action::Output(p.vf)],
+            actions: vec![HwAction::Count, HwAction::VxlanDecap, HwAction::Output(p.vf)],
         },
     }
 }

@@ -1,7 +1,7 @@
 //! The rule vocabulary: what the switch asks the e-switch to do, in typed
-//! values with no DPDK in sight. [`crate::rte_flow::lower`] turns a [`Rule`]
+//! values with no DPDK in sight. [`crate::rte_flow::lower`] turns a [`HwRule`]
 //! into rte_flow structs; [`crate::rte_flow::read_back`] turns those structs
-//! back into a [`Rule`].
+//! back into a [`HwRule`].
 //!
 //! A rule matches packets arriving on one ethdev port (`ingress`) by their
 //! headers, outermost first, and runs its actions in order; the last action
@@ -9,7 +9,7 @@
 //!
 //! Canonical form: a field that is not matched is `None`; a `Some` always
 //! compares at least one bit (a zero mask or a /0 prefix is written `None`),
-//! and values carry no bits outside their mask. [`Rule::validate`] refuses
+//! and values carry no bits outside their mask. [`HwRule::validate`] refuses
 //! anything else, so every valid rule has exactly one rte_flow lowering and
 //! reads back to itself.
 
@@ -257,9 +257,9 @@ pub struct VxlanEncap {
     pub vni: u32,
 }
 
-/// An action. Order matters; see [`Rule::validate`] for what may follow what.
+/// An action. Order matters; see [`HwRule::validate`] for what may follow what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
+pub enum HwAction {
     /// Count packets and bytes (queried with the device's `query`).
     Count,
     /// Report the rule as aged when no packet hit it for this many seconds.
@@ -291,20 +291,20 @@ pub enum Action {
     },
 }
 
-impl Action {
+impl HwAction {
     /// Whether this action ends a rule.
     pub fn is_fate(&self) -> bool {
-        matches!(self, Action::Drop | Action::Output(_) | Action::Jump { .. })
+        matches!(self, HwAction::Drop | HwAction::Output(_) | HwAction::Jump { .. })
     }
 }
 
 /// A rule: pattern, priority within its group (0 is the highest, as in
 /// rte_flow) and actions.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Rule {
+pub struct HwRule {
     pub pattern: Pattern,
     pub priority: u32,
-    pub actions: Vec<Action>,
+    pub actions: Vec<HwAction>,
 }
 
 /// Why a rule is not valid vocabulary.
@@ -419,15 +419,15 @@ impl Headers {
     }
 }
 
-impl Rule {
+impl HwRule {
     /// The group-0 rule that sends everything from ethdev port `ingress` on
     /// to `group`, where the flow rules live (mlx5's root table is small
     /// and slow to insert into).
-    pub fn jump(ingress: PortId, group: u32) -> Rule {
-        Rule {
+    pub fn jump(ingress: PortId, group: u32) -> HwRule {
+        HwRule {
             pattern: Pattern { ingress, tunnel: None, headers: Headers::default() },
             priority: 0,
-            actions: vec![Action::Jump { group }],
+            actions: vec![HwAction::Jump { group }],
         }
     }
 
@@ -461,24 +461,25 @@ impl Rule {
         for (i, a) in body.iter().enumerate() {
             match a {
                 _ if a.is_fate() => return bad(format!("{a:?} must be the last action")),
-                Action::Count if seen_count => return bad("count twice"),
-                Action::Count => seen_count = true,
-                Action::Age { .. } if seen_age => return bad("age twice"),
-                Action::Age { timeout_s } => {
+                HwAction::Count if seen_count => return bad("count twice"),
+                HwAction::Count => seen_count = true,
+                HwAction::Age { .. } if seen_age => return bad("age twice"),
+                HwAction::Age { timeout_s } => {
                     if *timeout_s == 0 || *timeout_s > MAX_AGE_S {
                         return bad(format!("age timeout {timeout_s} s (1..={MAX_AGE_S})"));
                     }
                     seen_age = true;
                 }
-                Action::VxlanDecap => {
+                HwAction::VxlanDecap => {
                     if p.tunnel.is_none() {
                         return bad("vxlan_decap needs a tunnel pattern");
                     }
-                    if i != body.iter().position(|x| !matches!(x, Action::Count | Action::Age { .. })).unwrap_or(i) {
+                    if i != body.iter().position(|x| !matches!(x, HwAction::Count | HwAction::Age { .. })).unwrap_or(i)
+                    {
                         return bad("vxlan_decap must come before every other packet action");
                     }
                 }
-                Action::PushVlan { ethertype, vid, pcp } => {
+                HwAction::PushVlan { ethertype, vid, pcp } => {
                     if *ethertype != TPID_8021Q && *ethertype != TPID_8021AD {
                         return bad(format!("push_vlan: TPID {ethertype:#06x} (0x8100 or 0x88a8)"));
                     }
@@ -486,8 +487,8 @@ impl Rule {
                         return bad(format!("push_vlan: vid {vid} pcp {pcp} out of range"));
                     }
                 }
-                Action::SetVlanVid(vid) if *vid > 0x0fff => return bad(format!("set_vlan_vid: {vid} > 4095")),
-                Action::VxlanEncap(e) => {
+                HwAction::SetVlanVid(vid) if *vid > 0x0fff => return bad(format!("set_vlan_vid: {vid} > 4095")),
+                HwAction::VxlanEncap(e) => {
                     if seen_encap {
                         return bad("vxlan_encap twice");
                     }
@@ -506,7 +507,7 @@ impl Rule {
                 _ => {}
             }
         }
-        if seen_encap && matches!(fate, Action::Jump { .. }) {
+        if seen_encap && matches!(fate, HwAction::Jump { .. }) {
             return bad("vxlan_encap must end in output or drop");
         }
         Ok(())
@@ -515,13 +516,13 @@ impl Rule {
     /// The encapsulation this rule adds, if any.
     pub fn encap(&self) -> Option<&VxlanEncap> {
         self.actions.iter().find_map(|a| match a {
-            Action::VxlanEncap(e) => Some(e),
+            HwAction::VxlanEncap(e) => Some(e),
             _ => None,
         })
     }
 
     /// The rule's fate (its last action).
-    pub fn fate(&self) -> Option<&Action> {
+    pub fn fate(&self) -> Option<&HwAction> {
         self.actions.last()
     }
 }
@@ -636,32 +637,32 @@ impl fmt::Display for Headers {
     }
 }
 
-impl fmt::Display for Action {
+impl fmt::Display for HwAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Count => f.write_str("count"),
-            Action::Age { timeout_s } => write!(f, "age({timeout_s}s)"),
-            Action::VxlanDecap => f.write_str("vxlan_decap"),
-            Action::PushVlan { ethertype, vid, pcp } => write!(f, "push_vlan({ethertype:#06x},vid={vid},pcp={pcp})"),
-            Action::PopVlan => f.write_str("pop_vlan"),
-            Action::SetVlanVid(v) => write!(f, "set_vlan_vid({v})"),
-            Action::SetMacSrc(m) => write!(f, "set_mac_src({})", mac_text(m)),
-            Action::SetMacDst(m) => write!(f, "set_mac_dst({})", mac_text(m)),
-            Action::VxlanEncap(e) => {
+            HwAction::Count => f.write_str("count"),
+            HwAction::Age { timeout_s } => write!(f, "age({timeout_s}s)"),
+            HwAction::VxlanDecap => f.write_str("vxlan_decap"),
+            HwAction::PushVlan { ethertype, vid, pcp } => write!(f, "push_vlan({ethertype:#06x},vid={vid},pcp={pcp})"),
+            HwAction::PopVlan => f.write_str("pop_vlan"),
+            HwAction::SetVlanVid(v) => write!(f, "set_vlan_vid({v})"),
+            HwAction::SetMacSrc(m) => write!(f, "set_mac_src({})", mac_text(m)),
+            HwAction::SetMacDst(m) => write!(f, "set_mac_dst({})", mac_text(m)),
+            HwAction::VxlanEncap(e) => {
                 let (src, dst) = match e.ip {
                     EncapIp::V4 { src, dst, .. } => (IpAddr::V4(src), IpAddr::V4(dst)),
                     EncapIp::V6 { src, dst, .. } => (IpAddr::V6(src), IpAddr::V6(dst)),
                 };
                 write!(f, "vxlan_encap(vni={},{src}->{dst},dst_mac={})", e.vni, mac_text(&e.eth_dst))
             }
-            Action::Drop => f.write_str("drop"),
-            Action::Output(p) => write!(f, "output({p})"),
-            Action::Jump { group } => write!(f, "jump({group})"),
+            HwAction::Drop => f.write_str("drop"),
+            HwAction::Output(p) => write!(f, "output({p})"),
+            HwAction::Jump { group } => write!(f, "jump({group})"),
         }
     }
 }
 
-impl fmt::Display for Rule {
+impl fmt::Display for HwRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "port={}", self.pattern.ingress)?;
         if let Some(t) = &self.pattern.tunnel {
@@ -679,25 +680,25 @@ impl fmt::Display for Rule {
 mod tests {
     use super::*;
 
-    fn base() -> Rule {
-        Rule {
+    fn base() -> HwRule {
+        HwRule {
             pattern: Pattern { ingress: 0, tunnel: None, headers: Headers::default() },
             priority: 0,
-            actions: vec![Action::Output(1)],
+            actions: vec![HwAction::Output(1)],
         }
     }
 
     #[test]
     fn validation_refuses_what_rte_flow_cannot_say_or_we_cannot_read_back() {
         assert_eq!(base().validate(), Ok(()));
-        let cases: Vec<(Rule, &str)> = vec![
-            (Rule { actions: vec![], ..base() }, "no actions"),
-            (Rule { actions: vec![Action::Count], ..base() }, "last action"),
-            (Rule { actions: vec![Action::Drop, Action::Output(1)], ..base() }, "must be the last"),
-            (Rule { actions: vec![Action::VxlanDecap, Action::Output(1)], ..base() }, "tunnel pattern"),
-            (Rule { actions: vec![Action::Age { timeout_s: 0 }, Action::Output(1)], ..base() }, "age timeout"),
-            (Rule { actions: vec![Action::SetVlanVid(5000), Action::Output(1)], ..base() }, "4095"),
-            (Rule { actions: vec![Action::Count, Action::Count, Action::Output(1)], ..base() }, "count twice"),
+        let cases: Vec<(HwRule, &str)> = vec![
+            (HwRule { actions: vec![], ..base() }, "no actions"),
+            (HwRule { actions: vec![HwAction::Count], ..base() }, "last action"),
+            (HwRule { actions: vec![HwAction::Drop, HwAction::Output(1)], ..base() }, "must be the last"),
+            (HwRule { actions: vec![HwAction::VxlanDecap, HwAction::Output(1)], ..base() }, "tunnel pattern"),
+            (HwRule { actions: vec![HwAction::Age { timeout_s: 0 }, HwAction::Output(1)], ..base() }, "age timeout"),
+            (HwRule { actions: vec![HwAction::SetVlanVid(5000), HwAction::Output(1)], ..base() }, "4095"),
+            (HwRule { actions: vec![HwAction::Count, HwAction::Count, HwAction::Output(1)], ..base() }, "count twice"),
         ];
         for (rule, want) in cases {
             let e = rule.validate().expect_err(want);
@@ -728,7 +729,7 @@ mod tests {
             udp_dst: VXLAN_PORT,
             vni: 7,
         };
-        let r = Rule { actions: vec![Action::VxlanEncap(encap), Action::PopVlan, Action::Output(1)], ..base() };
+        let r = HwRule { actions: vec![HwAction::VxlanEncap(encap), HwAction::PopVlan, HwAction::Output(1)], ..base() };
         assert!(r.validate().expect_err("edit after encap").0.contains("after vxlan_encap"));
     }
 
@@ -737,7 +738,7 @@ mod tests {
         let mut r = base();
         r.pattern.headers.eth.dst = Some(Masked::exact([2, 0, 0, 0, 0, 1]));
         r.pattern.headers.l3 = Some(L3Match::Ipv4(Ipv4Match { proto: Some(17), ..Default::default() }));
-        r.actions = vec![Action::Count, Action::Output(3)];
+        r.actions = vec![HwAction::Count, HwAction::Output(3)];
         assert_eq!(r.to_string(), "port=0 eth(dst=02:00:00:00:00:01) ipv4(proto=17) actions=count,output(3)");
     }
 }

@@ -8,7 +8,9 @@
 //! vxlan` always sends IPv4 with DF clear; a rule that sets DF says so in a
 //! `#` comment line, which testpmd ignores.
 
-use crate::rule::{Action, EncapIp, EthMatch, Headers, L3Match, L4Match, Mac, Masked, Rule, TunnelMatch, VlanMatch};
+use crate::rule::{
+    EncapIp, EthMatch, Headers, HwAction, HwRule, L3Match, L4Match, Mac, Masked, TunnelMatch, VlanMatch,
+};
 use std::net::IpAddr;
 
 /// testpmd's command-line buffer (cmdline's RDLINE_BUF_SIZE) less the newline.
@@ -180,7 +182,7 @@ fn tunnel_text(t: &TunnelMatch, out: &mut Vec<String>) {
 }
 
 /// The commands that install `rule` through transfer proxy `proxy` in `group`.
-pub fn commands(rule: &Rule, proxy: u16, group: u32) -> Vec<String> {
+pub fn commands(rule: &HwRule, proxy: u16, group: u32) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(e) = rule.encap() {
         let (version, src, dst, tos, ttl) = match e.ip {
@@ -213,20 +215,20 @@ pub fn commands(rule: &Rule, proxy: u16, group: u32) -> Vec<String> {
         .actions
         .iter()
         .map(|a| match a {
-            Action::Count => "count".to_owned(),
-            Action::Age { timeout_s } => format!("age timeout {timeout_s}"),
-            Action::VxlanDecap => "vxlan_decap".to_owned(),
-            Action::PushVlan { ethertype, vid, pcp } => format!(
+            HwAction::Count => "count".to_owned(),
+            HwAction::Age { timeout_s } => format!("age timeout {timeout_s}"),
+            HwAction::VxlanDecap => "vxlan_decap".to_owned(),
+            HwAction::PushVlan { ethertype, vid, pcp } => format!(
                 "of_push_vlan ethertype {ethertype:#06x} / of_set_vlan_vid vlan_vid {vid} / of_set_vlan_pcp vlan_pcp {pcp}"
             ),
-            Action::PopVlan => "of_pop_vlan".to_owned(),
-            Action::SetVlanVid(v) => format!("of_set_vlan_vid vlan_vid {v}"),
-            Action::SetMacSrc(m) => format!("set_mac_src mac_addr {}", mac(m)),
-            Action::SetMacDst(m) => format!("set_mac_dst mac_addr {}", mac(m)),
-            Action::VxlanEncap(_) => "vxlan_encap".to_owned(),
-            Action::Drop => "drop".to_owned(),
-            Action::Output(p) => format!("represented_port ethdev_port_id {p}"),
-            Action::Jump { group } => format!("jump group {group}"),
+            HwAction::PopVlan => "of_pop_vlan".to_owned(),
+            HwAction::SetVlanVid(v) => format!("of_set_vlan_vid vlan_vid {v}"),
+            HwAction::SetMacSrc(m) => format!("set_mac_src mac_addr {}", mac(m)),
+            HwAction::SetMacDst(m) => format!("set_mac_dst mac_addr {}", mac(m)),
+            HwAction::VxlanEncap(_) => "vxlan_encap".to_owned(),
+            HwAction::Drop => "drop".to_owned(),
+            HwAction::Output(p) => format!("represented_port ethdev_port_id {p}"),
+            HwAction::Jump { group } => format!("jump group {group}"),
         })
         .collect();
     let priority = if rule.priority == 0 { String::new() } else { format!(" priority {}", rule.priority) };

@@ -246,7 +246,7 @@ fn edit() -> BoxedStrategy<Edit> {
 
 /// A valid rule: the generator builds actions the way the switch does (edits
 /// that need a tag only when the pattern guarantees one).
-fn rule() -> BoxedStrategy<Rule> {
+fn rule() -> BoxedStrategy<HwRule> {
     (
         0u16..3,
         tunnel(),
@@ -256,18 +256,18 @@ fn rule() -> BoxedStrategy<Rule> {
         opt(1u32..1000),
         prop::collection::vec(edit(), 0..3),
         opt(encap()),
-        prop_oneof![4 => (0u16..3).prop_map(Action::Output), 1 => Just(Action::Drop)],
+        prop_oneof![4 => (0u16..3).prop_map(HwAction::Output), 1 => Just(HwAction::Drop)],
     )
         .prop_map(|(ingress, tunnel, headers, priority, count, age, edits, encap, fate)| {
             let mut actions = Vec::new();
             if count {
-                actions.push(Action::Count);
+                actions.push(HwAction::Count);
             }
             if let Some(t) = age {
-                actions.push(Action::Age { timeout_s: t });
+                actions.push(HwAction::Age { timeout_s: t });
             }
             if tunnel.is_some() {
-                actions.push(Action::VxlanDecap);
+                actions.push(HwAction::VxlanDecap);
             }
             // Track whether the frame is tagged at this point, as the model
             // (like mlx5) checks VLAN edits against the pattern.
@@ -276,24 +276,24 @@ fn rule() -> BoxedStrategy<Rule> {
             for e in edits {
                 match e {
                     Edit::Push(t, v, p) if !pushed => {
-                        actions.push(Action::PushVlan { ethertype: t, vid: v, pcp: p });
+                        actions.push(HwAction::PushVlan { ethertype: t, vid: v, pcp: p });
                         pushed = true;
                     }
                     Edit::Pop if tagged && !pushed => {
-                        actions.push(Action::PopVlan);
+                        actions.push(HwAction::PopVlan);
                         tagged = false;
                     }
-                    Edit::SetVid(v) if tagged && !pushed => actions.push(Action::SetVlanVid(v)),
-                    Edit::SetSrc(m) => actions.push(Action::SetMacSrc(m)),
-                    Edit::SetDst(m) => actions.push(Action::SetMacDst(m)),
+                    Edit::SetVid(v) if tagged && !pushed => actions.push(HwAction::SetVlanVid(v)),
+                    Edit::SetSrc(m) => actions.push(HwAction::SetMacSrc(m)),
+                    Edit::SetDst(m) => actions.push(HwAction::SetMacDst(m)),
                     _ => {}
                 }
             }
             if let Some(e) = encap {
-                actions.push(Action::VxlanEncap(e));
+                actions.push(HwAction::VxlanEncap(e));
             }
             actions.push(fate);
-            Rule { pattern: Pattern { ingress, tunnel, headers }, priority, actions }
+            HwRule { pattern: Pattern { ingress, tunnel, headers }, priority, actions }
         })
         .prop_filter("valid vocabulary", |r| r.validate().is_ok())
         .boxed()
@@ -792,7 +792,7 @@ enum Outcome {
     Drop,
 }
 
-fn reference(rule: &Rule, port: u16, f: &[u8]) -> Outcome {
+fn reference(rule: &HwRule, port: u16, f: &[u8]) -> Outcome {
     if port != rule.pattern.ingress {
         return Outcome::Miss;
     }
@@ -820,28 +820,28 @@ fn reference(rule: &Rule, port: u16, f: &[u8]) -> Outcome {
     run_actions(rule, frame)
 }
 
-fn run_actions(rule: &Rule, mut f: Vec<u8>) -> Outcome {
+fn run_actions(rule: &HwRule, mut f: Vec<u8>) -> Outcome {
     for a in &rule.actions {
         match a {
-            Action::Count | Action::Age { .. } | Action::VxlanDecap => {}
-            Action::PushVlan { ethertype, vid, pcp } => {
+            HwAction::Count | HwAction::Age { .. } | HwAction::VxlanDecap => {}
+            HwAction::PushVlan { ethertype, vid, pcp } => {
                 let tci = (u16::from(*pcp) << 13) | vid;
                 let tag: Vec<u8> = ethertype.to_be_bytes().into_iter().chain(tci.to_be_bytes()).collect();
                 f.splice(12..12, tag);
             }
-            Action::PopVlan => {
+            HwAction::PopVlan => {
                 f.drain(12..16);
             }
-            Action::SetVlanVid(v) => {
+            HwAction::SetVlanVid(v) => {
                 let tci = (be16(&f, 14) & 0xf000) | v;
                 f[14..16].copy_from_slice(&tci.to_be_bytes());
             }
-            Action::SetMacSrc(m) => f[6..12].copy_from_slice(m),
-            Action::SetMacDst(m) => f[0..6].copy_from_slice(m),
-            Action::VxlanEncap(e) => f = encapsulate(e, &f),
-            Action::Drop => return Outcome::Drop,
-            Action::Output(p) => return Outcome::Out(*p, f),
-            Action::Jump { .. } => unreachable!("not generated"),
+            HwAction::SetMacSrc(m) => f[6..12].copy_from_slice(m),
+            HwAction::SetMacDst(m) => f[0..6].copy_from_slice(m),
+            HwAction::VxlanEncap(e) => f = encapsulate(e, &f),
+            HwAction::Drop => return Outcome::Drop,
+            HwAction::Output(p) => return Outcome::Out(*p, f),
+            HwAction::Jump { .. } => unreachable!("not generated"),
         }
     }
     unreachable!("a valid rule ends with a fate")

@@ -15,7 +15,7 @@ pub mod kernel;
 pub mod metrics;
 pub(crate) mod named_enum;
 pub mod net;
-pub mod offloading;
+pub mod offload_manager;
 pub mod ofrule;
 pub mod packet;
 pub mod ratelimit;

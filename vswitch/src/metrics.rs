@@ -7,7 +7,7 @@
 //! the daemon's main loop.
 
 use crate::accept::Acceptor;
-use crate::offloading::manager::OffloadStats;
+use crate::offload_manager::manager::OffloadStats;
 use crate::switch::SwitchStats;
 use anyhow::{Context, Result};
 use metrics_exporter_prometheus::PrometheusHandle;

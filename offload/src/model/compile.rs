@@ -6,7 +6,7 @@
 use super::profile::{ActionKind, Profile};
 use super::vector::{self, Slot, Vector};
 use crate::device::{libc_errno, DeviceError, ERROR_TYPE_ACTION, ERROR_TYPE_ATTR, ERROR_TYPE_ITEM};
-use crate::rte_flow::raw::flags;
+use crate::rte_flow::read::flags;
 use crate::rte_flow::{ItemKind, RawAction, RawItem, RawRule};
 use crate::rule::VXLAN_PORT;
 
@@ -556,22 +556,22 @@ mod tests {
     use crate::rte_flow::lower;
     use crate::rule::*;
 
-    fn rule(actions: Vec<Action>) -> Rule {
-        Rule { pattern: Pattern { ingress: 3, tunnel: None, headers: Headers::default() }, priority: 0, actions }
+    fn rule(actions: Vec<HwAction>) -> HwRule {
+        HwRule { pattern: Pattern { ingress: 3, tunnel: None, headers: Headers::default() }, priority: 0, actions }
     }
 
     #[test]
     fn refusals_name_item_or_action() {
         let p = Profile::default();
-        let r = lower(&rule(vec![Action::PopVlan, Action::Output(1)]), 1, 0).expect("lower");
+        let r = lower(&rule(vec![HwAction::PopVlan, HwAction::Output(1)]), 1, 0).expect("lower");
         let e = compile(&r.raw().expect("raw"), &p).expect_err("pop without a tag");
         assert!(e.message.contains("needs a VLAN item"), "{e}");
         let mut p2 = Profile::default();
         p2.actions.retain(|a| *a != ActionKind::SetMac);
-        let r = lower(&rule(vec![Action::SetMacDst([2; 6]), Action::Output(1)]), 1, 0).expect("lower");
+        let r = lower(&rule(vec![HwAction::SetMacDst([2; 6]), HwAction::Output(1)]), 1, 0).expect("lower");
         let e = compile(&r.raw().expect("raw"), &p2).expect_err("not in profile");
         assert_eq!(e.kind, crate::device::ErrorKind::UnsupportedAction, "{e}");
-        let ok = lower(&rule(vec![Action::Count, Action::Output(1)]), 1, 0).expect("lower");
+        let ok = lower(&rule(vec![HwAction::Count, HwAction::Output(1)]), 1, 0).expect("lower");
         let c = compile(&ok.raw().expect("raw"), &p).expect("compiles");
         assert_eq!((c.ingress, c.fate, c.count), (Some(3), Fate::Output(1), true));
     }

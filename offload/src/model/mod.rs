@@ -840,20 +840,18 @@ fn outer_checksums_ok(f: &[u8], l: &Layers) -> bool {
     let udp = &f[l4..l.udp_end];
     let csum = be16(f, l4 + 6);
     let pseudo = if l.ipv6 {
-        let mut acc = sum(0, &f[l.l3 + 8..l.l3 + 40]);
-        acc = acc.wrapping_add(17).wrapping_add(udp.len() as u32);
-        acc
+        sum(&f[l.l3 + 8..l.l3 + 40], 0) + 17 + udp.len() as u64
     } else {
         let ihl = usize::from(f[l.l3] & 0x0f) * 4;
         if checksum(&f[l.l3..l.l3 + ihl]) != 0 {
             return false;
         }
-        sum(0, &f[l.l3 + 12..l.l3 + 20]).wrapping_add(17).wrapping_add(udp.len() as u32)
+        sum(&f[l.l3 + 12..l.l3 + 20], 0) + 17 + udp.len() as u64
     };
     if csum == 0 {
         return !l.ipv6;
     }
-    fold(sum(pseudo, udp)) == 0xffff
+    fold(sum(udp, pseudo)) == 0xffff
 }
 
 fn tagged(f: &[u8]) -> bool {
@@ -944,9 +942,8 @@ fn encap<P: PacketBuf>(pkt: &mut P, h: &EncapHeader) -> Result<(), ()> {
     out[l4 + 6..l4 + 8].copy_from_slice(&[0, 0]);
     if h.ipv6 {
         let d = pkt.data_mut();
-        let mut acc = sum(0, &d[22..54]);
-        acc = acc.wrapping_add(17).wrapping_add(u32::from(udp_len));
-        let mut c = !fold(sum(acc, &d[l4..]));
+        let acc = sum(&d[22..54], 0) + 17 + u64::from(udp_len);
+        let mut c = !fold(sum(&d[l4..], acc));
         if c == 0 {
             c = 0xffff;
         }
@@ -974,9 +971,9 @@ impl ModelDevice {
     fn compile(&self, op: &'static str, rule: &Lowered) -> Result<Compiled, DeviceError> {
         let raw = rule.raw().map_err(|e| {
             let t = match e.place {
-                crate::rte_flow::raw::Place::Attr => crate::device::ERROR_TYPE_ATTR,
-                crate::rte_flow::raw::Place::Item(_) => crate::device::ERROR_TYPE_ITEM,
-                crate::rte_flow::raw::Place::Action(_) => crate::device::ERROR_TYPE_ACTION,
+                crate::rte_flow::read::Place::Attr => crate::device::ERROR_TYPE_ATTR,
+                crate::rte_flow::read::Place::Item(_) => crate::device::ERROR_TYPE_ITEM,
+                crate::rte_flow::read::Place::Action(_) => crate::device::ERROR_TYPE_ACTION,
             };
             DeviceError::new(op, libc_errno::EINVAL, t, format!("model: {e}"))
         })?;

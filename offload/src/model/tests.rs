@@ -13,7 +13,7 @@ fn device() -> ModelDevice {
     ModelDevice::new(Arc::new(ModelSwitch::new(Profile::default())))
 }
 
-fn install(d: &mut ModelDevice, rule: &Rule, group: u32) -> RuleHandle {
+fn install(d: &mut ModelDevice, rule: &HwRule, group: u32) -> RuleHandle {
     d.create(&lower(rule, group, 42).expect("lower")).expect("create")
 }
 
@@ -140,10 +140,10 @@ fn encap_then_decap_gives_the_frame_back() {
 #[test]
 fn priorities_groups_and_jumps() {
     let mut d = device();
-    let base = |prio: u32, port: u16| Rule {
+    let base = |prio: u32, port: u16| HwRule {
         pattern: Pattern { ingress: 1, tunnel: None, headers: Headers::default() },
         priority: prio,
-        actions: vec![Action::Output(port)],
+        actions: vec![HwAction::Output(port)],
     };
     install(&mut d, &base(5, 2), 1);
     let f = udp_frame(GW, VM, None, [10, 0, 0, 1], 80);
@@ -167,7 +167,7 @@ fn priorities_groups_and_jumps() {
 fn capacity_aging_flush_and_port_stop() {
     let profile = Profile { max_rules: 3, ..Profile::default() };
     let mut d = ModelDevice::new(Arc::new(ModelSwitch::new(profile)));
-    let rule = |dst: u8, out: u16| Rule {
+    let rule = |dst: u8, out: u16| HwRule {
         pattern: Pattern {
             ingress: 1,
             tunnel: None,
@@ -177,7 +177,7 @@ fn capacity_aging_flush_and_port_stop() {
             },
         },
         priority: 0,
-        actions: vec![Action::Count, Action::Age { timeout_s: 1 }, Action::Output(out)],
+        actions: vec![HwAction::Count, HwAction::Age { timeout_s: 1 }, HwAction::Output(out)],
     };
     for i in 0..3 {
         install(&mut d, &rule(i, 2), 0);

@@ -4,8 +4,9 @@
 
 use super::*;
 use crate::probe::{sample_rule, ProbePorts, Shape};
-use crate::rte_flow::raw::{ItemBytes, Place};
+use crate::rte_flow::read::{ItemBytes, Place};
 use crate::rule::*;
+use dpdk_sys as sys;
 
 const PORTS: ProbePorts = ProbePorts { vf: 1, uplink: 0 };
 
@@ -226,14 +227,14 @@ fn age_carries_the_cookie_and_jump_its_group() {
 
 #[test]
 fn every_shape_reads_back_to_itself_and_moving_keeps_pointers_valid() {
-    let mut all: Vec<(Rule, Lowered)> = Vec::new();
+    let mut all: Vec<(HwRule, Lowered)> = Vec::new();
     for s in Shape::ALL {
         let (rule, g) = sample_rule(s, PORTS, 1);
         all.push((rule.clone(), lower(&rule, g, 1).expect("lower")));
     }
     // Moving every Lowered (the Vec reallocates) must not invalidate its arrays.
-    let moved: Vec<(Rule, Lowered)> = all.into_iter().rev().collect();
-    let boxed: Vec<Box<(Rule, Lowered)>> = moved.into_iter().map(Box::new).collect();
+    let moved: Vec<(HwRule, Lowered)> = all.into_iter().rev().collect();
+    let boxed: Vec<Box<(HwRule, Lowered)>> = moved.into_iter().map(Box::new).collect();
     for b in &boxed {
         let (rule, l) = &**b;
         assert_eq!(&read_back(&l.raw().expect("raw")).expect("reads back"), rule);
@@ -243,7 +244,7 @@ fn every_shape_reads_back_to_itself_and_moving_keeps_pointers_valid() {
 #[test]
 fn invalid_vocabulary_is_refused_before_lowering() {
     let (mut rule, _) = sample_rule(Shape::VfToUplink, PORTS, 1);
-    rule.actions = vec![Action::Count];
+    rule.actions = vec![HwAction::Count];
     assert!(lower(&rule, 1, 0).is_err());
 }
 
@@ -257,14 +258,14 @@ fn reader_refuses_what_it_cannot_read() {
             last: std::ptr::null(),
             mask: std::ptr::null(),
         };
-        raw::MAX_ITEMS
+        read::MAX_ITEMS
     ];
     let actions = [sys::rte_flow_action { type_: sys::RTE_FLOW_ACTION_TYPE_END, conf: std::ptr::null() }];
     let mut attr = sys::rte_flow_attr::default();
     attr.set_transfer(1);
     // SAFETY: the arrays are MAX_ITEMS long / END-terminated, all specs NULL.
-    let e = unsafe { raw::read(&attr, items.as_ptr(), actions.as_ptr()) }.expect_err("no END");
-    assert_eq!(e.place, Place::Item(raw::MAX_ITEMS));
+    let e = unsafe { read::read(&attr, items.as_ptr(), actions.as_ptr()) }.expect_err("no END");
+    assert_eq!(e.place, Place::Item(read::MAX_ITEMS));
     // A NULL configuration where one is required.
     let end = [sys::rte_flow_item {
         type_: sys::RTE_FLOW_ITEM_TYPE_END,
@@ -277,7 +278,7 @@ fn reader_refuses_what_it_cannot_read() {
         sys::rte_flow_action { type_: sys::RTE_FLOW_ACTION_TYPE_END, conf: std::ptr::null() },
     ];
     // SAFETY: END-terminated arrays; NULL confs are allowed by the contract.
-    let e = unsafe { raw::read(&attr, end.as_ptr(), actions.as_ptr()) }.expect_err("NULL conf");
+    let e = unsafe { read::read(&attr, end.as_ptr(), actions.as_ptr()) }.expect_err("NULL conf");
     assert!(e.message.contains("conf is NULL"), "{e}");
     // An unknown item type is kept as Other (the model refuses it).
     let items = [
@@ -286,7 +287,7 @@ fn reader_refuses_what_it_cannot_read() {
     ];
     let actions = [sys::rte_flow_action { type_: sys::RTE_FLOW_ACTION_TYPE_DROP, conf: std::ptr::null() }, actions[1]];
     // SAFETY: as above.
-    let r = unsafe { raw::read(&attr, items.as_ptr(), actions.as_ptr()) }.expect("reads");
+    let r = unsafe { read::read(&attr, items.as_ptr(), actions.as_ptr()) }.expect("reads");
     assert_eq!(r.items[0].kind, ItemKind::Other(9999));
     assert_eq!(r.items[0].mask, ItemBytes::ZERO);
 }

@@ -4,7 +4,7 @@
 //! them see no change (the tests below hold each to its old text).
 
 use crate::datapath::RevalidateReport;
-use crate::offloading::manager::SyncReport;
+use crate::offload_manager::manager::SyncReport;
 use serde::Serialize;
 
 /// Said when a rule edit is made in software but the offload manager did not

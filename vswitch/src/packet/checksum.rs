@@ -1,40 +1,6 @@
 //! Internet checksums (RFC 1071) and incremental updates (RFC 1624).
 
-/// One's-complement sum of `data` added to `initial`, not yet folded.
-#[inline]
-pub fn sum(data: &[u8], initial: u32) -> u64 {
-    let mut acc = u64::from(initial);
-    let mut chunks = data.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        // Add 32-bit halves so the 64-bit accumulator cannot overflow for any
-        // packet size we handle.
-        acc += (w >> 32) + (w & 0xffff_ffff);
-    }
-    let rest = chunks.remainder();
-    let mut pairs = rest.chunks_exact(2);
-    for c in &mut pairs {
-        acc += u64::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = pairs.remainder() {
-        acc += u64::from(*last) << 8;
-    }
-    acc
-}
-
-/// Folds a sum to 16 bits (not complemented).
-#[inline]
-pub fn fold(mut acc: u64) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-/// The checksum of `data` (complemented folded sum).
-pub fn checksum(data: &[u8]) -> u16 {
-    !fold(sum(data, 0))
-}
+pub use offload::packet::{checksum, fold, sum};
 
 /// The IPv4 header checksum of `header` (its checksum field is skipped).
 pub fn ipv4_header(header: &[u8]) -> u16 {

@@ -10,7 +10,7 @@ use crate::datapath::flows::EventBatch;
 use crate::datapath::pmd::{self, PmdCommand, PmdSetup, PmdShared};
 use crate::datapath::{counters, ports, PmdConfig, SwitchError, SwitchPort};
 use crate::dpdk::{Eal, Mempool};
-use crate::offloading::{self, Offload};
+use crate::offload_manager::{self, Offload};
 use crate::underlay::Underlay;
 use crossbeam_channel::{bounded, Sender};
 use std::collections::BTreeMap;
@@ -66,7 +66,10 @@ impl Switch {
         let opened = ports::open(&eal, &config, pcaps, &pool, npmd)?;
         let underlay = Arc::new(ports::build_underlay(&config, &opened.ports)?);
         let prepared = if config.offload.enabled {
-            Some(offloading::prepare(&config.offload, &opened.ports).map_err(|e| SwitchError::Invalid(e.to_string()))?)
+            Some(
+                offload_manager::prepare(&config.offload, &opened.ports)
+                    .map_err(|e| SwitchError::Invalid(e.to_string()))?,
+            )
         } else {
             None
         };

@@ -7,7 +7,7 @@
 use super::core::Switch;
 use crate::datapath::pmd::PmdCommand;
 use crate::datapath::SwitchError;
-use crate::offloading::manager::SyncReport;
+use crate::offload_manager::manager::SyncReport;
 use crossbeam_channel::bounded;
 use serde::Serialize;
 use std::time::Duration;
@@ -51,7 +51,7 @@ impl Switch {
             Some(o) => o.sync(since).map(Some).ok_or_else(|| {
                 SwitchError::PmdTimeout(format!(
                     "the offload manager did not answer within {} s",
-                    crate::offloading::SYNC_TIMEOUT.as_secs()
+                    crate::offload_manager::SYNC_TIMEOUT.as_secs()
                 ))
             }),
         }

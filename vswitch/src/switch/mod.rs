@@ -1,6 +1,6 @@
 //! The switch at run time, above the packet path: [`Switch`] assembles the
 //! ports and PMD threads ([`crate::datapath`]), the underlay tables, the
-//! offload manager ([`crate::offloading`]) from a [`crate::config::Config`],
+//! offload manager ([`crate::offload_manager`]) from a [`crate::config::Config`],
 //! and is what control, metrics and the kernel follower talk to. Its
 //! operations live by topic:
 //! - [`core`]: the struct, start and shutdown;

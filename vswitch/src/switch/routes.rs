@@ -12,7 +12,7 @@ use crate::datapath::SwitchError;
 use crate::kernel::state::View;
 use crate::kernel::KernelStatus;
 use crate::net::Prefix;
-use crate::offloading::manager::SyncReport;
+use crate::offload_manager::manager::SyncReport;
 use crate::underlay::{NeighSource, Neighbour, Route, RouteSource};
 use std::collections::BTreeMap;
 use std::net::IpAddr;

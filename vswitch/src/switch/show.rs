@@ -9,7 +9,7 @@ use crate::datapath::counters::{Balance, Counter, DropReason, PortCounter};
 use crate::datapath::flows::FlowInfo;
 use crate::datapath::pmd::PmdCommand;
 use crate::datapath::SwitchError;
-use crate::offloading::manager::PortHits;
+use crate::offload_manager::manager::PortHits;
 use crate::ofrule;
 use crate::packet::ParseError;
 use crate::underlay::Tunnel;
@@ -253,7 +253,7 @@ impl Switch {
         let commands = ingress
             .into_iter()
             .filter(|_| group > 0)
-            .flat_map(|port| offload::testpmd::commands(&offload::rule::Rule::jump(port, group), proxy, 0))
+            .flat_map(|port| offload::testpmd::commands(&offload::rule::HwRule::jump(port, group), proxy, 0))
             .collect();
         Ok(TestpmdJumps { proxy, group, commands })
     }

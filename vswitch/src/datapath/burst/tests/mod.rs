@@ -191,11 +191,11 @@ fn run_bursts(e: &mut Engine, bursts: &[(u32, Vec<Vec<u8>>)]) -> Vec<(u32, Vec<u
 }
 
 /// The facts translation needs of the physical ports (ethdev 20 + number).
-fn port_facts(vf0_mtu: u16) -> Vec<crate::offloading::translate::PortFacts> {
+fn port_facts(vf0_mtu: u16) -> Vec<crate::offload_manager::translate::PortFacts> {
     ["vf0", "vf1", "uplink0"]
         .iter()
         .enumerate()
-        .map(|(i, name)| crate::offloading::translate::PortFacts {
+        .map(|(i, name)| crate::offload_manager::translate::PortFacts {
             name: (*name).into(),
             ethdev: 20 + i as u16,
             role: if i == 2 { crate::config::Role::Uplink } else { crate::config::Role::Representor },
@@ -210,11 +210,11 @@ fn port_facts(vf0_mtu: u16) -> Vec<crate::offloading::translate::PortFacts> {
 /// returns the flows installed and the refusals.
 fn install_all(
     software: &mut Engine,
-    facts: &[crate::offloading::translate::PortFacts],
+    facts: &[crate::offload_manager::translate::PortFacts],
     u: &Underlay,
     model: &Arc<offload::model::ModelSwitch>,
 ) -> (Vec<FlowInfo>, Vec<String>) {
-    use crate::offloading::translate::{translate, Context};
+    use crate::offload_manager::translate::{translate, Context};
     use offload::device::FlowDevice;
     let mut device = offload::model::ModelDevice::new(Arc::clone(model));
     let (mut installed, mut refused) = (Vec::new(), Vec::new());

@@ -8,7 +8,7 @@ use crate::net::Prefix;
 use crate::ofrule::parse_rule;
 use crate::packet::parse::parse;
 use crate::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource};
-use offload::rule::Action as Hw;
+use offload::rule::HwAction as Hw;
 
 /// Ports 0 vf0, 1 vf1, 2 uplink0 (VTEP 198.18.0.1/24, 2001:db8::1/64), 3 uplink1
 /// (other e-switch); tunnels 4 vxlan0 (IPv4, VNI 100), 5 vxlan6 (IPv6, VNI 300).

@@ -6,7 +6,7 @@
 //!   coldest hardware rule only if it is `hysteresis` times hotter, its rate
 //!   was measured over at least a second, and the rule is at least a second
 //!   old (hardware rates are smoothed over about a second): no flapping
-//!   between flows of about the same rate. Rule operations are limited to
+//!   between flows of about the same rate. HwRule operations are limited to
 //!   `max_ops_per_s`.
 //! - Counters: every `query_interval` the hardware counters are read; their
 //!   deltas are added to the flows' statistics, and flows hit in hardware are
@@ -29,7 +29,7 @@ use crate::underlay::Underlay;
 use crossbeam_channel::{select, tick, Receiver, Sender};
 use offload::device::{DeviceError, ErrorKind, FlowDevice, HitCounts, RuleHandle};
 use offload::rte_flow::lower;
-use offload::rule::{Action as HwAction, Rule};
+use offload::rule::{HwAction, HwRule};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -113,7 +113,7 @@ pub struct FlowOffload {
     pub hw_bytes: u64,
     /// Its hardware rule, and where it lives (for the testpmd text).
     #[serde(skip)]
-    pub rule: Option<Arc<Rule>>,
+    pub rule: Option<Arc<HwRule>>,
     #[serde(skip)]
     pub proxy: u16,
     #[serde(skip)]
@@ -237,9 +237,9 @@ pub struct ManagerSetup {
     pub shared: Arc<OffloadShared>,
 }
 
-struct HwRule {
+struct Installed {
     handle: RuleHandle,
-    rule: Arc<Rule>,
+    rule: Arc<HwRule>,
     tunnels: Vec<(u32, Option<u32>)>,
     /// The device's count at the last query, and when that was (creation
     /// at first): each rule's rate has its own time base, so a rule created
@@ -270,7 +270,7 @@ struct FlowRec {
     offloaded_before: bool,
     /// Whether it waited for room (refused "no space" before its first rule).
     waited: bool,
-    hw: Option<HwRule>,
+    hw: Option<Installed>,
     hw_packets: u64,
     hw_bytes: u64,
     /// Priority of the current rule (alternates on replacement).
@@ -460,7 +460,7 @@ impl Manager {
         })
     }
 
-    fn with_age(&self, mut rule: Rule) -> Rule {
+    fn with_age(&self, mut rule: HwRule) -> HwRule {
         if self.config.age {
             let timeout_s = self.idle_timeout.as_secs().clamp(1, u64::from(offload::rule::MAX_AGE_S)) as u32;
             let at = rule.actions.iter().position(|a| !matches!(a, HwAction::Count)).unwrap_or(0);
@@ -488,7 +488,7 @@ impl Manager {
     /// Destroys flow `id`'s rule with its last hits counted (every way a
     /// rule goes: removal, eviction, an unresolved tunnel, shutdown).
     /// Returns the rule, now gone from the flow.
-    fn retire(&mut self, id: u64) -> Option<HwRule> {
+    fn retire(&mut self, id: u64) -> Option<Installed> {
         let handle = self.flows.get(&id)?.hw.as_ref()?.handle;
         if let Some(counts) = self.destroy(handle) {
             self.account(id, counts);
@@ -501,10 +501,10 @@ impl Manager {
     }
 
     /// Installs `rule` for flow `id` (its jump rule first, if needed).
-    fn create(&mut self, id: u64, rule: &Rule) -> Result<RuleHandle, DeviceError> {
+    fn create(&mut self, id: u64, rule: &HwRule) -> Result<RuleHandle, DeviceError> {
         let group = self.config.group;
         if group > 0 && !self.jumps.contains_key(&rule.pattern.ingress) {
-            let l = lower(&Rule::jump(rule.pattern.ingress, group), 0, 0)
+            let l = lower(&HwRule::jump(rule.pattern.ingress, group), 0, 0)
                 .map_err(|e| DeviceError::new("lower", 22, 0, e.0))?;
             let h = self.device.create(&l)?;
             self.stats.inserts += 1;
@@ -623,7 +623,7 @@ impl Manager {
 
     /// Books a rule the device took for flow `id`: the flow's state, its
     /// hardware record, and the install latencies.
-    fn installed(&mut self, id: u64, handle: RuleHandle, rule: Arc<Rule>, tunnels: Vec<(u32, Option<u32>)>) {
+    fn installed(&mut self, id: u64, handle: RuleHandle, rule: Arc<HwRule>, tunnels: Vec<(u32, Option<u32>)>) {
         self.stats.inserts += 1;
         self.hw_count += 1;
         if let Some(rec) = self.flows.get_mut(&id) {
@@ -634,7 +634,7 @@ impl Manager {
             let (hot_ms, rate_ms) = (since_ms(rec.hot_at), since_ms(rec.rate_since));
             rec.state = State::Hardware;
             let now = Instant::now();
-            rec.hw = Some(HwRule {
+            rec.hw = Some(Installed {
                 handle,
                 rule,
                 tunnels,
@@ -793,7 +793,7 @@ impl Manager {
             match self.context_translate(rec, priority) {
                 Ok(t) => {
                     let new_rule = self.with_age(t.rule.clone());
-                    if (Rule { priority: old_rule.priority, ..new_rule.clone() }) == *old_rule {
+                    if (HwRule { priority: old_rule.priority, ..new_rule.clone() }) == *old_rule {
                         report.unchanged += 1;
                         continue;
                     }
@@ -808,7 +808,7 @@ impl Manager {
                             report.replaced += 1;
                             if let Some(rec) = self.flows.get_mut(&id) {
                                 rec.priority = priority;
-                                rec.hw = Some(HwRule {
+                                rec.hw = Some(Installed {
                                     handle,
                                     rule: Arc::new(new_rule),
                                     tunnels: t.tunnels,

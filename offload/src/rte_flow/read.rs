@@ -9,8 +9,8 @@
 //! is an error, never undefined behaviour.
 
 use crate::rule::{
-    Action, EncapIp, EthMatch, Headers, Ipv4Match, Ipv4Prefix, Ipv6Match, Ipv6Prefix, L3Match, L4Match, Masked,
-    Pattern, PortsMatch, Rule, TunnelMatch, VlanMatch, VxlanEncap,
+    EncapIp, EthMatch, Headers, HwAction, HwRule, Ipv4Match, Ipv4Prefix, Ipv6Match, Ipv6Prefix, L3Match, L4Match,
+    Masked, Pattern, PortsMatch, TunnelMatch, VlanMatch, VxlanEncap,
 };
 use dpdk_sys as sys;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -774,31 +774,31 @@ fn read_encap(def: &[RawItem], place: Place) -> Result<VxlanEncap, ReadError> {
     })
 }
 
-fn read_back_actions(raw: &[RawAction]) -> Result<Vec<Action>, ReadError> {
+fn read_back_actions(raw: &[RawAction]) -> Result<Vec<HwAction>, ReadError> {
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
         let place = Place::Action(i);
         let a = match &raw[i] {
-            RawAction::Count => Action::Count,
-            RawAction::Age { timeout_s, .. } => Action::Age { timeout_s: *timeout_s },
-            RawAction::VxlanDecap => Action::VxlanDecap,
-            RawAction::PopVlan => Action::PopVlan,
+            RawAction::Count => HwAction::Count,
+            RawAction::Age { timeout_s, .. } => HwAction::Age { timeout_s: *timeout_s },
+            RawAction::VxlanDecap => HwAction::VxlanDecap,
+            RawAction::PopVlan => HwAction::PopVlan,
             RawAction::PushVlan { ethertype } => match (raw.get(i + 1), raw.get(i + 2)) {
                 (Some(RawAction::SetVlanVid(vid)), Some(RawAction::SetVlanPcp(pcp))) => {
                     i += 2;
-                    Action::PushVlan { ethertype: *ethertype, vid: *vid, pcp: *pcp }
+                    HwAction::PushVlan { ethertype: *ethertype, vid: *vid, pcp: *pcp }
                 }
                 _ => return err(place, "OF_PUSH_VLAN must be followed by OF_SET_VLAN_VID and OF_SET_VLAN_PCP"),
             },
-            RawAction::SetVlanVid(vid) => Action::SetVlanVid(*vid),
+            RawAction::SetVlanVid(vid) => HwAction::SetVlanVid(*vid),
             RawAction::SetVlanPcp(_) => return err(place, "OF_SET_VLAN_PCP alone is not in the vocabulary"),
-            RawAction::SetMacSrc(m) => Action::SetMacSrc(*m),
-            RawAction::SetMacDst(m) => Action::SetMacDst(*m),
-            RawAction::VxlanEncap(def) => Action::VxlanEncap(read_encap(def, place)?),
-            RawAction::Drop => Action::Drop,
-            RawAction::RepresentedPort(p) => Action::Output(*p),
-            RawAction::Jump(g) => Action::Jump { group: *g },
+            RawAction::SetMacSrc(m) => HwAction::SetMacSrc(*m),
+            RawAction::SetMacDst(m) => HwAction::SetMacDst(*m),
+            RawAction::VxlanEncap(def) => HwAction::VxlanEncap(read_encap(def, place)?),
+            RawAction::Drop => HwAction::Drop,
+            RawAction::RepresentedPort(p) => HwAction::Output(*p),
+            RawAction::Jump(g) => HwAction::Jump { group: *g },
             RawAction::Other(n) => return err(place, format!("action type {n} is not in the vocabulary")),
         };
         out.push(a);
@@ -811,7 +811,7 @@ fn read_back_actions(raw: &[RawAction]) -> Result<Vec<Action>, ReadError> {
 ///
 /// # Errors
 /// [`ReadError`] naming the item or action the vocabulary cannot express.
-pub fn read_back(raw: &RawRule) -> Result<Rule, ReadError> {
+pub fn read_back(raw: &RawRule) -> Result<HwRule, ReadError> {
     if !raw.transfer || raw.ingress || raw.egress {
         return err(Place::Attr, "only transfer rules (transfer=1, ingress=0, egress=0) are in the vocabulary");
     }
@@ -826,7 +826,7 @@ pub fn read_back(raw: &RawRule) -> Result<Rule, ReadError> {
     if let Some(rest) = raw.items.get(r.at) {
         return err(r.place(), format!("{} is not expected here", rest.kind.name()));
     }
-    let rule = Rule {
+    let rule = HwRule {
         pattern: Pattern { ingress, tunnel, headers },
         priority: raw.priority,
         actions: read_back_actions(&raw.actions)?,

@@ -77,7 +77,7 @@ impl fmt::Display for Refusal {
 /// resolution it used (re-translated when the underlay changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Translation {
-    pub rule: hw::Rule,
+    pub rule: hw::HwRule,
     pub tunnels: Vec<(u32, Option<u32>)>,
 }
 
@@ -504,9 +504,9 @@ pub fn translate(
         }
     };
     let mut out = Vec::new();
-    out.push(hw::Action::Count);
+    out.push(hw::HwAction::Count);
     if tunnel.is_some() {
-        out.push(hw::Action::VxlanDecap);
+        out.push(hw::HwAction::VxlanDecap);
     }
     let mut tags = headers.vlans.len();
     let mut vni = None;
@@ -515,7 +515,7 @@ pub fn translate(
         match a {
             Action::PopVlan => {
                 if tags > 0 {
-                    out.push(hw::Action::PopVlan);
+                    out.push(hw::HwAction::PopVlan);
                     tags -= 1;
                 }
             }
@@ -523,19 +523,19 @@ pub fn translate(
                 if tci & VLAN_PRESENT != 0 {
                     return unsupported("push_vlan with the DEI bit set");
                 }
-                out.push(hw::Action::PushVlan { ethertype: *tpid, vid: tci & 0x0fff, pcp: (tci >> 13) as u8 });
+                out.push(hw::HwAction::PushVlan { ethertype: *tpid, vid: tci & 0x0fff, pcp: (tci >> 13) as u8 });
                 tags += 1;
             }
             Action::SetVlanVid(vid) => {
                 if tags > 0 {
-                    out.push(hw::Action::SetVlanVid(*vid));
+                    out.push(hw::HwAction::SetVlanVid(*vid));
                 } else {
-                    out.push(hw::Action::PushVlan { ethertype: hw::TPID_8021Q, vid: *vid, pcp: 0 });
+                    out.push(hw::HwAction::PushVlan { ethertype: hw::TPID_8021Q, vid: *vid, pcp: 0 });
                     tags += 1;
                 }
             }
-            Action::SetEthSrc(m) => out.push(hw::Action::SetMacSrc(*m)),
-            Action::SetEthDst(m) => out.push(hw::Action::SetMacDst(*m)),
+            Action::SetEthSrc(m) => out.push(hw::HwAction::SetMacSrc(*m)),
+            Action::SetEthDst(m) => out.push(hw::HwAction::SetMacDst(*m)),
             Action::SetTunnel(v) => vni = Some(*v),
             Action::Drop => {}
             // Megaflows carry it as the output to their input port.
@@ -551,10 +551,11 @@ pub fn translate(
     }
     if outputs == 0 {
         // A drop flow: dropped in hardware, no CPU spent on a flood.
-        out.retain(|a| matches!(a, hw::Action::Count));
-        out.push(hw::Action::Drop);
+        out.retain(|a| matches!(a, hw::HwAction::Count));
+        out.push(hw::HwAction::Drop);
     }
-    let rule = hw::Rule { pattern: Pattern { ingress: ingress_port.ethdev, tunnel, headers }, priority, actions: out };
+    let rule =
+        hw::HwRule { pattern: Pattern { ingress: ingress_port.ethdev, tunnel, headers }, priority, actions: out };
     rule.validate().map_err(|e| Refusal::Unsupported(format!("not expressible: {e}")))?;
     Ok(Translation { rule, tunnels: deps })
 }
@@ -570,7 +571,7 @@ fn output(
     src_mtu: usize,
     tags: usize,
     ctx: &Context<'_>,
-    out: &mut Vec<hw::Action>,
+    out: &mut Vec<hw::HwAction>,
     deps: &mut Vec<(u32, Option<u32>)>,
 ) -> Result<(), Refusal> {
     if let Some(p) = ctx.port(port) {
@@ -582,7 +583,7 @@ fn output(
         if p.role == Role::Uplink && src_mtu > usize::from(p.mtu) {
             return Err(Refusal::Mtu(format!("{} {} > {} {}", ingress.name, src_mtu, p.name, p.mtu)));
         }
-        out.push(hw::Action::Output(p.ethdev));
+        out.push(hw::HwAction::Output(p.ethdev));
         return Ok(());
     }
     let Some(t) = ctx.tunnel(port) else { return unsupported(format!("output to unknown port {port}")) };
@@ -605,14 +606,14 @@ fn output(
         (IpAddr::V6(src), IpAddr::V6(dst)) => EncapIp::V6 { src, dst, traffic_class: s.tos, hop_limit: s.ttl },
         _ => return unsupported("mixed-family tunnel"),
     };
-    out.push(hw::Action::VxlanEncap(VxlanEncap {
+    out.push(hw::HwAction::VxlanEncap(VxlanEncap {
         eth_src: s.eth_src,
         eth_dst: s.eth_dst,
         ip,
         udp_dst: s.udp_dst,
         vni: s.vni,
     }));
-    out.push(hw::Action::Output(uplink.ethdev));
+    out.push(hw::HwAction::Output(uplink.ethdev));
     deps.push((port, t.vni.is_none().then_some(s.vni)));
     Ok(())
 }
