@@ -93,6 +93,7 @@ impl PacketBuf for VecPacket {
 }
 
 /// The internet checksum (RFC 1071) of `data`, folded and complemented.
+#[inline]
 pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum(data, 0))
 }
