@@ -47,7 +47,36 @@ macro_rules! named_enum {
     };
 }
 
+/// As [`named_enum!`], each variant also carrying a constant of type
+/// `$meta` (how it is shown, exported, aggregated): `Variant => "name",
+/// META`. [`meta`](#) returns it; a variant without one does not compile.
+macro_rules! named_enum_with {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident : $mty:ty {
+            $( $(#[$vmeta:meta])* $variant:ident => $text:literal, $m:expr ),+ $(,)?
+        }
+    ) => {
+        $crate::named_enum::named_enum! {
+            $(#[$meta])*
+            $vis enum $name {
+                $( $(#[$vmeta])* $variant => $text ),+
+            }
+        }
+
+        impl $name {
+            /// What the declaration says of this variant besides its name.
+            pub const fn meta(self) -> $mty {
+                match self {
+                    $($name::$variant => $m),+
+                }
+            }
+        }
+    };
+}
+
 pub(crate) use named_enum;
+pub(crate) use named_enum_with;
 
 #[cfg(test)]
 mod tests {

@@ -417,3 +417,59 @@ fn route_add_refuses_off_link_gateways() {
     assert!(underlay.to_string().contains("10.9.0.0/16"), "{underlay}");
     d.stop();
 }
+
+/// Every PMD counter is in `show` under its name and in `/metrics` under the
+/// metric its declaration names, with its help text; and `show` still has
+/// every key scripts read before the counters were declared in one place.
+#[test]
+fn every_declared_counter_is_shown_and_exported_with_its_help() {
+    use vswitch::datapath::counters::Counter;
+    let dir = TempDir::new("counters");
+    let port = free_port();
+    let d = Daemon::start(&dir.0, &config(&dir, Some(port), ""));
+    let show = d.show();
+    for &c in Counter::ALL {
+        assert!(show.get(c.as_str()).is_some_and(|v| v.is_u64()), "show lacks {}: {show}", c.as_str());
+    }
+    for key in [
+        "packets",
+        "hw_packets",
+        "emc_hits",
+        "smc_hits",
+        "megaflow_hits",
+        "upcalls",
+        "upcall_cycles",
+        "flows",
+        "flows_expired",
+        "flows_revalidated_out",
+        "flows_evicted",
+        "decapsulated",
+        "encapsulated",
+        "icmp_too_big_sent",
+        "neighbour_replies_sent",
+        "neighbour_requests_sent",
+        "neighbour_consumed",
+        "copies",
+        "balance",
+        "hw_malformed_forwarded",
+        "rules",
+        "drops",
+        "parse_errors",
+        "ports",
+        "pmds",
+        "uptime_s",
+    ] {
+        assert!(show.get(key).is_some(), "show lost {key}");
+    }
+    let page = metrics_page(port);
+    for &c in Counter::ALL {
+        let m = c.meta();
+        let series = match m.label {
+            Some((k, v)) => format!("{}{{{k}=\"{v}\"}}", m.name),
+            None => format!("{} ", m.name),
+        };
+        assert!(page.contains(&series), "/metrics lacks {series}:\n{page}");
+        assert!(page.contains(&format!("# HELP {} {}", m.name, m.help)), "/metrics lacks the help of {}", m.name);
+    }
+    d.stop();
+}

@@ -7,6 +7,7 @@ use common::{eal, TempDir};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 use vswitch::config::Config;
+use vswitch::datapath::counters::Counter;
 use vswitch::datapath::flows::{FlowEvent, RemoveReason};
 use vswitch::switch::Switch;
 use vswitch::traffic::{udp_frame, TrafficSpec};
@@ -68,12 +69,12 @@ fn installed_hits_and_idle_removal_are_reported() {
     // Counters are published about every millisecond, after the event.
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut stats = switch.stats();
-    while stats.flows != 0 && Instant::now() < deadline {
+    while stats.total(Counter::Flows) != 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
         stats = switch.stats();
     }
-    assert_eq!(stats.flows, 0);
-    assert_eq!(stats.flows_expired, 1);
+    assert_eq!(stats.total(Counter::Flows), 0);
+    assert_eq!(stats.total(Counter::FlowsExpired), 1);
     assert_eq!(stats.ports[1].tx_packets, 100);
     switch.shutdown();
 }

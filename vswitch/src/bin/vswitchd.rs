@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch::config::Config;
+use vswitch::datapath::counters::Counter;
 use vswitch::dpdk::os;
 use vswitch::switch::{Switch, SwitchStats};
 use vswitch::traffic::{write_pcap, TrafficSpec};
@@ -315,32 +316,35 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
             )
         })
         .collect();
-    let lookups = (b.emc_hits - a.emc_hits)
-        + (b.smc_hits - a.smc_hits)
-        + (b.megaflow_hits - a.megaflow_hits)
-        + (b.upcalls - a.upcalls);
+    let lookups = (b.total(Counter::EmcHits) - a.total(Counter::EmcHits))
+        + (b.total(Counter::SmcHits) - a.total(Counter::SmcHits))
+        + (b.total(Counter::MegaflowHits) - a.total(Counter::MegaflowHits))
+        + (b.total(Counter::Upcalls) - a.total(Counter::Upcalls));
     let drops: u64 = b.drops.values().sum::<u64>() - a.drops.values().sum::<u64>();
     let sum = |s: &SwitchStats, f: fn(&vswitch::switch::PmdView) -> u64| s.pmds.iter().map(f).sum::<u64>();
     // The software path's cycles: the model e-switch's share is not a CPU
     // cost a NIC has.
     let busy = (sum(b, |p| p.busy_cycles) - sum(a, |p| p.busy_cycles))
         .saturating_sub(sum(b, |p| p.hw_cycles) - sum(a, |p| p.hw_cycles));
-    let pkts = b.packets - a.packets;
-    let hw = b.hw_packets - a.hw_packets;
+    let pkts = b.total(Counter::Packets) - a.total(Counter::Packets);
+    let hw = b.total(Counter::HwPackets) - a.total(Counter::HwPackets);
     let sw = pkts.saturating_sub(hw);
-    let hw_share =
-        if b.hw_packets > 0 || a.hw_packets > 0 { format!(" | hw {:.1}%", pct(hw, pkts)) } else { String::new() };
+    let hw_share = if b.total(Counter::HwPackets) > 0 || a.total(Counter::HwPackets) > 0 {
+        format!(" | hw {:.1}%", pct(hw, pkts))
+    } else {
+        String::new()
+    };
     // Per software-handled packet; meaningless when nearly all are in hardware.
     let cycles = if sw > 0 && sw * 100 >= pkts { (busy / sw).to_string() } else { "-".to_owned() };
     format!(
         "[{:>5.0}s] {} Mpps{hw_share} | flows {} | emc {:.1}% smc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {cycles} cyc/pkt",
         b.uptime_s,
         ports.join(" | "),
-        b.flows,
-        pct(b.emc_hits - a.emc_hits, lookups),
-        pct(b.smc_hits - a.smc_hits, lookups),
-        pct(b.megaflow_hits - a.megaflow_hits, lookups),
-        pct(b.upcalls - a.upcalls, lookups),
+        b.total(Counter::Flows),
+        pct(b.total(Counter::EmcHits) - a.total(Counter::EmcHits), lookups),
+        pct(b.total(Counter::SmcHits) - a.total(Counter::SmcHits), lookups),
+        pct(b.total(Counter::MegaflowHits) - a.total(Counter::MegaflowHits), lookups),
+        pct(b.total(Counter::Upcalls) - a.total(Counter::Upcalls), lookups),
         drops as f64 / secs.max(1e-9) / 1e6,
     )
 }
@@ -448,7 +452,12 @@ fn probe_offload(path: &std::path::Path) -> Result<()> {
 fn summary(s: &SwitchStats) -> String {
     let mut out = format!(
         "vswitchd: ran {:.1} s, {} packets ({} exact-match, {} signature-match, {} megaflow, {} upcalls)",
-        s.uptime_s, s.packets, s.emc_hits, s.smc_hits, s.megaflow_hits, s.upcalls
+        s.uptime_s,
+        s.total(Counter::Packets),
+        s.total(Counter::EmcHits),
+        s.total(Counter::SmcHits),
+        s.total(Counter::MegaflowHits),
+        s.total(Counter::Upcalls)
     );
     for p in &s.ports {
         out.push_str(&format!(

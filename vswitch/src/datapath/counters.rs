@@ -7,7 +7,7 @@
 //! as its enum's `COUNT`, so adding a variant can neither be forgotten nor
 //! land in another counter's slot.
 
-use crate::named_enum::named_enum;
+use crate::named_enum::{named_enum, named_enum_with};
 use crate::packet::ParseError;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -62,50 +62,93 @@ named_enum! {
     }
 }
 
-named_enum! {
+/// How a PMD-wide counter is shown: `show` lists every counter under its
+/// name (summed over the PMDs, or their maximum); `/metrics` exports it
+/// under `name` with `label` when it has one, with `help` as its
+/// description. The one place a counter's presentation is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub label: Option<(&'static str, &'static str)>,
+    pub gauge: bool,
+    /// Across PMDs: the largest value rather than the sum.
+    pub max: bool,
+    pub help: &'static str,
+}
+
+impl Metric {
+    const fn counter(name: &'static str, help: &'static str) -> Self {
+        Self { name, label: None, gauge: false, max: false, help }
+    }
+
+    const fn labelled(name: &'static str, key: &'static str, value: &'static str, help: &'static str) -> Self {
+        Self { name, label: Some((key, value)), gauge: false, max: false, help }
+    }
+
+    const fn gauge(name: &'static str, help: &'static str) -> Self {
+        Self { name, label: None, gauge: true, max: false, help }
+    }
+}
+
+const LOOKUPS: &str = "Packets looked up, by the tier that found their flow (upcall: the rule table)";
+const REMOVED: &str = "Megaflows removed, by reason";
+const GENERATED: &str = "Packets the switch made itself, by kind";
+
+named_enum_with! {
     /// A PMD-wide counter.
-    pub enum Counter {
-        EmcHits => "emc_hits",
-        SmcHits => "smc_hits",
-        MegaflowHits => "megaflow_hits",
-        Upcalls => "upcalls",
+    pub enum Counter: Metric {
+        EmcHits => "emc_hits", Metric::labelled("vswitch_lookups_total", "tier", "emc", LOOKUPS),
+        SmcHits => "smc_hits", Metric::labelled("vswitch_lookups_total", "tier", "smc", LOOKUPS),
+        MegaflowHits => "megaflow_hits", Metric::labelled("vswitch_lookups_total", "tier", "megaflow", LOOKUPS),
+        Upcalls => "upcalls", Metric::labelled("vswitch_lookups_total", "tier", "upcall", LOOKUPS),
         /// Gauge: live megaflows.
-        Flows => "flows",
-        Iterations => "iterations",
+        Flows => "flows", Metric::gauge("vswitch_flows", "Live megaflows over all PMDs"),
+        Iterations => "iterations", Metric::counter("vswitch_iterations_total", "PMD loop iterations"),
         /// Iterations (commands and maintenance included) longer than 100 us,
         /// 1 ms, 10 ms: how long forwarding stalled.
         IterationsOver100us => "iterations_over_100us",
+            Metric::labelled("vswitch_long_iterations_total", "over", "100us", "PMD iterations longer than a bound"),
         IterationsOver1ms => "iterations_over_1ms",
+            Metric::labelled("vswitch_long_iterations_total", "over", "1ms", "PMD iterations longer than a bound"),
         IterationsOver10ms => "iterations_over_10ms",
+            Metric::labelled("vswitch_long_iterations_total", "over", "10ms", "PMD iterations longer than a bound"),
         /// Gauge: the longest iteration in the last one to two seconds.
-        LongestIterationUs => "longest_iteration_us",
-        BusyCycles => "busy_cycles",
-        IdleCycles => "idle_cycles",
+        LongestIterationUs => "longest_iteration_us", Metric {
+            max: true,
+            ..Metric::gauge("vswitch_longest_iteration_microseconds", "The longest PMD iteration of the last 1-2 s")
+        },
+        BusyCycles => "busy_cycles", Metric::counter("vswitch_busy_cycles_total", "TSC cycles of iterations that received packets"),
+        IdleCycles => "idle_cycles", Metric::counter("vswitch_idle_cycles_total", "TSC cycles of iterations that received nothing"),
         /// Packets received (hardware-handled ones included).
-        Packets => "packets",
-        UpcallCycles => "upcall_cycles",
-        FlowsExpired => "flows_expired",
+        Packets => "packets", Metric::counter("vswitch_received_total", "Packets received by the PMDs, e-switch-handled ones included"),
+        UpcallCycles => "upcall_cycles", Metric::counter("vswitch_upcall_cycles_total", "TSC cycles spent classifying new flows"),
+        FlowsExpired => "flows_expired", Metric::labelled("vswitch_flows_removed_total", "reason", "idle", REMOVED),
         FlowsRevalidatedOut => "flows_revalidated_out",
-        FlowsEvicted => "flows_evicted",
-        EmcInserts => "emc_inserts",
-        Decapsulated => "decapsulated",
-        Encapsulated => "encapsulated",
-        IcmpTooBigSent => "icmp_too_big_sent",
+            Metric::labelled("vswitch_flows_removed_total", "reason", "revalidated", REMOVED),
+        FlowsEvicted => "flows_evicted", Metric::labelled("vswitch_flows_removed_total", "reason", "evicted", REMOVED),
+        EmcInserts => "emc_inserts", Metric::counter("vswitch_emc_inserts_total", "Entries written into the exact-match caches"),
+        Decapsulated => "decapsulated", Metric::counter("vswitch_decapsulated_total", "VXLAN packets decapsulated"),
+        Encapsulated => "encapsulated", Metric::counter("vswitch_encapsulated_total", "Packets encapsulated in VXLAN"),
+        IcmpTooBigSent => "icmp_too_big_sent", Metric::labelled("vswitch_generated_total", "kind", "icmp_too_big", GENERATED),
         NeighRepliesSent => "neighbour_replies_sent",
+            Metric::labelled("vswitch_generated_total", "kind", "neighbour_reply", GENERATED),
         NeighRequestsSent => "neighbour_requests_sent",
+            Metric::labelled("vswitch_generated_total", "kind", "neighbour_request", GENERATED),
         /// ARP/ND packets the VTEP took (answered or learned from): they
         /// end here, neither forwarded nor dropped.
         NeighConsumed => "neighbour_consumed",
+            Metric::counter("vswitch_neighbour_consumed_total", "ARP/ND packets the VTEP answered or learned from"),
         /// Copies made for outputs before the last one (each is sent or
         /// counted as a drop like any packet).
-        Copies => "copies",
+        Copies => "copies", Metric::counter("vswitch_copies_total", "Packet copies made for outputs before a rule's last"),
         /// Packets the (model) e-switch handled before the software path.
-        HwPackets => "hw_packets",
-        HwBytes => "hw_bytes",
+        HwPackets => "hw_packets", Metric::labelled("vswitch_packets_total", "tier", "hw", "Packets by the tier that switched them"),
+        HwBytes => "hw_bytes", Metric::counter("vswitch_hw_bytes_total", "Bytes the (model) e-switch switched before the software path"),
         /// Busy cycles spent in the (model) e-switch stage.
-        HwCycles => "hw_cycles",
+        HwCycles => "hw_cycles", Metric::counter("vswitch_hw_cycles_total", "TSC cycles spent in the model e-switch stage"),
         /// Flow events that waited for room in the manager's channel.
         EventsDelayed => "events_delayed",
+            Metric::counter("vswitch_flow_events_delayed_total", "Flow events that waited for room in the offload manager's channel"),
     }
 }
 

@@ -85,7 +85,17 @@ impl Switch {
 
     /// Aggregated counters.
     pub fn stats(&self) -> SwitchStats {
-        let sum = |c: Counter| self.sum(|s| s.get(c));
+        let totals = Counter::ALL
+            .iter()
+            .map(|&c| {
+                let v = if c.meta().max {
+                    self.pmds.iter().map(|p| p.shared.counters.get(c)).max().unwrap_or(0)
+                } else {
+                    self.sum(|s| s.get(c))
+                };
+                (c.as_str(), v)
+            })
+            .collect();
         let drops = DropReason::ALL.iter().map(|&r| (r.as_str().to_owned(), self.sum(|s| s.drops(r)))).collect();
         let parse_errors = ParseError::ALL
             .iter()
@@ -118,24 +128,7 @@ impl Switch {
             .collect();
         SwitchStats {
             uptime_s: self.started.elapsed().as_secs_f64(),
-            packets: sum(Counter::Packets),
-            hw_packets: sum(Counter::HwPackets),
-            emc_hits: sum(Counter::EmcHits),
-            smc_hits: sum(Counter::SmcHits),
-            megaflow_hits: sum(Counter::MegaflowHits),
-            upcalls: sum(Counter::Upcalls),
-            upcall_cycles: sum(Counter::UpcallCycles),
-            flows: sum(Counter::Flows),
-            flows_expired: sum(Counter::FlowsExpired),
-            flows_revalidated_out: sum(Counter::FlowsRevalidatedOut),
-            flows_evicted: sum(Counter::FlowsEvicted),
-            decapsulated: sum(Counter::Decapsulated),
-            encapsulated: sum(Counter::Encapsulated),
-            icmp_too_big_sent: sum(Counter::IcmpTooBigSent),
-            neighbour_replies_sent: sum(Counter::NeighRepliesSent),
-            neighbour_requests_sent: sum(Counter::NeighRequestsSent),
-            neighbour_consumed: sum(Counter::NeighConsumed),
-            copies: sum(Counter::Copies),
+            totals,
             balance: self.pmds.iter().fold(Balance::default(), |mut b, p| {
                 b.add(&p.shared.counters.balance(self.ports.len()));
                 b

@@ -3,7 +3,7 @@
 //! `dump-underlay` (routes, neighbours, tunnels).
 
 use crate::config::Role;
-use crate::datapath::counters::Balance;
+use crate::datapath::counters::{Balance, Counter};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -60,29 +60,10 @@ pub struct PmdView {
 #[derive(Debug, Clone, Serialize)]
 pub struct SwitchStats {
     pub uptime_s: f64,
-    pub packets: u64,
-    /// Packets the (model) e-switch handled before the software path.
-    pub hw_packets: u64,
-    pub emc_hits: u64,
-    /// Signature-match cache hits.
-    pub smc_hits: u64,
-    pub megaflow_hits: u64,
-    pub upcalls: u64,
-    pub upcall_cycles: u64,
-    pub flows: u64,
-    pub flows_expired: u64,
-    pub flows_revalidated_out: u64,
-    /// Flows evicted to make room in a full table.
-    pub flows_evicted: u64,
-    pub decapsulated: u64,
-    pub encapsulated: u64,
-    pub icmp_too_big_sent: u64,
-    pub neighbour_replies_sent: u64,
-    pub neighbour_requests_sent: u64,
-    /// ARP/ND packets the VTEP answered or learned from (they end there).
-    pub neighbour_consumed: u64,
-    /// Copies made for outputs before a rule's last one.
-    pub copies: u64,
+    /// Every PMD counter by its name ([`Counter`]), summed over the PMDs
+    /// (or their maximum, as the counter's declaration says).
+    #[serde(flatten)]
+    pub totals: BTreeMap<&'static str, u64>,
     /// Where every packet went (received + copies + generated = sent +
     /// dropped + consumed, give or take the packets in flight).
     pub balance: Balance,
@@ -141,4 +122,11 @@ pub struct RuleView {
     pub id: u64,
     pub priority: u32,
     pub text: String,
+}
+
+impl SwitchStats {
+    /// A PMD counter over the whole switch.
+    pub fn total(&self, c: Counter) -> u64 {
+        self.totals.get(c.as_str()).copied().unwrap_or(0)
+    }
 }
