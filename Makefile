@@ -40,13 +40,13 @@ test: deps
 # encap), the offload manager's rule operations, the offload crate (lowering,
 # the model e-switch).
 bench-micro: deps
-	$(CARGO) bench -p vswitch --bench flow_core
+	$(CARGO) bench -p vswitch --features testing --bench flow_core
 	$(CARGO) bench -p vswitch --bench offload_manager
 	$(CARGO) bench -p offload --bench offload
 
 # The same, short (CI): checks they run and prints rough figures.
 bench-micro-smoke: deps
-	$(CARGO) bench -p vswitch --bench flow_core -- --warm-up-time 0.3 --measurement-time 1
+	$(CARGO) bench -p vswitch --features testing --bench flow_core -- --warm-up-time 0.3 --measurement-time 1
 	$(CARGO) bench -p vswitch --bench offload_manager -- --warm-up-time 0.3 --measurement-time 1
 	$(CARGO) bench -p offload --bench offload -- --warm-up-time 0.3 --measurement-time 1
 
@@ -110,6 +110,6 @@ fuzz-smoke fuzz: deps
 
 lint: deps
 	$(CARGO) fmt --all --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 ci: lint test

@@ -3,12 +3,16 @@
 //! the poll-mode threads around it), the offload manager, the safe DPDK
 //! layer, configuration, control and metrics.
 
+#![deny(unsafe_code)]
+
 pub mod accept;
 pub mod actions;
+#[allow(unsafe_code)]
 pub mod arch;
 pub mod config;
 pub mod control;
 pub mod datapath;
+#[allow(unsafe_code)]
 pub mod dpdk;
 pub mod flow;
 pub mod kernel;

@@ -22,11 +22,7 @@ struct Args {
 
 fn main() {
     // Output piped into `head` and closed early: end quietly, as a shell tool does.
-    // SAFETY: restoring the default disposition of SIGPIPE before any thread
-    // exists; no handler runs.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    vswitch::dpdk::os::default_sigpipe();
     let args = Args::parse();
     if let Err(e) = run(&args) {
         eprintln!("vswitchctl: {e:#}");

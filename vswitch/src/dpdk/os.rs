@@ -1,5 +1,8 @@
-//! The few OS calls the daemon needs (thread pinning, signals, poll, umask,
-//! descriptor limits), kept here so `unsafe` stays inside this module.
+//! The few OS calls the daemon and its tools need (thread pinning, signals,
+//! poll, socket options, umask, descriptor limits, packet-socket drops),
+//! kept here: outside the DPDK bindings (`dpdk`) and the CPU hints
+//! (`arch`), the crate denies `unsafe` code, so this is the one module for
+//! OS calls.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -38,6 +41,63 @@ pub fn exit_now(code: i32) -> ! {
     // SAFETY: _exit has no preconditions; it does not return and runs no
     // user-space code that could race with the threads it ends.
     unsafe { libc::_exit(code) }
+}
+
+/// Sets an `int` socket option at `SOL_SOCKET` level.
+///
+/// # Errors
+/// The OS error.
+pub fn set_socket_option(fd: &impl std::os::fd::AsRawFd, opt: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: setsockopt on a descriptor the caller owns, with a pointer to
+    // a c_int that lives for the call and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            std::ptr::addr_of!(value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Sets a socket's receive timeout (`SO_RCVTIMEO`).
+///
+/// # Errors
+/// The OS error.
+pub fn set_receive_timeout(fd: &impl std::os::fd::AsRawFd, t: std::time::Duration) -> std::io::Result<()> {
+    let tv = libc::timeval { tv_sec: t.as_secs() as libc::time_t, tv_usec: t.subsec_micros() as libc::suseconds_t };
+    // SAFETY: setsockopt on a descriptor the caller owns, with a pointer to
+    // a timeval that lives for the call and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            std::ptr::addr_of!(tv).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Restores the default SIGPIPE disposition (a tool whose output is piped
+/// into `head` then ends quietly, as shell tools do). Call it before any
+/// thread exists.
+pub fn default_sigpipe() {
+    // SAFETY: sets a signal's disposition to the default; no handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Pins the calling thread to `core`.

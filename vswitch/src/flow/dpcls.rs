@@ -1,4 +1,6 @@
-//! Megaflow classifier: tuple-space search. One hash table per distinct mask
+//! A test oracle (built with `cfg(test)` or the `testing` feature): the
+//! plain megaflow classifier the datapath's index ([`super::Megaflows`]) is
+//! checked against. Tuple-space search: one hash table per distinct mask
 //! (a subtable); a lookup probes subtables in order of recent hits and returns
 //! the first entry whose masked key equals the packet's. Megaflows installed
 //! from the rule table never disagree where they overlap (every packet inside

@@ -1,4 +1,4 @@
-//! The PMD's megaflow index: tuple-space search as in [`super::Dpcls`] (one
+//! The PMD's megaflow index: tuple-space search as in `dpcls` (the test oracle; one
 //! table per mask, probed in order of recent hits), but an entry is 8 bytes,
 //! a 32-bit hash signature and a flow slot. The key lives once, in the flow
 //! table, reached through [`FlowKeys`]. A burst is looked up in three passes

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod bits;
+#[cfg(any(test, feature = "testing"))]
 pub mod dpcls;
 pub mod emc;
 pub mod hash;
@@ -12,6 +13,7 @@ pub mod smc;
 pub mod table;
 
 pub use bits::Bits;
+#[cfg(any(test, feature = "testing"))]
 pub use dpcls::Dpcls;
 pub use emc::Emc;
 pub use megaflows::{FlowKeys, Megaflows};

@@ -23,6 +23,7 @@ mod status;
 pub use status::{Counters, KernelStatus};
 
 use crate::config::{Config, UnderlaySpec};
+use crate::dpdk::os;
 use crate::ratelimit::RateLimited;
 use decode::{decode, Event};
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
@@ -32,7 +33,6 @@ use netlink_packet_route::route::RouteMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use state::{Applied, KernelState, Uplink, View};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -424,43 +424,14 @@ fn dump_requests() -> Vec<RouteNetlinkMessage> {
 }
 
 fn set_sockopt(s: &Socket, opt: libc::c_int, value: libc::c_int) -> bool {
-    // SAFETY: setsockopt on a socket we own, with a pointer to a c_int that
-    // lives for the call and its size.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            std::ptr::addr_of!(value).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
+    os::set_socket_option(s, opt, value).is_ok()
 }
 
 fn set_timeout(s: &Socket, t: Duration) -> std::io::Result<()> {
-    let tv = libc::timeval { tv_sec: t.as_secs() as libc::time_t, tv_usec: t.subsec_micros() as libc::suseconds_t };
-    // SAFETY: setsockopt on a socket we own, with a pointer to a timeval
-    // that lives for the call and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            std::ptr::addr_of!(tv).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    os::set_receive_timeout(s, t)
 }
 
 /// Waits until `s` has something to read (or an error, e.g. an overrun).
 fn wait_readable(s: &Socket, t: Duration) -> bool {
-    let mut fd = libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    // SAFETY: poll on one pollfd we own, for the given milliseconds.
-    let rc = unsafe { libc::poll(&mut fd, 1, t.as_millis() as libc::c_int) };
-    rc > 0
+    os::wait_readable(s, t).unwrap_or(false)
 }

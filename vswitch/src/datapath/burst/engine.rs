@@ -177,7 +177,7 @@ pub struct Engine {
     pub(super) stale: usize,
     /// The revalidation in progress, if any.
     pub(super) sweep: Option<Sweep>,
-    pub(super) dpcls: Megaflows,
+    pub(super) megaflows: Megaflows,
     pub counters: Local,
     pub(super) next_flow: u64,
     pub(super) upcalls_left: usize,
@@ -244,7 +244,7 @@ impl Engine {
             watch: Vec::new(),
             mtus: s.mtus,
             hz,
-            dpcls: Megaflows::new(),
+            megaflows: Megaflows::new(),
             counters: Local::new(ports),
             next_flow: 1,
             keys: Box::new([FlowKey::ZERO; BURST]),

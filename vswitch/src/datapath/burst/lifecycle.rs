@@ -56,7 +56,7 @@ impl Engine {
             table_gen: self.table_gen,
         };
         let h = self.flows.insert(flow, &mask);
-        let old = self.dpcls.insert(&masked, &mask, h.index, &self.flows);
+        let old = self.megaflows.insert(&masked, &mask, h.index, &self.flows);
         if let Some(old) = old.and_then(|ix| self.flows.handle_at(ix as usize)) {
             // Same key and mask: the old flow is gone, and the manager hears of it.
             if let Some((f, _)) = self.flows.remove(old) {
@@ -154,7 +154,7 @@ impl Engine {
     pub(super) fn remove_flow(&mut self, h: FlowHandle, reason: RemoveReason) {
         if let Some((flow, mask)) = self.flows.remove(h) {
             self.forget(&flow);
-            self.dpcls.remove(&flow.key, &mask, h.index);
+            self.megaflows.remove(&flow.key, &mask, h.index);
             self.emit(FlowEvent::Removed { id: flow.id, reason });
         }
     }
@@ -395,7 +395,7 @@ impl Engine {
 
     /// Re-ranks the classifier's subtables by hits.
     pub fn rank(&mut self) {
-        self.dpcls.rank();
+        self.megaflows.rank();
     }
 
     /// Updates the gauges; the caller publishes the counters.

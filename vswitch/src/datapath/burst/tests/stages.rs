@@ -168,7 +168,7 @@ fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
     let mut io = VecIo::default();
     let (mut pkts, n) = burst(&frames);
     e.process(0, &mut pkts, n, 1, &mut io);
-    assert!(e.dpcls.subtable_count() >= SMC_MIN_MASKS, "{} masks", e.dpcls.subtable_count());
+    assert!(e.megaflows.subtable_count() >= SMC_MIN_MASKS, "{} masks", e.megaflows.subtable_count());
     let all = (1u64 << n) - 1;
     // The classifier's answers, which fill the cache...
     let (mut pkts, _) = burst(&frames);
