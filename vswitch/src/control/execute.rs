@@ -68,21 +68,21 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
             let (deleted, report) = switch.del_rule(rule)?;
             to_json(&RulesDeleted { deleted, flows: (&report).into() })
         }
-        Request::DumpUnderlay => switch.dump_underlay(),
+        Request::DumpUnderlay => to_json(&switch.dump_underlay()),
         Request::RouteAdd { args } => {
             let offload = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 [prefix, port] => switch.add_route(prefix, None, port)?,
                 [prefix, "via", gw, port] => switch.add_route(prefix, Some(gw), port)?,
                 _ => return Err(ControlError::Usage("route-add PREFIX [via GATEWAY] UPLINK".into())),
             };
-            to_json(&RouteAdded { routes: switch.dump_underlay()["routes"].take(), offload })
+            to_json(&RouteAdded { routes: switch.dump_underlay().routes, offload })
         }
         Request::RouteDel { prefix } => {
             let offload = switch.del_route(prefix)?;
             to_json(&Deleted { deleted: prefix, offload })
         }
-        Request::RouteShow => switch.route_show(),
-        Request::NeighShow => switch.neigh_show(),
+        Request::RouteShow => to_json(&switch.route_show()),
+        Request::NeighShow => to_json(&switch.neigh_show()),
         Request::NeighAdd { ip, mac, port } => {
             let offload = switch.add_neighbour(ip, mac, port)?;
             to_json(&NeighbourAdded { added: ip, offload })

@@ -5,6 +5,7 @@
 
 use crate::datapath::RevalidateReport;
 use crate::offload_manager::manager::SyncReport;
+use crate::switch::RouteView;
 use serde::Serialize;
 
 /// Said when a rule edit is made in software but the offload manager did not
@@ -59,7 +60,7 @@ pub struct RulesDeleted {
 /// `route-add`: the routes after it, and what the offload manager did.
 #[derive(Debug, Serialize)]
 pub struct RouteAdded {
-    pub routes: serde_json::Value,
+    pub routes: Vec<RouteView>,
     pub offload: Option<SyncReport>,
 }
 
@@ -126,9 +127,11 @@ mod tests {
             json!({"added": 0, "first_id": empty, "flows_kept": 3, "flows_removed": 1}).to_string()
         );
         let sync = Some(SyncReport { replaced: 2, unchanged: 5 });
-        let routes = json!([{"prefix": "10.0.0.0/8"}]);
+        let route =
+            RouteView { prefix: "10.0.0.0/8".into(), via: None, port: "uplink0".into(), source: "control", metric: 0 };
+        let routes = serde_json::to_value(vec![route.clone()]).expect("routes");
         assert_eq!(
-            text(&RouteAdded { routes: routes.clone(), offload: sync }),
+            text(&RouteAdded { routes: vec![route], offload: sync }),
             json!({"routes": routes, "offload": sync}).to_string()
         );
         assert_eq!(

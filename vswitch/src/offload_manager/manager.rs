@@ -201,7 +201,7 @@ impl OffloadShared {
 const RECENT_UNDERLAY_CHECKS: usize = 256;
 
 /// Requests from the control thread.
-pub enum Request {
+pub enum ManagerRequest {
     /// Process every event sent so far and any underlay change, then answer
     /// with the work done for the underlay generations after `since`.
     Sync { since: u64, done: Sender<SyncReport> },
@@ -215,7 +215,7 @@ pub enum Request {
     Stop(Sender<usize>),
 }
 
-/// What a [`Request::Sync`] did about the underlay.
+/// What a [`ManagerRequest::Sync`] did about the underlay.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct SyncReport {
     pub replaced: u64,
@@ -1018,8 +1018,8 @@ impl Manager {
     }
 }
 
-/// Runs the manager until a [`Request::Stop`].
-pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Request>) {
+/// Runs the manager until a [`ManagerRequest::Stop`].
+pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<ManagerRequest>) {
     tracing::info!(device = %m.stats.device, policy = %m.stats.policy, max_rules = m.config.max_rules, "offload manager started");
     let ticker = tick(Duration::from_millis(5));
     let query_every = m.config.query_interval;
@@ -1034,7 +1034,7 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
                 Err(_) => std::thread::sleep(Duration::from_millis(5)),
             },
             recv(requests) -> r => match r {
-                Ok(Request::Sync { since, done }) => {
+                Ok(ManagerRequest::Sync { since, done }) => {
                     while let Ok(batch) = events.try_recv() {
                         m.events(batch);
                     }
@@ -1042,7 +1042,7 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
                     m.publish();
                     let _ = done.send(m.underlay_work_since(since));
                 }
-                Ok(Request::PortStopping { ethdev, done }) => {
+                Ok(ManagerRequest::PortStopping { ethdev, done }) => {
                     while let Ok(batch) = events.try_recv() {
                         m.events(batch);
                     }
@@ -1050,16 +1050,16 @@ pub fn run(mut m: Manager, events: Receiver<EventBatch>, requests: Receiver<Requ
                     m.publish();
                     let _ = done.send(n);
                 }
-                Ok(Request::PortStarted { ethdev, done }) => {
+                Ok(ManagerRequest::PortStarted { ethdev, done }) => {
                     let n = m.port_started(ethdev);
                     m.publish();
                     let _ = done.send(n);
                 }
-                Ok(Request::Stats(done)) => {
+                Ok(ManagerRequest::Stats(done)) => {
                     m.publish_stats();
                     let _ = done.send(m.stats.clone());
                 }
-                Ok(Request::Stop(done)) => {
+                Ok(ManagerRequest::Stop(done)) => {
                     let n = m.shutdown();
                     tracing::info!(rules = n, "offload manager stopped: every rule destroyed");
                     let _ = done.send(n);

@@ -17,7 +17,7 @@ use crate::datapath::pmd::PmdCommand;
 use crate::datapath::SwitchPort;
 use crate::underlay::Underlay;
 use crossbeam_channel::{bounded, Receiver, Sender};
-use manager::{Manager, ManagerSetup, OffloadShared, OffloadStats, Request, SyncReport};
+use manager::{Manager, ManagerRequest, ManagerSetup, OffloadShared, OffloadStats, SyncReport};
 use offload::device::FlowDevice;
 use offload::model::{ModelDevice, ModelSwitch};
 use offload::rte_flow::device::RteFlowDevice;
@@ -123,7 +123,7 @@ pub fn prepare(config: &OffloadConfig, ports: &[SwitchPort]) -> Result<Prepared,
 
 /// The running offload side of the switch.
 pub struct Offload {
-    requests: Sender<Request>,
+    requests: Sender<ManagerRequest>,
     thread: Option<JoinHandle<()>>,
     pub shared: Arc<OffloadShared>,
     pub model: Option<Arc<ModelSwitch>>,
@@ -171,7 +171,7 @@ impl Offload {
         })
     }
 
-    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> Request, timeout: Duration) -> Option<T> {
+    fn ask<T>(&self, make: impl FnOnce(Sender<T>) -> ManagerRequest, timeout: Duration) -> Option<T> {
         let (tx, rx) = bounded(1);
         self.requests.send_timeout(make(tx), timeout).ok()?;
         rx.recv_timeout(timeout).ok()
@@ -181,28 +181,28 @@ impl Offload {
     /// the current underlay (replacing the rules it changed); reports what
     /// the underlay changes after generation `since` caused.
     pub fn sync(&self, since: u64) -> Option<SyncReport> {
-        self.ask(|done| Request::Sync { since, done }, SYNC_TIMEOUT)
+        self.ask(|done| ManagerRequest::Sync { since, done }, SYNC_TIMEOUT)
     }
 
     /// The manager's counters as of now (the last published ones when it
     /// does not answer within 2 s).
     pub fn stats(&self) -> OffloadStats {
-        self.ask(Request::Stats, Duration::from_secs(2)).unwrap_or_else(|| self.shared.stats())
+        self.ask(ManagerRequest::Stats, Duration::from_secs(2)).unwrap_or_else(|| self.shared.stats())
     }
 
     /// A port is stopping; returns how many rules the device dropped.
     pub fn port_stopping(&self, ethdev: u16) -> Option<usize> {
-        self.ask(|done| Request::PortStopping { ethdev, done }, Duration::from_secs(10))
+        self.ask(|done| ManagerRequest::PortStopping { ethdev, done }, Duration::from_secs(10))
     }
 
     /// The port is up again; returns how many rules were installed again.
     pub fn port_started(&self, ethdev: u16) -> Option<usize> {
-        self.ask(|done| Request::PortStarted { ethdev, done }, Duration::from_secs(30))
+        self.ask(|done| ManagerRequest::PortStarted { ethdev, done }, Duration::from_secs(30))
     }
 
     /// Destroys every rule and stops the manager; returns how many rules.
     pub fn stop(&mut self) -> Option<usize> {
-        let n = self.ask(Request::Stop, Duration::from_secs(30));
+        let n = self.ask(ManagerRequest::Stop, Duration::from_secs(30));
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

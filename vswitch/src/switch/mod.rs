@@ -22,4 +22,7 @@ mod views;
 pub use self::core::{ShutdownReport, Switch};
 pub use crate::datapath::{SwitchError, SwitchPort};
 pub use lifecycle::RestartReport;
-pub use views::{FlowView, PmdView, PortView, RuleView, SwitchStats, TestpmdJumps};
+pub use views::{
+    FlowView, IgnoredRouteView, NeighShow, NeighbourView, PmdView, PortView, RouteShow, RouteView, RuleView,
+    SwitchStats, TestpmdJumps, TunnelView, UnderlayView,
+};

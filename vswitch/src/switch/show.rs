@@ -2,7 +2,10 @@
 //! and the offload manager: `show`, `dump-flows`, `dump-underlay`.
 
 use super::core::Switch;
-use super::views::{FlowView, PmdView, PortView, SwitchStats, TestpmdJumps};
+use super::views::{
+    FlowView, IgnoredRouteView, NeighShow, NeighbourView, PmdView, PortView, RouteShow, RouteView, SwitchStats,
+    TestpmdJumps, TunnelView, UnderlayView,
+};
 use crate::actions::Action;
 use crate::config::Role;
 use crate::datapath::counters::{Balance, Counter, DropReason, PortCounter};
@@ -252,55 +255,48 @@ impl Switch {
     }
 
     /// A route for display (route-show, dump-underlay).
-    fn route_json(&self, r: &crate::underlay::Route) -> serde_json::Value {
-        serde_json::json!({
-            "prefix": r.prefix.to_string(),
-            "via": r.via.map(|v| v.to_string()),
-            "port": self.port_name(r.port),
-            "source": r.source.as_str(),
-            "metric": r.metric,
-        })
+    fn route_view(&self, r: &crate::underlay::Route) -> RouteView {
+        RouteView {
+            prefix: r.prefix.to_string(),
+            via: r.via.map(|v| v.to_string()),
+            port: self.port_name(r.port),
+            source: r.source.as_str(),
+            metric: r.metric,
+        }
     }
 
     /// A neighbour for display (neigh-show, dump-underlay).
-    fn neigh_json(&self, ip: &std::net::IpAddr, n: &crate::underlay::Neighbour) -> serde_json::Value {
-        serde_json::json!({
-            "ip": ip.to_string(),
-            "mac": ofrule::format_mac(&n.mac),
-            "port": self.port_name(n.port),
-            "static": n.is_static(),
-            "source": n.source.as_str(),
-        })
+    fn neighbour_view(&self, ip: &std::net::IpAddr, n: &crate::underlay::Neighbour) -> NeighbourView {
+        NeighbourView {
+            ip: ip.to_string(),
+            mac: ofrule::format_mac(&n.mac),
+            port: self.port_name(n.port),
+            is_static: n.is_static(),
+            source: n.source.as_str(),
+        }
     }
 
     /// `route-show`: every route with its source and metric, the kernel
     /// routes not used with why, the kernel follower's status.
-    pub fn route_show(&self) -> serde_json::Value {
+    pub fn route_show(&self) -> RouteShow {
         let (routes, ignored, kernel) = self.underlay.read(|t| {
             let mut routes: Vec<&crate::underlay::Route> = t.routes.iter().collect();
             routes.sort_by_key(|r| (r.prefix, r.metric));
-            let routes: Vec<serde_json::Value> = routes.iter().map(|r| self.route_json(r)).collect();
-            let ignored: Vec<serde_json::Value> = t
+            let routes = routes.iter().map(|r| self.route_view(r)).collect();
+            let ignored = t
                 .ignored_routes
                 .iter()
-                .map(|r| {
-                    serde_json::json!({
-                        "prefix": r.prefix,
-                        "via": r.via.map(|v| v.to_string()),
-                        "dev": r.dev,
-                        "metric": r.metric,
-                        "why": r.why,
-                    })
+                .map(|r| IgnoredRouteView {
+                    prefix: r.prefix.clone(),
+                    via: r.via.map(|v| v.to_string()),
+                    dev: r.dev.clone(),
+                    metric: r.metric,
+                    why: r.why.clone(),
                 })
                 .collect();
             (routes, ignored, t.kernel.clone())
         });
-        serde_json::json!({
-            "mode": self.config.underlay.routes.as_str(),
-            "routes": routes,
-            "ignored": ignored,
-            "kernel": kernel,
-        })
+        RouteShow { mode: self.config.underlay.routes.as_str(), routes, ignored, kernel }
     }
 
     /// The kernel underlay follower's status, when it runs.
@@ -309,35 +305,32 @@ impl Switch {
     }
 
     /// `neigh-show`: every neighbour with its source.
-    pub fn neigh_show(&self) -> serde_json::Value {
+    pub fn neigh_show(&self) -> NeighShow {
         let (neighbours, kernel) = self.underlay.read(|t| {
-            let n: Vec<serde_json::Value> = t.neighbours.iter().map(|(ip, n)| self.neigh_json(ip, n)).collect();
+            let n = t.neighbours.iter().map(|(ip, n)| self.neighbour_view(ip, n)).collect();
             (n, t.kernel.clone())
         });
-        serde_json::json!({ "neighbours": neighbours, "kernel": kernel })
+        NeighShow { neighbours, kernel }
     }
 
     /// Routes, neighbours and tunnels, for display.
-    pub fn dump_underlay(&self) -> serde_json::Value {
+    pub fn dump_underlay(&self) -> UnderlayView {
         let (routes, neighbours, tunnels) = self.underlay.read(|t| {
-            let routes: Vec<serde_json::Value> = t.routes.iter().map(|r| self.route_json(r)).collect();
-            let neighbours: Vec<serde_json::Value> =
-                t.neighbours.iter().map(|(ip, n)| self.neigh_json(ip, n)).collect();
+            let routes = t.routes.iter().map(|r| self.route_view(r)).collect();
+            let neighbours = t.neighbours.iter().map(|(ip, n)| self.neighbour_view(ip, n)).collect();
             (routes, neighbours, t.tunnels.clone())
         });
-        let tunnels: Vec<serde_json::Value> = tunnels
+        let tunnels = tunnels
             .iter()
-            .map(|tu| {
-                serde_json::json!({
-                    "name": tu.name,
-                    "remote": tu.remote.to_string(),
-                    "vni": tu.vni.map_or_else(|| "flow".to_owned(), |v| v.to_string()),
-                    "udp_port": tu.udp_port,
-                    "encap": self.describe_encap(tu.number, None),
-                })
+            .map(|tu| TunnelView {
+                name: tu.name.clone(),
+                remote: tu.remote.to_string(),
+                vni: tu.vni.map_or_else(|| "flow".to_owned(), |v| v.to_string()),
+                udp_port: tu.udp_port,
+                encap: self.describe_encap(tu.number, None),
             })
             .collect();
-        serde_json::json!({ "routes": routes, "neighbours": neighbours, "tunnels": tunnels })
+        UnderlayView { routes, neighbours, tunnels }
     }
 
     /// How tunnel port `port` sends right now, e.g.
