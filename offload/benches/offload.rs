@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-/// HwRule `i` of a set spread over `masks` masks: in_port 1, untagged IPv4 to
+/// Rule `i` of a set spread over `masks` masks: in_port 1, untagged IPv4 to
 /// 10.x.y.z with a prefix length that depends on the mask index, UDP to a
 /// port; the mask index also decides whether the source port is compared.
 fn rule(i: u32, masks: u32) -> HwRule {

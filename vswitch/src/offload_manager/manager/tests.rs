@@ -1,17 +1,26 @@
 //! The manager's decisions, driven by hand: events in, rules in the model
 //! e-switch out.
 
-use super::*;
+use super::core::*;
+use crate::actions::Action;
+use crate::config::offload::{OffloadConfig, Policy};
 use crate::config::Role;
 use crate::datapath::burst::megaflow_mask;
+use crate::datapath::flows::{FlowEvent, RemoveReason};
+use crate::datapath::pmd::PmdCommand;
 use crate::flow::RuleTable;
 use crate::net::Prefix;
+use crate::offload_manager::translate::{PortFacts, Refusal};
 use crate::ofrule::parse_rule;
 use crate::packet::parse::parse;
+use crate::underlay::Underlay;
 use crate::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel};
 use crossbeam_channel::unbounded;
+use crossbeam_channel::Receiver;
 use offload::model::{ModelDevice, ModelSwitch, Profile, Verdict};
 use offload::packet::{PacketBuf, VecPacket};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const NAMES: [&str; 4] = ["vf0", "vf1", "uplink0", "vxlan0"];
 const UPLINK_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0xaa];
