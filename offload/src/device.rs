@@ -4,8 +4,10 @@
 //! (rte_flow error type, the driver's message, errno) and a classification
 //! the switch shows as the reason a flow stays in software.
 
+use crate::packet::PacketBuf;
 use crate::rte_flow::Lowered;
 use std::fmt;
+use std::sync::Arc;
 
 /// A created rule, as the device that created it knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -164,6 +166,49 @@ pub mod libc_errno {
 }
 
 /// A device that takes transfer rules.
+/// What happened to a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// No rule: the packet goes on to the software switch, unchanged.
+    Miss,
+    /// Edited and to be sent to this ethdev port.
+    Output(u16),
+    /// Dropped by a rule.
+    Drop,
+    /// A rule matched but its actions could not run (no headroom, ...); the
+    /// packet may be half-edited and must be dropped (counted).
+    Error,
+    /// From a VF above the VF's MTU: a VF cannot send it (its port on the
+    /// e-switch drops it before any rule).
+    RxOverMtu,
+    /// To this VF's ethdev port above the VF's MTU: the VF's receive drops
+    /// it (the rule counted the hit).
+    TxOverMtu(u16),
+}
+
+/// The part of an e-switch that runs in the host's packet path, in front of
+/// the software switch. A NIC's e-switch switches before packets reach the
+/// host, so the rte_flow device has none; the model e-switch (a test and
+/// demo backend) is software, so the PMD runs it on what it receives. The
+/// switch learns which from the device ([`FlowDevice::in_path`]): it never
+/// names the model.
+pub trait InPath: Send + Sync {
+    /// A view of the rules for one burst (taken once per burst).
+    fn session(&self) -> Box<dyn InPathSession + '_>;
+    /// Rules installed.
+    fn rules(&self) -> usize;
+    /// Frames a rule forwarded that software would have dropped as
+    /// malformed (a NIC does not check lengths either).
+    fn malformed_forwarded(&self) -> u64;
+}
+
+/// One burst's pass through an [`InPath`] e-switch.
+pub trait InPathSession {
+    /// What the e-switch does with `pkt`, received on ethdev `ingress`
+    /// (it may edit it).
+    fn process(&mut self, ingress: u16, pkt: &mut dyn PacketBuf) -> Verdict;
+}
+
 pub trait FlowDevice {
     /// What it is, for logs and the probe ("rte_flow on port 0 (net_mlx5)", ...).
     fn describe(&self) -> String;
@@ -217,6 +262,12 @@ pub trait FlowDevice {
     /// the caller can count their hits and install them again after the
     /// restart.
     fn port_stopped(&mut self, port: u16) -> Vec<(RuleHandle, Option<HitCounts>)>;
+
+    /// What this device puts in the host's packet path (see [`InPath`]):
+    /// none for a NIC.
+    fn in_path(&self) -> Option<Arc<dyn InPath>> {
+        None
+    }
 }
 
 #[cfg(test)]

@@ -24,11 +24,13 @@ mod compile;
 mod profile;
 pub mod vector;
 
+pub use crate::device::Verdict;
 pub use compile::{Compiled, EncapHeader, Fate, Op};
 pub use profile::{ActionKind, Profile};
 
 use crate::device::{
-    libc_errno, DeviceError, FlowDevice, HitCounts, RuleHandle, ERROR_TYPE_HANDLE, ERROR_TYPE_UNSPECIFIED,
+    libc_errno, DeviceError, FlowDevice, HitCounts, InPath, InPathSession, RuleHandle, ERROR_TYPE_HANDLE,
+    ERROR_TYPE_UNSPECIFIED,
 };
 use crate::entropy::{vxlan_src_port, InnerFlow};
 use crate::packet::{checksum, fold, sum, PacketBuf};
@@ -38,26 +40,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Instant;
 use vector::{Layers, Vector, WORDS};
-
-/// What happened to a packet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// No rule: the packet goes on to the software switch, unchanged.
-    Miss,
-    /// Edited and to be sent to this ethdev port.
-    Output(u16),
-    /// Dropped by a rule.
-    Drop,
-    /// A rule matched but its actions could not run (no headroom, ...); the
-    /// packet may be half-edited and must be dropped (counted).
-    Error,
-    /// From a VF above the VF's MTU: a VF cannot send it (its port on the
-    /// e-switch drops it before any rule).
-    RxOverMtu,
-    /// To this VF's ethdev port above the VF's MTU: the VF's receive drops
-    /// it (the rule counted the hit).
-    TxOverMtu(u16),
-}
 
 /// Per-rule counters, written by the packet path.
 #[derive(Debug, Default)]
@@ -444,7 +426,7 @@ impl ModelSwitch {
     }
 
     /// Runs one packet (takes the lock; [`Session`] amortises it).
-    pub fn process<P: PacketBuf>(&self, ingress: u16, pkt: &mut P) -> Verdict {
+    pub fn process<P: PacketBuf + ?Sized>(&self, ingress: u16, pkt: &mut P) -> Verdict {
         self.session().process(ingress, pkt)
     }
 }
@@ -736,7 +718,7 @@ impl Session<'_> {
 
     /// Runs `pkt`, received on ethdev port `ingress`, through the rules. On
     /// [`Verdict::Miss`] the packet is unchanged.
-    pub fn process<P: PacketBuf>(&mut self, ingress: u16, pkt: &mut P) -> Verdict {
+    pub fn process<P: PacketBuf + ?Sized>(&mut self, ingress: u16, pkt: &mut P) -> Verdict {
         if self.vf_ports && self.over_vf_mtu(ingress, pkt.data()) {
             self.counts[OVER_MTU] += 1;
             return Verdict::RxOverMtu;
@@ -859,7 +841,7 @@ fn tagged(f: &[u8]) -> bool {
 }
 
 /// Runs a rule's operations. `layers` describe the packet as matched.
-fn run_ops<P: PacketBuf>(ops: &[Op], pkt: &mut P, layers: &Layers) -> Result<(), ()> {
+fn run_ops<P: PacketBuf + ?Sized>(ops: &[Op], pkt: &mut P, layers: &Layers) -> Result<(), ()> {
     for op in ops {
         match op {
             Op::Decap => {
@@ -919,7 +901,7 @@ fn run_ops<P: PacketBuf>(ops: &[Op], pkt: &mut P, layers: &Layers) -> Result<(),
 /// Prepends the encapsulation and fills what a device fills: lengths, the
 /// IPv4 header checksum, the UDP source port (from the inner flow, see
 /// [`crate::entropy`]) and, over IPv6, the UDP checksum.
-fn encap<P: PacketBuf>(pkt: &mut P, h: &EncapHeader) -> Result<(), ()> {
+fn encap<P: PacketBuf + ?Sized>(pkt: &mut P, h: &EncapHeader) -> Result<(), ()> {
     let sport = vxlan_src_port(&InnerFlow::from_frame(pkt.data()));
     let inner_len = pkt.data().len();
     let l3_len = inner_len + h.len - 14;
@@ -984,6 +966,26 @@ impl ModelDevice {
     }
 }
 
+impl InPath for ModelSwitch {
+    fn session(&self) -> Box<dyn InPathSession + '_> {
+        Box::new(ModelSwitch::session(self))
+    }
+
+    fn rules(&self) -> usize {
+        ModelSwitch::rules(self)
+    }
+
+    fn malformed_forwarded(&self) -> u64 {
+        self.stats.malformed.load(Ordering::Relaxed)
+    }
+}
+
+impl InPathSession for Session<'_> {
+    fn process(&mut self, ingress: u16, pkt: &mut dyn PacketBuf) -> Verdict {
+        Session::process(self, ingress, pkt)
+    }
+}
+
 impl FlowDevice for ModelDevice {
     fn describe(&self) -> String {
         format!("model e-switch (profile {:?}, {} rules max)", self.switch.profile.name, self.switch.profile.max_rules)
@@ -1016,6 +1018,10 @@ impl FlowDevice for ModelDevice {
 
     fn rules(&self) -> usize {
         self.switch.rules()
+    }
+
+    fn in_path(&self) -> Option<Arc<dyn InPath>> {
+        Some(Arc::clone(&self.switch) as Arc<dyn InPath>)
     }
 
     fn port_stopped(&mut self, port: u16) -> Vec<(RuleHandle, Option<HitCounts>)> {

@@ -3,8 +3,10 @@
 //! device and keeps the rest in software with a reason ([`manager`]).
 //!
 //! [`Offload`] is what the running switch holds: the manager's request
-//! queue and thread, the views it publishes, and the model e-switch when the
-//! device is the model (the PMDs run it in front of the software path).
+//! queue and thread, the views it publishes, and what the device puts in the
+//! packet path ([`InPath`]: the model e-switch has that part, a NIC none);
+//! the PMDs run it in front of the software path. Devices are made by
+//! [`open_device`], the one place that knows the kinds.
 
 pub mod manager;
 pub mod translate;
@@ -18,7 +20,7 @@ use crate::datapath::SwitchPort;
 use crate::underlay::Underlay;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use manager::{Manager, ManagerRequest, ManagerSetup, OffloadShared, OffloadStats, SyncReport};
-use offload::device::FlowDevice;
+use offload::device::{FlowDevice, InPath};
 use offload::model::{ModelDevice, ModelSwitch};
 use offload::rte_flow::device::RteFlowDevice;
 use std::sync::Arc;
@@ -45,7 +47,7 @@ pub const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Prepared {
     pub events_tx: Sender<EventBatch>,
     events_rx: Receiver<EventBatch>,
-    pub hardware: Option<Arc<ModelSwitch>>,
+    pub in_path: Option<Arc<dyn InPath>>,
     pub hot: Option<HotPolicy>,
     device: Box<dyn FlowDevice + Send>,
     proxy: u16,
@@ -53,16 +55,17 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The model stage for a PMD (when the device is the model).
+    /// The e-switch stage for a PMD (when the device has a part in the
+    /// packet path).
     pub fn hardware_stage(&self) -> Option<Hardware> {
-        let model = self.hardware.as_ref()?;
+        let eswitch = self.in_path.as_ref()?;
         let ethdev: Vec<u16> = self.facts.iter().map(|p| p.ethdev).collect();
         let max = ethdev.iter().copied().max().unwrap_or(0);
         let mut port_of = vec![None; usize::from(max) + 1];
         for (i, e) in ethdev.iter().enumerate() {
             port_of[usize::from(*e)] = Some(i as u32);
         }
-        Some(Hardware { model: Arc::clone(model), ethdev, port_of })
+        Some(Hardware { eswitch: Arc::clone(eswitch), ethdev, port_of })
     }
 }
 
@@ -89,7 +92,35 @@ pub fn port_facts(ports: &[SwitchPort], device: OffloadDevice) -> Vec<PortFacts>
         .collect()
 }
 
-/// Builds the device (and the model), the event channel and the hot policy.
+/// The offload device the configuration names, and its transfer proxy: the
+/// NIC through rte_flow on the uplink's port, or the model e-switch (whose
+/// VFs get the representors' MTUs).
+///
+/// # Errors
+/// When the rte_flow device has no transfer proxy.
+fn open_device(
+    config: &OffloadConfig,
+    facts: &[PortFacts],
+    proxy_of: u16,
+) -> Result<(Box<dyn FlowDevice + Send>, u16), OffloadError> {
+    Ok(match config.device {
+        OffloadDevice::Model => {
+            let model = Arc::new(ModelSwitch::new(config.model.clone()));
+            // Behind each representor is a VF with the port's MTU.
+            for p in facts.iter().filter(|p| p.role == Role::Representor) {
+                model.set_vf_mtu(p.ethdev, p.mtu);
+            }
+            (Box::new(ModelDevice::new(model)), proxy_of)
+        }
+        OffloadDevice::RteFlow => {
+            let dev = RteFlowDevice::new(proxy_of).map_err(OffloadError::Device)?;
+            let proxy = dev.proxy();
+            (Box::new(dev), proxy)
+        }
+    })
+}
+
+/// Opens the device, the event channel and the hot policy.
 ///
 /// # Errors
 /// When the rte_flow device has no transfer proxy.
@@ -97,28 +128,15 @@ pub fn prepare(config: &OffloadConfig, ports: &[SwitchPort]) -> Result<Prepared,
     let facts = port_facts(ports, config.device);
     let uplink = facts.iter().find(|p| p.role == Role::Uplink).or(facts.first());
     let proxy_of = uplink.map_or(0, |p| p.ethdev);
-    let (device, proxy, hardware): (Box<dyn FlowDevice + Send>, u16, Option<Arc<ModelSwitch>>) = match config.device {
-        OffloadDevice::Model => {
-            let model = Arc::new(ModelSwitch::new(config.model.clone()));
-            // Behind each representor is a VF with the port's MTU.
-            for p in facts.iter().filter(|p| p.role == Role::Representor) {
-                model.set_vf_mtu(p.ethdev, p.mtu);
-            }
-            (Box::new(ModelDevice::new(Arc::clone(&model))), proxy_of, Some(model))
-        }
-        OffloadDevice::RteFlow => {
-            let dev = RteFlowDevice::new(proxy_of).map_err(OffloadError::Device)?;
-            let proxy = dev.proxy();
-            (Box::new(dev), proxy, None)
-        }
-    };
+    let (device, proxy) = open_device(config, &facts, proxy_of)?;
+    let in_path = device.in_path();
     let (events_tx, events_rx) = bounded(EVENT_QUEUE);
     let hot = (config.policy == Policy::Hot).then_some(HotPolicy {
         min_pps: config.min_pps,
         hot: config.hot,
         repeat: Duration::from_millis(100),
     });
-    Ok(Prepared { events_tx, events_rx, hardware, hot, device, proxy, facts })
+    Ok(Prepared { events_tx, events_rx, in_path, hot, device, proxy, facts })
 }
 
 /// The running offload side of the switch.
@@ -126,7 +144,8 @@ pub struct Offload {
     requests: Sender<ManagerRequest>,
     thread: Option<JoinHandle<()>>,
     pub shared: Arc<OffloadShared>,
-    pub model: Option<Arc<ModelSwitch>>,
+    /// What the device puts in the packet path (the model e-switch).
+    pub in_path: Option<Arc<dyn InPath>>,
     pub config: OffloadConfig,
     pub facts: Vec<PortFacts>,
 }
@@ -165,7 +184,7 @@ impl Offload {
             requests: req_tx,
             thread: Some(thread),
             shared,
-            model: prepared.hardware,
+            in_path: prepared.in_path,
             config: config.clone(),
             facts: prepared.facts,
         })

@@ -188,7 +188,7 @@ impl Switch {
     pub fn shutdown(mut self) -> ShutdownReport {
         let offload = self.offload.as_mut().map(|o| {
             let destroyed = o.stop().unwrap_or(0);
-            (destroyed, o.model.as_ref().map_or(0, |m| m.rules()))
+            (destroyed, o.in_path.as_ref().map_or(0, |m| m.rules()))
         });
         self.stop_pmds();
         let stats = self.stats();

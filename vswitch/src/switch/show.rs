@@ -29,7 +29,7 @@ impl Switch {
         let sum = |c: PortCounter| self.sum(|s| s.port(n, c));
         // Packets the PMD never saw: a NIC's (the model's pass through the
         // PMD and are counted there), and every port's tunnel side.
-        let model = self.offload.as_ref().is_some_and(|o| o.model.is_some());
+        let model = self.offload.as_ref().is_some_and(|o| o.in_path.is_some());
         let extra = hw.get(&(n as u32)).copied().filter(|_| !model || n >= self.ports.len()).unwrap_or_default();
         let counters = |v: PortView| PortView {
             rx_packets: sum(PortCounter::RxPackets) + extra.rx_packets,
@@ -139,8 +139,8 @@ impl Switch {
             hw_malformed_forwarded: self
                 .offload
                 .as_ref()
-                .and_then(|o| o.model.as_ref())
-                .map_or(0, |m| m.stats.malformed.load(std::sync::atomic::Ordering::Relaxed)),
+                .and_then(|o| o.in_path.as_ref())
+                .map_or(0, |m| m.malformed_forwarded()),
             rules: self.rule_count(),
             drops,
             parse_errors,

@@ -9,7 +9,7 @@ use crate::flow::{Emc, Megaflows, RuleTable, Smc};
 use crate::packet::FlowKey;
 use crate::underlay::Underlay;
 use crossbeam_channel::Sender;
-use offload::model::ModelSwitch;
+use offload::device::InPath;
 use std::sync::Arc;
 use std::time::Duration;
 /// Packets a burst holds at most (the size of the per-burst arrays).
@@ -113,10 +113,11 @@ pub struct EngineSetup {
     pub hot: Option<HotPolicy>,
 }
 
-/// The (model) e-switch stage: the model and how its ethdev port ids map to
-/// the switch's port numbers.
+/// The e-switch stage: what the offload device puts in the packet path (the
+/// model e-switch; a NIC puts nothing there) and how its ethdev port ids
+/// map to the switch's port numbers.
 pub struct Hardware {
-    pub model: Arc<ModelSwitch>,
+    pub eswitch: Arc<dyn InPath>,
     /// Per physical port: its ethdev port id.
     pub ethdev: Vec<u16>,
     /// Per ethdev port id: the physical port number.

@@ -23,7 +23,7 @@ impl Engine {
         let Some(hw) = &self.hardware else { return };
         let Some(&ethdev) = hw.ethdev.get(in_port as usize) else { return };
         let t0 = crate::arch::cycles();
-        let mut session = hw.model.session();
+        let mut session = hw.eswitch.session();
         let (mut taken, mut bytes) = (0u64, 0u64);
         for slot in pkts.iter_mut().take(n) {
             let Some(p) = slot.as_mut() else { continue };

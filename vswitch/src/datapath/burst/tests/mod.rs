@@ -233,7 +233,7 @@ fn install_all(
 /// The model e-switch in front of the physical ports (ethdev 20 + number).
 fn model_stage(model: &Arc<offload::model::ModelSwitch>) -> Hardware {
     Hardware {
-        model: Arc::clone(model),
+        eswitch: Arc::clone(model) as Arc<dyn offload::device::InPath>,
         ethdev: vec![20, 21, 22],
         port_of: (0..23).map(|e| (20..23).contains(&e).then(|| (e - 20) as u32)).collect(),
     }
