@@ -8,7 +8,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use vswitch::kernel::decode::{decode, Event};
-use vswitch::kernel::state::{Counters, KernelState, Uplink};
+use vswitch::kernel::state::{KernelState, Uplink};
+use vswitch::kernel::Counters;
 
 fuzz_target!(|data: &[u8]| {
     let uplinks = [

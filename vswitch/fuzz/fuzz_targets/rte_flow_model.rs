@@ -14,7 +14,7 @@ use dpdk_sys as sys;
 use libfuzzer_sys::fuzz_target;
 use offload::model::{ModelSwitch, Profile};
 use offload::packet::VecPacket;
-use offload::rte_flow::raw::{read, read_back};
+use offload::rte_flow::read::{read, read_back};
 use std::ffi::c_void;
 
 const ITEMS: [u32; 10] = [
