@@ -205,27 +205,8 @@ impl Ovs {
 
     fn flood_phase(&self, flood: &Path, est: &Path, s: &Setup, with_flood: bool, row: &mut Row) -> Result<()> {
         self.clean()?;
-        self.vsctl(&[
-            "add-br",
-            "br0",
-            "--",
-            "set",
-            "bridge",
-            "br0",
-            "datapath_type=netdev",
-            "fail-mode=secure",
-            "--",
-            "--id=@ft",
-            "create",
-            "Flow_Table",
-            "name=t0",
-            "prefixes=none",
-            "--",
-            "set",
-            "Bridge",
-            "br0",
-            "flow_tables:0=@ft",
-        ])?;
+        self.vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev", "fail-mode=secure"])?;
+        self.no_prefix_tries("br0")?;
         self.ofctl(&["del-flows", "br0"])?;
         self.add_dpdk_port("br0", "sink0", 3, &format!("{},no-rx=1", self.next_vdev("net_null")), None)?;
         self.add_dpdk_port("br0", "sink1", 4, &format!("{},no-rx=1", self.next_vdev("net_null")), None)?;

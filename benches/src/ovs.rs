@@ -122,6 +122,25 @@ impl Ovs {
         cmd.env("OVS_RUNDIR", &self.dir).env("OVS_LOGDIR", &self.dir).env("OVS_DBDIR", &self.dir)
     }
 
+    /// Turns `bridge`'s prefix tries off (table 0): a megaflow then keeps a
+    /// rule's whole address match, as vswitchd's do.
+    pub(crate) fn no_prefix_tries(&self, bridge: &str) -> Result<()> {
+        self.vsctl(&[
+            "--",
+            "--id=@ft",
+            "create",
+            "Flow_Table",
+            "name=t0",
+            "prefixes=none",
+            "--",
+            "set",
+            "Bridge",
+            bridge,
+            "flow_tables:0=@ft",
+        ])
+        .map(|_| ())
+    }
+
     pub(crate) fn vsctl(&self, args: &[&str]) -> Result<String> {
         run(self
             .env(&mut Command::new("ovs-vsctl"))
@@ -226,19 +245,7 @@ impl Ovs {
             // Without prefix tries, a megaflow keeps the rule's whole /32
             // source match: every source becomes its own megaflow, as in
             // vswitchd (with them, OVS folds the sources into ~20 prefixes).
-            self.vsctl(&[
-                "--",
-                "--id=@ft",
-                "create",
-                "Flow_Table",
-                "name=t0",
-                "prefixes=none",
-                "--",
-                "set",
-                "Bridge",
-                "br0",
-                "flow_tables:0=@ft",
-            ])?;
+            self.no_prefix_tries("br0")?;
         }
         self.ofctl(&["del-flows", "br0"])?;
         let source = format!("{},rx_pcap={},infinite_rx=1", self.next_vdev("net_pcap"), case.pcap.display());

@@ -193,8 +193,9 @@ pub enum Verdict {
 /// switch learns which from the device ([`FlowDevice::in_path`]): it never
 /// names the model.
 pub trait InPath: Send + Sync {
-    /// A view of the rules for one burst (taken once per burst).
-    fn session(&self) -> Box<dyn InPathSession + '_>;
+    /// Runs `burst` with a view of the rules taken once for the burst
+    /// (no allocation: the session lives on this call's stack).
+    fn with_session(&self, burst: &mut dyn FnMut(&mut dyn InPathSession));
     /// Rules installed.
     fn rules(&self) -> usize;
     /// Frames a rule forwarded that software would have dropped as

@@ -188,7 +188,7 @@ pub struct Tables {
 }
 
 /// A kernel route the switch does not use, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IgnoredRoute {
     pub prefix: String,
     pub via: Option<IpAddr>,

@@ -967,8 +967,8 @@ impl ModelDevice {
 }
 
 impl InPath for ModelSwitch {
-    fn session(&self) -> Box<dyn InPathSession + '_> {
-        Box::new(ModelSwitch::session(self))
+    fn with_session(&self, burst: &mut dyn FnMut(&mut dyn InPathSession)) {
+        burst(&mut ModelSwitch::session(self));
     }
 
     fn rules(&self) -> usize {

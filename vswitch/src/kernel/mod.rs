@@ -158,11 +158,11 @@ impl Follow {
             tracing::warn!("cannot set the netlink receive buffer to {} bytes: {e}", spec.netlink_rcvbuf);
         }
         // SO_RCVBUFFORCE lets root go above net.core.rmem_max.
-        set_sockopt(&events, libc::SO_RCVBUFFORCE, spec.netlink_rcvbuf as libc::c_int);
+        let _ = os::set_socket_option(&events, libc::SO_RCVBUFFORCE, spec.netlink_rcvbuf as libc::c_int);
         events.set_non_blocking(true)?;
         let mut dumps = Socket::new(NETLINK_ROUTE).map_err(|e| io_err("netlink socket", e))?;
         dumps.bind_auto().map_err(|e| io_err("netlink bind", e))?;
-        set_timeout(&dumps, Duration::from_secs(5))?;
+        os::set_receive_timeout(&dumps, Duration::from_secs(5))?;
         Ok(Self {
             spec,
             uplinks,
@@ -237,7 +237,7 @@ impl Follow {
                 self.publish(true);
                 continue;
             }
-            if !wait_readable(&self.events, Duration::from_millis(100)) {
+            if !os::wait_readable(&self.events, Duration::from_millis(100)).unwrap_or(false) {
                 continue;
             }
             let mut changed = false;
@@ -421,17 +421,4 @@ fn dump_requests() -> Vec<RouteNetlinkMessage> {
         out.push(RouteNetlinkMessage::GetNeighbour(n));
     }
     out
-}
-
-fn set_sockopt(s: &Socket, opt: libc::c_int, value: libc::c_int) -> bool {
-    os::set_socket_option(s, opt, value).is_ok()
-}
-
-fn set_timeout(s: &Socket, t: Duration) -> std::io::Result<()> {
-    os::set_receive_timeout(s, t)
-}
-
-/// Waits until `s` has something to read (or an error, e.g. an overrun).
-fn wait_readable(s: &Socket, t: Duration) -> bool {
-    os::wait_readable(s, t).unwrap_or(false)
 }

@@ -23,6 +23,6 @@ pub use self::core::{ShutdownReport, Switch};
 pub use crate::datapath::{SwitchError, SwitchPort};
 pub use lifecycle::RestartReport;
 pub use views::{
-    FlowView, IgnoredRouteView, NeighShow, NeighbourView, PmdView, PortView, RouteShow, RouteView, RuleView,
-    SwitchStats, TestpmdJumps, TunnelView, UnderlayView,
+    FlowView, NeighShow, NeighbourView, PmdView, PortView, RouteShow, RouteView, RuleView, SwitchStats, TestpmdJumps,
+    TunnelView, UnderlayView,
 };

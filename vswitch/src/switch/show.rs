@@ -3,8 +3,8 @@
 
 use super::core::Switch;
 use super::views::{
-    FlowView, IgnoredRouteView, NeighShow, NeighbourView, PmdView, PortView, RouteShow, RouteView, SwitchStats,
-    TestpmdJumps, TunnelView, UnderlayView,
+    FlowView, NeighShow, NeighbourView, PmdView, PortView, RouteShow, RouteView, SwitchStats, TestpmdJumps, TunnelView,
+    UnderlayView,
 };
 use crate::actions::Action;
 use crate::config::Role;
@@ -283,17 +283,7 @@ impl Switch {
             let mut routes: Vec<&crate::underlay::Route> = t.routes.iter().collect();
             routes.sort_by_key(|r| (r.prefix, r.metric));
             let routes = routes.iter().map(|r| self.route_view(r)).collect();
-            let ignored = t
-                .ignored_routes
-                .iter()
-                .map(|r| IgnoredRouteView {
-                    prefix: r.prefix.clone(),
-                    via: r.via.map(|v| v.to_string()),
-                    dev: r.dev.clone(),
-                    metric: r.metric,
-                    why: r.why.clone(),
-                })
-                .collect();
+            let ignored = t.ignored_routes.clone();
             (routes, ignored, t.kernel.clone())
         });
         RouteShow { mode: self.config.underlay.routes.as_str(), routes, ignored, kernel }

@@ -5,6 +5,7 @@
 use crate::config::Role;
 use crate::datapath::counters::{Balance, Counter};
 use crate::kernel::KernelStatus;
+use crate::underlay::IgnoredRoute;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -153,22 +154,13 @@ pub struct NeighbourView {
     pub source: &'static str,
 }
 
-/// A kernel route the switch does not use, and why.
-#[derive(Debug, Clone, Serialize)]
-pub struct IgnoredRouteView {
-    pub prefix: String,
-    pub via: Option<String>,
-    pub dev: String,
-    pub metric: u32,
-    pub why: String,
-}
-
 /// `route-show`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RouteShow {
     pub mode: &'static str,
     pub routes: Vec<RouteView>,
-    pub ignored: Vec<IgnoredRouteView>,
+    /// Kernel routes the switch does not use, and why.
+    pub ignored: Vec<IgnoredRoute>,
     pub kernel: Option<KernelStatus>,
 }
 
@@ -227,15 +219,14 @@ mod tests {
         };
         let old_n = json!({"ip": "198.18.0.2", "mac": "02:00:00:00:00:bb", "port": "uplink0", "static": true, "source": "config"});
         assert_eq!(text(&n), old_n.to_string());
-        let ignored = IgnoredRouteView {
+        let ignored = IgnoredRoute {
             prefix: "10.9.0.0/16".into(),
-            via: None,
+            via: Some("198.18.0.9".parse().expect("ip")),
             dev: "eth9".into(),
             metric: 5,
             why: "not an uplink".into(),
         };
-        let old_ignored =
-            json!({"prefix": "10.9.0.0/16", "via": None::<String>, "dev": "eth9", "metric": 5, "why": "not an uplink"});
+        let old_ignored = json!({"prefix": "10.9.0.0/16", "via": Some("198.18.0.9"), "dev": "eth9", "metric": 5, "why": "not an uplink"});
         let show = RouteShow { mode: "both", routes: vec![route.clone()], ignored: vec![ignored], kernel: None };
         let kernel: Option<KernelStatus> = None;
         assert_eq!(

@@ -23,49 +23,50 @@ impl Engine {
         let Some(hw) = &self.hardware else { return };
         let Some(&ethdev) = hw.ethdev.get(in_port as usize) else { return };
         let t0 = crate::arch::cycles();
-        let mut session = hw.eswitch.session();
         let (mut taken, mut bytes) = (0u64, 0u64);
-        for slot in pkts.iter_mut().take(n) {
-            let Some(p) = slot.as_mut() else { continue };
-            let len = p.len() as u64;
-            match session.process(ethdev, p) {
-                Verdict::Miss => continue,
-                Verdict::Output(e) => match hw.port_of.get(usize::from(e)).copied().flatten() {
-                    Some(out) => {
-                        if let Some(p) = slot.take() {
-                            io.send(out, p, &mut self.counters);
+        let counters = &mut self.counters;
+        hw.eswitch.with_session(&mut |session| {
+            for slot in pkts.iter_mut().take(n) {
+                let Some(p) = slot.as_mut() else { continue };
+                let len = p.len() as u64;
+                match session.process(ethdev, p) {
+                    Verdict::Miss => continue,
+                    Verdict::Output(e) => match hw.port_of.get(usize::from(e)).copied().flatten() {
+                        Some(out) => {
+                            if let Some(p) = slot.take() {
+                                io.send(out, p, counters);
+                            }
+                        }
+                        None => {
+                            *slot = None;
+                            counters.drop(DropReason::HwUnknownPort, 1);
+                        }
+                    },
+                    Verdict::Drop => {
+                        *slot = None;
+                        counters.drop(DropReason::HwRuleDrop, 1);
+                    }
+                    Verdict::Error => {
+                        *slot = None;
+                        counters.drop(DropReason::HwError, 1);
+                    }
+                    // The same reasons software counts for these frames.
+                    Verdict::RxOverMtu => {
+                        *slot = None;
+                        counters.drop(DropReason::RxMtu, 1);
+                    }
+                    Verdict::TxOverMtu(e) => {
+                        *slot = None;
+                        counters.drop(DropReason::Mtu, 1);
+                        if let Some(out) = hw.port_of.get(usize::from(e)).copied().flatten() {
+                            counters.port(out as usize, PortCounter::TxDropped, 1);
                         }
                     }
-                    None => {
-                        *slot = None;
-                        self.counters.drop(DropReason::HwUnknownPort, 1);
-                    }
-                },
-                Verdict::Drop => {
-                    *slot = None;
-                    self.counters.drop(DropReason::HwRuleDrop, 1);
                 }
-                Verdict::Error => {
-                    *slot = None;
-                    self.counters.drop(DropReason::HwError, 1);
-                }
-                // The same reasons software counts for these frames.
-                Verdict::RxOverMtu => {
-                    *slot = None;
-                    self.counters.drop(DropReason::RxMtu, 1);
-                }
-                Verdict::TxOverMtu(e) => {
-                    *slot = None;
-                    self.counters.drop(DropReason::Mtu, 1);
-                    if let Some(out) = hw.port_of.get(usize::from(e)).copied().flatten() {
-                        self.counters.port(out as usize, PortCounter::TxDropped, 1);
-                    }
-                }
+                taken += 1;
+                bytes += len;
             }
-            taken += 1;
-            bytes += len;
-        }
-        drop(session);
+        });
         if taken > 0 {
             self.counters.add(Counter::HwPackets, taken);
             self.counters.add(Counter::HwBytes, bytes);
