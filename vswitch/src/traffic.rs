@@ -102,19 +102,30 @@ pub fn flow_frame(dl_src: [u8; 6], dl_dst: [u8; 6], flow: &acl::Flow5, size: usi
 /// # Errors
 /// I/O errors, with the path.
 pub fn write_pcap(path: &Path, spec: &TrafficSpec) -> std::io::Result<u64> {
+    write_pcap_share(path, spec, 0, 1)
+}
+
+/// Writes share `k` of `n` of the flows (flow `i` when `i % n == k`), as
+/// the file of one of `n` receive queues; returns the packets written.
+///
+/// # Errors
+/// I/O errors, with the path.
+pub fn write_pcap_share(path: &Path, spec: &TrafficSpec, k: u16, n: u16) -> std::io::Result<u64> {
     let file = std::fs::File::create(path)?;
     let mut w = PcapWriter::new(std::io::BufWriter::new(file)).map_err(std::io::Error::other)?;
-    let flows = spec.flows.max(1);
+    let (k, n) = (u32::from(k), u32::from(n.max(1)));
+    let mine: Vec<u32> = (0..spec.flows.max(1)).filter(|i| i % n == k).collect();
+    let flows = mine.len().max(1) as u32;
     let total = crate::config::Generate::packets_for(flows);
-    let frames: Vec<Vec<u8>> = (0..flows.min(65536)).map(|i| udp_frame(spec, i)).collect();
-    for n in 0..total {
-        let i = (n % u64::from(flows)) as u32;
-        let frame = if (i as usize) < frames.len() {
-            std::borrow::Cow::Borrowed(&frames[i as usize])
+    let frames: Vec<Vec<u8>> = mine.iter().take(65536).map(|&i| udp_frame(spec, i)).collect();
+    for m in 0..total {
+        let j = (m % u64::from(flows)) as usize;
+        let frame = if j < frames.len() {
+            std::borrow::Cow::Borrowed(&frames[j])
         } else {
-            std::borrow::Cow::Owned(udp_frame(spec, i))
+            std::borrow::Cow::Owned(udp_frame(spec, mine.get(j).copied().unwrap_or(0)))
         };
-        w.write_packet(&PcapPacket::new(Duration::from_nanos(n), frame.len() as u32, &frame))
+        w.write_packet(&PcapPacket::new(Duration::from_nanos(m), frame.len() as u32, &frame))
             .map_err(std::io::Error::other)?;
     }
     w.into_writer().flush()?;

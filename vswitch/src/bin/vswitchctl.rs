@@ -53,6 +53,19 @@ fn run(args: &Args) -> Result<()> {
         Request::RouteShow => print_routes(&result),
         Request::NeighShow => print_neighbours(&result),
         Request::OffloadShow => print_offload(&result),
+        Request::PmdRxqShow => print_rxqs(&result),
+        Request::PmdRxqRebalance => {
+            let moves = result["moves"].as_array().cloned().unwrap_or_default();
+            for m in &moves {
+                println!("{}:{} pmd {} -> pmd {}", text(&m["port"]), m["queue"], m["from_pmd"], m["to_pmd"]);
+            }
+            println!(
+                "{} queue(s) moved; variance of the PMD loads {:.1} -> {:.1} (estimated)",
+                moves.len(),
+                result["variance_before"].as_f64().unwrap_or(0.0),
+                result["variance_after"].as_f64().unwrap_or(0.0)
+            );
+        }
         _ => println!("{}", serde_json::to_string(&result)?),
     }
     Ok(())
@@ -294,6 +307,43 @@ fn print_testpmd_script(jumps: &Value, flows: &Value) {
             u(&jumps["proxy"])
         );
         println!("testpmd> flow destroy {} rule {}", u(&jumps["proxy"]), ids.join(" "));
+    }
+}
+
+fn print_rxqs(s: &Value) {
+    let lb = &s["auto_lb"];
+    println!(
+        "assignment: {}{}, interval {:.1} s; auto-lb {} (load >= {} %, improvement >= {} %, every {} s; {} done); {} rebalances, {} queue moves",
+        text(&s["assign"]),
+        if s["isolate"].as_bool() == Some(true) { " (pinned PMDs isolated)" } else { "" },
+        s["interval_s"].as_f64().unwrap_or(0.0),
+        if lb["enabled"].as_bool() == Some(true) { "on" } else { "off" },
+        lb["load_threshold_pct"],
+        lb["improvement_threshold_pct"],
+        lb["interval_s"],
+        lb["rebalances"],
+        s["rebalances"],
+        s["queue_moves"]
+    );
+    for p in s["pmds"].as_array().into_iter().flatten() {
+        println!(
+            "pmd {} core {}{}: busy {:.1} %, idle {:.1} %",
+            p["pmd"],
+            p["core"],
+            if p["isolated"].as_bool() == Some(true) { " (isolated)" } else { "" },
+            p["busy_pct"].as_f64().unwrap_or(0.0),
+            p["idle_pct"].as_f64().unwrap_or(0.0)
+        );
+        for q in p["queues"].as_array().into_iter().flatten() {
+            println!(
+                "  port {:<12} queue {:<3} {:>6.1} % of busy  {:>12.0} pps{}",
+                text(&q["port"]),
+                q["queue"],
+                q["share_pct"].as_f64().unwrap_or(0.0),
+                q["pps"].as_f64().unwrap_or(0.0),
+                if q["pinned"].as_bool() == Some(true) { "  (pinned)" } else { "" }
+            );
+        }
     }
 }
 

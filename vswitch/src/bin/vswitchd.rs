@@ -14,7 +14,7 @@ use vswitch::config::Config;
 use vswitch::datapath::counters::Counter;
 use vswitch::dpdk::os;
 use vswitch::switch::{Switch, SwitchStats};
-use vswitch::traffic::{write_pcap, TrafficSpec};
+use vswitch::traffic::{write_pcap_share, TrafficSpec};
 
 /// DPDK userspace virtual switch.
 ///
@@ -374,16 +374,26 @@ fn eal_prefix(args: &[String]) -> Option<String> {
 }
 
 /// Writes the traffic of the `[port.generate]` ports into `dir`: port index
-/// to file.
-fn generate_traffic(config: &Config, dir: &std::path::Path) -> Result<BTreeMap<usize, PathBuf>> {
+/// to files, one per receive queue (flow `i` in file `i % queues`).
+fn generate_traffic(config: &Config, dir: &std::path::Path) -> Result<BTreeMap<usize, Vec<PathBuf>>> {
     let mut pcaps = BTreeMap::new();
     for (i, p) in config.ports.iter().enumerate() {
         if let Some(g) = &p.generate {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            let path = dir.join(format!("{}.pcap", p.name));
-            let n = write_pcap(&path, &TrafficSpec::from(g)).with_context(|| format!("writing {}", path.display()))?;
-            tracing::info!(port = %p.name, flows = g.flows, packets = n, file = %path.display(), "generated traffic");
-            pcaps.insert(i, path);
+            let queues = p.rx_queues.count(config.pmd_cores.len());
+            let mut files = Vec::new();
+            for k in 0..queues {
+                let path = if queues == 1 {
+                    dir.join(format!("{}.pcap", p.name))
+                } else {
+                    dir.join(format!("{}.q{k}.pcap", p.name))
+                };
+                let n = write_pcap_share(&path, &TrafficSpec::from(g), k, queues)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                tracing::info!(port = %p.name, queue = k, flows = g.share(k, queues), packets = n, file = %path.display(), "generated traffic");
+                files.push(path);
+            }
+            pcaps.insert(i, files);
         }
     }
     Ok(pcaps)
@@ -407,7 +417,7 @@ fn probe_offload(path: &std::path::Path) -> Result<()> {
     order.sort_by_key(|(_, s)| s.role != Role::Uplink);
     for (i, spec) in order {
         let devargs = match pcaps.get(&i) {
-            Some(p) => spec.devargs.replace("{pcap}", &p.display().to_string()),
+            Some(files) => vswitch::datapath::ports::pcap_devargs(&spec.devargs, files),
             None => spec.devargs.clone(),
         };
         let port = vswitch::dpdk::Port::open(&eal, &devargs)

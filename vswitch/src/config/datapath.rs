@@ -3,14 +3,17 @@
 use super::ctx::ConfigError;
 use super::ctx::Ctx;
 use super::raw::{RawControl, RawDatapath, RawMetrics};
+use super::types::{Assign, AutoLb, QueueSettings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use toml::Spanned;
 
 /// The `[datapath]` settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DatapathSettings {
     pub pmd_cores: Vec<usize>,
+    pub queues: QueueSettings,
     pub idle_timeout: Duration,
     pub upcall_budget: usize,
     pub emc_entries: usize,
@@ -69,6 +72,7 @@ pub fn datapath(ctx: &Ctx<'_>, raw: &RawDatapath, cores: usize) -> Result<Datapa
     let idle_ms = ctx.range(&raw.idle_timeout_ms, "datapath.idle_timeout_ms", 10_000, 100, 3_600_000)?;
     Ok(DatapathSettings {
         pmd_cores,
+        queues: queues(ctx, raw)?,
         idle_timeout: Duration::from_millis(idle_ms),
         upcall_budget: ctx.range(&raw.upcall_budget, "datapath.upcall_budget", 64, 1, 4096)? as usize,
         emc_entries: ctx.range(&raw.emc_entries, "datapath.emc_entries", 8192, 0, 1 << 20)? as usize,
@@ -77,6 +81,49 @@ pub fn datapath(ctx: &Ctx<'_>, raw: &RawDatapath, cores: usize) -> Result<Datapa
         emc_insert_inv_prob: ctx.range(&raw.emc_insert_inv_prob, "datapath.emc_insert_inv_prob", 100, 1, 1 << 20)?,
         max_flows: ctx.range(&raw.max_flows, "datapath.max_flows", 262_144, 16, 4 << 20)? as usize,
         mbufs: raw.mbufs.as_ref().map(|s| (*s.get_ref(), ctx.line(s))),
+    })
+}
+
+/// The queue assignment settings of `[datapath]`.
+fn queues(ctx: &Ctx<'_>, raw: &RawDatapath) -> Result<QueueSettings, ConfigError> {
+    let assign = match &raw.rxq_assign {
+        None => Assign::Cycles,
+        Some(s) => match s.get_ref().as_str() {
+            "cycles" => Assign::Cycles,
+            "roundrobin" => Assign::Roundrobin,
+            other => {
+                return ctx.err(s, "datapath.rxq_assign", format!("{other:?}: expected \"cycles\" or \"roundrobin\""))
+            }
+        },
+    };
+    let d = AutoLb::default();
+    let pct = |v: &Option<Spanned<u64>>, field: &str, default: u8| ctx.range(v, field, u64::from(default), 1, 100);
+    Ok(QueueSettings {
+        assign,
+        isolate: raw.pmd_rxq_isolate.as_ref().is_none_or(|b| *b.get_ref()),
+        interval: Duration::from_millis(ctx.range(
+            &raw.rxq_interval_ms,
+            "datapath.rxq_interval_ms",
+            5000,
+            100,
+            600_000,
+        )?),
+        auto_lb: AutoLb {
+            enabled: raw.auto_lb.as_ref().is_some_and(|b| *b.get_ref()),
+            load_pct: pct(&raw.auto_lb_load_threshold, "datapath.auto_lb_load_threshold", d.load_pct)? as u8,
+            improvement_pct: pct(
+                &raw.auto_lb_improvement_threshold,
+                "datapath.auto_lb_improvement_threshold",
+                d.improvement_pct,
+            )? as u8,
+            interval: Duration::from_millis(ctx.range(
+                &raw.auto_lb_interval_ms,
+                "datapath.auto_lb_interval_ms",
+                d.interval.as_millis() as u64,
+                100,
+                86_400_000,
+            )?),
+        },
     })
 }
 

@@ -47,6 +47,8 @@ impl Config {
                 p.mac,
                 p.switch_domain,
                 p.kernel_ifname.clone(),
+                p.rx_queues,
+                p.rxq_affinity.clone(),
             )
         };
         let (old_ports, new_ports): (Vec<_>, Vec<_>) =
@@ -67,6 +69,7 @@ impl Config {
         let datapath = |c: &Config| {
             (
                 c.pmd_cores.clone(),
+                c.queues,
                 c.idle_timeout,
                 c.upcall_budget,
                 c.emc_entries,
@@ -128,6 +131,7 @@ impl Config {
         let (socket, stats_interval) = datapath::control(&ctx, &raw.control)?;
         let metrics = datapath::metrics(&ctx, &raw.metrics)?;
         let ports = ports::ports(&ctx, &raw.ports)?;
+        check_queues(&ctx, &raw.ports, &ports, &dp.pmd_cores)?;
         let tunnels = tunnels::tunnels(&ctx, &raw.tunnels, &ports)?;
         let underlay_spec = underlay::underlay(&ctx, raw.underlay.as_ref(), &ports)?;
         let routes = underlay::routes(&ctx, &raw.routes, &ports)?;
@@ -148,6 +152,7 @@ impl Config {
             source: file.to_owned(),
             eal_args: datapath::eal_args(&raw.eal.args),
             pmd_cores: dp.pmd_cores,
+            queues: dp.queues,
             idle_timeout: dp.idle_timeout,
             upcall_budget: dp.upcall_budget,
             emc_entries: dp.emc_entries,
@@ -178,6 +183,41 @@ impl Config {
             .or_else(|| self.tunnels.iter().position(|t| t.name == name).map(|i| i + self.ports.len()))
             .map(|i| i as u32)
     }
+}
+
+/// Pinned queues name PMD cores; a generated port has a flow per queue at least.
+fn check_queues(
+    ctx: &Ctx<'_>,
+    raw: &[toml::Spanned<super::raw::RawPort>],
+    ports: &[PortSpec],
+    pmd_cores: &[usize],
+) -> Result<(), ConfigError> {
+    for (spec, raw) in ports.iter().zip(raw) {
+        let raw = raw.get_ref();
+        let queues = spec.rx_queues.count(pmd_cores.len());
+        if let (Some(a), Some(&(q, core))) =
+            (&raw.rxq_affinity, spec.rxq_affinity.iter().find(|(_, c)| !pmd_cores.contains(c)))
+        {
+            return ctx.err(
+                a,
+                "port.rxq_affinity",
+                format!("queue {q} is pinned to core {core}, which runs no PMD (datapath.pmd_cores = {pmd_cores:?})"),
+            );
+        }
+        if let (Some(a), Some(&(q, _))) = (&raw.rxq_affinity, spec.rxq_affinity.iter().find(|(q, _)| *q >= queues)) {
+            return ctx.err(a, "port.rxq_affinity", format!("queue {q} does not exist (the port has {queues})"));
+        }
+        if let (Some(g), Some(at)) = (&spec.generate, &raw.generate) {
+            if g.flows < u32::from(queues) {
+                return ctx.err(
+                    at,
+                    "port.generate.flows",
+                    format!("{} flows cannot feed {queues} receive queues (a file per queue)", g.flows),
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A TOML syntax or schema error, located.

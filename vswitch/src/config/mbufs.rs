@@ -32,9 +32,14 @@ impl MbufNeed {
 
     pub fn explain(&self, ports: usize, pmds: usize) -> String {
         format!(
-            "rx rings {ports} x {RX_DESCRIPTORS} = {}, tx rings {ports} x {TX_DESCRIPTORS} x {pmds} PMD(s) = {}, \
+            "rx rings {} x {RX_DESCRIPTORS} = {}, tx rings {ports} x {TX_DESCRIPTORS} x {pmds} PMD(s) = {}, \
              preloaded pcap packets {}, mempool caches {}, bursts in flight {}, spare {SPARE}",
-            self.rx_rings, self.tx_rings, self.preloaded, self.caches, self.in_flight
+            self.rx_rings / u64::from(RX_DESCRIPTORS),
+            self.rx_rings,
+            self.tx_rings,
+            self.preloaded,
+            self.caches,
+            self.in_flight
         )
     }
 }
@@ -43,10 +48,11 @@ impl MbufNeed {
 pub fn need(ports: &[PortSpec], pmds: usize) -> MbufNeed {
     let (n, pmds) = (ports.len() as u64, pmds.max(1) as u64);
     MbufNeed {
-        rx_rings: n * u64::from(RX_DESCRIPTORS),
+        rx_rings: ports.iter().map(|p| u64::from(p.rx_queues.count(pmds as usize))).sum::<u64>()
+            * u64::from(RX_DESCRIPTORS),
         // A port has a transmit queue per PMD at most.
         tx_rings: n * u64::from(TX_DESCRIPTORS) * pmds,
-        preloaded: ports.iter().map(preloaded).sum(),
+        preloaded: ports.iter().map(|p| preloaded(p, pmds as usize)).sum(),
         // Each PMD's lcore and the main lcore: up to 1.5 caches each.
         caches: (pmds + 1) * POOL_CACHE * 3 / 2,
         // A received burst and a transmit batch per port, per PMD.
@@ -55,15 +61,15 @@ pub fn need(ports: &[PortSpec], pmds: usize) -> MbufNeed {
 }
 
 /// Packets net_pcap keeps in mbufs for a port replaying its file forever.
-fn preloaded(p: &PortSpec) -> u64 {
+fn preloaded(p: &PortSpec, pmds: usize) -> u64 {
     let args: Vec<&str> = p.devargs.split(',').map(str::trim).collect();
     if !args.iter().any(|a| a.replace(' ', "") == "infinite_rx=1") {
         return 0;
     }
     if let Some(g) = &p.generate {
-        return super::types::Generate::packets_for(g.flows);
+        return g.packets(p.rx_queues.count(pmds));
     }
-    args.iter().find_map(|a| a.strip_prefix("rx_pcap=")).and_then(|f| pcap_packets(Path::new(f))).unwrap_or(0)
+    args.iter().filter_map(|a| a.strip_prefix("rx_pcap=")).filter_map(|f| pcap_packets(Path::new(f))).sum()
 }
 
 /// The number of packets in a pcap file (record headers only), or `None`
@@ -132,6 +138,8 @@ mod tests {
             switch_domain: None,
             mac: None,
             kernel_ifname: None,
+            rx_queues: super::super::RxQueues::One,
+            rxq_affinity: Vec::new(),
             line: 1,
         };
         let ports = vec![

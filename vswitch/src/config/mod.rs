@@ -20,6 +20,6 @@ pub mod underlay;
 pub use ctx::ConfigError;
 pub use load::DEMO_CONFIG;
 pub use types::{
-    Config, ConfiguredRule, Generate, NeighbourSpec, PortSpec, ReloadDiff, Role, RouteMode, RouteSpec, TunnelSpec,
-    UnderlaySpec,
+    Assign, AutoLb, Config, ConfiguredRule, Generate, NeighbourSpec, PortSpec, QueueSettings, ReloadDiff, Role,
+    RouteMode, RouteSpec, RxQueues, TunnelSpec, UnderlaySpec, MAX_RX_QUEUES,
 };

@@ -2,8 +2,8 @@
 
 use super::ctx::ConfigError;
 use super::ctx::Ctx;
-use super::raw::{RawGenerate, RawPort};
-use super::types::{Generate, PortSpec, Role};
+use super::raw::{RawGenerate, RawPort, RawRxQueues};
+use super::types::{Generate, PortSpec, Role, RxQueues, MAX_RX_QUEUES};
 use crate::net::Prefix;
 use toml::Spanned;
 
@@ -111,7 +111,71 @@ fn port(ctx: &Ctx<'_>, index: usize, p: &Spanned<RawPort>) -> Result<PortSpec, C
         }
         Some(k) => Some(k.get_ref().clone()),
     };
-    Ok(PortSpec { name, devargs, role, mtu, ip, generate, switch_domain, mac, kernel_ifname, line })
+    let (rx_queues, rxq_affinity) = queues(ctx, p)?;
+    Ok(PortSpec {
+        name,
+        devargs,
+        role,
+        mtu,
+        ip,
+        generate,
+        switch_domain,
+        mac,
+        kernel_ifname,
+        rx_queues,
+        rxq_affinity,
+        line,
+    })
+}
+
+/// `rx_queues` and `rxq_affinity`.
+fn queues(ctx: &Ctx<'_>, p: &RawPort) -> Result<(RxQueues, Vec<(u16, usize)>), ConfigError> {
+    let rx_queues = match &p.rx_queues {
+        None => RxQueues::One,
+        Some(q) => match q.get_ref() {
+            RawRxQueues::Word(w) if w == "auto" => RxQueues::Auto,
+            RawRxQueues::Count(1) => RxQueues::One,
+            RawRxQueues::Count(n) if (2..=i64::from(MAX_RX_QUEUES)).contains(n) => RxQueues::Count(*n as u16),
+            _ => {
+                return ctx.err(
+                    q,
+                    "port.rx_queues",
+                    format!("expected 1..={MAX_RX_QUEUES} or \"auto\" (one queue per PMD)"),
+                )
+            }
+        },
+    };
+    let rxq_affinity = match &p.rxq_affinity {
+        None => Vec::new(),
+        Some(a) => match affinity(a.get_ref()) {
+            Ok(list) => list,
+            Err(why) => return ctx.err(a, "port.rxq_affinity", why),
+        },
+    };
+    if let (RxQueues::Count(_) | RxQueues::One, Some(a)) = (rx_queues, &p.rxq_affinity) {
+        let n = rx_queues.count(1);
+        if let Some((q, _)) = rxq_affinity.iter().find(|(q, _)| *q >= n) {
+            return ctx.err(a, "port.rxq_affinity", format!("queue {q} does not exist (the port has {n})"));
+        }
+    }
+    Ok((rx_queues, rxq_affinity))
+}
+
+/// `rxq_affinity`: "QUEUE:CORE" pairs separated by commas, each queue once.
+pub fn affinity(text: &str) -> Result<Vec<(u16, usize)>, String> {
+    let mut out: Vec<(u16, usize)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let parsed =
+            item.split_once(':').and_then(|(q, c)| Some((q.trim().parse::<u16>().ok()?, c.trim().parse().ok()?)));
+        let Some((q, c)) = parsed else {
+            return Err(format!("{item:?}: expected QUEUE:CORE, e.g. \"0:2,1:3\""));
+        };
+        if out.iter().any(|(o, _)| *o == q) {
+            return Err(format!("queue {q} is pinned twice"));
+        }
+        out.push((q, c));
+    }
+    Ok(out)
 }
 
 /// A name Linux takes for an interface (dev_valid_name): 1-15 bytes, not

@@ -23,6 +23,21 @@ pub struct RawDatapath {
     pub emc_insert_inv_prob: Option<Spanned<u64>>,
     pub max_flows: Option<Spanned<u64>>,
     pub mbufs: Option<Spanned<u64>>,
+    pub rxq_assign: Option<Spanned<String>>,
+    pub pmd_rxq_isolate: Option<Spanned<bool>>,
+    pub rxq_interval_ms: Option<Spanned<u64>>,
+    pub auto_lb: Option<Spanned<bool>>,
+    pub auto_lb_load_threshold: Option<Spanned<u64>>,
+    pub auto_lb_improvement_threshold: Option<Spanned<u64>>,
+    pub auto_lb_interval_ms: Option<Spanned<u64>>,
+}
+
+/// `rx_queues`: a number or "auto".
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum RawRxQueues {
+    Count(i64),
+    Word(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -81,6 +96,10 @@ pub struct RawPort {
     pub mac: Option<Spanned<String>>,
     /// The kernel interface this uplink stands for (kernel underlay).
     pub kernel_ifname: Option<Spanned<String>>,
+    /// Receive queues: a number, or "auto" (one per PMD).
+    pub rx_queues: Option<Spanned<RawRxQueues>>,
+    /// Queues pinned to cores: "QUEUE:CORE,...".
+    pub rxq_affinity: Option<Spanned<String>>,
 }
 
 /// A routing table: "main" or a number.

@@ -50,6 +50,18 @@ impl Generate {
         let flows = u64::from(flows.max(1));
         flows.max(1024).div_ceil(flows) * flows
     }
+
+    /// Flows of share `k` of `n` (one file per receive queue: flow `i`
+    /// goes to file `i % n`).
+    pub fn share(&self, k: u16, n: u16) -> u32 {
+        let (k, n) = (u32::from(k), u32::from(n.max(1)));
+        (self.flows + n - 1 - k.min(n - 1)) / n
+    }
+
+    /// Packets in the files written for `queues` receive queues.
+    pub fn packets(&self, queues: u16) -> u64 {
+        (0..queues.max(1)).map(|k| Self::packets_for(self.share(k, queues))).sum()
+    }
 }
 
 /// One port.
@@ -73,7 +85,92 @@ pub struct PortSpec {
     /// The kernel interface an uplink stands for: its routes and neighbours
     /// are this uplink's when the underlay follows the kernel.
     pub kernel_ifname: Option<String>,
+    /// Receive queues (RSS spreads flows over them).
+    pub rx_queues: RxQueues,
+    /// Queues pinned by the operator: (queue, core).
+    pub rxq_affinity: Vec<(u16, usize)>,
     pub line: usize,
+}
+
+/// A port's receive queue count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RxQueues {
+    /// One per PMD.
+    Auto,
+    Count(u16),
+    /// One (the default).
+    #[default]
+    One,
+}
+
+impl RxQueues {
+    /// The count with `pmds` PMD threads.
+    pub fn count(self, pmds: usize) -> u16 {
+        match self {
+            RxQueues::Auto => pmds.clamp(1, usize::from(MAX_RX_QUEUES)) as u16,
+            RxQueues::Count(n) => n,
+            RxQueues::One => 1,
+        }
+    }
+}
+
+/// The most receive queues a port may ask for.
+pub const MAX_RX_QUEUES: u16 = 64;
+
+/// How receive queues go to PMDs (`[datapath] rxq_assign`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Assign {
+    /// By measured busy cycles: the busiest queue first, each onto the
+    /// least loaded PMD.
+    #[default]
+    Cycles,
+    /// In port and queue order, the PMDs in turn.
+    Roundrobin,
+}
+
+impl Assign {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Assign::Cycles => "cycles",
+            Assign::Roundrobin => "roundrobin",
+        }
+    }
+}
+
+/// Queue assignment and the automatic rebalance (`[datapath]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueSettings {
+    pub assign: Assign,
+    /// A PMD with pinned queues takes no other queue.
+    pub isolate: bool,
+    /// The measurement interval `pmd-rxq-show` and the rebalance use.
+    pub interval: Duration,
+    pub auto_lb: AutoLb,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self { assign: Assign::Cycles, isolate: true, interval: Duration::from_secs(5), auto_lb: AutoLb::default() }
+    }
+}
+
+/// The automatic rebalance: at the end of a measurement interval, at least
+/// `interval` after the last rebalance, when a PMD was busy at least
+/// `load_pct` % of its cycles, and a new assignment by cycles would cut the
+/// variance of the PMDs' loads by at least `improvement_pct` %.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoLb {
+    pub enabled: bool,
+    pub load_pct: u8,
+    pub improvement_pct: u8,
+    pub interval: Duration,
+}
+
+impl Default for AutoLb {
+    fn default() -> Self {
+        Self { enabled: false, load_pct: 95, improvement_pct: 25, interval: Duration::from_secs(60) }
+    }
 }
 
 /// A VXLAN tunnel port.
@@ -121,6 +218,7 @@ pub struct Config {
     pub source: String,
     pub eal_args: Vec<String>,
     pub pmd_cores: Vec<usize>,
+    pub queues: QueueSettings,
     pub idle_timeout: Duration,
     pub upcall_budget: usize,
     pub emc_entries: usize,

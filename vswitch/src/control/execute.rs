@@ -100,6 +100,8 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
             }
         },
         Request::PortRestart { port } => to_json(&switch.restart_port(port)?),
+        Request::PmdRxqShow => to_json(&switch.rxq_show()),
+        Request::PmdRxqRebalance => to_json(&switch.rxq_rebalance()?),
         Request::Reload => to_json(&reload(switch, config_path)?),
     })
 }

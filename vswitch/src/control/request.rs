@@ -87,6 +87,14 @@ pub enum Request {
     OffloadShow,
     /// Stop and start a port (its hardware rules are flushed and installed again).
     PortRestart { port: String },
+    /// Per PMD: its core, its busy and idle shares, its receive queues with
+    /// each one's share of the PMD's busy cycles, over the last measurement
+    /// interval ([datapath] rxq_interval_ms).
+    PmdRxqShow,
+    /// Assign the receive queues to the PMDs again ([datapath] rxq_assign,
+    /// from the last interval's loads; pinned queues stay); queues move
+    /// without loss.
+    PmdRxqRebalance,
 }
 
 impl Request {
@@ -111,6 +119,8 @@ impl Request {
             Request::NeighDel { .. } => "neigh-del",
             Request::OffloadShow => "offload-show",
             Request::PortRestart { .. } => "port-restart",
+            Request::PmdRxqShow => "pmd-rxq-show",
+            Request::PmdRxqRebalance => "pmd-rxq-rebalance",
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The packet path: [`burst`] (DPDK-free stages) inside [`pmd`] threads,
-//! over the ports [`ports`] opens; [`counters`] they keep, [`flows`] they
+//! over the ports [`ports`] opens; [`rxq`] the receive queues they poll,
+//! [`counters`] they keep, [`flows`] they
 //! report, [`tunnel`] resolution, [`fair`] upcall budgets. The switch that
 //! assembles them is [`crate::switch`].
 
@@ -10,6 +11,7 @@ pub mod fair;
 pub mod flows;
 pub mod pmd;
 pub mod ports;
+pub mod rxq;
 pub mod tunnel;
 
 pub use burst::{PmdConfig, RevalidateReport};

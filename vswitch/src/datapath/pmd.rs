@@ -10,7 +10,8 @@ use super::burst::{
 use super::counters::{Counter, DropReason, Local, PortCounter, Shared};
 use super::fair::CycleFair;
 use super::flows::{EventBatch, FlowInfo, RemoveReason};
-use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, RxQueue, TxQueue, MAX_BURST};
+use super::rxq::PolledQueue;
+use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, TxQueue, MAX_BURST};
 use crate::flow::RuleTable;
 use crate::underlay::Underlay;
 use crossbeam_channel::{Receiver, Sender};
@@ -81,6 +82,12 @@ pub enum PmdCommand {
     Pause(u32, Sender<()>),
     /// Poll and send on the port again.
     Resume(u32),
+    /// Poll this receive queue from now on.
+    AddQueue(Box<PolledQueue>),
+    /// Stop polling queue (port, queue): what it delivered so far is
+    /// processed and handed to the transmit queues, then the queue comes
+    /// back (`None`: not polled here).
+    TakeQueue { port: u32, queue: u16, done: Sender<Option<Box<PolledQueue>>> },
 }
 
 /// What the control thread sees of a PMD.
@@ -95,8 +102,8 @@ pub struct PmdSetup {
     pub index: usize,
     pub core: usize,
     pub eal: Eal,
-    /// (datapath port number, queue)
-    pub rxqs: Vec<(u32, RxQueue)>,
+    /// The receive queues it starts with.
+    pub rxqs: Vec<PolledQueue>,
     /// Indexed by port number.
     pub txqs: Vec<TxHandle>,
     pub mtus: Vec<u16>,
@@ -189,7 +196,9 @@ pub fn run(setup: PmdSetup) {
         hz,
         revalidated: Vec::new(),
         dumps: std::collections::VecDeque::new(),
+        fair: CycleFair::new(0, hz / FAIR_QUANTUM_DIV),
     };
+    pmd.fair = CycleFair::new(pmd.rxqs.len(), hz / FAIR_QUANTUM_DIV);
     pmd.main_loop();
 }
 
@@ -236,7 +245,9 @@ struct Pmd {
     engine: Engine,
     /// Ports being restarted: not polled, nothing sent to them.
     paused: Vec<bool>,
-    rxqs: Vec<(u32, RxQueue)>,
+    rxqs: Vec<PolledQueue>,
+    /// Cycle fairness between `rxqs` (by position).
+    fair: CycleFair,
     tx: Vec<TxPort>,
     pool: Arc<Mempool>,
     shared: Arc<PmdShared>,
@@ -272,7 +283,6 @@ impl Pmd {
             longest: Longest { now: 0, before: 0, window: Every::new(hz, now) },
         };
         let mut first = 0usize;
-        let mut fair = CycleFair::new(self.rxqs.len(), hz / FAIR_QUANTUM_DIV);
         while !self.stop.load(Ordering::Relaxed) {
             let start = rdtsc();
             self.engine.start_iteration();
@@ -280,8 +290,8 @@ impl Pmd {
             // per-queue reserve, every port gets its share of new flows.
             let queues = self.rxqs.len();
             first = if first + 1 >= queues { 0 } else { first + 1 };
-            let received = self.poll(first, start, &mut fair, &mut burst, &mut pkts);
-            fair.end_iteration();
+            let received = self.poll(first, start, &mut burst, &mut pkts);
+            self.fair.end_iteration();
             self.flush_all();
             self.engine.flush_events(None);
             let end = rdtsc();
@@ -304,34 +314,28 @@ impl Pmd {
     /// One pass over the receive queues, the one at `first` first, each as
     /// the cycle-fair scheduler allows. Returns the packets received.
     #[inline]
-    fn poll(
-        &mut self,
-        first: usize,
-        start: u64,
-        fair: &mut CycleFair,
-        burst: &mut Burst,
-        pkts: &mut Packets<Mbuf>,
-    ) -> usize {
+    fn poll(&mut self, first: usize, start: u64, burst: &mut Burst, pkts: &mut Packets<Mbuf>) -> usize {
         let queues = self.rxqs.len();
         let mut received = 0usize;
+        let fair = &mut self.fair;
         for step in 0..queues {
             let q = (first + step) % queues;
             if !fair.may_poll(q) {
                 continue;
             }
-            let (port, rxq) = &mut self.rxqs[q];
-            if self.paused.get(*port as usize).copied().unwrap_or(false) {
+            let polled = &mut self.rxqs[q];
+            let port = polled.port;
+            if self.paused.get(port as usize).copied().unwrap_or(false) {
                 fair.charge(q, 0, false, false);
                 continue;
             }
             let t0 = rdtsc();
-            let n = rxq.rx_burst_up_to(burst, RX_BURST);
+            let n = polled.rxq.rx_burst_up_to(burst, RX_BURST);
             if n == 0 {
                 fair.charge(q, 0, false, false);
                 continue;
             }
             received += n;
-            let port = *port;
             let mut k = 0;
             burst.drain(|m| {
                 pkts[k] = Some(m);
@@ -344,7 +348,11 @@ impl Pmd {
                 *p = None;
             }
             let new_flows = self.engine.burst_misses() * 2 > n;
-            fair.charge(q, rdtsc().wrapping_sub(t0), n == RX_BURST, new_flows);
+            let took = rdtsc().wrapping_sub(t0);
+            fair.charge(q, took, n == RX_BURST, new_flows);
+            let polled = &mut self.rxqs[q];
+            polled.cycles += took;
+            polled.packets += n as u64;
         }
         received
     }
@@ -393,6 +401,9 @@ impl Pmd {
     }
 
     fn publish(&mut self) {
+        for q in &self.rxqs {
+            q.publish();
+        }
         self.engine.update_gauges();
         self.engine.counters.publish(&self.shared.counters);
     }
@@ -436,6 +447,24 @@ impl Pmd {
                 if let Some(p) = self.paused.get_mut(port as usize) {
                     *p = false;
                 }
+            }
+            PmdCommand::AddQueue(q) => {
+                tracing::debug!(pmd = self.engine.index, port = q.port, queue = q.queue, "polling a queue");
+                self.rxqs.push(*q);
+                self.fair = CycleFair::new(self.rxqs.len(), self.hz / FAIR_QUANTUM_DIV);
+            }
+            PmdCommand::TakeQueue { port, queue, done } => {
+                let at = self.rxqs.iter().position(|q| q.port == port && q.queue == queue);
+                let taken = at.map(|i| self.rxqs.remove(i));
+                if let Some(q) = &taken {
+                    // Its packets are processed (commands run between
+                    // iterations); what they left in the transmit buffers
+                    // goes to the device before the next PMD polls the queue.
+                    self.flush_all();
+                    q.publish();
+                    self.fair = CycleFair::new(self.rxqs.len(), self.hz / FAIR_QUANTUM_DIV);
+                }
+                let _ = done.send(taken.map(Box::new));
             }
         }
     }

@@ -2,9 +2,10 @@
 //! PMDs, and the underlay tables the uplinks' addresses start.
 
 use super::pmd::TxHandle;
+use super::rxq::PolledQueue;
 use super::SwitchError;
 use crate::config::{Config, PortSpec, Role};
-use crate::dpdk::{Eal, Mempool, Port, PortConfig, PortInfo, RxQueue, TxQueue};
+use crate::dpdk::{Eal, Mempool, Port, PortConfig, PortInfo, TxQueue};
 use crate::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,11 +44,11 @@ impl KernelDrops {
     }
 }
 
-/// The ports with their queues, per PMD.
+/// The ports with their queues.
 pub(crate) struct Opened {
     pub ports: Vec<SwitchPort>,
-    /// Per PMD: (port number, rx queue).
-    pub rx: Vec<Vec<(u32, RxQueue)>>,
+    /// Every receive queue, in port and queue order.
+    pub rx: Vec<PolledQueue>,
     /// Per PMD: one tx handle per port.
     pub tx: Vec<Vec<TxHandle>>,
 }
@@ -69,23 +70,24 @@ pub(crate) fn create_pool(eal: &Eal, config: &Config) -> Result<Mempool, SwitchE
 
 /// Opens, configures and starts every port, uplinks first (on a switchdev
 /// NIC the uplink is the device's own port, which probes the representors
-/// and should be up before them); each PMD gets the rx queues of its ports
-/// (round robin) and a tx queue of every port (its own when the device has
-/// enough, else shared under a lock).
+/// and should be up before them), each with its receive queues (RSS over
+/// them when there are several); each PMD gets a tx queue of every port
+/// (its own when the device has enough, else shared under a lock). The
+/// receive queues go to PMDs later (`switch::queues`).
 pub(crate) fn open(
     eal: &Eal,
     config: &Config,
-    pcaps: &BTreeMap<usize, std::path::PathBuf>,
+    pcaps: &BTreeMap<usize, Vec<std::path::PathBuf>>,
     pool: &Arc<Mempool>,
     npmd: usize,
 ) -> Result<Opened, SwitchError> {
     let mut order: Vec<usize> = (0..config.ports.len()).collect();
     order.sort_by_key(|&i| config.ports[i].role != Role::Uplink);
-    let mut up: Vec<Option<(Port, u16)>> = (0..config.ports.len()).map(|_| None).collect();
+    let mut up: Vec<Option<(Port, u16, u16)>> = (0..config.ports.len()).map(|_| None).collect();
     for i in order {
         let spec = &config.ports[i];
         let devargs = match pcaps.get(&i) {
-            Some(p) => spec.devargs.replace("{pcap}", &p.display().to_string()),
+            Some(files) => pcap_devargs(&spec.devargs, files),
             None => spec.devargs.clone(),
         };
         let what = |step: &str| format!("port {:?}: {step}", spec.name);
@@ -93,8 +95,17 @@ pub(crate) fn open(
         let info = port.info().map_err(SwitchError::dpdk(what("device info")))?;
         check_role(spec, &port, &info)?;
         let txq = npmd.min(usize::from(info.max_tx_queues.max(1))) as u16;
-        let pc = PortConfig { rx_queues: 1, tx_queues: txq, mtu: Some(spec.mtu), ..PortConfig::default() };
+        let rxq = rx_queue_count(spec, &info, npmd);
+        let pc = PortConfig { rx_queues: rxq, tx_queues: txq, mtu: Some(spec.mtu), ..PortConfig::default() };
         port.configure(&pc, pool).map_err(SwitchError::dpdk(what("configuring")))?;
+        if rxq > 1 {
+            let hashed = crate::dpdk::RSS_FLOW_TYPES & info.rss_offloads;
+            if hashed == 0 {
+                tracing::info!(port = %spec.name, queues = rxq, driver = %info.driver, "no RSS on this device: each queue receives what the device puts on it");
+            } else {
+                tracing::info!(port = %spec.name, queues = rxq, rss_hf = format_args!("{hashed:#x}"), "RSS over the receive queues");
+            }
+        }
         port.start().map_err(SwitchError::dpdk(what("starting")))?;
         if let Some(mac) = spec.mac {
             // The switch uses the configured MAC either way; a device that
@@ -105,15 +116,17 @@ pub(crate) fn open(
             }
         }
         tracing::info!(port = %spec.name, number = i, ethdev = port.id(), name = port.name(), role = spec.role.as_str(), driver = %info.driver, mtu = spec.mtu, "port up");
-        up[i] = Some((port, txq));
+        up[i] = Some((port, txq, rxq));
     }
     let mut ports = Vec::new();
-    let mut rx: Vec<Vec<(u32, RxQueue)>> = (0..npmd).map(|_| Vec::new()).collect();
+    let mut rx = Vec::new();
     let mut tx: Vec<Vec<TxHandle>> = (0..npmd).map(|_| Vec::new()).collect();
     for (i, (spec, opened)) in config.ports.iter().zip(up).enumerate() {
         let what = |step: &str| format!("port {:?}: {step}", spec.name);
-        let (port, txq) = opened.ok_or_else(|| SwitchError::Invalid(what("was not opened")))?;
-        rx[i % npmd].push((i as u32, port.rx_queue(0).map_err(SwitchError::dpdk(what("rx queue")))?));
+        let (port, txq, rxq) = opened.ok_or_else(|| SwitchError::Invalid(what("was not opened")))?;
+        for q in 0..rxq {
+            rx.push(PolledQueue::new(i as u32, port.rx_queue(q).map_err(SwitchError::dpdk(what("rx queue")))?));
+        }
         if usize::from(txq) >= npmd {
             for (p, list) in tx.iter_mut().enumerate() {
                 list.push(TxHandle::Owned(port.tx_queue(p as u16).map_err(SwitchError::dpdk(what("tx queue")))?));
@@ -133,6 +146,38 @@ pub(crate) fn open(
         ports.push(SwitchPort { number: i as u32, spec: spec.clone(), port, af_packet });
     }
     Ok(Opened { ports, rx, tx })
+}
+
+/// The receive queues a port gets: as configured, at most what the device
+/// has (net_pcap: one per `rx_pcap`).
+fn rx_queue_count(spec: &PortSpec, info: &PortInfo, npmd: usize) -> u16 {
+    let want = spec.rx_queues.count(npmd);
+    let max = info.max_rx_queues.max(1);
+    if want > max {
+        tracing::warn!(port = %spec.name, asked = want, device_max = max, driver = %info.driver, "the device has fewer receive queues than configured; using all it has");
+    }
+    want.min(max)
+}
+
+/// Devargs with the generated traffic files in: `rx_pcap={pcap}` becomes
+/// one `rx_pcap=` per file (a receive queue each), any other `{pcap}` the
+/// first file.
+pub fn pcap_devargs(devargs: &str, files: &[std::path::PathBuf]) -> String {
+    let first = files.first().map(|p| p.display().to_string()).unwrap_or_default();
+    let all: Vec<String> = files.iter().map(|p| format!("rx_pcap={}", p.display())).collect();
+    devargs
+        .split(',')
+        .map(
+            |a| {
+                if a.trim() == "rx_pcap={pcap}" && !all.is_empty() {
+                    all.join(",")
+                } else {
+                    a.replace("{pcap}", &first)
+                }
+            },
+        )
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// On a NIC with an e-switch, a representor port must be a representor and

@@ -17,6 +17,7 @@ pub use eal::{Eal, EalBuilder};
 pub use error::DpdkError;
 pub use mbuf::{Burst, Mbuf, Mempool, MAX_BURST};
 pub use port::{
-    LinkStatus, Port, PortConfig, PortInfo, PortStats, RxQueue, SwitchInfo, TxQueue, RX_DESCRIPTORS, TX_DESCRIPTORS,
+    LinkStatus, Port, PortConfig, PortInfo, PortStats, RxQueue, SwitchInfo, TxQueue, RSS_FLOW_TYPES, RX_DESCRIPTORS,
+    TX_DESCRIPTORS,
 };
 pub use tsc::{rdtsc, tsc_hz};

@@ -19,7 +19,24 @@ pub struct PortConfig {
     pub tx_descriptors: u16,
     /// MTU to set; `None` keeps the device default.
     pub mtu: Option<u16>,
+    /// With several receive queues: spread flows over them by an RSS hash
+    /// of the IPv4/IPv6 addresses and TCP/UDP ports (those of
+    /// [`RSS_FLOW_TYPES`] the device hashes on).
+    pub rss: bool,
 }
+
+/// The flow types the switch asks RSS to hash: IPv4 and IPv6, with the TCP
+/// and UDP ports (`RTE_ETH_RSS_*`; the header defines them as macros).
+pub const RSS_FLOW_TYPES: u64 = (1 << 2) // IPV4
+    | (1 << 3) // FRAG_IPV4
+    | (1 << 4) // NONFRAG_IPV4_TCP
+    | (1 << 5) // NONFRAG_IPV4_UDP
+    | (1 << 7) // NONFRAG_IPV4_OTHER
+    | (1 << 8) // IPV6
+    | (1 << 9) // FRAG_IPV6
+    | (1 << 10) // NONFRAG_IPV6_TCP
+    | (1 << 11) // NONFRAG_IPV6_UDP
+    | (1 << 13); // NONFRAG_IPV6_OTHER
 
 /// Descriptors per receive and per transmit queue (each can hold an mbuf).
 pub const RX_DESCRIPTORS: u16 = 1024;
@@ -27,7 +44,14 @@ pub const TX_DESCRIPTORS: u16 = 1024;
 
 impl Default for PortConfig {
     fn default() -> Self {
-        Self { rx_queues: 1, tx_queues: 1, rx_descriptors: RX_DESCRIPTORS, tx_descriptors: TX_DESCRIPTORS, mtu: None }
+        Self {
+            rx_queues: 1,
+            tx_queues: 1,
+            rx_descriptors: RX_DESCRIPTORS,
+            tx_descriptors: TX_DESCRIPTORS,
+            mtu: None,
+            rss: true,
+        }
     }
 }
 
@@ -71,6 +95,8 @@ pub struct PortInfo {
     pub max_mtu: u16,
     pub max_rx_queues: u16,
     pub max_tx_queues: u16,
+    /// The flow types the device's RSS can hash on (`RTE_ETH_RSS_*` bits).
+    pub rss_offloads: u64,
     pub is_representor: bool,
     /// `None` when the driver reports no e-switch (virtual devices).
     pub switch: Option<SwitchInfo>,
@@ -363,6 +389,7 @@ impl Port {
             max_mtu: info.max_mtu,
             max_rx_queues: info.max_rx_queues,
             max_tx_queues: info.max_tx_queues,
+            rss_offloads: info.flow_type_rss_offloads,
             is_representor: flags & ETH_DEV_REPRESENTOR != 0,
             switch,
         })
@@ -395,6 +422,12 @@ impl Port {
             // Through the configuration, so it also holds for PMDs without an
             // MTU setter (net_ring, net_pcap, net_null).
             conf.rxmode.mtu = u32::from(mtu);
+        }
+        let rss_hf = RSS_FLOW_TYPES & info.rss_offloads;
+        if config.rx_queues > 1 && config.rss && rss_hf != 0 {
+            conf.rxmode.mq_mode = dpdk_sys::RTE_ETH_MQ_RX_RSS;
+            // No key: the driver's default.
+            conf.rx_adv_conf.rss_conf.rss_hf = rss_hf;
         }
         // SAFETY: valid port id; conf is a valid zeroed configuration.
         let ret = unsafe { dpdk_sys::rte_eth_dev_configure(self.inner.id, config.rx_queues, config.tx_queues, &conf) };

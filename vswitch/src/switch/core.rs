@@ -3,6 +3,7 @@
 //! builds them from a [`Config`], [`Switch::shutdown`] takes them down. Its
 //! operations live beside this file by topic.
 
+use super::queues::{PmdLink, Queues};
 use super::rule_state::RuleState;
 use super::views::SwitchStats;
 use crate::config::Config;
@@ -41,6 +42,10 @@ pub struct Switch {
     pub(super) rules: Mutex<RuleState>,
     pub(super) underlay: Arc<Underlay>,
     pub(super) offload: Option<Offload>,
+    /// Which PMD polls which receive queue.
+    pub(super) queues: Arc<Queues>,
+    /// Dropping it stops the queue balancer's clock.
+    pub(super) balancer: Option<(Sender<()>, JoinHandle<()>)>,
     pub(super) started: Instant,
     pub(super) _pool: Arc<Mempool>,
     pub(super) _eal: Eal,
@@ -57,7 +62,7 @@ impl Switch {
     pub fn start(
         eal: &Eal,
         config: Config,
-        pcaps: &BTreeMap<usize, std::path::PathBuf>,
+        pcaps: &BTreeMap<usize, Vec<std::path::PathBuf>>,
         events: Option<Sender<EventBatch>>,
     ) -> Result<Self, SwitchError> {
         let eal = eal.clone();
@@ -87,8 +92,12 @@ impl Switch {
             hw_grace: if config.offload.enabled { config.offload.query_interval * 2 } else { Duration::ZERO },
         };
         let mtus: Vec<u16> = config.ports.iter().map(|p| p.mtu).collect();
+        let affinity: Vec<Vec<(u16, usize)>> = config.ports.iter().map(|p| p.rxq_affinity.clone()).collect();
+        let (per_pmd, initial) = Queues::assign_initial(config.queues, &config.pmd_cores, opened.rx, &affinity);
         let mut pmds = Vec::new();
-        for (index, (rxqs, txqs)) in opened.rx.into_iter().zip(opened.tx).enumerate() {
+        for (index, (rxqs, txqs)) in per_pmd.into_iter().zip(opened.tx).enumerate() {
+            let polled: Vec<String> =
+                rxqs.iter().map(|q| format!("{}:{}", config.ports[q.port as usize].name, q.queue)).collect();
             let core = config.pmd_cores[index];
             let shared = Arc::new(PmdShared {
                 index,
@@ -117,12 +126,14 @@ impl Switch {
                 hardware: prepared.as_ref().and_then(|p| p.hardware_stage()),
                 hot: prepared.as_ref().and_then(|p| p.hot),
             };
+            tracing::info!(pmd = index, core, queues = %polled.join(" "), "receive queues assigned");
             let thread = std::thread::Builder::new()
                 .name(format!("pmd{index}"))
                 .spawn(move || pmd::run(setup))
                 .map_err(|cause| SwitchError::Thread { what: "spawning a PMD thread", cause })?;
             pmds.push(PmdHandle { shared, commands: cmd_tx, thread: Some(thread) });
         }
+        let (queues, balancer) = start_balancer(&config, &pmds, initial)?;
         let offload = match prepared {
             Some(p) => {
                 let senders = pmds.iter().map(|p| p.commands.clone()).collect();
@@ -140,6 +151,8 @@ impl Switch {
             rules: Mutex::new(state),
             underlay,
             offload,
+            queues,
+            balancer: Some(balancer),
             started: Instant::now(),
             _pool: pool,
             _eal: eal,
@@ -202,6 +215,10 @@ impl Switch {
     }
 
     fn stop_pmds(&mut self) {
+        if let Some((stop, clock)) = self.balancer.take() {
+            drop(stop);
+            let _ = clock.join();
+        }
         self.stop.store(true, Ordering::SeqCst);
         for p in &mut self.pmds {
             if let Some(t) = p.thread.take() {
@@ -216,6 +233,25 @@ impl Switch {
     pub fn pmds_alive(&self) -> bool {
         self.pmds.iter().all(|p| p.thread.as_ref().is_some_and(|t| !t.is_finished()))
     }
+}
+
+/// The queue assignment's record and its measurement clock.
+fn start_balancer(
+    config: &Config,
+    pmds: &[PmdHandle],
+    initial: super::queues::Initial,
+) -> Result<(Arc<Queues>, (Sender<()>, JoinHandle<()>)), SwitchError> {
+    let links = pmds
+        .iter()
+        .map(|p| PmdLink { core: p.shared.core, commands: p.commands.clone(), shared: Arc::clone(&p.shared) })
+        .collect();
+    let names = config.ports.iter().map(|p| p.name.clone()).collect();
+    let queues = Arc::new(Queues::new(config.queues, links, names, initial));
+    let (clock_stop, clock_rx) = bounded(1);
+    let clock = queues
+        .spawn_clock(clock_rx)
+        .map_err(|cause| SwitchError::Thread { what: "spawning the queue balancer", cause })?;
+    Ok((queues, (clock_stop, clock)))
 }
 
 impl Drop for Switch {

@@ -105,3 +105,20 @@ impl Switch {
         Ok(RestartReport { port: name.to_owned(), rules_dropped: dropped, rules_reinstalled: reinstalled })
     }
 }
+
+impl Switch {
+    /// `pmd-rxq-show`: per PMD its core, queues with their share of its
+    /// busy cycles, and its busy and idle shares, over the last interval.
+    pub fn rxq_show(&self) -> super::RxqShow {
+        self.queues.show()
+    }
+
+    /// `pmd-rxq-rebalance`: the queues assigned again from the last
+    /// interval's loads; returns the moves.
+    ///
+    /// # Errors
+    /// A PMD that does not answer.
+    pub fn rxq_rebalance(&self) -> Result<super::RebalanceReport, SwitchError> {
+        self.queues.rebalance()
+    }
+}

@@ -8,11 +8,13 @@
 //!   over [`rule_state`];
 //! - [`routes`]: route and neighbour edits, the kernel follower's view;
 //! - [`lifecycle`]: port restarts, offload syncs;
+//! - [`queues`]: receive queues to PMDs, `pmd-rxq-show`, rebalancing;
 //! - [`show`]: what `show`, `dump-flows`, `dump-underlay` report, as the
 //!   [`views`] types.
 
 mod core;
 mod lifecycle;
+mod queues;
 mod routes;
 mod rule_state;
 mod rules;
@@ -22,6 +24,7 @@ mod views;
 pub use self::core::{ShutdownReport, Switch};
 pub use crate::datapath::{SwitchError, SwitchPort};
 pub use lifecycle::RestartReport;
+pub use queues::{plan, variance, PmdRxqView, QueueMove, RebalanceReport, RxqShow, RxqView};
 pub use views::{
     FlowView, NeighShow, NeighbourView, PmdView, PortView, RouteShow, RouteView, RuleView, SwitchStats, TestpmdJumps,
     TunnelView, UnderlayView,
