@@ -44,8 +44,7 @@ pub struct Switch {
     pub(super) offload: Option<Offload>,
     /// Which PMD polls which receive queue.
     pub(super) queues: Arc<Queues>,
-    /// Dropping it stops the queue balancer's clock.
-    pub(super) balancer: Option<(Sender<()>, JoinHandle<()>)>,
+    pub(super) balancer: Option<Balancer>,
     pub(super) started: Instant,
     pub(super) _pool: Arc<Mempool>,
     pub(super) _eal: Eal,
@@ -235,12 +234,15 @@ impl Switch {
     }
 }
 
+/// The queue balancer's clock: dropping the sender stops it.
+pub(super) type Balancer = (Sender<()>, JoinHandle<()>);
+
 /// The queue assignment's record and its measurement clock.
 fn start_balancer(
     config: &Config,
     pmds: &[PmdHandle],
     initial: super::queues::Initial,
-) -> Result<(Arc<Queues>, (Sender<()>, JoinHandle<()>)), SwitchError> {
+) -> Result<(Arc<Queues>, Balancer), SwitchError> {
     let links = pmds
         .iter()
         .map(|p| PmdLink { core: p.shared.core, commands: p.commands.clone(), shared: Arc::clone(&p.shared) })
