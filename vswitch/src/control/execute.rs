@@ -102,6 +102,7 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
         Request::PortRestart { port } => to_json(&switch.restart_port(port)?),
         Request::PmdRxqShow => to_json(&switch.rxq_show()),
         Request::PmdRxqRebalance => to_json(&switch.rxq_rebalance()?),
+        Request::PmdRxqMove { queue, core } => to_json(&switch.rxq_move(queue, *core)?),
         Request::Reload => to_json(&reload(switch, config_path)?),
     })
 }

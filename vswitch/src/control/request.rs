@@ -95,6 +95,13 @@ pub enum Request {
     /// from the last interval's loads; pinned queues stay); queues move
     /// without loss.
     PmdRxqRebalance,
+    /// Move one receive queue to the PMD on CORE now, without loss (the next
+    /// rebalance may move it again; rxq_affinity pins it for good).
+    PmdRxqMove {
+        /// PORT:QUEUE, e.g. uplink0:1
+        queue: String,
+        core: usize,
+    },
 }
 
 impl Request {
@@ -121,6 +128,7 @@ impl Request {
             Request::PortRestart { .. } => "port-restart",
             Request::PmdRxqShow => "pmd-rxq-show",
             Request::PmdRxqRebalance => "pmd-rxq-rebalance",
+            Request::PmdRxqMove { .. } => "pmd-rxq-move",
         }
     }
 }

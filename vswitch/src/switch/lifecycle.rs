@@ -121,4 +121,19 @@ impl Switch {
     pub fn rxq_rebalance(&self) -> Result<super::RebalanceReport, SwitchError> {
         self.queues.rebalance()
     }
+
+    /// `pmd-rxq-move PORT:QUEUE CORE`.
+    ///
+    /// # Errors
+    /// An unknown port, queue or core; a PMD that does not answer.
+    pub fn rxq_move(&self, queue: &str, core: usize) -> Result<super::QueueMove, SwitchError> {
+        let bad = || SwitchError::Invalid(format!("{queue:?}: expected PORT:QUEUE, e.g. uplink0:1"));
+        let (port, q) = queue.rsplit_once(':').ok_or_else(bad)?;
+        let q: u16 = q.parse().map_err(|_| bad())?;
+        let number = self
+            .port_number(port)
+            .filter(|&n| (n as usize) < self.ports.len())
+            .ok_or_else(|| SwitchError::Invalid(format!("no port named {port:?}")))?;
+        self.queues.move_one(number, q, core)
+    }
 }

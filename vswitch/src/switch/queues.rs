@@ -336,7 +336,10 @@ impl Queues {
             variance_after = after,
             "auto-lb: rebalancing the receive queues"
         );
-        match self.apply(&mut state, &target) {
+        let applied = self.apply(&mut state, &target);
+        state.rebalances += 1;
+        state.last_rebalance = Some(Instant::now());
+        match applied {
             Ok(moves) => {
                 state.auto_rebalances += 1;
                 tracing::info!(moves = moves.len(), "auto-lb: done");
@@ -376,7 +379,30 @@ impl Queues {
         let interval = self.current(&state);
         let (target, before, after) = self.proposal(&state, &interval, self.settings.assign);
         let moves = self.apply(&mut state, &target)?;
+        state.rebalances += 1;
+        state.last_rebalance = Some(Instant::now());
         Ok(RebalanceReport { moves, variance_before: before, variance_after: after })
+    }
+
+    /// `pmd-rxq-move`: queue `queue` of port `port` to the PMD on `core`
+    /// now (the next rebalance may move it again; pin it to keep it).
+    pub(super) fn move_one(&self, port: u32, queue: u16, core: usize) -> Result<QueueMove, SwitchError> {
+        let to = self.pmds.iter().position(|p| p.core == core).ok_or_else(|| {
+            let cores: Vec<usize> = self.pmds.iter().map(|p| p.core).collect();
+            SwitchError::Invalid(format!("no PMD runs on core {core} (PMD cores: {cores:?})"))
+        })?;
+        let mut state = self.lock();
+        let name = self.names.get(port as usize).cloned().unwrap_or_else(|| format!("?{port}"));
+        let i = state
+            .queues
+            .iter()
+            .position(|q| q.port == port && q.queue == queue)
+            .ok_or_else(|| SwitchError::Invalid(format!("port {name:?} has no receive queue {queue}")))?;
+        let mut target: Vec<usize> = state.queues.iter().map(|q| q.pmd).collect();
+        target[i] = to;
+        let from = state.queues[i].pmd;
+        self.apply(&mut state, &target)?;
+        Ok(QueueMove { port: name, queue, from_pmd: from, to_pmd: to })
     }
 
     /// Moves every queue whose PMD differs in `target`, one at a time.
@@ -395,8 +421,6 @@ impl Queues {
             tracing::info!(port = %port, queue = e.queue, from_pmd = from, to_pmd = to, "receive queue moved");
             moves.push(QueueMove { port, queue: e.queue, from_pmd: from, to_pmd: to });
         }
-        state.rebalances += 1;
-        state.last_rebalance = Some(Instant::now());
         Ok(moves)
     }
 
