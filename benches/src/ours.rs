@@ -186,7 +186,7 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
     m.upcalls_per_second = d("upcalls") as f64 / dt;
     m.megaflows = u(&b["flows"]);
     if case.scenario == Scenario::Acl {
-        let dump: Value = call(&socket, &Request::DumpFlows { testpmd: false })?;
+        let dump: Value = call(&socket, &Request::DumpFlows { testpmd: false, per_pmd: false })?;
         let flows = dump.as_array().into_iter().flatten();
         m.masks = crate::report::distinct_masks(flows.filter_map(|f| f["match"].as_str()));
     }

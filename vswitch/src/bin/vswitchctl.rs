@@ -39,8 +39,8 @@ fn run(args: &Args) -> Result<()> {
     match &args.cmd {
         Request::Show => print_show(&result),
         Request::DumpPorts => print_ports(&result),
-        Request::DumpFlows { testpmd: false } => print_flows(&result),
-        Request::DumpFlows { testpmd: true } => {
+        Request::DumpFlows { testpmd: false, .. } => print_flows(&result),
+        Request::DumpFlows { testpmd: true, .. } => {
             let jumps = call(&args.socket, &Request::TestpmdJumps)?;
             print_testpmd_script(&jumps, &result);
         }

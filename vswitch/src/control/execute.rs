@@ -51,7 +51,7 @@ pub fn execute(req: &Request, switch: &Switch, config_path: Option<&Path>) -> Re
     Ok(match req {
         Request::Show => to_json(&switch.stats()),
         Request::DumpPorts => to_json(&switch.stats().ports),
-        Request::DumpFlows { testpmd } => to_json(&switch.dump_flows(*testpmd)?),
+        Request::DumpFlows { testpmd, per_pmd } => to_json(&switch.dump_flows(*testpmd, *per_pmd)?),
         Request::TestpmdJumps => to_json(&switch.testpmd_jumps()?),
         Request::DumpRules => to_json(&switch.dump_rules()),
         Request::AddRule { rule } => {
@@ -159,7 +159,7 @@ mod tests {
         assert_eq!(r, Request::AddRule { rule: "ip actions=drop".into() });
         assert_eq!(serde_json::to_string(&Request::Show).expect("json"), r#"{"cmd":"show"}"#);
         let r: Request = serde_json::from_str(r#"{"cmd":"dump-flows"}"#).expect("default flag");
-        assert_eq!(r, Request::DumpFlows { testpmd: false });
+        assert_eq!(r, Request::DumpFlows { testpmd: false, per_pmd: false });
         let e = serde_json::from_str::<Request>(r#"{"cmd":"frobnicate"}"#).expect_err("unknown");
         let text = e.to_string();
         // serde lists every variant: the help cannot drift from the enum.
@@ -173,7 +173,7 @@ mod tests {
         let all = [
             Request::Show,
             Request::DumpPorts,
-            Request::DumpFlows { testpmd: true },
+            Request::DumpFlows { testpmd: true, per_pmd: false },
             Request::DumpRules,
             Request::AddRule { rule: String::new() },
             Request::AddRules { rules: RuleList(vec![]) },
@@ -188,6 +188,9 @@ mod tests {
             Request::NeighDel { ip: String::new() },
             Request::OffloadShow,
             Request::PortRestart { port: String::new() },
+            Request::PmdRxqShow,
+            Request::PmdRxqRebalance,
+            Request::PmdRxqMove { queue: String::new(), core: 0 },
         ];
         for r in all {
             let v = serde_json::to_value(&r).expect("json");

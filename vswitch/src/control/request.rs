@@ -39,12 +39,17 @@ pub enum Request {
     Show,
     /// Port counters.
     DumpPorts,
-    /// Cached megaflows: match, actions, packets, bytes, age, tier, offload state.
+    /// Cached megaflows: match, actions, packets, bytes, age, tier, offload
+    /// state; a megaflow several PMDs cached is one line, its counts summed.
     DumpFlows {
         /// Print each hardware rule as dpdk-testpmd commands.
         #[arg(long)]
         #[serde(default)]
         testpmd: bool,
+        /// One line per PMD's flow (not merged by megaflow).
+        #[arg(long)]
+        #[serde(default)]
+        per_pmd: bool,
     },
     /// The group-0 JUMP rules that make the hardware rules of dump-flows
     /// --testpmd reachable, as testpmd commands (one per ingress port).

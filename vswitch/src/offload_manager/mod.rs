@@ -120,11 +120,14 @@ fn open_device(
     })
 }
 
-/// Opens the device, the event channel and the hot policy.
+/// Opens the device, the event channel and the hot policy of each of
+/// `pmds` PMDs: a PMD reports its flows from `min_pps / pmds` on, and the
+/// manager sums a megaflow's rates over the PMDs (with receive queues
+/// spread over PMDs, one megaflow's packets arrive at several).
 ///
 /// # Errors
 /// When the rte_flow device has no transfer proxy.
-pub fn prepare(config: &OffloadConfig, ports: &[SwitchPort]) -> Result<Prepared, OffloadError> {
+pub fn prepare(config: &OffloadConfig, ports: &[SwitchPort], pmds: usize) -> Result<Prepared, OffloadError> {
     let facts = port_facts(ports, config.device);
     let uplink = facts.iter().find(|p| p.role == Role::Uplink).or(facts.first());
     let proxy_of = uplink.map_or(0, |p| p.ethdev);
@@ -132,7 +135,7 @@ pub fn prepare(config: &OffloadConfig, ports: &[SwitchPort]) -> Result<Prepared,
     let in_path = device.in_path();
     let (events_tx, events_rx) = bounded(EVENT_QUEUE);
     let hot = (config.policy == Policy::Hot).then_some(HotPolicy {
-        min_pps: config.min_pps,
+        min_pps: config.min_pps.div_ceil(pmds.max(1) as u64),
         hot: config.hot,
         repeat: Duration::from_millis(100),
     });

@@ -71,7 +71,7 @@ impl Switch {
         let underlay = Arc::new(ports::build_underlay(&config, &opened.ports)?);
         let prepared = if config.offload.enabled {
             Some(
-                offload_manager::prepare(&config.offload, &opened.ports)
+                offload_manager::prepare(&config.offload, &opened.ports, npmd)
                     .map_err(|e| SwitchError::Invalid(e.to_string()))?,
             )
         } else {

@@ -193,6 +193,7 @@ impl Switch {
         FlowView {
             id: f.id,
             pmd: f.pmd,
+            pmds: Vec::new(),
             matcher: ofrule::format_match(&crate::flow::table::Match { key: f.key, mask: f.mask }, &name),
             actions: ofrule::format_actions(&f.actions, &name),
             rule_id: f.rule.map(|r| r.0),
@@ -225,8 +226,9 @@ impl Switch {
     ///
     /// # Errors
     /// When a PMD does not answer within 2 s.
-    pub fn dump_flows(&self, testpmd: bool) -> Result<Vec<FlowView>, SwitchError> {
-        Ok(self.flow_infos()?.iter().map(|f| self.flow_view(f, testpmd)).collect())
+    pub fn dump_flows(&self, testpmd: bool, per_pmd: bool) -> Result<Vec<FlowView>, SwitchError> {
+        let views = self.flow_infos()?.iter().map(|f| self.flow_view(f, testpmd)).collect();
+        Ok(if per_pmd { views } else { merge_by_megaflow(views) })
     }
 
     /// The group-0 JUMP rules in front of the flows' hardware rules, as
@@ -355,4 +357,42 @@ impl Switch {
             Err(e) => format!("{} unresolved: {e:?}", t.name),
         })
     }
+}
+
+/// One view per megaflow (match and actions): the PMDs' flows of it summed
+/// (ages the oldest, idle times the shortest), in the order first seen; its
+/// offload state the hardware one if any has it (one rule serves them all).
+fn merge_by_megaflow(views: Vec<FlowView>) -> Vec<FlowView> {
+    let mut out: Vec<FlowView> = Vec::with_capacity(views.len());
+    let mut at: std::collections::HashMap<(String, String), usize> = std::collections::HashMap::new();
+    for v in views {
+        let key = (v.matcher.clone(), v.actions.clone());
+        let Some(&i) = at.get(&key) else {
+            at.insert(key, out.len());
+            out.push(v);
+            continue;
+        };
+        let m = &mut out[i];
+        if m.pmds.is_empty() {
+            m.pmds.push(m.pmd);
+        }
+        if !m.pmds.contains(&v.pmd) {
+            m.pmds.push(v.pmd);
+        }
+        m.packets += v.packets;
+        m.bytes += v.bytes;
+        m.hw_packets += v.hw_packets;
+        m.age_ms = m.age_ms.max(v.age_ms);
+        m.idle_ms = m.idle_ms.min(v.idle_ms);
+        if v.tier == "emc" {
+            m.tier = "emc";
+        }
+        if v.offload == "hw" && m.offload != "hw" {
+            m.offload = v.offload;
+            if m.testpmd.is_empty() {
+                m.testpmd = v.testpmd;
+            }
+        }
+    }
+    out
 }

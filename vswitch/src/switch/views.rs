@@ -94,6 +94,10 @@ pub struct TestpmdJumps {
 pub struct FlowView {
     pub id: u64,
     pub pmd: usize,
+    /// Merged (dump-flows without --per-pmd): every PMD that cached the
+    /// megaflow, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pmds: Vec<usize>,
     #[serde(rename = "match")]
     pub matcher: String,
     pub actions: String,

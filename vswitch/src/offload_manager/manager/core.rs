@@ -125,6 +125,9 @@ pub struct OffloadStats {
     pub replacements: u64,
     pub unchanged_on_underlay_change: u64,
     pub evictions: u64,
+    /// Flows that took the rule another PMD's flow of the same megaflow
+    /// had installed (no rule of their own).
+    pub shared_rules: u64,
     pub reinstalled: u64,
     pub rate_limited: u64,
     pub events: u64,
@@ -256,6 +259,12 @@ pub(super) struct FlowRec {
     pub(super) hw_bytes: u64,
     /// Priority of the current rule (alternates on replacement).
     pub(super) priority: u32,
+    /// The same megaflow's flow (another PMD's) whose rule this one shares.
+    pub(super) rides: Option<u64>,
+    /// The flows sharing this one's rule.
+    pub(super) riders: Vec<u64>,
+    /// When its PMD last reported its rate.
+    pub(super) reported: Option<Instant>,
 }
 
 /// Token bucket for rule operations.
@@ -315,6 +324,8 @@ pub struct Manager {
     pub(super) cold_next: usize,
     /// Ports (ethdev ids) between a stop and the start after it.
     pub(super) stopped: std::collections::HashSet<u16>,
+    /// Flows by megaflow (masked key, mask), over every PMD.
+    pub(super) megaflows: HashMap<(FlowKey, FlowMask), Vec<u64>>,
 }
 
 /// A rule is not evicted before this (its hardware rate is not known yet,
@@ -369,6 +380,7 @@ impl Manager {
             cold: Vec::new(),
             cold_next: 0,
             stopped: std::collections::HashSet::new(),
+            megaflows: HashMap::new(),
         }
     }
 

@@ -15,8 +15,11 @@ impl Manager {
         let ids: Vec<u64> = self.flows.iter().filter(|(_, r)| r.hw.is_some()).map(|(id, _)| *id).collect();
         for id in ids {
             if self.harvest(id) {
-                if let Some(t) = self.flows.get(&id).and_then(|r| touched.get_mut(r.pmd)) {
-                    t.push(id);
+                // The rule stands for its owner and the flows sharing it.
+                for f in std::iter::once(id).chain(self.riders_of(id)) {
+                    if let Some(t) = self.flows.get(&f).and_then(|r| touched.get_mut(r.pmd)) {
+                        t.push(f);
+                    }
                 }
             }
         }
@@ -103,8 +106,10 @@ impl Manager {
             // Only our cookies; anything else from the device is ignored.
             if self.flows.get(&id).is_some_and(|r| r.hw.is_some()) {
                 self.stats.aged += 1;
-                if let Some(e) = expire.get_mut(pmd_of(id)) {
-                    e.push(id);
+                for f in std::iter::once(id).chain(self.riders_of(id)) {
+                    if let Some(e) = expire.get_mut(pmd_of(f)) {
+                        e.push(f);
+                    }
                 }
             }
         }

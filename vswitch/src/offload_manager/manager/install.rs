@@ -35,8 +35,12 @@ impl Manager {
                         hw_packets: 0,
                         hw_bytes: 0,
                         priority: 1,
+                        rides: None,
+                        riders: Vec::new(),
+                        reported: None,
                     };
                     self.flows.insert(id, rec);
+                    self.index_add(id);
                     self.dirty.push(id);
                     if self.config.policy == Policy::All {
                         self.offload(id);
@@ -47,19 +51,28 @@ impl Manager {
                     rec.pps = pps;
                     rec.hot_for = hot_for;
                     let now = Instant::now();
+                    rec.reported = Some(now);
                     rec.hot_at.get_or_insert(now);
                     rec.rate_since.get_or_insert(now.checked_sub(hot_for).unwrap_or(now));
                     let retry = matches!(
                         rec.state,
                         State::Software | State::Evicted | State::Pending | State::Refused(Reason::NoSpace(_))
                     ) || matches!(&rec.state, State::Refused(Reason::Device(e)) if matches!(e.kind, ErrorKind::NoSpace | ErrorKind::Busy));
-                    if retry {
+                    // Hot by the megaflow's rate over its PMDs (each PMD
+                    // reports from its share of the threshold on; one PMD
+                    // reports at the threshold).
+                    let hot = self.pmds.len() <= 1 || self.megaflow_pps(id) >= self.config.min_pps;
+                    if retry && hot {
                         self.offload(id);
                     }
                 }
                 FlowEvent::Removed { id, .. } => {
-                    // Its rule's last hits still count in the totals.
-                    self.retire(id);
+                    // A rule other PMDs' flows share stays; otherwise it
+                    // goes, its last hits still counted in the totals.
+                    if !self.leave(id) {
+                        self.retire(id);
+                    }
+                    self.index_remove(id);
                     if self.flows.remove(&id).is_some() {
                         self.dirty.push(id);
                     }
@@ -113,6 +126,8 @@ impl Manager {
         if hw.is_some() {
             self.hw_count -= 1;
         }
+        // The flows that shared it start over in software.
+        self.unseat_riders(id, &State::Software);
         hw
     }
 
@@ -170,8 +185,12 @@ impl Manager {
     /// Tries to put flow `id` into the device.
     pub(super) fn offload(&mut self, id: u64) {
         let Some(rec) = self.flows.get(&id) else { return };
-        if rec.hw.is_some() {
+        if rec.hw.is_some() || rec.rides.is_some() {
             return;
+        }
+        // Another PMD's flow of this megaflow has its rule in: one rule.
+        if let Some(owner) = self.rule_to_share(id) {
+            return self.join(id, owner);
         }
         let t = match self.context_translate(rec, rec.priority) {
             Ok(t) => t,
@@ -190,7 +209,7 @@ impl Manager {
             return;
         }
         if self.hw_count >= self.config.max_rules {
-            let candidate = rec.pps;
+            let candidate = self.megaflow_pps(id);
             let hot_for = rec.hot_for;
             let proven = hot_for >= EVICT_EVIDENCE;
             match self.coldest() {
@@ -229,7 +248,10 @@ impl Manager {
         }
         let rule = Arc::new(self.with_age(t.rule));
         match self.create(id, &rule) {
-            Ok(handle) => self.installed(id, handle, rule, t.tunnels),
+            Ok(handle) => {
+                self.installed(id, handle, rule, t.tunnels);
+                self.seat_peers(id);
+            }
             Err(e) => {
                 *self.stats.failures_by_device_error.entry(e.kind.to_string()).or_default() += 1;
                 self.refuse(id, Reason::Device(e));

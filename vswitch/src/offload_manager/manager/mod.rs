@@ -16,17 +16,21 @@
 //!   changed are re-translated and replaced make-before-break (new rule at
 //!   the other priority first, then the old one destroyed); the others are
 //!   not touched.
+//! - Several PMDs: one rule per megaflow, shared by the flows each PMD
+//!   installed for it, hot by the sum of their rates (`shared`).
 //! - A port stop flushes the device's rules for it (a NIC does); after the
 //!   restart they are installed again. Shutdown destroys every rule.
 //!
 //! Files: `core` (state, records, published views), `install` (into the
 //! device), `harvest` (counters out of it), `resync` (underlay, ports,
-//! shutdown), `views` (publication), `thread` (the loop).
+//! shutdown), `shared` (one rule for a megaflow of several PMDs), `views`
+//! (publication), `thread` (the loop).
 
 mod core;
 mod harvest;
 mod install;
 mod resync;
+mod shared;
 mod thread;
 mod views;
 

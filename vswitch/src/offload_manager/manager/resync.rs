@@ -140,6 +140,7 @@ impl Manager {
                 self.hw_count -= 1;
                 self.dirty.push(*id);
             }
+            self.unseat_riders(*id, &State::Pending);
         }
         gone.len()
     }

@@ -130,6 +130,18 @@ impl Rig {
         id
     }
 
+    /// As [`Rig::install`], by PMD `pmd` (its id carries the PMD).
+    fn install_on(&mut self, pmd: usize, port: u32, frame: &[u8]) -> u64 {
+        let key = parse(frame, port, None).key;
+        let c = self.table.classify(&key);
+        let actions: Arc<[Action]> = Arc::from(c.rule.as_ref().map(|r| r.actions.clone()).unwrap_or_default());
+        let mask = megaflow_mask(c.mask);
+        let id = (pmd as u64) << 48 | self.next_id;
+        self.next_id += 1;
+        self.m.events(vec![FlowEvent::Installed { id, pmd, key: key.masked(&mask), mask, actions }]);
+        id
+    }
+
     /// A Hot report, as after a second at the rate.
     fn hot(&mut self, id: u64, pps: u64) {
         self.hot_for(id, pps, Duration::from_secs(1));
@@ -452,4 +464,47 @@ fn an_underlay_edit_reports_its_work_whoever_did_it() {
     assert_eq!(r.m.check_underlay().replaced, 0, "the sync finds nothing left to do");
     assert_eq!(r.m.underlay_work_since(since).replaced, 1, "the command hears what its edit caused");
     assert_eq!(r.m.underlay_work_since(r.underlay.generation()).replaced, 0, "a later edit's answer does not");
+}
+
+#[test]
+fn one_megaflow_of_two_pmds_is_one_rule_hot_by_their_sum_and_gone_with_the_last() {
+    let mut r = rig(Policy::Hot, 16);
+    let (pmd1, _pmd1_rx) = unbounded();
+    r.m.pmds.push(pmd1);
+    let min = r.m.config.min_pps;
+    // Two PMDs, two flows of one megaflow (the source port is not matched).
+    let a = r.install_on(0, 0, &udp(1, 80));
+    let b = r.install_on(1, 0, &udp(2, 80));
+    r.hot(a, min * 6 / 10);
+    assert_eq!(r.state(a), State::Software, "60 % of the rate on one PMD is not hot");
+    r.hot(b, min * 6 / 10);
+    assert_eq!((r.state(a), r.state(b)), (State::Hardware, State::Hardware), "120 % over the two is");
+    assert_eq!(r.model.rules(), 2, "one flow rule (and the jump rule) for both");
+    assert_eq!(r.m.stats.shared_rules, 1);
+    // A hit in hardware keeps both PMDs' flows from idling out.
+    r.send(20, &udp(3, 80));
+    let touched = r.m.query();
+    assert_eq!(touched, vec![vec![a], vec![b]]);
+    // The owner goes: the rule stays for the other, with its counts.
+    let owner = if r.m.flows[&a].hw.is_some() { a } else { b };
+    let other = if owner == a { b } else { a };
+    r.m.events(vec![FlowEvent::Removed { id: owner, reason: RemoveReason::Idle }]);
+    assert_eq!(r.model.rules(), 2, "the rule stays while a flow uses it");
+    assert!(r.m.flows[&other].hw.is_some() && r.m.flows[&other].rides.is_none());
+    r.send(20, &udp(4, 80));
+    r.m.query();
+    assert_eq!(r.m.stats.hw_packets, 2, "hits before and after the hand-over, each once");
+    r.m.events(vec![FlowEvent::Removed { id: other, reason: RemoveReason::Idle }]);
+    assert_eq!(r.model.rules(), 1, "gone with the last flow (the jump rule stays)");
+    assert!(r.m.megaflows.is_empty());
+    // Evicting or losing a shared rule sends every sharer back to software.
+    let c = r.install_on(0, 0, &udp(5, 80));
+    let d = r.install_on(1, 0, &udp(6, 80));
+    r.hot(c, min);
+    assert_eq!((r.state(c), r.state(d)), (State::Hardware, State::Hardware));
+    assert_eq!(r.m.port_stopping(20), 1, "one rule dropped");
+    assert_eq!((r.state(c), r.state(d)), (State::Pending, State::Pending));
+    assert_eq!(r.m.port_started(20), 1);
+    assert_eq!((r.state(c), r.state(d)), (State::Hardware, State::Hardware));
+    assert_eq!(r.model.rules(), 2);
 }
