@@ -309,3 +309,46 @@ fn net_af_packet_ring_drops_are_read_from_the_kernel() {
     assert!(drops > 900, "a 16-frame ring nobody polls drops nearly all of 1000 packets: {drops}");
     port.stop().expect("stop");
 }
+
+/// Several queues on virtual devices: net_ring's queue i is its own ring
+/// (what goes out on tx queue i comes back on rx queue i, nothing on the
+/// others); net_pcap has one receive queue per rx_pcap file.
+#[test]
+fn virtual_devices_with_several_queues() {
+    let pool = pool(1024);
+    {
+        let port = Port::open(eal(), &unique("net_ring")).expect("net_ring vdev");
+        assert!(port.info().expect("info").max_rx_queues >= 2);
+        port.configure(&PortConfig { rx_queues: 2, tx_queues: 2, ..small_config() }, &pool).expect("two queues");
+        port.start().expect("start");
+        let mut rx = [port.rx_queue(0).expect("rx 0"), port.rx_queue(1).expect("rx 1")];
+        let mut tx = [port.tx_queue(0).expect("tx 0"), port.tx_queue(1).expect("tx 1")];
+        for (q, count) in [(0usize, 3u32), (1, 5)] {
+            let mut burst = Burst::new();
+            for i in 0..count {
+                let mut m = pool.alloc().expect("mbuf");
+                assert!(m.set_data(&frame(i, 64)));
+                burst.push(m).expect("room");
+            }
+            assert_eq!(tx[q].tx_burst(&mut burst), count as usize);
+        }
+        let mut got = [Burst::new(), Burst::new()];
+        let n: Vec<usize> = rx.iter_mut().zip(got.iter_mut()).map(|(r, b)| r.rx_burst(b)).collect();
+        assert_eq!(n, vec![3, 5], "each queue gets back what its own tx queue sent");
+        for b in &mut got {
+            b.clear();
+        }
+    }
+    let dir = TempDir::new("pcapq");
+    let paths: Vec<String> = (0..3)
+        .map(|q| {
+            let p = dir.path(&format!("q{q}.pcap"));
+            common::pcap::write(&p, &[frame(q, 64)]);
+            format!("rx_pcap={}", p.display())
+        })
+        .collect();
+    let port = Port::open(eal(), &format!("{},{}", unique("net_pcap"), paths.join(","))).expect("pcap");
+    assert_eq!(port.info().expect("info").max_rx_queues, 3, "one receive queue per file");
+    drop(port);
+    assert_eq!(pool.available(), pool.capacity(), "every mbuf is back in the pool");
+}

@@ -8,6 +8,7 @@ mod common;
 
 use common::daemon::{port, wait_for, Daemon};
 use common::frames::{mac, udp};
+use common::netns;
 use common::pcap::{read as read_pcap, write as write_pcap};
 use common::TempDir;
 use serde_json::Value;
@@ -282,4 +283,115 @@ fn a_flood_on_one_pmd_leaves_the_other_pmd_alone() {
     // rate alone in the same run, with a wide margin for that noise (one PMD
     // would give vf1 a third: datapath/fair.rs).
     assert!(flooded > alone * 0.5, "vf1 fell from {alone:.0} to {flooded:.0} pps beside a flood on another PMD");
+}
+
+/// A namespace with a veth pair: `va` for the switch, `vb` with an address
+/// to send from. Removed on drop.
+struct Veth {
+    ns: String,
+}
+
+impl Veth {
+    fn build() -> Self {
+        let ns = format!("vsq{}", std::process::id());
+        netns::must("ip", &["netns", "add", &ns]);
+        let v = Self { ns };
+        let ns = v.ns.as_str();
+        netns::must_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        netns::must("ip", &["-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+        for dev in ["va", "vb", "lo"] {
+            netns::must("ip", &["-n", ns, "link", "set", dev, "up"]);
+        }
+        netns::must("ip", &["-n", ns, "addr", "add", "10.77.0.1/24", "dev", "vb"]);
+        netns::must(
+            "ip",
+            &["-n", ns, "neigh", "add", "10.77.0.2", "lladdr", "02:00:00:00:00:77", "dev", "vb", "nud", "permanent"],
+        );
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = netns::run("ip", &["netns", "del", &self.ns]);
+    }
+}
+
+const RSS_FLOWS: u16 = 64;
+const RSS_PER_FLOW: u32 = 40;
+
+/// Helper role `send`: every flow (its own UDP source port) sends its
+/// datagrams numbered 0.. in the payload, the flows interleaved.
+fn rss_sender() {
+    let socks: Vec<std::net::UdpSocket> =
+        (0..RSS_FLOWS).map(|k| std::net::UdpSocket::bind(("10.77.0.1", 20_000 + k)).expect("bind")).collect();
+    for seq in 0..RSS_PER_FLOW {
+        for s in &socks {
+            s.send_to(&seq.to_be_bytes(), "10.77.0.2:5000").expect("send");
+        }
+        // The kernel's packet ring per queue is a few hundred frames.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    println!("RESULT sent");
+}
+
+/// net_af_packet with two queue pairs (PACKET_FANOUT by flow hash, the
+/// kernel's RSS) under two PMDs: both queues receive, each flow stays on
+/// one queue (its megaflow is cached by one PMD) and leaves in order.
+#[test]
+fn af_packet_queue_pairs_spread_flows_over_two_pmds_and_keep_each_in_order() {
+    if std::env::var(netns::HELPER_ROLE).is_ok() {
+        return rss_sender();
+    }
+    let veth = Veth::build();
+    let dir = TempDir::new("rxq-rss");
+    write_pcap(&dir.path("empty.pcap"), &[]);
+    let config = format!(
+        "rules = [\"priority=20,udp,tp_src=9 actions=drop\", \"priority=10,in_port=vf0,udp actions=output:out0\", \"priority=0 actions=drop\"]\n{EAL}\n\
+         [datapath]\npmd_cores = [0, 1]\n\n[control]\nsocket = \"unused\"\n\n[metrics]\nlisten = \"off\"\n\n\
+         [[port]]\nname = \"vf0\"\nrole = \"representor\"\nrx_queues = 2\ndevargs = \"net_af_packet_rss,iface=va,qpairs=2\"\n\n\
+         [[port]]\nname = \"out0\"\nrole = \"uplink\"\ndevargs = \"net_pcap_rssout,rx_pcap={},tx_pcap={}\"\n",
+        dir.path("empty.pcap").display(),
+        dir.path("out.pcap").display()
+    );
+    let d = Daemon::start_in(Some(&veth.ns), &dir.0, &config, &[]);
+    netns::helper_result(netns::helper(
+        &veth.ns,
+        "af_packet_queue_pairs_spread_flows_over_two_pmds_and_keep_each_in_order",
+        "send",
+        "",
+    ));
+    let total = u64::from(RSS_FLOWS) * u64::from(RSS_PER_FLOW);
+    wait_for(Duration::from_secs(10), "every datagram switched", || {
+        (port(&d.show(), "out0")["tx_packets"].as_u64() == Some(total)).then_some(())
+    });
+    let show = d.ctl_json(&["pmd-rxq-show"]).expect("pmd-rxq-show");
+    let per_pmd = d.ctl_json(&["dump-flows", "--per-pmd"]).expect("dump-flows");
+    let s = d.show();
+    d.stop();
+    assert_eq!(port(&s, "vf0")["rx_packets"].as_u64(), Some(total), "nothing else arrived: {s}");
+    let per_queue: Vec<u64> = show["pmds"]
+        .as_array()
+        .expect("pmds")
+        .iter()
+        .flat_map(|p| p["queues"].as_array().expect("queues").clone())
+        .filter(|q| q["port"] == "vf0")
+        .map(|q| q["packets"].as_u64().unwrap_or(0))
+        .collect();
+    eprintln!("packets per queue {per_queue:?}");
+    assert_eq!(per_queue.len(), 2, "{show}");
+    assert!(per_queue.iter().all(|&n| n >= total / 10), "the flows did not spread over both queues: {per_queue:?}");
+    // One megaflow per flow (the source port is matched), each on one PMD.
+    let flows = per_pmd.as_array().expect("flows");
+    assert_eq!(flows.len(), usize::from(RSS_FLOWS), "a flow cached by both PMDs, or flows merged: {per_pmd:#}");
+    // Each flow's datagrams in order.
+    let mut next: HashMap<u16, u32> = HashMap::new();
+    for f in read_pcap(&dir.path("out.pcap")) {
+        let sport = u16::from_be_bytes([f[34], f[35]]);
+        let seq = u32::from_be_bytes([f[42], f[43], f[44], f[45]]);
+        let want = next.entry(sport).or_insert(0);
+        assert_eq!(seq, *want, "flow from port {sport}: datagram {seq} where {want} was due");
+        *want += 1;
+    }
+    assert_eq!(next.len(), usize::from(RSS_FLOWS));
 }

@@ -261,6 +261,7 @@ fn pool_size(ctx: &Ctx<'_>, given: Option<(u64, usize)>, ports: &[PortSpec], pmd
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RxQueues;
     use crate::net::Prefix;
     use std::time::Duration;
 
@@ -381,6 +382,16 @@ rules = [
             (format!("{base}# a comment \u{0}\n"), 5, "syntax"),
             // An empty key names no field (found by fuzzing).
             ("'' = '1'\n".to_owned(), 1, "syntax"),
+            (format!("{base}rx_queues = 0\n"), 5, "port.rx_queues"),
+            (format!("{base}rx_queues = 65\n"), 5, "port.rx_queues"),
+            (format!("{base}rx_queues = \"many\"\n"), 5, "port.rx_queues"),
+            (format!("{base}rxq_affinity = \"0-1\"\n"), 5, "port.rxq_affinity"),
+            (format!("{base}rxq_affinity = \"0:0,0:0\"\n"), 5, "port.rxq_affinity"),
+            (format!("{base}rx_queues = 2\nrxq_affinity = \"2:0\"\n"), 6, "port.rxq_affinity"),
+            (format!("[datapath]\npmd_cores = [0]\n{base}rxq_affinity = \"0:1\"\n"), 7, "port.rxq_affinity"),
+            (format!("[datapath]\nrxq_assign = \"group\"\n{base}"), 2, "datapath.rxq_assign"),
+            (format!("[datapath]\nauto_lb_load_threshold = 0\n{base}"), 2, "datapath.auto_lb_load_threshold"),
+            (format!("[datapath]\nrxq_interval_ms = 10\n{base}"), 2, "datapath.rxq_interval_ms"),
         ];
         for (text, line, field) in cases {
             let e = Config::parse(&text, "f.toml").expect_err(&text);
@@ -388,6 +399,43 @@ rules = [
             assert!(e.to_string().starts_with(&format!("f.toml:{line}: {field}: ")), "{e}");
             assert!(!e.message.is_empty(), "{e:?}");
         }
+    }
+
+    #[test]
+    fn queues_and_their_assignment() {
+        let port =
+            |extra: &str| format!("[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_ring0\"\n{extra}");
+        let c = Config::parse(&port(""), "f.toml").expect("defaults");
+        assert_eq!(c.ports[0].rx_queues, RxQueues::One);
+        assert_eq!(c.queues, crate::config::QueueSettings::default());
+        let text = format!(
+            "[datapath]\npmd_cores = [0, 1]\nrxq_assign = \"roundrobin\"\npmd_rxq_isolate = false\n\
+             auto_lb = true\nauto_lb_load_threshold = 80\nauto_lb_improvement_threshold = 10\nauto_lb_interval_ms = 2000\n{}",
+            port("rx_queues = \"auto\"\nrxq_affinity = \"1:1\"\n")
+        );
+        if datapath::machine_cores() < 2 {
+            return;
+        }
+        let c = Config::parse(&text, "f.toml").expect("valid");
+        assert_eq!((c.ports[0].rx_queues, c.ports[0].rx_queues.count(2)), (RxQueues::Auto, 2));
+        assert_eq!(c.ports[0].rxq_affinity, vec![(1, 1)]);
+        assert_eq!((c.queues.assign, c.queues.isolate), (crate::config::Assign::Roundrobin, false));
+        let lb = c.queues.auto_lb;
+        assert_eq!((lb.enabled, lb.load_pct, lb.improvement_pct), (true, 80, 10));
+        assert_eq!(lb.interval, Duration::from_secs(2));
+        // Generated traffic: a file per queue, a flow per file at least.
+        let gen = |flows: u32| {
+            format!(
+                "[[port]]\nname = \"vf0\"\nrole = \"representor\"\nrx_queues = 4\n[port.generate]\nflows = {flows}\n"
+            )
+        };
+        let e = Config::parse(&gen(3), "f.toml").expect_err("3 flows for 4 queues");
+        assert_eq!(e.field, "port.generate.flows", "{e}");
+        let c = Config::parse(&gen(10), "f.toml").expect("10 flows for 4 queues");
+        let g = c.ports[0].generate.as_ref().expect("generate");
+        assert_eq!((0..4).map(|k| g.share(k, 4)).collect::<Vec<_>>(), vec![3, 3, 2, 2]);
+        // The pool counts a ring per receive queue.
+        assert_eq!(crate::config::mbufs::need(&c.ports, 1).rx_rings, 4 * u64::from(crate::dpdk::RX_DESCRIPTORS));
     }
 
     #[test]
