@@ -37,6 +37,10 @@ struct Args {
     /// Control socket path (overrides the configuration).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Cores for the PMD threads, e.g. 2,3 (overrides [datapath] pmd_cores;
+    /// ports with rx_queues = "auto" get a queue per PMD).
+    #[arg(long, value_delimiter = ',', value_name = "CORES")]
+    pmd_cores: Option<Vec<usize>>,
     /// Print the validated configuration and exit.
     #[arg(long)]
     check: bool,
@@ -76,9 +80,10 @@ fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.probe_offload {
         return probe_offload(path);
     }
+    let overrides = vswitch::config::Overrides { pmd_cores: args.pmd_cores.clone() };
     let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::demo()?,
+        Some(path) => Config::load_with(path, &overrides)?,
+        None => Config::demo_with(&overrides)?,
     };
     if let Some(s) = &args.socket {
         config.socket = s.clone();
@@ -336,8 +341,30 @@ fn stats_line(a: &SwitchStats, b: &SwitchStats, secs: f64) -> String {
     };
     // Per software-handled packet; meaningless when nearly all are in hardware.
     let cycles = if sw > 0 && sw * 100 >= pkts { (busy / sw).to_string() } else { "-".to_owned() };
+    // With several PMDs: each one's rate and busy share.
+    let per_pmd = if b.pmds.len() > 1 {
+        let each: Vec<String> = a
+            .pmds
+            .iter()
+            .zip(&b.pmds)
+            .map(|(pa, pb)| {
+                let busy = pb.busy_cycles.saturating_sub(pa.busy_cycles);
+                let all = busy + pb.idle_cycles.saturating_sub(pa.idle_cycles);
+                format!(
+                    "pmd{}@{} {:.2} Mpps {:.0}% busy",
+                    pb.index,
+                    pb.core,
+                    mpps(pa.packets, pb.packets),
+                    pct(busy, all)
+                )
+            })
+            .collect();
+        format!(" | {}", each.join(" "))
+    } else {
+        String::new()
+    };
     format!(
-        "[{:>5.0}s] {} Mpps{hw_share} | flows {} | emc {:.1}% smc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {cycles} cyc/pkt",
+        "[{:>5.0}s] {} Mpps{hw_share} | flows {} | emc {:.1}% smc {:.1}% megaflow {:.1}% upcall {:.2}% | drops {:.2} Mpps | {cycles} cyc/pkt{per_pmd}",
         b.uptime_s,
         ports.join(" | "),
         b.total(Counter::Flows),

@@ -101,6 +101,14 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the file, line and field.
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        Self::load_with(path, &Overrides::default())
+    }
+
+    /// Loads a file with command-line `overrides`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line and field (or the flag).
+    pub fn load_with(path: &std::path::Path, overrides: &Overrides) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: file.clone(),
@@ -108,7 +116,7 @@ impl Config {
             field: "file".into(),
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&text, &file)
+        Self::parse_with(&text, &file, overrides)
     }
 
     /// The embedded demo configuration.
@@ -116,7 +124,15 @@ impl Config {
     /// # Errors
     /// Only if the embedded file is broken (a build defect; tests check it).
     pub fn demo() -> Result<Self, ConfigError> {
-        Self::parse(DEMO_CONFIG, "<embedded demo: configs/demo.toml>")
+        Self::demo_with(&Overrides::default())
+    }
+
+    /// The embedded demo with command-line `overrides`.
+    ///
+    /// # Errors
+    /// An override the machine cannot take (the embedded file is tested).
+    pub fn demo_with(overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::parse_with(DEMO_CONFIG, "<embedded demo: configs/demo.toml>", overrides)
     }
 
     /// Parses and validates configuration text; `file` names it in errors.
@@ -124,10 +140,26 @@ impl Config {
     /// # Errors
     /// [`ConfigError`] naming the file, line and field.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        Self::parse_with(text, file, &Overrides::default())
+    }
+
+    /// As [`Config::parse`], with command-line `overrides` validated as the
+    /// file's own settings would be (an error names the flag).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, line and field.
+    pub fn parse_with(text: &str, file: &str, overrides: &Overrides) -> Result<Self, ConfigError> {
         let ctx = Ctx::new(file, text);
-        let raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(&ctx, &e))?;
+        let mut raw: RawConfig = toml::from_str(text).map_err(|e| syntax_error(&ctx, &e))?;
+        if let Some(cores) = &overrides.pmd_cores {
+            raw.datapath.pmd_cores = Some(toml::Spanned::new(0..0, cores.clone()));
+        }
+        let flag = |e: ConfigError| match (&overrides.pmd_cores, e.field.as_str()) {
+            (Some(_), "datapath.pmd_cores") => ConfigError { file: "--pmd-cores".into(), line: 0, ..e },
+            _ => e,
+        };
         let cores = datapath::machine_cores();
-        let dp = datapath::datapath(&ctx, &raw.datapath, cores)?;
+        let dp = datapath::datapath(&ctx, &raw.datapath, cores).map_err(flag)?;
         let (socket, stats_interval) = datapath::control(&ctx, &raw.control)?;
         let metrics = datapath::metrics(&ctx, &raw.metrics)?;
         let ports = ports::ports(&ctx, &raw.ports)?;
@@ -163,6 +195,7 @@ impl Config {
             mbufs,
             socket,
             socket_overridden: false,
+            overrides: overrides.clone(),
             metrics,
             stats_interval,
             ports,

@@ -20,6 +20,6 @@ pub mod underlay;
 pub use ctx::ConfigError;
 pub use load::DEMO_CONFIG;
 pub use types::{
-    Assign, AutoLb, Config, ConfiguredRule, Generate, NeighbourSpec, PortSpec, QueueSettings, ReloadDiff, Role,
-    RouteMode, RouteSpec, RxQueues, TunnelSpec, UnderlaySpec, MAX_RX_QUEUES,
+    Assign, AutoLb, Config, ConfiguredRule, Generate, NeighbourSpec, Overrides, PortSpec, QueueSettings, ReloadDiff,
+    Role, RouteMode, RouteSpec, RxQueues, TunnelSpec, UnderlaySpec, MAX_RX_QUEUES,
 };

@@ -232,6 +232,8 @@ pub struct Config {
     /// `socket` came from the command line (`--socket`), not the file: a
     /// reload keeps it rather than report the file's as a change.
     pub socket_overridden: bool,
+    /// What the command line set over the file (a reload keeps it).
+    pub overrides: Overrides,
     pub metrics: Option<SocketAddr>,
     pub stats_interval: Duration,
     pub ports: Vec<PortSpec>,
@@ -243,6 +245,13 @@ pub struct Config {
     pub neighbours: Vec<NeighbourSpec>,
     pub rules: Vec<ConfiguredRule>,
     pub offload: super::offload::OffloadConfig,
+}
+
+/// Settings the command line gives over the file's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    /// `--pmd-cores`: the PMD threads' cores.
+    pub pmd_cores: Option<Vec<usize>>,
 }
 
 /// What a `reload` of a new file would change beyond the rules.

@@ -113,7 +113,7 @@ fn reload(switch: &Switch, config_path: Option<&Path>) -> Result<Reloaded, Contr
     let path = config_path.ok_or_else(|| {
         ControlError::Usage("this vswitchd runs the embedded demo configuration; there is no file to reload".into())
     })?;
-    let mut config = Config::load(path)?;
+    let mut config = Config::load_with(path, &switch.config().overrides)?;
     if switch.config().socket_overridden {
         config.socket = switch.config().socket.clone();
         config.socket_overridden = true;
