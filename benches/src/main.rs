@@ -17,6 +17,7 @@ mod offload;
 mod ours;
 mod ovs;
 mod report;
+mod scale;
 mod scenario;
 
 use anyhow::{bail, Context, Result};
@@ -181,6 +182,38 @@ enum Cmd {
         #[arg(long)]
         vswitchd: Option<PathBuf>,
     },
+    /// Scaling over PMDs: one scenario with 1, 2, 4, ... PMDs, a receive
+    /// queue per PMD (the traffic split by flow, as RSS does), vswitchd and
+    /// (--peer ovs) Open vSwitch on the same queues and cores: Mpps,
+    /// efficiency and busy shares per PMD count. Writes scale.{json,md}.
+    Scale {
+        /// PMD counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,2")]
+        pmds: Vec<usize>,
+        /// PMD cores in order of use (N PMDs take the first N). Default:
+        /// every core but the main one, then the main one if more are needed.
+        #[arg(long, value_delimiter = ',')]
+        cores: Option<Vec<usize>>,
+        /// The core of the control threads (OVS's dpdk-lcore-mask).
+        #[arg(long, default_value_t = 0)]
+        main_core: usize,
+        #[arg(long, value_enum, default_value = "fwd")]
+        scenario: Scenario,
+        #[arg(long, default_value_t = 1000)]
+        flows: u32,
+        #[arg(long, default_value_t = 64)]
+        frame: usize,
+        #[arg(long, value_enum)]
+        peer: Option<Peer>,
+        #[arg(long, default_value_t = 4)]
+        warmup: u64,
+        #[arg(long, default_value_t = 6)]
+        seconds: u64,
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        #[arg(long)]
+        vswitchd: Option<PathBuf>,
+    },
     /// Render report.md and report.png from a results.json.
     Report {
         results: PathBuf,
@@ -208,6 +241,10 @@ pub struct Case {
     pub pcap: PathBuf,
     pub packets: u64,
     pub core: usize,
+    /// Every PMD core (the scale benchmark: several; else `core`).
+    pub pmd_cores: Vec<usize>,
+    /// The source port's files, one per receive queue (else `pcap`).
+    pub queue_pcaps: Vec<PathBuf>,
     pub warmup: Duration,
     pub window: Duration,
 }
@@ -254,6 +291,32 @@ fn run(args: Args) -> Result<()> {
             write_reports(&results, &out)?;
             println!("{}", report::markdown(&results));
             println!("wrote {0}/results.json, {0}/report.md and {0}/report.png", out.display());
+        }
+        Cmd::Scale { pmds, cores: given, main_core, scenario, flows, frame, peer, warmup, seconds, out, vswitchd } => {
+            let all = vswitch::config::datapath::machine_cores();
+            let cores = given.unwrap_or_else(|| {
+                let mut c: Vec<usize> = (0..all).filter(|&c| c != main_core).collect();
+                c.push(main_core);
+                c
+            });
+            if let Some(bad) = cores.iter().chain(Some(&main_core)).find(|&&c| c >= all) {
+                bail!("core {bad} does not exist (this machine has cores 0..={})", all - 1);
+            }
+            let setup = scale::Setup {
+                scenario,
+                flows,
+                frame,
+                pmds,
+                cores,
+                main_core,
+                warmup,
+                seconds,
+                peer: peer.is_some(),
+                out: out.clone(),
+                vswitchd: ours::vswitchd_path(vswitchd)?,
+            };
+            println!("{}", scale::run(&setup)?);
+            println!("wrote {0}/scale.json and {0}/scale.md", out.display());
         }
         Cmd::Report { results, out } => {
             let r = Results::load(&results)?;
@@ -420,7 +483,7 @@ fn matrix(
         // per flow, at least 1,024), the other ports ~20k mbufs each.
         let most = cases.iter().map(|c| u64::from(c.1).max(1024)).max().unwrap_or(1024);
         let mem = scenario::eal_memory_mb(most + 131_072).max(3072);
-        let o = ovs::Ovs::start(&work, core, main_core, mem).context("starting Open vSwitch")?;
+        let o = ovs::Ovs::start(&work, &[core], main_core, mem).context("starting Open vSwitch")?;
         results.meta.insert("ovs".into(), o.version.clone());
         Some(o)
     } else {
@@ -437,6 +500,8 @@ fn matrix(
             pcap: pcap.clone(),
             packets,
             core,
+            pmd_cores: vec![core],
+            queue_pcaps: vec![pcap.clone()],
             warmup: Duration::from_secs(timing.warmup),
             window: Duration::from_secs(timing.seconds),
         };

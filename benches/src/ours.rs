@@ -114,6 +114,20 @@ fn measure_setup(
     Ok(m)
 }
 
+/// Each PMD's busy share between two `show`s, percent.
+fn pmd_busy(a: &Value, b: &Value) -> Vec<f64> {
+    let pmds = |s: &Value| s["pmds"].as_array().cloned().unwrap_or_default();
+    pmds(a)
+        .iter()
+        .zip(pmds(b))
+        .map(|(x, y)| {
+            let busy = u(&y["busy_cycles"]).saturating_sub(u(&x["busy_cycles"]));
+            let idle = u(&y["idle_cycles"]).saturating_sub(u(&x["idle_cycles"]));
+            busy as f64 * 100.0 / (busy + idle).max(1) as f64
+        })
+        .collect()
+}
+
 /// The drop reasons that grew between two `show`s ("none" if none did).
 fn drops_between(a: &Value, b: &Value) -> String {
     let reasons: Vec<String> = b["drops"]
@@ -136,7 +150,7 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
     std::fs::create_dir_all(&dir)?;
     let socket = dir.join("ctl.sock");
     let cfg = dir.join("bench.toml");
-    std::fs::write(&cfg, vswitchd_config(case.scenario, &case.pcap, &socket, case.core, case.packets))?;
+    std::fs::write(&cfg, vswitchd_config(case.scenario, &case.queue_pcaps, &socket, &case.pmd_cores, case.packets))?;
     let log_path = dir.join("vswitchd.log");
     let log = std::fs::File::create(&log_path)?;
     let child = Command::new(bin)
@@ -191,6 +205,7 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
         m.masks = crate::report::distinct_masks(flows.filter_map(|f| f["match"].as_str()));
     }
     m.drops = sum_drops(&b).saturating_sub(sum_drops(&a));
+    m.pmd_busy = pmd_busy(&a, &b);
     if m.mpps == 0.0 {
         bail!("no packets reached {sink}; drops: {}", drops_between(&a, &b));
     }

@@ -45,9 +45,9 @@ fn run(cmd: &mut Command) -> Result<String> {
 }
 
 impl Ovs {
-    /// Starts both daemons. `core` runs the one PMD thread, `main_core` the
+    /// Starts both daemons. `cores` run the PMD threads, `main_core` the
     /// rest; `mem_mb` is DPDK's `-m`.
-    pub fn start(work: &Path, core: usize, main_core: usize, mem_mb: u64) -> Result<Self> {
+    pub fn start(work: &Path, cores: &[usize], main_core: usize, mem_mb: u64) -> Result<Self> {
         for bin in [VSWITCHD, SCHEMA] {
             if !Path::new(bin).exists() {
                 bail!("{bin} is missing: install Open vSwitch with `apt-get install -y openvswitch-switch-dpdk` (make bench-deps)");
@@ -91,9 +91,10 @@ impl Ovs {
             ".",
             "other_config:dpdk-init=true",
             "other_config:per-port-memory=true",
+            "other_config:pmd-rxq-isolate=false",
             &format!("other_config:dpdk-extra={extra}"),
             &format!("other_config:dpdk-lcore-mask={:#x}", 1u64 << main_core),
-            &format!("other_config:pmd-cpu-mask={:#x}", 1u64 << core),
+            &format!("other_config:pmd-cpu-mask={:#x}", cores.iter().fold(0u64, |m, c| m | 1u64 << c)),
         ])?;
         run(ovs.env(&mut Command::new(VSWITCHD)).args([
             &format!("unix:{}", d("db.sock")),
@@ -199,9 +200,13 @@ impl Ovs {
         // whole file (net_pcap's infinite_rx keeps it in mbufs). OVS sizes
         // the pool by the rx queues asked for, times their descriptors, before
         // it caps the queues at what the device has (one): ask for enough.
-        if let Some(path) = devargs.split(',').find_map(|a| a.strip_prefix("rx_pcap=")) {
-            let packets = pcap_packets(Path::new(path))?;
-            args.push(format!("options:n_rxq={}", rx_queues_for(packets)));
+        let files: Vec<&str> = devargs.split(',').filter_map(|a| a.strip_prefix("rx_pcap=")).collect();
+        if !files.is_empty() {
+            let mut packets = 0;
+            for f in &files {
+                packets += pcap_packets(Path::new(f))?;
+            }
+            args.push(format!("options:n_rxq={}", rx_queues_for(packets).max(files.len() as u64)));
             args.push(format!("options:n_rxq_desc={OVS_MAX_DESC}"));
         }
         let log_before = std::fs::metadata(self.log_path()).map_or(0, |m| m.len() as usize);
@@ -248,7 +253,9 @@ impl Ovs {
             self.no_prefix_tries("br0")?;
         }
         self.ofctl(&["del-flows", "br0"])?;
-        let source = format!("{},rx_pcap={},infinite_rx=1", self.next_vdev("net_pcap"), case.pcap.display());
+        // One receive queue per file (the scale benchmark gives several).
+        let files: Vec<String> = case.queue_pcaps.iter().map(|p| format!("rx_pcap={}", p.display())).collect();
+        let source = format!("{},{},infinite_rx=1", self.next_vdev("net_pcap"), files.join(","));
         let sink = format!("{},no-rx=1", self.next_vdev("net_null"));
         let tunnel = matches!(case.scenario, Scenario::Encap | Scenario::Decap);
         let (uplink_br, vf_dev, up_dev) = match case.scenario {
@@ -297,6 +304,20 @@ impl Ovs {
         } else {
             self.add_dpdk_port(uplink_br, "uplink0", 2, &up_dev, Some(UPLINK_MTU))?;
             self.add_dpdk_port("br0", "vf0", 1, &vf_dev, None)?;
+        }
+        if case.pmd_cores.len() > 1 {
+            // One source queue per PMD, as vswitchd's assignment does by
+            // itself: OVS's cycles assignment without history put both of
+            // a port's queues on one PMD here. The sink's queue goes to
+            // any PMD (pmd-rxq-isolate=false).
+            let (source, _) = case.scenario.source_sink();
+            let pins: Vec<String> = case.pmd_cores.iter().enumerate().map(|(q, c)| format!("{q}:{c}")).collect();
+            self.vsctl(&[
+                "set",
+                "Interface",
+                source,
+                &format!("other_config:pmd-rxq-affinity=\"{}\"", pins.join(",")),
+            ])?;
         }
         Ok(())
     }
@@ -347,10 +368,16 @@ impl Ovs {
         crate::sample_window(case, progress, || self.port_tx(sink))?;
         let (t1, b) = (Instant::now(), self.port_tx(sink)?);
         let stats = PmdStats::parse(&self.appctl(&["dpif-netdev/pmd-stats-show"])?);
+        if case.pmd_cores.len() > 1 {
+            // Where OVS put the queues, for the report's reader.
+            let rxqs = self.appctl(&["dpif-netdev/pmd-rxq-show"]).unwrap_or_default();
+            eprintln!("    OVS pmd-rxq-show:\n{}", rxqs.trim_end());
+        }
         let dt = t1.duration_since(t0).as_secs_f64();
         m.seconds = dt;
         m.mpps = b.saturating_sub(a) as f64 / dt / 1e6;
         m.cycles_per_packet = stats.cycles_per_packet;
+        m.pmd_busy.clone_from(&stats.busy);
         let lookups = stats.lookups().max(1) as f64;
         let pct = |n: u64| n as f64 * 100.0 / lookups;
         m.tiers = BTreeMap::from([
@@ -467,6 +494,8 @@ pub(crate) struct PmdStats {
     pub(crate) upcalls: u64,
     pub(crate) failed_upcalls: u64,
     pub(crate) cycles_per_packet: f64,
+    /// Each PMD thread's processing share, percent.
+    pub(crate) busy: Vec<f64>,
 }
 
 impl PmdStats {
@@ -493,6 +522,10 @@ impl PmdStats {
                 "miss with success upcall" => s.upcalls += n(),
                 "miss with failed upcall" => s.failed_upcalls += n(),
                 "avg cycles per packet" => s.cycles_per_packet = first.parse().unwrap_or(0.0),
+                // "processing cycles: 123 (45.67%)"
+                "processing cycles" => {
+                    s.busy.push(value.split(['(', '%']).nth(1).and_then(|p| p.trim().parse().ok()).unwrap_or(0.0))
+                }
                 _ => {}
             }
         }
@@ -529,6 +562,7 @@ mod tests {
         let stats = "pmd thread numa_id 0 core_id 1:\n  packets received: 93140608\n  packet recirculations: 0\n  \
             simple match hits: 10\n  emc hits: 20\n  smc hits: 0\n  megaflow hits: 30\n  \
             miss with success upcall: 4\n  miss with failed upcall: 1\n  \
+            idle cycles: 100 (10.00%)\n  processing cycles: 900 (90.00%)\n  \
             avg cycles per packet: 264.17 (24604901675/93140608)\nmain thread:\n  packets received: 7\n  emc hits: 99\n";
         let s = PmdStats::parse(stats);
         assert_eq!(
@@ -541,7 +575,8 @@ mod tests {
                 megaflow: 30,
                 upcalls: 4,
                 failed_upcalls: 1,
-                cycles_per_packet: 264.17
+                cycles_per_packet: 264.17,
+                busy: vec![90.0],
             }
         );
         assert_eq!(s.lookups(), 65);

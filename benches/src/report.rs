@@ -54,6 +54,10 @@ pub struct Measurement {
     #[serde(default)]
     pub bytes_per_megaflow: f64,
     pub drops: u64,
+    /// Each PMD's busy share of its cycles over the window, percent (the
+    /// scale benchmark).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pmd_busy: Vec<f64>,
     /// Why there is no number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -75,6 +79,7 @@ impl Measurement {
             masks: 0,
             bytes_per_megaflow: 0.0,
             drops: 0,
+            pmd_busy: Vec::new(),
             error: None,
         }
     }

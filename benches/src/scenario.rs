@@ -176,15 +176,26 @@ pub fn eal_memory_mb(mbufs: u64) -> u64 {
 
 /// vswitchd's config for the scenario: `source` devargs replay the pcap,
 /// the sink is net_null.
-pub fn vswitchd_config(scenario: Scenario, pcap: &Path, socket: &Path, core: usize, packets: u64) -> String {
+/// vswitchd's configuration for a scenario: the source port replays
+/// `pcaps` (one receive queue each), PMDs on `cores`.
+pub fn vswitchd_config(
+    scenario: Scenario,
+    pcaps: &[std::path::PathBuf],
+    socket: &Path,
+    cores: &[usize],
+    packets: u64,
+) -> String {
     let (source, _) = scenario.source_sink();
+    let files: Vec<String> = pcaps.iter().map(|p| format!("rx_pcap={}", p.display())).collect();
+    // A port's devargs line (and the source's receive queues).
     let dev = |name: &str, i: usize| {
         if name == source {
-            format!("net_pcap_b{i},rx_pcap={},infinite_rx=1", pcap.display())
+            format!("devargs = \"net_pcap_b{i},{},infinite_rx=1\"\nrx_queues = {}", files.join(","), pcaps.len().max(1))
         } else {
-            format!("net_null_b{i},no-rx=1")
+            format!("devargs = \"net_null_b{i},no-rx=1\"")
         }
     };
+    let core = cores.iter().map(usize::to_string).collect::<Vec<_>>().join(", ");
     let mut text = String::from("rules = [\n");
     for r in rules(scenario) {
         text.push_str(&format!("  {r:?},\n"));
@@ -195,8 +206,8 @@ pub fn vswitchd_config(scenario: Scenario, pcap: &Path, socket: &Path, core: usi
         "]\n[eal]\nargs = [\"--no-huge\", \"-m\", \"{mem}\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\
          [datapath]\npmd_cores = [{core}]\nidle_timeout_ms = 60000\nmax_flows = 2000000\nmbufs = {mbufs}\n\
          [control]\nsocket = \"{sock}\"\n[metrics]\nlisten = \"off\"\n\
-         [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"{vf}\"\n\
-         [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\ndevargs = \"{up}\"\nmtu = {UPLINK_MTU}\nip = \"{LOCAL_VTEP}/24\"\nmac = \"{LOCAL_VTEP_MAC}\"\n",
+         [[port]]\nname = \"vf0\"\nrole = \"representor\"\n{vf}\n\
+         [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\n{up}\nmtu = {UPLINK_MTU}\nip = \"{LOCAL_VTEP}/24\"\nmac = \"{LOCAL_VTEP_MAC}\"\n",
         mem = eal_memory_mb(mbufs),
         sock = socket.display(),
         vf = dev("vf0", 0),
