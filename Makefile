@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
   frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
 
-.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci
+.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-scale bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -60,6 +60,8 @@ bench-smoke: deps
 	  --out $${TMPDIR:-/tmp}/vswitch-bench-offload-smoke
 	./target/release/vswitch-bench flood --peer ovs --flows 100000 --warmup 1 --seconds 1 \
 	  --out $${TMPDIR:-/tmp}/vswitch-bench-flood-smoke
+	./target/release/vswitch-bench scale --pmds 1,2 --peer ovs --warmup 1 --seconds 2 \
+	  --out $${TMPDIR:-/tmp}/vswitch-bench-scale-smoke
 
 # Flood resilience (~1 min): an established port's rate alone, under a
 # new-flow flood on another port, and after a rule change, vswitchd and
@@ -68,6 +70,15 @@ bench-flood: deps
 	$(CARGO) build --release -p vswitch --bins -q
 	$(CARGO) build --release -p vswitch-bench -q
 	./target/release/vswitch-bench flood --peer ovs --out bench-results
+
+# Scaling over PMDs (~1 min here): 1 and 2 PMDs, a receive queue each, vswitchd and
+# Open vSwitch; on a larger host pass PMDS=1,2,4,8 CORES=2,3,4,5,6,7,8,9.
+PMDS ?= 1,2
+CORES ?=
+bench-scale: deps
+	$(CARGO) build --release -p vswitch --bins -q
+	$(CARGO) build --release -p vswitch-bench -q
+	./target/release/vswitch-bench scale --pmds $(PMDS) $(if $(CORES),--cores $(CORES)) --peer ovs --out bench-results
 
 # PMD stalls at 1M megaflows (~2 min, ~6 GB): stall counters while steady,
 # across a dump-flows and across an add-rule that revalidates every megaflow.
