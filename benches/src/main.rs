@@ -69,17 +69,24 @@ struct Timing {
     core: Option<usize>,
 }
 
+/// One scenario's traffic.
+#[derive(clap::Args, Debug, Clone)]
+struct Traffic {
+    #[arg(long, value_enum, default_value = "fwd")]
+    scenario: Scenario,
+    #[arg(long, default_value_t = 1000)]
+    flows: u32,
+    /// Frame size on the wire, FCS included (64 = 60 bytes in the pcap).
+    #[arg(long, default_value_t = 64)]
+    frame: usize,
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Write a scenario's input pcap.
     Gen {
-        #[arg(long, value_enum, default_value = "fwd")]
-        scenario: Scenario,
-        #[arg(long, default_value_t = 1000)]
-        flows: u32,
-        /// Frame size on the wire, FCS included (64 = 60 bytes in the pcap).
-        #[arg(long, default_value_t = 64)]
-        frame: usize,
+        #[command(flatten)]
+        traffic: Traffic,
         #[arg(long, short)]
         out: PathBuf,
     },
@@ -197,12 +204,8 @@ enum Cmd {
         /// The core of the control threads (OVS's dpdk-lcore-mask).
         #[arg(long, default_value_t = 0)]
         main_core: usize,
-        #[arg(long, value_enum, default_value = "fwd")]
-        scenario: Scenario,
-        #[arg(long, default_value_t = 1000)]
-        flows: u32,
-        #[arg(long, default_value_t = 64)]
-        frame: usize,
+        #[command(flatten)]
+        traffic: Traffic,
         #[arg(long, value_enum)]
         peer: Option<Peer>,
         #[arg(long, default_value_t = 4)]
@@ -268,7 +271,7 @@ fn run(args: Args) -> Result<()> {
     // and run directory it started is cleaned up on the way out.
     vswitch::dpdk::os::install_stop_signals();
     match args.cmd {
-        Cmd::Gen { scenario, flows, frame, out } => {
+        Cmd::Gen { traffic: Traffic { scenario, flows, frame }, out } => {
             let n = scenario::write_pcap(&out, scenario, flows, frame)?;
             println!("{}: {n} packets, {flows} flows, {frame}-byte frames ({})", out.display(), scenario.name());
         }
@@ -292,7 +295,8 @@ fn run(args: Args) -> Result<()> {
             println!("{}", report::markdown(&results));
             println!("wrote {0}/results.json, {0}/report.md and {0}/report.png", out.display());
         }
-        Cmd::Scale { pmds, cores: given, main_core, scenario, flows, frame, peer, warmup, seconds, out, vswitchd } => {
+        Cmd::Scale { pmds, cores: given, main_core, traffic, peer, warmup, seconds, out, vswitchd } => {
+            let Traffic { scenario, flows, frame } = traffic;
             let all = vswitch::config::datapath::machine_cores();
             let cores = given.unwrap_or_else(|| {
                 let mut c: Vec<usize> = (0..all).filter(|&c| c != main_core).collect();

@@ -14,7 +14,7 @@
 mod common;
 
 use common::daemon::{port, wait_for, Daemon};
-use common::frames::{mac, udp};
+use common::frames::{flood_and_established, mac};
 use common::pcap::write as write_pcap;
 use common::TempDir;
 use serde_json::Value;
@@ -63,11 +63,7 @@ fn established(d: &Daemon) -> (f64, f64) {
 #[test]
 fn established_flows_keep_flowing_under_a_new_flow_flood_and_after_a_rule_change() {
     let dir = TempDir::new("flood");
-    let flood: Vec<Vec<u8>> = (0..20_000u32)
-        .map(|i| udp(mac(2), mac(0x10), None, [10, 0, 0, 1], [10, 2, (i >> 8) as u8, i as u8], 5000, 0))
-        .collect();
-    let est: Vec<Vec<u8>> =
-        (0..10u8).map(|i| udp(mac(2), mac(0x11), None, [10, 1, 0, 1], [10, 3, 0, i], 5000, 0)).collect();
+    let (flood, est) = flood_and_established(mac(2));
     write_pcap(&dir.path("in_vf0.pcap"), &flood);
     write_pcap(&dir.path("in_vf1.pcap"), &est);
 

@@ -7,7 +7,7 @@
 mod common;
 
 use common::daemon::{port, wait_for, Daemon};
-use common::frames::{mac, udp};
+use common::frames::{flood_and_established, mac, udp};
 use common::netns;
 use common::pcap::{read as read_pcap, write as write_pcap};
 use common::TempDir;
@@ -230,11 +230,7 @@ fn pinned_queues_stay_on_their_core_and_isolate_it() {
 #[test]
 fn a_flood_on_one_pmd_leaves_the_other_pmd_alone() {
     let dir = TempDir::new("rxq-flood");
-    let flood: Vec<Vec<u8>> = (0..20_000u32)
-        .map(|i| udp(mac(0x20), mac(0x10), None, [10, 5, 0, 1], [10, 2, (i >> 8) as u8, i as u8], 5000, 0))
-        .collect();
-    let est: Vec<Vec<u8>> =
-        (0..10u8).map(|i| udp(mac(0x20), mac(0x11), None, [10, 1, 0, 1], [10, 3, 0, i], 5000, 0)).collect();
+    let (flood, est) = flood_and_established(mac(0x20));
     write_pcap(&dir.path("flood.pcap"), &flood);
     write_pcap(&dir.path("est.pcap"), &est);
     let config = |flood: bool| {

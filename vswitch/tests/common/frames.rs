@@ -40,6 +40,17 @@ pub fn udp(
     f
 }
 
+/// A new-flow flood (20,000 destinations, each its own megaflow under a
+/// rule on `nw_dst`) and 10 established flows, as the flood tests offer
+/// them, to `dst`.
+pub fn flood_and_established(dst: [u8; 6]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let flood = (0..20_000u32)
+        .map(|i| udp(dst, mac(0x10), None, [10, 0, 0, 1], [10, 2, (i >> 8) as u8, i as u8], 5000, 0))
+        .collect();
+    let est = (0..10u8).map(|i| udp(dst, mac(0x11), None, [10, 1, 0, 1], [10, 3, 0, i], 5000, 0)).collect();
+    (flood, est)
+}
+
 pub fn push_vlan(f: &[u8], vid: u16) -> Vec<u8> {
     let mut o = f[..12].to_vec();
     o.extend_from_slice(&[0x81, 0x00]);
