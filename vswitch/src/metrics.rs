@@ -244,6 +244,29 @@ pub fn publish(s: &SwitchStats) {
     }
 }
 
+/// Publishes the receive queues: where each is polled, its packets and
+/// cycles, the rebalances and moves.
+pub fn publish_rxqs(r: &crate::switch::RxqShow) {
+    metrics::describe_gauge!("vswitch_rxq_pmd", "The PMD (index) polling a receive queue.");
+    metrics::describe_counter!("vswitch_rxq_packets_total", "Packets received on a receive queue.");
+    metrics::describe_counter!(
+        "vswitch_rxq_busy_cycles_total",
+        "TSC cycles spent receiving and processing a receive queue's bursts."
+    );
+    metrics::describe_counter!("vswitch_rxq_moves_total", "Receive queues moved between PMDs.");
+    metrics::describe_counter!("vswitch_rxq_rebalances_total", "Rebalances of the receive queues (any cause).");
+    for p in &r.pmds {
+        for q in &p.queues {
+            let labels = [("port", q.port.clone()), ("queue", q.queue.to_string())];
+            metrics::gauge!("vswitch_rxq_pmd", &labels).set(p.pmd as f64);
+            metrics::counter!("vswitch_rxq_packets_total", &labels).absolute(q.packets);
+            metrics::counter!("vswitch_rxq_busy_cycles_total", &labels).absolute(q.cycles);
+        }
+    }
+    metrics::counter!("vswitch_rxq_moves_total").absolute(r.queue_moves);
+    metrics::counter!("vswitch_rxq_rebalances_total").absolute(r.rebalances);
+}
+
 /// Publishes the offload manager's counters.
 pub fn publish_offload(o: &OffloadStats) {
     metrics::gauge!("vswitch_offload_rules").set(o.rules_in_device as f64);

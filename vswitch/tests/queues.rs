@@ -197,11 +197,25 @@ fn without_auto_rebalance_the_skew_stays_until_an_operator_rebalances() {
 fn pinned_queues_stay_on_their_core_and_isolate_it() {
     let dir = TempDir::new("rxq-pin");
     write_busy_files(&dir);
-    let config = skewed_config(&dir, false).replace(
-        "name = \"busy0\"\nrole = \"representor\"\n",
-        "name = \"busy0\"\nrole = \"representor\"\nrxq_affinity = \"0:1\"\n",
-    );
+    let metrics = common::free_port();
+    let config = skewed_config(&dir, false)
+        .replace(
+            "name = \"busy0\"\nrole = \"representor\"\n",
+            "name = \"busy0\"\nrole = \"representor\"\nrxq_affinity = \"0:1\"\n",
+        )
+        .replace("listen = \"off\"", &format!("listen = \"127.0.0.1:{metrics}\""));
     let d = Daemon::start(&dir.0, &config);
+    // Prometheus: where each queue is polled, its packets and cycles.
+    let page = wait_for(Duration::from_secs(10), "the queues in /metrics", || {
+        let page = common::metrics_page(metrics);
+        page.contains("vswitch_rxq_pmd{").then_some(page)
+    });
+    let line =
+        |name: &str| page.lines().find(|l| l.starts_with(name) && l.contains("port=\"busy0\"")).map(str::to_owned);
+    let pmd = line("vswitch_rxq_pmd{").unwrap_or_else(|| panic!("no vswitch_rxq_pmd for busy0:\n{page}"));
+    assert!(pmd.ends_with(" 1"), "busy0:0 is on PMD 1 (core 1): {pmd}");
+    assert!(line("vswitch_rxq_packets_total{").is_some() && line("vswitch_rxq_busy_cycles_total{").is_some(), "{page}");
+    assert!(page.contains("# HELP vswitch_rxq_pmd "), "{page}");
     let s = d.ctl_json(&["pmd-rxq-show"]).expect("show");
     let on_core = |core: u64| {
         s["pmds"].as_array().expect("pmds").iter().find(|p| p["core"] == core).expect("pmd on core").clone()

@@ -204,6 +204,7 @@ fn supervise(switch: &Switch, kernel: Option<&vswitch::kernel::Follower>, args: 
         if last.0.elapsed() >= interval {
             let now = (Instant::now(), switch.stats());
             vswitch::metrics::publish(&now.1);
+            vswitch::metrics::publish_rxqs(&switch.rxq_show());
             if let Some(o) = switch.offload() {
                 vswitch::metrics::publish_offload(&o.shared.stats());
             }

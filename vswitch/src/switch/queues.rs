@@ -139,6 +139,8 @@ pub struct RxqView {
     /// Packets per second over the interval, and since start.
     pub pps: f64,
     pub packets: u64,
+    /// Busy cycles spent on it since start (whichever PMD polled it).
+    pub cycles: u64,
 }
 
 /// What a rebalance did.
@@ -473,6 +475,7 @@ impl Queues {
                         share_pct: round2(iv.cycles.get(i).copied().unwrap_or(0) as f64 * 100.0 / busy.max(1) as f64),
                         pps: round2(iv.packets.get(i).copied().unwrap_or(0) as f64 / iv.seconds.max(1e-9)),
                         packets: q.load.packets(),
+                        cycles: q.load.cycles(),
                     })
                     .collect();
                 PmdRxqView {
