@@ -184,6 +184,7 @@ pub fn run(setup: PmdSetup) {
         hot: setup.hot,
     });
     let ports = txqs_len;
+    let queues = setup.rxqs.len();
     let mut pmd = Pmd {
         paused: vec![false; ports],
         engine,
@@ -196,9 +197,8 @@ pub fn run(setup: PmdSetup) {
         hz,
         revalidated: Vec::new(),
         dumps: std::collections::VecDeque::new(),
-        fair: CycleFair::new(0, hz / FAIR_QUANTUM_DIV),
+        fair: CycleFair::new(queues, hz / FAIR_QUANTUM_DIV),
     };
-    pmd.fair = CycleFair::new(pmd.rxqs.len(), hz / FAIR_QUANTUM_DIV);
     pmd.main_loop();
 }
 

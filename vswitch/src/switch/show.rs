@@ -387,11 +387,12 @@ fn merge_by_megaflow(views: Vec<FlowView>) -> Vec<FlowView> {
         if v.tier == "emc" {
             m.tier = "emc";
         }
-        if v.offload == "hw" && m.offload != "hw" {
+        if v.offload == "hw" {
             m.offload = v.offload;
-            if m.testpmd.is_empty() {
-                m.testpmd = v.testpmd;
-            }
+        }
+        // The rule's text is with the flow that holds it.
+        if m.testpmd.is_empty() {
+            m.testpmd = v.testpmd;
         }
     }
     out

@@ -223,6 +223,9 @@ pub struct ManagerSetup {
 
 pub(super) struct Installed {
     pub(super) handle: RuleHandle,
+    /// The cookie the device reports it by (the id of the flow that
+    /// created it; it stays when the rule is handed to another PMD's flow).
+    pub(super) cookie: u64,
     pub(super) rule: Arc<HwRule>,
     pub(super) tunnels: Vec<(u32, Option<u32>)>,
     /// The device's count at the last query, and when that was (creation
@@ -326,6 +329,8 @@ pub struct Manager {
     pub(super) stopped: std::collections::HashSet<u16>,
     /// Flows by megaflow (masked key, mask), over every PMD.
     pub(super) megaflows: HashMap<(FlowKey, FlowMask), Vec<u64>>,
+    /// Rules handed to another flow: their cookie to the flow holding them.
+    pub(super) handed: HashMap<u64, u64>,
 }
 
 /// A rule is not evicted before this (its hardware rate is not known yet,
@@ -381,6 +386,7 @@ impl Manager {
             cold_next: 0,
             stopped: std::collections::HashSet::new(),
             megaflows: HashMap::new(),
+            handed: HashMap::new(),
         }
     }
 

@@ -102,8 +102,9 @@ impl Manager {
     pub(super) fn aged(&mut self) -> Vec<Vec<u64>> {
         let mut expire: Vec<Vec<u64>> = vec![Vec::new(); self.pmds.len()];
         let Ok(cookies) = self.device.aged() else { return expire };
-        for id in cookies {
+        for cookie in cookies {
             // Only our cookies; anything else from the device is ignored.
+            let id = self.holder(cookie);
             if self.flows.get(&id).is_some_and(|r| r.hw.is_some()) {
                 self.stats.aged += 1;
                 for f in std::iter::once(id).chain(self.riders_of(id)) {

@@ -123,8 +123,9 @@ impl Manager {
             self.account(id, counts);
         }
         let hw = self.flows.get_mut(&id)?.hw.take();
-        if hw.is_some() {
+        if let Some(h) = &hw {
             self.hw_count -= 1;
+            self.handed.remove(&h.cookie);
         }
         // The flows that shared it start over in software.
         self.unseat_riders(id, &State::Software);
@@ -280,6 +281,7 @@ impl Manager {
             let now = Instant::now();
             rec.hw = Some(Installed {
                 handle,
+                cookie: id,
                 rule,
                 tunnels,
                 last: HitCounts::default(),

@@ -43,11 +43,13 @@ impl Manager {
                             if let Some(counts) = self.destroy(old_handle) {
                                 self.account(id, counts);
                             }
+                            self.handed.retain(|_, holder| *holder != id);
                             report.replaced += 1;
                             if let Some(rec) = self.flows.get_mut(&id) {
                                 rec.priority = priority;
                                 rec.hw = Some(Installed {
                                     handle,
+                                    cookie: id,
                                     rule: Arc::new(new_rule),
                                     tunnels: t.tunnels,
                                     last: HitCounts::default(),
@@ -135,7 +137,9 @@ impl Manager {
                 self.account(*id, *c);
             }
             if let Some(rec) = self.flows.get_mut(id) {
-                rec.hw = None;
+                if let Some(h) = rec.hw.take() {
+                    self.handed.remove(&h.cookie);
+                }
                 rec.state = State::Pending;
                 self.hw_count -= 1;
                 self.dirty.push(*id);

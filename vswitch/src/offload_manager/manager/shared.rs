@@ -99,6 +99,9 @@ impl Manager {
                 x.rides = Some(heir);
             }
         }
+        if let Some(cookie) = hw.as_ref().map(|h| h.cookie) {
+            self.handed.insert(cookie, heir);
+        }
         if let Some(h) = self.flows.get_mut(&heir) {
             h.rides = None;
             h.hw = hw;
@@ -133,6 +136,11 @@ impl Manager {
                 self.join(p, id);
             }
         }
+    }
+
+    /// The flow holding the rule the device reports by `cookie`.
+    pub(super) fn holder(&self, cookie: u64) -> u64 {
+        self.handed.get(&cookie).copied().unwrap_or(cookie)
     }
 
     /// The flows a hardware rule stands for: its owner and riders.

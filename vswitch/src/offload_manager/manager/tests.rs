@@ -508,3 +508,19 @@ fn one_megaflow_of_two_pmds_is_one_rule_hot_by_their_sum_and_gone_with_the_last(
     assert_eq!((r.state(c), r.state(d)), (State::Hardware, State::Hardware));
     assert_eq!(r.model.rules(), 2);
 }
+
+#[test]
+fn a_handed_over_rule_ages_out_for_the_flow_holding_it() {
+    let mut r = rig(Policy::All, 16);
+    let (pmd1, _pmd1_rx) = unbounded();
+    r.m.pmds.push(pmd1);
+    r.m.config.age = true;
+    r.m.idle_timeout = Duration::from_secs(1);
+    let a = r.install_on(0, 0, &udp(1, 80));
+    let b = r.install_on(1, 0, &udp(2, 80));
+    assert_eq!(r.m.flows[&b].rides, Some(a), "policy all: b shares a's rule");
+    r.m.events(vec![FlowEvent::Removed { id: a, reason: RemoveReason::Idle }]);
+    assert!(r.m.flows[&b].hw.is_some(), "b holds the rule (the device still knows it by a's cookie)");
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(r.m.aged(), vec![vec![], vec![b]], "the aged rule expires its holder, in its PMD");
+}
