@@ -163,18 +163,33 @@ fn run(args: Args) -> Result<()> {
 /// `--check`: what the configuration holds.
 fn print_check(config: &Config) {
     println!("{}: valid", config.source);
-    println!(
-        "  ports: {}",
-        config.ports.iter().map(|p| format!("{} ({})", p.name, p.role.as_str())).collect::<Vec<_>>().join(", ")
-    );
+    let pmds = config.pmd_cores.len();
+    let port = |p: &vswitch::config::PortSpec| {
+        let pinned = if p.rxq_affinity.is_empty() {
+            String::new()
+        } else {
+            let pins: Vec<String> = p.rxq_affinity.iter().map(|(q, c)| format!("{q}->core {c}")).collect();
+            format!(", pinned {}", pins.join(" "))
+        };
+        format!("{} ({}, {} rx queue(s){pinned})", p.name, p.role.as_str(), p.rx_queues.count(pmds))
+    };
+    println!("  ports: {}", config.ports.iter().map(port).collect::<Vec<_>>().join(", "));
     println!("  rules: {}", config.rules.len());
-    println!("  PMD cores: {:?}", config.pmd_cores);
+    let q = &config.queues;
+    println!(
+        "  PMD cores: {:?}; queues assigned by {}{}; auto-lb {}",
+        config.pmd_cores,
+        q.assign.as_str(),
+        if q.isolate { " (pinned PMDs isolated)" } else { "" },
+        if q.auto_lb.enabled { "on" } else { "off" }
+    );
 }
 
 /// The Prometheus endpoint; its first scrape publishes the counters.
 fn serve_metrics(addr: std::net::SocketAddr, switch: &Switch) -> Result<vswitch::metrics::MetricsServer> {
     let server = vswitch::metrics::install(addr, || {
         vswitch::metrics::publish(&switch.stats());
+        vswitch::metrics::publish_rxqs(&switch.rxq_show());
         if let Some(o) = switch.offload() {
             vswitch::metrics::publish_offload(&o.shared.stats());
         }
