@@ -297,15 +297,7 @@ fn run(args: Args) -> Result<()> {
         }
         Cmd::Scale { pmds, cores: given, main_core, traffic, peer, warmup, seconds, out, vswitchd } => {
             let Traffic { scenario, flows, frame } = traffic;
-            let all = vswitch::config::datapath::machine_cores();
-            let cores = given.unwrap_or_else(|| {
-                let mut c: Vec<usize> = (0..all).filter(|&c| c != main_core).collect();
-                c.push(main_core);
-                c
-            });
-            if let Some(bad) = cores.iter().chain(Some(&main_core)).find(|&&c| c >= all) {
-                bail!("core {bad} does not exist (this machine has cores 0..={})", all - 1);
-            }
+            let cores = scale::cores(given, main_core)?;
             let setup = scale::Setup {
                 scenario,
                 flows,

@@ -50,6 +50,17 @@ struct ScaleResults {
     rows: Vec<Row>,
 }
 
+/// The PMD cores in order of use: as given, or every core but the main
+/// one, then the main one; each must exist.
+pub fn cores(given: Option<Vec<usize>>, main_core: usize) -> Result<Vec<usize>> {
+    let all = vswitch::config::datapath::machine_cores();
+    let cores = given.unwrap_or_else(|| (0..all).filter(|&c| c != main_core).chain(Some(main_core)).collect());
+    if let Some(bad) = cores.iter().chain(Some(&main_core)).find(|&&c| c >= all) {
+        bail!("core {bad} does not exist (this machine has cores 0..={})", all - 1);
+    }
+    Ok(cores)
+}
+
 /// Splits `pcap` into `n` files by flow (a hash of the IPv4 addresses and
 /// ports of the outermost header), in order; fails if one stays empty.
 fn split(pcap: &Path, n: usize, dir: &Path) -> Result<Vec<PathBuf>> {
