@@ -4,9 +4,9 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
-  frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core
+  frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core dpkg-dev fakeroot lintian socat systemd
 
-.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-scale bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci
+.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-scale bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci deb deb-test
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -26,6 +26,19 @@ run: deps
 	$(CARGO) build --release -p vswitch --bins
 	@echo "vswitchd and vswitchctl are in target/release/ (export PATH=\$$PWD/target/release:\$$PATH)"
 	target/release/vswitchd --duration $(DURATION)
+
+# The Debian package (target/deb/vswitch_VERSION_ARCH.deb): the binaries, the
+# conffile /etc/vswitch/vswitchd.toml, systemd units, man pages, completions.
+deb: deps
+	$(CARGO) build --release -p vswitch --bins
+	bash packaging/build-deb.sh
+
+# The package as an operator uses it (root): lintian, dpkg -i, systemd-analyze
+# verify, the installed vswitchd's READY/STOPPING on a notify socket, remove
+# (the conffile stays) and purge.
+deb-test: deps
+	$(CARGO) build --release -p vswitch --bins
+	bash packaging/test-deb.sh
 
 # All tests, DPDK ones included (they fail, never skip, when DPDK cannot start).
 test: deps

@@ -19,6 +19,7 @@ pub mod kernel;
 pub mod metrics;
 pub(crate) mod named_enum;
 pub mod net;
+pub mod notify;
 pub mod offload_manager;
 pub mod ofrule;
 pub mod packet;

@@ -8,16 +8,24 @@ use vswitch::control::{call, Request};
 
 /// Control a running vswitchd.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    name = "vswitchctl",
+    version,
+    about = "Control a running vswitchd over its control socket (see vswitchd(8))."
+)]
 struct Args {
     /// Control socket of the daemon.
-    #[arg(long, default_value = "/run/vswitchd.sock", env = "VSWITCHD_SOCKET")]
+    #[arg(long, default_value = "/run/vswitch/vswitchd.sock", env = "VSWITCHD_SOCKET")]
     socket: PathBuf,
     /// Print the daemon's JSON instead of tables.
     #[arg(long)]
     json: bool,
+    /// Write the man page (vswitchctl.8) and shell completions (bash, zsh,
+    /// fish) into DIR and exit (packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate: Option<PathBuf>,
     #[command(subcommand)]
-    cmd: Request,
+    cmd: Option<Request>,
 }
 
 fn main() {
@@ -31,12 +39,20 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<()> {
-    let result = call(&args.socket, &args.cmd)?;
+    if let Some(dir) = &args.generate {
+        return generate(dir);
+    }
+    let Some(cmd) = &args.cmd else {
+        use clap::CommandFactory;
+        Args::command().print_help()?;
+        std::process::exit(2);
+    };
+    let result = call(&args.socket, cmd)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
         return Ok(());
     }
-    match &args.cmd {
+    match cmd {
         Request::Show => print_show(&result),
         Request::DumpPorts => print_ports(&result),
         Request::DumpFlows { testpmd: false, .. } => print_flows(&result),
@@ -67,6 +83,20 @@ fn run(args: &Args) -> Result<()> {
             );
         }
         _ => println!("{}", serde_json::to_string(&result)?),
+    }
+    Ok(())
+}
+
+/// The man page and the shell completions, into `dir`.
+fn generate(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    use clap_complete::Shell;
+    std::fs::create_dir_all(dir)?;
+    let mut man = Vec::new();
+    clap_mangen::Man::new(Args::command().name("vswitchctl")).section("8").render(&mut man)?;
+    std::fs::write(dir.join("vswitchctl.8"), man)?;
+    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Args::command(), "vswitchctl", dir)?;
     }
     Ok(())
 }

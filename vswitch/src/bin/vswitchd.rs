@@ -23,7 +23,7 @@ use vswitch::traffic::{write_pcap_share, TrafficSpec};
 /// rules). Control it with vswitchctl; metrics are served for Prometheus.
 /// Stop with Ctrl-C or SIGTERM (tx is flushed, ports released, exit 0).
 #[derive(Parser, Debug)]
-#[command(version, about, long_about)]
+#[command(name = "vswitchd", version, about, long_about)]
 struct Args {
     /// Configuration file (TOML). Without one, the embedded demo runs on
     /// virtual devices: see configs/demo.toml.
@@ -47,6 +47,18 @@ struct Args {
     /// Log filter, e.g. info, debug, vswitch=debug (RUST_LOG works too).
     #[arg(long, default_value = "info")]
     log: String,
+    /// Log lines as text (colour only on a terminal) or as JSON objects, one
+    /// per line, for log shippers.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Reserve the 2 MB hugepages CONFIG needs (raising
+    /// /proc/sys/vm/nr_hugepages when fewer are free) and exit; what the
+    /// packaged vswitch-hugepages.service runs at boot.
+    #[arg(long, value_name = "CONFIG")]
+    reserve_hugepages: Option<PathBuf>,
+    /// Write the man page (vswitchd.8) into DIR and exit (packaging).
+    #[arg(long, value_name = "DIR", hide = true)]
+    generate_man: Option<PathBuf>,
     /// Ask the NIC (rte_flow on the configuration's ports) and the model
     /// e-switch which rule shapes they take, print the answers with the
     /// testpmd commands to try by hand, and exit. On a ConnectX host: "what
@@ -55,14 +67,21 @@ struct Args {
     probe_offload: Option<PathBuf>,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 fn main() {
     let args = Args::parse();
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| args.log.clone());
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     match run(args) {
         Ok(()) => {}
         Err(e) => {
@@ -77,18 +96,10 @@ fn run(args: Args) -> Result<()> {
     // death that leaves files behind.
     os::install_stop_signals();
     os::stop_on_hangup();
-    if let Some(path) = &args.probe_offload {
-        return probe_offload(path);
+    if let Some(done) = one_shot(&args) {
+        return done;
     }
-    let overrides = vswitch::config::Overrides { pmd_cores: args.pmd_cores.clone() };
-    let mut config = match &args.config {
-        Some(path) => Config::load_with(path, &overrides)?,
-        None => Config::demo_with(&overrides)?,
-    };
-    if let Some(s) = &args.socket {
-        config.socket = s.clone();
-        config.socket_overridden = true;
-    }
+    let config = load_config(&args)?;
     if args.check {
         print_check(&config);
         return Ok(());
@@ -132,8 +143,16 @@ fn run(args: Args) -> Result<()> {
             .spawn(move || vswitch::control::serve(listener, switch, path, stop))?
     };
     tracing::info!(socket = %socket_path.display(), "control socket ready (vswitchctl --socket {})", socket_path.display());
+    let notifier = vswitch::notify::Notifier::from_env();
+    notifier.send(&format!(
+        "READY=1\nSTATUS=forwarding: {} ports, {} PMDs\nMAINPID={}",
+        switch.ports().len(),
+        switch.config().pmd_cores.len(),
+        std::process::id()
+    ));
 
-    let failure = supervise(&switch, kernel.as_ref(), &args);
+    let failure = supervise(&switch, kernel.as_ref(), &args, &notifier);
+    notifier.send("STOPPING=1\nSTATUS=stopping");
     tracing::info!("stopping");
     control_stop.store(true, Ordering::SeqCst);
     let _ = control.join();
@@ -161,6 +180,79 @@ fn run(args: Args) -> Result<()> {
 }
 
 /// `--check`: what the configuration holds.
+/// The modes that do one thing and exit (probe, man page, hugepages).
+fn one_shot(args: &Args) -> Option<Result<()>> {
+    if let Some(path) = &args.probe_offload {
+        return Some(probe_offload(path));
+    }
+    if let Some(dir) = &args.generate_man {
+        return Some(generate_man(dir));
+    }
+    let path = args.reserve_hugepages.as_ref()?;
+    Some(Config::load(path).map_err(anyhow::Error::from).and_then(|c| reserve_hugepages(&c)))
+}
+
+/// The configuration with the command line's overrides.
+fn load_config(args: &Args) -> Result<Config> {
+    let overrides = vswitch::config::Overrides { pmd_cores: args.pmd_cores.clone() };
+    let mut config = match &args.config {
+        Some(path) => Config::load_with(path, &overrides)?,
+        None => Config::demo_with(&overrides)?,
+    };
+    if let Some(s) = &args.socket {
+        config.socket = s.clone();
+        config.socket_overridden = true;
+    }
+    Ok(config)
+}
+
+/// Writes vswitchd.8 into `dir`.
+fn generate_man(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join("vswitchd.8");
+    let mut out = Vec::new();
+    clap_mangen::Man::new(Args::command().name("vswitchd")).section("8").render(&mut out)?;
+    std::fs::write(&path, out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `--reserve-hugepages`: the 2 MB pages the configuration needs, reserved
+/// when fewer are free; fails with what is missing.
+fn reserve_hugepages(config: &Config) -> Result<()> {
+    use vswitch::config::hugepages;
+    let need = hugepages::need(config).pages();
+    if need == 0 {
+        println!("{}", hugepages::report(config));
+        return Ok(());
+    }
+    let Some((total, free)) = hugepages::host_pages() else {
+        bail!("this kernel offers no 2 MB hugepages (/sys/kernel/mm/hugepages/hugepages-2048kB)");
+    };
+    if free < need {
+        let want = total + (need - free);
+        std::fs::write("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", want.to_string())
+            .with_context(|| format!("reserving {want} hugepages (as root)"))?;
+        let (now, free) = hugepages::host_pages().unwrap_or((0, 0));
+        if free < need {
+            bail!("asked the kernel for {want} 2 MB pages, it reserved {now} ({free} free; {need} needed): memory is too fragmented or short; reserve them at boot (hugepages= on the kernel command line)");
+        }
+        tracing::info!(before = total, after = now, "hugepages reserved");
+    }
+    if !hugepages::hugetlbfs_mounted() {
+        std::fs::create_dir_all("/dev/hugepages").context("creating /dev/hugepages")?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "hugetlbfs", "nodev", "/dev/hugepages"])
+            .status()
+            .context("running mount")?;
+        if !status.success() {
+            bail!("mounting hugetlbfs on /dev/hugepages failed");
+        }
+    }
+    println!("{}", hugepages::report(config));
+    Ok(())
+}
+
 fn print_check(config: &Config) {
     println!("{}: valid", config.source);
     let pmds = config.pmd_cores.len();
@@ -183,6 +275,7 @@ fn print_check(config: &Config) {
         if q.isolate { " (pinned PMDs isolated)" } else { "" },
         if q.auto_lb.enabled { "on" } else { "off" }
     );
+    println!("  {}", vswitch::config::hugepages::report(config));
 }
 
 /// The Prometheus endpoint; its first scrape publishes the counters.
@@ -201,11 +294,20 @@ fn serve_metrics(addr: std::net::SocketAddr, switch: &Switch) -> Result<vswitch:
 /// Runs until a stop signal, `--duration`, or a thread that should not end
 /// (a PMD, the netlink follower) ends: then says which. Meanwhile publishes
 /// the metrics and prints the statistics line every interval.
-fn supervise(switch: &Switch, kernel: Option<&vswitch::kernel::Follower>, args: &Args) -> Option<&'static str> {
+fn supervise(
+    switch: &Switch,
+    kernel: Option<&vswitch::kernel::Follower>,
+    args: &Args,
+    notifier: &vswitch::notify::Notifier,
+) -> Option<&'static str> {
     let interval = switch.config().stats_interval;
     let started = Instant::now();
     let mut last = (Instant::now(), switch.stats());
+    let mut watchdog = notifier.watchdog().map(|period| Watchdog::new(period, switch));
     while !os::stop_requested() {
+        if let Some(w) = watchdog.as_mut() {
+            w.check(switch, notifier);
+        }
         std::thread::sleep(Duration::from_millis(50));
         if args.duration > 0 && started.elapsed() >= Duration::from_secs(args.duration) {
             break;
@@ -234,6 +336,52 @@ fn supervise(switch: &Switch, kernel: Option<&vswitch::kernel::Follower>, args: 
         }
     }
     None
+}
+
+/// The service manager's watchdog, fed at half its period while every PMD
+/// has iterated since the last feeding: a PMD stuck in a loop (or a
+/// deadlock) stops the feeding and the manager restarts the service.
+struct Watchdog {
+    period: Duration,
+    next: Instant,
+    iterations: Vec<u64>,
+    stuck: Vec<bool>,
+}
+
+impl Watchdog {
+    fn new(period: Duration, switch: &Switch) -> Self {
+        tracing::info!(
+            period_ms = period.as_millis() as u64,
+            "service watchdog on: fed while every PMD makes progress"
+        );
+        let iterations = switch.stats().pmds.iter().map(|p| p.iterations).collect::<Vec<_>>();
+        Self { period, next: Instant::now() + period / 2, stuck: vec![false; iterations.len()], iterations }
+    }
+
+    fn check(&mut self, switch: &Switch, notifier: &vswitch::notify::Notifier) {
+        if Instant::now() < self.next {
+            return;
+        }
+        self.next = Instant::now() + self.period / 2;
+        let now: Vec<u64> = switch.stats().pmds.iter().map(|p| p.iterations).collect();
+        let mut all = true;
+        for (i, (n, before)) in now.iter().zip(&self.iterations).enumerate() {
+            let stuck = n == before;
+            if stuck && !self.stuck[i] {
+                tracing::error!(
+                    pmd = i,
+                    "PMD made no progress for {} ms: not feeding the service watchdog",
+                    (self.period / 2).as_millis()
+                );
+            }
+            self.stuck[i] = stuck;
+            all &= !stuck;
+        }
+        self.iterations = now;
+        if all {
+            notifier.send("WATCHDOG=1");
+        }
+    }
 }
 
 /// Drops at receive nobody would otherwise notice: no mbuf to receive into

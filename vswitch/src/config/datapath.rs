@@ -133,7 +133,7 @@ pub fn control(ctx: &Ctx<'_>, raw: &RawControl) -> Result<(PathBuf, Duration), C
     let socket = match &raw.socket {
         Some(s) if s.get_ref().trim().is_empty() => return ctx.err(s, "control.socket", "must be a path"),
         Some(s) => PathBuf::from(s.get_ref()),
-        None => PathBuf::from("/run/vswitchd.sock"),
+        None => PathBuf::from("/run/vswitch/vswitchd.sock"),
     };
     Ok((socket, Duration::from_millis(stats_ms)))
 }

@@ -7,6 +7,7 @@
 
 mod ctx;
 pub mod datapath;
+pub mod hugepages;
 mod load;
 pub mod mbufs;
 pub mod offload;

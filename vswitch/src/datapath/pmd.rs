@@ -157,6 +157,20 @@ impl Io for MbufIo<'_> {
 /// The fairness quantum between receive queues: 1/20,000 s (50 us).
 const FAIR_QUANTUM_DIV: u64 = 20_000;
 
+/// Test hook: `VSWITCHD_TEST_STALL_PMD=INDEX:SECONDS` makes PMD INDEX stop
+/// iterating SECONDS after it starts (it only waits for the stop), as a
+/// PMD stuck in a loop would: what the service watchdog must notice.
+fn test_stall(index: usize, hz: u64) -> Option<u64> {
+    let spec = std::env::var("VSWITCHD_TEST_STALL_PMD").ok()?;
+    let (pmd, secs) = spec.split_once(':')?;
+    if pmd.parse::<usize>().ok()? != index {
+        return None;
+    }
+    let secs: f64 = secs.parse().ok()?;
+    tracing::warn!(pmd = index, secs, "test hook VSWITCHD_TEST_STALL_PMD: this PMD will stop iterating");
+    Some(rdtsc() + (secs * hz as f64) as u64)
+}
+
 /// Runs a PMD until `stop` is set.
 pub fn run(setup: PmdSetup) {
     if let Err(e) = crate::dpdk::os::pin_current_thread(setup.core) {
@@ -198,6 +212,7 @@ pub fn run(setup: PmdSetup) {
         revalidated: Vec::new(),
         dumps: std::collections::VecDeque::new(),
         fair: CycleFair::new(queues, hz / FAIR_QUANTUM_DIV),
+        stall_at: test_stall(setup.index, hz),
     };
     pmd.main_loop();
 }
@@ -248,6 +263,8 @@ struct Pmd {
     rxqs: Vec<PolledQueue>,
     /// Cycle fairness between `rxqs` (by position).
     fair: CycleFair,
+    /// Test hook: when (TSC) this PMD stops iterating (see [`test_stall`]).
+    stall_at: Option<u64>,
     tx: Vec<TxPort>,
     pool: Arc<Mempool>,
     shared: Arc<PmdShared>,
@@ -373,6 +390,9 @@ impl Pmd {
         }
         if t.rank.due(end) {
             self.engine.rank();
+            if self.stall_at.is_some_and(|at| end > at) {
+                self.stall();
+            }
         }
         // The whole iteration, control commands and maintenance included:
         // what a packet waiting in a receive ring may have to wait.
@@ -492,6 +512,14 @@ impl Pmd {
                 job.next = next;
                 self.dumps.push_back(job);
             }
+        }
+    }
+
+    /// The test hook's stall: no iteration until the stop.
+    fn stall(&mut self) {
+        tracing::warn!(pmd = self.engine.index, "test hook: PMD stalled");
+        while !self.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 
