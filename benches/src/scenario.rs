@@ -190,7 +190,10 @@ pub fn vswitchd_config(
     // A port's devargs line (and the source's receive queues).
     let dev = |name: &str, i: usize| {
         if name == source {
-            format!("devargs = \"net_pcap_b{i},{},infinite_rx=1\"\nrx_queues = {}", files.join(","), pcaps.len().max(1))
+            // rx_queues only when there are several (older vswitchd builds,
+            // run for A/B comparisons, do not know the key).
+            let queues = if pcaps.len() > 1 { format!("\nrx_queues = {}", pcaps.len()) } else { String::new() };
+            format!("devargs = \"net_pcap_b{i},{},infinite_rx=1\"{queues}", files.join(","))
         } else {
             format!("devargs = \"net_null_b{i},no-rx=1\"")
         }
