@@ -170,6 +170,23 @@ fn cycles_cell(m: Option<&Measurement>) -> String {
     }
 }
 
+/// Switching cycles: a switch's cycles per packet minus the testpmd floor's
+/// in the same run (the work the switch adds to the I/O both pay).
+pub fn switching_cycles(m: Option<&Measurement>, floor: Option<&Measurement>) -> Option<f64> {
+    let (m, f) =
+        (m.filter(|m| m.ok() && m.cycles_per_packet > 0.0)?, floor.filter(|f| f.ok() && f.cycles_per_packet > 0.0)?);
+    Some((m.cycles_per_packet - f.cycles_per_packet).max(0.0))
+}
+
+/// "ours / OVS (ratio)" in switching cycles.
+fn switching_cell(ours: Option<&Measurement>, ovs: Option<&Measurement>, floor: Option<&Measurement>) -> String {
+    match (switching_cycles(ours, floor), switching_cycles(ovs, floor)) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{a:.0} / {b:.0} ({:.2}x)", a / b),
+        (Some(a), _) => format!("{a:.0} / -"),
+        _ => "-".into(),
+    }
+}
+
 fn tiers_cell(m: Option<&Measurement>) -> String {
     let Some(m) = m.filter(|m| m.ok()) else { return "-".into() };
     let mut parts: Vec<String> =
@@ -190,15 +207,15 @@ fn ratio(a: Option<&Measurement>, b: Option<&Measurement>) -> Option<f64> {
 /// The markdown report: throughput side by side, flow setup, targets.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| scenario | frame | flows | vswitch Mpps | OVS Mpps | floor Mpps | vswitch / OVS | vswitch % of floor | cyc/pkt vswitch / OVS / floor | vswitch lookups % | OVS lookups % |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|");
+    let _ = writeln!(s, "| scenario | frame | flows | vswitch Mpps | OVS Mpps | floor Mpps | vswitch / OVS | vswitch % of floor | cyc/pkt vswitch / OVS / floor | switching cyc/pkt vswitch / OVS | vswitch lookups % | OVS lookups % |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|");
     for (scenario, frame, flows) in r.cases() {
         let ours = r.find(Switch::Vswitch, scenario, flows, frame);
         let ovs = r.find(Switch::Ovs, scenario, flows, frame);
         let floor = r.find(Switch::Testpmd, scenario, flows, frame);
         let _ = writeln!(
             s,
-            "| {} | {frame} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} |",
+            "| {} | {frame} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |",
             scenario.name(),
             flows_label(flows),
             mpps_cell(ours),
@@ -209,6 +226,7 @@ pub fn markdown(r: &Results) -> String {
             cycles_cell(ours),
             cycles_cell(ovs),
             cycles_cell(floor),
+            switching_cell(ours, ovs, floor),
             tiers_cell(ours),
             tiers_cell(ovs),
         );
@@ -341,6 +359,27 @@ fn targets(r: &Results) -> Vec<String> {
             "at least {need}x OVS in every {label} case: {} (lowest {min:.2}x{})",
             mark(low.is_empty()),
             if low.is_empty() { String::new() } else { format!("; below: {}", low.join(", ")) }
+        ));
+    }
+    // Switching cycles (the switch's minus the floor's) at most half of
+    // OVS's in every 64-byte case where all three ran.
+    let halves: Vec<(String, f64)> = r
+        .cases()
+        .into_iter()
+        .filter(|c| c.1 <= 64)
+        .filter_map(|(sc, fr, fl)| {
+            let floor = r.find(Switch::Testpmd, sc, fl, fr);
+            let ours = switching_cycles(r.find(Switch::Vswitch, sc, fl, fr), floor)?;
+            let theirs = switching_cycles(r.find(Switch::Ovs, sc, fl, fr), floor).filter(|t| *t > 0.0)?;
+            Some((format!("{} {}", sc.name(), flows_label(fl)), ours / theirs))
+        })
+        .collect();
+    if !halves.is_empty() {
+        let over: Vec<String> = halves.iter().filter(|h| h.1 > 0.5).map(|(c, x)| format!("{c}: {x:.2}")).collect();
+        out.push(format!(
+            "switching cycles at most half of OVS's in every 64-byte case: {}{}",
+            mark(over.is_empty()),
+            if over.is_empty() { String::new() } else { format!(" (ours / OVS: {})", over.join(", ")) }
         ));
     }
     for (sc, fr, fl) in r.cases().into_iter().filter(|c| c.2 == 1000 && c.1 == 64 && c.0 != Scenario::Decap) {
@@ -510,7 +549,38 @@ fn panel(
 
 #[cfg(test)]
 mod tests {
-    use super::distinct_masks;
+    use super::*;
+
+    /// Switching cycles are the switch's minus the floor's; the target is
+    /// half of OVS's.
+    #[test]
+    fn switching_cycles_column_and_target() {
+        let m = |switch: &str, cycles: f64| -> Measurement {
+            serde_json::from_value(serde_json::json!({
+                "switch": switch, "scenario": "fwd", "flows": 1000, "frame_bytes": 64, "seconds": 1.0,
+                "mpps": 10.0, "cycles_per_packet": cycles, "upcalls_per_second": 0.0, "megaflows": 0, "drops": 0
+            }))
+            .expect("measurement")
+        };
+        let r = Results {
+            meta: BTreeMap::new(),
+            measurements: vec![m("testpmd", 64.0), m("vswitch", 183.0), m("ovs", 225.0)],
+        };
+        assert_eq!(switching_cycles(Some(&r.measurements[1]), Some(&r.measurements[0])), Some(119.0));
+        let md = markdown(&r);
+        assert!(md.contains("| 119 / 161 (0.74x) |"), "{md}");
+        assert!(
+            md.contains(
+                "switching cycles at most half of OVS's in every 64-byte case: **not met** (ours / OVS: fwd 1k: 0.74)"
+            ),
+            "{md}"
+        );
+        let r = Results {
+            meta: BTreeMap::new(),
+            measurements: vec![m("testpmd", 64.0), m("vswitch", 120.0), m("ovs", 225.0)],
+        };
+        assert!(markdown(&r).contains("switching cycles at most half of OVS's in every 64-byte case: met"));
+    }
 
     #[test]
     fn masks_ignore_values_and_keep_each_fields_mask() {
