@@ -138,4 +138,6 @@ fn the_watchdog_is_fed_while_the_pmds_run_and_not_once_one_is_stuck() {
     let last = feeds.last().copied().unwrap_or_default();
     assert!(last < Duration::from_secs(5), "still fed after the PMD stalled: {feeds:?}\n{log}");
     assert!(log.contains("PMD made no progress") && log.contains("pmd=1"), "{log}");
+    // Plain text lines: no terminal colour codes when stderr is a file.
+    assert!(!log.contains('\u{1b}'), "ANSI escapes in a log that is not a terminal:\n{log}");
 }
