@@ -59,8 +59,7 @@ pub fn need(config: &Config) -> Need {
     if let Some(mb) = eal_megabytes(&config.eal_args) {
         return Need::Bytes { bytes: mb << 20, from_eal_args: true };
     }
-    let max_mtu = config.ports.iter().map(|p| u64::from(p.mtu)).max().unwrap_or(1500);
-    let data_room = (128 + max_mtu + 14 + 8).max(2048 + 128);
+    let data_room = u64::from(super::mbufs::data_room(&config.ports));
     let pool = u64::from(config.mbufs) * (data_room + PER_MBUF);
     Need::Bytes { bytes: pool + OVERHEAD, from_eal_args: false }
 }

@@ -439,7 +439,7 @@ rules = [
         let port =
             |extra: &str| format!("[[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_ring0\"\n{extra}");
         let c = Config::parse(&port(""), "f.toml").expect("defaults");
-        assert_eq!(c.ports[0].rx_queues, RxQueues::One);
+        assert_eq!(c.ports[0].rx_queues, RxQueues::Count(1));
         assert_eq!(c.queues, crate::config::QueueSettings::default());
         let text = format!(
             "[datapath]\npmd_cores = [0, 1]\nrxq_assign = \"roundrobin\"\npmd_rxq_isolate = false\n\

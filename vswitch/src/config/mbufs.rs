@@ -44,6 +44,13 @@ impl MbufNeed {
     }
 }
 
+/// Bytes of data room per mbuf: headroom (128) and the largest configured
+/// frame (MTU + Ethernet + two tags), at least 2 KiB.
+pub fn data_room(ports: &[PortSpec]) -> u16 {
+    let max_mtu = ports.iter().map(|p| usize::from(p.mtu)).max().unwrap_or(1500);
+    (128 + max_mtu + 14 + 8).max(2048 + 128) as u16
+}
+
 /// The need of `ports` served by `pmds` PMD threads.
 pub fn need(ports: &[PortSpec], pmds: usize) -> MbufNeed {
     let (n, pmds) = (ports.len() as u64, pmds.max(1) as u64);
@@ -138,7 +145,7 @@ mod tests {
             switch_domain: None,
             mac: None,
             kernel_ifname: None,
-            rx_queues: super::super::RxQueues::One,
+            rx_queues: super::super::RxQueues::default(),
             rxq_affinity: Vec::new(),
             line: 1,
         };

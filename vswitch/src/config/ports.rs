@@ -131,11 +131,10 @@ fn port(ctx: &Ctx<'_>, index: usize, p: &Spanned<RawPort>) -> Result<PortSpec, C
 /// `rx_queues` and `rxq_affinity`.
 fn queues(ctx: &Ctx<'_>, p: &RawPort) -> Result<(RxQueues, Vec<(u16, usize)>), ConfigError> {
     let rx_queues = match &p.rx_queues {
-        None => RxQueues::One,
+        None => RxQueues::default(),
         Some(q) => match q.get_ref() {
             RawRxQueues::Word(w) if w == "auto" => RxQueues::Auto,
-            RawRxQueues::Count(1) => RxQueues::One,
-            RawRxQueues::Count(n) if (2..=i64::from(MAX_RX_QUEUES)).contains(n) => RxQueues::Count(*n as u16),
+            RawRxQueues::Count(n) if (1..=i64::from(MAX_RX_QUEUES)).contains(n) => RxQueues::Count(*n as u16),
             _ => {
                 return ctx.err(
                     q,
@@ -152,12 +151,7 @@ fn queues(ctx: &Ctx<'_>, p: &RawPort) -> Result<(RxQueues, Vec<(u16, usize)>), C
             Err(why) => return ctx.err(a, "port.rxq_affinity", why),
         },
     };
-    if let (RxQueues::Count(_) | RxQueues::One, Some(a)) = (rx_queues, &p.rxq_affinity) {
-        let n = rx_queues.count(1);
-        if let Some((q, _)) = rxq_affinity.iter().find(|(q, _)| *q >= n) {
-            return ctx.err(a, "port.rxq_affinity", format!("queue {q} does not exist (the port has {n})"));
-        }
-    }
+    // Queues and cores are checked against the PMDs in load.rs (check_queues).
     Ok((rx_queues, rxq_affinity))
 }
 

@@ -92,15 +92,18 @@ pub struct PortSpec {
     pub line: usize,
 }
 
-/// A port's receive queue count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// A port's receive queue count (default: one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RxQueues {
     /// One per PMD.
     Auto,
     Count(u16),
-    /// One (the default).
-    #[default]
-    One,
+}
+
+impl Default for RxQueues {
+    fn default() -> Self {
+        RxQueues::Count(1)
+    }
 }
 
 impl RxQueues {
@@ -109,7 +112,6 @@ impl RxQueues {
         match self {
             RxQueues::Auto => pmds.clamp(1, usize::from(MAX_RX_QUEUES)) as u16,
             RxQueues::Count(n) => n,
-            RxQueues::One => 1,
         }
     }
 }

@@ -57,9 +57,7 @@ pub(crate) struct Opened {
 pub(crate) fn create_pool(eal: &Eal, config: &Config) -> Result<Mempool, SwitchError> {
     static POOLS: AtomicU32 = AtomicU32::new(0);
     let name = format!("vsw_mbufs{}", POOLS.fetch_add(1, Ordering::Relaxed));
-    let max_mtu = config.ports.iter().map(|p| p.mtu).max().unwrap_or(1500);
-    // Data room: headroom (128) + the largest frame (MTU + Ethernet + 2 tags).
-    let data_room = (128 + usize::from(max_mtu) + 14 + 8).max(2048 + 128) as u16;
+    let data_room = crate::config::mbufs::data_room(&config.ports);
     Mempool::new(eal, &name, config.mbufs, crate::config::mbufs::POOL_CACHE as u32, data_room).map_err(
         SwitchError::dpdk(format!(
             "creating a pool of {} mbufs (raise -m in [eal] args, or lower datapath.mbufs)",
