@@ -119,9 +119,9 @@ bench: deps
 # input from outside: packets (parse), rule text (rule), the TOML config
 # (config), control-socket requests (control), the rte_flow arrays the
 # model e-switch reads (rte_flow_model) and the kernel's rtnetlink messages
-# (netlink). fuzz-smoke (CI) runs each briefly
+# (netlink), OpenFlow 1.3 messages (openflow). fuzz-smoke (CI) runs each briefly
 # from its seeds; `make fuzz FUZZ_SECONDS=600` runs each for longer.
-FUZZ_TARGETS = parse rule config control rte_flow_model netlink
+FUZZ_TARGETS = parse rule config control rte_flow_model netlink openflow
 FUZZ_SECONDS ?= 20
 FUZZ_CARGO = $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'RUSTC_BOOTSTRAP=1 $(CARGO)')
 fuzz-smoke fuzz: deps
