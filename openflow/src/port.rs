@@ -9,10 +9,8 @@ pub const CONFIG_PORT_DOWN: u32 = 1;
 pub const STATE_LINK_DOWN: u32 = 1;
 /// `OFPPS_LIVE`.
 pub const STATE_LIVE: u32 = 4;
-/// `OFPPF_10GB_FD` | `OFPPF_FIBER`: what a port with no better knowledge reports.
-pub const FEATURES_10G_FIBER: u32 = (1 << 6) | (1 << 12);
-/// `OFPPF_OTHER`.
-pub const FEATURES_OTHER: u32 = 1 << 11;
+/// `OFPPF_OTHER`: a rate the other bits do not name.
+pub const FEATURES_OTHER: u32 = 1 << 10;
 
 /// A port's description (`ofp_port`, 64 bytes).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

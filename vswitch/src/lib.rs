@@ -20,6 +20,7 @@ pub mod metrics;
 pub(crate) mod named_enum;
 pub mod net;
 pub mod notify;
+pub mod ofchannel;
 pub mod offload_manager;
 pub mod ofrule;
 pub mod packet;

@@ -62,7 +62,15 @@ fn run(args: &Args) -> Result<()> {
         }
         Request::DumpRules => {
             for r in result.as_array().into_iter().flatten() {
-                println!("id={} priority={} {}", r["id"], r["priority"], r["text"].as_str().unwrap_or(""));
+                println!(
+                    "id={} table={} priority={} cookie={} origin={} {}",
+                    r["id"],
+                    r["table"],
+                    r["priority"],
+                    r["cookie"].as_str().unwrap_or("0x0"),
+                    r["origin"].as_str().unwrap_or("?"),
+                    r["text"].as_str().unwrap_or("")
+                );
             }
         }
         Request::DumpUnderlay => print_underlay(&result),

@@ -143,6 +143,11 @@ fn run(args: Args) -> Result<()> {
             .spawn(move || vswitch::control::serve(listener, switch, path, stop))?
     };
     tracing::info!(socket = %socket_path.display(), "control socket ready (vswitchctl --socket {})", socket_path.display());
+    cleanup.paths.extend(switch.config().openflow.listen.iter().filter_map(|t| match t {
+        vswitch::config::openflow::Target::Unix(p) => Some(p.clone()),
+        vswitch::config::openflow::Target::Tcp(_) => None,
+    }));
+    let openflow = vswitch::ofchannel::start(Arc::clone(&switch)).map_err(anyhow::Error::msg)?;
     let notifier = vswitch::notify::Notifier::from_env();
     notifier.send(&format!(
         "READY=1\nSTATUS=forwarding: {} ports, {} PMDs\nMAINPID={}",
@@ -155,6 +160,9 @@ fn run(args: Args) -> Result<()> {
     notifier.send("STOPPING=1\nSTATUS=stopping");
     tracing::info!("stopping");
     control_stop.store(true, Ordering::SeqCst);
+    if let Some(c) = openflow {
+        c.stop();
+    }
     let _ = control.join();
     if let Some(k) = kernel {
         k.stop();

@@ -88,6 +88,7 @@ impl Config {
             (self.eal_args != new.eal_args, "eal"),
             (self.metrics != new.metrics || self.stats_interval != new.stats_interval, "metrics"),
             (self.socket != new.socket, "control"),
+            (self.openflow != new.openflow, "openflow"),
         ] {
             if differs {
                 d.not_applied.push(section);
@@ -180,6 +181,7 @@ impl Config {
         let rules = rules::rules(&ctx, &raw.rules, &ports, &tunnels)?;
         let mbufs = pool_size(&ctx, dp.mbufs, &ports, dp.pmd_cores.len())?;
         let offload = offload::offload(&ctx, raw.offload.as_ref(), dp.idle_timeout)?;
+        let openflow = super::openflow::openflow(&ctx, raw.openflow.as_ref())?;
         Ok(Self {
             source: file.to_owned(),
             eal_args: datapath::eal_args(&raw.eal.args),
@@ -205,6 +207,7 @@ impl Config {
             neighbours,
             rules,
             offload,
+            openflow,
         })
     }
 

@@ -11,6 +11,7 @@ pub mod hugepages;
 mod load;
 pub mod mbufs;
 pub mod offload;
+pub mod openflow;
 pub mod ports;
 mod raw;
 pub mod rules;

@@ -174,4 +174,5 @@ pub struct RawConfig {
     #[serde(default)]
     pub rules: Vec<Spanned<String>>,
     pub offload: Option<Spanned<super::offload::RawOffload>>,
+    pub openflow: Option<Spanned<super::openflow::RawOpenflow>>,
 }

@@ -247,6 +247,7 @@ pub struct Config {
     pub neighbours: Vec<NeighbourSpec>,
     pub rules: Vec<ConfiguredRule>,
     pub offload: super::offload::OffloadConfig,
+    pub openflow: super::openflow::OpenflowSettings,
 }
 
 /// Settings the command line gives over the file's.

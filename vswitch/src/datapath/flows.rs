@@ -273,6 +273,8 @@ pub enum FlowEvent {
         key: FlowKey,
         mask: FlowMask,
         actions: Arc<[Action]>,
+        /// The rule that decided it.
+        rule: Option<u64>,
     },
     /// Packets/bytes since the last report.
     Hits {

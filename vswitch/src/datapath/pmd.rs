@@ -41,6 +41,8 @@ pub struct FlowChunk {
     pub flows: Vec<FlowInfo>,
     /// The answer's last part.
     pub last: bool,
+    /// With the last part: (rule, packets, bytes) of removed flows.
+    pub retired: Vec<(u64, u64, u64)>,
 }
 
 /// A dump-flows answer in progress.
@@ -507,7 +509,9 @@ impl Pmd {
             flows.clear();
             let next = self.engine.dump_slice(job.next, DUMP_SLICE, &job.in_emc, now, &mut flows);
             let last = next.is_none();
-            let sent = job.reply.send(FlowChunk { flows, last }).is_ok();
+            let retired =
+                if last { self.engine.retired.iter().map(|(r, c)| (*r, c.0, c.1)).collect() } else { Vec::new() };
+            let sent = job.reply.send(FlowChunk { flows, last, retired }).is_ok();
             if let (Some(next), true) = (next, sent) {
                 job.next = next;
                 self.dumps.push_back(job);

@@ -464,6 +464,27 @@ impl RuleTable {
         Some(removed)
     }
 
+    /// Gives a rule new actions, keeping its id, priority and match (an
+    /// OpenFlow modify: the rule's counters, kept by id, carry on).
+    /// Returns whether the rule was there.
+    pub fn set_actions(&mut self, id: RuleId, actions: Vec<Action>) -> bool {
+        let Some((si, key)) = self.subtables.iter().enumerate().find_map(|(si, st)| {
+            st.rules.iter().find(|(_, list)| list.iter().any(|r| r.id == id)).map(|(k, _)| (si, *k))
+        }) else {
+            return false;
+        };
+        let st = Arc::make_mut(&mut self.subtables[si]);
+        let keyer = st.keyer;
+        let Some(entry) = st.rules.find_mut(keyer.hash(&key), |e| e.0 == key) else { return false };
+        match entry.1.iter_mut().find(|r| r.id == id) {
+            Some(r) => {
+                *r = Arc::new(Rule { actions, ..Rule::clone(r) });
+                true
+            }
+            None => false,
+        }
+    }
+
     fn sort(&mut self) {
         self.subtables.sort_by_key(|st| std::cmp::Reverse(st.max_priority));
         for (i, lens) in self.prefix_lens.iter_mut().enumerate() {

@@ -14,6 +14,7 @@
 
 mod core;
 mod lifecycle;
+mod of_rules;
 mod queues;
 mod routes;
 mod rule_state;
@@ -24,7 +25,9 @@ mod views;
 pub use self::core::{ShutdownReport, Switch};
 pub use crate::datapath::{SwitchError, SwitchPort};
 pub use lifecycle::RestartReport;
+pub use of_rules::{OfFilter, OfRule, OfRuleView};
 pub use queues::{plan, variance, PmdRxqView, QueueMove, RebalanceReport, RxqShow, RxqView};
+pub use rule_state::{Origin, RuleMeta};
 pub use views::{
     FlowView, NeighShow, NeighbourView, PmdView, PortView, RouteShow, RouteView, RuleView, SwitchStats, TestpmdJumps,
     TunnelView, UnderlayView,

@@ -9,11 +9,73 @@ use crate::flow::RuleTable;
 use crate::ofrule::RuleSpec;
 use std::collections::BTreeMap;
 
-/// The rule table and the text each rule was written as.
+/// Where a rule came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// The configuration file's `rules` (replaced on reload).
+    Config,
+    /// `vswitchctl add-rule(s)`.
+    Control,
+    /// An OpenFlow FLOW_MOD on a listener (ovs-ofctl and other tools).
+    Openflow,
+    /// An OpenFlow FLOW_MOD from a controller the switch connected to
+    /// (`[openflow] controllers`); `fail_mode = "standalone"` removes them
+    /// when the last controller is gone.
+    Controller,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Config => "config",
+            Origin::Control => "control",
+            Origin::Openflow => "openflow",
+            Origin::Controller => "controller",
+        }
+    }
+}
+
+/// What the rule table itself does not hold about a rule: its text, origin
+/// and OpenFlow attributes.
+#[derive(Debug, Clone)]
+pub struct RuleMeta {
+    /// As written (file, vswitchctl) or formatted from the OpenFlow match.
+    pub text: String,
+    pub origin: Origin,
+    pub table: u8,
+    pub cookie: u64,
+    pub idle_timeout: u16,
+    pub hard_timeout: u16,
+    /// OpenFlow FLOW_MOD flags (send_flow_rem, ...).
+    pub flags: u16,
+    pub added: std::time::Instant,
+    /// The match and instructions as the controller gave them (for its own
+    /// statistics replies); `None` for rules from the file or vswitchctl.
+    pub openflow: Option<(openflow::Match, Vec<openflow::Instruction>)>,
+}
+
+impl RuleMeta {
+    /// A rule written as text (file or vswitchctl): table 0, cookie 0.
+    pub fn text(text: &str, origin: Origin) -> Self {
+        Self {
+            text: text.trim().to_owned(),
+            origin,
+            table: 0,
+            cookie: 0,
+            idle_timeout: 0,
+            hard_timeout: 0,
+            flags: 0,
+            added: std::time::Instant::now(),
+            openflow: None,
+        }
+    }
+}
+
+/// The rule table and what it does not hold about each rule.
 pub(super) struct RuleState {
     pub table: RuleTable,
-    /// Original text of each rule, for dumps.
-    pub texts: BTreeMap<RuleId, String>,
+    pub meta: BTreeMap<RuleId, RuleMeta>,
     pub generation: u64,
 }
 
@@ -21,19 +83,23 @@ impl RuleState {
     pub fn new(rules: &[ConfiguredRule], prefix_checks: bool) -> Self {
         let mut table = RuleTable::new();
         table.set_prefix_checks(prefix_checks);
-        let mut state = Self { table, texts: BTreeMap::new(), generation: 1 };
+        let mut state = Self { table, meta: BTreeMap::new(), generation: 1 };
         state.replace(rules);
         state
     }
 
+    /// Replaces the file's rules (reload); rules from vswitchctl and
+    /// OpenFlow stay.
     pub(super) fn replace(&mut self, rules: &[ConfiguredRule]) {
-        let prefix_checks = self.table.prefix_checks();
-        self.table = RuleTable::new();
-        self.table.set_prefix_checks(prefix_checks);
-        self.texts.clear();
+        let old: Vec<RuleId> =
+            self.meta.iter().filter(|(_, m)| m.origin == Origin::Config).map(|(id, _)| *id).collect();
+        for id in old {
+            self.table.remove(id);
+            self.meta.remove(&id);
+        }
         for r in rules {
             let id = self.table.insert(r.spec.priority, r.spec.matcher, r.spec.actions.clone());
-            self.texts.insert(id, r.text.clone());
+            self.meta.insert(id, RuleMeta::text(&r.text, Origin::Config));
         }
     }
 }

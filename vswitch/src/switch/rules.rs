@@ -5,7 +5,7 @@
 //! shadowed, in either tier.
 
 use super::core::Switch;
-use super::rule_state::{room, unique, RuleState};
+use super::rule_state::{room, unique, Origin, RuleMeta, RuleState};
 use super::views::RuleView;
 use crate::config::ConfiguredRule;
 use crate::datapath::pmd::PmdCommand;
@@ -32,8 +32,17 @@ impl Switch {
 
     /// Publishes `state.table` to every PMD and waits until each has
     /// revalidated its flows.
-    fn publish(&self, state: &mut RuleState) -> Result<RevalidateReport, SwitchError> {
+    pub(super) fn publish(&self, state: &mut RuleState) -> Result<RevalidateReport, SwitchError> {
         state.generation += 1;
+        if let Some(o) = &self.offload {
+            // Hardware counts of removed flows go with their rule.
+            let live: std::collections::HashSet<RuleId> = state.table.rules().map(|r| r.id).collect();
+            o.shared
+                .retired
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|id, _| live.contains(id));
+        }
         let table = Arc::new(state.table.clone());
         let mut total = RevalidateReport::default();
         let mut waits = Vec::new();
@@ -76,7 +85,7 @@ impl Switch {
         room(&state, 1)?;
         unique(&state, std::slice::from_ref(&spec), std::slice::from_ref(&text.to_owned()))?;
         let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
-        state.texts.insert(id, text.trim().to_owned());
+        state.meta.insert(id, RuleMeta::text(text, Origin::Control));
         let report = self.publish(&mut state)?;
         tracing::info!(rule = id, text = %text.trim(), kept = report.kept, removed = report.removed, "rule added");
         Ok((id, report))
@@ -109,7 +118,7 @@ impl Switch {
             .zip(texts)
             .map(|(spec, text)| {
                 let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
-                state.texts.insert(id, text.trim().to_owned());
+                state.meta.insert(id, RuleMeta::text(text, Origin::Control));
                 id
             })
             .collect();
@@ -137,7 +146,7 @@ impl Switch {
         let mut deleted = 0;
         for id in ids {
             if state.table.remove(id).is_some() {
-                state.texts.remove(&id);
+                state.meta.remove(&id);
                 deleted += 1;
             }
         }
@@ -151,7 +160,8 @@ impl Switch {
         Ok((deleted, report))
     }
 
-    /// Replaces every rule (reload).
+    /// Replaces the file's rules (reload); rules added with vswitchctl or
+    /// OpenFlow stay.
     ///
     /// # Errors
     /// A PMD that did not acknowledge.
@@ -167,13 +177,19 @@ impl Switch {
         let mut list: Vec<RuleView> = state
             .table
             .rules()
-            .map(|r| RuleView {
-                id: r.id,
-                priority: r.priority,
-                text: state.texts.get(&r.id).cloned().unwrap_or_default(),
+            .map(|r| {
+                let meta = state.meta.get(&r.id);
+                RuleView {
+                    id: r.id,
+                    priority: r.priority,
+                    text: meta.map(|m| m.text.clone()).unwrap_or_default(),
+                    table: meta.map_or(0, |m| m.table),
+                    cookie: format!("{:#x}", meta.map_or(0, |m| m.cookie)),
+                    origin: meta.map_or("config", |m| m.origin.as_str()),
+                }
             })
             .collect();
-        list.sort_by_key(|r| (std::cmp::Reverse(r.priority), r.id));
+        list.sort_by_key(|r| (r.table, std::cmp::Reverse(r.priority), r.id));
         list
     }
 

@@ -19,6 +19,9 @@ use crate::underlay::Tunnel;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+/// Packets and bytes by rule id.
+pub type RuleCounts = std::collections::HashMap<u64, (u64, u64)>;
+
 impl Switch {
     fn sum(&self, f: impl Fn(&crate::datapath::counters::Shared) -> u64) -> u64 {
         self.pmds.iter().map(|p| f(&p.shared.counters)).sum()
@@ -154,6 +157,16 @@ impl Switch {
     /// # Errors
     /// When a PMD does not answer within 2 s.
     pub fn flow_infos(&self) -> Result<Vec<FlowInfo>, SwitchError> {
+        Ok(self.flows_and_retired()?.0)
+    }
+
+    /// Every cached megaflow, and the packets and bytes of removed ones by
+    /// their rule (software, summed over the PMDs).
+    ///
+    /// # Errors
+    /// When a PMD does not answer within 2 s.
+    pub fn flows_and_retired(&self) -> Result<(Vec<FlowInfo>, RuleCounts), SwitchError> {
+        let mut retired = RuleCounts::new();
         let mut out = Vec::new();
         for p in &self.pmds {
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -169,13 +182,18 @@ impl Switch {
                     .map_err(|_| SwitchError::PmdTimeout(format!("PMD {} did not answer", p.shared.index)))?;
                 out.append(&mut chunk.flows);
                 if chunk.last {
+                    for (rule, p, b) in chunk.retired {
+                        let e = retired.entry(rule).or_default();
+                        e.0 += p;
+                        e.1 += b;
+                    }
                     break;
                 }
                 let _ = recycle.send(chunk.flows);
             }
         }
         out.sort_by_key(|f| f.id);
-        Ok(out)
+        Ok((out, retired))
     }
 
     /// A flow's view; with `testpmd`, its hardware rule as testpmd commands.

@@ -128,6 +128,12 @@ pub struct RuleView {
     pub id: u64,
     pub priority: u32,
     pub text: String,
+    /// The OpenFlow table (0 for rules from the file and vswitchctl).
+    pub table: u8,
+    /// The OpenFlow cookie, in hex.
+    pub cookie: String,
+    /// `config`, `control` or `openflow`.
+    pub origin: &'static str,
 }
 
 impl SwitchStats {

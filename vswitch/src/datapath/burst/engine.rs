@@ -170,6 +170,8 @@ pub struct Engine {
     /// The action lists of recent (rule, input port) pairs of this table:
     /// megaflows of one rule share one allocation. Cleared with each new table.
     pub(super) action_lists: std::collections::HashMap<(u64, u32), FlowActions>,
+    /// Packets and bytes of removed flows, by their rule.
+    pub retired: std::collections::HashMap<u64, (u64, u64)>,
     /// Where the next maintenance slice starts.
     pub(super) maint_cursor: usize,
     /// The rule table's generation (one more per `set_rules`).
@@ -228,6 +230,7 @@ impl Engine {
             emc: Emc::new(s.config.emc_entries.max(WAYS_MIN)),
             smc: Smc::new(s.config.smc_entries),
             action_lists: std::collections::HashMap::new(),
+            retired: std::collections::HashMap::new(),
             maint_cursor: 0,
             table_gen: 0,
             stale: 0,

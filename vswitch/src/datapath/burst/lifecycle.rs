@@ -38,6 +38,7 @@ impl Engine {
         let masked = key.masked(&mask);
         let id = ((self.index as u64) << 48) | self.next_flow;
         self.next_flow += 1;
+        let rule = c.rule.as_ref().map(|r| r.id);
         let flow = Flow {
             id,
             key: masked,
@@ -61,10 +62,11 @@ impl Engine {
             // Same key and mask: the old flow is gone, and the manager hears of it.
             if let Some((f, _)) = self.flows.remove(old) {
                 self.forget(&f);
+                self.retire(&f);
                 self.emit(FlowEvent::Removed { id: f.id, reason: RemoveReason::Replaced });
             }
         }
-        self.emit(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions });
+        self.emit(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions, rule });
         Some(h)
     }
 
@@ -154,6 +156,7 @@ impl Engine {
     pub(super) fn remove_flow(&mut self, h: FlowHandle, reason: RemoveReason) {
         if let Some((flow, mask)) = self.flows.remove(h) {
             self.forget(&flow);
+            self.retire(&flow);
             self.megaflows.remove(&flow.key, &mask, h.index);
             self.emit(FlowEvent::Removed { id: flow.id, reason });
         }
@@ -164,6 +167,17 @@ impl Engine {
     pub(super) fn forget(&mut self, flow: &Flow) {
         if flow.table_gen != self.table_gen {
             self.stale = self.stale.saturating_sub(1);
+        }
+    }
+
+    /// Keeps a removed flow's counts with its rule (OpenFlow rule statistics
+    /// outlive the megaflows that carried them).
+    #[inline]
+    fn retire(&mut self, flow: &Flow) {
+        if let (Some(r), true) = (&flow.rule, flow.packets > 0) {
+            let e = self.retired.entry(r.id).or_default();
+            e.0 += flow.packets;
+            e.1 += flow.bytes;
         }
     }
 
@@ -248,8 +262,10 @@ impl Engine {
     /// same. A sweep in progress starts over (its tally carries on).
     pub fn set_rules(&mut self, table: Arc<RuleTable>) {
         self.table = table;
-        // Rule ids are only unique within one table (a reload numbers afresh).
         self.action_lists.clear();
+        // Counts of rules that are gone go with them.
+        let live: std::collections::HashSet<u64> = self.table.rules().map(|r| r.id).collect();
+        self.retired.retain(|id, _| live.contains(id));
         self.table_gen = self.table_gen.wrapping_add(1);
         self.stale = self.flows.len();
         let report = self.sweep.take().map(|s| s.report).unwrap_or_default();

@@ -169,6 +169,9 @@ pub struct PortHits {
 pub struct OffloadShared {
     pub flows: Mutex<HashMap<u64, FlowOffload>>,
     pub stats: Mutex<OffloadStats>,
+    /// Hardware packets and bytes of removed flows, by their rule (the
+    /// switch drops the entries of rules that are gone).
+    pub retired: Mutex<HashMap<u64, (u64, u64)>>,
 }
 
 impl OffloadShared {
@@ -242,6 +245,8 @@ pub(super) struct Installed {
 
 pub(super) struct FlowRec {
     pub(super) pmd: usize,
+    /// The rule that decided the flow (its hardware counts stay with it).
+    pub(super) rule: Option<u64>,
     pub(super) key: FlowKey,
     pub(super) mask: FlowMask,
     pub(super) actions: Arc<[Action]>,

@@ -17,9 +17,10 @@ impl Manager {
         self.stats.events += batch.len() as u64;
         for ev in batch {
             match ev {
-                FlowEvent::Installed { id, pmd, key, mask, actions } => {
+                FlowEvent::Installed { id, pmd, key, mask, actions, rule } => {
                     let rec = FlowRec {
                         pmd,
+                        rule,
                         key,
                         mask,
                         actions,
@@ -73,8 +74,15 @@ impl Manager {
                         self.retire(id);
                     }
                     self.index_remove(id);
-                    if self.flows.remove(&id).is_some() {
+                    if let Some(rec) = self.flows.remove(&id) {
                         self.dirty.push(id);
+                        // Its hardware counts stay with its rule.
+                        if let (Some(rule), true) = (rec.rule, rec.hw_packets > 0) {
+                            let mut r = self.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                            let e = r.entry(rule).or_default();
+                            e.0 += rec.hw_packets;
+                            e.1 += rec.hw_bytes;
+                        }
                     }
                 }
                 FlowEvent::Hits { .. } => {}

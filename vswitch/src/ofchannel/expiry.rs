@@ -1,0 +1,89 @@
+//! Rule timeouts (OpenFlow idle and hard timeouts; FLOW_REMOVED for rules
+//! that asked), checked once a second off the PMDs, and the standalone fail
+//! mode's clean-up when the last controller is gone.
+
+use super::conn::Ctx;
+use super::session::notify_removed;
+use crate::flow::table::RuleId;
+use crate::switch::Origin;
+use openflow::msg::removed_reason;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+const PERIOD: Duration = Duration::from_secs(1);
+
+/// Checks the timed rules every second until the stop.
+pub fn run(ctx: &Ctx) {
+    // Per rule: its packet count when last seen and when it last changed.
+    let mut seen: HashMap<RuleId, (u64, Instant)> = HashMap::new();
+    while !ctx.stop.load(Ordering::Relaxed) {
+        let next = Instant::now() + PERIOD;
+        check(ctx, &mut seen);
+        while Instant::now() < next && !ctx.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn check(ctx: &Ctx, seen: &mut HashMap<RuleId, (u64, Instant)>) {
+    let timed = ctx.switch.of_timed();
+    if timed.is_empty() {
+        seen.clear();
+        return;
+    }
+    let now = Instant::now();
+    let counts = if timed.iter().any(|t| t.1 != 0) {
+        match ctx.switch.rule_counts() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("openflow idle timeouts: {e}");
+                return;
+            }
+        }
+    } else {
+        HashMap::new()
+    };
+    let mut hard = Vec::new();
+    let mut idle = Vec::new();
+    for (id, idle_s, hard_s, added) in &timed {
+        let packets = counts.get(id).map_or(0, |c| c.0);
+        let e = seen.entry(*id).or_insert((packets, *added));
+        if e.0 != packets {
+            *e = (packets, now);
+        }
+        if *hard_s != 0 && now.duration_since(*added) >= Duration::from_secs(u64::from(*hard_s)) {
+            hard.push(*id);
+        } else if *idle_s != 0 && now.duration_since(e.1) >= Duration::from_secs(u64::from(*idle_s)) {
+            idle.push(*id);
+        }
+    }
+    seen.retain(|id, _| timed.iter().any(|t| t.0 == *id));
+    for (ids, reason) in [(hard, removed_reason::HARD_TIMEOUT), (idle, removed_reason::IDLE_TIMEOUT)] {
+        if ids.is_empty() {
+            continue;
+        }
+        match ctx.switch.of_remove(|r, _| ids.contains(&r.id)) {
+            Ok(gone) => {
+                tracing::debug!(rules = gone.len(), reason, "openflow rules timed out");
+                notify_removed(&ctx.hub, &gone, &counts, reason);
+                for g in &gone {
+                    seen.remove(&g.id);
+                }
+            }
+            Err(e) => tracing::warn!("openflow timeouts: {e}"),
+        }
+    }
+}
+
+/// The last controller is gone in standalone mode: its rules go, and the
+/// switch forwards by the file's and vswitchctl's rules until one is back.
+pub fn standalone(ctx: &Ctx) {
+    match ctx.switch.of_remove(|_, m| m.is_some_and(|m| m.origin == Origin::Controller)) {
+        Ok(gone) => tracing::warn!(
+            rules = gone.len(),
+            "no OpenFlow controller connected (fail_mode standalone): the controllers' rules were removed"
+        ),
+        Err(e) => tracing::error!("fail_mode standalone: removing the controllers' rules: {e}"),
+    }
+}

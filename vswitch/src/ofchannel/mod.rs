@@ -1,0 +1,13 @@
+//! The OpenFlow 1.3 channel: listeners for tools (`ovs-ofctl`), connections
+//! to controllers with reconnection back-off, one session per connection
+//! (`session`), statistics (`stats`), rule timeouts (`expiry`), and the
+//! mapping between OpenFlow and the rule table (`mapping`).
+
+pub mod conn;
+pub mod expiry;
+pub mod hub;
+pub mod mapping;
+pub mod session;
+pub mod stats;
+
+pub use conn::{start, Channel};

@@ -1,0 +1,299 @@
+//! One OpenFlow session's protocol: version negotiation, then every request
+//! answered (or refused with the spec's error, carrying the request's first
+//! bytes) in order. Rule edits return once the datapath runs by them, so a
+//! BARRIER_REPLY needs no waiting of its own.
+
+use super::hub::{Hub, Role};
+use super::mapping::{from_actions, from_match, to_actions, to_match};
+use super::stats;
+use crate::switch::{OfFilter, OfRule, Origin, Switch};
+use openflow::action::{port as ofp, NO_BUFFER};
+use openflow::error::{reject, ErrorCode as E, Rejection};
+use openflow::msg::{flow_flags, removed_reason, FlowMod, FlowModCommand, FlowRemoved, TABLE_ALL};
+use openflow::{encode, error_reply, Header, Hello, Message, RoleMsg, SwitchConfig};
+
+/// Tables this switch has (one for now: goto_table is refused).
+pub const N_TABLES: u8 = 1;
+
+/// What a handled message leads to.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Messages to send, in order.
+    pub replies: Vec<Vec<u8>>,
+    /// Close the connection after sending them.
+    pub close: bool,
+}
+
+/// A session's state.
+pub struct Session {
+    pub id: u64,
+    /// An active connection to a controller (its rules are the controller's).
+    pub controller: bool,
+    negotiated: bool,
+    config: SwitchConfig,
+    pub datapath_id: u64,
+    /// What the peer is called in logs.
+    pub peer: String,
+}
+
+impl Session {
+    pub fn new(id: u64, controller: bool, datapath_id: u64, peer: String) -> Self {
+        Self { id, controller, negotiated: false, config: SwitchConfig::default(), datapath_id, peer }
+    }
+
+    /// The HELLO a session starts with.
+    pub fn hello() -> Vec<u8> {
+        encode(0, &Message::Hello(Hello::ours()))
+    }
+
+    /// Handles one framed message.
+    pub fn handle(&mut self, raw: &[u8], switch: &Switch, hub: &Hub) -> Outcome {
+        let mut out = Outcome::default();
+        let (h, msg) = match openflow::decode(raw) {
+            Ok(x) => x,
+            Err(refused) => {
+                let r = &refused.rejection;
+                tracing::info!(peer = %self.peer, xid = refused.header.xid, code = %r.code, "openflow request refused: {}", r.detail);
+                if !self.negotiated {
+                    return self.hello_failed(&format!("first message refused: {r}"));
+                }
+                out.replies.push(error_reply(refused.header.xid, r.code, raw));
+                return out;
+            }
+        };
+        if !self.negotiated {
+            let Message::Hello(hello) = &msg else {
+                return self.hello_failed("the first message must be HELLO");
+            };
+            if hello.negotiate(h.version).is_none() {
+                return self.hello_failed(&format!(
+                    "this switch speaks OpenFlow 1.3 (0x04) only; the peer offered version {:#04x}{}",
+                    h.version,
+                    if hello.bitmap.is_some() { " with a bitmap without 1.3" } else { "" }
+                ));
+            }
+            self.negotiated = true;
+            tracing::info!(peer = %self.peer, controller = self.controller, "openflow session up (1.3)");
+            return out;
+        }
+        match self.request(h, &msg, switch, hub) {
+            Ok(replies) => out.replies = replies,
+            Err(r) => {
+                tracing::info!(peer = %self.peer, xid = h.xid, kind = openflow::msg::kind::name(h.kind), code = %r.code, "openflow request refused: {}", r.detail);
+                out.replies.push(error_reply(h.xid, r.code, raw));
+            }
+        }
+        out
+    }
+
+    fn hello_failed(&self, why: &str) -> Outcome {
+        tracing::warn!(peer = %self.peer, "openflow hello failed: {why}");
+        let (typ, code) = E::HelloFailedIncompatible.type_code();
+        let msg = Message::Error(openflow::ErrorMsg { typ, code, data: why.as_bytes().to_vec() });
+        Outcome { replies: vec![encode(0, &msg)], close: true }
+    }
+
+    fn request(&mut self, h: Header, msg: &Message, switch: &Switch, hub: &Hub) -> Result<Vec<Vec<u8>>, Rejection> {
+        let one = |m: Message| Ok(vec![encode(h.xid, &m)]);
+        let slave = || {
+            if hub.role(self.id) == Role::Slave {
+                reject(E::BadRequestIsSlave, "this connection is in the slave role")
+            } else {
+                Ok(())
+            }
+        };
+        match msg {
+            Message::Hello(_) => Ok(Vec::new()),
+            Message::EchoRequest(d) => one(Message::EchoReply(d.clone())),
+            Message::EchoReply(_) => Ok(Vec::new()),
+            Message::Error(e) => {
+                let name = openflow::ErrorCode::from_type_code(e.typ, e.code).map_or("?", |c| c.name());
+                tracing::warn!(peer = %self.peer, xid = h.xid, "openflow peer sent an error: type {} code {} ({name})", e.typ, e.code);
+                Ok(Vec::new())
+            }
+            Message::FeaturesRequest => one(Message::FeaturesReply(openflow::Features {
+                datapath_id: self.datapath_id,
+                n_buffers: 0,
+                n_tables: N_TABLES,
+                auxiliary_id: 0,
+                capabilities: openflow::msg::CAPABILITIES,
+            })),
+            Message::GetConfigRequest => one(Message::GetConfigReply(self.config)),
+            Message::SetConfig(c) => {
+                if c.flags & !3 != 0 {
+                    return reject(E::SwitchConfigFailedBadFlags, format!("flags {:#x}", c.flags));
+                }
+                if c.flags != 0 {
+                    return reject(
+                        E::SwitchConfigFailedBadFlags,
+                        "fragment handling other than NORMAL is not supported",
+                    );
+                }
+                self.config = *c;
+                Ok(Vec::new())
+            }
+            Message::BarrierRequest => one(Message::BarrierReply),
+            Message::RoleRequest(r) => self.role(h, r, hub),
+            Message::FlowMod(fm) => {
+                slave()?;
+                self.flow_mod(fm, switch, hub)?;
+                Ok(Vec::new())
+            }
+            Message::MultipartRequest(m) => stats::reply(h.xid, m, switch, self.datapath_id),
+            Message::PacketOut(_) => {
+                slave()?;
+                reject(E::BadRequestEperm, "PACKET_OUT is not supported yet")
+            }
+            Message::Experimenter { experimenter, .. } => {
+                reject(E::BadRequestBadExperimenter, format!("experimenter {experimenter:#x}"))
+            }
+            other => reject(
+                E::BadRequestBadType,
+                format!("{} is a message a switch sends, not one it takes", openflow::msg::kind::name(other.kind())),
+            ),
+        }
+    }
+
+    fn role(&self, h: Header, r: &RoleMsg, hub: &Hub) -> Result<Vec<Vec<u8>>, Rejection> {
+        let role = match r.role {
+            0 => None,
+            1 => Some(Role::Equal),
+            2 => Some(Role::Master),
+            3 => Some(Role::Slave),
+            other => return reject(E::RoleRequestFailedBadRole, format!("role {other}")),
+        };
+        if let Some(role) = role {
+            hub.set_role(self.id, role, r.generation_id).map_err(|s| {
+                Rejection::new(
+                    E::RoleRequestFailedStale,
+                    format!("generation id {} is older than {}", r.generation_id, s.newest),
+                )
+            })?;
+        }
+        let now = hub.role(self.id);
+        Ok(vec![encode(h.xid, &Message::RoleReply(RoleMsg { role: now.wire(), generation_id: r.generation_id }))])
+    }
+
+    fn flow_mod(&self, fm: &FlowMod, switch: &Switch, hub: &Hub) -> Result<(), Rejection> {
+        let ports = switch.of_ports();
+        if fm.flags & !flow_flags::ALL != 0 {
+            return reject(E::FlowModFailedBadFlags, format!("flags {:#x}", fm.flags));
+        }
+        let deleting = matches!(fm.command, FlowModCommand::Delete | FlowModCommand::DeleteStrict);
+        let table = match fm.table_id {
+            TABLE_ALL if deleting => None,
+            t if t < N_TABLES => Some(t),
+            t => {
+                return reject(
+                    E::FlowModFailedBadTableId,
+                    format!("table {t}: this switch has {N_TABLES} table (goto_table is not supported yet)"),
+                )
+            }
+        };
+        if fm.buffer_id != NO_BUFFER && !deleting {
+            return reject(
+                E::BadRequestBufferUnknown,
+                format!("buffer {} (this switch buffers no packets)", fm.buffer_id),
+            );
+        }
+        let matcher = to_match(&fm.matcher, ports)?;
+        let filter = OfFilter {
+            table,
+            matcher,
+            strict_priority: matches!(fm.command, FlowModCommand::ModifyStrict | FlowModCommand::DeleteStrict)
+                .then_some(fm.priority),
+            cookie: fm.cookie,
+            cookie_mask: if fm.command == FlowModCommand::Add { 0 } else { fm.cookie_mask },
+            out_port: if deleting { fm.out_port } else { ofp::ANY },
+        };
+        match fm.command {
+            FlowModCommand::Add => {
+                let actions = to_actions(&fm.instructions, ports)?;
+                switch.of_add(
+                    OfRule {
+                        table: fm.table_id,
+                        priority: fm.priority,
+                        matcher,
+                        actions,
+                        cookie: fm.cookie,
+                        idle_timeout: fm.idle_timeout,
+                        hard_timeout: fm.hard_timeout,
+                        flags: fm.flags,
+                        of_match: fm.matcher.clone(),
+                        of_instructions: fm.instructions.clone(),
+                    },
+                    if self.controller { Origin::Controller } else { Origin::Openflow },
+                )
+            }
+            FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
+                let actions = to_actions(&fm.instructions, ports)?;
+                switch.of_modify(&filter, &actions, &fm.instructions).map(|_| ())
+            }
+            FlowModCommand::Delete | FlowModCommand::DeleteStrict => {
+                remove(switch, hub, &filter, removed_reason::DELETE).map(|_| ())
+            }
+        }
+    }
+}
+
+/// Deletes the rules `filter` selects and sends FLOW_REMOVED for those that
+/// asked for it (with their counters, read before they go). Returns how many
+/// went.
+///
+/// # Errors
+/// When the datapath did not take the change.
+pub fn remove(switch: &Switch, hub: &Hub, filter: &OfFilter, reason: u8) -> Result<usize, Rejection> {
+    let wanted = switch.of_select(filter).iter().any(|r| r.meta.flags & flow_flags::SEND_FLOW_REM != 0);
+    let counts = if wanted { switch.rule_counts().unwrap_or_default() } else { Default::default() };
+    let gone = switch.of_delete(filter)?;
+    notify_removed(hub, &gone, &counts, reason);
+    Ok(gone.len())
+}
+
+/// FLOW_REMOVED to every session but slaves, for the removed rules that
+/// asked for it (`send_flow_rem`).
+pub fn notify_removed(
+    hub: &Hub,
+    gone: &[crate::switch::OfRuleView],
+    counts: &std::collections::HashMap<crate::flow::table::RuleId, (u64, u64)>,
+    reason: u8,
+) {
+    for r in gone.iter().filter(|r| r.meta.flags & flow_flags::SEND_FLOW_REM != 0) {
+        let (packets, bytes) = counts.get(&r.id).copied().unwrap_or((0, 0));
+        let age = r.meta.added.elapsed();
+        let m = Message::FlowRemoved(FlowRemoved {
+            cookie: r.meta.cookie,
+            priority: r.priority as u16,
+            reason,
+            table_id: r.meta.table,
+            duration_sec: age.as_secs() as u32,
+            duration_nsec: age.subsec_nanos(),
+            idle_timeout: r.meta.idle_timeout,
+            hard_timeout: r.meta.hard_timeout,
+            packet_count: packets,
+            byte_count: bytes,
+            matcher: of_view(r).0,
+        });
+        hub.broadcast(&encode(0, &m), false);
+    }
+}
+
+/// The OpenFlow view of a rule's match and instructions.
+pub fn of_view(r: &crate::switch::OfRuleView) -> (openflow::Match, Vec<openflow::Instruction>) {
+    match &r.meta.openflow {
+        Some((m, i)) => (m.clone(), i.clone()),
+        None => (from_match(&r.matcher).0, from_actions(&r.actions)),
+    }
+}
+
+/// The datapath id: configured, or the first port's MAC address.
+pub fn datapath_id(switch: &Switch) -> u64 {
+    if let Some(d) = switch.config().openflow.datapath_id {
+        return d;
+    }
+    switch
+        .ports()
+        .first()
+        .and_then(|p| p.port.mac_or(p.spec.mac).ok())
+        .map_or(1, |mac| mac.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)))
+}
