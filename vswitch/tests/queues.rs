@@ -295,38 +295,6 @@ fn a_flood_on_one_pmd_leaves_the_other_pmd_alone() {
     assert!(flooded > alone * 0.5, "vf1 fell from {alone:.0} to {flooded:.0} pps beside a flood on another PMD");
 }
 
-/// A namespace with a veth pair: `va` for the switch, `vb` with an address
-/// to send from. Removed on drop.
-struct Veth {
-    ns: String,
-}
-
-impl Veth {
-    fn build() -> Self {
-        let ns = format!("vsq{}", std::process::id());
-        netns::must("ip", &["netns", "add", &ns]);
-        let v = Self { ns };
-        let ns = v.ns.as_str();
-        netns::must_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        netns::must("ip", &["-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb"]);
-        for dev in ["va", "vb", "lo"] {
-            netns::must("ip", &["-n", ns, "link", "set", dev, "up"]);
-        }
-        netns::must("ip", &["-n", ns, "addr", "add", "10.77.0.1/24", "dev", "vb"]);
-        netns::must(
-            "ip",
-            &["-n", ns, "neigh", "add", "10.77.0.2", "lladdr", "02:00:00:00:00:77", "dev", "vb", "nud", "permanent"],
-        );
-        v
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        let _ = netns::run("ip", &["netns", "del", &self.ns]);
-    }
-}
-
 const RSS_FLOWS: u16 = 64;
 const RSS_PER_FLOW: u32 = 40;
 
@@ -353,7 +321,7 @@ fn af_packet_queue_pairs_spread_flows_over_two_pmds_and_keep_each_in_order() {
     if std::env::var(netns::HELPER_ROLE).is_ok() {
         return rss_sender();
     }
-    let veth = Veth::build();
+    let veth = netns::Veth::build("vsq");
     let dir = TempDir::new("rxq-rss");
     write_pcap(&dir.path("empty.pcap"), &[]);
     let config = format!(

@@ -216,7 +216,11 @@ fn run<S: Stream>(ctx: &Ctx, mut s: S, controller: bool, peer: String) {
         Ok(()) => serve(ctx, &mut s, &mut session, &queued),
         Err(e) => format!("socket setup: {e}"),
     };
-    tracing::info!(%peer, controller, "openflow connection closed: {why}");
+    if controller {
+        tracing::info!(%peer, "openflow controller connection closed: {why}");
+    } else {
+        tracing::debug!(%peer, "openflow connection closed: {why}");
+    }
     let left = ctx.hub.leave(id);
     if controller && left == 0 && ctx.settings.fail_mode == FailMode::Standalone {
         expiry::standalone(ctx);

@@ -73,7 +73,11 @@ impl Session {
                 ));
             }
             self.negotiated = true;
-            tracing::info!(peer = %self.peer, controller = self.controller, "openflow session up (1.3)");
+            if self.controller {
+                tracing::info!(peer = %self.peer, "openflow session up (1.3)");
+            } else {
+                tracing::debug!(peer = %self.peer, "openflow session up (1.3)");
+            }
             return out;
         }
         match self.request(h, &msg, switch, hub) {

@@ -69,3 +69,36 @@ pub fn helper_result(child: Child) -> String {
         .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.trim().to_owned()))
         .unwrap_or_else(|| panic!("no RESULT line: {text}"))
 }
+
+/// A namespace with a veth pair: `va` for the switch, `vb` with an address
+/// to send from. Removed on drop.
+pub struct Veth {
+    pub ns: String,
+}
+
+impl Veth {
+    /// `tag` and the process id name the namespace.
+    pub fn build(tag: &str) -> Self {
+        let ns = format!("{tag}{}", std::process::id());
+        must("ip", &["netns", "add", &ns]);
+        let v = Self { ns };
+        let ns = v.ns.as_str();
+        must_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+        must("ip", &["-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+        for dev in ["va", "vb", "lo"] {
+            must("ip", &["-n", ns, "link", "set", dev, "up"]);
+        }
+        must("ip", &["-n", ns, "addr", "add", "10.77.0.1/24", "dev", "vb"]);
+        must(
+            "ip",
+            &["-n", ns, "neigh", "add", "10.77.0.2", "lladdr", "02:00:00:00:00:77", "dev", "vb", "nud", "permanent"],
+        );
+        v
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.ns]);
+    }
+}
