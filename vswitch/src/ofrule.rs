@@ -407,11 +407,17 @@ pub fn parse_actions(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<V
             "mod_dl_src" => Action::SetEthSrc(mac(need()?)?),
             "mod_dl_dst" => Action::SetEthDst(mac(need()?)?),
             "set_tunnel" => Action::SetTunnel(parse_u128("set_tunnel", need()?, 0x00ff_ffff)? as u32),
-            "normal" | "flood" | "all" | "controller" | "local" => {
+            "controller" => Action::Controller {
+                max_len: match arg {
+                    None => u16::MAX,
+                    Some(a) => parse_u128("controller", a, u128::from(u16::MAX))? as u16,
+                },
+            },
+            "normal" | "flood" | "all" | "local" => {
                 return err(format!("action {name:?} is not supported: this switch forwards by explicit output actions"))
             }
             bare if arg.is_none() && port(bare).is_some() => Action::Output(port(bare).unwrap_or_default()),
-            other => return err(format!("unknown action {other:?} (output:PORT, drop, strip_vlan, push_vlan:0x8100, mod_vlan_vid:VID, mod_dl_src:MAC, mod_dl_dst:MAC, set_tunnel:VNI)")),
+            other => return err(format!("unknown action {other:?} (output:PORT, drop, strip_vlan, push_vlan:0x8100, mod_vlan_vid:VID, mod_dl_src:MAC, mod_dl_dst:MAC, set_tunnel:VNI, controller[:MAX_LEN])")),
         };
         out.push(action);
     }
@@ -461,6 +467,8 @@ pub fn format_actions(actions: &[Action], port_name: &dyn Fn(u32) -> String) -> 
             Action::SetEthSrc(m) => format!("mod_dl_src:{}", format_mac(m)),
             Action::SetEthDst(m) => format!("mod_dl_dst:{}", format_mac(m)),
             Action::SetTunnel(v) => format!("set_tunnel:{v}"),
+            Action::Controller { max_len: u16::MAX } => "controller".to_owned(),
+            Action::Controller { max_len } => format!("controller:{max_len}"),
         })
         .collect::<Vec<_>>()
         .join(",")

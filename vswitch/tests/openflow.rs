@@ -135,6 +135,16 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     assert_eq!(port(&d.show(), "out0")["tx_packets"].as_u64(), Some(100), "nothing more left by out0");
     assert_eq!(packets(&dump, "priority=90"), 50, "the other rule untouched: {dump}");
 
+    // packet-out: the controller's frame leaves by out0 (and by nothing
+    // else: FLOOD from vf0 skips vf0).
+    let frame = "02000000000202000000000108060001080006040001020000000001";
+    let (ok, text) =
+        ofctl(t, &["packet-out", &format!("in_port=vf0 packet={frame}0a4d00010000000000000a4d0002 actions=FLOOD")]);
+    assert!(ok, "{text}");
+    wait_for(Duration::from_secs(5), "the packet-out on out0", || {
+        (port(&d.show(), "out0")["tx_packets"].as_u64() == Some(101)).then_some(())
+    });
+
     // Statistics by port and table.
     let ports = must(t, &["dump-ports", "1"]);
     assert!(ports.contains("rx pkts=170"), "{ports}");
@@ -164,4 +174,192 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     must(t, &["dump-flows"]);
     let log = d.stop();
     assert!(log.contains("openflow hello failed"), "{log}");
+}
+
+/// Two VMs (namespaces) on veth pairs whose host ends are vswitchd's
+/// net_af_packet ports. Removed on drop.
+struct Vms {
+    ns: [String; 2],
+    host: [String; 2],
+}
+
+impl Vms {
+    fn build() -> Self {
+        let id = std::process::id() % 100_000;
+        let v = Self {
+            ns: [format!("vsof-a-{id}"), format!("vsof-b-{id}")],
+            host: [format!("vofa{id}"), format!("vofb{id}")],
+        };
+        for (i, (ns, host)) in v.ns.iter().zip(&v.host).enumerate() {
+            netns::must("ip", &["netns", "add", ns]);
+            netns::must("ip", &["link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+            netns::must("ip", &["link", "set", host, "addrgenmode", "none"]);
+            netns::must("sysctl", &["-qw", &format!("net.ipv6.conf.{host}.disable_ipv6=1")]);
+            netns::must("ip", &["link", "set", host, "up"]);
+            netns::must_ns(ns, "sysctl", &["-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            netns::must_ns(ns, "ip", &["link", "set", "eth0", "address", &format!("02:00:00:00:0f:0{}", i + 1), "up"]);
+            netns::must_ns(ns, "ip", &["addr", "add", &format!("10.99.0.{}/24", i + 1), "dev", "eth0"]);
+        }
+        v
+    }
+}
+
+impl Drop for Vms {
+    fn drop(&mut self) {
+        for (ns, host) in self.ns.iter().zip(&self.host) {
+            let _ = netns::run("ip", &["link", "del", host]);
+            let _ = netns::run("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+/// What the test's controller saw and did.
+#[derive(Debug, Default, Clone)]
+struct Learned {
+    packet_ins: u64,
+    flow_mods: u64,
+    packet_outs: u64,
+    /// The reasons of the packet-ins.
+    no_match: u64,
+}
+
+/// A learning switch in the style of Ryu's simple_switch_13, written
+/// against this project's codec: a table-miss entry to the controller,
+/// MACs learned from packet-ins, a flow per (in_port, eth_src, eth_dst)
+/// once the destination is known, packet-out (flood when unknown).
+fn learning_switch(
+    listener: std::net::TcpListener,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    seen: std::sync::Arc<std::sync::Mutex<Learned>>,
+) {
+    use openflow::action::{port as ofp, NO_BUFFER};
+    use openflow::oxm::{Field, Oxm};
+    use openflow::{Action, FlowMod, Instruction, Match, Message, PacketOut};
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let (mut s, _) = listener.accept().expect("the switch connects");
+    s.set_read_timeout(Some(Duration::from_millis(100))).expect("timeout");
+    let send = |s: &mut std::net::TcpStream, m: &Message| s.write_all(&openflow::encode(7, m)).expect("send");
+    send(&mut s, &Message::Hello(openflow::Hello::ours()));
+    let apply = |a: Vec<Action>| vec![Instruction::ApplyActions(a)];
+    let miss = FlowMod {
+        priority: 0,
+        instructions: apply(vec![Action::Output { port: ofp::CONTROLLER, max_len: openflow::action::NO_BUFFER_LEN }]),
+        ..Default::default()
+    };
+    send(&mut s, &Message::FlowMod(miss));
+    let mut macs: std::collections::HashMap<u128, u32> = std::collections::HashMap::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while !stop.load(Ordering::Relaxed) {
+        match s.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => continue,
+        }
+        while let openflow::Frame::Complete(n) = openflow::frame_len(&buf) {
+            let frame: Vec<u8> = buf.drain(..n).collect();
+            let (_, msg) = openflow::decode(&frame).expect("the switch sends valid messages");
+            let p = match msg {
+                Message::EchoRequest(d) => {
+                    send(&mut s, &Message::EchoReply(d));
+                    continue;
+                }
+                Message::Error(e) => panic!("the switch refused the controller: {e:?}"),
+                Message::PacketIn(p) => p,
+                _ => continue,
+            };
+            let in_port = p.matcher.exact(Field::InPort).expect("in_port") as u32;
+            let mac = |b: &[u8]| b.iter().fold(0u128, |a, &x| (a << 8) | u128::from(x));
+            let (dst, src) = (mac(&p.data[0..6]), mac(&p.data[6..12]));
+            macs.insert(src, in_port);
+            let out = macs.get(&dst).copied();
+            {
+                let mut l = seen.lock().expect("lock");
+                l.packet_ins += 1;
+                l.no_match += u64::from(p.reason == openflow::packet_in_reason::NO_MATCH);
+            }
+            if let Some(port) = out {
+                let m = Match::new(vec![
+                    Oxm::exact(Field::InPort, u128::from(in_port)),
+                    Oxm::exact(Field::EthDst, dst),
+                    Oxm::exact(Field::EthSrc, src),
+                ]);
+                let fm = FlowMod {
+                    priority: 1,
+                    matcher: m,
+                    instructions: apply(vec![Action::Output { port, max_len: 0 }]),
+                    ..Default::default()
+                };
+                send(&mut s, &Message::FlowMod(fm));
+                seen.lock().expect("lock").flow_mods += 1;
+            }
+            let po = PacketOut {
+                buffer_id: NO_BUFFER,
+                in_port,
+                actions: vec![Action::Output { port: out.unwrap_or(ofp::FLOOD), max_len: 0 }],
+                data: p.data.clone(),
+            };
+            send(&mut s, &Message::PacketOut(po));
+            seen.lock().expect("lock").packet_outs += 1;
+        }
+    }
+}
+
+/// An active controller drives the switch: vswitchd connects to it, the
+/// table-miss entry sends the VMs' first packets to it (PACKET_IN), it
+/// learns their MACs, answers with PACKET_OUT and installs flows; then the
+/// VMs' pings go by those flows alone, offloaded to the model e-switch.
+#[test]
+fn a_learning_switch_controller_lets_two_vms_ping() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let vms = Vms::build();
+    let dir = TempDir::new("openflow-ctl");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("controller listener");
+    let addr = listener.local_addr().expect("addr");
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(Learned::default()));
+    let controller = {
+        let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
+        std::thread::spawn(move || learning_switch(listener, stop, seen))
+    };
+    let config = format!(
+        "rules = []\n\
+         [eal]\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\n\
+         [control]\nsocket = \"unused\"\n\n[metrics]\nlisten = \"off\"\n\n\
+         [offload]\ndevice = \"model\"\npolicy = \"all\"\nquery_interval_ms = 50\n\n\
+         [openflow]\ncontrollers = [\"tcp:{addr}\"]\n\n\
+         [[port]]\nname = \"vm0\"\nrole = \"representor\"\ndevargs = \"net_af_packet_ca,iface={}\"\n\n\
+         [[port]]\nname = \"vm1\"\nrole = \"representor\"\ndevargs = \"net_af_packet_cb,iface={}\"\n",
+        vms.host[0], vms.host[1]
+    );
+    let d = Daemon::start(&dir.0, &config);
+    wait_for(Duration::from_secs(10), "the controller's table-miss entry", || {
+        let r = d.ctl_json(&["dump-rules"]).ok()?;
+        r.as_array().is_some_and(|a| a.iter().any(|r| r["origin"] == "controller")).then_some(())
+    });
+    let (ok, out) = netns::ping(&vms.ns[0], &["-c", "3", "-i", "0.2", "-W", "2", "10.99.0.2"]);
+    assert!(ok, "ping through the controller's switch:\n{out}\n{}", d.log_text());
+    let learned = seen.lock().expect("lock").clone();
+    assert!(learned.packet_ins >= 2 && learned.flow_mods >= 2, "{learned:?}");
+    assert!(learned.no_match >= 1, "the table-miss entry's packet-ins say NO_MATCH: {learned:?}");
+    // Now the flows carry the pings: no more packet-ins, and in the model
+    // e-switch.
+    let (ok, out) = netns::ping(&vms.ns[0], &["-c", "20", "-i", "0.05", "-W", "2", "10.99.0.2"]);
+    assert!(ok, "{out}");
+    let after = seen.lock().expect("lock").clone();
+    assert_eq!(after.packet_ins, learned.packet_ins, "the pings went by the learned flows: {after:?}");
+    let flows = d.ctl_json(&["dump-flows"]).expect("dump-flows");
+    let hw = flows.as_array().expect("flows").iter().filter(|f| f["offload"] == "hw").count();
+    assert!(hw >= 2, "the learned flows are in the model e-switch:\n{flows:#}");
+    let rules = d.ctl_json(&["dump-rules"]).expect("dump-rules");
+    let miss = rules.as_array().expect("rules").iter().find(|r| r["priority"] == 0).cloned().expect("table-miss entry");
+    assert!(miss["text"].as_str().is_some_and(|t| t.contains("controller")), "{miss}");
+    let show = d.show();
+    assert!(show["to_controller"].as_u64().unwrap_or(0) >= learned.packet_ins, "{show}");
+    stop.store(true, Ordering::Relaxed);
+    let log = d.stop();
+    let _ = controller.join();
+    assert!(log.contains("openflow controller connected"), "{log}");
 }

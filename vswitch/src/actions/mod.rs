@@ -36,6 +36,12 @@ pub enum Action {
     SetTunnel(u32),
     /// Drop explicitly (the same as no output).
     Drop,
+    /// Send the packet to the OpenFlow controllers (PACKET_IN), its first
+    /// `max_len` bytes (65535: all of it). Rate-limited per PMD; a flow
+    /// with it stays in software.
+    Controller {
+        max_len: u16,
+    },
 }
 
 /// Why an action could not be applied. The datapath counts and drops.

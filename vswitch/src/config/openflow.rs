@@ -23,6 +23,8 @@ pub struct RawOpenflow {
     pub datapath_id: Option<Spanned<String>>,
     pub fail_mode: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u64>>,
+    pub packet_in_rate: Option<Spanned<u64>>,
+    pub packet_in_queue: Option<Spanned<u64>>,
     pub probe_interval_ms: Option<Spanned<u64>>,
     pub max_backoff_ms: Option<Spanned<u64>>,
 }
@@ -69,6 +71,11 @@ pub struct OpenflowSettings {
     pub probe_interval: Duration,
     /// Reconnection to a controller backs off from 1 s up to this.
     pub max_backoff: Duration,
+    /// Packets per second each PMD sends to the controllers at most (0: no
+    /// limit but the queue).
+    pub packet_in_rate: u64,
+    /// Packets each PMD queues for the controllers at most.
+    pub packet_in_queue: usize,
 }
 
 impl Default for OpenflowSettings {
@@ -81,6 +88,8 @@ impl Default for OpenflowSettings {
             max_connections: 16,
             probe_interval: Duration::from_secs(5),
             max_backoff: Duration::from_secs(8),
+            packet_in_rate: 1000,
+            packet_in_queue: 256,
         }
     }
 }
@@ -89,6 +98,11 @@ impl OpenflowSettings {
     /// Whether any channel is configured.
     pub fn enabled(&self) -> bool {
         !self.listen.is_empty() || !self.controllers.is_empty()
+    }
+
+    /// The PMDs' packet-in limits.
+    pub fn punt_limits(&self) -> crate::datapath::punt::PuntLimits {
+        crate::datapath::punt::PuntLimits { rate: self.packet_in_rate, queue: self.packet_in_queue }
     }
 }
 
@@ -190,6 +204,8 @@ pub fn openflow(ctx: &Ctx<'_>, raw: Option<&Spanned<RawOpenflow>>) -> Result<Ope
         };
     }
     s.max_connections = ctx.range(&r.max_connections, "openflow.max_connections", 16, 1, 1024)? as usize;
+    s.packet_in_rate = ctx.range(&r.packet_in_rate, "openflow.packet_in_rate", 1000, 0, 10_000_000)?;
+    s.packet_in_queue = ctx.range(&r.packet_in_queue, "openflow.packet_in_queue", 256, 1, 65_536)? as usize;
     s.probe_interval =
         Duration::from_millis(ctx.range(&r.probe_interval_ms, "openflow.probe_interval_ms", 5000, 100, 3_600_000)?);
     s.max_backoff =

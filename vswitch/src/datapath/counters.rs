@@ -48,6 +48,9 @@ named_enum! {
         DecapError => "decap_error",
         /// A flow-based tunnel output without set_tunnel.
         NoVni => "no_vni",
+        /// Over the PMD's packet-in rate, or its queue to the OpenFlow
+        /// channel full (the `controller` action).
+        ControllerLimit => "controller_limit",
         /// Dropped by a rule in the (model) e-switch.
         HwRuleDrop => "hw_rule_drop",
         /// A rule in the (model) e-switch matched but its actions failed.
@@ -138,6 +141,13 @@ named_enum_with! {
         /// end here, neither forwarded nor dropped.
         NeighConsumed => "neighbour_consumed",
             Metric::counter("vswitch_neighbour_consumed_total", "ARP/ND packets the VTEP answered or learned from"),
+        /// Packets (or copies) handed to the OpenFlow controllers (PACKET_IN):
+        /// they end here, neither forwarded nor dropped.
+        ToController => "to_controller",
+            Metric::counter("vswitch_packet_in_total", "Packets queued for the OpenFlow controllers (PACKET_IN)"),
+        /// Packets the controllers sent through the datapath (PACKET_OUT).
+        PacketOutSent => "packet_out",
+            Metric::labelled("vswitch_generated_total", "kind", "packet_out", GENERATED),
         /// Copies made for outputs before the last one (each is sent or
         /// counted as a drop like any packet).
         Copies => "copies", Metric::counter("vswitch_copies_total", "Packet copies made for outputs before a rule's last"),
@@ -274,7 +284,7 @@ impl Shared {
 pub struct Balance {
     pub received: u64,
     pub copies: u64,
-    /// ICMP "too big" answers and ARP/ND replies and requests.
+    /// ICMP "too big" answers, ARP/ND replies and requests, PACKET_OUTs.
     pub generated: u64,
     pub sent: u64,
     pub dropped: u64,
@@ -310,10 +320,11 @@ impl Shared {
             copies: self.get(Counter::Copies),
             generated: self.get(Counter::IcmpTooBigSent)
                 + self.get(Counter::NeighRepliesSent)
-                + self.get(Counter::NeighRequestsSent),
+                + self.get(Counter::NeighRequestsSent)
+                + self.get(Counter::PacketOutSent),
             sent: ports(PortCounter::TxPackets),
             dropped: DropReason::ALL.iter().map(|&r| self.drops(r)).sum(),
-            consumed: self.get(Counter::NeighConsumed),
+            consumed: self.get(Counter::NeighConsumed) + self.get(Counter::ToController),
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod fair;
 pub mod flows;
 pub mod pmd;
 pub mod ports;
+pub mod punt;
 pub mod rxq;
 pub mod tunnel;
 

@@ -90,6 +90,8 @@ pub enum PmdCommand {
     /// processed and handed to the transmit queues, then the queue comes
     /// back (`None`: not polled here).
     TakeQueue { port: u32, queue: u16, done: Sender<Option<Box<PolledQueue>>> },
+    /// Run these actions on this frame (an OpenFlow PACKET_OUT).
+    Inject(Box<crate::datapath::punt::Injection>),
 }
 
 /// What the control thread sees of a PMD.
@@ -120,6 +122,7 @@ pub struct PmdSetup {
     pub underlay: Arc<Underlay>,
     pub hardware: Option<Hardware>,
     pub hot: Option<HotPolicy>,
+    pub punt: crate::datapath::punt::Punt,
     /// Per physical port: whether it is an uplink (VTEP duties).
     pub uplink: Vec<bool>,
     /// Tunnel ports (numbered after the physical ports).
@@ -198,6 +201,7 @@ pub fn run(setup: PmdSetup) {
         hz,
         hardware: setup.hardware,
         hot: setup.hot,
+        punt: setup.punt,
     });
     let ports = txqs_len;
     let queues = setup.rxqs.len();
@@ -487,6 +491,12 @@ impl Pmd {
                     self.fair = CycleFair::new(self.rxqs.len(), self.hz / FAIR_QUANTUM_DIV);
                 }
                 let _ = done.send(taken.map(Box::new));
+            }
+            PmdCommand::Inject(job) => {
+                let mut io = MbufIo { tx: &mut self.tx, pool: &self.pool };
+                self.engine.inject(&job.frame, job.in_port, &job.actions, now, &mut io);
+                self.flush_all();
+                let _ = job.done.send(());
             }
         }
     }

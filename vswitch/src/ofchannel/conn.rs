@@ -122,6 +122,9 @@ pub fn start(switch: Arc<Switch>) -> Result<Option<Channel>, String> {
     }
     let c = Arc::clone(&ctx);
     threads.push(spawn("of-expiry", Box::new(move || expiry::run(&c)))?);
+    let c = Arc::clone(&ctx);
+    let queues = c.switch.take_packet_ins();
+    threads.push(spawn("of-packet-in", Box::new(move || super::packet_in::run(&c, &queues)))?);
     Ok(Some(Channel { hub, stop, threads }))
 }
 

@@ -233,7 +233,7 @@ pub fn to_actions(instructions: &[Instruction], ports: Ports) -> Result<Vec<Acti
 /// One action onto `t`.
 fn action(a: &OfAction, ports: Ports, t: &mut Vec<Action>) -> Result<(), Rejection> {
     match a {
-        OfAction::Output { port, .. } => match *port {
+        OfAction::Output { port, max_len } => match *port {
             ofp::IN_PORT => t.push(Action::InPort),
             ofp::FLOOD | ofp::ALL => {
                 // Every port but the input (an output to the input port is
@@ -243,9 +243,7 @@ fn action(a: &OfAction, ports: Ports, t: &mut Vec<Action>) -> Result<(), Rejecti
                     t.push(Action::InPort);
                 }
             }
-            ofp::CONTROLLER => {
-                return reject(E::BadActionBadOutPort, "output:CONTROLLER: packet-in is not supported yet");
-            }
+            ofp::CONTROLLER => t.push(Action::Controller { max_len: *max_len }),
             p => match ports.datapath(p) {
                 Some(dp) => t.push(Action::Output(dp)),
                 None => {
@@ -335,6 +333,7 @@ pub fn from_actions(actions: &[Action]) -> Vec<Instruction> {
             Action::SetEthSrc(m) => list.push(OfAction::SetField(Oxm::exact(Of::EthSrc, mac_to(*m)))),
             Action::SetEthDst(m) => list.push(OfAction::SetField(Oxm::exact(Of::EthDst, mac_to(*m)))),
             Action::SetTunnel(v) => list.push(OfAction::SetField(Oxm::exact(Of::TunnelId, u128::from(*v)))),
+            Action::Controller { max_len } => list.push(OfAction::Output { port: ofp::CONTROLLER, max_len: *max_len }),
             Action::Drop => {}
         }
     }

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod expiry;
 pub mod hub;
 pub mod mapping;
+pub mod packet_in;
 pub mod session;
 pub mod stats;
 

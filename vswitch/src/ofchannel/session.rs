@@ -144,9 +144,10 @@ impl Session {
                 Ok(Vec::new())
             }
             Message::MultipartRequest(m) => stats::reply(h.xid, m, switch, self.datapath_id),
-            Message::PacketOut(_) => {
+            Message::PacketOut(po) => {
                 slave()?;
-                reject(E::BadRequestEperm, "PACKET_OUT is not supported yet")
+                packet_out(po, switch)?;
+                Ok(Vec::new())
             }
             Message::Experimenter { experimenter, .. } => {
                 reject(E::BadRequestBadExperimenter, format!("experimenter {experimenter:#x}"))
@@ -238,6 +239,39 @@ impl Session {
             }
         }
     }
+}
+
+/// PACKET_OUT: the controller's frame through the datapath. FLOOD and ALL
+/// leave out (FLOOD) or include (ALL) the input port, as outputs to the
+/// input port by number are skipped.
+fn packet_out(po: &openflow::PacketOut, switch: &Switch) -> Result<(), Rejection> {
+    let ports = switch.of_ports();
+    if po.buffer_id != NO_BUFFER {
+        return reject(E::BadRequestBufferUnknown, format!("buffer {} (this switch buffers no packets)", po.buffer_id));
+    }
+    let in_port =
+        match po.in_port {
+            ofp::CONTROLLER | ofp::ANY => None,
+            p => Some(ports.datapath(p).ok_or_else(|| {
+                Rejection::new(E::BadRequestBadPort, format!("in_port {p}: not a port of this switch"))
+            })?),
+        };
+    if po.data.len() < 14 {
+        return reject(E::BadRequestBadPacket, format!("{} bytes of data: not an Ethernet frame", po.data.len()));
+    }
+    let actions = to_actions(&[openflow::Instruction::ApplyActions(po.actions.clone())], ports)?;
+    let mut out = Vec::with_capacity(actions.len());
+    for a in actions {
+        match (a, in_port) {
+            (crate::actions::Action::Output(p), Some(i)) if p == i => {}
+            (crate::actions::Action::InPort, Some(i)) => out.push(crate::actions::Action::Output(i)),
+            (crate::actions::Action::InPort, None) => {
+                return reject(E::BadActionBadOutPort, "output:IN_PORT for a packet from the controller")
+            }
+            (a, _) => out.push(a),
+        }
+    }
+    switch.inject(po.data.clone(), in_port, out)
 }
 
 /// Deletes the rules `filter` selects and sends FLOW_REMOVED for those that

@@ -46,6 +46,9 @@ pub enum Refusal {
     /// On a VTEP uplink, the flow could also match traffic for the VTEP
     /// itself (VXLAN, ARP, neighbour discovery), which software must see.
     Vtep(String),
+    /// The flow sends packets to the OpenFlow controller (PACKET_IN): only
+    /// software can.
+    Controller,
 }
 
 impl Refusal {
@@ -57,6 +60,7 @@ impl Refusal {
             Refusal::Mtu(_) => "mtu",
             Refusal::Unresolved(_) => "unresolved",
             Refusal::Vtep(_) => "vtep",
+            Refusal::Controller => "controller",
         }
     }
 }
@@ -69,6 +73,7 @@ impl fmt::Display for Refusal {
             Refusal::Mtu(s) => write!(f, "mtu: {s}"),
             Refusal::Unresolved(s) => write!(f, "unresolved: {s}"),
             Refusal::Vtep(s) => write!(f, "vtep: {s}"),
+            Refusal::Controller => write!(f, "controller: packets go to the OpenFlow controller"),
         }
     }
 }
@@ -538,6 +543,7 @@ pub fn translate(
             Action::SetEthDst(m) => out.push(hw::HwAction::SetMacDst(*m)),
             Action::SetTunnel(v) => vni = Some(*v),
             Action::Drop => {}
+            Action::Controller { .. } => return Err(Refusal::Controller),
             // Megaflows carry it as the output to their input port.
             Action::InPort => return unsupported("output:in_port not resolved to the input port"),
             Action::Output(p) => {

@@ -46,6 +46,8 @@ pub struct Switch {
     pub(super) queues: Arc<Queues>,
     pub(super) balancer: Option<Balancer>,
     pub(super) started: Instant,
+    /// The PMDs' packet-in queues, until the OpenFlow channel takes them.
+    pub(super) packet_ins: Mutex<Vec<crossbeam_channel::Receiver<crate::datapath::punt::PacketIn>>>,
     pub(super) _pool: Arc<Mempool>,
     pub(super) _eal: Eal,
 }
@@ -94,7 +96,8 @@ impl Switch {
         let affinity: Vec<Vec<(u16, usize)>> = config.ports.iter().map(|p| p.rxq_affinity.clone()).collect();
         let (per_pmd, initial) = Queues::assign_initial(config.queues, &config.pmd_cores, opened.rx, &affinity);
         let mut pmds = Vec::new();
-        for (index, (rxqs, txqs)) in per_pmd.into_iter().zip(opened.tx).enumerate() {
+        let (punts, packet_ins) = crate::datapath::punt::queues(config.pmd_cores.len(), config.openflow.punt_limits());
+        for (index, ((rxqs, txqs), punt)) in per_pmd.into_iter().zip(opened.tx).zip(punts).enumerate() {
             let polled: Vec<String> =
                 rxqs.iter().map(|q| format!("{}:{}", config.ports[q.port as usize].name, q.queue)).collect();
             let core = config.pmd_cores[index];
@@ -124,6 +127,7 @@ impl Switch {
                 tunnels: config.tunnels.len(),
                 hardware: prepared.as_ref().and_then(|p| p.hardware_stage()),
                 hot: prepared.as_ref().and_then(|p| p.hot),
+                punt,
             };
             tracing::info!(pmd = index, core, queues = %polled.join(" "), "receive queues assigned");
             let thread = std::thread::Builder::new()
@@ -153,9 +157,15 @@ impl Switch {
             queues,
             balancer: Some(balancer),
             started: Instant::now(),
+            packet_ins: Mutex::new(packet_ins),
             _pool: pool,
             _eal: eal,
         })
+    }
+
+    /// The PMDs' packet-in queues (once: the OpenFlow channel reads them).
+    pub fn take_packet_ins(&self) -> Vec<crossbeam_channel::Receiver<crate::datapath::punt::PacketIn>> {
+        std::mem::take(&mut *self.packet_ins.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// The configuration it runs.

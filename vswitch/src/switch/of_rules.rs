@@ -131,6 +131,7 @@ impl Switch {
             ofrule::format_match(&rule.matcher, &name),
             ofrule::format_actions(&rule.actions, &name)
         );
+        let table_miss = rule.priority == 0 && rule.matcher == Match::any();
         let id = state.table.insert(u32::from(rule.priority), rule.matcher, rule.actions);
         state.meta.insert(
             id,
@@ -143,6 +144,7 @@ impl Switch {
                 hard_timeout: rule.hard_timeout,
                 flags: rule.flags,
                 added: std::time::Instant::now(),
+                table_miss,
                 openflow: Some((rule.of_match, rule.of_instructions)),
             },
         );
@@ -232,6 +234,29 @@ impl Switch {
             .collect()
     }
 
+    /// A rule's cookie, table and whether it is a table-miss entry (for its
+    /// packet-ins).
+    pub fn of_rule_brief(&self, id: RuleId) -> Option<(u64, u8, bool)> {
+        self.lock_rules().meta.get(&id).map(|m| (m.cookie, m.table, m.table_miss))
+    }
+
+    /// Sends a controller's packet out through the datapath (PACKET_OUT):
+    /// PMD 0 runs `actions` on it as if it came in on `in_port` (`None`:
+    /// from the controller). Returns once the PMD has.
+    ///
+    /// # Errors
+    /// When the PMD does not take it within a second.
+    pub fn inject(&self, frame: Vec<u8>, in_port: Option<u32>, actions: Vec<Action>) -> Result<(), Rejection> {
+        let busy = || Rejection::new(E::BadRequestEperm, "the datapath did not take the packet within 1 s");
+        let pmd = self.pmds.first().ok_or_else(busy)?;
+        let (done, wait) = crossbeam_channel::bounded(1);
+        let job = crate::datapath::punt::Injection { frame, in_port, actions, done };
+        pmd.commands
+            .send_timeout(crate::datapath::pmd::PmdCommand::Inject(Box::new(job)), std::time::Duration::from_secs(1))
+            .map_err(|_| busy())?;
+        wait.recv_timeout(std::time::Duration::from_secs(1)).map_err(|_| busy())
+    }
+
     /// The rules a statistics request selects, by table, then priority.
     pub fn of_select(&self, filter: &OfFilter) -> Vec<OfRuleView> {
         let ports = self.of_ports();
@@ -279,6 +304,6 @@ fn view(r: &crate::flow::Rule, state: &RuleState) -> OfRuleView {
         priority: r.priority,
         matcher: r.matcher,
         actions: r.actions.clone(),
-        meta: state.meta.get(&r.id).cloned().unwrap_or_else(|| RuleMeta::text("", Origin::Config)),
+        meta: state.meta.get(&r.id).cloned().unwrap_or_else(|| RuleMeta::text("", Origin::Config, None)),
     }
 }

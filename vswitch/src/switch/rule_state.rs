@@ -50,6 +50,9 @@ pub struct RuleMeta {
     /// OpenFlow FLOW_MOD flags (send_flow_rem, ...).
     pub flags: u16,
     pub added: std::time::Instant,
+    /// Priority 0 with an empty match: OpenFlow's table-miss entry (its
+    /// packet-ins say NO_MATCH).
+    pub table_miss: bool,
     /// The match and instructions as the controller gave them (for its own
     /// statistics replies); `None` for rules from the file or vswitchctl.
     pub openflow: Option<(openflow::Match, Vec<openflow::Instruction>)>,
@@ -57,7 +60,7 @@ pub struct RuleMeta {
 
 impl RuleMeta {
     /// A rule written as text (file or vswitchctl): table 0, cookie 0.
-    pub fn text(text: &str, origin: Origin) -> Self {
+    pub fn text(text: &str, origin: Origin, spec: Option<&crate::ofrule::RuleSpec>) -> Self {
         Self {
             text: text.trim().to_owned(),
             origin,
@@ -67,6 +70,7 @@ impl RuleMeta {
             hard_timeout: 0,
             flags: 0,
             added: std::time::Instant::now(),
+            table_miss: spec.is_some_and(|s| s.priority == 0 && s.matcher == crate::flow::table::Match::any()),
             openflow: None,
         }
     }
@@ -99,7 +103,7 @@ impl RuleState {
         }
         for r in rules {
             let id = self.table.insert(r.spec.priority, r.spec.matcher, r.spec.actions.clone());
-            self.meta.insert(id, RuleMeta::text(&r.text, Origin::Config));
+            self.meta.insert(id, RuleMeta::text(&r.text, Origin::Config, Some(&r.spec)));
         }
     }
 }

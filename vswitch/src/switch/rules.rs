@@ -84,8 +84,9 @@ impl Switch {
         let mut state = self.lock_rules();
         room(&state, 1)?;
         unique(&state, std::slice::from_ref(&spec), std::slice::from_ref(&text.to_owned()))?;
+        let meta = RuleMeta::text(text, Origin::Control, Some(&spec));
         let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
-        state.meta.insert(id, RuleMeta::text(text, Origin::Control));
+        state.meta.insert(id, meta);
         let report = self.publish(&mut state)?;
         tracing::info!(rule = id, text = %text.trim(), kept = report.kept, removed = report.removed, "rule added");
         Ok((id, report))
@@ -117,8 +118,9 @@ impl Switch {
             .into_iter()
             .zip(texts)
             .map(|(spec, text)| {
+                let meta = RuleMeta::text(text, Origin::Control, Some(&spec));
                 let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
-                state.meta.insert(id, RuleMeta::text(text, Origin::Control));
+                state.meta.insert(id, meta);
                 id
             })
             .collect();

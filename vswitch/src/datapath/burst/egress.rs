@@ -6,6 +6,7 @@ use super::stages::*;
 use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
 use crate::actions::{self, Action, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, Local, PortCounter};
+use crate::datapath::punt::{PacketIn, Punt};
 use crate::datapath::tunnel::TunnelCtx;
 use crate::flow::Bits;
 use crate::packet::key::inner_flow;
@@ -42,6 +43,9 @@ impl Engine {
             let mut x = Exec {
                 io: &mut *io,
                 counters: &mut self.counters,
+                punt: &mut self.punt,
+                rule: flow.rule.as_ref().map(|r| r.id),
+                pmd: self.index,
                 tun: &mut self.tun,
                 mtus: &self.mtus,
                 keys: &self.keys,
@@ -50,6 +54,45 @@ impl Engine {
                 hz: self.hz,
             };
             execute(&flow.actions, pkts, members, &mut x);
+        }
+    }
+}
+
+impl Engine {
+    /// Runs `actions` on `frame` as if it came in on `in_port` (`None`: from
+    /// the controller): an OpenFlow PACKET_OUT. Counted as generated, then
+    /// sent or dropped like any packet.
+    pub fn inject<I: Io>(&mut self, frame: &[u8], in_port: Option<u32>, actions: &[Action], now: u64, io: &mut I) {
+        self.counters.add(Counter::PacketOutSent, 1);
+        let Some(mut m) = io.alloc() else {
+            self.counters.drop(DropReason::NoMbuf, 1);
+            return;
+        };
+        if !m.replace(frame) {
+            self.counters.drop(DropReason::ActionError, 1);
+            return;
+        }
+        let port = in_port.unwrap_or(u32::MAX);
+        crate::packet::parse::parse_into(frame, port, None, &mut self.keys[0]);
+        self.in_ports[0] = port;
+        let mut pkts: Packets<I::Pkt> = [const { None }; BURST];
+        pkts[0] = Some(m);
+        let mut x = Exec {
+            io: &mut *io,
+            counters: &mut self.counters,
+            punt: &mut self.punt,
+            rule: None,
+            pmd: self.index,
+            tun: &mut self.tun,
+            mtus: &self.mtus,
+            keys: &self.keys,
+            in_ports: &self.in_ports,
+            now,
+            hz: self.hz,
+        };
+        execute(actions, &mut pkts, 1, &mut x);
+        if pkts[0].take().is_some() {
+            self.counters.drop(DropReason::RuleDrop, 1);
         }
     }
 }
@@ -71,6 +114,10 @@ pub(super) fn src_port_of(key: &FlowKey, frame: &[u8]) -> u16 {
 struct Exec<'a, I: Io> {
     io: &'a mut I,
     counters: &'a mut Local,
+    punt: &'a mut Punt,
+    /// The rule of the flow being run (packet-ins name it).
+    rule: Option<u64>,
+    pmd: usize,
     tun: &'a mut TunnelCtx,
     mtus: &'a [u16],
     keys: &'a [FlowKey; BURST],
@@ -144,6 +191,26 @@ impl<I: Io> Exec<'_, I> {
             self.counters.port(port as usize, PortCounter::TxPackets, 1);
             self.counters.port(port as usize, PortCounter::TxBytes, m.len() as u64);
             self.io.send(r.uplink, m, self.counters);
+        }
+    }
+
+    /// Packet `i` to the controller: its first `max_len` bytes queued for
+    /// the OpenFlow channel (a copy unless the action is the last).
+    fn punt(&mut self, pkts: &mut Packets<I::Pkt>, i: usize, max_len: u16, last: bool) {
+        let Some(m) = pkts[i].as_ref() else { return };
+        if !last {
+            self.counters.add(Counter::Copies, 1);
+        }
+        let data = m.data();
+        let (pmd, in_port, rule, total_len) = (self.pmd, self.in_ports[i], self.rule, m.len() as u32);
+        let n = data.len().min(usize::from(max_len));
+        if self.punt.offer(self.now, self.hz, || PacketIn { pmd, in_port, rule, total_len, data: data[..n].to_vec() }) {
+            self.counters.add(Counter::ToController, 1);
+        } else {
+            self.counters.drop(DropReason::ControllerLimit, 1);
+        }
+        if last {
+            pkts[i] = None;
         }
     }
 
@@ -233,6 +300,11 @@ fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, 
                     }
                 }
             }
+            Action::Controller { max_len } => {
+                for i in Bits(members) {
+                    x.punt(pkts, i, *max_len, ai == last);
+                }
+            }
             edit => {
                 for i in Bits(members) {
                     let Some(m) = pkts[i].as_mut() else { continue };
@@ -242,7 +314,11 @@ fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, 
                         Action::SetVlanVid(vid) => actions::set_vlan_vid(m, *vid),
                         Action::SetEthSrc(mac) => actions::set_eth_src(m, *mac),
                         Action::SetEthDst(mac) => actions::set_eth_dst(m, *mac),
-                        Action::SetTunnel(_) | Action::Output(_) | Action::InPort | Action::Drop => Ok(()),
+                        Action::SetTunnel(_)
+                        | Action::Output(_)
+                        | Action::InPort
+                        | Action::Drop
+                        | Action::Controller { .. } => Ok(()),
                     };
                     if result.is_err() {
                         x.counters.drop(DropReason::ActionError, 1);

@@ -111,6 +111,8 @@ pub struct EngineSetup {
     pub hardware: Option<Hardware>,
     /// Report flows that keep a rate (hot-flow offload policy), if set.
     pub hot: Option<HotPolicy>,
+    /// The queue to the OpenFlow channel (the `controller` action).
+    pub punt: crate::datapath::punt::Punt,
 }
 
 /// The e-switch stage: what the offload device puts in the packet path (the
@@ -172,6 +174,7 @@ pub struct Engine {
     pub(super) action_lists: std::collections::HashMap<(u64, u32), FlowActions>,
     /// Packets and bytes of removed flows, by their rule.
     pub retired: std::collections::HashMap<u64, (u64, u64)>,
+    pub(super) punt: crate::datapath::punt::Punt,
     /// Where the next maintenance slice starts.
     pub(super) maint_cursor: usize,
     /// The rule table's generation (one more per `set_rules`).
@@ -231,6 +234,7 @@ impl Engine {
             smc: Smc::new(s.config.smc_entries),
             action_lists: std::collections::HashMap::new(),
             retired: std::collections::HashMap::new(),
+            punt: s.punt,
             maint_cursor: 0,
             table_gen: 0,
             stale: 0,

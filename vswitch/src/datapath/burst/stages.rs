@@ -376,7 +376,7 @@ impl Engine {
 /// drop reason when nothing is sent.
 pub fn flow_actions(rule: Option<&crate::flow::Rule>, in_port: u32) -> FlowActions {
     let Some(rule) = rule else { return (Arc::from(Vec::new()), Some(DropReason::NoRule)) };
-    if !rule.actions.iter().any(|a| matches!(a, Action::Output(_) | Action::InPort)) {
+    if !rule.actions.iter().any(|a| matches!(a, Action::Output(_) | Action::InPort | Action::Controller { .. })) {
         return (Arc::from(rule.actions.clone()), Some(DropReason::RuleDrop));
     }
     let actions: Vec<Action> = rule
@@ -385,7 +385,7 @@ pub fn flow_actions(rule: Option<&crate::flow::Rule>, in_port: u32) -> FlowActio
         .filter(|a| **a != Action::Output(in_port))
         .map(|a| if *a == Action::InPort { Action::Output(in_port) } else { a.clone() })
         .collect();
-    let sends = actions.iter().any(|a| matches!(a, Action::Output(_)));
+    let sends = actions.iter().any(|a| matches!(a, Action::Output(_) | Action::Controller { .. }));
     (Arc::from(actions), (!sends).then_some(DropReason::ToInPort))
 }
 

@@ -117,6 +117,7 @@ fn engine_mtus(rules: &[&str], budget: usize, max_flows: usize, mtus: Vec<u16>) 
         hz: 1_000_000_000,
         hardware: None,
         hot: None,
+        punt: Default::default(),
     });
     e.start_iteration();
     e
@@ -247,6 +248,7 @@ fn assert_balanced(e: &Engine) {
     assert_eq!(b.unaccounted(), 0, "packets unaccounted for: {b:?}");
 }
 
+mod controller;
 mod differential;
 mod flows;
 mod hot;
