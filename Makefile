@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
-  frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core dpkg-dev fakeroot lintian socat systemd
+  frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core dpkg-dev fakeroot lintian socat systemd python3-venv
 
 .PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-scale bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci deb deb-test
 

@@ -213,6 +213,21 @@ impl Drop for Vms {
     }
 }
 
+/// vswitchd with the two VMs' ports, offload into the model e-switch, and
+/// the controller at `controller` (IP:PORT).
+fn vms_config(vms: &Vms, controller: &str) -> String {
+    format!(
+        "rules = []\n\
+         [eal]\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\n\
+         [control]\nsocket = \"unused\"\n\n[metrics]\nlisten = \"off\"\n\n\
+         [offload]\ndevice = \"model\"\npolicy = \"all\"\nquery_interval_ms = 50\n\n\
+         [openflow]\ncontrollers = [\"tcp:{controller}\"]\n\n\
+         [[port]]\nname = \"vm0\"\nrole = \"representor\"\ndevargs = \"net_af_packet_ca,iface={}\"\n\n\
+         [[port]]\nname = \"vm1\"\nrole = \"representor\"\ndevargs = \"net_af_packet_cb,iface={}\"\n",
+        vms.host[0], vms.host[1]
+    )
+}
+
 /// What the test's controller saw and did.
 #[derive(Debug, Default, Clone)]
 struct Learned {
@@ -324,16 +339,7 @@ fn a_learning_switch_controller_lets_two_vms_ping() {
         let (stop, seen) = (Arc::clone(&stop), Arc::clone(&seen));
         std::thread::spawn(move || learning_switch(listener, stop, seen))
     };
-    let config = format!(
-        "rules = []\n\
-         [eal]\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\n\
-         [control]\nsocket = \"unused\"\n\n[metrics]\nlisten = \"off\"\n\n\
-         [offload]\ndevice = \"model\"\npolicy = \"all\"\nquery_interval_ms = 50\n\n\
-         [openflow]\ncontrollers = [\"tcp:{addr}\"]\n\n\
-         [[port]]\nname = \"vm0\"\nrole = \"representor\"\ndevargs = \"net_af_packet_ca,iface={}\"\n\n\
-         [[port]]\nname = \"vm1\"\nrole = \"representor\"\ndevargs = \"net_af_packet_cb,iface={}\"\n",
-        vms.host[0], vms.host[1]
-    );
+    let config = vms_config(&vms, &addr.to_string());
     let d = Daemon::start(&dir.0, &config);
     wait_for(Duration::from_secs(10), "the controller's table-miss entry", || {
         let r = d.ctl_json(&["dump-rules"]).ok()?;
@@ -362,4 +368,74 @@ fn a_learning_switch_controller_lets_two_vms_ping() {
     let log = d.stop();
     let _ = controller.join();
     assert!(log.contains("openflow controller connected"), "{log}");
+}
+
+/// A virtualenv with os-ken (made once under the target directory).
+fn osken_python() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/osken-venv");
+    let python = venv.join("bin/python");
+    let ready = || Command::new(&python).args(["-c", "import os_ken"]).output().is_ok_and(|o| o.status.success());
+    if !ready() {
+        let made =
+            Command::new("python3").args(["-m", "venv"]).arg(&venv).output().expect("python3 (Debian: python3-venv)");
+        assert!(made.status.success(), "python3 -m venv: {}", String::from_utf8_lossy(&made.stderr));
+        let pip = Command::new(venv.join("bin/pip")).args(["install", "-q", "os-ken==4.2.2"]).output().expect("pip");
+        assert!(
+            pip.status.success(),
+            "pip install os-ken (PyPI must be reachable): {}",
+            String::from_utf8_lossy(&pip.stderr)
+        );
+    }
+    python
+}
+
+/// The same with a controller nobody here wrote the framework of: a
+/// learning switch on os-ken 4.2.2 (tests/osken/learning_switch.py, in the
+/// style of Ryu's simple_switch_13), as vswitchd's active controller.
+#[test]
+fn an_os_ken_learning_switch_lets_two_vms_ping() {
+    let python = osken_python();
+    let vms = Vms::build();
+    let dir = TempDir::new("openflow-osken");
+    let port = common::free_port();
+    let stats = dir.path("osken.json");
+    let log = std::fs::File::create(dir.path("osken.log")).expect("log");
+    let mut osken = Command::new(python)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osken/run.py"))
+        .arg(port.to_string())
+        .env("VSWT_OSKEN_STATS", &stats)
+        .stdout(log.try_clone().expect("log"))
+        .stderr(log)
+        .spawn()
+        .expect("os-ken");
+    let read = || -> Option<serde_json::Value> { serde_json::from_str(&std::fs::read_to_string(&stats).ok()?).ok() };
+    let osken_log = || std::fs::read_to_string(dir.path("osken.log")).unwrap_or_default();
+    wait_for(Duration::from_secs(20), "os-ken listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(())
+    });
+    let d = Daemon::start(&dir.0, &vms_config(&vms, &format!("127.0.0.1:{port}")));
+    wait_for(Duration::from_secs(20), "os-ken's table-miss entry", || {
+        let r = d.ctl_json(&["dump-rules"]).ok()?;
+        r.as_array().is_some_and(|a| a.iter().any(|r| r["origin"] == "controller")).then_some(())
+    });
+    let (ok, out) = netns::ping(&vms.ns[0], &["-c", "3", "-i", "0.2", "-W", "2", "10.99.0.2"]);
+    assert!(ok, "ping through os-ken's switch:\n{out}\n{}\n{}", d.log_text(), osken_log());
+    let learned = read().expect("os-ken's counts");
+    let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
+    assert_eq!(n(&learned, "n_tables"), 1, "{learned}");
+    assert!(n(&learned, "packet_ins") >= 2 && n(&learned, "flows") >= 3, "{learned}");
+    assert!(n(&learned, "no_match") >= 1, "{learned}");
+    let (ok, out) = netns::ping(&vms.ns[0], &["-c", "20", "-i", "0.05", "-W", "2", "10.99.0.2"]);
+    assert!(ok, "{out}");
+    let after = read().expect("os-ken's counts");
+    assert_eq!(n(&after, "packet_ins"), n(&learned, "packet_ins"), "the pings went by the learned flows: {after}");
+    let flows = d.ctl_json(&["dump-flows"]).expect("dump-flows");
+    let hw = flows.as_array().expect("flows").iter().filter(|f| f["offload"] == "hw").count();
+    assert!(hw >= 2, "the learned flows are in the model e-switch:\n{flows:#}");
+    let log = d.stop();
+    let _ = osken.kill();
+    let _ = osken.wait();
+    assert!(log.contains("openflow controller connected"), "{log}");
+    // os-ken asked for flow statistics with every packet-in: it read them.
+    assert!(after["flow_stats"].as_array().is_some_and(|f| !f.is_empty()), "{after}\n{}", osken_log());
 }

@@ -1,0 +1,14 @@
+"""Runs learning_switch.py as an os-ken controller listening on
+127.0.0.1:PORT (os-ken 4.2 ships no osken-manager): python run.py PORT"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from os_ken import cfg  # noqa: E402
+from os_ken.base import app_manager  # noqa: E402
+import os_ken.controller.controller  # noqa: E402,F401  (registers the listener options)
+
+cfg.CONF(args=["--ofp-tcp-listen-port", sys.argv[1], "--ofp-listen-host", "127.0.0.1"], project="os_ken")
+app_manager.AppManager.run_apps(["learning_switch"])
