@@ -12,6 +12,7 @@
 mod control;
 mod flood;
 mod floor;
+mod flowmod;
 mod fonts;
 mod offload;
 mod ours;
@@ -169,6 +170,22 @@ enum Cmd {
         warmup: u64,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        #[arg(long)]
+        core: Option<usize>,
+        #[arg(long, value_enum)]
+        peer: Option<Peer>,
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        #[arg(long)]
+        vswitchd: Option<PathBuf>,
+    },
+    /// OpenFlow FLOW_MOD adds per second through one connection, a
+    /// BARRIER every `batch`; with `--peer ovs`, Open vSwitch's too.
+    Flowmod {
+        #[arg(long, default_value_t = 100_000)]
+        rules: u32,
+        #[arg(long, default_value_t = 1000)]
+        batch: u32,
         #[arg(long)]
         core: Option<usize>,
         #[arg(long, value_enum)]
@@ -353,6 +370,10 @@ fn run(args: Args) -> Result<()> {
         }
         Cmd::Control { rules, core, out, vswitchd } => {
             let table = control::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules)?;
+            println!("{table}");
+        }
+        Cmd::Flowmod { rules, batch, core, peer, out, vswitchd } => {
+            let table = flowmod::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules, batch.max(1), peer.is_some())?;
             println!("{table}");
         }
         Cmd::Smoke { vswitchd, no_peer } => smoke(vswitchd, no_peer)?,

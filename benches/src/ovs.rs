@@ -158,6 +158,11 @@ impl Ovs {
         run(self.env(&mut Command::new("ovs-ofctl")).args(args))
     }
 
+    /// The OpenFlow management socket of `bridge`.
+    pub(crate) fn mgmt(&self, bridge: &str) -> PathBuf {
+        self.dir.join(format!("{bridge}.mgmt"))
+    }
+
     pub(crate) fn log_path(&self) -> PathBuf {
         self.dir.join("ovs-vswitchd.log")
     }

@@ -278,7 +278,8 @@ fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&d.socket).expect("socket").permissions());
     assert_eq!(mode & 0o777, 0o600, "control socket is private");
 
-    // reload re-reads the file's rules; a port change is refused.
+    // reload re-reads the file's rules (the one added with vswitchctl
+    // stays); a port change is refused.
     let cfg_path = dir.path("vswitchd.toml");
     let reloaded = cfg.replace(
         "priority=10,in_port=vf0,ip actions=output:uplink0",
@@ -288,8 +289,20 @@ fn rule_changes_apply_to_cached_flows_and_bad_requests_get_errors() {
     let r = d.ctl_json(&["reload"]).expect("reload");
     assert_eq!(r["rules"], 2, "{r}");
     let rules = d.ctl_json(&["dump-rules"]).expect("rules");
-    let texts: Vec<&str> = rules.as_array().expect("array").iter().filter_map(|r| r["text"].as_str()).collect();
-    assert_eq!(texts, ["priority=30,in_port=vf0,ip actions=output:uplink1", "priority=5 actions=drop"]);
+    let texts: Vec<(&str, &str)> = rules
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|r| Some((r["text"].as_str()?, r["origin"].as_str()?)))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("priority=30,in_port=vf0,ip actions=output:uplink1", "config"),
+            ("priority=25,in_port=vf0,tcp actions=drop", "control"),
+            ("priority=5 actions=drop", "config")
+        ]
+    );
     grows("uplink1", 1000);
     std::fs::write(&cfg_path, reloaded.replace("net_null_b", "net_null_c")).expect("rewrite config");
     let refused = d.ctl(&["reload"]);

@@ -253,6 +253,9 @@ struct Subtable {
     prefixes: Vec<PrefixIndex>,
     prefix_at: usize,
     max_priority: u32,
+    /// Rules per priority (the highest is `max_priority`, kept in O(log n)
+    /// when rules go).
+    priorities: BTreeMap<u32, usize>,
     count: usize,
 }
 
@@ -300,6 +303,7 @@ impl Subtable {
             prefixes,
             prefix_at,
             max_priority: 0,
+            priorities: BTreeMap::new(),
             count: 0,
         }
     }
@@ -383,6 +387,16 @@ impl RuleTable {
         self.prefix_checks
     }
 
+    /// A copy that shares nothing with this table (editing either never
+    /// copies the other's subtables).
+    pub fn deep_clone(&self) -> Self {
+        let mut t = self.clone();
+        for st in &mut t.subtables {
+            *st = Arc::new(Subtable::clone(st));
+        }
+        t
+    }
+
     /// Number of rules.
     pub fn len(&self) -> usize {
         self.count
@@ -400,8 +414,13 @@ impl RuleTable {
 
     /// Adds a rule and returns its id.
     pub fn insert(&mut self, priority: u32, matcher: Match, actions: Vec<Action>) -> RuleId {
-        let id = self.next_id;
-        self.next_id += 1;
+        self.insert_with_id(self.next_id, priority, matcher, actions)
+    }
+
+    /// Adds a rule under a given id (a copy of a table replaying another's
+    /// edits); later ids follow it.
+    pub fn insert_with_id(&mut self, id: RuleId, priority: u32, matcher: Match, actions: Vec<Action>) -> RuleId {
+        self.next_id = self.next_id.max(id + 1);
         let matcher = Match { key: matcher.key.masked(&matcher.mask), mask: matcher.mask };
         let rule = Arc::new(Rule { id, priority, matcher, actions });
         let idx = match self.subtables.iter().position(|s| *s.mask() == matcher.mask) {
@@ -427,6 +446,7 @@ impl RuleTable {
             p.add(&matcher.key);
         }
         st.max_priority = st.max_priority.max(priority);
+        *st.priorities.entry(priority).or_default() += 1;
         st.count += 1;
         self.count += 1;
         self.sort();
@@ -435,9 +455,25 @@ impl RuleTable {
 
     /// Removes a rule by id.
     pub fn remove(&mut self, id: RuleId) -> Option<Arc<Rule>> {
-        let (si, key) = self.subtables.iter().enumerate().find_map(|(si, st)| {
+        let (si, key) = self.find_id(id)?;
+        self.remove_in(si, key, id)
+    }
+
+    /// Removes a rule by id when its match is known: no search of the
+    /// other subtables (bulk deletes stay linear).
+    pub fn remove_at(&mut self, id: RuleId, matcher: &Match) -> Option<Arc<Rule>> {
+        let si = self.subtables.iter().position(|s| *s.mask() == matcher.mask)?;
+        self.remove_in(si, matcher.key.masked(&matcher.mask), id)
+    }
+
+    /// The subtable and key holding rule `id` (a search of every rule).
+    fn find_id(&self, id: RuleId) -> Option<(usize, FlowKey)> {
+        self.subtables.iter().enumerate().find_map(|(si, st)| {
             st.rules.iter().find(|(_, list)| list.iter().any(|r| r.id == id)).map(|(k, _)| (si, *k))
-        })?;
+        })
+    }
+
+    fn remove_in(&mut self, si: usize, key: FlowKey, id: RuleId) -> Option<Arc<Rule>> {
         let st = &mut Arc::make_mut(&mut self.subtables[si]);
         let keyer = st.keyer;
         let Ok(mut entry) = st.rules.find_entry(keyer.hash(&key), |e| e.0 == key) else { return None };
@@ -455,24 +491,35 @@ impl RuleTable {
         }
         st.count -= 1;
         self.count -= 1;
+        if let std::collections::btree_map::Entry::Occupied(mut e) = st.priorities.entry(removed.priority) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
         if st.count == 0 {
             self.subtables.remove(si);
         } else {
-            st.max_priority = st.rules.iter().filter_map(|(_, l)| l.first()).map(|r| r.priority).max().unwrap_or(0);
+            st.max_priority = st.priorities.keys().next_back().copied().unwrap_or(0);
         }
         self.sort();
         Some(removed)
     }
 
+    /// A rule by id when its match is known (no search).
+    pub fn get_at(&self, id: RuleId, matcher: &Match) -> Option<&Arc<Rule>> {
+        let st = self.subtables.iter().find(|s| *s.mask() == matcher.mask)?;
+        let key = matcher.key.masked(&matcher.mask);
+        let (_, list) = st.rules.find(st.keyer.hash(&key), |e| e.0 == key)?;
+        list.iter().find(|r| r.id == id)
+    }
+
     /// Gives a rule new actions, keeping its id, priority and match (an
     /// OpenFlow modify: the rule's counters, kept by id, carry on).
     /// Returns whether the rule was there.
-    pub fn set_actions(&mut self, id: RuleId, actions: Vec<Action>) -> bool {
-        let Some((si, key)) = self.subtables.iter().enumerate().find_map(|(si, st)| {
-            st.rules.iter().find(|(_, list)| list.iter().any(|r| r.id == id)).map(|(k, _)| (si, *k))
-        }) else {
-            return false;
-        };
+    pub fn set_actions(&mut self, id: RuleId, matcher: &Match, actions: Vec<Action>) -> bool {
+        let Some(si) = self.subtables.iter().position(|s| *s.mask() == matcher.mask) else { return false };
+        let key = matcher.key.masked(&matcher.mask);
         let st = Arc::make_mut(&mut self.subtables[si]);
         let keyer = st.keyer;
         let Some(entry) = st.rules.find_mut(keyer.hash(&key), |e| e.0 == key) else { return false };

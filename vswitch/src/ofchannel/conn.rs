@@ -6,11 +6,12 @@
 //! peer gets an ECHO_REQUEST after the probe interval and is disconnected
 //! after two. None of this touches a PMD.
 
+pub use super::ctx::Ctx;
 use super::expiry;
 use super::hub::Hub;
 use super::session::{self, Session};
 use crate::accept::Acceptor;
-use crate::config::openflow::{FailMode, OpenflowSettings, Target};
+use crate::config::openflow::{FailMode, Target};
 use crate::ratelimit::RateLimited;
 use crate::switch::Switch;
 use openflow::{frame_len, Frame, Message};
@@ -28,15 +29,6 @@ const SLICE: Duration = Duration::from_millis(100);
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// The first reconnection delay (doubling up to `max_backoff`).
 const MIN_BACKOFF: Duration = Duration::from_secs(1);
-
-/// What every connection thread shares.
-pub struct Ctx {
-    pub switch: Arc<Switch>,
-    pub hub: Arc<Hub>,
-    pub settings: OpenflowSettings,
-    pub datapath_id: u64,
-    pub stop: Arc<AtomicBool>,
-}
 
 /// The running channel.
 pub struct Channel {
@@ -219,6 +211,8 @@ fn run<S: Stream>(ctx: &Ctx, mut s: S, controller: bool, peer: String) {
         Ok(()) => serve(ctx, &mut s, &mut session, &queued),
         Err(e) => format!("socket setup: {e}"),
     };
+    // Edits the peer made before it went still reach the datapath.
+    let _ = session.flush(&ctx.switch);
     if controller {
         tracing::info!(%peer, "openflow controller connection closed: {why}");
     } else {
@@ -264,24 +258,14 @@ fn serve<S: Stream>(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
             Err(e) => return format!("read: {e}"),
         }
-        loop {
-            match frame_len(&buf) {
-                Frame::Partial => break,
-                Frame::Broken(len) => {
-                    return format!("a message with length {len} (< 8): the stream cannot be read on")
-                }
-                Frame::Complete(n) => {
-                    let out = session.handle(&buf[..n], &ctx.switch, &ctx.hub);
-                    buf.drain(..n);
-                    for r in &out.replies {
-                        if let Err(e) = send(ctx, s, r) {
-                            return e;
-                        }
-                    }
-                    if out.close {
-                        return "version negotiation failed".into();
-                    }
-                }
+        if let Err(e) = handle_frames(ctx, s, session, &mut buf) {
+            return e;
+        }
+        // All that was read is handled: the FLOW_MODs among it go to the
+        // datapath together.
+        if let Some(e) = session.flush(&ctx.switch) {
+            if let Err(e) = send(ctx, s, &e) {
+                return e;
             }
         }
         let quiet = heard.elapsed();
@@ -295,6 +279,37 @@ fn serve<S: Stream>(
             }
         }
     }
+}
+
+/// Handles every whole message at the start of `buf` and removes them (at
+/// once: a buffer of hundreds of FLOW_MODs is not shifted per message).
+fn handle_frames<S: Stream>(ctx: &Ctx, s: &mut S, session: &mut Session, buf: &mut Vec<u8>) -> Result<(), String> {
+    let mut at = 0;
+    let result = loop {
+        match frame_len(&buf[at..]) {
+            Frame::Partial => break Ok(()),
+            Frame::Broken(len) => {
+                break Err(format!("a message with length {len} (< 8): the stream cannot be read on"))
+            }
+            Frame::Complete(n) => {
+                let out = session.handle(&buf[at..at + n], &ctx.switch, &ctx.hub);
+                at += n;
+                for r in &out.replies {
+                    send(ctx, s, r)?;
+                }
+                if out.close {
+                    break Err("version negotiation failed".into());
+                }
+                if session.batch_full() {
+                    if let Some(e) = session.flush(&ctx.switch) {
+                        send(ctx, s, &e)?;
+                    }
+                }
+            }
+        }
+    };
+    buf.drain(..at);
+    result
 }
 
 /// Writes a whole message within [`WRITE_DEADLINE`].

@@ -2,7 +2,7 @@
 //! that asked), checked once a second off the PMDs, and the standalone fail
 //! mode's clean-up when the last controller is gone.
 
-use super::conn::Ctx;
+use super::ctx::Ctx;
 use super::session::notify_removed;
 use crate::flow::table::RuleId;
 use crate::switch::Origin;
@@ -63,15 +63,14 @@ fn check(ctx: &Ctx, seen: &mut HashMap<RuleId, (u64, Instant)>) {
         if ids.is_empty() {
             continue;
         }
-        match ctx.switch.of_remove(|r, _| ids.contains(&r.id)) {
-            Ok(gone) => {
-                tracing::debug!(rules = gone.len(), reason, "openflow rules timed out");
-                notify_removed(&ctx.hub, &gone, &counts, reason);
-                for g in &gone {
-                    seen.remove(&g.id);
-                }
-            }
-            Err(e) => tracing::warn!("openflow timeouts: {e}"),
+        let gone = ctx.switch.of_remove(|id, _| ids.contains(&id));
+        if let Err(e) = ctx.switch.of_commit() {
+            tracing::warn!("openflow timeouts: {e}");
+        }
+        tracing::debug!(rules = gone.len(), reason, "openflow rules timed out");
+        notify_removed(&ctx.hub, &gone, &counts, reason);
+        for g in &gone {
+            seen.remove(&g.id);
         }
     }
 }
@@ -79,8 +78,9 @@ fn check(ctx: &Ctx, seen: &mut HashMap<RuleId, (u64, Instant)>) {
 /// The last controller is gone in standalone mode: its rules go, and the
 /// switch forwards by the file's and vswitchctl's rules until one is back.
 pub fn standalone(ctx: &Ctx) {
-    match ctx.switch.of_remove(|_, m| m.is_some_and(|m| m.origin == Origin::Controller)) {
-        Ok(gone) => tracing::warn!(
+    let gone = ctx.switch.of_remove(|_, m| m.origin == Origin::Controller);
+    match ctx.switch.of_commit() {
+        Ok(()) => tracing::warn!(
             rules = gone.len(),
             "no OpenFlow controller connected (fail_mode standalone): the controllers' rules were removed"
         ),

@@ -16,6 +16,9 @@ use openflow::error::{reject, ErrorCode as E, Rejection};
 use openflow::oxm::{Field as Of, Oxm, VID_PRESENT};
 use openflow::{Action as OfAction, Instruction};
 
+/// Tables this switch has (one for now: goto_table is refused).
+pub const N_TABLES: u8 = 1;
+
 /// Largest VNI (the rule table's tunnel id is 24 bits).
 const MAX_VNI: u128 = 0x00ff_ffff;
 /// An IPv4 address in the key: `::ffff:a.b.c.d`.

@@ -4,6 +4,7 @@
 //! mapping between OpenFlow and the rule table (`mapping`).
 
 pub mod conn;
+pub mod ctx;
 pub mod expiry;
 pub mod hub;
 pub mod mapping;

@@ -3,7 +3,7 @@
 //! with the rule's cookie and table, and NO_MATCH when the rule is the
 //! table-miss entry (priority 0, empty match), ACTION otherwise.
 
-use super::conn::Ctx;
+use super::ctx::Ctx;
 use super::mapping::Ports;
 use crate::datapath::punt::PacketIn;
 use crossbeam_channel::{Receiver, Select};

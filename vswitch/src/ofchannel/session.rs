@@ -4,16 +4,19 @@
 //! BARRIER_REPLY needs no waiting of its own.
 
 use super::hub::{Hub, Role};
-use super::mapping::{from_actions, from_match, to_actions, to_match};
-use super::stats;
+use super::mapping::N_TABLES;
+use super::mapping::{to_actions, to_match};
+use super::stats::{self, of_view};
 use crate::switch::{OfFilter, OfRule, Origin, Switch};
 use openflow::action::{port as ofp, NO_BUFFER};
 use openflow::error::{reject, ErrorCode as E, Rejection};
 use openflow::msg::{flow_flags, removed_reason, FlowMod, FlowModCommand, FlowRemoved, TABLE_ALL};
 use openflow::{encode, error_reply, Header, Hello, Message, RoleMsg, SwitchConfig};
 
-/// Tables this switch has (one for now: goto_table is refused).
-pub const N_TABLES: u8 = 1;
+/// FLOW_MODs applied before the datapath is given them at the latest (a
+/// batch is otherwise published when the peer has nothing more queued, or
+/// before a message that must see it).
+pub const BATCH: usize = 10_000;
 
 /// What a handled message leads to.
 #[derive(Debug, Default)]
@@ -34,11 +37,23 @@ pub struct Session {
     pub datapath_id: u64,
     /// What the peer is called in logs.
     pub peer: String,
+    /// FLOW_MODs applied and not yet published, and the xid of the last.
+    pending: usize,
+    last_xid: u32,
 }
 
 impl Session {
     pub fn new(id: u64, controller: bool, datapath_id: u64, peer: String) -> Self {
-        Self { id, controller, negotiated: false, config: SwitchConfig::default(), datapath_id, peer }
+        Self {
+            id,
+            controller,
+            negotiated: false,
+            config: SwitchConfig::default(),
+            datapath_id,
+            peer,
+            pending: 0,
+            last_xid: 0,
+        }
     }
 
     /// The HELLO a session starts with.
@@ -80,6 +95,12 @@ impl Session {
             }
             return out;
         }
+        if matches!(msg, Message::FlowMod(_)) {
+            self.pending += 1;
+            self.last_xid = h.xid;
+        } else if let Some(e) = self.flush(switch) {
+            out.replies.push(e);
+        }
         match self.request(h, &msg, switch, hub) {
             Ok(replies) => out.replies = replies,
             Err(r) => {
@@ -88,6 +109,24 @@ impl Session {
             }
         }
         out
+    }
+
+    /// Publishes the FLOW_MODs applied so far; an ERROR (FLOW_MOD_FAILED
+    /// UNKNOWN, with the last one's xid) when the datapath did not take them
+    /// (they stay in the rule table and the next publication carries them).
+    pub fn flush(&mut self, switch: &Switch) -> Option<Vec<u8>> {
+        if self.pending == 0 {
+            return None;
+        }
+        self.pending = 0;
+        let e = switch.of_commit().err()?;
+        tracing::warn!(peer = %self.peer, "openflow: {e}");
+        Some(error_reply(self.last_xid, e.code, &[]))
+    }
+
+    /// Whether a batch is due for publication anyway.
+    pub fn batch_full(&self) -> bool {
+        self.pending >= BATCH
     }
 
     fn hello_failed(&self, why: &str) -> Outcome {
@@ -232,7 +271,8 @@ impl Session {
             }
             FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
                 let actions = to_actions(&fm.instructions, ports)?;
-                switch.of_modify(&filter, &actions, &fm.instructions).map(|_| ())
+                switch.of_modify(&filter, &actions, &fm.instructions);
+                Ok(())
             }
             FlowModCommand::Delete | FlowModCommand::DeleteStrict => {
                 remove(switch, hub, &filter, removed_reason::DELETE).map(|_| ())
@@ -283,7 +323,7 @@ fn packet_out(po: &openflow::PacketOut, switch: &Switch) -> Result<(), Rejection
 pub fn remove(switch: &Switch, hub: &Hub, filter: &OfFilter, reason: u8) -> Result<usize, Rejection> {
     let wanted = switch.of_select(filter).iter().any(|r| r.meta.flags & flow_flags::SEND_FLOW_REM != 0);
     let counts = if wanted { switch.rule_counts().unwrap_or_default() } else { Default::default() };
-    let gone = switch.of_delete(filter)?;
+    let gone = switch.of_delete(filter);
     notify_removed(hub, &gone, &counts, reason);
     Ok(gone.len())
 }
@@ -313,14 +353,6 @@ pub fn notify_removed(
             matcher: of_view(r).0,
         });
         hub.broadcast(&encode(0, &m), false);
-    }
-}
-
-/// The OpenFlow view of a rule's match and instructions.
-pub fn of_view(r: &crate::switch::OfRuleView) -> (openflow::Match, Vec<openflow::Instruction>) {
-    match &r.meta.openflow {
-        Some((m, i)) => (m.clone(), i.clone()),
-        None => (from_match(&r.matcher).0, from_actions(&r.actions)),
     }
 }
 

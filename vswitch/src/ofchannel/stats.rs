@@ -3,7 +3,7 @@
 //! hardware), the table, port counters and descriptions, table features.
 
 use super::mapping::Ports;
-use super::session::{of_view, N_TABLES};
+use super::mapping::{from_actions, from_match, N_TABLES};
 use crate::switch::{OfFilter, Switch};
 use openflow::action::port as ofp;
 use openflow::error::{reject, ErrorCode as E, Rejection};
@@ -226,5 +226,13 @@ fn features() -> TableFeatures {
             TableFeatureProp::fields(table_prop::WRITE_SETFIELD, &[], false),
             TableFeatureProp::fields(table_prop::APPLY_SETFIELD, SET_FIELDS, false),
         ],
+    }
+}
+
+/// The OpenFlow view of a rule's match and instructions.
+pub fn of_view(r: &crate::switch::OfRuleView) -> (openflow::Match, Vec<openflow::Instruction>) {
+    match &r.meta.openflow {
+        Some((m, i)) => (m.clone(), i.clone()),
+        None => (from_match(&r.matcher).0, from_actions(&r.actions)),
     }
 }

@@ -80,18 +80,11 @@ impl Switch {
             None
         };
         let events = prepared.as_ref().map(|p| p.events_tx.clone()).or(events);
-        let state = RuleState::new(&config.rules, config.prefix_checks);
-        let table = Arc::new(state.table.clone());
+        let mut state = RuleState::new(&config.rules, config.prefix_checks);
+        let (table, at) = state.snapshot();
+        state.published(Arc::clone(&table), at);
         let stop = Arc::new(AtomicBool::new(false));
-        let pmd_config = PmdConfig {
-            upcall_budget: config.upcall_budget,
-            emc_entries: config.emc_entries,
-            smc_entries: config.smc_entries,
-            emc_insert_inv_prob: config.emc_insert_inv_prob,
-            max_flows: config.max_flows,
-            idle_timeout: config.idle_timeout,
-            hw_grace: if config.offload.enabled { config.offload.query_interval * 2 } else { Duration::ZERO },
-        };
+        let pmd_config = pmd_config(&config);
         let mtus: Vec<u16> = config.ports.iter().map(|p| p.mtu).collect();
         let affinity: Vec<Vec<(u16, usize)>> = config.ports.iter().map(|p| p.rxq_affinity.clone()).collect();
         let (per_pmd, initial) = Queues::assign_initial(config.queues, &config.pmd_cores, opened.rx, &affinity);
@@ -272,5 +265,18 @@ impl Drop for Switch {
             let _ = o.stop();
         }
         self.stop_pmds();
+    }
+}
+
+/// The settings every PMD gets.
+fn pmd_config(config: &Config) -> PmdConfig {
+    PmdConfig {
+        upcall_budget: config.upcall_budget,
+        emc_entries: config.emc_entries,
+        smc_entries: config.smc_entries,
+        emc_insert_inv_prob: config.emc_insert_inv_prob,
+        max_flows: config.max_flows,
+        idle_timeout: config.idle_timeout,
+        hw_grace: if config.offload.enabled { config.offload.query_interval * 2 } else { Duration::ZERO },
     }
 }

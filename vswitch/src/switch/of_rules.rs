@@ -1,8 +1,14 @@
 //! OpenFlow edits of the rule table: FLOW_MOD's add (replacing a rule of
 //! the same table, priority and match), modify and delete (strict or not,
 //! with cookie and out_port filters), and the rules a statistics request
-//! selects. They go through the same snapshot and revalidation as every
-//! other edit, so when one returns no packet is forwarded by the old rules.
+//! selects.
+//!
+//! Edits change the rule state at once (errors are per message) and are
+//! published to the PMDs by [`Switch::of_commit`], which the OpenFlow
+//! session calls before anything that must see them (a BARRIER, a
+//! statistics request, a PACKET_OUT) and whenever it has read all it was
+//! sent: a batch of FLOW_MODs costs one snapshot and one revalidation, and
+//! after the BARRIER_REPLY no packet is forwarded by an old rule.
 
 use super::core::Switch;
 use super::rule_state::{Origin, RuleMeta, RuleState};
@@ -10,7 +16,7 @@ use crate::actions::Action;
 use crate::config::rules::MAX_RULES;
 use crate::flow::table::{Match, RuleId};
 use crate::ofchannel::mapping::{outputs_to, Ports};
-use crate::ofrule;
+use crate::ofrule::{self, RuleSpec};
 use openflow::error::{reject, ErrorCode as E, Rejection};
 use std::collections::HashMap;
 
@@ -54,25 +60,26 @@ pub struct OfRuleView {
 }
 
 impl OfFilter {
-    fn selects(&self, r: &crate::flow::Rule, meta: Option<&RuleMeta>, ports: Ports) -> bool {
-        let table = meta.map_or(0, |m| m.table);
-        let cookie = meta.map_or(0, |m| m.cookie);
-        if self.table.is_some_and(|t| t != table) || (cookie ^ self.cookie) & self.cookie_mask != 0 {
+    /// Whether the filter selects the rule `meta` describes (`actions`: its
+    /// actions, read only for an out_port filter).
+    fn selects(&self, meta: &RuleMeta, actions: impl FnOnce() -> Vec<Action>, ports: Ports) -> bool {
+        if self.table.is_some_and(|t| t != meta.table) || (meta.cookie ^ self.cookie) & self.cookie_mask != 0 {
             return false;
         }
+        let m = &meta.matcher;
         let fits = match self.strict_priority {
-            Some(p) => u32::from(p) == r.priority && r.matcher == self.matcher,
+            Some(p) => u32::from(p) == meta.priority && *m == self.matcher,
             // The rule is at least as specific as the filter on every bit
             // the filter names, with the same values there.
             None => {
                 let f = &self.matcher;
                 (0..f.mask.0.words.len()).all(|i| {
-                    f.mask.0.words[i] & !r.matcher.mask.0.words[i] == 0
-                        && (f.key.words[i] ^ r.matcher.key.words[i]) & f.mask.0.words[i] == 0
+                    f.mask.0.words[i] & !m.mask.0.words[i] == 0
+                        && (f.key.words[i] ^ m.key.words[i]) & f.mask.0.words[i] == 0
                 })
             }
         };
-        fits && outputs_to(&r.actions, self.out_port, ports)
+        fits && (self.out_port == openflow::action::port::ANY || outputs_to(&actions(), self.out_port, ports))
     }
 }
 
@@ -85,6 +92,50 @@ fn publish_error(e: impl std::fmt::Display) -> Rejection {
     Rejection::new(E::FlowModFailedUnknown, format!("the datapath did not take the change: {e}"))
 }
 
+/// A rule's actions, found by its match.
+fn actions_of(state: &RuleState, id: RuleId, meta: &RuleMeta) -> Vec<Action> {
+    state.table.get_at(id, &meta.matcher).map(|r| r.actions.clone()).unwrap_or_default()
+}
+
+fn view(state: &RuleState, id: RuleId, meta: &RuleMeta) -> OfRuleView {
+    OfRuleView {
+        id,
+        priority: meta.priority,
+        matcher: meta.matcher,
+        actions: actions_of(state, id, meta),
+        meta: meta.clone(),
+    }
+}
+
+/// The ids `filter` selects.
+fn selected(state: &RuleState, filter: &OfFilter, ports: Ports) -> Vec<RuleId> {
+    // Strict: the one rule of that identity, without a walk.
+    if let (Some(p), Some(t)) = (filter.strict_priority, filter.table) {
+        let key = (t, u32::from(p), filter.matcher);
+        return state
+            .index
+            .get(&key)
+            .filter(|id| state.meta.get(id).is_some_and(|m| filter.selects(m, || actions_of(state, **id, m), ports)))
+            .map(|id| vec![*id])
+            .unwrap_or_default();
+    }
+    state
+        .meta
+        .iter()
+        .filter(|(id, m)| filter.selects(m, || actions_of(state, **id, m), ports))
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+fn text(switch: &Switch, priority: u32, matcher: &Match, actions: &[Action]) -> String {
+    let name = |n: u32| switch.port_name(n);
+    format!(
+        "priority={priority},{} actions={}",
+        ofrule::format_match(matcher, &name),
+        ofrule::format_actions(actions, &name)
+    )
+}
+
 impl Switch {
     /// The ports as OpenFlow numbers them.
     pub fn of_ports(&self) -> Ports {
@@ -93,134 +144,107 @@ impl Switch {
 
     /// FLOW_MOD add: a rule of the same table, priority and match is
     /// replaced; with `check_overlap`, one that overlaps at the same
-    /// priority refuses the add.
+    /// priority refuses the add. Published by [`Switch::of_commit`].
     ///
     /// # Errors
-    /// OVERLAP, TABLE_FULL, or UNKNOWN when a PMD did not take the change.
+    /// OVERLAP, TABLE_FULL.
     pub fn of_add(&self, rule: OfRule, origin: Origin) -> Result<(), Rejection> {
-        let check_overlap = rule.flags & openflow::flow_flags::CHECK_OVERLAP != 0;
         let mut state = self.lock_rules();
-        let same = |r: &crate::flow::Rule, st: &RuleState| {
-            r.priority == u32::from(rule.priority) && st.meta.get(&r.id).map_or(0, |m| m.table) == rule.table
-        };
-        let mut replaced = Vec::new();
-        for r in state.table.rules() {
-            if !same(r, &state) {
-                continue;
-            }
-            if r.matcher == rule.matcher {
-                replaced.push(r.id);
-            } else if check_overlap && overlaps(&r.matcher, &rule.matcher) {
+        let priority = u32::from(rule.priority);
+        let matcher = Match { key: rule.matcher.key.masked(&rule.matcher.mask), mask: rule.matcher.mask };
+        let replaced = state.index.get(&(rule.table, priority, matcher)).copied();
+        if rule.flags & openflow::flow_flags::CHECK_OVERLAP != 0 {
+            let clash = state.meta.iter().find(|(id, m)| {
+                Some(**id) != replaced
+                    && m.table == rule.table
+                    && m.priority == priority
+                    && overlaps(&m.matcher, &matcher)
+            });
+            if let Some((id, _)) = clash {
                 return reject(
                     E::FlowModFailedOverlap,
-                    format!("overlaps rule {} at priority {} (check_overlap)", r.id, rule.priority),
+                    format!("overlaps rule {id} at priority {priority} (check_overlap)"),
                 );
             }
         }
-        if replaced.is_empty() && state.table.len() >= MAX_RULES {
+        if replaced.is_none() && state.table.len() >= MAX_RULES {
             return reject(E::FlowModFailedTableFull, format!("the rule table holds its limit of {MAX_RULES} rules"));
         }
-        for id in &replaced {
-            state.table.remove(*id);
-            state.meta.remove(id);
+        if let Some(id) = replaced {
+            state.remove(id);
         }
-        let name = |n: u32| self.port_name(n);
-        let text = format!(
-            "priority={},{} actions={}",
-            rule.priority,
-            ofrule::format_match(&rule.matcher, &name),
-            ofrule::format_actions(&rule.actions, &name)
-        );
-        let table_miss = rule.priority == 0 && rule.matcher == Match::any();
-        let id = state.table.insert(u32::from(rule.priority), rule.matcher, rule.actions);
-        state.meta.insert(
-            id,
-            RuleMeta {
-                text: text.clone(),
-                origin,
-                table: rule.table,
-                cookie: rule.cookie,
-                idle_timeout: rule.idle_timeout,
-                hard_timeout: rule.hard_timeout,
-                flags: rule.flags,
-                added: std::time::Instant::now(),
-                table_miss,
-                openflow: Some((rule.of_match, rule.of_instructions)),
-            },
-        );
-        let report = self.publish(&mut state).map_err(publish_error)?;
-        tracing::debug!(rule = id, %text, replaced = replaced.len(), removed = report.removed, "openflow rule added");
+        let spec = RuleSpec { priority, matcher, actions: rule.actions };
+        let meta = RuleMeta {
+            text: text(self, priority, &matcher, &spec.actions),
+            priority,
+            matcher,
+            origin,
+            table: rule.table,
+            cookie: rule.cookie,
+            idle_timeout: rule.idle_timeout,
+            hard_timeout: rule.hard_timeout,
+            flags: rule.flags,
+            added: std::time::Instant::now(),
+            table_miss: priority == 0 && matcher == Match::any(),
+            openflow: Some((rule.of_match, rule.of_instructions)),
+        };
+        state.insert(&spec, meta);
         Ok(())
     }
 
-    /// FLOW_MOD modify: the selected rules take these actions (their
-    /// counters carry on unless `reset_counts`; the caller reads them first
-    /// when it has to). Returns how many changed.
-    ///
-    /// # Errors
-    /// UNKNOWN when a PMD did not take the change.
-    pub fn of_modify(
-        &self,
-        filter: &OfFilter,
-        actions: &[Action],
-        instructions: &[openflow::Instruction],
-    ) -> Result<usize, Rejection> {
+    /// FLOW_MOD modify: the selected rules take these actions (their ids,
+    /// hence their counters, carry on). Returns how many changed.
+    /// Published by [`Switch::of_commit`].
+    pub fn of_modify(&self, filter: &OfFilter, actions: &[Action], instructions: &[openflow::Instruction]) -> usize {
         let ports = self.of_ports();
         let mut state = self.lock_rules();
-        let ids: Vec<RuleId> =
-            state.table.rules().filter(|r| filter.selects(r, state.meta.get(&r.id), ports)).map(|r| r.id).collect();
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let name = |n: u32| self.port_name(n);
+        let ids = selected(&state, filter, ports);
         for id in &ids {
-            state.table.set_actions(*id, actions.to_vec());
-            let Some(r) = state.table.get(*id).cloned() else { continue };
-            if let Some(m) = state.meta.get_mut(id) {
-                m.text = format!(
-                    "priority={},{} actions={}",
-                    r.priority,
-                    ofrule::format_match(&r.matcher, &name),
-                    ofrule::format_actions(actions, &name)
-                );
-                let of_match =
-                    m.openflow.take().map_or_else(|| crate::ofchannel::mapping::from_match(&r.matcher).0, |o| o.0);
-                m.openflow = Some((of_match, instructions.to_vec()));
+            let Some(m) = state.meta.get(id).cloned() else { continue };
+            state.set_actions(*id, actions.to_vec());
+            let text = text(self, m.priority, &m.matcher, actions);
+            if let Some(meta) = state.meta.get_mut(id) {
+                meta.text = text;
+                let of_match = meta
+                    .openflow
+                    .take()
+                    .map_or_else(|| crate::ofchannel::mapping::from_match(&meta.matcher).0, |o| o.0);
+                meta.openflow = Some((of_match, instructions.to_vec()));
             }
+            state.dirty = true;
         }
-        self.publish(&mut state).map_err(publish_error)?;
-        Ok(ids.len())
+        ids.len()
     }
 
     /// FLOW_MOD delete: removes the selected rules and returns them.
-    ///
-    /// # Errors
-    /// UNKNOWN when a PMD did not take the change.
-    pub fn of_delete(&self, filter: &OfFilter) -> Result<Vec<OfRuleView>, Rejection> {
+    /// Published by [`Switch::of_commit`].
+    pub fn of_delete(&self, filter: &OfFilter) -> Vec<OfRuleView> {
         let ports = self.of_ports();
-        self.of_remove(|r, meta| filter.selects(r, meta, ports))
+        let mut state = self.lock_rules();
+        let ids = selected(&state, filter, ports);
+        remove_ids(&mut state, &ids)
     }
 
-    /// Removes the rules `select` picks and returns them.
+    /// Removes the rules `select` picks (by their metadata) and returns
+    /// them. Published by [`Switch::of_commit`].
+    pub fn of_remove(&self, select: impl Fn(RuleId, &RuleMeta) -> bool) -> Vec<OfRuleView> {
+        let mut state = self.lock_rules();
+        let ids: Vec<RuleId> = state.meta.iter().filter(|(id, m)| select(**id, m)).map(|(id, _)| *id).collect();
+        remove_ids(&mut state, &ids)
+    }
+
+    /// Publishes the OpenFlow edits made since the last publication (one
+    /// snapshot, one revalidation); returns once every PMD runs by them.
     ///
     /// # Errors
-    /// UNKNOWN when a PMD did not take the change.
-    pub fn of_remove(
-        &self,
-        select: impl Fn(&crate::flow::Rule, Option<&RuleMeta>) -> bool,
-    ) -> Result<Vec<OfRuleView>, Rejection> {
+    /// UNKNOWN when a PMD did not take the change (the edits stay in the
+    /// rule table, and the next publication carries them).
+    pub fn of_commit(&self) -> Result<(), Rejection> {
         let mut state = self.lock_rules();
-        let gone: Vec<OfRuleView> =
-            state.table.rules().filter(|r| select(r, state.meta.get(&r.id))).map(|r| view(r, &state)).collect();
-        if gone.is_empty() {
-            return Ok(gone);
+        if !state.dirty {
+            return Ok(());
         }
-        for v in &gone {
-            state.table.remove(v.id);
-            state.meta.remove(&v.id);
-        }
-        self.publish(&mut state).map_err(publish_error)?;
-        Ok(gone)
+        self.publish(&mut state).map(|_| ()).map_err(publish_error)
     }
 
     /// Rules with an idle or hard timeout: (id, idle, hard, when added).
@@ -261,11 +285,9 @@ impl Switch {
     pub fn of_select(&self, filter: &OfFilter) -> Vec<OfRuleView> {
         let ports = self.of_ports();
         let state = self.lock_rules();
-        let mut list: Vec<OfRuleView> = state
-            .table
-            .rules()
-            .filter(|r| filter.selects(r, state.meta.get(&r.id), ports))
-            .map(|r| view(r, &state))
+        let mut list: Vec<OfRuleView> = selected(&state, filter, ports)
+            .into_iter()
+            .filter_map(|id| state.meta.get(&id).map(|m| view(&state, id, m)))
             .collect();
         list.sort_by_key(|v| (v.meta.table, std::cmp::Reverse(v.priority), v.id));
         list
@@ -298,12 +320,13 @@ impl Switch {
     }
 }
 
-fn view(r: &crate::flow::Rule, state: &RuleState) -> OfRuleView {
-    OfRuleView {
-        id: r.id,
-        priority: r.priority,
-        matcher: r.matcher,
-        actions: r.actions.clone(),
-        meta: state.meta.get(&r.id).cloned().unwrap_or_else(|| RuleMeta::text("", Origin::Config, None)),
+fn remove_ids(state: &mut RuleState, ids: &[RuleId]) -> Vec<OfRuleView> {
+    let mut gone = Vec::with_capacity(ids.len());
+    for id in ids {
+        let Some(m) = state.meta.get(id) else { continue };
+        let v = view(state, *id, m);
+        state.remove(*id);
+        gone.push(v);
     }
+    gone
 }

@@ -34,37 +34,18 @@ impl Switch {
     /// revalidated its flows.
     pub(super) fn publish(&self, state: &mut RuleState) -> Result<RevalidateReport, SwitchError> {
         state.generation += 1;
+        state.dirty = false;
         if let Some(o) = &self.offload {
             // Hardware counts of removed flows go with their rule.
-            let live: std::collections::HashSet<RuleId> = state.table.rules().map(|r| r.id).collect();
-            o.shared
-                .retired
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .retain(|id, _| live.contains(id));
+            let mut retired = o.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            retired.retain(|id, _| state.meta.contains_key(id));
         }
-        let table = Arc::new(state.table.clone());
-        let mut total = RevalidateReport::default();
-        let mut waits = Vec::new();
-        for p in &self.pmds {
-            let (tx, rx) = bounded(1);
-            p.commands
-                .send_timeout(PmdCommand::SetRules { table: Arc::clone(&table), done: tx }, Duration::from_secs(2))
-                .map_err(|_| SwitchError::PmdTimeout(format!("PMD {}: its command queue is full", p.shared.index)))?;
-            waits.push((p.shared.index, rx));
-        }
-        // A PMD revalidates in slices between iterations (about 50 us each,
-        // a few hundred milliseconds for a million flows), so the wait is
-        // long enough for that and still ends if a PMD is stuck.
-        for (index, rx) in waits {
-            let r = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
-                SwitchError::PmdTimeout(format!(
-                    "PMD {index} did not acknowledge the new rules within 30 s: the change is in the rule table                      (dump-rules) and that PMD applies it when it takes its next command"
-                ))
-            })?;
-            total.kept += r.kept;
-            total.removed += r.removed;
-        }
+        let (table, at) = state.snapshot();
+        let acked = self.send_rules(&table).and_then(Self::acknowledged);
+        // The PMDs that took it dropped the snapshot before, which becomes
+        // the spare when nobody holds it any more.
+        state.published(table, at);
+        let mut total = acked?;
         // Flows revalidated out leave the hardware too before this returns;
         // a manager too busy to answer (offload churn) leaves the change
         // made, and the answer says the hardware catches up later.
@@ -73,6 +54,43 @@ impl Switch {
             total.offload_pending = true;
         }
         Ok(total)
+    }
+
+    /// Waits for every PMD's revalidation report. A PMD revalidates in
+    /// slices between iterations (about 50 us each, a few hundred
+    /// milliseconds for a million flows), so the wait is long enough for that
+    /// and still ends if a PMD is stuck.
+    fn acknowledged(
+        waits: Vec<(usize, crossbeam_channel::Receiver<RevalidateReport>)>,
+    ) -> Result<RevalidateReport, SwitchError> {
+        let mut total = RevalidateReport::default();
+        for (index, rx) in waits {
+            let r = rx.recv_timeout(Duration::from_secs(30)).map_err(|_| {
+                SwitchError::PmdTimeout(format!(
+                    "PMD {index} did not acknowledge the new rules within 30 s: the change is in the rule table \
+                     (dump-rules) and that PMD applies it when it takes its next command"
+                ))
+            })?;
+            total.kept += r.kept;
+            total.removed += r.removed;
+        }
+        Ok(total)
+    }
+
+    /// Sends a snapshot to every PMD; the acknowledgements to wait for.
+    fn send_rules(
+        &self,
+        table: &Arc<crate::flow::RuleTable>,
+    ) -> Result<Vec<(usize, crossbeam_channel::Receiver<RevalidateReport>)>, SwitchError> {
+        let mut waits = Vec::new();
+        for p in &self.pmds {
+            let (tx, rx) = bounded(1);
+            p.commands
+                .send_timeout(PmdCommand::SetRules { table: Arc::clone(table), done: tx }, Duration::from_secs(2))
+                .map_err(|_| SwitchError::PmdTimeout(format!("PMD {}: its command queue is full", p.shared.index)))?;
+            waits.push((p.shared.index, rx));
+        }
+        Ok(waits)
     }
 
     /// Adds a rule; returns its id and the revalidation report.
@@ -84,9 +102,7 @@ impl Switch {
         let mut state = self.lock_rules();
         room(&state, 1)?;
         unique(&state, std::slice::from_ref(&spec), std::slice::from_ref(&text.to_owned()))?;
-        let meta = RuleMeta::text(text, Origin::Control, Some(&spec));
-        let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
-        state.meta.insert(id, meta);
+        let id = state.insert(&spec, RuleMeta::text(text, Origin::Control, Some(&spec)));
         let report = self.publish(&mut state)?;
         tracing::info!(rule = id, text = %text.trim(), kept = report.kept, removed = report.removed, "rule added");
         Ok((id, report))
@@ -117,12 +133,7 @@ impl Switch {
         let ids: Vec<RuleId> = specs
             .into_iter()
             .zip(texts)
-            .map(|(spec, text)| {
-                let meta = RuleMeta::text(text, Origin::Control, Some(&spec));
-                let id = state.table.insert(spec.priority, spec.matcher, spec.actions);
-                state.meta.insert(id, meta);
-                id
-            })
+            .map(|(spec, text)| state.insert(&spec, RuleMeta::text(text, Origin::Control, Some(&spec))))
             .collect();
         let report = self.publish(&mut state)?;
         tracing::info!(rules = ids.len(), kept = report.kept, removed = report.removed, "rules added");
@@ -147,8 +158,7 @@ impl Switch {
         };
         let mut deleted = 0;
         for id in ids {
-            if state.table.remove(id).is_some() {
-                state.meta.remove(&id);
+            if state.remove(id).is_some() {
                 deleted += 1;
             }
         }

@@ -263,9 +263,12 @@ impl Engine {
     pub fn set_rules(&mut self, table: Arc<RuleTable>) {
         self.table = table;
         self.action_lists.clear();
-        // Counts of rules that are gone go with them.
-        let live: std::collections::HashSet<u64> = self.table.rules().map(|r| r.id).collect();
-        self.retired.retain(|id, _| live.contains(id));
+        // Counts of rules that are gone go with them (checked when they
+        // pile up: a walk of the table is not for every publication).
+        if self.retired.len() > self.table.len() + 1024 {
+            let live: std::collections::HashSet<u64> = self.table.rules().map(|r| r.id).collect();
+            self.retired.retain(|id, _| live.contains(id));
+        }
         self.table_gen = self.table_gen.wrapping_add(1);
         self.stale = self.flows.len();
         let report = self.sweep.take().map(|s| s.report).unwrap_or_default();
