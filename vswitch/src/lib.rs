@@ -22,6 +22,7 @@ pub mod net;
 pub mod notify;
 pub mod ofchannel;
 pub mod offload_manager;
+pub mod ofmap;
 pub mod ofrule;
 pub mod packet;
 pub mod ratelimit;

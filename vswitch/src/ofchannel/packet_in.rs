@@ -4,8 +4,8 @@
 //! table-miss entry (priority 0, empty match), ACTION otherwise.
 
 use super::ctx::Ctx;
-use super::mapping::Ports;
 use crate::datapath::punt::PacketIn;
+use crate::ofmap::Ports;
 use crossbeam_channel::{Receiver, Select};
 use openflow::action::NO_BUFFER;
 use openflow::msg::packet_in_reason;

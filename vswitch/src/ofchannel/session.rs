@@ -4,9 +4,9 @@
 //! BARRIER_REPLY needs no waiting of its own.
 
 use super::hub::{Hub, Role};
-use super::mapping::N_TABLES;
-use super::mapping::{to_actions, to_match};
 use super::stats::{self, of_view};
+use crate::ofmap::N_TABLES;
+use crate::ofmap::{to_actions, to_match};
 use crate::switch::{OfFilter, OfRule, Origin, Switch};
 use openflow::action::{port as ofp, NO_BUFFER};
 use openflow::error::{reject, ErrorCode as E, Rejection};

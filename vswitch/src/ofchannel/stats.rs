@@ -2,8 +2,8 @@
 //! packets and bytes are the sum of its megaflows' in software and in
 //! hardware), the table, port counters and descriptions, table features.
 
-use super::mapping::Ports;
-use super::mapping::{from_actions, from_match, N_TABLES};
+use crate::ofmap::Ports;
+use crate::ofmap::{from_actions, from_match, N_TABLES};
 use crate::switch::{OfFilter, Switch};
 use openflow::action::port as ofp;
 use openflow::error::{reject, ErrorCode as E, Rejection};
@@ -94,7 +94,7 @@ fn filter(req: &FlowStatsRequest, switch: &Switch) -> Result<OfFilter, Rejection
     };
     Ok(OfFilter {
         table,
-        matcher: super::mapping::to_match(&req.matcher, switch.of_ports())?,
+        matcher: crate::ofmap::to_match(&req.matcher, switch.of_ports())?,
         strict_priority: None,
         cookie: req.cookie,
         cookie_mask: req.cookie_mask,

@@ -15,7 +15,7 @@ use super::rule_state::{Origin, RuleMeta, RuleState};
 use crate::actions::Action;
 use crate::config::rules::MAX_RULES;
 use crate::flow::table::{Match, RuleId};
-use crate::ofchannel::mapping::{outputs_to, Ports};
+use crate::ofmap::{outputs_to, Ports};
 use crate::ofrule::{self, RuleSpec};
 use openflow::error::{reject, ErrorCode as E, Rejection};
 use std::collections::HashMap;
@@ -205,10 +205,7 @@ impl Switch {
             let text = text(self, m.priority, &m.matcher, actions);
             if let Some(meta) = state.meta.get_mut(id) {
                 meta.text = text;
-                let of_match = meta
-                    .openflow
-                    .take()
-                    .map_or_else(|| crate::ofchannel::mapping::from_match(&meta.matcher).0, |o| o.0);
+                let of_match = meta.openflow.take().map_or_else(|| crate::ofmap::from_match(&meta.matcher).0, |o| o.0);
                 meta.openflow = Some((of_match, instructions.to_vec()));
             }
             state.dirty = true;

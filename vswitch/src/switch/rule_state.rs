@@ -248,10 +248,12 @@ impl RuleState {
 /// or of an earlier one of the same batch: one of the two would never be
 /// consulted, and which one is an accident of ids.
 pub(super) fn unique(state: &RuleState, specs: &[RuleSpec], texts: &[String]) -> Result<(), SwitchError> {
-    let mut seen: std::collections::HashMap<(u32, crate::flow::table::Match), Option<usize>> =
-        state.table.rules().map(|r| ((r.priority, r.matcher), None)).collect();
+    let mut batch: std::collections::HashMap<(u32, Match), usize> = std::collections::HashMap::new();
     for (i, (spec, text)) in specs.iter().zip(texts).enumerate() {
-        if let Some(first) = seen.insert((spec.priority, spec.matcher), Some(i)) {
+        let m = Match { key: spec.matcher.key.masked(&spec.matcher.mask), mask: spec.matcher.mask };
+        let in_table = state.index.contains_key(&(0, spec.priority, m));
+        let first = batch.insert((spec.priority, m), i);
+        if in_table || first.is_some() {
             let which = match first {
                 Some(j) => format!("rule {} of this batch", j + 1),
                 None => "a rule already in the table (dump-rules)".to_owned(),
