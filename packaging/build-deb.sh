@@ -43,7 +43,7 @@ install -m 0644 "$gen/_vswitchctl" "$root/usr/share/zsh/vendor-completions/_vswi
 install -m 0644 "$gen/vswitchctl.fish" "$root/usr/share/fish/vendor_completions.d/vswitchctl.fish"
 
 # Docs.
-install -m 0644 README.md docs/config.md docs/rules.md docs/offload.md docs/design.md "$root/usr/share/doc/vswitch/"
+install -m 0644 README.md docs/config.md docs/rules.md docs/offload.md docs/openflow.md docs/design.md "$root/usr/share/doc/vswitch/"
 cat > "$root/usr/share/doc/vswitch/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: vswitch

@@ -12,7 +12,6 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use vswitch::control::{call, Request};
 use vswitch::traffic::{udp_frame, TrafficSpec};
@@ -152,14 +151,7 @@ fn ours(bin: &Path, work: &Path, s: &Setup, flood: &Path, est: &Path) -> Result<
         let cfg = dir.join("flood.toml");
         std::fs::write(&cfg, config(&socket, s.core, with_flood.then_some(flood), est, s.flows))?;
         let log = dir.join("vswitchd.log");
-        let child = Command::new(bin)
-            .arg(&cfg)
-            .arg("--no-stats")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log)?))
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        let _daemon = Daemon(child);
+        let _daemon = Daemon::vswitchd(bin, &cfg, &log)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         while call(&socket, &Request::Show).is_err() {
             if Instant::now() > deadline {

@@ -13,7 +13,6 @@ use openflow::{encode, frame_len, FlowMod, Frame, Match, Message};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn config(of_socket: &Path, socket: &Path, core: usize) -> String {
@@ -89,14 +88,7 @@ pub fn run(vswitchd: Option<PathBuf>, out: &Path, core: usize, rules: u32, batch
     let cfg = out.join("flowmod-bench.toml");
     std::fs::write(&cfg, config(&of_socket, &socket, core))?;
     let log = out.join("flowmod-bench.log");
-    let child = Command::new(&bin)
-        .arg(&cfg)
-        .arg("--no-stats")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log)?))
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let daemon = Daemon(child);
+    let daemon = Daemon::vswitchd(&bin, &cfg, &log)?;
     let up = Instant::now();
     while UnixStream::connect(&of_socket).is_err() {
         if up.elapsed() > Duration::from_secs(60) {

@@ -28,6 +28,20 @@ pub fn vswitchd_path(given: Option<PathBuf>) -> Result<PathBuf> {
 /// A child process ended (SIGTERM, then SIGKILL after 10 s) when dropped.
 pub struct Daemon(pub Child);
 
+impl Daemon {
+    /// `vswitchd CFG --no-stats`, its log to `log`.
+    pub fn vswitchd(bin: &Path, cfg: &Path, log: &Path) -> Result<Self> {
+        let child = Command::new(bin)
+            .arg(cfg)
+            .arg("--no-stats")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(std::fs::File::create(log)?))
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        Ok(Self(child))
+    }
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
         if let Ok(Some(_)) = self.0.try_wait() {

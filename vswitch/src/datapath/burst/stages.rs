@@ -71,6 +71,9 @@ impl Engine {
             self.counters.add(Counter::HwPackets, taken);
             self.counters.add(Counter::HwBytes, bytes);
             self.counters.port(in_port as usize, PortCounter::HwRxPackets, taken);
+            // Received like any packet (rx_packets is counted for the whole
+            // burst before this stage; the bytes of the rest at ingress).
+            self.counters.port(in_port as usize, PortCounter::RxBytes, bytes);
         }
         self.counters.add(Counter::HwCycles, crate::arch::cycles().wrapping_sub(t0));
     }
