@@ -1,7 +1,8 @@
 //! One OpenFlow session's protocol: version negotiation, then every request
 //! answered (or refused with the spec's error, carrying the request's first
-//! bytes) in order. Rule edits return once the datapath runs by them, so a
-//! BARRIER_REPLY needs no waiting of its own.
+//! bytes) in order. FLOW_MODs change the rule table at once and reach the
+//! datapath together before any other message is handled (and when what was
+//! read is done): a BARRIER_REPLY is sent once the datapath runs by them.
 
 use super::hub::{Hub, Role};
 use super::stats::{self, of_view};
@@ -102,7 +103,7 @@ impl Session {
             out.replies.push(e);
         }
         match self.request(h, &msg, switch, hub) {
-            Ok(replies) => out.replies = replies,
+            Ok(replies) => out.replies.extend(replies),
             Err(r) => {
                 tracing::info!(peer = %self.peer, xid = h.xid, kind = openflow::msg::kind::name(h.kind), code = %r.code, "openflow request refused: {}", r.detail);
                 out.replies.push(error_reply(h.xid, r.code, raw));
@@ -275,7 +276,8 @@ impl Session {
                 Ok(())
             }
             FlowModCommand::Delete | FlowModCommand::DeleteStrict => {
-                remove(switch, hub, &filter, removed_reason::DELETE).map(|_| ())
+                remove(switch, hub, &filter, removed_reason::DELETE);
+                Ok(())
             }
         }
     }
@@ -314,18 +316,15 @@ fn packet_out(po: &openflow::PacketOut, switch: &Switch) -> Result<(), Rejection
     switch.inject(po.data.clone(), in_port, out)
 }
 
-/// Deletes the rules `filter` selects and sends FLOW_REMOVED for those that
-/// asked for it (with their counters, read before they go). Returns how many
-/// went.
-///
-/// # Errors
-/// When the datapath did not take the change.
-pub fn remove(switch: &Switch, hub: &Hub, filter: &OfFilter, reason: u8) -> Result<usize, Rejection> {
+/// Deletes the rules `filter` selects (published with the session's batch)
+/// and sends FLOW_REMOVED for those that asked for it, with their counters
+/// read before they go. Returns how many went.
+pub fn remove(switch: &Switch, hub: &Hub, filter: &OfFilter, reason: u8) -> usize {
     let wanted = switch.of_select(filter).iter().any(|r| r.meta.flags & flow_flags::SEND_FLOW_REM != 0);
     let counts = if wanted { switch.rule_counts().unwrap_or_default() } else { Default::default() };
     let gone = switch.of_delete(filter);
     notify_removed(hub, &gone, &counts, reason);
-    Ok(gone.len())
+    gone.len()
 }
 
 /// FLOW_REMOVED to every session but slaves, for the removed rules that
