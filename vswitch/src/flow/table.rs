@@ -462,8 +462,14 @@ impl RuleTable {
     /// Removes a rule by id when its match is known: no search of the
     /// other subtables (bulk deletes stay linear).
     pub fn remove_at(&mut self, id: RuleId, matcher: &Match) -> Option<Arc<Rule>> {
+        let (si, key) = self.locate(matcher)?;
+        self.remove_in(si, key, id)
+    }
+
+    /// The subtable with `matcher`'s mask and the masked key.
+    fn locate(&self, matcher: &Match) -> Option<(usize, FlowKey)> {
         let si = self.subtables.iter().position(|s| *s.mask() == matcher.mask)?;
-        self.remove_in(si, matcher.key.masked(&matcher.mask), id)
+        Some((si, matcher.key.masked(&matcher.mask)))
     }
 
     /// The subtable and key holding rule `id` (a search of every rule).
@@ -508,8 +514,8 @@ impl RuleTable {
 
     /// A rule by id when its match is known (no search).
     pub fn get_at(&self, id: RuleId, matcher: &Match) -> Option<&Arc<Rule>> {
-        let st = self.subtables.iter().find(|s| *s.mask() == matcher.mask)?;
-        let key = matcher.key.masked(&matcher.mask);
+        let (si, key) = self.locate(matcher)?;
+        let st = &self.subtables[si];
         let (_, list) = st.rules.find(st.keyer.hash(&key), |e| e.0 == key)?;
         list.iter().find(|r| r.id == id)
     }
@@ -518,8 +524,7 @@ impl RuleTable {
     /// OpenFlow modify: the rule's counters, kept by id, carry on).
     /// Returns whether the rule was there.
     pub fn set_actions(&mut self, id: RuleId, matcher: &Match, actions: Vec<Action>) -> bool {
-        let Some(si) = self.subtables.iter().position(|s| *s.mask() == matcher.mask) else { return false };
-        let key = matcher.key.masked(&matcher.mask);
+        let Some((si, key)) = self.locate(matcher) else { return false };
         let st = Arc::make_mut(&mut self.subtables[si]);
         let keyer = st.keyer;
         let Some(entry) = st.rules.find_mut(keyer.hash(&key), |e| e.0 == key) else { return false };

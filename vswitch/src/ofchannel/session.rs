@@ -340,7 +340,7 @@ pub fn notify_removed(
         let age = r.meta.added.elapsed();
         let m = Message::FlowRemoved(FlowRemoved {
             cookie: r.meta.cookie,
-            priority: r.priority as u16,
+            priority: r.meta.priority as u16,
             reason,
             table_id: r.meta.table,
             duration_sec: age.as_secs() as u32,

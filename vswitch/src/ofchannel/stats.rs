@@ -116,7 +116,7 @@ fn flows(req: &FlowStatsRequest, switch: &Switch) -> Result<Vec<FlowStats>, Reje
                 table_id: r.meta.table,
                 duration_sec: age.as_secs() as u32,
                 duration_nsec: age.subsec_nanos(),
-                priority: r.priority.min(0xffff) as u16,
+                priority: r.meta.priority.min(0xffff) as u16,
                 idle_timeout: r.meta.idle_timeout,
                 hard_timeout: r.meta.hard_timeout,
                 flags: r.meta.flags,
@@ -233,6 +233,6 @@ fn features() -> TableFeatures {
 pub fn of_view(r: &crate::switch::OfRuleView) -> (openflow::Match, Vec<openflow::Instruction>) {
     match &r.meta.openflow {
         Some((m, i)) => (m.clone(), i.clone()),
-        None => (from_match(&r.matcher).0, from_actions(&r.actions)),
+        None => (from_match(&r.meta.matcher).0, from_actions(&r.actions)),
     }
 }

@@ -49,12 +49,11 @@ pub struct OfFilter {
     pub out_port: u32,
 }
 
-/// A selected rule with what OpenFlow reports of it.
+/// A selected rule with what OpenFlow reports of it (its priority and match
+/// are in `meta`).
 #[derive(Debug, Clone)]
 pub struct OfRuleView {
     pub id: RuleId,
-    pub priority: u32,
-    pub matcher: Match,
     pub actions: Vec<Action>,
     pub meta: RuleMeta,
 }
@@ -98,13 +97,7 @@ fn actions_of(state: &RuleState, id: RuleId, meta: &RuleMeta) -> Vec<Action> {
 }
 
 fn view(state: &RuleState, id: RuleId, meta: &RuleMeta) -> OfRuleView {
-    OfRuleView {
-        id,
-        priority: meta.priority,
-        matcher: meta.matcher,
-        actions: actions_of(state, id, meta),
-        meta: meta.clone(),
-    }
+    OfRuleView { id, actions: actions_of(state, id, meta), meta: meta.clone() }
 }
 
 /// The ids `filter` selects.
@@ -200,15 +193,11 @@ impl Switch {
         let mut state = self.lock_rules();
         let ids = selected(&state, filter, ports);
         for id in &ids {
-            let Some(m) = state.meta.get(id).cloned() else { continue };
             state.set_actions(*id, actions.to_vec());
-            let text = text(self, m.priority, &m.matcher, actions);
-            if let Some(meta) = state.meta.get_mut(id) {
-                meta.text = text;
-                let of_match = meta.openflow.take().map_or_else(|| crate::ofmap::from_match(&meta.matcher).0, |o| o.0);
-                meta.openflow = Some((of_match, instructions.to_vec()));
-            }
-            state.dirty = true;
+            let Some(meta) = state.meta.get_mut(id) else { continue };
+            meta.text = text(self, meta.priority, &meta.matcher, actions);
+            let of_match = meta.openflow.take().map_or_else(|| crate::ofmap::from_match(&meta.matcher).0, |o| o.0);
+            meta.openflow = Some((of_match, instructions.to_vec()));
         }
         ids.len()
     }
@@ -286,7 +275,7 @@ impl Switch {
             .into_iter()
             .filter_map(|id| state.meta.get(&id).map(|m| view(&state, id, m)))
             .collect();
-        list.sort_by_key(|v| (v.meta.table, std::cmp::Reverse(v.priority), v.id));
+        list.sort_by_key(|v| (v.meta.table, std::cmp::Reverse(v.meta.priority), v.id));
         list
     }
 

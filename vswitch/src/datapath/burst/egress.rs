@@ -44,7 +44,7 @@ impl Engine {
                 io: &mut *io,
                 counters: &mut self.counters,
                 punt: &mut self.punt,
-                rule: flow.rule.as_ref().map(|r| r.id),
+                rule: flow.rule.as_deref(),
                 pmd: self.index,
                 tun: &mut self.tun,
                 mtus: &self.mtus,
@@ -115,8 +115,9 @@ struct Exec<'a, I: Io> {
     io: &'a mut I,
     counters: &'a mut Local,
     punt: &'a mut Punt,
-    /// The rule of the flow being run (packet-ins name it).
-    rule: Option<u64>,
+    /// The rule of the flow being run (packet-ins name it; read only then,
+    /// not for every flow group).
+    rule: Option<&'a crate::flow::Rule>,
     pmd: usize,
     tun: &'a mut TunnelCtx,
     mtus: &'a [u16],
@@ -202,7 +203,7 @@ impl<I: Io> Exec<'_, I> {
             self.counters.add(Counter::Copies, 1);
         }
         let data = m.data();
-        let (pmd, in_port, rule, total_len) = (self.pmd, self.in_ports[i], self.rule, m.len() as u32);
+        let (pmd, in_port, rule, total_len) = (self.pmd, self.in_ports[i], self.rule.map(|r| r.id), m.len() as u32);
         let n = data.len().min(usize::from(max_len));
         if self.punt.offer(self.now, self.hz, || PacketIn { pmd, in_port, rule, total_len, data: data[..n].to_vec() }) {
             self.counters.add(Counter::ToController, 1);
