@@ -101,7 +101,15 @@ fn installs(rule: &str) -> Vec<FlowEvent> {
             let c = table.classify(&key);
             let actions: Arc<[Action]> = Arc::from(c.rule.as_ref().map(|r| r.actions.clone()).unwrap_or_default());
             let mask = megaflow_mask(c.mask);
-            FlowEvent::Installed { id: u64::from(i) + 1, pmd: 0, key: key.masked(&mask), mask, actions, rule: None }
+            FlowEvent::Installed {
+                id: u64::from(i) + 1,
+                pmd: 0,
+                key: key.masked(&mask),
+                mask,
+                actions,
+                rule: None,
+                via: Box::default(),
+            }
         })
         .collect()
 }

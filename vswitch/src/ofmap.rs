@@ -16,8 +16,8 @@ use openflow::error::{reject, ErrorCode as E, Rejection};
 use openflow::oxm::{Field as Of, Oxm, VID_PRESENT};
 use openflow::{Action as OfAction, Instruction};
 
-/// Tables this switch has (one for now: goto_table is refused).
-pub const N_TABLES: u8 = 1;
+/// Tables this switch has (0 to 253, as Open vSwitch).
+pub const N_TABLES: u8 = crate::flow::pipeline::MAX_TABLES as u8;
 
 /// Largest VNI (the rule table's tunnel id is 24 bits).
 const MAX_VNI: u128 = 0x00ff_ffff;
@@ -197,13 +197,36 @@ pub fn from_match(m: &Match) -> (openflow::Match, Vec<&'static str>) {
     (openflow::Match::new(fields), unsaid)
 }
 
-/// A FLOW_MOD's (or PACKET_OUT's) instructions as actions.
+/// A PACKET_OUT's actions (as an apply_actions instruction) as actions.
+///
+/// # Errors
+/// As [`to_instructions`]; goto_table has no place here.
+pub fn to_actions(instructions: &[Instruction], ports: Ports) -> Result<Vec<Action>, Rejection> {
+    instructions_in(instructions, None, ports).map(|(t, _)| t)
+}
+
+/// A FLOW_MOD's instructions for a rule in `table`: its actions and the
+/// table it goes on to.
 ///
 /// # Errors
 /// `BAD_INSTRUCTION` for instructions the switch does not run (write-actions,
-/// metadata, meters, goto-table); `BAD_ACTION` for actions it cannot apply.
-pub fn to_actions(instructions: &[Instruction], ports: Ports) -> Result<Vec<Action>, Rejection> {
+/// metadata, meters) and for a goto_table that is not to a higher table
+/// (BAD_TABLE_ID); `BAD_ACTION` for actions it cannot apply.
+pub fn to_instructions(
+    instructions: &[Instruction],
+    table: u8,
+    ports: Ports,
+) -> Result<(Vec<Action>, Option<u8>), Rejection> {
+    instructions_in(instructions, Some(table), ports)
+}
+
+fn instructions_in(
+    instructions: &[Instruction],
+    table: Option<u8>,
+    ports: Ports,
+) -> Result<(Vec<Action>, Option<u8>), Rejection> {
     let mut t = Vec::new();
+    let mut goto = None;
     for i in instructions {
         match i {
             Instruction::ApplyActions(list) => {
@@ -213,6 +236,16 @@ pub fn to_actions(instructions: &[Instruction], ports: Ports) -> Result<Vec<Acti
             }
             // No action set is kept, so clearing it is a no-op.
             Instruction::ClearActions => {}
+            Instruction::GotoTable(next) => match table {
+                Some(here) if crate::flow::RuleTable::valid_goto(here, *next) => goto = Some(*next),
+                Some(here) => {
+                    return reject(
+                        E::BadInstructionBadTableId,
+                        format!("goto_table:{next} from table {here}: the next table must be higher, below {N_TABLES}"),
+                    )
+                }
+                None => return reject(E::BadInstructionUnsupInst, "goto_table in a packet-out"),
+            },
             Instruction::WriteMetadata { .. } => {
                 return reject(E::BadInstructionUnsupMetadata, "write_metadata: no metadata field in this switch")
             }
@@ -222,7 +255,7 @@ pub fn to_actions(instructions: &[Instruction], ports: Ports) -> Result<Vec<Acti
             other => {
                 return reject(
                     E::BadInstructionUnsupInst,
-                    format!("{} is not supported (apply_actions and clear_actions are)", other.name()),
+                    format!("{} is not supported (apply_actions, clear_actions and goto_table are)", other.name()),
                 )
             }
         }
@@ -230,7 +263,7 @@ pub fn to_actions(instructions: &[Instruction], ports: Ports) -> Result<Vec<Acti
     if t.iter().filter(|a| matches!(a, Action::Output(_) | Action::InPort)).count() > MAX_OUTPUTS {
         return reject(E::BadActionTooMany, format!("more than {MAX_OUTPUTS} outputs"));
     }
-    Ok(t)
+    Ok((t, goto))
 }
 
 /// One action onto `t`.
@@ -312,9 +345,15 @@ fn set_field(o: &Oxm) -> Result<Action, Rejection> {
     })
 }
 
-/// Rule-table actions as OpenFlow instructions (dumps of rules that did not
-/// come from OpenFlow).
-pub fn from_actions(actions: &[Action]) -> Vec<Instruction> {
+/// Rule-table actions and next table as OpenFlow instructions (dumps of
+/// rules that did not come from OpenFlow).
+pub fn from_actions(actions: &[Action], goto: Option<u8>) -> Vec<Instruction> {
+    let mut out = apply_actions(actions);
+    out.extend(goto.map(Instruction::GotoTable));
+    out
+}
+
+fn apply_actions(actions: &[Action]) -> Vec<Instruction> {
     let mut list = Vec::new();
     for a in actions {
         match a {
@@ -433,12 +472,20 @@ mod tests {
                 Action::InPort
             ]
         );
-        assert_eq!(to_actions(&from_actions(&t), PORTS).expect("back"), t);
+        assert_eq!(to_actions(&from_actions(&t, None), PORTS).expect("back"), t);
+        let with_goto = from_actions(&t, Some(4));
+        assert_eq!(to_instructions(&with_goto, 1, PORTS).expect("back"), (t.clone(), Some(4)));
+        for (here, code) in [(4, E::BadInstructionBadTableId), (9, E::BadInstructionBadTableId)] {
+            assert_eq!(to_instructions(&with_goto, here, PORTS).unwrap_err().code, code, "from table {here}");
+        }
+        let far = [Instruction::GotoTable(N_TABLES)];
+        assert_eq!(to_instructions(&far, 0, PORTS).unwrap_err().code, E::BadInstructionBadTableId);
+        assert_eq!(to_instructions(&[Instruction::GotoTable(1)], 0, PORTS).expect("goto only"), (vec![], Some(1)));
         let flood =
             to_actions(&[Instruction::ApplyActions(vec![OfAction::Output { port: ofp::FLOOD, max_len: 0 }])], PORTS);
         assert_eq!(flood.expect("flood"), vec![Action::Output(0), Action::Output(1), Action::Output(2)]);
         let code = |i: Instruction| to_actions(&[i], PORTS).unwrap_err().code;
-        assert_eq!(code(Instruction::GotoTable(1)), E::BadInstructionUnsupInst);
+        assert_eq!(code(Instruction::GotoTable(1)), E::BadInstructionUnsupInst, "not in a packet-out");
         assert_eq!(code(Instruction::WriteActions(vec![])), E::BadInstructionUnsupInst);
         assert_eq!(code(Instruction::ApplyActions(vec![OfAction::Group(1)])), E::BadActionBadType);
         assert_eq!(

@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 
 use crate::actions::Action;
+use crate::flow::pipeline::{RuleTable, MAX_TABLES};
 use crate::flow::table::Match;
 use crate::packet::key::{ip_to, mac_to, prefix_mask, FRAG_ANY, FRAG_LATER, VLAN_PRESENT};
 use crate::packet::parse::{
@@ -26,11 +27,15 @@ pub const DEFAULT_PRIORITY: u32 = 32768;
 pub const MAX_PRIORITY: u32 = 65535;
 
 /// A parsed rule, ready for the rule table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RuleSpec {
+    /// `table=N` (0 when not given).
+    pub table: u8,
     pub priority: u32,
     pub matcher: Match,
     pub actions: Vec<Action>,
+    /// `goto_table:N`, the last action: the table the packet goes on to.
+    pub goto: Option<u8>,
 }
 
 /// What was wrong with a rule's text.
@@ -445,9 +450,80 @@ pub fn parse_rule(text: &str, port: &dyn Fn(&str) -> Option<u32>) -> Result<Rule
     if actions_text.trim().is_empty() {
         return err("actions= is empty (use actions=drop to drop)");
     }
-    let (priority, matcher) = parse_match(match_text, port)?;
-    let actions = parse_actions(actions_text, port)?;
-    Ok(RuleSpec { priority, matcher, actions })
+    let (table, match_text) = take_table(match_text)?;
+    let (priority, matcher) = parse_match(&match_text, port)?;
+    let (actions_text, goto) = take_goto(actions_text)?;
+    if let Some(g) = goto.filter(|&g| !RuleTable::valid_goto(table, g)) {
+        return err(format!(
+            "goto_table:{g} in table {table}: the next table must be a higher one, below {MAX_TABLES}"
+        ));
+    }
+    let actions = match (actions_text.trim().is_empty(), goto) {
+        (true, Some(_)) => Vec::new(),
+        _ => parse_actions(actions_text, port)?,
+    };
+    Ok(RuleSpec { table, priority, matcher, actions, goto })
+}
+
+/// Takes `table=N` out of a match text: the table and the rest.
+///
+/// # Errors
+/// A table that is not a number below [`MAX_TABLES`], or given twice.
+pub fn take_table(match_text: &str) -> Result<(u8, String), RuleError> {
+    let mut table = None;
+    let mut rest = Vec::new();
+    for token in match_text.split(|c: char| c == ',' || c.is_whitespace()).filter(|t| !t.is_empty()) {
+        match token.split_once('=') {
+            Some(("table", v)) => {
+                let t = parse_u128("table", v.trim(), (MAX_TABLES - 1) as u128)? as u8;
+                if table.replace(t).is_some() {
+                    return err("table= given twice");
+                }
+            }
+            _ => rest.push(token),
+        }
+    }
+    Ok((table.unwrap_or(0), rest.join(",")))
+}
+
+/// Takes a trailing `goto_table:N` off an action list.
+fn take_goto(actions_text: &str) -> Result<(&str, Option<u8>), RuleError> {
+    let (head, last) = match actions_text.rsplit_once(',') {
+        Some((h, l)) => (h, l),
+        None => ("", actions_text),
+    };
+    let Some(arg) = last.trim().strip_prefix("goto_table:") else {
+        if actions_text.contains("goto_table") {
+            return err("goto_table:N must be the last action");
+        }
+        return Ok((actions_text, None));
+    };
+    if head.contains("goto_table") {
+        return err("goto_table given twice");
+    }
+    let t = parse_u128("goto_table", arg.trim(), (MAX_TABLES - 1) as u128)? as u8;
+    Ok((head, Some(t)))
+}
+
+/// Formats a whole rule so that [`parse_rule`] reads it back the same.
+pub fn format_rule(spec: &RuleSpec, port_name: &dyn Fn(u32) -> String) -> String {
+    let table = if spec.table == 0 { String::new() } else { format!("table={},", spec.table) };
+    let m = format_match(&spec.matcher, port_name);
+    let sep = if m.is_empty() { "" } else { "," };
+    format!(
+        "{table}priority={}{sep}{m} actions={}",
+        spec.priority,
+        format_instructions(&spec.actions, spec.goto, port_name)
+    )
+}
+
+/// Formats a rule's actions and next table (`output:vf0,goto_table:2`).
+pub fn format_instructions(actions: &[Action], goto: Option<u8>, port_name: &dyn Fn(u32) -> String) -> String {
+    match (actions.is_empty(), goto) {
+        (_, None) => format_actions(actions, port_name),
+        (true, Some(g)) => format!("goto_table:{g}"),
+        (false, Some(g)) => format!("{},goto_table:{g}", format_actions(actions, port_name)),
+    }
 }
 
 /// Formats an action list in the same syntax.
@@ -578,6 +654,24 @@ mod tests {
         let many = vec!["output:vf0"; MAX_OUTPUTS + 1].join(",");
         assert!(e(&format!("ip actions={many}")).contains("at most 32 per rule"));
         assert!(e("ip actions=mod_dl_dst:zz").contains("MAC"));
+    }
+
+    #[test]
+    fn tables_and_goto() {
+        let r = parse_rule("table=2,priority=5,ip actions=output:vf0,goto_table:7", &ports).expect("rule");
+        assert_eq!((r.table, r.goto, r.actions.len()), (2, Some(7), 1));
+        let r = parse_rule("ip actions=goto_table:1", &ports).expect("goto alone");
+        assert_eq!((r.table, r.goto, r.actions.len()), (0, Some(1), 0));
+        let name = |p: u32| ["vf0", "vf1", "uplink0"][p as usize].to_owned();
+        assert_eq!(format_instructions(&r.actions, r.goto, &name), "goto_table:1");
+        assert_eq!(format_instructions(&[Action::Output(0)], Some(3), &name), "output:vf0,goto_table:3");
+        let e = |t: &str| parse_rule(t, &ports).unwrap_err().message;
+        assert!(e("table=3 actions=goto_table:3").contains("higher one"));
+        assert!(e("table=1,table=2 actions=drop").contains("twice"));
+        assert!(e("table=254 actions=drop").contains("table"));
+        assert!(e("ip actions=goto_table:1,output:vf0").contains("last action"));
+        assert!(e("ip actions=goto_table:x").contains("goto_table"));
+        assert_eq!(take_table("in_port=vf0, table=4 ,ip").expect("table"), (4, "in_port=vf0,ip".to_owned()));
     }
 
     #[test]

@@ -82,9 +82,9 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     let t = format!("unix:{}", sock.display());
     let t = t.as_str();
 
-    // The switch as ovs-ofctl sees it: its ports by name, one table.
+    // The switch as ovs-ofctl sees it: its ports by name, 254 tables.
     let show = must(t, &["show"]);
-    assert!(show.contains("n_tables:1") && show.contains("1(vf0)") && show.contains("2(out0)"), "{show}");
+    assert!(show.contains("n_tables:254") && show.contains("1(vf0)") && show.contains("2(out0)"), "{show}");
     let desc = must(t, &["dump-ports-desc"]);
     assert!(desc.contains("1(vf0)") && desc.contains("LIVE"), "{desc}");
 
@@ -151,6 +151,25 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     let tables = must(t, &["dump-tables"]);
     assert!(tables.contains("active=4"), "{tables}");
 
+    // Two tables: table 0 rewrites the destination MAC and goes on to table
+    // 5, whose rule matches the rewritten address (the datagrams' own
+    // destination is another). Both rules count the packets.
+    must(t, &["add-flow", "priority=95,in_port=vf0,udp,tp_dst=7000,actions=mod_dl_dst:02:00:00:00:00:77,goto_table:5"]);
+    must(t, &["add-flow", "table=5,priority=10,dl_dst=02:00:00:00:00:77,actions=output:out0"]);
+    send(&veth.ns, 30, 7000);
+    wait_for(Duration::from_secs(10), "30 more datagrams out of out0", || {
+        (port(&d.show(), "out0")["tx_packets"].as_u64() == Some(131)).then_some(())
+    });
+    let dump = must(t, &["dump-flows"]);
+    assert_eq!(packets(&dump, "priority=95"), 30, "{dump}");
+    assert_eq!(packets(&dump, "table=5"), 30, "{dump}");
+    assert!(dump.contains("goto_table:5"), "{dump}");
+    let tables = must(t, &["dump-tables"]).split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(tables.contains("table 5: active=1, lookup=30, matched=30"), "{tables}");
+    let rules = d.ctl_json(&["dump-rules"]).expect("dump-rules");
+    assert!(rules.as_array().expect("rules").iter().any(|r| r["table"] == 5 && r["origin"] == "openflow"), "{rules}");
+    must(t, &["del-flows", "table=5"]);
+
     // del-flows --strict removes one rule; del-flows by cookie another; a
     // loose del-flows the rest of vf0's, not the file's catch-all.
     must(t, &["del-flows", "--strict", "priority=90,in_port=vf0,udp"]);
@@ -160,7 +179,7 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     assert_eq!(left.as_array().map(Vec::len), Some(1), "only the file's rule: {left}");
 
     // Refusals carry the spec's codes, and the session stays usable.
-    let (ok, text) = ofctl(t, &["add-flow", "table=3,actions=drop"]);
+    let (ok, text) = ofctl(t, &["add-flow", "table=254,actions=drop"]);
     assert!(!ok && text.contains("OFPFMFC_BAD_TABLE_ID"), "{text}");
     let (ok, text) = ofctl(t, &["add-flow", "metadata=1,actions=drop"]);
     assert!(!ok && text.contains("OFPBMC_BAD_FIELD"), "{text}");
@@ -414,17 +433,18 @@ fn an_os_ken_learning_switch_lets_two_vms_ping() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok().then_some(())
     });
     let d = Daemon::start(&dir.0, &vms_config(&vms, &format!("127.0.0.1:{port}")));
-    wait_for(Duration::from_secs(20), "os-ken's table-miss entry", || {
+    wait_for(Duration::from_secs(20), "os-ken's two tables' entries", || {
         let r = d.ctl_json(&["dump-rules"]).ok()?;
-        r.as_array().is_some_and(|a| a.iter().any(|r| r["origin"] == "controller")).then_some(())
+        (r.as_array()?.iter().filter(|r| r["origin"] == "controller").count() == 2).then_some(())
     });
     let (ok, out) = netns::ping(&vms.ns[0], &["-c", "3", "-i", "0.2", "-W", "2", "10.99.0.2"]);
     assert!(ok, "ping through os-ken's switch:\n{out}\n{}\n{}", d.log_text(), osken_log());
     let learned = read().expect("os-ken's counts");
     let n = |v: &serde_json::Value, k: &str| v[k].as_u64().unwrap_or(0);
-    assert_eq!(n(&learned, "n_tables"), 1, "{learned}");
-    assert!(n(&learned, "packet_ins") >= 2 && n(&learned, "flows") >= 3, "{learned}");
+    assert_eq!(n(&learned, "n_tables"), 254, "{learned}");
+    assert!(n(&learned, "packet_ins") >= 2 && n(&learned, "flows") >= 4, "{learned}");
     assert!(n(&learned, "no_match") >= 1, "{learned}");
+    assert_eq!(learned["packet_in_tables"], serde_json::json!([1]), "table 1's miss entry sent them: {learned}");
     let (ok, out) = netns::ping(&vms.ns[0], &["-c", "20", "-i", "0.05", "-W", "2", "10.99.0.2"]);
     assert!(ok, "{out}");
     let after = read().expect("os-ken's counts");
@@ -432,10 +452,27 @@ fn an_os_ken_learning_switch_lets_two_vms_ping() {
     let flows = d.ctl_json(&["dump-flows"]).expect("dump-flows");
     let hw = flows.as_array().expect("flows").iter().filter(|f| f["offload"] == "hw").count();
     assert!(hw >= 2, "the learned flows are in the model e-switch:\n{flows:#}");
+    // os-ken's flow statistics: every packet went through table 0's rule and
+    // on to one of table 1's, whose counts add up to it; the learned flows
+    // took the 20 pings and their replies.
+    let totals = wait_for(Duration::from_secs(10), "os-ken's statistics after the pings", || {
+        let s = read()?;
+        let flows = s["flow_stats"].as_array()?.clone();
+        let sum = |table: u64, min_priority: u64| -> u64 {
+            flows
+                .iter()
+                .filter(|f| f["table"] == table && f["priority"].as_u64() >= Some(min_priority))
+                .map(|f| f["packets"].as_u64().unwrap_or(0))
+                .sum()
+        };
+        (sum(1, 1) >= 40).then(|| (sum(0, 0), sum(1, 0), sum(1, 1), s))
+    });
+    let (table0, table1, learned_flows, s) = totals;
+    eprintln!("os-ken's flow statistics: table 0 {table0} packets, table 1 {table1} (learned flows {learned_flows})");
+    assert_eq!(table0, table1, "table 0's rule counts every packet table 1 counts: {s}");
+    assert!(learned_flows >= 40 && table0 > learned_flows, "{s}");
     let log = d.stop();
     let _ = osken.kill();
     let _ = osken.wait();
     assert!(log.contains("openflow controller connected"), "{log}");
-    // os-ken asked for flow statistics with every packet-in: it read them.
-    assert!(after["flow_stats"].as_array().is_some_and(|f| !f.is_empty()), "{after}\n{}", osken_log());
 }

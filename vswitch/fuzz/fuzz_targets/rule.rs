@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vswitch::ofrule::{format_actions, format_match, parse_rule};
+use vswitch::ofrule::{format_rule, parse_rule};
 
 const PORTS: [&str; 4] = ["vf0", "vf1", "uplink0", "vxlan0"];
 
@@ -17,9 +17,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let name = |p: u32| PORTS.get(p as usize).map_or_else(|| p.to_string(), |n| (*n).to_owned());
     let Ok(rule) = parse_rule(text, &resolve) else { return };
-    let m = format_match(&rule.matcher, &name);
-    let sep = if m.is_empty() { "" } else { "," };
-    let again = format!("priority={}{sep}{m} actions={}", rule.priority, format_actions(&rule.actions, &name));
+    let again = format_rule(&rule, &name);
     let back =
         parse_rule(&again, &resolve).unwrap_or_else(|e| panic!("{text:?} formats as {again:?}, which fails: {e}"));
     assert_eq!(back, rule, "{text:?} formats as {again:?}, which parses differently");

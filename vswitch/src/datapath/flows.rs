@@ -275,6 +275,9 @@ pub enum FlowEvent {
         actions: Arc<[Action]>,
         /// The rule that decided it.
         rule: Option<u64>,
+        /// Through several tables: the rules before it, which its packets
+        /// count for too (empty, without an allocation, for one table).
+        via: Box<[u64]>,
     },
     /// Packets/bytes since the last report.
     Hits {
@@ -334,6 +337,9 @@ pub struct FlowInfo {
     pub mask: FlowMask,
     pub actions: Arc<[Action]>,
     pub rule: Option<(u64, u32)>,
+    /// Through several tables: the rules before `rule`, which its packets
+    /// count for too.
+    pub via: Box<[u64]>,
     pub packets: u64,
     pub bytes: u64,
     pub age_ms: u64,

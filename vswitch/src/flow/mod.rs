@@ -9,6 +9,7 @@ pub mod dpcls;
 pub mod emc;
 pub mod hash;
 pub mod megaflows;
+pub mod pipeline;
 pub mod smc;
 pub mod table;
 
@@ -17,5 +18,6 @@ pub use bits::Bits;
 pub use dpcls::Dpcls;
 pub use emc::Emc;
 pub use megaflows::{FlowKeys, Megaflows};
+pub use pipeline::RuleTable;
 pub use smc::Smc;
-pub use table::{Classification, Rule, RuleId, RuleTable};
+pub use table::{Classification, Rule, RuleId};

@@ -74,16 +74,31 @@ impl Match {
     }
 }
 
-/// A rule: match, priority, actions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A rule: match, priority, actions, in one of the OpenFlow tables, and
+/// the table the packet goes on to (`goto_table`), if any.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rule {
     pub id: RuleId,
+    /// Its table (0: where every packet starts).
+    pub table: u8,
     pub priority: u32,
     pub matcher: Match,
     pub actions: Vec<Action>,
+    /// The next table (always a higher one) after the actions.
+    pub goto: Option<u8>,
+    /// For a decision through several tables (see [`RuleTable::classify`](super::RuleTable::classify)):
+    /// the rules matched before this one, which its packets count for too.
+    /// Empty for a rule in a table.
+    pub via: Box<[RuleId]>,
 }
 
 impl Rule {
+    /// The rules its packets count for: those it was reached through, then
+    /// itself.
+    pub fn credited(&self) -> impl Iterator<Item = RuleId> + '_ {
+        self.via.iter().copied().chain(std::iter::once(self.id))
+    }
+
     /// Whether `self` wins over `other` (higher priority; on a tie, older).
     #[inline]
     pub fn beats(&self, other: &Rule) -> bool {
@@ -338,7 +353,7 @@ impl Subtable {
     }
 }
 
-/// The answer of [`RuleTable::classify`].
+/// The answer of [`RuleTable::classify`](super::RuleTable::classify).
 #[derive(Debug, Clone)]
 pub struct Classification {
     /// The winning rule, or `None` when nothing matched.
@@ -349,42 +364,31 @@ pub struct Classification {
     pub subtables_visited: usize,
 }
 
-/// The priority rule table. Cloning shares subtables (copy on write), so the
+/// One table's rules. Cloning shares subtables (copy on write), so the
 /// control plane edits a clone and publishes it as a new snapshot.
 #[derive(Clone)]
-pub struct RuleTable {
+pub(super) struct Classifier {
     subtables: Vec<Arc<Subtable>>,
     /// Per [`PREFIX_FIELDS`] entry: the prefix lengths the subtables use,
     /// ascending (a prefix check's bits are rounded up to one of them).
     prefix_lens: [Vec<u32>; 2],
     /// Whether classification runs the prefix checks (on by default).
     prefix_checks: bool,
-    next_id: RuleId,
     count: usize,
 }
 
-impl Default for RuleTable {
+impl Default for Classifier {
     fn default() -> Self {
-        Self { subtables: Vec::new(), prefix_lens: Default::default(), prefix_checks: true, next_id: 0, count: 0 }
+        Self { subtables: Vec::new(), prefix_lens: Default::default(), prefix_checks: true, count: 0 }
     }
 }
 
-impl RuleTable {
-    /// An empty table.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
+impl Classifier {
     /// Turns the prefix checks on or off: off, a subtable that cannot match
     /// puts its whole stage mask into the megaflow (as wide as the addresses
     /// its rules consult), and classification skips the searches.
     pub fn set_prefix_checks(&mut self, on: bool) {
         self.prefix_checks = on;
-    }
-
-    /// Whether the prefix checks run.
-    pub fn prefix_checks(&self) -> bool {
-        self.prefix_checks
     }
 
     /// A copy that shares nothing with this table (editing either never
@@ -402,27 +406,15 @@ impl RuleTable {
         self.count
     }
 
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// Number of distinct masks.
     pub fn subtable_count(&self) -> usize {
         self.subtables.len()
     }
 
-    /// Adds a rule and returns its id.
-    pub fn insert(&mut self, priority: u32, matcher: Match, actions: Vec<Action>) -> RuleId {
-        self.insert_with_id(self.next_id, priority, matcher, actions)
-    }
-
-    /// Adds a rule under a given id (a copy of a table replaying another's
-    /// edits); later ids follow it.
-    pub fn insert_with_id(&mut self, id: RuleId, priority: u32, matcher: Match, actions: Vec<Action>) -> RuleId {
-        self.next_id = self.next_id.max(id + 1);
-        let matcher = Match { key: matcher.key.masked(&matcher.mask), mask: matcher.mask };
-        let rule = Arc::new(Rule { id, priority, matcher, actions });
+    /// Adds a rule (its match already masked).
+    pub fn insert(&mut self, rule: Rule) {
+        let (matcher, priority) = (rule.matcher, rule.priority);
+        let rule = Arc::new(rule);
         let idx = match self.subtables.iter().position(|s| *s.mask() == matcher.mask) {
             Some(i) => i,
             None => {
@@ -450,7 +442,6 @@ impl RuleTable {
         st.count += 1;
         self.count += 1;
         self.sort();
-        id
     }
 
     /// Removes a rule by id.
@@ -520,17 +511,17 @@ impl RuleTable {
         list.iter().find(|r| r.id == id)
     }
 
-    /// Gives a rule new actions, keeping its id, priority and match (an
-    /// OpenFlow modify: the rule's counters, kept by id, carry on).
-    /// Returns whether the rule was there.
-    pub fn set_actions(&mut self, id: RuleId, matcher: &Match, actions: Vec<Action>) -> bool {
+    /// Gives a rule new actions and next table, keeping its id, priority
+    /// and match (an OpenFlow modify: the rule's counters, kept by id, carry
+    /// on). Returns whether the rule was there.
+    pub fn set_actions(&mut self, id: RuleId, matcher: &Match, actions: Vec<Action>, goto: Option<u8>) -> bool {
         let Some((si, key)) = self.locate(matcher) else { return false };
         let st = Arc::make_mut(&mut self.subtables[si]);
         let keyer = st.keyer;
         let Some(entry) = st.rules.find_mut(keyer.hash(&key), |e| e.0 == key) else { return false };
         match entry.1.iter_mut().find(|r| r.id == id) {
             Some(r) => {
-                *r = Arc::new(Rule { actions, ..Rule::clone(r) });
+                *r = Arc::new(Rule { actions, goto, ..Rule::clone(r) });
                 true
             }
             None => false,
@@ -562,11 +553,6 @@ impl RuleTable {
     /// Every rule, best first within each subtable.
     pub fn rules(&self) -> impl Iterator<Item = &Arc<Rule>> {
         self.subtables.iter().flat_map(|st| st.rules.iter().flat_map(|(_, l)| l))
-    }
-
-    /// Finds a rule by id.
-    pub fn get(&self, id: RuleId) -> Option<&Arc<Rule>> {
-        self.rules().find(|r| r.id == id)
     }
 
     /// The best rule for `key` and the megaflow mask of what was consulted.

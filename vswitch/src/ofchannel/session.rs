@@ -7,7 +7,7 @@
 use super::hub::{Hub, Role};
 use super::stats::{self, of_view};
 use crate::ofmap::N_TABLES;
-use crate::ofmap::{to_actions, to_match};
+use crate::ofmap::{to_actions, to_instructions, to_match};
 use crate::switch::{OfFilter, OfRule, Origin, Switch};
 use openflow::action::{port as ofp, NO_BUFFER};
 use openflow::error::{reject, ErrorCode as E, Rejection};
@@ -231,7 +231,7 @@ impl Session {
             t => {
                 return reject(
                     E::FlowModFailedBadTableId,
-                    format!("table {t}: this switch has {N_TABLES} table (goto_table is not supported yet)"),
+                    format!("table {t}: this switch has tables 0 to {}", N_TABLES - 1),
                 )
             }
         };
@@ -253,13 +253,14 @@ impl Session {
         };
         match fm.command {
             FlowModCommand::Add => {
-                let actions = to_actions(&fm.instructions, ports)?;
+                let (actions, goto) = to_instructions(&fm.instructions, fm.table_id, ports)?;
                 switch.of_add(
                     OfRule {
                         table: fm.table_id,
                         priority: fm.priority,
                         matcher,
                         actions,
+                        goto,
                         cookie: fm.cookie,
                         idle_timeout: fm.idle_timeout,
                         hard_timeout: fm.hard_timeout,
@@ -271,8 +272,9 @@ impl Session {
                 )
             }
             FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
-                let actions = to_actions(&fm.instructions, ports)?;
-                switch.of_modify(&filter, &actions, &fm.instructions);
+                // A modify across tables (TABLE_ALL) checks the goto from table 0.
+                let (actions, goto) = to_instructions(&fm.instructions, table.unwrap_or(0), ports)?;
+                switch.of_modify(&filter, &actions, goto, &fm.instructions);
                 Ok(())
             }
             FlowModCommand::Delete | FlowModCommand::DeleteStrict => {

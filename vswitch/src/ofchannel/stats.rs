@@ -74,10 +74,10 @@ pub fn reply(xid: u32, m: &MultipartRequest, switch: &Switch, datapath_id: u64) 
                 flow_count: list.len() as u32,
             })
         }
-        MultipartRequestBody::Table => MultipartReplyBody::Table(vec![table(switch)?]),
+        MultipartRequestBody::Table => MultipartReplyBody::Table(tables(switch)?),
         MultipartRequestBody::PortStats(p) => MultipartReplyBody::PortStats(port_stats(*p, switch)?),
         MultipartRequestBody::PortDesc => MultipartReplyBody::PortDesc(port_descs(switch)),
-        MultipartRequestBody::TableFeatures => MultipartReplyBody::TableFeatures(vec![features()]),
+        MultipartRequestBody::TableFeatures => MultipartReplyBody::TableFeatures((0..N_TABLES).map(features).collect()),
     };
     Ok(encode_multipart_reply(xid, &body))
 }
@@ -130,18 +130,24 @@ fn flows(req: &FlowStatsRequest, switch: &Switch) -> Result<Vec<FlowStats>, Reje
         .collect())
 }
 
-/// Table 0: its rules; lookups are the packets that met the rule table
-/// (those a rule matched, and those none did: the `no_rule` drops).
-fn table(switch: &Switch) -> Result<TableStats, Rejection> {
+/// Every table: its rules; matches are its rules' packets; lookups in
+/// table 0 are the packets that met the rule table (those a rule matched,
+/// and those none did: the `no_rule` drops), in a later table the packets
+/// of the rules that go on to it.
+fn tables(switch: &Switch) -> Result<Vec<TableStats>, Rejection> {
     let counts = switch.rule_counts().map_err(datapath_error)?;
-    let matched: u64 = counts.values().map(|c| c.0).sum();
-    let missed = switch.stats().drops.get("no_rule").copied().unwrap_or(0);
-    Ok(TableStats {
-        table_id: 0,
-        active_count: switch.rule_count() as u32,
-        lookup_count: matched + missed,
-        matched_count: matched,
-    })
+    let mut out: Vec<TableStats> = (0..N_TABLES).map(|t| TableStats { table_id: t, ..Default::default() }).collect();
+    for (id, table, goto) in switch.rule_tables() {
+        let packets = counts.get(&id).map_or(0, |c| c.0);
+        let t = &mut out[usize::from(table)];
+        t.active_count += 1;
+        t.matched_count += packets;
+        if let Some(next) = goto.and_then(|g| out.get_mut(usize::from(g))) {
+            next.lookup_count += packets;
+        }
+    }
+    out[0].lookup_count = out[0].matched_count + switch.stats().drops.get("no_rule").copied().unwrap_or(0);
+    Ok(out)
 }
 
 fn port_stats(port: u32, switch: &Switch) -> Result<Vec<PortStats>, Rejection> {
@@ -204,20 +210,20 @@ pub fn port_descs(switch: &Switch) -> Vec<PortDesc> {
     out
 }
 
-/// Table 0's features: what it matches, the instructions and actions it
-/// runs, what set_field can write.
-fn features() -> TableFeatures {
+/// A table's features: what it matches, the instructions and actions it
+/// runs, what set_field can write, the tables it may go on to.
+fn features(table: u8) -> TableFeatures {
     TableFeatures {
-        table_id: 0,
-        name: "classifier".into(),
+        table_id: table,
+        name: format!("table{table}"),
         metadata_match: 0,
         metadata_write: 0,
         config: 0,
         max_entries: crate::config::rules::MAX_RULES as u32,
         properties: vec![
-            // apply_actions (4), clear_actions (5).
-            TableFeatureProp::ids(table_prop::INSTRUCTIONS, &[4, 5]),
-            TableFeatureProp::tables(table_prop::NEXT_TABLES, []),
+            // goto_table (1), apply_actions (4), clear_actions (5).
+            TableFeatureProp::ids(table_prop::INSTRUCTIONS, if table + 1 < N_TABLES { &[1, 4, 5] } else { &[4, 5] }),
+            TableFeatureProp::tables(table_prop::NEXT_TABLES, table + 1..N_TABLES),
             TableFeatureProp::ids(table_prop::WRITE_ACTIONS, &[]),
             // output (0), push_vlan (17), pop_vlan (18), set_field (25).
             TableFeatureProp::ids(table_prop::APPLY_ACTIONS, &[0, 17, 18, 25]),
@@ -233,6 +239,6 @@ fn features() -> TableFeatures {
 pub fn of_view(r: &crate::switch::OfRuleView) -> (openflow::Match, Vec<openflow::Instruction>) {
     match &r.meta.openflow {
         Some((m, i)) => (m.clone(), i.clone()),
-        None => (from_match(&r.meta.matcher).0, from_actions(&r.actions)),
+        None => (from_match(&r.meta.matcher).0, from_actions(&r.actions, r.goto)),
     }
 }

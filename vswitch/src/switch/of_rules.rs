@@ -27,6 +27,8 @@ pub struct OfRule {
     pub priority: u16,
     pub matcher: Match,
     pub actions: Vec<Action>,
+    /// `goto_table`: a higher table.
+    pub goto: Option<u8>,
     pub cookie: u64,
     pub idle_timeout: u16,
     pub hard_timeout: u16,
@@ -55,6 +57,7 @@ pub struct OfFilter {
 pub struct OfRuleView {
     pub id: RuleId,
     pub actions: Vec<Action>,
+    pub goto: Option<u8>,
     pub meta: RuleMeta,
 }
 
@@ -93,11 +96,17 @@ fn publish_error(e: impl std::fmt::Display) -> Rejection {
 
 /// A rule's actions, found by its match.
 fn actions_of(state: &RuleState, id: RuleId, meta: &RuleMeta) -> Vec<Action> {
-    state.table.get_at(id, &meta.matcher).map(|r| r.actions.clone()).unwrap_or_default()
+    state.table.get_at(meta.table, id, &meta.matcher).map(|r| r.actions.clone()).unwrap_or_default()
 }
 
 fn view(state: &RuleState, id: RuleId, meta: &RuleMeta) -> OfRuleView {
-    OfRuleView { id, actions: actions_of(state, id, meta), meta: meta.clone() }
+    let rule = state.table.get_at(meta.table, id, &meta.matcher);
+    OfRuleView {
+        id,
+        actions: rule.map(|r| r.actions.clone()).unwrap_or_default(),
+        goto: rule.and_then(|r| r.goto),
+        meta: meta.clone(),
+    }
 }
 
 /// The ids `filter` selects.
@@ -120,13 +129,8 @@ fn selected(state: &RuleState, filter: &OfFilter, ports: Ports) -> Vec<RuleId> {
         .collect()
 }
 
-fn text(switch: &Switch, priority: u32, matcher: &Match, actions: &[Action]) -> String {
-    let name = |n: u32| switch.port_name(n);
-    format!(
-        "priority={priority},{} actions={}",
-        ofrule::format_match(matcher, &name),
-        ofrule::format_actions(actions, &name)
-    )
+fn text(switch: &Switch, spec: &RuleSpec) -> String {
+    ofrule::format_rule(spec, &|n: u32| switch.port_name(n))
 }
 
 impl Switch {
@@ -166,9 +170,9 @@ impl Switch {
         if let Some(id) = replaced {
             state.remove(id);
         }
-        let spec = RuleSpec { priority, matcher, actions: rule.actions };
+        let spec = RuleSpec { table: rule.table, priority, matcher, actions: rule.actions, goto: rule.goto };
         let meta = RuleMeta {
-            text: text(self, priority, &matcher, &spec.actions),
+            text: text(self, &spec),
             priority,
             matcher,
             origin,
@@ -188,14 +192,27 @@ impl Switch {
     /// FLOW_MOD modify: the selected rules take these actions (their ids,
     /// hence their counters, carry on). Returns how many changed.
     /// Published by [`Switch::of_commit`].
-    pub fn of_modify(&self, filter: &OfFilter, actions: &[Action], instructions: &[openflow::Instruction]) -> usize {
+    pub fn of_modify(
+        &self,
+        filter: &OfFilter,
+        actions: &[Action],
+        goto: Option<u8>,
+        instructions: &[openflow::Instruction],
+    ) -> usize {
         let ports = self.of_ports();
         let mut state = self.lock_rules();
         let ids = selected(&state, filter, ports);
         for id in &ids {
-            state.set_actions(*id, actions.to_vec());
+            state.set_actions(*id, actions.to_vec(), goto);
             let Some(meta) = state.meta.get_mut(id) else { continue };
-            meta.text = text(self, meta.priority, &meta.matcher, actions);
+            let spec = RuleSpec {
+                table: meta.table,
+                priority: meta.priority,
+                matcher: meta.matcher,
+                actions: actions.to_vec(),
+                goto,
+            };
+            meta.text = text(self, &spec);
             let of_match = meta.openflow.take().map_or_else(|| crate::ofmap::from_match(&meta.matcher).0, |o| o.0);
             meta.openflow = Some((of_match, instructions.to_vec()));
         }
@@ -298,9 +315,11 @@ impl Switch {
             let Some((id, _)) = f.rule else { continue };
             let (hp, hb) =
                 self.offload.as_ref().and_then(|o| o.shared.flow(f.id)).map_or((0, 0), |o| (o.hw_packets, o.hw_bytes));
-            let e = out.entry(id).or_default();
-            e.0 += f.packets + hp;
-            e.1 += f.bytes + hb;
+            for id in f.via.iter().copied().chain([id]) {
+                let e = out.entry(id).or_default();
+                e.0 += f.packets + hp;
+                e.1 += f.bytes + hb;
+            }
         }
         Ok(out)
     }

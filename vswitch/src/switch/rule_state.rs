@@ -4,7 +4,7 @@
 use crate::config::rules::MAX_RULES;
 use crate::config::ConfiguredRule;
 use crate::datapath::SwitchError;
-use crate::flow::table::{Match, RuleId};
+use crate::flow::table::{Match, Rule, RuleId};
 use crate::flow::RuleTable;
 use crate::ofrule::RuleSpec;
 use std::collections::BTreeMap;
@@ -85,22 +85,22 @@ impl RuleMeta {
 /// An edit of the rule table, replayed onto the spare copy.
 #[derive(Debug, Clone)]
 pub(super) enum TableOp {
-    Insert { id: RuleId, priority: u32, matcher: Match, actions: Vec<crate::actions::Action> },
-    Remove { id: RuleId, matcher: Match },
-    SetActions { id: RuleId, matcher: Match, actions: Vec<crate::actions::Action> },
+    Insert(Rule),
+    Remove { table: u8, id: RuleId, matcher: Match },
+    SetActions { table: u8, id: RuleId, matcher: Match, actions: Vec<crate::actions::Action>, goto: Option<u8> },
 }
 
 impl TableOp {
     fn apply(&self, t: &mut RuleTable) {
         match self {
-            TableOp::Insert { id, priority, matcher, actions } => {
-                t.insert_with_id(*id, *priority, *matcher, actions.clone());
+            TableOp::Insert(rule) => {
+                t.insert_with_id(rule.clone());
             }
-            TableOp::Remove { id, matcher } => {
-                t.remove_at(*id, matcher);
+            TableOp::Remove { table, id, matcher } => {
+                t.remove_at(*table, *id, matcher);
             }
-            TableOp::SetActions { id, matcher, actions } => {
-                t.set_actions(*id, matcher, actions.clone());
+            TableOp::SetActions { table, id, matcher, actions, goto } => {
+                t.set_actions(*table, *id, matcher, actions.clone(), *goto);
             }
         }
     }
@@ -170,10 +170,19 @@ impl RuleState {
 
     /// Adds a rule with its metadata; returns its id.
     pub(super) fn insert(&mut self, spec: &crate::ofrule::RuleSpec, mut meta: RuleMeta) -> RuleId {
-        let id = self.table.insert(spec.priority, spec.matcher, spec.actions.clone());
+        let rule = Rule {
+            table: spec.table,
+            priority: spec.priority,
+            matcher: spec.matcher,
+            actions: spec.actions.clone(),
+            goto: spec.goto,
+            ..Rule::default()
+        };
+        let id = self.table.add(rule.clone());
+        meta.table = spec.table;
         meta.priority = spec.priority;
         meta.matcher = Match { key: spec.matcher.key.masked(&spec.matcher.mask), mask: spec.matcher.mask };
-        self.log(TableOp::Insert { id, priority: spec.priority, matcher: meta.matcher, actions: spec.actions.clone() });
+        self.log(TableOp::Insert(Rule { id, matcher: meta.matcher, ..rule }));
         self.index.insert((meta.table, meta.priority, meta.matcher), id);
         self.meta.insert(id, meta);
         self.dirty = true;
@@ -183,8 +192,8 @@ impl RuleState {
     /// Removes a rule (found by its match, without a search).
     pub(super) fn remove(&mut self, id: RuleId) -> Option<RuleMeta> {
         let meta = self.meta.remove(&id)?;
-        self.table.remove_at(id, &meta.matcher);
-        self.log(TableOp::Remove { id, matcher: meta.matcher });
+        self.table.remove_at(meta.table, id, &meta.matcher);
+        self.log(TableOp::Remove { table: meta.table, id, matcher: meta.matcher });
         let key = (meta.table, meta.priority, meta.matcher);
         if self.index.get(&key) == Some(&id) {
             self.index.remove(&key);
@@ -193,11 +202,11 @@ impl RuleState {
         Some(meta)
     }
 
-    /// Gives a rule new actions (OpenFlow modify).
-    pub(super) fn set_actions(&mut self, id: RuleId, actions: Vec<crate::actions::Action>) -> bool {
-        let Some(matcher) = self.meta.get(&id).map(|m| m.matcher) else { return false };
-        let done = self.table.set_actions(id, &matcher, actions.clone());
-        self.log(TableOp::SetActions { id, matcher, actions });
+    /// Gives a rule new actions and next table (OpenFlow modify).
+    pub(super) fn set_actions(&mut self, id: RuleId, actions: Vec<crate::actions::Action>, goto: Option<u8>) -> bool {
+        let Some((table, matcher)) = self.meta.get(&id).map(|m| (m.table, m.matcher)) else { return false };
+        let done = self.table.set_actions(table, id, &matcher, actions.clone(), goto);
+        self.log(TableOp::SetActions { table, id, matcher, actions, goto });
         self.dirty = true;
         done
     }
@@ -286,9 +295,9 @@ mod tests {
     use crate::ofrule::RuleSpec;
     use crate::packet::Field;
 
-    fn rules_of(t: &RuleTable) -> Vec<(RuleId, u32, Match, Vec<Action>)> {
-        let mut v: Vec<_> = t.rules().map(|r| (r.id, r.priority, r.matcher, r.actions.clone())).collect();
-        v.sort_by_key(|r| r.0);
+    fn rules_of(t: &RuleTable) -> Vec<Rule> {
+        let mut v: Vec<Rule> = t.rules().map(|r| Rule::clone(r)).collect();
+        v.sort_by_key(|r| r.id);
         v
     }
 
@@ -310,15 +319,23 @@ mod tests {
                 match next() % 4 {
                     0 | 1 => {
                         let m = Match::any().with(Field::TpDst, u128::from(next() % 50)).with(Field::IpProto, 17);
-                        let spec =
-                            RuleSpec { priority: (next() % 3) as u32, matcher: m, actions: vec![Action::Output(1)] };
+                        let table = (next() % 3) as u8;
+                        let spec = RuleSpec {
+                            table,
+                            priority: (next() % 3) as u32,
+                            matcher: m,
+                            actions: vec![Action::Output(1)],
+                            goto: (next() % 2 == 0).then_some(table + 1),
+                        };
                         s.insert(&spec, RuleMeta::text("t", Origin::Openflow, Some(&spec)));
                     }
                     2 if !ids.is_empty() => {
                         s.remove(ids[(next() as usize) % ids.len()]);
                     }
                     _ if !ids.is_empty() => {
-                        s.set_actions(ids[(next() as usize) % ids.len()], vec![Action::Output((next() % 3) as u32)]);
+                        let id = ids[(next() as usize) % ids.len()];
+                        let goto = s.meta[&id].table + (next() % 2) as u8;
+                        s.set_actions(id, vec![Action::Output((next() % 3) as u32)], Some(goto));
                     }
                     _ => {}
                 }

@@ -153,8 +153,14 @@ impl Switch {
         } else {
             let match_text = selector.split("actions=").next().unwrap_or(selector);
             let resolve = |n: &str| self.port_number(n);
-            let (priority, m) = ofrule::parse_match(match_text, &resolve)?;
-            state.table.rules().filter(|r| r.priority == priority && r.matcher == m).map(|r| r.id).collect()
+            let (table, match_text) = ofrule::take_table(match_text)?;
+            let (priority, m) = ofrule::parse_match(&match_text, &resolve)?;
+            state
+                .table
+                .rules()
+                .filter(|r| r.table == table && r.priority == priority && r.matcher == m)
+                .map(|r| r.id)
+                .collect()
         };
         let mut deleted = 0;
         for id in ids {
@@ -208,5 +214,10 @@ impl Switch {
     /// Number of rules.
     pub fn rule_count(&self) -> usize {
         self.lock_rules().table.len()
+    }
+
+    /// Each rule's table and next table (OpenFlow table statistics).
+    pub fn rule_tables(&self) -> Vec<(RuleId, u8, Option<u8>)> {
+        self.lock_rules().table.rules().map(|r| (r.id, r.table, r.goto)).collect()
     }
 }

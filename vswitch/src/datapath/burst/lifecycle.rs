@@ -23,8 +23,12 @@ impl Engine {
         }
         let c = self.table.classify(key);
         let memo = (c.rule.as_ref().map_or(u64::MAX, |r| r.id), key.in_port());
-        let (actions, drop_reason) = match self.action_lists.get(&memo) {
+        // A decision through several tables is made for this packet: the
+        // last rule's id does not name its actions.
+        let walked = c.rule.as_ref().is_some_and(|r| !r.via.is_empty());
+        let (actions, drop_reason) = match self.action_lists.get(&memo).filter(|_| !walked) {
             Some((a, d)) => (Arc::clone(a), *d),
+            None if walked => flow_actions(c.rule.as_deref(), key.in_port()),
             None => {
                 let made = flow_actions(c.rule.as_deref(), key.in_port());
                 if self.action_lists.len() >= ACTION_LISTS_MAX {
@@ -38,7 +42,7 @@ impl Engine {
         let masked = key.masked(&mask);
         let id = ((self.index as u64) << 48) | self.next_flow;
         self.next_flow += 1;
-        let rule = c.rule.as_ref().map(|r| r.id);
+        let (rule, via) = c.rule.as_ref().map_or((None, Box::default()), |r| (Some(r.id), r.via.clone()));
         let flow = Flow {
             id,
             key: masked,
@@ -66,7 +70,7 @@ impl Engine {
                 self.emit(FlowEvent::Removed { id: f.id, reason: RemoveReason::Replaced });
             }
         }
-        self.emit(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions, rule });
+        self.emit(FlowEvent::Installed { id, pmd: self.index, key: masked, mask, actions, rule, via });
         Some(h)
     }
 
@@ -175,9 +179,11 @@ impl Engine {
     #[inline]
     fn retire(&mut self, flow: &Flow) {
         if let (Some(r), true) = (&flow.rule, flow.packets > 0) {
-            let e = self.retired.entry(r.id).or_default();
-            e.0 += flow.packets;
-            e.1 += flow.bytes;
+            for id in r.credited() {
+                let e = self.retired.entry(id).or_default();
+                e.0 += flow.packets;
+                e.1 += flow.bytes;
+            }
         }
     }
 
@@ -395,6 +401,7 @@ impl Engine {
                 mask: *self.flows.mask(f),
                 actions: Arc::clone(actions),
                 rule: f.rule.as_ref().map(|r| (r.id, r.priority)),
+                via: f.rule.as_ref().map(|r| r.via.clone()).unwrap_or_default(),
                 packets: f.packets,
                 bytes: f.bytes,
                 age_ms: to_ms(now.wrapping_sub(f.created_tsc), self.hz),

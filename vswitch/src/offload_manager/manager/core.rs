@@ -245,8 +245,10 @@ pub(super) struct Installed {
 
 pub(super) struct FlowRec {
     pub(super) pmd: usize,
-    /// The rule that decided the flow (its hardware counts stay with it).
+    /// The rule that decided the flow (its hardware counts stay with it and
+    /// the rules it was reached through).
     pub(super) rule: Option<u64>,
+    pub(super) via: Box<[u64]>,
     pub(super) key: FlowKey,
     pub(super) mask: FlowMask,
     pub(super) actions: Arc<[Action]>,

@@ -17,10 +17,11 @@ impl Manager {
         self.stats.events += batch.len() as u64;
         for ev in batch {
             match ev {
-                FlowEvent::Installed { id, pmd, key, mask, actions, rule } => {
+                FlowEvent::Installed { id, pmd, key, mask, actions, rule, via } => {
                     let rec = FlowRec {
                         pmd,
                         rule,
+                        via,
                         key,
                         mask,
                         actions,
@@ -79,9 +80,11 @@ impl Manager {
                         // Its hardware counts stay with its rule.
                         if let (Some(rule), true) = (rec.rule, rec.hw_packets > 0) {
                             let mut r = self.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                            let e = r.entry(rule).or_default();
-                            e.0 += rec.hw_packets;
-                            e.1 += rec.hw_bytes;
+                            for id in rec.via.iter().copied().chain([rule]) {
+                                let e = r.entry(id).or_default();
+                                e.0 += rec.hw_packets;
+                                e.1 += rec.hw_bytes;
+                            }
                         }
                     }
                 }

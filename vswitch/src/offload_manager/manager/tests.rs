@@ -126,7 +126,15 @@ impl Rig {
         let mask = megaflow_mask(c.mask);
         let id = self.next_id;
         self.next_id += 1;
-        self.m.events(vec![FlowEvent::Installed { id, pmd: 0, key: key.masked(&mask), mask, actions, rule: Some(id) }]);
+        self.m.events(vec![FlowEvent::Installed {
+            id,
+            pmd: 0,
+            key: key.masked(&mask),
+            mask,
+            actions,
+            rule: Some(id),
+            via: Box::default(),
+        }]);
         id
     }
 
@@ -138,7 +146,15 @@ impl Rig {
         let mask = megaflow_mask(c.mask);
         let id = (pmd as u64) << 48 | self.next_id;
         self.next_id += 1;
-        self.m.events(vec![FlowEvent::Installed { id, pmd, key: key.masked(&mask), mask, actions, rule: Some(id) }]);
+        self.m.events(vec![FlowEvent::Installed {
+            id,
+            pmd,
+            key: key.masked(&mask),
+            mask,
+            actions,
+            rule: Some(id),
+            via: Box::default(),
+        }]);
         id
     }
 

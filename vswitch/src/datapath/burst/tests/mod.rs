@@ -1,7 +1,8 @@
 //! The burst engine on plain buffers: each stage and whole bursts, no DPDK.
 //! The shared fixtures are here; the tests sit in files by concern, as the
 //! engine does: `stages`, `flows` (budget, flood, eviction, revalidation),
-//! `hot`, `differential` (offload on and off give the same packets).
+//! `hot`, `differential` (offload on and off give the same packets),
+//! `controller` (packet-in and packet-out), `tables` (goto_table).
 
 use super::engine::SMC_MIN_MASKS;
 use super::*;
@@ -81,7 +82,14 @@ fn table(rules: &[&str]) -> RuleTable {
     let resolve = |n: &str| PORTS.iter().position(|p| *p == n).map(|i| i as u32);
     for r in rules {
         let spec = parse_rule(r, &resolve).expect(r);
-        table.insert(spec.priority, spec.matcher, spec.actions);
+        table.add(crate::flow::Rule {
+            table: spec.table,
+            priority: spec.priority,
+            matcher: spec.matcher,
+            actions: spec.actions,
+            goto: spec.goto,
+            ..Default::default()
+        });
     }
     table
 }
@@ -253,3 +261,4 @@ mod differential;
 mod flows;
 mod hot;
 mod stages;
+mod tables;

@@ -1,0 +1,67 @@
+//! Several tables (goto_table): one megaflow per walk, its actions those of
+//! every rule on the way, its packets counted for each of them.
+
+use super::*;
+
+const MAC6: [u8; 6] = [6; 6];
+
+#[test]
+fn a_walk_through_tables_is_one_megaflow_that_counts_for_every_rule() {
+    let mut e = engine(
+        &[
+            "priority=10,in_port=vf0,udp,tp_dst=80 actions=mod_dl_dst:06:06:06:06:06:06,goto_table:1",
+            "priority=10,in_port=vf0,udp,tp_dst=81 actions=mod_vlan_vid:5,goto_table:1",
+            "priority=5,in_port=vf0,udp,tp_dst=82 actions=output:vf1,goto_table:2",
+            // Table 1: by the rewritten address, else one catch-all.
+            "table=1,priority=5,dl_dst=06:06:06:06:06:06 actions=output:uplink0",
+            "table=1,priority=1 actions=output:vf1",
+        ],
+        64,
+    );
+    let frame = |dport: u16, i: u8| udp([4; 6], [2; 6], [10, 0, 0, i], dport, 60);
+    let web: Vec<Vec<u8>> = (0..3).map(|i| frame(80, i)).collect();
+    let other: Vec<Vec<u8>> = (0..4).map(|i| frame(81, i)).collect();
+    // Table 2 holds nothing: the walk stops after table 0's output.
+    let third: Vec<Vec<u8>> = (0..2).map(|i| frame(82, i)).collect();
+    let out = run_bursts(&mut e, &[(0, web.clone()), (0, other.clone()), (0, third.clone())]);
+    assert_eq!(out.iter().filter(|(p, f)| *p == 2 && f[..6] == MAC6).count(), 3, "table 1 saw the new address");
+    // The tp_dst=81 walk ends in the same table-1 rule as no other walk
+    // from vf0 does: tagged by table 0, out of vf1 by table 1.
+    let tagged = out.iter().filter(|(p, f)| *p == 1 && f[12..14] == [0x81, 0x00] && f[15] == 5).count();
+    assert_eq!(tagged, 4, "{out:?}");
+    assert_eq!(out.iter().filter(|(p, f)| *p == 1 && f[12..14] == [0x08, 0x00]).count(), 2);
+    assert_eq!(out.len(), 9);
+
+    let flows = e.dump(10);
+    assert_eq!(flows.len(), 3, "one megaflow per walk");
+    let ids: Vec<u64> = e.table.rules().map(|r| r.id).collect();
+    let (r80, r81, r82, t1_mac, t1_any) = (ids_of(&e, 0, 10, 80), ids_of(&e, 0, 10, 81), ids_of(&e, 0, 5, 82), 3, 4);
+    assert!(ids.contains(&t1_mac) && ids.contains(&t1_any));
+    let walk = |rule: u64| flows.iter().find(|f| f.rule.map(|r| r.0) == Some(rule) && !f.via.is_empty());
+    assert_eq!(walk(t1_mac).map(|f| (&*f.via, f.packets)), Some((&[r80][..], 3)));
+    assert_eq!(walk(t1_any).map(|f| (&*f.via, f.packets)), Some((&[r81][..], 4)));
+    let stopped = flows.iter().find(|f| f.rule.map(|r| r.0) == Some(r82)).expect("the third walk");
+    assert!(stopped.via.is_empty() && stopped.packets == 2);
+    // Every walk's mask holds what any table consulted: table 1's address.
+    assert!(flows
+        .iter()
+        .all(|f| f.mask.get(Field::EthDst) == Field::EthDst.full() || f.rule.map(|r| r.0) == Some(r82)));
+
+    // The flows go (a table without them); their counts stay with every
+    // rule they went through.
+    e.revalidate(Arc::new(table(&["priority=0 actions=drop"])));
+    assert_eq!(e.dump(20).len(), 0);
+    let retired = |id: u64| e.retired.get(&id).map_or(0, |c| c.0);
+    assert_eq!((retired(r80), retired(r81), retired(r82)), (3, 4, 2));
+    assert_eq!((retired(t1_mac), retired(t1_any)), (3, 4));
+    assert_balanced(&e);
+}
+
+/// The id of table 0's rule with this priority on this UDP port.
+fn ids_of(e: &Engine, table: u8, priority: u32, dport: u128) -> u64 {
+    e.table
+        .rules()
+        .find(|r| r.table == table && r.priority == priority && r.matcher.key.get(Field::TpDst) == dport)
+        .map(|r| r.id)
+        .expect("the rule")
+}
