@@ -73,7 +73,8 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
          [control]\nsocket = \"unused\"\n\n[metrics]\nlisten = \"off\"\n\n\
          [openflow]\nlisten = [\"punix:{}\"]\n\n\
          [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_af_packet_of,iface=va\"\n\n\
-         [[port]]\nname = \"out0\"\nrole = \"uplink\"\ndevargs = \"net_pcap_ofout,rx_pcap={},tx_pcap={}\"\n",
+         [[port]]\nname = \"out0\"\nrole = \"uplink\"\ndevargs = \"net_pcap_ofout,rx_pcap={},tx_pcap={}\"\n\n\
+         [[port]]\nname = \"tap0\"\nrole = \"representor\"\ndevargs = \"net_tap_of,iface=oftap0\"\n",
         sock.display(),
         dir.path("empty.pcap").display(),
         dir.path("out.pcap").display()
@@ -153,9 +154,9 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
 
     // Two tables: table 0 rewrites the destination MAC and goes on to table
     // 5, whose rule matches the rewritten address (the datagrams' own
-    // destination is another). Both rules count the packets.
-    must(t, &["add-flow", "priority=95,in_port=vf0,udp,tp_dst=7000,actions=mod_dl_dst:02:00:00:00:00:77,goto_table:5"]);
-    must(t, &["add-flow", "table=5,priority=10,dl_dst=02:00:00:00:00:77,actions=output:out0"]);
+    // destination is 02:00:00:00:00:77). Both rules count the packets.
+    must(t, &["add-flow", "priority=95,in_port=vf0,udp,tp_dst=7000,actions=mod_dl_dst:02:00:00:00:00:55,goto_table:5"]);
+    must(t, &["add-flow", "table=5,priority=10,dl_dst=02:00:00:00:00:55,actions=output:out0"]);
     send(&veth.ns, 30, 7000);
     wait_for(Duration::from_secs(10), "30 more datagrams out of out0", || {
         (port(&d.show(), "out0")["tx_packets"].as_u64() == Some(131)).then_some(())
@@ -169,6 +170,37 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     let rules = d.ctl_json(&["dump-rules"]).expect("dump-rules");
     assert!(rules.as_array().expect("rules").iter().any(|r| r["table"] == 5 && r["origin"] == "openflow"), "{rules}");
     must(t, &["del-flows", "table=5"]);
+
+    // Asynchronous messages to a tool: `ovs-ofctl monitor` with a
+    // miss_send_len sees packet-ins and the port status of a link that goes
+    // down and up (the net_tap port's interface; net_af_packet in DPDK 22.11
+    // reports its link up whatever the interface does).
+    must(t, &["add-flow", "priority=200,in_port=vf0,udp,tp_dst=9000,actions=controller"]);
+    let monitor = Monitor::start(t, &dir.path("monitor.txt"));
+    // (It prints nothing when ready: a datagram at a time until one shows.)
+    wait_for(Duration::from_secs(10), "a packet-in in ovs-ofctl monitor", || {
+        send(&veth.ns, 1, 9000);
+        std::thread::sleep(Duration::from_millis(100));
+        monitor.text().contains("OFPT_PACKET_IN").then_some(())
+    });
+    let before = monitor.text().matches("OFPT_PACKET_IN").count();
+    send(&veth.ns, 3, 9000);
+    wait_for(Duration::from_secs(10), "3 more packet-ins in ovs-ofctl monitor", || {
+        (monitor.text().matches("OFPT_PACKET_IN").count() >= before + 3).then_some(())
+    });
+    netns::must("ip", &["-n", &veth.ns, "link", "set", "oftap0", "down"]);
+    wait_for(Duration::from_secs(10), "tap0's link down in ovs-ofctl monitor", || {
+        monitor.text().contains("OFPT_PORT_STATUS").then_some(())
+    });
+    netns::must("ip", &["-n", &veth.ns, "link", "set", "oftap0", "up"]);
+    wait_for(Duration::from_secs(10), "tap0's link up again", || {
+        (monitor.text().matches("OFPT_PORT_STATUS").count() == 2).then_some(())
+    });
+    let text = monitor.text();
+    assert!(text.contains("MOD: 3(tap0)") && text.contains("LINK_DOWN"), "{text}");
+    assert!(text.contains("in_port=1 (via action)"), "{text}");
+    drop(monitor);
+    must(t, &["del-flows", "--strict", "priority=200,in_port=vf0,udp,tp_dst=9000"]);
 
     // del-flows --strict removes one rule; del-flows by cookie another; a
     // loose del-flows the rest of vf0's, not the file's catch-all.
@@ -193,6 +225,38 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     must(t, &["dump-flows"]);
     let log = d.stop();
     assert!(log.contains("openflow hello failed"), "{log}");
+}
+
+/// `ovs-ofctl -O OpenFlow13 monitor TARGET 65535`, its output to a file;
+/// ended (by its PID) on drop.
+struct Monitor {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl Monitor {
+    fn start(target: &str, out: &std::path::Path) -> Self {
+        let file = std::fs::File::create(out).expect("monitor output");
+        let child = Command::new("ovs-ofctl")
+            .args(["-O", "OpenFlow13", "monitor", target, "65535"])
+            .arg(format!("--unixctl={}", out.with_extension("ctl").display()))
+            .stdout(file.try_clone().expect("file"))
+            .stderr(file)
+            .spawn()
+            .expect("ovs-ofctl monitor");
+        Self { child, out: out.to_owned() }
+    }
+
+    fn text(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Two VMs (namespaces) on veth pairs whose host ends are vswitchd's

@@ -1,6 +1,7 @@
 //! Rule timeouts (OpenFlow idle and hard timeouts; FLOW_REMOVED for rules
-//! that asked), checked once a second off the PMDs, and the standalone fail
-//! mode's clean-up when the last controller is gone.
+//! that asked), checked once a second off the PMDs, the standalone fail
+//! mode's clean-up when the last controller is gone, and the ports' status
+//! ([`super::port_status`]).
 
 use super::ctx::Ctx;
 use super::session::notify_removed;
@@ -13,13 +14,15 @@ use std::time::{Duration, Instant};
 
 const PERIOD: Duration = Duration::from_secs(1);
 
-/// Checks the timed rules every second until the stop.
+/// Checks the timed rules and the ports every second until the stop.
 pub fn run(ctx: &Ctx) {
     // Per rule: its packet count when last seen and when it last changed.
     let mut seen: HashMap<RuleId, (u64, Instant)> = HashMap::new();
+    let mut ports = Vec::new();
     while !ctx.stop.load(Ordering::Relaxed) {
         let next = Instant::now() + PERIOD;
         check(ctx, &mut seen);
+        super::port_status::check(ctx, &mut ports);
         while Instant::now() < next && !ctx.stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
         }

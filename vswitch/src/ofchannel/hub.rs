@@ -39,6 +39,10 @@ struct Member {
     tx: Sender<Vec<u8>>,
     role: Role,
     controller: bool,
+    /// Takes asynchronous messages: controllers always; a tool on a
+    /// listener once it sets a miss_send_len other than 0 (as Open
+    /// vSwitch's service connections: `ovs-ofctl monitor SWITCH 65535`).
+    asynchronous: bool,
 }
 
 /// Every live session.
@@ -60,7 +64,7 @@ impl Hub {
     pub fn join(&self, controller: bool) -> (u64, Receiver<Vec<u8>>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::bounded(QUEUE);
-        self.lock().push(Member { id, tx, role: Role::Equal, controller });
+        self.lock().push(Member { id, tx, role: Role::Equal, controller, asynchronous: controller });
         if controller {
             self.controllers_up.fetch_add(1, Ordering::AcqRel);
         }
@@ -79,6 +83,13 @@ impl Hub {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Member>> {
         self.members.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a session takes asynchronous messages (see [`Hub::join`]).
+    pub fn set_asynchronous(&self, id: u64, on: bool) {
+        if let Some(m) = self.lock().iter_mut().find(|m| m.id == id) {
+            m.asynchronous = on;
+        }
     }
 
     /// A session's role.
@@ -117,7 +128,7 @@ impl Hub {
     /// role (spec 6.3.7: slaves get port status only).
     pub fn broadcast(&self, msg: &[u8], to_slaves: bool) {
         for m in self.lock().iter() {
-            if m.role == Role::Slave && !to_slaves {
+            if !m.asynchronous || (m.role == Role::Slave && !to_slaves) {
                 continue;
             }
             match m.tx.try_send(msg.to_vec()) {
@@ -149,6 +160,8 @@ mod tests {
         let hub = Hub::default();
         let (a, rx_a) = hub.join(true);
         let (b, rx_b) = hub.join(false);
+        let (_, rx_c) = hub.join(false);
+        hub.set_asynchronous(b, true);
         assert_eq!(hub.controllers_up.load(Ordering::Relaxed), 1);
         hub.set_role(a, Role::Master, 5).expect("first master");
         hub.set_role(b, Role::Master, 6).expect("newer generation");
@@ -157,11 +170,12 @@ mod tests {
         hub.broadcast(b"x", false);
         assert!(rx_a.try_recv().is_err(), "slaves get no flow-removed");
         assert_eq!(rx_b.try_recv().expect("master gets it"), b"x");
+        assert!(rx_c.try_recv().is_err(), "a tool with miss_send_len 0 gets no asynchronous message");
         for _ in 0..QUEUE + 5 {
             hub.broadcast(b"y", true);
         }
         assert_eq!(hub.dropped.load(Ordering::Relaxed), 2 * 5, "full queues lose and count");
         assert_eq!(hub.leave(a), 0);
-        assert_eq!(hub.len(), 1);
+        assert_eq!(hub.len(), 2);
     }
 }

@@ -49,7 +49,10 @@ impl Session {
             id,
             controller,
             negotiated: false,
-            config: SwitchConfig::default(),
+            // A tool on a listener takes no asynchronous message until it
+            // sets a miss_send_len (Open vSwitch's default for service
+            // connections); a controller gets them with the spec's 128.
+            config: SwitchConfig { flags: 0, miss_send_len: if controller { 128 } else { 0 } },
             datapath_id,
             peer,
             pending: 0,
@@ -174,6 +177,7 @@ impl Session {
                     );
                 }
                 self.config = *c;
+                hub.set_asynchronous(self.id, self.controller || c.miss_send_len != 0);
                 Ok(Vec::new())
             }
             Message::BarrierRequest => one(Message::BarrierReply),
