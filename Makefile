@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
   frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core dpkg-dev fakeroot lintian socat systemd python3-venv
 
-.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-scale bench-flowmod bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci deb deb-test
+.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-scale bench-flowmod bench-packetin bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci deb deb-test
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -77,6 +77,8 @@ bench-smoke: deps
 	  --out $${TMPDIR:-/tmp}/vswitch-bench-scale-smoke
 	./target/release/vswitch-bench flowmod --rules 100000 --batch 1000 --peer ovs \
 	  --out $${TMPDIR:-/tmp}/vswitch-bench-flowmod-smoke
+	./target/release/vswitch-bench packetin --seconds 3 --peer ovs \
+	  --out $${TMPDIR:-/tmp}/vswitch-bench-packetin-smoke
 
 # OpenFlow FLOW_MOD adds per second through one connection (a BARRIER
 # every 1,000), vswitchd and Open vSwitch on the same bytes.
@@ -84,6 +86,14 @@ bench-flowmod: deps
 	$(CARGO) build --release -p vswitch --bins -q
 	$(CARGO) build --release -p vswitch-bench -q
 	./target/release/vswitch-bench flowmod --rules 100000 --batch 1000 --peer ovs
+
+# OpenFlow packet-in round trips per second to an os-ken app that answers
+# each with a packet-out (a venv with os-ken is made under target/ when
+# missing), vswitchd and Open vSwitch with the same app.
+bench-packetin: deps
+	$(CARGO) build --release -p vswitch --bins -q
+	$(CARGO) build --release -p vswitch-bench -q
+	./target/release/vswitch-bench packetin --seconds 10 --peer ovs
 
 # Flood resilience (~1 min): an established port's rate alone, under a
 # new-flow flood on another port, and after a rule change, vswitchd and

@@ -3,8 +3,7 @@
 //! takes them while a reader counts the BARRIER_REPLYs (the time ends at
 //! the last one: every rule is then in the datapath). The same bytes go to
 //! vswitchd's listener and, with `--peer ovs`, to Open vSwitch's bridge
-//! (br0.mgmt) in the same run. And the packet-in round trip: not here (see
-//! tests/openflow.rs for the controller tests).
+//! (br0.mgmt) in the same run. The packet-in round trip is `packetin.rs`.
 
 use crate::ours::{vswitchd_path, Daemon};
 use anyhow::{bail, Context, Result};

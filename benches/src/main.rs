@@ -17,6 +17,7 @@ mod fonts;
 mod offload;
 mod ours;
 mod ovs;
+mod packetin;
 mod report;
 mod scale;
 mod scenario;
@@ -186,6 +187,21 @@ enum Cmd {
         rules: u32,
         #[arg(long, default_value_t = 1000)]
         batch: u32,
+        #[arg(long)]
+        core: Option<usize>,
+        #[arg(long, value_enum)]
+        peer: Option<Peer>,
+        #[arg(long, default_value = "bench-results")]
+        out: PathBuf,
+        #[arg(long)]
+        vswitchd: Option<PathBuf>,
+    },
+    /// Packet-in round trips per second to an os-ken controller that
+    /// answers each with a packet-out; with `--peer ovs`, Open vSwitch's too.
+    Packetin {
+        /// Seconds to measure over.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
         #[arg(long)]
         core: Option<usize>,
         #[arg(long, value_enum)]
@@ -374,6 +390,10 @@ fn run(args: Args) -> Result<()> {
         }
         Cmd::Flowmod { rules, batch, core, peer, out, vswitchd } => {
             let table = flowmod::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules, batch.max(1), peer.is_some())?;
+            println!("{table}");
+        }
+        Cmd::Packetin { seconds, core, peer, out, vswitchd } => {
+            let table = packetin::run(vswitchd, &out, core.unwrap_or(cores() - 1), seconds.max(1), peer.is_some())?;
             println!("{table}");
         }
         Cmd::Smoke { vswitchd, no_peer } => smoke(vswitchd, no_peer)?,

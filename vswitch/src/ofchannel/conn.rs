@@ -1,10 +1,13 @@
 //! Connections: listener threads (`ptcp:`, `punix:`) that serve tools such
 //! as ovs-ofctl, controller threads that connect out and reconnect with
-//! back-off, and the loop one session runs on its stream. Every wait is
-//! sliced so a stop is noticed within a tenth of a second; a peer that does
-//! not take its replies within [`WRITE_DEADLINE`] is disconnected; an idle
-//! peer gets an ECHO_REQUEST after the probe interval and is disconnected
-//! after two. None of this touches a PMD.
+//! back-off, and the two threads one session runs on its stream: the reader
+//! handles requests, the writer sends their replies and the asynchronous
+//! messages (packet-ins, flow-removed, port status) as soon as they come,
+//! several to a write. Every wait is sliced so a stop is noticed within a
+//! tenth of a second; a peer that does not take what is sent within
+//! [`WRITE_DEADLINE`] is disconnected; an idle peer gets an ECHO_REQUEST
+//! after the probe interval and is disconnected after two. None of this
+//! touches a PMD.
 
 pub use super::ctx::Ctx;
 use super::expiry;
@@ -47,8 +50,12 @@ impl Channel {
     }
 }
 
-trait Stream: Read + Write + Send + 'static {
+trait Stream: Read + Write + Send + Sized + 'static {
     fn slice_timeouts(&self) -> std::io::Result<()>;
+    /// Another handle on the same connection (the writer's).
+    fn handle(&self) -> std::io::Result<Self>;
+    /// Ends the connection both ways (the other thread's I/O returns).
+    fn close(&self);
 }
 
 impl Stream for TcpStream {
@@ -58,6 +65,14 @@ impl Stream for TcpStream {
         self.set_read_timeout(Some(SLICE))?;
         self.set_write_timeout(Some(SLICE))
     }
+
+    fn handle(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
 }
 
 impl Stream for UnixStream {
@@ -65,6 +80,14 @@ impl Stream for UnixStream {
         self.set_nonblocking(false)?;
         self.set_read_timeout(Some(SLICE))?;
         self.set_write_timeout(Some(SLICE))
+    }
+
+    fn handle(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
@@ -200,6 +223,14 @@ fn controller(ctx: &Arc<Ctx>, target: &Target) {
     }
 }
 
+/// Replies the reader hands the writer at most (then it waits).
+const REPLIES: usize = 1024;
+/// Bytes the writer gathers into one write at most.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// The reader's way to the peer: through the writer thread.
+type Out = crossbeam_channel::Sender<Vec<u8>>;
+
 /// Runs one session on a connected stream until it closes.
 fn run<S: Stream>(ctx: &Ctx, mut s: S, controller: bool, peer: String) {
     let (id, queued) = ctx.hub.join(controller);
@@ -207,31 +238,86 @@ fn run<S: Stream>(ctx: &Ctx, mut s: S, controller: bool, peer: String) {
         tracing::info!(%peer, "openflow controller connected");
     }
     let mut session = Session::new(id, controller, ctx.datapath_id, peer.clone());
-    let why = match s.slice_timeouts() {
-        Ok(()) => serve(ctx, &mut s, &mut session, &queued),
-        Err(e) => format!("socket setup: {e}"),
+    let writer = s.slice_timeouts().and_then(|()| s.handle());
+    let (why, left) = match writer {
+        Ok(w) => std::thread::scope(|scope| {
+            let (out, replies) = crossbeam_channel::bounded(REPLIES);
+            let writing = scope.spawn(move || write_loop(ctx, w, &replies, &queued));
+            let read = serve(ctx, &mut s, &mut session, &out);
+            // Edits the peer made before it went still reach the datapath.
+            if let Some(e) = session.flush(&ctx.switch) {
+                let _ = out.send(e);
+            }
+            drop(out);
+            let left = ctx.hub.leave(id);
+            let wrote = writing.join().unwrap_or_else(|_| Some("the writer panicked".into()));
+            s.close();
+            // The writer's failure (a slow or gone peer) is why the read ended.
+            (wrote.unwrap_or(read), left)
+        }),
+        Err(e) => {
+            let _ = session.flush(&ctx.switch);
+            (format!("socket setup: {e}"), ctx.hub.leave(id))
+        }
     };
-    // Edits the peer made before it went still reach the datapath.
-    let _ = session.flush(&ctx.switch);
     if controller {
         tracing::info!(%peer, "openflow controller connection closed: {why}");
     } else {
         tracing::debug!(%peer, "openflow connection closed: {why}");
     }
-    let left = ctx.hub.leave(id);
     if controller && left == 0 && ctx.settings.fail_mode == FailMode::Standalone {
         expiry::standalone(ctx);
     }
 }
 
-/// The session's loop; returns why it ended.
-fn serve<S: Stream>(
+/// The writer: the reader's replies first, then the asynchronous messages,
+/// as many as fit in [`WRITE_BATCH`] to a write. Ends when the reader is
+/// done (after what it handed over is sent), or with why it could not
+/// write (the connection is then closed, which ends the reader too).
+fn write_loop<S: Stream>(
     ctx: &Ctx,
-    s: &mut S,
-    session: &mut Session,
+    mut s: S,
+    replies: &crossbeam_channel::Receiver<Vec<u8>>,
     queued: &crossbeam_channel::Receiver<Vec<u8>>,
-) -> String {
-    if let Err(e) = send(ctx, s, &Session::hello()) {
+) -> Option<String> {
+    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    let mut reader_done = false;
+    while !reader_done && !ctx.stop.load(Ordering::Relaxed) {
+        let mut sel = crossbeam_channel::Select::new();
+        sel.recv(replies);
+        sel.recv(queued);
+        let Ok(op) = sel.select_timeout(SLICE) else { continue };
+        let first = if op.index() == 0 { op.recv(replies) } else { op.recv(queued) };
+        match first {
+            Ok(m) => batch.extend_from_slice(&m),
+            // The reader is done (or the hub let the session go).
+            Err(_) => reader_done = true,
+        }
+        while batch.len() < WRITE_BATCH {
+            match replies.try_recv() {
+                Ok(m) => batch.extend_from_slice(&m),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    reader_done = true;
+                    break;
+                }
+                Err(crossbeam_channel::TryRecvError::Empty) => match queued.try_recv() {
+                    Ok(m) => batch.extend_from_slice(&m),
+                    Err(_) => break,
+                },
+            }
+        }
+        if let Err(e) = send(ctx, &mut s, &batch) {
+            s.close();
+            return Some(e);
+        }
+        batch.clear();
+    }
+    None
+}
+
+/// The reader's loop; returns why it ended.
+fn serve<S: Stream>(ctx: &Ctx, s: &mut S, session: &mut Session, out: &Out) -> String {
+    if let Err(e) = reply(out, Session::hello()) {
         return e;
     }
     let mut buf: Vec<u8> = Vec::with_capacity(openflow::MAX_LEN);
@@ -243,11 +329,6 @@ fn serve<S: Stream>(
         if ctx.stop.load(Ordering::Relaxed) {
             return "the switch is stopping".into();
         }
-        while let Ok(m) = queued.try_recv() {
-            if let Err(e) = send(ctx, s, &m) {
-                return e;
-            }
-        }
         match s.read(&mut chunk) {
             Ok(0) => return "the peer closed it".into(),
             Ok(n) => {
@@ -258,13 +339,13 @@ fn serve<S: Stream>(
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
             Err(e) => return format!("read: {e}"),
         }
-        if let Err(e) = handle_frames(ctx, s, session, &mut buf) {
+        if let Err(e) = handle_frames(ctx, session, &mut buf, out) {
             return e;
         }
         // All that was read is handled: the FLOW_MODs among it go to the
         // datapath together.
         if let Some(e) = session.flush(&ctx.switch) {
-            if let Err(e) = send(ctx, s, &e) {
+            if let Err(e) = reply(out, e) {
                 return e;
             }
         }
@@ -274,16 +355,21 @@ fn serve<S: Stream>(
         }
         if quiet > probe && !probed {
             probed = true;
-            if let Err(e) = send(ctx, s, &openflow::encode(0, &Message::EchoRequest(Vec::new()))) {
+            if let Err(e) = reply(out, openflow::encode(0, &Message::EchoRequest(Vec::new()))) {
                 return e;
             }
         }
     }
 }
 
+/// Hands a message to the writer (waiting while it has [`REPLIES`]).
+fn reply(out: &Out, m: Vec<u8>) -> Result<(), String> {
+    out.send(m).map_err(|_| "the writer stopped".to_owned())
+}
+
 /// Handles every whole message at the start of `buf` and removes them (at
 /// once: a buffer of hundreds of FLOW_MODs is not shifted per message).
-fn handle_frames<S: Stream>(ctx: &Ctx, s: &mut S, session: &mut Session, buf: &mut Vec<u8>) -> Result<(), String> {
+fn handle_frames(ctx: &Ctx, session: &mut Session, buf: &mut Vec<u8>, out: &Out) -> Result<(), String> {
     let mut at = 0;
     let result = loop {
         match frame_len(&buf[at..]) {
@@ -292,17 +378,18 @@ fn handle_frames<S: Stream>(ctx: &Ctx, s: &mut S, session: &mut Session, buf: &m
                 break Err(format!("a message with length {len} (< 8): the stream cannot be read on"))
             }
             Frame::Complete(n) => {
-                let out = session.handle(&buf[at..at + n], &ctx.switch, &ctx.hub);
+                let o = session.handle(&buf[at..at + n], &ctx.switch, &ctx.hub);
                 at += n;
-                for r in &out.replies {
-                    send(ctx, s, r)?;
+                let close = o.close;
+                for r in o.replies {
+                    reply(out, r)?;
                 }
-                if out.close {
+                if close {
                     break Err("version negotiation failed".into());
                 }
                 if session.batch_full() {
                     if let Some(e) = session.flush(&ctx.switch) {
-                        send(ctx, s, &e)?;
+                        reply(out, e)?;
                     }
                 }
             }

@@ -141,6 +141,17 @@ impl Hub {
         }
     }
 
+    /// Whether a session that takes packet-ins has room for one more:
+    /// `None` when no session takes them (the packet-in thread waits while
+    /// every one is full, leaving the packets in the PMDs' queues, where the
+    /// PMDs drop and count what does not fit).
+    pub fn room(&self) -> Option<bool> {
+        let m = self.lock();
+        let mut takers = m.iter().filter(|m| m.asynchronous && m.role != Role::Slave).peekable();
+        takers.peek()?;
+        Some(takers.any(|m| !m.tx.is_full()))
+    }
+
     /// Sessions connected now.
     pub fn len(&self) -> usize {
         self.lock().len()

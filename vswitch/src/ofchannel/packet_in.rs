@@ -1,7 +1,11 @@
 //! PACKET_IN: what the PMDs queued for the controllers (the `controller`
 //! action, rate-limited there) goes to every session not in the slave role,
 //! with the rule's cookie and table, and NO_MATCH when the rule is the
-//! table-miss entry (priority 0, empty match), ACTION otherwise.
+//! table-miss entry (priority 0, empty match), ACTION otherwise. Taken from
+//! the PMDs' queues only while a session has room: a controller slower than
+//! the traffic leaves them full, and the PMDs drop the excess at no cost
+//! but a counter (`controller_limit`) instead of this thread encoding
+//! packet-ins nobody will read.
 
 use super::ctx::Ctx;
 use crate::datapath::punt::PacketIn;
@@ -26,9 +30,13 @@ pub fn run(ctx: &Ctx, queues: &[Receiver<PacketIn>]) {
     while !ctx.stop.load(Ordering::Relaxed) {
         let Ok(op) = sel.select_timeout(Duration::from_millis(100)) else { continue };
         let i = op.index();
-        if let Ok(p) = op.recv(&queues[i]) {
-            deliver(ctx, &p);
+        let Ok(p) = op.recv(&queues[i]) else { continue };
+        // Held while every session that takes packet-ins is full; sent to
+        // nobody when none takes them.
+        while ctx.hub.room() == Some(false) && !ctx.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_micros(200));
         }
+        deliver(ctx, &p);
     }
 }
 
