@@ -385,16 +385,15 @@ fn run(args: Args) -> Result<()> {
             println!("{}", flood::run(vswitchd, &out, &setup)?);
         }
         Cmd::Control { rules, core, out, vswitchd } => {
-            let table = control::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules)?;
-            println!("{table}");
+            println!("{}", control::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules)?);
         }
         Cmd::Flowmod { rules, batch, core, peer, out, vswitchd } => {
-            let table = flowmod::run(vswitchd, &out, core.unwrap_or(cores() - 1), rules, batch.max(1), peer.is_some())?;
-            println!("{table}");
+            let core = core.unwrap_or(cores() - 1);
+            println!("{}", flowmod::run(vswitchd, &out, core, rules, batch.max(1), peer.is_some())?);
         }
         Cmd::Packetin { seconds, core, peer, out, vswitchd } => {
-            let table = packetin::run(vswitchd, &out, core.unwrap_or(cores() - 1), seconds.max(1), peer.is_some())?;
-            println!("{table}");
+            let core = core.unwrap_or(cores() - 1);
+            println!("{}", packetin::run(vswitchd, &out, core, seconds.max(1), peer.is_some())?);
         }
         Cmd::Smoke { vswitchd, no_peer } => smoke(vswitchd, no_peer)?,
     }
