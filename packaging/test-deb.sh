@@ -9,6 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "test-deb: $*"; exit 1; }
+# Output is read whole before it is searched: with pipefail, `cmd | grep -q`
+# fails whenever grep stops reading before cmd has written all (SIGPIPE).
+has() { local out; out=$("${@:2}") && grep -qF -- "$1" <<< "$out"; }
 [ "$(id -u)" -eq 0 ] || fail "needs root (dpkg -i)"
 if dpkg -s vswitch >/dev/null 2>&1; then
   fail "a vswitch package is installed already; remove it first (dpkg -P vswitch)"
@@ -39,7 +42,7 @@ done
 grep -qx /etc/vswitch/vswitchd.toml /var/lib/dpkg/info/vswitch.conffiles || fail "the config is not a conffile"
 systemd-analyze verify /lib/systemd/system/vswitchd.service /lib/systemd/system/vswitch-hugepages.service \
   || fail "systemd-analyze verify found problems in the units"
-zcat /usr/share/man/man8/vswitchd.8.gz | grep -qF 'pmd\-cores' || fail "the man page lacks the options"
+has 'pmd\-cores' zcat /usr/share/man/man8/vswitchd.8.gz || fail "the man page lacks the options"
 
 # The packaged configuration on virtual devices: the same file with the
 # NIC's ports on net_null, no hugepages, the last core, a socket of ours.
@@ -53,7 +56,7 @@ sed -e "s|^args = .*|args = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--n
     /etc/vswitch/vswitchd.toml > "$work/vswitchd.toml"
 grep -q net_null_deb_vf "$work/vswitchd.toml" || fail "the packaged config's ports were not found to adapt"
 /usr/sbin/vswitchd --check "$work/vswitchd.toml"
-/usr/sbin/vswitchd --check "$work/vswitchd.toml" | grep -q '^  hugepages: none needed' || fail "--check says nothing of hugepages"
+has '  hugepages: none needed' /usr/sbin/vswitchd --check "$work/vswitchd.toml" || fail "--check says nothing of hugepages"
 
 socat -u UNIX-RECV:"$work/notify.sock" - > "$work/notify.log" &
 socat_pid=$!
@@ -62,8 +65,9 @@ NOTIFY_SOCKET="$work/notify.sock" /usr/sbin/vswitchd "$work/vswitchd.toml" --no-
 daemon_pid=$!
 for _ in $(seq 300); do grep -q 'READY=1' "$work/notify.log" && break; sleep 0.1; done
 grep -q 'READY=1' "$work/notify.log" || { cat "$work/vswitchd.log"; fail "no READY=1 from the installed vswitchd"; }
-vswitchctl --socket "$work/ctl.sock" show | head -3
-vswitchctl --socket "$work/ctl.sock" --json show | grep -q '"packets"' || fail "vswitchctl got no answer"
+shown=$(vswitchctl --socket "$work/ctl.sock" show) || fail "vswitchctl show failed"
+head -3 <<< "$shown"
+has '"packets"' vswitchctl --socket "$work/ctl.sock" --json show || fail "vswitchctl got no answer"
 vswitchctl --socket "$work/ctl.sock" reload >/dev/null || fail "reload (what systemctl reload runs) failed"
 kill -TERM "$daemon_pid"
 wait "$daemon_pid" || { cat "$work/vswitchd.log"; fail "vswitchd exited non-zero on SIGTERM"; }

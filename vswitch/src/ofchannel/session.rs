@@ -276,8 +276,8 @@ impl Session {
                 )
             }
             FlowModCommand::Modify | FlowModCommand::ModifyStrict => {
-                // A modify across tables (TABLE_ALL) checks the goto from table 0.
-                let (actions, goto) = to_instructions(&fm.instructions, table.unwrap_or(0), ports)?;
+                // (A modify names its table: TABLE_ALL is refused above.)
+                let (actions, goto) = to_instructions(&fm.instructions, fm.table_id, ports)?;
                 switch.of_modify(&filter, &actions, goto, &fm.instructions);
                 Ok(())
             }
