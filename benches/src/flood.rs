@@ -74,7 +74,8 @@ pub fn run(vswitchd: Option<PathBuf>, out: &Path, s: &Setup) -> Result<String> {
     let mut rows = vec![ours(&bin, &work, s, &flood, &est)?];
     if s.peer {
         let mem = crate::scenario::eal_memory_mb(u64::from(s.flows) + 200_000);
-        let ovs = Ovs::start(&work, &[s.core], s.main_core, mem).context("starting Open vSwitch")?;
+        let ovs = Ovs::start(&work, &[s.core], s.main_core, mem, &crate::pages::Pages::Small)
+            .context("starting Open vSwitch")?;
         let r = ovs.flood(&flood, &est, s);
         drop(ovs);
         rows.push(r?);

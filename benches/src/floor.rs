@@ -18,11 +18,12 @@ pub fn measure(case: &Case, main_core: usize, work: &Path, progress: bool) -> Re
     let out = std::fs::File::create(&out_path)?;
     let prefix = format!("vsbtp{}", std::process::id());
     let mbufs = (case.packets + 65536).max(131_072);
-    let mem = crate::scenario::eal_memory_mb(mbufs);
+    let mem = case.pages.memory_mb(mbufs);
     // stdbuf: testpmd's answers must reach the file as they are printed.
     let child = Command::new("stdbuf")
         .args(["-o0", "-e0", TESTPMD])
-        .args(["--no-huge", "-m", &mem.to_string(), "--no-pci", "--no-shconf", "--no-telemetry"])
+        .args(case.pages.eal(mem))
+        .args(["--no-pci", "--no-shconf", "--no-telemetry"])
         .args(["--file-prefix", &prefix, "-l", &format!("{main_core},{}", case.core)])
         .args(["--main-lcore", &main_core.to_string(), "--log-level=lib.eal:warning"])
         .arg("--vdev")

@@ -101,7 +101,7 @@ pub fn run(vswitchd: Option<PathBuf>, out: &Path, core: usize, rules: u32, batch
         "| switch | FLOW_MOD adds/s ({rules} rules, BARRIER every {batch}, one connection) |\n|---|---:|\n| vswitchd | {ours:.0} |\n"
     );
     if peer {
-        let ovs = crate::ovs::Ovs::start(out, &[core], core, 256)?;
+        let ovs = crate::ovs::Ovs::start(out, &[core], core, 256, &crate::pages::Pages::Small)?;
         ovs.vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev", "fail-mode=secure"])?;
         let theirs = rate(&ovs.mgmt("br0"), &bytes, barriers, rules)?;
         table.push_str(&format!("| {} | {theirs:.0} |\n| vswitchd / OVS | {:.2}x |\n", ovs.version, ours / theirs));

@@ -18,12 +18,14 @@ mod offload;
 mod ours;
 mod ovs;
 mod packetin;
+mod pages;
 mod report;
 mod scale;
 mod scenario;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use pages::Pages;
 use report::{Measurement, Results, Switch};
 use scenario::Scenario;
 use std::collections::BTreeMap;
@@ -38,7 +40,7 @@ use std::time::{Duration, Instant};
     about = "Benchmark harness: vswitchd side by side with Open vSwitch (DPDK) and the testpmd floor",
     long_about = "Benchmark harness: vswitchd side by side with Open vSwitch's DPDK datapath and the \
 dpdk-testpmd io-forward floor, on the same pcaps and virtual devices (net_pcap infinite_rx -> net_null), \
-one PMD core each, no hugepages.\n\n\
+one PMD core each, on 2 MB hugepages and on 4 KiB pages (--pages).\n\n\
   vswitch-bench run --peer ovs            # the whole matrix; writes bench-results/{results.json,report.md,report.png}\n\
   vswitch-bench run --scenario fwd --flows 1000 --frame 64\n\
   vswitch-bench report bench-results/results.json\n\
@@ -55,6 +57,17 @@ struct Args {
 enum Peer {
     /// Debian's openvswitch-switch-dpdk (ovs-vswitchd-dpdk), userspace datapath.
     Ovs,
+}
+
+/// Which pages `run` measures on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PagesArg {
+    /// 2 MB and 4 KiB pages when 2 MB pages can be reserved, else 4 KiB.
+    Auto,
+    /// 2 MB pages only (an error when they cannot be reserved).
+    Huge,
+    /// 4 KiB pages only (`--no-huge`).
+    Small,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -118,6 +131,11 @@ enum Cmd {
         /// Skip the testpmd floor.
         #[arg(long)]
         no_floor: bool,
+        /// Pages DPDK runs on: `auto` measures every case on 2 MB pages (as
+        /// hosts run DPDK; reserved for the run and given back) and again on
+        /// 4 KiB pages, or on 4 KiB only when 2 MB pages cannot be had.
+        #[arg(long, value_enum, default_value = "auto")]
+        pages: PagesArg,
         #[command(flatten)]
         timing: Timing,
         /// Directory for results.json, report.md and report.png.
@@ -281,13 +299,15 @@ pub struct Case {
     pub pmd_cores: Vec<usize>,
     /// The source port's files, one per receive queue (else `pcap`).
     pub queue_pcaps: Vec<PathBuf>,
+    /// What DPDK's memory is on.
+    pub pages: pages::Pages,
     pub warmup: Duration,
     pub window: Duration,
 }
 
 impl Case {
     fn label(&self) -> String {
-        format!("{} {} flows {} B", self.scenario.name(), self.flows, self.frame)
+        format!("{} {} flows {} B, {} pages", self.scenario.name(), self.flows, self.frame, self.pages.name())
     }
 }
 
@@ -317,16 +337,14 @@ fn run(args: Args) -> Result<()> {
             acl_flows,
             peer,
             no_floor,
+            pages,
             timing,
             out,
             vswitchd,
         } => {
-            let bin = ours::vswitchd_path(vswitchd)?;
             let cases = run_cases(&scenario, &flows, &frame, &large_frame_flows, &setup_flows, acl_flows);
-            let results = matrix(&bin, &cases, &timing, peer.is_some(), !no_floor, &out)?;
-            write_reports(&results, &out)?;
-            println!("{}", report::markdown(&results));
-            println!("wrote {0}/results.json, {0}/report.md and {0}/report.png", out.display());
+            let opts = MatrixOptions { timing, peer: peer.is_some(), floor: !no_floor, pages };
+            show_reports(&matrix(&ours::vswitchd_path(vswitchd)?, &cases, &opts, &out)?, &out)?;
         }
         Cmd::Scale { pmds, cores: given, main_core, traffic, peer, warmup, seconds, out, vswitchd } => {
             let Traffic { scenario, flows, frame } = traffic;
@@ -350,8 +368,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Report { results, out } => {
             let r = Results::load(&results)?;
             let dir = out.unwrap_or_else(|| results.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf));
-            write_reports(&r, &dir)?;
-            println!("{}", report::markdown(&r));
+            show_reports(&r, &dir)?;
         }
         Cmd::Offload { flows, packets, rules, min_pps, hot_ms, warmup, seconds, core, out, vswitchd } => {
             let setup = offload::Setup {
@@ -444,7 +461,9 @@ fn smoke(vswitchd: Option<PathBuf>, no_peer: bool) -> Result<()> {
         (Scenario::Acl, 20_000, 64),
     ];
     let out = std::env::temp_dir().join(format!("vswitch-bench-smoke-{}", std::process::id()));
-    let results = matrix(&bin, &cases, &timing, !no_peer, true, &out)?;
+    // Both page sizes when 2 MB pages can be had: the hugepage path is checked too.
+    let opts = MatrixOptions { timing, peer: !no_peer, floor: true, pages: PagesArg::Auto };
+    let results = matrix(&bin, &cases, &opts, &out)?;
     let mut bad = Vec::new();
     for m in &results.measurements {
         let numbers = if m.scenario == Scenario::Setup {
@@ -458,8 +477,10 @@ fn smoke(vswitchd: Option<PathBuf>, no_peer: bool) -> Result<()> {
             bad.push(format!("{m:?}"));
         }
     }
-    // fwd, encap, decap: the floor and each switch; setup and acl: each switch.
-    let expected = 3 * (if no_peer { 2 } else { 3 }) + 2 * if no_peer { 1 } else { 2 };
+    // fwd, encap, decap: the floor and each switch; setup and acl: each
+    // switch; on every page size the run had.
+    let sizes = results.meta.get("pages").map_or(1, |p| p.split(", ").count());
+    let expected = sizes * (3 * (if no_peer { 2 } else { 3 }) + 2 * if no_peer { 1 } else { 2 });
     if results.measurements.len() != expected {
         bad.push(format!("{} measurements, expected {expected}", results.measurements.len()));
     }
@@ -474,6 +495,13 @@ fn smoke(vswitchd: Option<PathBuf>, no_peer: bool) -> Result<()> {
     if !bad.is_empty() {
         bail!("the smoke run did not produce every number:\n{}", bad.join("\n"));
     }
+    Ok(())
+}
+
+/// Writes the reports and prints the table.
+fn show_reports(r: &Results, dir: &Path) -> Result<()> {
+    write_reports(r, dir)?;
+    println!("{}\nwrote {1}/report.md and {1}/report.png", report::markdown(r), dir.display());
     Ok(())
 }
 
@@ -493,96 +521,164 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Measures every case with every switch, the pcap generated once per case;
+/// Measures every case with every switch on every page size asked for
+/// (2 MB pages first), the pcap generated once per case and page size;
 /// results.json is rewritten after each case, so an interrupted run keeps
 /// what it measured.
-fn matrix(
-    bin: &Path,
-    cases: &[(Scenario, u32, usize)],
-    timing: &Timing,
-    peer: bool,
-    floor: bool,
-    out: &Path,
-) -> Result<Results> {
+fn matrix(bin: &Path, cases: &[(Scenario, u32, usize)], opts: &MatrixOptions, out: &Path) -> Result<Results> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let work = std::env::temp_dir().join(format!("vswitch-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let _cleanup = RemoveDir(work.clone());
-    let core = timing.core.unwrap_or(cores() - 1);
+    let core = opts.timing.core.unwrap_or(cores() - 1);
     let main_core = if core == 0 { 1 } else { 0 };
     if main_core >= cores() {
         bail!("needs two cores: one for the PMD, one for the control threads");
     }
-    let mut results = Results { meta: meta(core, timing), measurements: Vec::new() };
-    let ovs = if peer {
-        // Per-port pools: the largest source holds its pcap (about a packet
-        // per flow, at least 1,024), the other ports ~20k mbufs each.
-        let most = cases.iter().map(|c| u64::from(c.1).max(1024)).max().unwrap_or(1024);
-        let mem = scenario::eal_memory_mb(most + 131_072).max(3072);
-        let o = ovs::Ovs::start(&work, &[core], main_core, mem).context("starting Open vSwitch")?;
-        results.meta.insert("ovs".into(), o.version.clone());
-        Some(o)
-    } else {
-        None
-    };
-    let progress = atty_stderr();
-    for (i, (scenario, flows, frame)) in cases.iter().copied().enumerate() {
-        let pcap = work.join(format!("{}-{flows}-{frame}.pcap", scenario.name()));
-        let packets = scenario::write_pcap(&pcap, scenario, flows, frame)?;
-        let case = Case {
-            scenario,
-            flows,
-            frame,
-            pcap: pcap.clone(),
-            packets,
-            core,
-            pmd_cores: vec![core],
-            queue_pcaps: vec![pcap.clone()],
-            warmup: Duration::from_secs(timing.warmup),
-            window: Duration::from_secs(timing.seconds),
+    let mut results = Results { meta: meta(core, &opts.timing), measurements: Vec::new() };
+    // The reservation lives as long as the run (dropped last: after the
+    // work directory's daemons are gone).
+    let (reservation, modes) = page_plan(opts.pages, &work, cases, opts.peer)?;
+    results.meta.insert("pages".into(), modes.iter().map(Pages::name).collect::<Vec<_>>().join(", "));
+    let total = cases.len() * modes.len();
+    for (m, pages) in modes.iter().enumerate() {
+        let ovs = if opts.peer {
+            // Per-port pools: the largest source holds its pcap (about a
+            // packet per flow, at least 1,024), the other ports ~20k mbufs each.
+            let most = cases.iter().map(|c| u64::from(c.1).max(1024)).max().unwrap_or(1024);
+            let mem = ovs_memory_mb(pages, most);
+            let o = ovs::Ovs::start(&work, &[core], main_core, mem, pages).context("starting Open vSwitch")?;
+            results.meta.insert("ovs".into(), o.version.clone());
+            Some(o)
+        } else {
+            None
         };
-        interrupted()?;
-        eprintln!("[{}/{}] {}", i + 1, cases.len(), case.label());
-        let mut row: Vec<Measurement> = Vec::new();
-        if floor && !matches!(scenario, Scenario::Setup | Scenario::Acl) {
-            row.push(
-                floor::measure(&case, main_core, &work, progress)
-                    .unwrap_or_else(|e| Measurement::failed(Switch::Testpmd, &case, format!("{e:#}"))),
-            );
+        for (i, (scenario, flows, frame)) in cases.iter().copied().enumerate() {
+            let pcap = work.join(format!("{}-{flows}-{frame}.pcap", scenario.name()));
+            let packets = scenario::write_pcap(&pcap, scenario, flows, frame)?;
+            let case = Case {
+                scenario,
+                flows,
+                frame,
+                pcap: pcap.clone(),
+                packets,
+                core,
+                pmd_cores: vec![core],
+                queue_pcaps: vec![pcap.clone()],
+                pages: pages.clone(),
+                warmup: Duration::from_secs(opts.timing.warmup),
+                window: Duration::from_secs(opts.timing.seconds),
+            };
+            interrupted()?;
+            eprintln!("[{}/{total}] {}", m * cases.len() + i + 1, case.label());
+            let row = measure_case(bin, &case, main_core, ovs.as_ref(), opts.floor, &work)?;
+            results.measurements.extend(row);
+            results.save(&out.join("results.json"))?;
+            let _ = std::fs::remove_file(&pcap);
         }
-        row.push(
-            ours::measure(bin, &case, &work, progress)
-                .unwrap_or_else(|e| Measurement::failed(Switch::Vswitch, &case, format!("{e:#}"))),
-        );
-        if let Some(o) = &ovs {
-            row.push(
-                o.measure(&case, progress)
-                    .unwrap_or_else(|e| Measurement::failed(Switch::Ovs, &case, format!("{e:#}"))),
-            );
-        }
-        // A measurement cut short by Ctrl-C is not a result.
-        interrupted()?;
-        for m in &row {
-            match &m.error {
-                Some(e) => eprintln!("    {:<14} failed: {e}", m.switch.label()),
-                None if scenario == Scenario::Setup => {
-                    eprintln!(
-                        "    {:<14} {:>10.0} new flows/s, {} megaflows",
-                        m.switch.label(),
-                        m.upcalls_per_second,
-                        m.megaflows
-                    )
-                }
-                None => {
-                    eprintln!("    {:<14} {:>7.2} Mpps {:>6.0} cyc/pkt", m.switch.label(), m.mpps, m.cycles_per_packet)
-                }
-            }
-        }
-        results.measurements.extend(row);
-        results.save(&out.join("results.json"))?;
-        let _ = std::fs::remove_file(&pcap);
     }
+    drop(reservation);
     Ok(results)
+}
+
+/// What [`matrix`] measures besides the cases.
+struct MatrixOptions {
+    timing: Timing,
+    peer: bool,
+    floor: bool,
+    pages: PagesArg,
+}
+
+/// Open vSwitch's memory for the run: its per-port pools (see `matrix`).
+/// On 2 MB pages half as much again as vswitchd's mbufs take: OVS's are
+/// larger (measured: a 1M-packet source port's pool did not fit in 3.3 GB).
+fn ovs_memory_mb(pages: &Pages, most_flows: u64) -> u64 {
+    match pages {
+        Pages::Small => pages.memory_mb(most_flows + 131_072).max(3072),
+        Pages::Huge(_) => (pages.memory_mb(most_flows + 131_072) * 3 / 2).max(1024),
+    }
+}
+
+/// The page sizes to measure on and, for 2 MB pages, their reservation:
+/// enough for Open vSwitch's pools and the largest case's switch (the
+/// floor, vswitchd and Open vSwitch's port run one at a time; Open
+/// vSwitch's pools stay for the run).
+fn page_plan(
+    arg: PagesArg,
+    work: &Path,
+    cases: &[(Scenario, u32, usize)],
+    peer: bool,
+) -> Result<(Option<pages::Reservation>, Vec<Pages>)> {
+    if arg == PagesArg::Small {
+        return Ok((None, vec![Pages::Small]));
+    }
+    let huge = Pages::Huge(PathBuf::new());
+    let most = cases.iter().map(|c| u64::from(c.1).max(1024)).max().unwrap_or(1024);
+    let mut mb = huge.memory_mb((most + 65_536).max(131_072)) + 512;
+    if peer {
+        mb += ovs_memory_mb(&huge, most);
+    }
+    match pages::Reservation::take(work, mb) {
+        Ok(r) => {
+            eprintln!("2 MB pages: {mb} MB reserved for the run");
+            let mut modes = vec![r.pages()];
+            if arg == PagesArg::Auto {
+                modes.push(Pages::Small);
+            }
+            Ok((Some(r), modes))
+        }
+        Err(e) if arg == PagesArg::Auto => {
+            eprintln!("2 MB pages cannot be had ({e:#}): 4 KiB pages only");
+            Ok((None, vec![Pages::Small]))
+        }
+        Err(e) => Err(e.context("--pages huge")),
+    }
+}
+
+/// One case through the floor, vswitchd and Open vSwitch; their lines
+/// printed as they come.
+fn measure_case(
+    bin: &Path,
+    case: &Case,
+    main_core: usize,
+    ovs: Option<&ovs::Ovs>,
+    floor: bool,
+    work: &Path,
+) -> Result<Vec<Measurement>> {
+    let progress = atty_stderr();
+    let mut row: Vec<Measurement> = Vec::new();
+    if floor && !matches!(case.scenario, Scenario::Setup | Scenario::Acl) {
+        row.push(
+            floor::measure(case, main_core, work, progress)
+                .unwrap_or_else(|e| Measurement::failed(Switch::Testpmd, case, format!("{e:#}"))),
+        );
+    }
+    row.push(
+        ours::measure(bin, case, work, progress)
+            .unwrap_or_else(|e| Measurement::failed(Switch::Vswitch, case, format!("{e:#}"))),
+    );
+    if let Some(o) = ovs {
+        row.push(
+            o.measure(case, progress).unwrap_or_else(|e| Measurement::failed(Switch::Ovs, case, format!("{e:#}"))),
+        );
+    }
+    // A measurement cut short by Ctrl-C is not a result.
+    interrupted()?;
+    for m in &row {
+        match &m.error {
+            Some(e) => eprintln!("    {:<14} failed: {e}", m.switch.label()),
+            None if case.scenario == Scenario::Setup => {
+                eprintln!(
+                    "    {:<14} {:>10.0} new flows/s, {} megaflows",
+                    m.switch.label(),
+                    m.upcalls_per_second,
+                    m.megaflows
+                )
+            }
+            None => eprintln!("    {:<14} {:>7.2} Mpps {:>6.0} cyc/pkt", m.switch.label(), m.mpps, m.cycles_per_packet),
+        }
+    }
+    Ok(row)
 }
 
 struct RemoveDir(PathBuf);

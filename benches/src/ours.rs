@@ -164,7 +164,10 @@ pub fn measure(bin: &Path, case: &Case, work: &Path, progress: bool) -> Result<M
     std::fs::create_dir_all(&dir)?;
     let socket = dir.join("ctl.sock");
     let cfg = dir.join("bench.toml");
-    std::fs::write(&cfg, vswitchd_config(case.scenario, &case.queue_pcaps, &socket, &case.pmd_cores, case.packets))?;
+    std::fs::write(
+        &cfg,
+        vswitchd_config(case.scenario, &case.queue_pcaps, &socket, &case.pmd_cores, case.packets, &case.pages),
+    )?;
     let log_path = dir.join("vswitchd.log");
     let log = std::fs::File::create(&log_path)?;
     let child = Command::new(bin)

@@ -6,6 +6,7 @@
 //! tunnel port sits on `br0`, the uplink on `br-phy`, which holds the local
 //! VTEP address; the remote VTEP's MAC is a static `tnl/arp` entry.
 
+use crate::pages::Pages;
 use crate::report::{Measurement, Switch};
 use crate::scenario::{rules, Scenario, LOCAL_VTEP, LOCAL_VTEP_MAC, REMOTE_VTEP, REMOTE_VTEP_MAC, UPLINK_MTU, VNI};
 use crate::Case;
@@ -46,8 +47,8 @@ fn run(cmd: &mut Command) -> Result<String> {
 
 impl Ovs {
     /// Starts both daemons. `cores` run the PMD threads, `main_core` the
-    /// rest; `mem_mb` is DPDK's `-m`.
-    pub fn start(work: &Path, cores: &[usize], main_core: usize, mem_mb: u64) -> Result<Self> {
+    /// rest; `mem_mb` is DPDK's `-m`, on `pages`.
+    pub fn start(work: &Path, cores: &[usize], main_core: usize, mem_mb: u64, pages: &Pages) -> Result<Self> {
         for bin in [VSWITCHD, SCHEMA] {
             if !Path::new(bin).exists() {
                 bail!("{bin} is missing: install Open vSwitch with `apt-get install -y openvswitch-switch-dpdk` (make bench-deps)");
@@ -75,10 +76,14 @@ impl Ovs {
             "--detach",
         ]))?;
         ovs.vsctl(&["--no-wait", "init"])?;
-        // --legacy-mem: OVS adds --in-memory otherwise, which EAL refuses
-        // together with --no-huge.
+        // --legacy-mem on 4 KiB pages: OVS adds --in-memory otherwise, which
+        // EAL refuses together with --no-huge. On 2 MB pages memory comes as
+        // needed (legacy mode cut a 1M-mbuf pool into more pieces than its
+        // memzone names can number: "File name too long").
+        let mode = if *pages == Pages::Small { "--legacy-mem" } else { "" };
         let extra = format!(
-            "\"--no-huge -m {mem_mb} --no-pci --legacy-mem --no-shconf --no-telemetry --file-prefix={}\"",
+            "\"{} --no-pci {mode} --no-shconf --no-telemetry --file-prefix={}\"",
+            pages.eal(mem_mb).join(" "),
             ovs.prefix
         );
         // Per-port memory: with the shared pools OVS 3.1 holds at most

@@ -160,7 +160,7 @@ fn theirs(out: &Path, pcap: &Path, core: usize, python: &Path, seconds: u64) -> 
     let port = free_port()?;
     let _osken = Controller::start(python, port, &out.join("packetin-osken-ovs.log"))?;
     let main_core = if core == 0 { 1.min(crate::cores() - 1) } else { 0 };
-    let ovs = crate::ovs::Ovs::start(out, &[core], main_core, 256)?;
+    let ovs = crate::ovs::Ovs::start(out, &[core], main_core, 256, &crate::pages::Pages::Small)?;
     ovs.vsctl(&["add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=netdev", "fail-mode=secure"])?;
     let null = format!("{},no-rx=1", ovs.next_vdev("net_null"));
     ovs.add_dpdk_port("br0", "uplink0", 2, &null, None)?;

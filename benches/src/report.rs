@@ -37,6 +37,9 @@ pub struct Measurement {
     pub flows: u32,
     /// On the wire, FCS included.
     pub frame_bytes: usize,
+    /// Pages DPDK ran on: "2M" or "4K" (results from before are 4K).
+    #[serde(default = "small_pages")]
+    pub pages: String,
     pub seconds: f64,
     /// Packets that reached the sink per second, millions.
     pub mpps: f64,
@@ -70,6 +73,7 @@ impl Measurement {
             scenario: case.scenario,
             flows: case.flows,
             frame_bytes: case.frame,
+            pages: case.pages.name().to_owned(),
             seconds: 0.0,
             mpps: 0.0,
             cycles_per_packet: 0.0,
@@ -93,6 +97,10 @@ impl Measurement {
     }
 }
 
+fn small_pages() -> String {
+    "4K".into()
+}
+
 /// What a run writes to `results.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
@@ -111,11 +119,46 @@ impl Results {
         std::fs::write(path, serde_json::to_string_pretty(self)?).with_context(|| format!("writing {}", path.display()))
     }
 
+    /// A measurement on the run's main pages ([`Results::main_pages`]).
     fn find(&self, switch: Switch, scenario: Scenario, flows: u32, frame: usize) -> Option<&Measurement> {
-        self.measurements
-            .iter()
-            .rev()
-            .find(|m| m.switch == switch && m.scenario == scenario && m.flows == flows && m.frame_bytes == frame)
+        self.find_on(self.main_pages(), switch, scenario, flows, frame)
+    }
+
+    fn find_on(
+        &self,
+        pages: &str,
+        switch: Switch,
+        scenario: Scenario,
+        flows: u32,
+        frame: usize,
+    ) -> Option<&Measurement> {
+        self.measurements.iter().rev().find(|m| {
+            m.switch == switch
+                && m.scenario == scenario
+                && m.flows == flows
+                && m.frame_bytes == frame
+                && m.pages == pages
+        })
+    }
+
+    /// The pages the figures and targets are on: 2 MB when the run had
+    /// them (as hosts run DPDK), else 4 KiB.
+    fn main_pages(&self) -> &'static str {
+        if self.measurements.iter().any(|m| m.pages == "2M") {
+            "2M"
+        } else {
+            "4K"
+        }
+    }
+
+    /// The page sizes measured, the main one first.
+    fn page_sizes(&self) -> Vec<&'static str> {
+        let main = self.main_pages();
+        let mut v = vec![main];
+        if main == "2M" && self.measurements.iter().any(|m| m.pages == "4K") {
+            v.push("4K");
+        }
+        v
     }
 
     /// The (scenario, frame, flows) cases with a throughput, in order.
@@ -207,15 +250,21 @@ fn ratio(a: Option<&Measurement>, b: Option<&Measurement>) -> Option<f64> {
 /// The markdown report: throughput side by side, flow setup, targets.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| scenario | frame | flows | vswitch Mpps | OVS Mpps | floor Mpps | vswitch / OVS | vswitch % of floor | cyc/pkt vswitch / OVS / floor | switching cyc/pkt vswitch / OVS | vswitch lookups % | OVS lookups % |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|---|");
-    for (scenario, frame, flows) in r.cases() {
-        let ours = r.find(Switch::Vswitch, scenario, flows, frame);
-        let ovs = r.find(Switch::Ovs, scenario, flows, frame);
-        let floor = r.find(Switch::Testpmd, scenario, flows, frame);
+    let _ = writeln!(s, "| scenario | frame | flows | pages | vswitch Mpps | OVS Mpps | floor Mpps | vswitch / OVS | vswitch % of floor | cyc/pkt vswitch / OVS / floor | switching cyc/pkt vswitch / OVS | vswitch lookups % | OVS lookups % |");
+    let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---:|---:|---|---|---|---|");
+    let cases = r.cases();
+    let rows = cases.iter().flat_map(|c| r.page_sizes().into_iter().map(move |p| (*c, p)));
+    for ((scenario, frame, flows), pages) in rows {
+        let ours = r.find_on(pages, Switch::Vswitch, scenario, flows, frame);
+        let ovs = r.find_on(pages, Switch::Ovs, scenario, flows, frame);
+        let floor = r.find_on(pages, Switch::Testpmd, scenario, flows, frame);
+        if ours.is_none() && ovs.is_none() && floor.is_none() {
+            continue;
+        }
+        let pages = if pages == "2M" { "2 MB" } else { "4 KiB" };
         let _ = writeln!(
             s,
-            "| {} | {frame} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |",
+            "| {} | {frame} | {} | {pages} | {} | {} | {} | {} | {} | {} / {} / {} | {} | {} | {} |",
             scenario.name(),
             flows_label(flows),
             mpps_cell(ours),
@@ -234,14 +283,15 @@ pub fn markdown(r: &Results) -> String {
     let setup: Vec<&Measurement> = r.measurements.iter().filter(|m| m.scenario == Scenario::Setup).collect();
     if !setup.is_empty() {
         let _ = writeln!(s, "\nFlow setup (every packet a new flow):\n");
-        let _ = writeln!(s, "| switch | flows offered | new flows/s per core | cycles per upcall | megaflows | bytes per megaflow (RSS growth) |");
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(s, "| switch | pages | flows offered | new flows/s per core | cycles per upcall | megaflows | bytes per megaflow (RSS growth) |");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
         for m in setup {
             if m.error.is_some() {
                 let _ = writeln!(
                     s,
-                    "| {} | {} | n/a: {} | - | - | - |",
+                    "| {} | {} | {} | n/a: {} | - | - | - |",
                     m.switch.label(),
+                    m.pages,
                     flows_label(m.flows),
                     short_error(m)
                 );
@@ -249,8 +299,9 @@ pub fn markdown(r: &Results) -> String {
             }
             let _ = writeln!(
                 s,
-                "| {} | {} | {:.0} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {} | {} | {} |",
                 m.switch.label(),
+                m.pages,
                 flows_label(m.flows),
                 m.upcalls_per_second,
                 if m.cycles_per_packet > 0.0 { format!("{:.0}", m.cycles_per_packet) } else { "-".into() },
@@ -262,13 +313,14 @@ pub fn markdown(r: &Results) -> String {
     let acl: Vec<&Measurement> = r.measurements.iter().filter(|m| m.scenario == Scenario::Acl).collect();
     if !acl.is_empty() {
         let _ = writeln!(s, "\nACL rules (309 rules in 20 masks; megaflows and their masks after the window):\n");
-        let _ = writeln!(s, "| switch | flows | Mpps | cyc/pkt | megaflows | megaflow masks | lookups % |");
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(s, "| switch | pages | flows | Mpps | cyc/pkt | megaflows | megaflow masks | lookups % |");
+        let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---|");
         for m in acl {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 m.switch.label(),
+                m.pages,
                 flows_label(m.flows),
                 mpps_cell(Some(m)),
                 cycles_cell(Some(m)),
@@ -392,22 +444,7 @@ fn targets(r: &Results) -> Vec<String> {
             ));
         }
     }
-    for m in r.measurements.iter().filter(|m| m.scenario == Scenario::Setup && m.switch == Switch::Vswitch && m.ok()) {
-        out.push(format!(
-            "flow setup at least 1M new flows/s per core ({} offered): {} ({:.0})",
-            flows_label(m.flows),
-            mark(m.upcalls_per_second >= 1e6),
-            m.upcalls_per_second
-        ));
-        if m.bytes_per_megaflow > 0.0 {
-            out.push(format!(
-                "at most 256 bytes per megaflow (RSS growth, {} offered): {} ({:.0})",
-                flows_label(m.flows),
-                mark(m.bytes_per_megaflow <= 256.0),
-                m.bytes_per_megaflow
-            ));
-        }
-    }
+    setup_targets(r, &mut out);
     let cyc = |sc, fl, fr| r.find(Switch::Vswitch, sc, fl, fr).filter(|m| m.ok()).map(|m| m.cycles_per_packet);
     for (sc, fr, fl) in r.cases().into_iter().filter(|c| c.2 == 1_000_000) {
         if let (Some(big), Some(one)) = (cyc(sc, fl, fr), cyc(sc, 1, fr)) {
@@ -430,6 +467,33 @@ fn targets(r: &Results) -> Vec<String> {
         }
     }
     out
+}
+
+/// The flow setup targets, on the run's main pages.
+fn setup_targets(r: &Results, out: &mut Vec<String>) {
+    let mark = |ok: bool| if ok { "met" } else { "**not met**" };
+    let main = r.main_pages();
+    for m in r
+        .measurements
+        .iter()
+        .filter(|m| m.scenario == Scenario::Setup && m.switch == Switch::Vswitch && m.ok() && m.pages == main)
+    {
+        out.push(format!(
+            "flow setup at least 1M new flows/s per core ({} offered, {} pages): {} ({:.0})",
+            flows_label(m.flows),
+            m.pages,
+            mark(m.upcalls_per_second >= 1e6),
+            m.upcalls_per_second
+        ));
+        if m.bytes_per_megaflow > 0.0 {
+            out.push(format!(
+                "at most 256 bytes per megaflow (RSS growth, {} offered): {} ({:.0})",
+                flows_label(m.flows),
+                mark(m.bytes_per_megaflow <= 256.0),
+                m.bytes_per_megaflow
+            ));
+        }
+    }
 }
 
 /// Writes the PNG: one panel per scenario and frame size, Mpps per flow

@@ -115,6 +115,7 @@ pub fn run(s: &Setup) -> Result<String> {
             core: cores[0],
             pmd_cores: cores.clone(),
             queue_pcaps: files,
+            pages: crate::pages::Pages::Small,
             warmup: Duration::from_secs(s.warmup),
             window: Duration::from_secs(s.seconds),
         };
@@ -124,7 +125,7 @@ pub fn run(s: &Setup) -> Result<String> {
             .unwrap_or_else(|e| Measurement::failed(Switch::Vswitch, &case, format!("{e:#}")));
         let theirs = if s.peer {
             let mem = scenario::eal_memory_mb(packets + 131_072).max(3072);
-            let m = ovs::Ovs::start(&work, &cores, s.main_core, mem)
+            let m = ovs::Ovs::start(&work, &cores, s.main_core, mem, &crate::pages::Pages::Small)
                 .context("starting Open vSwitch")
                 .and_then(|o| o.measure(&case, progress))
                 .unwrap_or_else(|e| Measurement::failed(Switch::Ovs, &case, format!("{e:#}")));

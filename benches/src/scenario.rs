@@ -5,6 +5,7 @@
 //! vswitchd's config and in the Open vSwitch bridges, so the rule text is
 //! handed to both unchanged.
 
+use crate::pages::Pages;
 use anyhow::{Context, Result};
 use clap::ValueEnum;
 use pcap_file::pcap::{PcapPacket, PcapWriter};
@@ -168,10 +169,9 @@ pub fn rules(scenario: Scenario) -> Vec<String> {
 }
 
 /// DPDK memory (`-m`, MB) for a pool of `mbufs` 2 KiB-data-room mbufs with
-/// `--no-huge`: on 4 KiB pages an object does not straddle a page, so each
-/// mbuf takes a page of its own (measured: 1.07M mbufs need more than 4 GB).
+/// `--no-huge` ([`Pages::memory_mb`]).
 pub fn eal_memory_mb(mbufs: u64) -> u64 {
-    512 + mbufs * 9 / 2048
+    Pages::Small.memory_mb(mbufs)
 }
 
 /// vswitchd's config for the scenario: `source` devargs replay the pcap,
@@ -184,6 +184,7 @@ pub fn vswitchd_config(
     socket: &Path,
     cores: &[usize],
     packets: u64,
+    pages: &Pages,
 ) -> String {
     let (source, _) = scenario.source_sink();
     let files: Vec<String> = pcaps.iter().map(|p| format!("rx_pcap={}", p.display())).collect();
@@ -206,12 +207,12 @@ pub fn vswitchd_config(
     // net_pcap's infinite_rx keeps the whole file in mbufs.
     let mbufs = packets + 65536;
     text.push_str(&format!(
-        "]\n[eal]\nargs = [\"--no-huge\", \"-m\", \"{mem}\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\
+        "]\n[eal]\nargs = [{mem}, \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\
          [datapath]\npmd_cores = [{core}]\nidle_timeout_ms = 60000\nmax_flows = 2000000\nmbufs = {mbufs}\n\
          [control]\nsocket = \"{sock}\"\n[metrics]\nlisten = \"off\"\n\
          [[port]]\nname = \"vf0\"\nrole = \"representor\"\n{vf}\n\
          [[port]]\nname = \"uplink0\"\nrole = \"uplink\"\n{up}\nmtu = {UPLINK_MTU}\nip = \"{LOCAL_VTEP}/24\"\nmac = \"{LOCAL_VTEP_MAC}\"\n",
-        mem = eal_memory_mb(mbufs),
+        mem = pages.eal(pages.memory_mb(mbufs)).iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "),
         sock = socket.display(),
         vf = dev("vf0", 0),
         up = dev("uplink0", 1),
