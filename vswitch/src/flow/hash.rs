@@ -3,39 +3,19 @@
 
 use crate::packet::{FlowKey, FlowMask, KEY_WORDS};
 
-const K: u64 = 0x9e37_79b9_7f4a_7c15;
+const K: u64 = crate::packet::key::HASH_K;
 
 #[inline(always)]
 fn mix(h: u64, w: u64) -> u64 {
     (h.rotate_left(23) ^ w).wrapping_mul(K)
 }
 
-#[inline(always)]
-fn finish(mut h: u64) -> u64 {
-    h ^= h >> 29;
-    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h ^= h >> 32;
-    h
-}
+use crate::packet::key::finish;
 
-/// Hash of a whole key (exact-match cache), built for latency: the 13 words
-/// fold into four lanes with word-specific rotations, each lane takes one
-/// multiply (the four in parallel), the lanes recombine with rotations and a
-/// final avalanche spreads high bits into the low ones the cache indexes by.
-/// About 14 cycles from key to hash, against 30 for a sequential chain.
+/// Hash of a whole key (exact-match cache): [`FlowKey::hash`].
 #[inline]
 pub fn hash_key(key: &FlowKey) -> u64 {
-    const _: () = assert!(KEY_WORDS == 13);
-    let w = &key.words;
-    let a = w[0] ^ w[4].rotate_left(13) ^ w[8].rotate_left(29) ^ w[12].rotate_left(41);
-    let b = w[1] ^ w[5].rotate_left(17) ^ w[9].rotate_left(31);
-    let c = w[2] ^ w[6].rotate_left(19) ^ w[10].rotate_left(37);
-    let d = w[3] ^ w[7].rotate_left(23) ^ w[11].rotate_left(43);
-    let l0 = (a ^ 0x243f_6a88_85a3_08d3).wrapping_mul(K);
-    let l1 = (b ^ 0x1319_8a2e_0370_7344).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
-    let l2 = (c ^ 0xa409_3822_299f_31d0).wrapping_mul(0x1656_67b1_9e37_79f9);
-    let l3 = (d ^ 0x082e_fa98_ec4e_6c89).wrapping_mul(0xd6e8_feb8_6659_fd93);
-    finish(l0 ^ l1.rotate_left(21) ^ l2.rotate_left(42) ^ l3.rotate_left(53))
+    key.hash()
 }
 
 /// Hash of `key & mask` over the listed words (the mask's non-zero words).

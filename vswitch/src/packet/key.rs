@@ -174,9 +174,59 @@ const fn low_bits(bits: u32) -> u64 {
     }
 }
 
+/// The multiplier of the key hashes (a 64-bit golden-ratio constant).
+pub(crate) const HASH_K: u64 = 0x9e37_79b9_7f4a_7c15;
+
+/// The final avalanche of the key hashes: high bits into the low ones the
+/// caches index by.
+#[inline(always)]
+pub(crate) fn finish(mut h: u64) -> u64 {
+    h ^= h >> 29;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 32;
+    h
+}
+
+/// Hash of a whole key's words (the exact-match cache's), built for
+/// latency: the 13 words fold into four lanes with word-specific rotations,
+/// each lane takes one multiply (the four in parallel), the lanes recombine
+/// with rotations and a final avalanche spreads high bits into the low ones
+/// the cache indexes by. About 14 cycles from key to hash, against 30 for a
+/// sequential chain; fewer when the words are still in registers and some
+/// are known zero (the parser's fast path hashes before it stores the key).
+#[inline(always)]
+pub fn hash_words(w: &[u64; KEY_WORDS]) -> u64 {
+    const _: () = assert!(KEY_WORDS == 13);
+    let a = w[0] ^ w[4].rotate_left(13) ^ w[8].rotate_left(29) ^ w[12].rotate_left(41);
+    let b = w[1] ^ w[5].rotate_left(17) ^ w[9].rotate_left(31);
+    let c = w[2] ^ w[6].rotate_left(19) ^ w[10].rotate_left(37);
+    let d = w[3] ^ w[7].rotate_left(23) ^ w[11].rotate_left(43);
+    let l0 = (a ^ 0x243f_6a88_85a3_08d3).wrapping_mul(HASH_K);
+    let l1 = (b ^ 0x1319_8a2e_0370_7344).wrapping_mul(0xc2b2_ae3d_27d4_eb4f);
+    let l2 = (c ^ 0xa409_3822_299f_31d0).wrapping_mul(0x1656_67b1_9e37_79f9);
+    let l3 = (d ^ 0x082e_fa98_ec4e_6c89).wrapping_mul(0xd6e8_feb8_6659_fd93);
+    finish(l0 ^ l1.rotate_left(21) ^ l2.rotate_left(42) ^ l3.rotate_left(53))
+}
+
 impl FlowKey {
     /// The all-zero key.
     pub const ZERO: FlowKey = FlowKey { words: [0; KEY_WORDS] };
+
+    /// The hash of the whole key ([`hash_words`]).
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        hash_words(&self.words)
+    }
+
+    /// Whether two keys are equal, compared without branching per word.
+    #[inline(always)]
+    pub fn same(&self, other: &FlowKey) -> bool {
+        let mut diff = 0u64;
+        for i in 0..KEY_WORDS {
+            diff |= self.words[i] ^ other.words[i];
+        }
+        diff == 0
+    }
 
     /// Reads a field (right-aligned).
     #[inline(always)]

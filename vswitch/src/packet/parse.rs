@@ -131,14 +131,23 @@ impl Layout {
 
 /// [`parse`], writing the key in place (the datapath parses straight into
 /// its per-burst key array: no 104-byte copy per packet).
-#[inline]
+#[inline(always)]
 pub fn parse_into(frame: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut FlowKey) -> Layout {
+    parse_hashed(frame, in_port, tunnel, key).0
+}
+
+/// [`parse_into`] that also returns the key's [`FlowKey::hash`]: the fast
+/// path hashes the words while they are still in registers. Inlined in
+/// the datapath (a call here cost 10-15 cycles a packet; `parse_full`, the
+/// rare path, stays out of line).
+#[inline(always)]
+pub fn parse_hashed(frame: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut FlowKey) -> (Layout, u64) {
     if let Some(l) = parse_fast(frame, in_port, tunnel, key) {
         return l;
     }
     let p = parse_full(frame, in_port, tunnel);
     *key = p.key;
-    p.layout()
+    (p.layout(), p.key.hash())
 }
 
 /// The common case in one pass: untagged Ethernet, IPv4 without options,
@@ -147,7 +156,7 @@ pub fn parse_into(frame: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: 
 /// anything else, which [`parse_full`] handles; when it answers, the answer
 /// equals `parse_full`'s.
 #[inline(always)]
-fn parse_fast(f: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut FlowKey) -> Option<Layout> {
+fn parse_fast(f: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut FlowKey) -> Option<(Layout, u64)> {
     let h: &[u8; 42] = f.get(..42)?.try_into().ok()?;
     if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || f.len() > usize::from(u16::MAX) {
         return None;
@@ -190,7 +199,7 @@ fn parse_fast(f: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut Flo
         }
         None => (0, 0, 0),
     };
-    key.words = [
+    let words = [
         u64::from(in_port) | (u64::from(ETH_TYPE_IPV4) << 32),
         mac(0),
         mac(6) | (u64::from(proto) << 48) | (u64::from(h[15]) << 56),
@@ -205,7 +214,9 @@ fn parse_fast(f: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut Flo
         (dst >> 64) as u64,
         dst as u64,
     ];
-    Some(Layout { l3_offset: 14, l4_offset: Some(34), l3_end: (14 + total) as u16, error: None })
+    let hash = super::key::hash_words(&words);
+    key.words = words;
+    Some((Layout { l3_offset: 14, l4_offset: Some(34), l3_end: (14 + total) as u16, error: None }, hash))
 }
 
 /// The general parser: every layer, every malformation named.
@@ -742,8 +753,9 @@ mod tests {
                         for t in [None, Some(&meta)] {
                             let full = parse_full(&f, 3, t);
                             let mut key = FlowKey::ZERO;
-                            if let Some(l) = parse_fast(&f, 3, t, &mut key) {
+                            if let Some((l, hash)) = parse_fast(&f, 3, t, &mut key) {
                                 fast += 1;
+                                assert_eq!(hash, key.hash(), "the fast path's hash is the key's");
                                 let p = l.with_key(key);
                                 assert!(same(&p, &full), "byte {at} = {v:#x}, len {len}: {p:?} vs {full:?}");
                             }

@@ -204,6 +204,10 @@ pub struct Engine {
     /// after decapsulation).
     pub(super) in_ports: [u32; BURST],
     pub(super) flow_of: [Option<FlowHandle>; BURST],
+    /// Packets with the same key as the packet classified before them in
+    /// the burst (bits), and that packet's index.
+    pub(super) runs: u64,
+    pub(super) run_prev: [u8; BURST],
     /// Packets in the burst being processed: flows its packets point to
     /// (`flow_of[..burst_len]`) are not evicted until it is executed.
     pub(super) burst_len: usize,
@@ -261,6 +265,8 @@ impl Engine {
             lens: [0; BURST],
             in_ports: [0; BURST],
             flow_of: [None; BURST],
+            runs: 0,
+            run_prev: [0; BURST],
             burst_len: 0,
         }
     }

@@ -7,10 +7,9 @@ use crate::actions::{vxlan, Action, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::flows::FlowHandle;
 use crate::datapath::tunnel::{NeighbourAction, Special};
-use crate::flow::hash::hash_key;
 use crate::flow::Bits;
 use crate::packet::key::VLAN_PRESENT;
-use crate::packet::parse::{parse_into, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
+use crate::packet::parse::{parse_hashed, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 use crate::packet::{Field, FlowMask};
 use offload::model::Verdict;
 use std::sync::Arc;
@@ -88,6 +87,11 @@ impl Engine {
         // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
         let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
         self.burst_len = n;
+        // The previous packet kept for classification: a packet with its
+        // key (same hash first, then every word) joins its run and takes its
+        // flow in the exact-match stage without a lookup of its own.
+        let mut last = BURST;
+        let mut runs = 0u64;
         for i in 0..n {
             self.flow_of[i] = None;
             let Some(m) = pkts[i].as_mut() else { continue };
@@ -100,7 +104,8 @@ impl Engine {
                 pkts[i] = None;
                 continue;
             }
-            let layout = parse_into(m.data(), in_port, None, &mut self.keys[i]);
+            let (layout, hash) = parse_hashed(m.data(), in_port, None, &mut self.keys[i]);
+            self.hashes[i] = hash;
             if let Some(e) = layout.error {
                 self.counters.parse_error(e);
                 self.counters.drop(DropReason::ParseError, 1);
@@ -115,9 +120,14 @@ impl Engine {
                 }
             }
             self.in_ports[i] = from;
-            self.hashes[i] = hash_key(&self.keys[i]);
+            if last < BURST && self.hashes[last] == self.hashes[i] && self.keys[last].same(&self.keys[i]) {
+                runs |= 1 << i;
+                self.run_prev[i] = last as u8;
+            }
+            last = i;
             pending |= 1 << i;
         }
+        self.runs = runs;
         self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
         pending
     }
@@ -173,7 +183,9 @@ impl Engine {
                     pkts[i] = None;
                     return None;
                 };
-                if let Some(e) = parse_into(m.data(), t, Some(&meta), &mut self.keys[i]).error {
+                let (inner, hash) = parse_hashed(m.data(), t, Some(&meta), &mut self.keys[i]);
+                self.hashes[i] = hash;
+                if let Some(e) = inner.error {
                     self.counters.parse_error(e);
                     self.counters.drop(DropReason::ParseError, 1);
                     pkts[i] = None;
@@ -190,22 +202,34 @@ impl Engine {
 
     /// The exact-match cache for the `pending` packets, in three passes so
     /// cache misses overlap: prefetch every tag line, then every candidate
-    /// entry, then compare keys. Returns the misses.
+    /// entry, then compare keys. A packet with the key of the packet before
+    /// it (a run, found at ingress) takes that packet's flow instead.
+    /// Returns the misses.
     pub fn stage_emc(&mut self, mut pending: u64) -> u64 {
         let parsed = pending.count_ones();
-        for i in Bits(pending) {
+        let runs = pending & self.runs;
+        let lookups = pending & !runs;
+        for i in Bits(lookups) {
             self.emc.prefetch(self.hashes[i]);
         }
         let mut slots = [None; BURST];
-        for i in Bits(pending) {
+        for i in Bits(lookups) {
             slots[i] = self.emc.candidate(self.hashes[i]);
         }
-        for i in Bits(pending) {
+        for i in Bits(lookups) {
             if let Some(h) = self.emc.verify(slots[i], &self.keys[i], self.hashes[i]) {
                 if self.flows.is_live(h) {
                     self.flow_of[i] = Some(h);
                     pending &= !(1 << i);
                 }
+            }
+        }
+        // In order: a run's earlier packets are resolved first.
+        for i in Bits(runs) {
+            let prev = usize::from(self.run_prev[i]) % BURST;
+            if pending & (1 << prev) == 0 {
+                self.flow_of[i] = self.flow_of[prev];
+                pending &= !(1 << i);
             }
         }
         self.counters.add(Counter::EmcHits, u64::from(parsed - pending.count_ones()));

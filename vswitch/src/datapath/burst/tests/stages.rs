@@ -192,3 +192,48 @@ fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
     assert_ne!(missed & 1, 0, "the removed flow's packet misses");
     assert!(Bits(all & !missed).all(|i| e.flow_of[i] == want[i] && want[i] != Some(gone)));
 }
+
+#[test]
+fn runs_of_one_key_take_the_first_packets_flow() {
+    let rules = [
+        "priority=10,in_port=vf0,ip,nw_dst=10.0.0.1 actions=output:uplink0",
+        "priority=5,in_port=vf0,ip actions=output:vf1",
+    ];
+    let a = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let b = udp([2; 6], [4; 6], [10, 0, 0, 2], 80, 60);
+    // A run broken by a parse error, a second key, then the first again.
+    let frames = vec![a.clone(), a.clone(), vec![1, 2, 3], a.clone(), b.clone(), b.clone(), a.clone()];
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&frames);
+    let mut e = engine(&rules, 64);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
+    assert_eq!(pending, 0b111_1011);
+    assert_eq!(e.runs, 0b010_1010, "a packet with the key of the one kept before it");
+    assert_eq!((e.run_prev[1], e.run_prev[3], e.run_prev[5]), (0, 1, 4), "the parse error is skipped");
+    // Nothing cached yet: the runs' heads miss and so do their followers.
+    assert_eq!(e.stage_emc(pending), pending);
+    let mut e = engine(&rules, 64);
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    let c = counters(&e);
+    assert_eq!(c.get(Counter::Upcalls), 2, "one per key");
+    assert_eq!(c.get(Counter::MegaflowHits), 4, "the rest find the flows their keys' first packets installed");
+    let want: Vec<(u32, Vec<u8>)> =
+        vec![(2, a.clone()), (2, a.clone()), (2, a.clone()), (1, b.clone()), (1, b), (2, a)];
+    // Grouped by flow: a's packets leave first, in order, then b's.
+    let mut sent = io.sent.clone();
+    sent.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
+    let mut want_sorted = want.clone();
+    want_sorted.sort_by_key(|(p, _)| std::cmp::Reverse(*p));
+    assert_eq!(sent, want_sorted);
+    // Cached now: the heads hit the exact-match cache, the followers take their flow.
+    let hits = counters(&e).get(Counter::EmcHits);
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 3, &mut io);
+    assert_eq!(counters(&e).get(Counter::EmcHits) - hits, 6, "every packet an exact hit");
+    let dump = e.dump(4);
+    let mut counts: Vec<u64> = dump.iter().map(|f| f.packets).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, vec![4, 8], "a: 4 a burst, b: 2 a burst, two bursts");
+    assert_balanced(&e);
+}
