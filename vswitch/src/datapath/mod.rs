@@ -1,6 +1,6 @@
 //! The packet path: [`burst`] (DPDK-free stages) inside [`pmd`] threads,
 //! over the ports [`ports`] opens; [`rxq`] the receive queues they poll,
-//! [`counters`] they keep, [`flows`] they
+//! [`counters`] they keep, `tx` their transmit buffers, [`flows`] they
 //! report, [`tunnel`] resolution, [`fair`] upcall budgets. The switch that
 //! assembles them is [`crate::switch`].
 
@@ -14,7 +14,9 @@ pub mod ports;
 pub mod punt;
 pub mod rxq;
 pub mod tunnel;
+mod tx;
 
 pub use burst::{PmdConfig, RevalidateReport};
 pub use error::SwitchError;
 pub use ports::SwitchPort;
+pub use tx::TxHandle;

@@ -4,19 +4,18 @@
 //! answers control commands, runs maintenance (idle expiry, hit reports),
 //! re-ranks the classifier and publishes counters.
 
-use super::burst::{
-    Engine, EngineSetup, Hardware, HotPolicy, Io, Packets, PmdConfig, RevalidateReport, BURST, RX_BURST,
-};
-use super::counters::{Counter, DropReason, Local, PortCounter, Shared};
+use super::burst::{Engine, EngineSetup, Hardware, HotPolicy, Packets, PmdConfig, RevalidateReport, BURST, RX_BURST};
+use super::counters::{Counter, DropReason, PortCounter, Shared};
 use super::fair::CycleFair;
 use super::flows::{EventBatch, FlowInfo, RemoveReason};
 use super::rxq::PolledQueue;
-use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, TxQueue, MAX_BURST};
+use super::tx::{flush, MbufIo, TxHandle, TxPort};
+use crate::dpdk::{rdtsc, tsc_hz, Burst, Eal, Mbuf, Mempool, MAX_BURST};
 use crate::flow::RuleTable;
 use crate::underlay::Underlay;
 use crossbeam_channel::{Receiver, Sender};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const _: () = assert!(BURST == MAX_BURST, "the engine's burst arrays hold a DPDK burst");
 
@@ -55,13 +54,6 @@ struct DumpJob {
     recycle: Receiver<Vec<FlowInfo>>,
     next: usize,
     in_emc: std::collections::HashSet<u32>,
-}
-
-/// A tx queue owned by one PMD, or shared (with a lock taken once per flush)
-/// when the device has fewer tx queues than there are PMDs.
-pub enum TxHandle {
-    Owned(TxQueue),
-    Shared(Arc<Mutex<TxQueue>>),
 }
 
 /// Messages from the control thread and the offload manager.
@@ -127,36 +119,6 @@ pub struct PmdSetup {
     pub uplink: Vec<bool>,
     /// Tunnel ports (numbered after the physical ports).
     pub tunnels: usize,
-}
-
-struct TxPort {
-    queue: TxHandle,
-    buf: Burst,
-    /// Bytes of the packets in `buf`.
-    bytes: u64,
-}
-
-/// The engine's [`Io`] on DPDK: per-port tx buffers and the mbuf pool.
-struct MbufIo<'a> {
-    tx: &'a mut [TxPort],
-    pool: &'a Mempool,
-}
-
-impl Io for MbufIo<'_> {
-    type Pkt = Mbuf;
-
-    #[inline]
-    fn send(&mut self, port: u32, m: Mbuf, counters: &mut Local) {
-        output(self.tx, port, m, counters);
-    }
-
-    fn copy(&mut self, m: &Mbuf) -> Option<Mbuf> {
-        m.copy(self.pool)
-    }
-
-    fn alloc(&mut self) -> Option<Mbuf> {
-        self.pool.alloc()
-    }
 }
 
 /// The fairness quantum between receive queues: 1/20,000 s (50 us).
@@ -306,8 +268,11 @@ impl Pmd {
             longest: Longest { now: 0, before: 0, window: Every::new(hz, now) },
         };
         let mut first = 0usize;
+        // The TSC is read once per busy queue and once at the end of an
+        // iteration (about 25 cycles each on a VM): an iteration starts
+        // when the last one's last reading was taken.
+        let mut start = rdtsc();
         while !self.stop.load(Ordering::Relaxed) {
-            let start = rdtsc();
             self.engine.start_iteration();
             // The queue polled first rotates: with the upcall budget's
             // per-queue reserve, every port gets its share of new flows.
@@ -321,11 +286,13 @@ impl Pmd {
             let c = &mut self.engine.counters;
             c.add(if received > 0 { Counter::BusyCycles } else { Counter::IdleCycles }, end.wrapping_sub(start));
             c.add(Counter::Iterations, 1);
+            let mut extra = false;
             while let Ok(cmd) = self.commands.try_recv() {
                 self.command(cmd, end);
+                extra = true;
             }
-            self.background(end);
-            self.periodic(&mut timers, start, end);
+            extra |= self.background(end);
+            start = self.periodic(&mut timers, start, end, extra);
         }
         self.flush_all();
         self.engine.remove_all(RemoveReason::Shutdown);
@@ -335,11 +302,15 @@ impl Pmd {
     }
 
     /// One pass over the receive queues, the one at `first` first, each as
-    /// the cycle-fair scheduler allows. Returns the packets received.
+    /// the cycle-fair scheduler allows. Returns the packets received. A
+    /// queue that delivered is charged the cycles since the last reading of
+    /// the TSC (the empty polls before it included: tens of cycles against
+    /// thousands for a burst).
     #[inline]
     fn poll(&mut self, first: usize, start: u64, burst: &mut Burst, pkts: &mut Packets<Mbuf>) -> usize {
         let queues = self.rxqs.len();
         let mut received = 0usize;
+        let mut clock = start;
         let fair = &mut self.fair;
         for step in 0..queues {
             let q = (first + step) % queues;
@@ -352,7 +323,6 @@ impl Pmd {
                 fair.charge(q, 0, false, false);
                 continue;
             }
-            let t0 = rdtsc();
             let n = polled.rxq.rx_burst_up_to(burst, RX_BURST);
             if n == 0 {
                 fair.charge(q, 0, false, false);
@@ -371,7 +341,9 @@ impl Pmd {
                 *p = None;
             }
             let new_flows = self.engine.burst_misses() * 2 > n;
-            let took = rdtsc().wrapping_sub(t0);
+            let now = rdtsc();
+            let took = now.wrapping_sub(clock);
+            clock = now;
             fair.charge(q, took, n == RX_BURST, new_flows);
             let polled = &mut self.rxqs[q];
             polled.cycles += took;
@@ -380,29 +352,36 @@ impl Pmd {
         received
     }
 
-    /// The work on timers after an iteration (`start`..`end`): maintenance
-    /// slices, hot checks, ranking, the iteration-length counters and the
-    /// counters' publication.
+    /// The work on timers after an iteration (`start`..`end`, then commands
+    /// and background work when `extra`): maintenance slices, hot checks,
+    /// ranking, the iteration-length counters and the counters'
+    /// publication. Returns the TSC as of its end (`end` when nothing ran
+    /// after it).
     #[inline]
-    fn periodic(&mut self, t: &mut Timers, start: u64, end: u64) {
+    fn periodic(&mut self, t: &mut Timers, start: u64, end: u64, extra: bool) -> u64 {
         let hz = self.hz;
+        let mut ran = extra;
         if t.maintenance.due(end) {
             let period_ms = (self.engine.maintenance_period().as_millis() as usize).max(1);
             let slots = (self.engine.flow_slots() / period_ms).clamp(MAINT_SLICE_MIN, MAINT_SLICE_MAX);
             self.engine.maintenance_slice(end, slots);
+            ran = true;
         }
         if t.hot.due(end) {
             self.engine.hot_check(end);
+            ran = true;
         }
         if t.rank.due(end) {
             self.engine.rank();
+            ran = true;
             if self.stall_at.is_some_and(|at| end > at) {
                 self.stall();
             }
         }
         // The whole iteration, control commands and maintenance included:
         // what a packet waiting in a receive ring may have to wait.
-        let whole = rdtsc().wrapping_sub(start);
+        let last = if ran { rdtsc() } else { end };
+        let whole = last.wrapping_sub(start);
         t.longest.now = t.longest.now.max(whole);
         let c = &mut self.engine.counters;
         for (limit, counter) in [
@@ -423,7 +402,9 @@ impl Pmd {
             let us = t.longest.now.max(t.longest.before).saturating_mul(1_000_000) / hz.max(1);
             self.engine.counters.set(Counter::LongestIterationUs, us);
             self.publish();
+            return rdtsc();
         }
+        last
     }
 
     fn publish(&mut self) {
@@ -503,8 +484,9 @@ impl Pmd {
 
     /// Between iterations: a slice of the revalidation in progress (its
     /// waiters answered once it is over, after its events are sent) and a
-    /// slice of one dump-flows answer.
-    fn background(&mut self, now: u64) {
+    /// slice of one dump-flows answer. Returns whether there was any.
+    fn background(&mut self, now: u64) -> bool {
+        let any = self.engine.revalidating() || !self.dumps.is_empty();
         if self.engine.revalidating() {
             if let Some(report) = self.engine.revalidate_slice(self.hz / REVALIDATE_SLICE_DIV) {
                 self.engine.flush_events(Some(EVENT_WAIT));
@@ -527,6 +509,7 @@ impl Pmd {
                 self.dumps.push_back(job);
             }
         }
+        any
     }
 
     /// The test hook's stall: no iteration until the stop.
@@ -551,47 +534,6 @@ impl Pmd {
                 continue;
             }
             flush(tx, port, &mut self.engine.counters);
-        }
-    }
-}
-
-fn flush(tx: &mut TxPort, port: usize, counters: &mut Local) {
-    let bytes = std::mem::take(&mut tx.bytes);
-    let sent = match &mut tx.queue {
-        TxHandle::Owned(q) => q.tx_burst(&mut tx.buf),
-        TxHandle::Shared(q) => match q.lock() {
-            Ok(mut q) => q.tx_burst(&mut tx.buf),
-            Err(poisoned) => poisoned.into_inner().tx_burst(&mut tx.buf),
-        },
-    };
-    let unsent_bytes: u64 =
-        if tx.buf.is_empty() { 0 } else { tx.buf.as_slice().iter().map(|m| m.pkt_len() as u64).sum() };
-    counters.port(port, PortCounter::TxPackets, sent as u64);
-    counters.port(port, PortCounter::TxBytes, bytes - unsent_bytes);
-    if !tx.buf.is_empty() {
-        let dropped = tx.buf.len() as u64;
-        counters.port(port, PortCounter::TxDropped, dropped);
-        counters.drop(DropReason::TxFull, dropped);
-        tx.buf.clear();
-    }
-}
-
-/// Queues `m` on physical port `port` (the caller checked the MTU).
-#[inline]
-fn output(tx: &mut [TxPort], port: u32, m: Mbuf, counters: &mut Local) {
-    let Some(txp) = tx.get_mut(port as usize) else {
-        counters.drop(DropReason::ActionError, 1);
-        return;
-    };
-    let len = m.pkt_len() as u64;
-    match txp.buf.push(m) {
-        Ok(()) => txp.bytes += len,
-        Err(m) => {
-            flush(txp, port as usize, counters);
-            match txp.buf.push(m) {
-                Ok(()) => txp.bytes += len,
-                Err(_) => counters.drop(DropReason::TxFull, 1),
-            }
         }
     }
 }

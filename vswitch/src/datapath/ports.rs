@@ -1,8 +1,8 @@
 //! Opening the configured ports: the mbuf pool, queues shared out to the
 //! PMDs, and the underlay tables the uplinks' addresses start.
 
-use super::pmd::TxHandle;
 use super::rxq::PolledQueue;
+use super::tx::TxHandle;
 use super::SwitchError;
 use crate::config::{Config, PortSpec, Role};
 use crate::dpdk::{Eal, Mempool, Port, PortConfig, PortInfo, TxQueue};

@@ -154,6 +154,23 @@ impl<I: Io> Exec<'_, I> {
         self.send_tunnel_many(port, vni, std::iter::once((i, m)));
     }
 
+    /// Sends the packets of `members` out of physical port `port`: all at
+    /// once when every one fits the port's MTU (the usual case: a length
+    /// within MTU + 14 needs no header walk), else one by one.
+    fn send_all(&mut self, port: u32, pkts: &mut Packets<I::Pkt>, members: u64, vni: Option<u32>) {
+        let fits = |limit: usize| Bits(members).all(|i| pkts[i].as_ref().is_none_or(|m| m.len() <= limit));
+        match self.mtus.get(port as usize) {
+            Some(&mtu) if fits(usize::from(mtu) + 14) => self.io.send_all(port, pkts, members, self.counters),
+            _ => {
+                for i in Bits(members) {
+                    if let Some(m) = pkts[i].take() {
+                        self.send(port, m, vni, i);
+                    }
+                }
+            }
+        }
+    }
+
     /// Encapsulates packets (with their burst index) for tunnel port `port`
     /// and sends them out of the uplink; the encapsulation is resolved once
     /// for all of them (a flow's group shares port and VNI).
@@ -277,13 +294,7 @@ fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, 
             Action::Output(port) if ai == last && *port as usize >= phys => {
                 x.send_tunnel_many(*port, vni, Bits(members).filter_map(|i| Some((i, pkts[i].take()?))));
             }
-            Action::Output(port) if ai == last => {
-                for i in Bits(members) {
-                    if let Some(m) = pkts[i].take() {
-                        x.send(*port, m, vni, i);
-                    }
-                }
-            }
+            Action::Output(port) if ai == last => x.send_all(*port, pkts, members, vni),
             Action::Output(port) => {
                 for i in Bits(members) {
                     let Some(m) = pkts[i].as_ref() else { continue };

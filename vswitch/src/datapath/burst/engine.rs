@@ -28,6 +28,17 @@ pub trait Io {
     /// drops and counts `tx_full`).
     fn send(&mut self, port: u32, pkt: Self::Pkt, counters: &mut Local);
 
+    /// Queues the packets of `members` (taken out of `pkts`, in order) for
+    /// physical port `port`, as [`Io::send`] one by one would.
+    #[inline]
+    fn send_all(&mut self, port: u32, pkts: &mut Packets<Self::Pkt>, members: u64, counters: &mut Local) {
+        for i in crate::flow::Bits(members) {
+            if let Some(p) = pkts[i].take() {
+                self.send(port, p, counters);
+            }
+        }
+    }
+
     /// A copy of `pkt` (several outputs), or `None` without buffers.
     fn copy(&mut self, pkt: &Self::Pkt) -> Option<Self::Pkt>;
 

@@ -87,11 +87,6 @@ impl Engine {
         // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
         let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
         self.burst_len = n;
-        // The previous packet kept for classification: a packet with its
-        // key (same hash first, then every word) joins its run and takes its
-        // flow in the exact-match stage without a lookup of its own.
-        let mut last = BURST;
-        let mut runs = 0u64;
         for i in 0..n {
             self.flow_of[i] = None;
             let Some(m) = pkts[i].as_mut() else { continue };
@@ -120,16 +115,30 @@ impl Engine {
                 }
             }
             self.in_ports[i] = from;
+            pending |= 1 << i;
+        }
+        self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
+        self.find_runs(pending);
+        pending
+    }
+
+    /// Packets with the key of the packet kept before them (same hash first,
+    /// then every word) join its run: they take its flow in the exact-match
+    /// stage without a lookup of their own. A pass of its own after the
+    /// parse: comparing a key the parser has just stored in 8-byte pieces
+    /// with 16-byte loads stalls until the stores reach the cache.
+    #[inline]
+    fn find_runs(&mut self, pending: u64) {
+        let mut last = BURST;
+        let mut runs = 0u64;
+        for i in Bits(pending) {
             if last < BURST && self.hashes[last] == self.hashes[i] && self.keys[last].same(&self.keys[i]) {
                 runs |= 1 << i;
                 self.run_prev[i] = last as u8;
             }
             last = i;
-            pending |= 1 << i;
         }
         self.runs = runs;
-        self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
-        pending
     }
 
     /// The VTEP's part of ingress for packet `i` of an uplink: `None` when

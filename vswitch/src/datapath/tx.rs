@@ -1,0 +1,100 @@
+//! The PMD's transmit side: per-port buffers of mbufs flushed to their tx
+//! queues once per iteration, and the engine's [`Io`] over them.
+
+use super::burst::{Io, Packets};
+use super::counters::{DropReason, Local, PortCounter};
+use crate::dpdk::{Burst, Mbuf, Mempool, TxQueue};
+use crate::flow::Bits;
+use std::sync::{Arc, Mutex};
+
+/// A tx queue owned by one PMD, or shared (with a lock taken once per flush)
+/// when the device has fewer tx queues than there are PMDs.
+pub enum TxHandle {
+    Owned(TxQueue),
+    Shared(Arc<Mutex<TxQueue>>),
+}
+
+pub(super) struct TxPort {
+    pub(super) queue: TxHandle,
+    pub(super) buf: Burst,
+    /// Bytes of the packets in `buf`.
+    pub(super) bytes: u64,
+}
+
+/// The engine's [`Io`] on DPDK: per-port tx buffers and the mbuf pool.
+pub(super) struct MbufIo<'a> {
+    pub(super) tx: &'a mut [TxPort],
+    pub(super) pool: &'a Mempool,
+}
+
+impl Io for MbufIo<'_> {
+    type Pkt = Mbuf;
+
+    #[inline]
+    fn send(&mut self, port: u32, m: Mbuf, counters: &mut Local) {
+        match self.tx.get_mut(port as usize) {
+            Some(txp) => output(txp, port, m, counters),
+            None => counters.drop(DropReason::ActionError, 1),
+        }
+    }
+
+    /// One lookup of the port's buffer for the whole group.
+    #[inline]
+    fn send_all(&mut self, port: u32, pkts: &mut Packets<Mbuf>, members: u64, counters: &mut Local) {
+        let Some(txp) = self.tx.get_mut(port as usize) else {
+            let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count();
+            counters.drop(DropReason::ActionError, n as u64);
+            return;
+        };
+        for i in Bits(members) {
+            if let Some(m) = pkts[i].take() {
+                output(txp, port, m, counters);
+            }
+        }
+    }
+
+    fn copy(&mut self, m: &Mbuf) -> Option<Mbuf> {
+        m.copy(self.pool)
+    }
+
+    fn alloc(&mut self) -> Option<Mbuf> {
+        self.pool.alloc()
+    }
+}
+
+pub(super) fn flush(tx: &mut TxPort, port: usize, counters: &mut Local) {
+    let bytes = std::mem::take(&mut tx.bytes);
+    let sent = match &mut tx.queue {
+        TxHandle::Owned(q) => q.tx_burst(&mut tx.buf),
+        TxHandle::Shared(q) => match q.lock() {
+            Ok(mut q) => q.tx_burst(&mut tx.buf),
+            Err(poisoned) => poisoned.into_inner().tx_burst(&mut tx.buf),
+        },
+    };
+    let unsent_bytes: u64 =
+        if tx.buf.is_empty() { 0 } else { tx.buf.as_slice().iter().map(|m| m.pkt_len() as u64).sum() };
+    counters.port(port, PortCounter::TxPackets, sent as u64);
+    counters.port(port, PortCounter::TxBytes, bytes - unsent_bytes);
+    if !tx.buf.is_empty() {
+        let dropped = tx.buf.len() as u64;
+        counters.port(port, PortCounter::TxDropped, dropped);
+        counters.drop(DropReason::TxFull, dropped);
+        tx.buf.clear();
+    }
+}
+
+/// Queues `m` on physical port `port` (`txp`; the caller checked the MTU).
+#[inline(always)]
+fn output(txp: &mut TxPort, port: u32, m: Mbuf, counters: &mut Local) {
+    let len = m.pkt_len() as u64;
+    match txp.buf.push(m) {
+        Ok(()) => txp.bytes += len,
+        Err(m) => {
+            flush(txp, port as usize, counters);
+            match txp.buf.push(m) {
+                Ok(()) => txp.bytes += len,
+                Err(_) => counters.drop(DropReason::TxFull, 1),
+            }
+        }
+    }
+}
