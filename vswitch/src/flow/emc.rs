@@ -18,11 +18,10 @@ struct Entry<V> {
     value: V,
 }
 
-/// Hit/miss/insert/evict counters.
+/// Insert/evict counters (hits and misses are the datapath's counters, per
+/// burst: a per-lookup increment here was a loop-carried store).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EmcStats {
-    pub hits: u64,
-    pub misses: u64,
     pub inserts: u64,
     pub evictions: u64,
 }
@@ -99,19 +98,13 @@ impl<V: Copy> Emc<V> {
 
     /// Completes a lookup started with [`candidate`](Self::candidate).
     #[inline(always)]
-    pub fn verify(&mut self, slot: Option<usize>, key: &FlowKey, hash: u64) -> Option<V> {
-        let found = match slot.and_then(|s| self.entries.get(s)).and_then(Option::as_ref) {
+    pub fn verify(&self, slot: Option<usize>, key: &FlowKey, hash: u64) -> Option<V> {
+        match slot.and_then(|s| self.entries.get(s)).and_then(Option::as_ref) {
             Some(e) if same_key(&e.key, key) => Some(e.value),
             // A tag collision in the first matching way: check the others.
             Some(_) => self.lookup_slow(key, hash),
             None => None,
-        };
-        if found.is_some() {
-            self.stats.hits += 1;
-        } else {
-            self.stats.misses += 1;
         }
-        found
     }
 
     fn lookup_slow(&self, key: &FlowKey, hash: u64) -> Option<V> {
@@ -125,7 +118,7 @@ impl<V: Copy> Emc<V> {
 
     /// Looks `key` (with its [`hash_key`](super::hash::hash_key)) up.
     #[inline]
-    pub fn lookup(&mut self, key: &FlowKey, hash: u64) -> Option<V> {
+    pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<V> {
         let slot = self.candidate(hash);
         self.verify(slot, key, hash)
     }

@@ -248,13 +248,14 @@ impl Megaflows {
         None
     }
 
-    /// Looks up a burst (at most 64 keys): `out[i]` gets the slot for
-    /// `keys[i]`, or `None`.
-    pub fn lookup_batch<K: FlowKeys>(&mut self, keys: &[FlowKey], out: &mut [Option<u32>], flows: &K) {
+    /// Looks up the `pending` keys of a burst (bits of `keys`, at most 64):
+    /// `out[i]` gets the slot for `keys[i]`, or `None`; the rest of `out` is
+    /// left alone.
+    pub fn lookup_batch<K: FlowKeys>(&mut self, keys: &[FlowKey], pending: u64, out: &mut [Option<u32>], flows: &K) {
         let n = keys.len().min(out.len()).min(64);
-        let mut pending: u64 = if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-        for o in out.iter_mut().take(n) {
-            *o = None;
+        let mut pending = pending & if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        for i in Bits(pending) {
+            out[i] = None;
         }
         let mut sigs = [0u32; 64];
         let mut cand = [usize::MAX; 64];
@@ -365,13 +366,20 @@ mod tests {
             }
             assert_eq!(idx.len(), reference.len());
             let probes: Vec<FlowKey> = (0..40).map(|_| key(&mut rng)).collect();
-            let mut got = [None; 40];
+            // A random subset of the probes asked for: the others' answers
+            // are left alone.
+            let asked = rng.rotate_left(17);
+            let mut got = [Some(u32::MAX); 40];
             let mut want = [None; 40];
-            idx.lookup_batch(&probes, &mut got, &slots);
+            idx.lookup_batch(&probes, asked, &mut got, &slots);
             reference.lookup_batch(&probes, &mut want);
             // Overlapping masks may answer with different megaflows; each
             // answer must match the probe.
             for (i, p) in probes.iter().enumerate() {
+                if asked & (1 << i) == 0 {
+                    assert_eq!(got[i], Some(u32::MAX), "step {step} probe {i} not asked for");
+                    continue;
+                }
                 assert_eq!(got[i].is_some(), want[i].is_some(), "step {step} probe {i}");
                 if let Some(s) = got[i] {
                     let (_, mi) = live.iter().find(|&&(l, _)| l == s).expect("a live slot");

@@ -207,7 +207,6 @@ pub struct Engine {
     pub(super) rng: u64,
     // Per-burst scratch, kept to avoid re-initialising on every burst.
     pub(super) keys: Box<[FlowKey; BURST]>,
-    pub(super) miss_keys: Box<[FlowKey; BURST]>,
     pub(super) hashes: [u64; BURST],
     /// Packet lengths after any decapsulation (flow byte counts).
     pub(super) lens: [u32; BURST],
@@ -222,6 +221,8 @@ pub struct Engine {
     /// Packets in the burst being processed: flows its packets point to
     /// (`flow_of[..burst_len]`) are not evicted until it is executed.
     pub(super) burst_len: usize,
+    /// The burst's flow groups (kept: see [`Engine::process`]).
+    pub(super) groups: Option<Box<Groups>>,
 }
 
 /// Packets of a burst grouped by flow: (flow handle, member bits).
@@ -271,7 +272,6 @@ impl Engine {
             counters: Local::new(ports),
             next_flow: 1,
             keys: Box::new([FlowKey::ZERO; BURST]),
-            miss_keys: Box::new([FlowKey::ZERO; BURST]),
             hashes: [0; BURST],
             lens: [0; BURST],
             in_ports: [0; BURST],
@@ -279,6 +279,7 @@ impl Engine {
             runs: 0,
             run_prev: [0; BURST],
             burst_len: 0,
+            groups: None,
         }
     }
 
@@ -334,8 +335,11 @@ impl Engine {
         pending = self.stage_megaflow(pending);
         pending = self.stage_fresh(pending, pkts, n);
         self.stage_upcall(pending, pkts, now);
-        let groups = group(&self.flow_of, pkts, n);
+        // The groups' arrays (1 KiB) are kept between bursts, not zeroed for each.
+        let mut groups = self.groups.take().unwrap_or_else(Groups::new);
+        groups.fill(&self.flow_of, pkts, n);
         self.stage_execute(&groups, pkts, now, io);
+        self.groups = Some(groups);
         self.burst_len = 0;
         // Anything still here went through a rule whose actions end without
         // an output (e.g. `output:vf1,mod_dl_src:...`): dropped by the rule.
@@ -346,22 +350,33 @@ impl Engine {
     }
 }
 
-/// Groups the burst's remaining packets by flow.
-pub fn group<P>(flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usize) -> Groups {
-    let mut g = Groups { handles: [FlowHandle { index: 0, generation: 0 }; BURST], members: [0; BURST], len: 0 };
-    for (i, pkt) in pkts.iter().enumerate().take(n) {
-        if pkt.is_none() {
-            continue;
-        }
-        let Some(h) = flow_of[i] else { continue };
-        match (0..g.len).find(|&k| g.handles[k].index == h.index) {
-            Some(k) => g.members[k] |= 1 << i,
-            None => {
-                g.handles[g.len] = h;
-                g.members[g.len] = 1 << i;
-                g.len += 1;
+impl Groups {
+    pub fn new() -> Box<Self> {
+        Box::new(Groups { handles: [FlowHandle { index: 0, generation: 0 }; BURST], members: [0; BURST], len: 0 })
+    }
+
+    /// Groups the burst's remaining packets by flow (what it held before is
+    /// forgotten). A packet of the last group's flow joins it at once (runs).
+    pub fn fill<P>(&mut self, flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usize) {
+        self.len = 0;
+        for (i, pkt) in pkts.iter().enumerate().take(n) {
+            if pkt.is_none() {
+                continue;
+            }
+            let Some(h) = flow_of[i] else { continue };
+            let len = self.len;
+            if len > 0 && self.handles[len - 1].index == h.index {
+                self.members[len - 1] |= 1 << i;
+                continue;
+            }
+            match (0..len).find(|&k| self.handles[k].index == h.index) {
+                Some(k) => self.members[k] |= 1 << i,
+                None => {
+                    self.handles[len] = h;
+                    self.members[len] = 1 << i;
+                    self.len += 1;
+                }
             }
         }
     }
-    g
 }

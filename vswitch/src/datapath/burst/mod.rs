@@ -37,7 +37,7 @@ mod stages;
 
 pub use crate::flow::Bits;
 pub use engine::{
-    group, Engine, EngineSetup, Groups, Hardware, HotPolicy, Io, Packets, PmdConfig, RevalidateReport, BURST, RX_BURST,
+    Engine, EngineSetup, Groups, Hardware, HotPolicy, Io, Packets, PmdConfig, RevalidateReport, BURST, RX_BURST,
 };
 pub use stages::{flow_actions, l2_len, megaflow_mask};
 

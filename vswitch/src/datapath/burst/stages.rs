@@ -221,12 +221,13 @@ impl Engine {
         for i in Bits(lookups) {
             self.emc.prefetch(self.hashes[i]);
         }
-        let mut slots = [None; BURST];
+        let mut slots = [u32::MAX; BURST];
         for i in Bits(lookups) {
-            slots[i] = self.emc.candidate(self.hashes[i]);
+            slots[i] = self.emc.candidate(self.hashes[i]).map_or(u32::MAX, |s| s as u32);
         }
         for i in Bits(lookups) {
-            if let Some(h) = self.emc.verify(slots[i], &self.keys[i], self.hashes[i]) {
+            let slot = (slots[i] != u32::MAX).then_some(slots[i] as usize);
+            if let Some(h) = self.emc.verify(slot, &self.keys[i], self.hashes[i]) {
                 if self.flows.is_live(h) {
                     self.flow_of[i] = Some(h);
                     pending &= !(1 << i);
@@ -299,18 +300,10 @@ impl Engine {
         if pending == 0 {
             return 0;
         }
-        let mut miss_idx = [0u8; BURST];
-        let mut m = 0;
-        for i in Bits(pending) {
-            self.miss_keys[m] = self.keys[i];
-            miss_idx[m] = i as u8;
-            m += 1;
-        }
         let mut found = [None; BURST];
-        self.megaflows.lookup_batch(&self.miss_keys[..m], &mut found[..m], &self.flows);
-        for j in 0..m {
-            let i = usize::from(miss_idx[j]);
-            if let Some(h) = found[j].and_then(|index| self.flows.handle_at(index as usize)) {
+        self.megaflows.lookup_batch(&self.keys[..], pending, &mut found, &self.flows);
+        for i in Bits(pending) {
+            if let Some(h) = found[i].and_then(|index| self.flows.handle_at(index as usize)) {
                 self.flow_of[i] = Some(h);
                 pending &= !(1 << i);
                 self.counters.add(Counter::MegaflowHits, 1);

@@ -39,7 +39,8 @@ fn stages_one_by_one() {
     assert_eq!(e.stage_emc(pending), 0b01, "empty cache: a miss");
     assert_eq!(e.stage_megaflow(pending), 0b01, "no megaflow yet");
     e.stage_upcall(pending, &mut pkts, 1);
-    let g = group(&e.flow_of, &pkts, n);
+    let mut g = Groups::new();
+    g.fill(&e.flow_of, &pkts, n);
     assert_eq!((g.len, g.members[0]), (1, 0b01));
     e.stage_execute(&g, &mut pkts, 1, &mut io);
     assert_eq!(io.sent.len(), 1);
