@@ -49,6 +49,8 @@ impl Engine {
                 tun: &mut self.tun,
                 mtus: &self.mtus,
                 keys: &self.keys,
+                runs: self.runs,
+                run_prev: &self.run_prev,
                 in_ports: &self.in_ports,
                 now,
                 hz: self.hz,
@@ -86,6 +88,8 @@ impl Engine {
             tun: &mut self.tun,
             mtus: &self.mtus,
             keys: &self.keys,
+            runs: 0,
+            run_prev: &self.run_prev,
             in_ports: &self.in_ports,
             now,
             hz: self.hz,
@@ -122,6 +126,10 @@ struct Exec<'a, I: Io> {
     tun: &'a mut TunnelCtx,
     mtus: &'a [u16],
     keys: &'a [FlowKey; BURST],
+    /// The burst's runs (see [`Engine::stage_emc`]): packets with the key of
+    /// the packet `run_prev` names.
+    runs: u64,
+    run_prev: &'a [u8; BURST],
     in_ports: &'a [u32; BURST],
     now: u64,
     hz: u64,
@@ -185,6 +193,10 @@ impl<I: Io> Exec<'_, I> {
             }
         };
         let overhead = r.template.overhead();
+        let (mut sent, mut bytes) = (0u64, 0u64);
+        // A packet with the key of the one encapsulated just before it (a
+        // run) has its inner flow, so its source port.
+        let mut last: Option<(usize, u16)> = None;
         for (i, mut m) in pkts {
             if !m.is_contiguous() {
                 // Encapsulation (and the IPv6 UDP checksum) needs the whole
@@ -200,16 +212,22 @@ impl<I: Io> Exec<'_, I> {
                 self.too_big(m, inner_mtu, l2, i, r.uplink);
                 continue;
             }
-            let sport = src_port_of(&self.keys[i], m.data());
+            let sport = match last {
+                Some((prev, sport)) if self.runs & (1 << i) != 0 && usize::from(self.run_prev[i]) == prev => sport,
+                _ => src_port_of(&self.keys[i], m.data()),
+            };
+            last = Some((i, sport));
             if r.template.encap(&mut m, sport).is_err() {
                 self.counters.drop(DropReason::ActionError, 1);
                 continue;
             }
-            self.counters.add(Counter::Encapsulated, 1);
-            self.counters.port(port as usize, PortCounter::TxPackets, 1);
-            self.counters.port(port as usize, PortCounter::TxBytes, m.len() as u64);
+            sent += 1;
+            bytes += m.len() as u64;
             self.io.send(r.uplink, m, self.counters);
         }
+        self.counters.add(Counter::Encapsulated, sent);
+        self.counters.port(port as usize, PortCounter::TxPackets, sent);
+        self.counters.port(port as usize, PortCounter::TxBytes, bytes);
     }
 
     /// Packet `i` to the controller: its first `max_len` bytes queued for
