@@ -46,11 +46,23 @@ impl Io for MbufIo<'_> {
             counters.drop(DropReason::ActionError, n as u64);
             return;
         };
+        // The byte count is kept in a register for the group: added in
+        // memory per packet, next to the buffer's length, the compiler
+        // merged the two into one 16-byte read-modify-write per packet, a
+        // chain through memory that cost about 5 cycles a packet.
+        let mut bytes = 0u64;
         for i in Bits(members) {
-            if let Some(m) = pkts[i].take() {
-                output(txp, port, m, counters);
+            let Some(m) = pkts[i].take() else { continue };
+            let len = m.pkt_len() as u64;
+            match txp.buf.push(m) {
+                Ok(()) => bytes += len,
+                Err(m) => {
+                    txp.bytes += std::mem::take(&mut bytes);
+                    output(txp, port, m, counters);
+                }
             }
         }
+        txp.bytes += bytes;
     }
 
     fn copy(&mut self, m: &Mbuf) -> Option<Mbuf> {
