@@ -155,6 +155,12 @@ fn mbuf_prepend_adj_append_trim() {
     assert_eq!(m.data(), &[2, 3], "failed edits leave the data alone");
     assert_eq!(m.pkt_len(), 2);
     assert_eq!(m.segments(), 1);
+    // The whole headroom and not a byte more.
+    let room = m.headroom() as u16;
+    assert!(m.prepend(room + 1).is_none());
+    assert_eq!(m.prepend(room).expect("the whole headroom").len(), usize::from(room));
+    assert_eq!((m.headroom(), m.pkt_len(), m.data_len()), (0, 2 + usize::from(room), 2 + usize::from(room)));
+    assert_eq!(&m.data()[usize::from(room)..], &[2, 3]);
 }
 
 #[test]

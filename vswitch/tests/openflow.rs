@@ -230,7 +230,7 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
 /// `ovs-ofctl -O OpenFlow13 monitor TARGET 65535`, its output to a file;
 /// ended (by its PID) on drop.
 struct Monitor {
-    child: std::process::Child,
+    _child: Reaped,
     out: std::path::PathBuf,
 }
 
@@ -244,7 +244,7 @@ impl Monitor {
             .stderr(file)
             .spawn()
             .expect("ovs-ofctl monitor");
-        Self { child, out: out.to_owned() }
+        Self { _child: Reaped(child), out: out.to_owned() }
     }
 
     fn text(&self) -> String {
@@ -252,10 +252,13 @@ impl Monitor {
     }
 }
 
-impl Drop for Monitor {
+/// A child process this test started, killed and reaped on drop.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
@@ -483,14 +486,17 @@ fn an_os_ken_learning_switch_lets_two_vms_ping() {
     let port = common::free_port();
     let stats = dir.path("osken.json");
     let log = std::fs::File::create(dir.path("osken.log")).expect("log");
-    let mut osken = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osken/run.py"))
-        .arg(port.to_string())
-        .env("VSWT_OSKEN_STATS", &stats)
-        .stdout(log.try_clone().expect("log"))
-        .stderr(log)
-        .spawn()
-        .expect("os-ken");
+    // Ended (by its PID) on drop, also when an assertion fails first.
+    let osken = Reaped(
+        Command::new(python)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/osken/run.py"))
+            .arg(port.to_string())
+            .env("VSWT_OSKEN_STATS", &stats)
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("os-ken"),
+    );
     let read = || -> Option<serde_json::Value> { serde_json::from_str(&std::fs::read_to_string(&stats).ok()?).ok() };
     let osken_log = || std::fs::read_to_string(dir.path("osken.log")).unwrap_or_default();
     wait_for(Duration::from_secs(20), "os-ken listening", || {
@@ -536,7 +542,6 @@ fn an_os_ken_learning_switch_lets_two_vms_ping() {
     assert_eq!(table0, table1, "table 0's rule counts every packet table 1 counts: {s}");
     assert!(learned_flows >= 40 && table0 > learned_flows, "{s}");
     let log = d.stop();
-    let _ = osken.kill();
-    let _ = osken.wait();
+    drop(osken);
     assert!(log.contains("openflow controller connected"), "{log}");
 }

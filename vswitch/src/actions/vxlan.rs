@@ -126,7 +126,13 @@ impl EncapTemplate {
         let sport = src_port;
         let overhead = self.len as u16;
         let out = pkt.prepend(overhead).ok_or(ActionError::NoHeadroom(overhead))?;
-        out.copy_from_slice(&self.header[..self.len]);
+        // The two lengths there are, as constants: a fixed-size copy is a
+        // few vector moves, a variable one a call to memmove.
+        match out.len() {
+            OVERHEAD_IPV4 => out.copy_from_slice(&self.header[..OVERHEAD_IPV4]),
+            OVERHEAD_IPV6 => out.copy_from_slice(&self.header[..OVERHEAD_IPV6]),
+            n => out.copy_from_slice(&self.header[..n]),
+        }
         let l4 = if self.ipv6 {
             out[18..20].copy_from_slice(&udp_len.to_be_bytes());
             54

@@ -10,6 +10,7 @@ use crate::underlay::{LocalAddress, Resolved, Tunnel, Underlay, Unresolved};
 use hashbrown::HashMap;
 use std::cell::Cell;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// What an uplink packet is to the VTEP.
@@ -51,7 +52,10 @@ pub struct TunnelCtx {
     /// The last (udp port, outer src, outer dst, VNI) -> tunnel answer:
     /// a burst from one remote VTEP asks the same question 32 times.
     last_tunnel: Cell<Option<(TunnelQuestion, u32)>>,
-    cache: HashMap<(u32, u32), Result<Resolved, Unresolved>>,
+    /// Shared with the flow group being sent (`Rc`: a group holds it while
+    /// the PMD's other state is borrowed; cloning the 160-byte resolution
+    /// for every group cost a copy per packet at 1k flows).
+    cache: HashMap<(u32, u32), Result<Rc<Resolved>, Unresolved>>,
     arp_sent: HashMap<IpAddr, u64>,
     pub scratch: Box<[u8; MAX_CONTROL_FRAME]>,
 }
@@ -197,13 +201,13 @@ impl TunnelCtx {
     }
 
     /// The resolved encapsulation for tunnel port `port` and `flow_vni`.
-    pub fn resolve(&mut self, port: u32, flow_vni: Option<u32>) -> &Result<Resolved, Unresolved> {
+    pub fn resolve(&mut self, port: u32, flow_vni: Option<u32>) -> &Result<Rc<Resolved>, Unresolved> {
         let index = port as usize - self.phys_ports;
         let key = (index as u32, flow_vni.unwrap_or(u32::MAX));
         let underlay = &self.underlay;
         let tunnels = &self.tunnels;
         self.cache.entry(key).or_insert_with(|| match tunnels.get(index) {
-            Some(t) => underlay.read(|tables| tables.resolve(t, flow_vni)),
+            Some(t) => underlay.read(|tables| tables.resolve(t, flow_vni)).map(Rc::new),
             None => Err(Unresolved::NoRoute),
         })
     }

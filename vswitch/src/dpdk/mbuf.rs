@@ -201,14 +201,22 @@ impl Mbuf {
 
     /// Grows the packet at the front by `n` bytes (from headroom) and returns
     /// the new front bytes, or `None` if the headroom is too small.
+    /// (What `rte_pktmbuf_prepend` does, inline: through its out-of-line
+    /// wrapper it was a call per encapsulated packet.)
     pub fn prepend(&mut self, n: u16) -> Option<&mut [u8]> {
-        // SAFETY: valid owned mbuf; DPDK checks the headroom and returns NULL.
-        let p = unsafe { dpdk_sys::rte_pktmbuf_prepend(self.0.as_ptr(), n) };
-        if p.is_null() {
+        // SAFETY: we own the mbuf and `&mut self` makes the access exclusive;
+        // these are plain integer fields.
+        let m = unsafe { self.0.as_mut() };
+        if n > m.data_off {
             return None;
         }
-        // SAFETY: p points at n bytes now inside the packet data.
-        Some(unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), usize::from(n)) })
+        // The headroom is taken: data_off + data_len stays within buf_len.
+        m.data_off -= n;
+        m.data_len += n;
+        m.pkt_len += u32::from(n);
+        // SAFETY: buf_addr + data_off .. + n is the headroom just taken, inside
+        // the mbuf's buffer; the borrow of self keeps it alive and exclusive.
+        Some(unsafe { std::slice::from_raw_parts_mut(dpdk_sys::rte_pktmbuf_mtod(self.0.as_ptr()), usize::from(n)) })
     }
 
     /// Removes `n` bytes from the front. Returns false (no change) if the first

@@ -184,7 +184,7 @@ impl<I: Io> Exec<'_, I> {
     /// for all of them (a flow's group shares port and VNI).
     fn send_tunnel_many(&mut self, port: u32, vni: Option<u32>, pkts: impl Iterator<Item = (usize, I::Pkt)>) {
         let r = match self.tun.resolve(port, vni) {
-            Ok(r) => r.clone(),
+            Ok(r) => std::rc::Rc::clone(r),
             Err(e) => {
                 let e = *e;
                 let n = pkts.count() as u64;
