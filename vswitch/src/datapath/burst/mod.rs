@@ -8,10 +8,12 @@
 //! 1. [`Engine::stage_hardware`]: the model e-switch, when one is configured,
 //!    takes the packets its rules match (as a NIC would before the
 //!    representor) and sends them itself;
-//! 2. [`Engine::stage_ingress`]: parse; on uplinks the VTEP answers ARP/ND
-//!    for its addresses and decapsulates VXLAN sent to them;
+//! 2. [`Engine::stage_ingress`]: parse (the key hashed by the parser); on
+//!    uplinks the VTEP answers ARP/ND for its addresses and decapsulates
+//!    VXLAN sent to them; then runs: packets with the key of the packet
+//!    before them;
 //! 3. [`Engine::stage_emc`]: the exact-match cache, in three passes so cache
-//!    misses overlap;
+//!    misses overlap; a run's packets take its first packet's flow;
 //! 4. [`Engine::stage_smc`]: the signature-match cache for the misses, once
 //!    there are several megaflow masks;
 //! 5. [`Engine::stage_megaflow`]: the megaflow classifier for the rest, as
@@ -20,7 +22,7 @@
 //!    a stale flow have it revalidated first;
 //! 7. [`Engine::stage_upcall`]: the rule table for the rest, within the
 //!    iteration's upcall budget, installing megaflows;
-//! 8. [`group`]: packets grouped by flow;
+//! 8. [`Groups::fill`]: packets grouped by flow;
 //! 9. [`Engine::stage_execute`]: each group's actions run once, per action
 //!    across the group.
 //!
