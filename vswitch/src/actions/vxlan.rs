@@ -213,7 +213,7 @@ pub fn decap_parsed(pkt: &mut impl PacketBuf, outer: &Parsed, udp_port: u16) -> 
     // Ethernet padding after the outer IP packet belongs to no layer: the inner
     // frame ends where the outer UDP payload ends.
     let trailing = (d.len() - end) as u16;
-    if !pkt.adj(vx.inner_offset) || !pkt.trim(trailing) {
+    if !pkt.adj(vx.inner_offset) || (trailing != 0 && !pkt.trim(trailing)) {
         return Err(ActionError::BadOuter);
     }
     Ok(meta)

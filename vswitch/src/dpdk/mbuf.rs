@@ -221,9 +221,19 @@ impl Mbuf {
 
     /// Removes `n` bytes from the front. Returns false (no change) if the first
     /// segment is shorter.
+    /// (What `rte_pktmbuf_adj` does, inline, as [`Mbuf::prepend`].)
     pub fn adj(&mut self, n: u16) -> bool {
-        // SAFETY: valid owned mbuf; DPDK checks the length.
-        !unsafe { dpdk_sys::rte_pktmbuf_adj(self.0.as_ptr(), n) }.is_null()
+        // SAFETY: we own the mbuf and `&mut self` makes the access exclusive;
+        // these are plain integer fields.
+        let m = unsafe { self.0.as_mut() };
+        if n > m.data_len {
+            return false;
+        }
+        // The first segment holds the n bytes: data_off stays within buf_len.
+        m.data_len -= n;
+        m.data_off += n;
+        m.pkt_len -= u32::from(n);
+        true
     }
 
     /// Grows the packet at the end by `n` bytes and returns them, or `None` if

@@ -9,7 +9,7 @@ use crate::datapath::flows::FlowHandle;
 use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
 use crate::packet::key::VLAN_PRESENT;
-use crate::packet::parse::{parse_hashed, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
+use crate::packet::parse::{parse_hashed, parse_into, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 use crate::packet::{Field, FlowMask};
 use offload::model::Verdict;
 use std::sync::Arc;
@@ -99,8 +99,15 @@ impl Engine {
                 pkts[i] = None;
                 continue;
             }
-            let (layout, hash) = parse_hashed(m.data(), in_port, None, &mut self.keys[i]);
-            self.hashes[i] = hash;
+            // On an uplink most packets are VXLAN to the VTEP: the outer
+            // key's hash would go unused (the inner key's is what counts).
+            let layout = if vtep {
+                parse_into(m.data(), in_port, None, &mut self.keys[i])
+            } else {
+                let (layout, hash) = parse_hashed(m.data(), in_port, None, &mut self.keys[i]);
+                self.hashes[i] = hash;
+                layout
+            };
             if let Some(e) = layout.error {
                 self.counters.parse_error(e);
                 self.counters.drop(DropReason::ParseError, 1);
@@ -110,7 +117,9 @@ impl Engine {
             let mut from = in_port;
             if vtep {
                 match self.vtep(in_port, i, usize::from(layout.l3_offset), layout, pkts, io) {
-                    Some(port) => from = port,
+                    // Decapsulated: the inner parse hashed its key.
+                    Some(port) if port != in_port => from = port,
+                    Some(_) => self.hashes[i] = self.keys[i].hash(),
                     None => continue,
                 }
             }
