@@ -12,11 +12,17 @@ use crate::packet::FlowKey;
 /// Ways per set.
 pub const WAYS: usize = 4;
 
+/// One entry: two whole cache lines (the 104-byte key and the handle; at 120
+/// bytes unaligned, most entries straddled three lines and a hit read all of
+/// them, the first only prefetched).
 #[derive(Clone, Copy)]
+#[repr(C, align(64))]
 struct Entry<V> {
     key: FlowKey,
     value: V,
 }
+
+const _: () = assert!(std::mem::size_of::<Entry<u64>>() == 128);
 
 /// Insert/evict counters (hits and misses are the datapath's counters, per
 /// burst: a per-lookup increment here was a loop-carried store).
@@ -26,14 +32,16 @@ pub struct EmcStats {
     pub evictions: u64,
 }
 
-/// The cache. `V` is a small copyable handle.
+/// The cache. `V` is a small copyable handle (its default fills free entries).
 ///
 /// Tags (32 hash bits, never 0; 0 marks a free way) live apart from the
 /// entries, four sets to a cache line, so a lookup reads one tag line and
 /// then only the entry whose tag matched.
-pub struct Emc<V: Copy> {
+pub struct Emc<V: Copy + Default> {
     tags: Box<[[u32; WAYS]]>,
-    entries: Box<[Option<Entry<V>>]>,
+    /// A way's entry is in use while its tag is not 0 (an `Option` here
+    /// would add a line to every entry: its tag byte comes first).
+    entries: Box<[Entry<V>]>,
     set_mask: usize,
     pub stats: EmcStats,
 }
@@ -52,14 +60,14 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
     diff == 0
 }
 
-impl<V: Copy> Emc<V> {
+impl<V: Copy + Default> Emc<V> {
     /// A cache of at least `capacity` entries (rounded up to a power of two
     /// number of sets of [`WAYS`]).
     pub fn new(capacity: usize) -> Self {
         let sets = capacity.div_ceil(WAYS).next_power_of_two().max(1);
         Self {
             tags: vec![[0u32; WAYS]; sets].into_boxed_slice(),
-            entries: vec![None; sets * WAYS].into_boxed_slice(),
+            entries: vec![Entry { key: FlowKey::ZERO, value: V::default() }; sets * WAYS].into_boxed_slice(),
             set_mask: sets - 1,
             stats: EmcStats::default(),
         }
@@ -91,7 +99,7 @@ impl<V: Copy> Emc<V> {
         let way = self.tags.get(set)?.iter().position(|&t| t == tag)?;
         let slot = set * WAYS + way;
         if let Some(e) = self.entries.get(slot) {
-            crate::arch::prefetch(e);
+            crate::arch::prefetch_lines(e);
         }
         Some(slot)
     }
@@ -99,7 +107,7 @@ impl<V: Copy> Emc<V> {
     /// Completes a lookup started with [`candidate`](Self::candidate).
     #[inline(always)]
     pub fn verify(&self, slot: Option<usize>, key: &FlowKey, hash: u64) -> Option<V> {
-        match slot.and_then(|s| self.entries.get(s)).and_then(Option::as_ref) {
+        match slot.and_then(|s| self.entries.get(s)) {
             Some(e) if same_key(&e.key, key) => Some(e.value),
             // A tag collision in the first matching way: check the others.
             Some(_) => self.lookup_slow(key, hash),
@@ -111,9 +119,9 @@ impl<V: Copy> Emc<V> {
         let set = self.set(hash);
         let tag = tag_of(hash);
         let tags = self.tags.get(set)?;
-        (0..WAYS).filter(|&w| tags[w] == tag).find_map(|w| {
-            self.entries.get(set * WAYS + w).and_then(Option::as_ref).filter(|e| same_key(&e.key, key)).map(|e| e.value)
-        })
+        (0..WAYS)
+            .filter(|&w| tags[w] == tag)
+            .find_map(|w| self.entries.get(set * WAYS + w).filter(|e| same_key(&e.key, key)).map(|e| e.value))
     }
 
     /// Looks `key` (with its [`hash_key`](super::hash::hash_key)) up.
@@ -129,8 +137,7 @@ impl<V: Copy> Emc<V> {
         let tag = tag_of(hash);
         let base = set * WAYS;
         let tags = self.tags[set];
-        let same = (0..WAYS)
-            .find(|&w| tags[w] == tag && self.entries[base + w].as_ref().is_some_and(|e| same_key(&e.key, key)));
+        let same = (0..WAYS).find(|&w| tags[w] == tag && same_key(&self.entries[base + w].key, key));
         let way = match same.or_else(|| tags.iter().position(|&t| t == 0)) {
             Some(w) => w,
             None => {
@@ -139,34 +146,37 @@ impl<V: Copy> Emc<V> {
             }
         };
         self.tags[set][way] = tag;
-        self.entries[base + way] = Some(Entry { key: *key, value });
+        self.entries[base + way] = Entry { key: *key, value };
         self.stats.inserts += 1;
     }
 
     /// Drops every entry whose value `dead` says is stale.
     pub fn remove_if(&mut self, mut dead: impl FnMut(&V) -> bool) {
-        for (slot, e) in self.entries.iter_mut().enumerate() {
-            if e.as_ref().is_some_and(|e| dead(&e.value)) {
-                *e = None;
-                self.tags[slot / WAYS][slot % WAYS] = 0;
+        for (slot, e) in self.entries.iter().enumerate() {
+            let tag = &mut self.tags[slot / WAYS][slot % WAYS];
+            if *tag != 0 && dead(&e.value) {
+                *tag = 0;
             }
         }
     }
 
     /// Values of the occupied entries.
     pub fn values(&self) -> impl Iterator<Item = &V> {
-        self.entries.iter().filter_map(|e| e.as_ref().map(|e| &e.value))
+        self.entries
+            .iter()
+            .enumerate()
+            .filter(|(slot, _)| self.tags[slot / WAYS][slot % WAYS] != 0)
+            .map(|(_, e)| &e.value)
     }
 
     /// Empties the cache.
     pub fn clear(&mut self) {
-        self.entries.iter_mut().for_each(|e| *e = None);
         self.tags.iter_mut().for_each(|t| *t = [0; WAYS]);
     }
 
     /// Occupied entries.
     pub fn len(&self) -> usize {
-        self.entries.iter().filter(|e| e.is_some()).count()
+        self.tags.iter().flatten().filter(|&&t| t != 0).count()
     }
 
     /// Whether no entry is occupied.

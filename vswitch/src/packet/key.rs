@@ -512,6 +512,16 @@ pub fn inner_flow(key: &FlowKey) -> offload::entropy::InnerFlow {
     }
 }
 
+/// The outer UDP source port of an IP packet's VXLAN encapsulation, from its
+/// flow key alone (what [`inner_flow`] gives); `None` for other packets
+/// (their port depends on bytes the key lacks).
+#[inline]
+pub fn key_src_port(key: &FlowKey) -> Option<u16> {
+    let ty = key.eth_type();
+    (ty == super::proto::ETH_TYPE_IPV4 || ty == super::proto::ETH_TYPE_IPV6)
+        .then(|| offload::entropy::vxlan_src_port(&inner_flow(key)))
+}
+
 /// Convenience for tests and rule building.
 pub fn ipv4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(a, b, c, d))

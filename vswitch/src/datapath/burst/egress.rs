@@ -9,7 +9,7 @@ use crate::datapath::counters::{Counter, DropReason, Local, PortCounter};
 use crate::datapath::punt::{PacketIn, Punt};
 use crate::datapath::tunnel::TunnelCtx;
 use crate::flow::Bits;
-use crate::packet::key::inner_flow;
+use crate::packet::key::key_src_port;
 use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6};
 use crate::packet::FlowKey;
 use crate::underlay::Unresolved;
@@ -51,6 +51,8 @@ impl Engine {
                 keys: &self.keys,
                 runs: self.runs,
                 run_prev: &self.run_prev,
+                sports: &self.sports,
+                sport_known: self.sport_known,
                 in_ports: &self.in_ports,
                 now,
                 hz: self.hz,
@@ -90,6 +92,8 @@ impl Engine {
             keys: &self.keys,
             runs: 0,
             run_prev: &self.run_prev,
+            sports: &self.sports,
+            sport_known: 0,
             in_ports: &self.in_ports,
             now,
             hz: self.hz,
@@ -106,12 +110,7 @@ impl Engine {
 /// else from its bytes.
 #[inline]
 pub(super) fn src_port_of(key: &FlowKey, frame: &[u8]) -> u16 {
-    let ty = key.eth_type();
-    if ty == ETH_TYPE_IPV4 || ty == ETH_TYPE_IPV6 {
-        vxlan_src_port(&inner_flow(key))
-    } else {
-        vxlan_src_port(&InnerFlow::from_frame(frame))
-    }
+    key_src_port(key).unwrap_or_else(|| vxlan_src_port(&InnerFlow::from_frame(frame)))
 }
 
 /// What running actions needs besides the packets.
@@ -130,6 +129,10 @@ struct Exec<'a, I: Io> {
     /// the packet `run_prev` names.
     runs: u64,
     run_prev: &'a [u8; BURST],
+    /// Source ports the exact-match cache had (see [`EmcValue::sport`]),
+    /// for the packets of the `sport_known` bits.
+    sports: &'a [u16; BURST],
+    sport_known: u64,
     in_ports: &'a [u32; BURST],
     now: u64,
     hz: u64,
@@ -213,6 +216,7 @@ impl<I: Io> Exec<'_, I> {
                 continue;
             }
             let sport = match last {
+                _ if self.sport_known & (1 << i) != 0 => self.sports[i],
                 Some((prev, sport)) if self.runs & (1 << i) != 0 && usize::from(self.run_prev[i]) == prev => sport,
                 _ => src_port_of(&self.keys[i], m.data()),
             };

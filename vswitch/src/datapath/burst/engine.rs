@@ -178,7 +178,7 @@ pub struct Engine {
     pub(super) mtus: Vec<u16>,
     pub(super) hz: u64,
     pub(super) idle_ticks: u64,
-    pub(super) emc: Emc<FlowHandle>,
+    pub(super) emc: Emc<EmcValue>,
     pub(super) smc: Smc,
     /// The action lists of recent (rule, input port) pairs of this table:
     /// megaflows of one rule share one allocation. Cleared with each new table.
@@ -218,11 +218,26 @@ pub struct Engine {
     /// the burst (bits), and that packet's index.
     pub(super) runs: u64,
     pub(super) run_prev: [u8; BURST],
+    /// Outer UDP source ports the exact-match cache had for the burst's
+    /// packets (those of the `sport_known` bits; see [`EmcValue::sport`]).
+    pub(super) sports: [u16; BURST],
+    pub(super) sport_known: u64,
     /// Packets in the burst being processed: flows its packets point to
     /// (`flow_of[..burst_len]`) are not evicted until it is executed.
     pub(super) burst_len: usize,
     /// The burst's flow groups (kept: see [`Engine::process`]).
     pub(super) groups: Option<Box<Groups>>,
+}
+
+/// What the exact-match cache holds for a key.
+#[derive(Clone, Copy, Default)]
+pub(super) struct EmcValue {
+    pub flow: FlowHandle,
+    /// The outer UDP source port packets of this key are encapsulated with
+    /// (a function of the key alone for IP), computed at insertion when the
+    /// flow sends to a tunnel: a hit need not hash the inner flow again.
+    /// 0: not cached (the flow does not encapsulate, or the key is not IP).
+    pub sport: u16,
 }
 
 /// Packets of a burst grouped by flow: (flow handle, member bits).
@@ -278,6 +293,8 @@ impl Engine {
             flow_of: [None; BURST],
             runs: 0,
             run_prev: [0; BURST],
+            sports: [0; BURST],
+            sport_known: 0,
             burst_len: 0,
             groups: None,
         }

@@ -364,7 +364,7 @@ impl Engine {
 
     /// The slots of the flows the exact-match cache holds entries for.
     pub fn emc_slots(&self) -> std::collections::HashSet<u32> {
-        self.emc.values().filter(|h| self.flows.is_live(**h)).map(|h| h.index).collect()
+        self.emc.values().filter(|v| self.flows.is_live(v.flow)).map(|v| v.flow.index).collect()
     }
 
     /// Appends to `out` the flows in up to `slots` slots from `from`, for

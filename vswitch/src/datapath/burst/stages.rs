@@ -234,23 +234,38 @@ impl Engine {
         for i in Bits(lookups) {
             slots[i] = self.emc.candidate(self.hashes[i]).map_or(u32::MAX, |s| s as u32);
         }
+        // The hits' flows are checked in a pass of their own, so that their
+        // slots load while further keys are compared.
+        let (mut hits, mut known) = (0u64, 0u64);
         for i in Bits(lookups) {
             let slot = (slots[i] != u32::MAX).then_some(slots[i] as usize);
-            if let Some(h) = self.emc.verify(slot, &self.keys[i], self.hashes[i]) {
-                if self.flows.is_live(h) {
-                    self.flow_of[i] = Some(h);
-                    pending &= !(1 << i);
-                }
+            if let Some(v) = self.emc.verify(slot, &self.keys[i], self.hashes[i]) {
+                self.flows.prefetch_hot(v.flow.index);
+                self.flow_of[i] = Some(v.flow);
+                hits |= 1 << i;
+                self.sports[i] = v.sport;
+                known |= u64::from(v.sport != 0) << i;
             }
         }
+        for i in Bits(hits) {
+            if self.flow_of[i].is_some_and(|h| self.flows.is_live(h)) {
+                pending &= !(1 << i);
+            } else {
+                self.flow_of[i] = None;
+            }
+        }
+        known &= !pending;
         // In order: a run's earlier packets are resolved first.
         for i in Bits(runs) {
             let prev = usize::from(self.run_prev[i]) % BURST;
             if pending & (1 << prev) == 0 {
                 self.flow_of[i] = self.flow_of[prev];
                 pending &= !(1 << i);
+                self.sports[i] = self.sports[prev];
+                known |= ((known >> prev) & 1) << i;
             }
         }
+        self.sport_known = known;
         self.counters.add(Counter::EmcHits, u64::from(parsed - pending.count_ones()));
         pending
     }
@@ -377,7 +392,13 @@ impl Engine {
     #[inline]
     pub(super) fn emc_insert(&mut self, i: usize, h: FlowHandle) {
         if self.config.emc_entries > 0 {
-            self.emc.insert(&self.keys[i], self.hashes[i], h);
+            let phys = self.mtus.len();
+            let encaps = self
+                .flows
+                .get(h)
+                .is_some_and(|f| f.actions.iter().any(|a| matches!(a, Action::Output(p) if *p as usize >= phys)));
+            let sport = if encaps { crate::packet::key::key_src_port(&self.keys[i]).unwrap_or(0) } else { 0 };
+            self.emc.insert(&self.keys[i], self.hashes[i], EmcValue { flow: h, sport });
             self.counters.add(Counter::EmcInserts, 1);
         }
     }

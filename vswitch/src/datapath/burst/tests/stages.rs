@@ -125,6 +125,23 @@ fn encap_to_the_tunnel_uses_the_offload_source_port() {
     let sport = u16::from_be_bytes([out[34], out[35]]);
     assert_eq!(sport, vxlan_src_port(&InnerFlow::from_frame(&inner)), "the same function as the model e-switch");
     assert_eq!(counters(&e).get(Counter::Encapsulated), 1);
+
+    // Later packets hit the exact-match cache, which kept the port it
+    // computed at insertion: a hit, a new flow, a hit again (not a run).
+    let other = udp([2; 6], [4; 6], [10, 0, 0, 9], 81, 60);
+    let (mut pkts, n) = burst(&[inner.clone(), other.clone(), inner.clone()]);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    let sports: Vec<u16> = io.sent[1..].iter().map(|(_, out)| u16::from_be_bytes([out[34], out[35]])).collect();
+    let want = |f: &[u8]| vxlan_src_port(&InnerFlow::from_frame(f));
+    assert_eq!(sports, vec![want(&inner), want(&other), want(&inner)]);
+    assert!(counters(&e).get(Counter::EmcHits) >= 2);
+    assert!(e.emc.values().any(|v| v.sport == want(&inner)), "the cache holds the port");
+
+    // A flow that does not encapsulate caches none.
+    let mut e = engine(&["priority=10,in_port=vf0 actions=output:vf1"], 64);
+    let (mut pkts, n) = burst(std::slice::from_ref(&inner));
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert!(e.emc.len() == 1 && e.emc.values().all(|v| v.sport == 0));
 }
 
 #[test]
