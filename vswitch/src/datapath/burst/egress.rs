@@ -162,7 +162,10 @@ impl<I: Io> Exec<'_, I> {
             self.io.send(port, m, self.counters);
             return;
         }
-        self.send_tunnel_many(port, vni, std::iter::once((i, m)));
+        // A copy (a later action still needs the original): alone.
+        let mut one: Packets<I::Pkt> = [const { None }; BURST];
+        one[i] = Some(m);
+        self.send_tunnel_many(port, vni, &mut one, 1 << i);
     }
 
     /// Sends the packets of `members` out of physical port `port`: all at
@@ -182,29 +185,31 @@ impl<I: Io> Exec<'_, I> {
         }
     }
 
-    /// Encapsulates packets (with their burst index) for tunnel port `port`
-    /// and sends them out of the uplink; the encapsulation is resolved once
-    /// for all of them (a flow's group shares port and VNI).
-    fn send_tunnel_many(&mut self, port: u32, vni: Option<u32>, pkts: impl Iterator<Item = (usize, I::Pkt)>) {
+    /// Encapsulates the packets of `members` for tunnel port `port` and
+    /// queues them on the uplink all at once; the encapsulation is resolved
+    /// once for all of them (a flow's group shares port and VNI).
+    fn send_tunnel_many(&mut self, port: u32, vni: Option<u32>, pkts: &mut Packets<I::Pkt>, members: u64) {
         let r = match self.tun.resolve(port, vni) {
             Ok(r) => std::rc::Rc::clone(r),
             Err(e) => {
                 let e = *e;
-                let n = pkts.count() as u64;
+                let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
                 self.unresolved(e, n);
                 return;
             }
         };
         let overhead = r.template.overhead();
-        let (mut sent, mut bytes) = (0u64, 0u64);
+        let (mut out, mut bytes) = (0u64, 0u64);
         // A packet with the key of the one encapsulated just before it (a
         // run) has its inner flow, so its source port.
         let mut last: Option<(usize, u16)> = None;
-        for (i, mut m) in pkts {
+        for i in Bits(members) {
+            let Some(m) = pkts[i].as_mut() else { continue };
             if !m.is_contiguous() {
                 // Encapsulation (and the IPv6 UDP checksum) needs the whole
                 // frame in one segment; the pool's buffers are sized for that.
                 self.counters.drop(DropReason::ActionError, 1);
+                pkts[i] = None;
                 continue;
             }
             let outer_ip_len = m.data().len() + overhead - 14;
@@ -212,7 +217,9 @@ impl<I: Io> Exec<'_, I> {
                 let l2 = l2_len(m.data());
                 // The largest inner IP packet that fits.
                 let inner_mtu = (usize::from(r.uplink_mtu) + 14).saturating_sub(overhead + l2);
-                self.too_big(m, inner_mtu, l2, i, r.uplink);
+                if let Some(m) = pkts[i].take() {
+                    self.too_big(m, inner_mtu, l2, i, r.uplink);
+                }
                 continue;
             }
             let sport = match last {
@@ -221,14 +228,17 @@ impl<I: Io> Exec<'_, I> {
                 _ => src_port_of(&self.keys[i], m.data()),
             };
             last = Some((i, sport));
-            if r.template.encap(&mut m, sport).is_err() {
+            if r.template.encap(m, sport).is_err() {
                 self.counters.drop(DropReason::ActionError, 1);
+                pkts[i] = None;
                 continue;
             }
-            sent += 1;
+            out |= 1 << i;
             bytes += m.len() as u64;
-            self.io.send(r.uplink, m, self.counters);
         }
+        // One lookup of the uplink's buffer for the group, not one a packet.
+        self.io.send_all(r.uplink, pkts, out, self.counters);
+        let sent = u64::from(out.count_ones());
         self.counters.add(Counter::Encapsulated, sent);
         self.counters.port(port as usize, PortCounter::TxPackets, sent);
         self.counters.port(port as usize, PortCounter::TxBytes, bytes);
@@ -314,7 +324,7 @@ fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, 
         match action {
             Action::SetTunnel(v) => vni = Some(*v),
             Action::Output(port) if ai == last && *port as usize >= phys => {
-                x.send_tunnel_many(*port, vni, Bits(members).filter_map(|i| Some((i, pkts[i].take()?))));
+                x.send_tunnel_many(*port, vni, pkts, members);
             }
             Action::Output(port) if ai == last => x.send_all(*port, pkts, members, vni),
             Action::Output(port) => {

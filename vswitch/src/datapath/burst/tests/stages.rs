@@ -145,6 +145,24 @@ fn encap_to_the_tunnel_uses_the_offload_source_port() {
 }
 
 #[test]
+fn a_copy_to_the_tunnel_is_encapsulated_and_the_original_goes_on() {
+    let mut e = engine(&["priority=10,in_port=vf0 actions=output:vxlan0,output:vf1"], 64);
+    let inner = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let mut io = VecIo { copies: 2, ..VecIo::default() };
+    let (mut pkts, n) = burst(&[inner.clone(), inner.clone()]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let to: Vec<u32> = io.sent.iter().map(|(p, _)| *p).collect();
+    assert_eq!(to, vec![2, 2, 1, 1], "both copies encapsulated to the uplink, then both originals to vf1");
+    for (_, out) in &io.sent[..2] {
+        assert_eq!(&out[50..], &inner[..]);
+        assert_eq!(u16::from_be_bytes([out[34], out[35]]), vxlan_src_port(&InnerFlow::from_frame(&inner)));
+    }
+    assert_eq!(&io.sent[2].1[..], &inner[..]);
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Copies), c.get(Counter::Encapsulated)), (2, 2));
+}
+
+#[test]
 fn vtep_answers_arp_and_decapsulates() {
     let mut e = engine(&["priority=10,in_port=vxlan0 actions=output:vf0"], 64);
     // ARP request for the VTEP address.
