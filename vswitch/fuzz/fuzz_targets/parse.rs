@@ -1,5 +1,8 @@
 //! Fuzzes the packet parser and the VXLAN decap path on arbitrary bytes:
 //! neither may panic or read out of bounds, and offsets stay inside the frame.
+//! The halves of the input, as two frames: when the fast path parsed the
+//! first and `same_fast_key` says the second has its key, the full parse of
+//! the second agrees.
 
 #![no_main]
 
@@ -7,6 +10,8 @@ use libfuzzer_sys::fuzz_target;
 use vswitch::actions::vxlan::decap;
 use vswitch::actions::{PacketBuf, VecPacket};
 use vswitch::packet::parse;
+use vswitch::packet::parse::{parse_hashed_fast, same_fast_key};
+use vswitch::packet::FlowKey;
 
 fuzz_target!(|data: &[u8]| {
     let p = parse(data, 1, None);
@@ -16,6 +21,14 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Some(Ok(vx)) = p.vxlan(data, 4789) {
         assert!(usize::from(vx.inner_offset) <= data.len());
+    }
+    let (a, b) = data.split_at(data.len() / 2);
+    let mut key = FlowKey::ZERO;
+    if parse_hashed_fast(a, 1, None, &mut key).2 {
+        if let Some(layout) = same_fast_key(a, b) {
+            let p = parse(b, 1, None);
+            assert!(p.key == key && p.layout() == layout, "same_fast_key said the same key wrongly");
+        }
     }
     let mut pkt = VecPacket::new(data, 0);
     if decap(&mut pkt, 4789).is_ok() {

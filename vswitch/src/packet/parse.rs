@@ -142,12 +142,94 @@ pub fn parse_into(frame: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: 
 /// rare path, stays out of line).
 #[inline(always)]
 pub fn parse_hashed(frame: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut FlowKey) -> (Layout, u64) {
-    if let Some(l) = parse_fast(frame, in_port, tunnel, key) {
-        return l;
+    let (layout, hash, _) = parse_hashed_fast(frame, in_port, tunnel, key);
+    (layout, hash)
+}
+
+/// [`parse_hashed`], and whether the fast path parsed the frame: then
+/// [`same_fast_key`] can check later frames against it.
+#[inline(always)]
+pub fn parse_hashed_fast(
+    frame: &[u8],
+    in_port: u32,
+    tunnel: Option<&TunnelMeta>,
+    key: &mut FlowKey,
+) -> (Layout, u64, bool) {
+    if let Some((layout, hash)) = parse_fast(frame, in_port, tunnel, key) {
+        return (layout, hash, true);
     }
     let p = parse_full(frame, in_port, tunnel);
     *key = p.key;
-    (p.layout(), p.key.hash())
+    (p.layout(), p.key.hash(), false)
+}
+
+/// The bytes [`same_fast_key`] reads: through the TCP flags, the last byte
+/// the fast path's key is built from.
+const MEMO_LEN: usize = 48;
+
+#[inline(always)]
+fn ld8(b: &[u8; MEMO_LEN], at: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[at..at + 8]);
+    u64::from_ne_bytes(w)
+}
+
+/// The bytes of a frame where flows differ most (IPv4 addresses and
+/// ports, 26..38, as two overlapping words), if it is long enough for
+/// [`same_fast_key`]: a burst of many flows compares these first, against
+/// the last fast-parsed frame's kept in registers, before any other load.
+#[inline(always)]
+pub fn flow_words(f: &[u8]) -> Option<(u64, u64)> {
+    let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
+    Some((ld8(h, 26), ld8(h, 30)))
+}
+
+/// Whether frame `f` takes the fast path to the same key as frame `prev`,
+/// which the fast path parsed (from the same port, neither decapsulated),
+/// and then `f`'s layout:
+/// every byte that key is built from is equal, and the fast path's checks
+/// pass on `f`'s own lengths. Bytes the key does not hold (IP length, id
+/// and checksum, UDP length and checksum, TCP sequence numbers) may
+/// differ. Packets of one flow, one after the other in a burst, skip the
+/// parse and the hash this way; `None` does not mean the keys differ.
+#[inline(always)]
+pub fn same_fast_key(prev: &[u8], f: &[u8]) -> Option<Layout> {
+    let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
+    let m: &[u8; MEMO_LEN] = prev.get(..MEMO_LEN)?.try_into().ok()?;
+    // 26..38: addresses and ports first, where flows differ most: a
+    // burst of many flows leaves here, on a branch it learns.
+    if (ld8(h, 26) ^ ld8(m, 26)) | (ld8(h, 30) ^ ld8(m, 30)) != 0 {
+        return None;
+    }
+    // 0..16: MACs, EtherType, version and header length, TOS; 20..24:
+    // fragment bits, TTL, protocol.
+    let differ = (ld8(h, 0) ^ ld8(m, 0))
+        | (ld8(h, 8) ^ ld8(m, 8))
+        | ((ld8(h, 20) ^ ld8(m, 20)) & u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]));
+    if differ != 0 || f.len() > usize::from(u16::MAX) {
+        return None;
+    }
+    let total = usize::from(be16(h, 16));
+    if total < 20 || f.len() < 14 + total {
+        return None;
+    }
+    let avail = total - 20;
+    match h[23] {
+        IPPROTO_UDP => {
+            let udp_len = usize::from(be16(h, 38));
+            if avail < 8 || udp_len < 8 || udp_len > avail {
+                return None;
+            }
+        }
+        IPPROTO_TCP => {
+            let doff = usize::from(h[46] >> 4) * 4;
+            if h[46..48] != m[46..48] || avail < 20 || doff < 20 || avail < doff {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    Some(Layout { l3_offset: 14, l4_offset: Some(34), l3_end: (14 + total) as u16, error: None })
 }
 
 /// The common case in one pass: untagged Ethernet, IPv4 without options,
@@ -766,6 +848,54 @@ mod tests {
             }
         }
         assert!(fast > 1000, "the fast path answered only {fast} times");
+    }
+
+    /// `same_fast_key` says "same key" only when the full parser agrees, and
+    /// says it for packets of one flow that differ in what the key lacks.
+    #[test]
+    fn same_fast_key_only_when_the_full_parser_gives_the_same_key() {
+        let mut tcp = udp4();
+        tcp[23] = IPPROTO_TCP;
+        tcp[16..18].copy_from_slice(&46u16.to_be_bytes());
+        tcp[46] = 0x50;
+        tcp[47] = 0x12;
+        let (mut same_said, mut checked) = (0, 0);
+        for base in [udp4(), tcp] {
+            for len in [47, 48, 54, 60] {
+                let one_change = |at: usize, v: u8| {
+                    let mut f = base[..len].to_vec();
+                    if at < len {
+                        f[at] = v;
+                    }
+                    f
+                };
+                let prevs: Vec<Vec<u8>> =
+                    (0..MEMO_LEN).flat_map(|at| [0u8, 0x45, 0xff].map(|v| one_change(at, v))).collect();
+                for prev in prevs.iter().filter(|p| parse_fast(p, 3, None, &mut FlowKey::default()).is_some()) {
+                    let want_key = parse_full(prev, 3, None).key;
+                    for at in 0..len {
+                        for v in [0u8, 1, 0x05, 0x06, 0x08, 0x11, 0x20, 0x2e, 0x40, 0x45, 0x46, 0x50, 0xff] {
+                            let f = one_change(at, v);
+                            checked += 1;
+                            if let Some(l) = same_fast_key(prev, &f) {
+                                same_said += 1;
+                                let full = parse_full(&f, 3, None);
+                                assert!(same(&l.with_key(want_key), &full), "byte {at} = {v:#x}, len {len}");
+                            }
+                        }
+                    }
+                }
+            }
+            // Packets of one flow differing in IP id and checksum, UDP
+            // checksum or payload: found the same.
+            let mut next = base.clone();
+            next[18..20].copy_from_slice(&[0x12, 0x34]);
+            next[24..26].copy_from_slice(&[0xab, 0xcd]);
+            next[40..42].copy_from_slice(&[0x55, 0xaa]);
+            next[59] = 0x77;
+            assert!(same_fast_key(&base, &next).is_some());
+        }
+        assert!(same_said > 10_000, "said same {same_said} times of {checked}");
     }
 
     #[test]

@@ -9,10 +9,16 @@ use crate::datapath::flows::FlowHandle;
 use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
 use crate::packet::key::VLAN_PRESENT;
-use crate::packet::parse::{parse_hashed, parse_into, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
+use crate::packet::parse::{
+    flow_words, parse_hashed, parse_hashed_fast, parse_into, same_fast_key, ETH_TYPE_QINQ, ETH_TYPE_VLAN,
+};
 use crate::packet::{Field, FlowMask};
 use offload::model::Verdict;
 use std::sync::Arc;
+
+/// Misses of the burst's run check at ingress (a packet without the key of
+/// the last fast-parsed one) after which it stops checking.
+const MEMO_MISSES: u32 = 4;
 
 impl Engine {
     /// The (model) e-switch takes the packets its rules match, as a NIC's
@@ -87,9 +93,16 @@ impl Engine {
         // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
         let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
         self.burst_len = n;
+        // The last packet the fast path parsed (or found the key of), with
+        // its `flow_words`: the next ones of its flow take its key (see
+        // `same_fast_key`).
+        let mut memo: Option<(usize, (u64, u64))> = None;
+        let mut memo_misses = MEMO_MISSES;
+        let mut runs = 0u64;
         for i in 0..n {
             self.flow_of[i] = None;
-            let Some(m) = pkts[i].as_mut() else { continue };
+            let (head, tail) = pkts.split_at_mut(i);
+            let Some(m) = tail.first_mut().and_then(Option::as_mut) else { continue };
             let len = m.len();
             rx_bytes += len as u64;
             self.lens[i] = len as u32;
@@ -103,9 +116,34 @@ impl Engine {
             // key's hash would go unused (the inner key's is what counts).
             let layout = if vtep {
                 parse_into(m.data(), in_port, None, &mut self.keys[i])
+            } else if let Some((j, layout)) = memo
+                .filter(|&(_, w)| flow_words(m.data()) == Some(w))
+                .and_then(|(j, _)| Some((j, same_fast_key(head.get(j)?.as_ref()?.data(), m.data())?)))
+            {
+                // The key of packet `j`, the last fast-parsed before it: a
+                // run, found without a parse, a hash or a key compare.
+                self.keys[i] = self.keys[j];
+                self.hashes[i] = self.hashes[j];
+                runs |= 1 << i;
+                self.run_prev[i] = j as u8;
+                if let Some((last, _)) = memo.as_mut() {
+                    *last = i;
+                }
+                layout
             } else {
-                let (layout, hash) = parse_hashed(m.data(), in_port, None, &mut self.keys[i]);
+                let (layout, hash, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
                 self.hashes[i] = hash;
+                if memo.is_some() {
+                    // A burst of many flows stops checking after a few
+                    // misses (each costs a few cycles; `find_runs` still
+                    // finds its runs, by key).
+                    memo_misses -= 1;
+                }
+                if fast && memo_misses > 0 {
+                    memo = flow_words(m.data()).map(|w| (i, w));
+                } else if memo_misses == 0 {
+                    memo = None;
+                }
                 layout
             };
             if let Some(e) = layout.error {
@@ -127,21 +165,23 @@ impl Engine {
             pending |= 1 << i;
         }
         self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
-        self.find_runs(pending);
+        self.find_runs(pending, runs);
         pending
     }
 
     /// Packets with the key of the packet kept before them (same hash first,
     /// then every word) join its run: they take its flow in the exact-match
-    /// stage without a lookup of their own. A pass of its own after the
+    /// stage without a lookup of their own. `runs`: those ingress found
+    /// already (from their bytes, see `same_fast_key`). A pass of its own after the
     /// parse: comparing a key the parser has just stored in 8-byte pieces
     /// with 16-byte loads stalls until the stores reach the cache.
     #[inline]
-    fn find_runs(&mut self, pending: u64) {
+    fn find_runs(&mut self, pending: u64, mut runs: u64) {
         let mut last = BURST;
-        let mut runs = 0u64;
         for i in Bits(pending) {
-            if last < BURST && self.hashes[last] == self.hashes[i] && self.keys[last].same(&self.keys[i]) {
+            if runs & (1 << i) != 0 {
+                // Found at ingress already.
+            } else if last < BURST && self.hashes[last] == self.hashes[i] && self.keys[last].same(&self.keys[i]) {
                 runs |= 1 << i;
                 self.run_prev[i] = last as u8;
             }
