@@ -817,13 +817,19 @@ mod tests {
             && a.error == b.error
     }
 
-    #[test]
-    fn fast_path_equals_the_full_parser_under_every_single_byte_change() {
+    /// [`udp4`] as TCP (a 20-byte header, SYN+ACK).
+    fn tcp4() -> Vec<u8> {
         let mut tcp = udp4();
         tcp[23] = IPPROTO_TCP;
         tcp[16..18].copy_from_slice(&46u16.to_be_bytes());
         tcp[46] = 0x50;
         tcp[47] = 0x12;
+        tcp
+    }
+
+    #[test]
+    fn fast_path_equals_the_full_parser_under_every_single_byte_change() {
+        let tcp = tcp4();
         let meta = TunnelMeta { vni: 7, src: ipv4_to([1, 2, 3, 4]), dst: ipv4_to([5, 6, 7, 8]), ipv6: false };
         let mut fast = 0;
         for base in [udp4(), tcp] {
@@ -854,11 +860,7 @@ mod tests {
     /// says it for packets of one flow that differ in what the key lacks.
     #[test]
     fn same_fast_key_only_when_the_full_parser_gives_the_same_key() {
-        let mut tcp = udp4();
-        tcp[23] = IPPROTO_TCP;
-        tcp[16..18].copy_from_slice(&46u16.to_be_bytes());
-        tcp[46] = 0x50;
-        tcp[47] = 0x12;
+        let tcp = tcp4();
         let (mut same_said, mut checked) = (0, 0);
         for base in [udp4(), tcp] {
             for len in [47, 48, 54, 60] {
