@@ -64,3 +64,70 @@ pub fn cycles() -> u64 {
         START.get_or_init(std::time::Instant::now).elapsed().as_nanos() as u64
     }
 }
+
+/// Whether `entry` equals words 0, 1, 2, 3, 5 and 7 of `key` (in that
+/// order) and, when `rest_zero`, words 4, 6 and 8..13 of `key` are zero:
+/// the exact-match cache's one-line compare. Branch-free: written as an OR
+/// of XORs in plain code, the compiler turned it into a compare and a branch
+/// per word, with the key spilled to the stack first.
+#[inline(always)]
+pub fn narrow_key_match(entry: &[u64; 6], key: &[u64; 13], rest_zero: bool) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        let k = key;
+        // SAFETY: SSE2 is baseline on x86_64 (the intrinsics need only it);
+        // every load reads two initialised u64s (16 bytes) inside `entry`
+        // or `key`, at constant offsets within their lengths (6 and 13), and
+        // `_mm_loadu_si128` allows any alignment.
+        unsafe {
+            let ld = |p: *const u64| _mm_loadu_si128(p.cast());
+            let (e, kp) = (entry.as_ptr(), k.as_ptr());
+            let mut acc = _mm_or_si128(_mm_xor_si128(ld(e), ld(kp)), _mm_xor_si128(ld(e.add(2)), ld(kp.add(2))));
+            acc = _mm_or_si128(acc, _mm_xor_si128(ld(e.add(4)), _mm_set_epi64x(k[7] as i64, k[5] as i64)));
+            if rest_zero {
+                let rest = _mm_or_si128(ld(kp.add(8)), ld(kp.add(10)));
+                acc = _mm_or_si128(acc, _mm_or_si128(rest, _mm_set_epi64x(k[12] as i64, (k[4] | k[6]) as i64)));
+            }
+            _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let narrow = [0, 1, 2, 3, 5, 7].iter().zip(entry).fold(0, |d, (&i, &e)| d | (e ^ key[i]));
+        let rest = if rest_zero { [4, 6, 8, 9, 10, 11, 12].iter().fold(0, |d, &i| d | key[i]) } else { 0 };
+        narrow | rest == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn narrow_key_match_checks_every_word() {
+        let mut key = [0u64; 13];
+        for (i, w) in key.iter_mut().enumerate() {
+            *w = 0x0101_0101_0101_0101 * (i as u64 + 1);
+        }
+        let entry = [key[0], key[1], key[2], key[3], key[5], key[7]];
+        assert!(narrow_key_match(&entry, &key, false));
+        assert!(!narrow_key_match(&entry, &key, true), "the wide words are not zero");
+        for i in 0..13 {
+            let mut k = key;
+            k[i] ^= 1 << (i * 5 % 64);
+            let narrow = matches!(i, 0 | 1 | 2 | 3 | 5 | 7);
+            assert_eq!(narrow_key_match(&entry, &k, false), !narrow, "word {i}");
+        }
+        let mut zero_rest = key;
+        for i in [4, 6, 8, 9, 10, 11, 12] {
+            zero_rest[i] = 0;
+        }
+        assert!(narrow_key_match(&entry, &zero_rest, true));
+        for i in [4, 6, 8, 9, 10, 11, 12] {
+            let mut k = zero_rest;
+            k[i] = 1 << 63;
+            assert!(!narrow_key_match(&entry, &k, true), "word {i}");
+        }
+    }
+}

@@ -12,17 +12,42 @@ use crate::packet::FlowKey;
 /// Ways per set.
 pub const WAYS: usize = 4;
 
-/// One entry: two whole cache lines (the 104-byte key and the handle; at 120
-/// bytes unaligned, most entries straddled three lines and a hit read all of
-/// them, the first only prefetched).
+/// The key words an IPv4 key without tunnel metadata uses (in_port and
+/// EtherType and VLAN, MACs, protocol and TOS, TTL and ports, the two
+/// addresses' low halves): an entry holds these in its one cache line.
+/// [`crate::arch::narrow_key_match`] compares them: the same indices.
+const NARROW: [usize; 6] = [0, 1, 2, 3, 5, 7];
+/// The rest (the addresses' high halves: zero for IPv4; tunnel metadata):
+/// kept apart, in a line of their own, for the keys where one is not zero
+/// (IPv6, decapsulated packets).
+const WIDE: [usize; 7] = [4, 6, 8, 9, 10, 11, 12];
+
+/// One entry: one cache line, the key's [`NARROW`] words and the value.
+/// (The whole 104-byte key made an entry two lines, and at 1k flows the
+/// second line's prefetch was a tenth of the stage.)
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Entry<V> {
-    key: FlowKey,
+    narrow: [u64; NARROW.len()],
     value: V,
+    /// Whether a [`WIDE`] word of the key is not zero: then they are in
+    /// the wide array at the same slot.
+    wide: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<Entry<u64>>() == 128);
+/// An entry's [`WIDE`] words, when it has them.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct WideWords([u64; WIDE.len()]);
+
+const _: () = assert!(std::mem::size_of::<Entry<u64>>() == 64);
+
+/// The key's [`WIDE`] words, and whether one is not zero.
+#[inline(always)]
+fn wide_words(key: &FlowKey) -> ([u64; WIDE.len()], bool) {
+    let w = WIDE.map(|i| key.words[i]);
+    (w, w.iter().fold(0, |a, &b| a | b) != 0)
+}
 
 /// Insert/evict counters (hits and misses are the datapath's counters, per
 /// burst: a per-lookup increment here was a loop-carried store).
@@ -42,6 +67,8 @@ pub struct Emc<V: Copy + Default> {
     /// A way's entry is in use while its tag is not 0 (an `Option` here
     /// would add a line to every entry: its tag byte comes first).
     entries: Box<[Entry<V>]>,
+    /// The [`WIDE`] words of the entries that have them, by slot.
+    wide: Box<[WideWords]>,
     set_mask: usize,
     pub stats: EmcStats,
 }
@@ -51,23 +78,33 @@ fn tag_of(hash: u64) -> u32 {
     ((hash >> 32) as u32) | 1
 }
 
-#[inline(always)]
-fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
-    let mut diff = 0u64;
-    for i in 0..a.words.len() {
-        diff |= a.words[i] ^ b.words[i];
+impl<V> Entry<V> {
+    /// Whether the entry at `slot` holds `key` (`wide` its other words'
+    /// lines).
+    #[inline(always)]
+    fn holds(&self, key: &FlowKey, wide: &[WideWords], slot: usize) -> bool {
+        if !self.wide {
+            return crate::arch::narrow_key_match(&self.narrow, &key.words, true);
+        }
+        crate::arch::narrow_key_match(&self.narrow, &key.words, false)
+            && wide.get(slot).is_some_and(|w| w.0 == wide_words(key).0)
     }
-    diff == 0
 }
 
 impl<V: Copy + Default> Emc<V> {
+    /// Bytes an entry takes: one line for a value of at most 15 bytes
+    /// (the datapath asserts its value fits), two for larger ones.
+    pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry<V>>();
+
     /// A cache of at least `capacity` entries (rounded up to a power of two
     /// number of sets of [`WAYS`]).
     pub fn new(capacity: usize) -> Self {
         let sets = capacity.div_ceil(WAYS).next_power_of_two().max(1);
         Self {
             tags: vec![[0u32; WAYS]; sets].into_boxed_slice(),
-            entries: vec![Entry { key: FlowKey::ZERO, value: V::default() }; sets * WAYS].into_boxed_slice(),
+            entries: vec![Entry { narrow: [0; NARROW.len()], value: V::default(), wide: false }; sets * WAYS]
+                .into_boxed_slice(),
+            wide: vec![WideWords([0; WIDE.len()]); sets * WAYS].into_boxed_slice(),
             set_mask: sets - 1,
             stats: EmcStats::default(),
         }
@@ -91,15 +128,24 @@ impl<V: Copy + Default> Emc<V> {
         }
     }
 
-    /// The entry slot whose tag matches `hash`, if any; prefetches it.
+    /// The entry slot whose tag matches `hash` (of `key`), if any;
+    /// prefetches it, and its wide words when `wide` (the caller expects
+    /// keys with tunnel metadata or IPv6 addresses: a hint, read from
+    /// nothing in the key, which would load it here as well as in
+    /// [`verify`](Self::verify)).
     #[inline(always)]
-    pub fn candidate(&self, hash: u64) -> Option<usize> {
+    pub fn candidate(&self, hash: u64, wide: bool) -> Option<usize> {
         let set = self.set(hash);
         let tag = tag_of(hash);
         let way = self.tags.get(set)?.iter().position(|&t| t == tag)?;
         let slot = set * WAYS + way;
         if let Some(e) = self.entries.get(slot) {
-            crate::arch::prefetch_lines(e);
+            crate::arch::prefetch(e);
+        }
+        if wide {
+            if let Some(w) = self.wide.get(slot) {
+                crate::arch::prefetch(w);
+            }
         }
         Some(slot)
     }
@@ -108,7 +154,7 @@ impl<V: Copy + Default> Emc<V> {
     #[inline(always)]
     pub fn verify(&self, slot: Option<usize>, key: &FlowKey, hash: u64) -> Option<V> {
         match slot.and_then(|s| self.entries.get(s)) {
-            Some(e) if same_key(&e.key, key) => Some(e.value),
+            Some(e) if e.holds(key, &self.wide, slot.unwrap_or(0)) => Some(e.value),
             // A tag collision in the first matching way: check the others.
             Some(_) => self.lookup_slow(key, hash),
             None => None,
@@ -121,13 +167,14 @@ impl<V: Copy + Default> Emc<V> {
         let tags = self.tags.get(set)?;
         (0..WAYS)
             .filter(|&w| tags[w] == tag)
-            .find_map(|w| self.entries.get(set * WAYS + w).filter(|e| same_key(&e.key, key)).map(|e| e.value))
+            .map(|w| set * WAYS + w)
+            .find_map(|s| self.entries.get(s).filter(|e| e.holds(key, &self.wide, s)).map(|e| e.value))
     }
 
     /// Looks `key` (with its [`hash_key`](super::hash::hash_key)) up.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<V> {
-        let slot = self.candidate(hash);
+        let slot = self.candidate(hash, wide_words(key).1);
         self.verify(slot, key, hash)
     }
 
@@ -137,7 +184,7 @@ impl<V: Copy + Default> Emc<V> {
         let tag = tag_of(hash);
         let base = set * WAYS;
         let tags = self.tags[set];
-        let same = (0..WAYS).find(|&w| tags[w] == tag && same_key(&self.entries[base + w].key, key));
+        let same = (0..WAYS).find(|&w| tags[w] == tag && self.entries[base + w].holds(key, &self.wide, base + w));
         let way = match same.or_else(|| tags.iter().position(|&t| t == 0)) {
             Some(w) => w,
             None => {
@@ -146,7 +193,11 @@ impl<V: Copy + Default> Emc<V> {
             }
         };
         self.tags[set][way] = tag;
-        self.entries[base + way] = Entry { key: *key, value };
+        let (words, wide) = wide_words(key);
+        self.entries[base + way] = Entry { narrow: NARROW.map(|i| key.words[i]), value, wide };
+        if wide {
+            self.wide[base + way] = WideWords(words);
+        }
         self.stats.inserts += 1;
     }
 
@@ -195,6 +246,41 @@ mod tests {
         let mut k = FlowKey::ZERO;
         k.set(Field::InPort, u128::from(i));
         k
+    }
+
+    /// Keys that differ only in words an entry keeps apart (tunnel
+    /// metadata, the addresses' high halves) are told apart, whichever
+    /// of them is in the cache.
+    #[test]
+    fn keys_differing_in_wide_words_do_not_match() {
+        let mut narrow = key(3);
+        narrow.set(Field::NwSrc, 0xffff_0a00_0001);
+        narrow.set(Field::TpSrc, 1234);
+        let variants: Vec<FlowKey> = [Field::NwSrc, Field::NwDst, Field::TunId, Field::TunSrc, Field::TunDst]
+            .iter()
+            .map(|&f| {
+                let mut k = narrow;
+                // A bit in the field's high word (or, for 32-bit fields, any).
+                k.set(f, k.get(f) | if f == Field::TunId { 100 } else { 1 << 100 });
+                k
+            })
+            .collect();
+        for (i, k) in variants.iter().enumerate() {
+            for (j, other) in variants.iter().enumerate().filter(|(j, _)| *j != i) {
+                assert!(!k.same(other), "{i} {j}");
+            }
+        }
+        let mut all = vec![narrow];
+        all.extend(variants);
+        for (i, stored) in all.iter().enumerate() {
+            let mut emc = Emc::<u32>::new(64);
+            // The same hash for all: only the entry's words tell them apart.
+            emc.insert(stored, 42, i as u32);
+            for (j, probe) in all.iter().enumerate() {
+                let want = (i == j).then_some(i as u32);
+                assert_eq!(emc.lookup(probe, 42), want, "stored {i}, probed {j}");
+            }
+        }
     }
 
     #[test]

@@ -229,6 +229,9 @@ pub struct Engine {
     pub(super) groups: Option<Box<Groups>>,
 }
 
+// An exact-match entry with this value is one cache line.
+const _: () = assert!(Emc::<EmcValue>::ENTRY_BYTES == 64);
+
 /// What the exact-match cache holds for a key.
 #[derive(Clone, Copy, Default)]
 pub(super) struct EmcValue {

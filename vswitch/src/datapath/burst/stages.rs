@@ -271,8 +271,12 @@ impl Engine {
             self.emc.prefetch(self.hashes[i]);
         }
         let mut slots = [u32::MAX; BURST];
+        // Decapsulated keys (from a tunnel port) have tunnel metadata:
+        // their entries' wide words.
+        let phys = self.mtus.len();
         for i in Bits(lookups) {
-            slots[i] = self.emc.candidate(self.hashes[i]).map_or(u32::MAX, |s| s as u32);
+            let wide = self.in_ports[i] as usize >= phys;
+            slots[i] = self.emc.candidate(self.hashes[i], wide).map_or(u32::MAX, |s| s as u32);
         }
         // The hits' flows are checked in a pass of their own, so that their
         // slots load while further keys are compared.
