@@ -23,7 +23,7 @@ pub fn hash_key(key: &FlowKey) -> u64 {
 pub fn hash_masked(key: &FlowKey, mask: &FlowKey, words: &[u8]) -> u64 {
     let mut h = 0u64;
     for &i in words {
-        let i = usize::from(i) % KEY_WORDS;
+        let i = usize::from(i).min(KEY_WORDS - 1);
         h = mix(h, key.words[i] & mask.words[i]);
     }
     finish(h)
@@ -69,7 +69,7 @@ impl MaskWords {
     pub fn quick_hash(&self, key: &FlowKey) -> u64 {
         let mut x = 0u64;
         for &i in self.words() {
-            let i = usize::from(i) % KEY_WORDS;
+            let i = usize::from(i).min(KEY_WORDS - 1);
             x = x.rotate_left(19) ^ (key.words[i] & self.mask.0.words[i]);
         }
         let h = (x ^ 0x243f_6a88_85a3_08d3).wrapping_mul(K);
@@ -81,7 +81,7 @@ impl MaskWords {
     pub fn matches(&self, stored: &FlowKey, key: &FlowKey) -> bool {
         let mut diff = 0u64;
         for &i in self.words() {
-            let i = usize::from(i) % KEY_WORDS;
+            let i = usize::from(i).min(KEY_WORDS - 1);
             diff |= (key.words[i] & self.mask.0.words[i]) ^ stored.words[i];
         }
         diff == 0
