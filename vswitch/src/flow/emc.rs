@@ -79,8 +79,8 @@ fn tag_of(hash: u64) -> u32 {
 }
 
 impl<V> Entry<V> {
-    /// Whether the entry at `slot` holds `key` (`wide` its other words'
-    /// lines).
+    /// Whether the entry at `slot` holds `key` (`wide`: every slot's
+    /// [`WIDE`] words).
     #[inline(always)]
     fn holds(&self, key: &FlowKey, wide: &[WideWords], slot: usize) -> bool {
         if !self.wide {
@@ -128,11 +128,12 @@ impl<V: Copy + Default> Emc<V> {
         }
     }
 
-    /// The entry slot whose tag matches `hash` (of `key`), if any;
-    /// prefetches it, and its wide words when `wide` (the caller expects
-    /// keys with tunnel metadata or IPv6 addresses: a hint, read from
-    /// nothing in the key, which would load it here as well as in
-    /// [`verify`](Self::verify)).
+    /// The entry slot whose tag matches `hash`, if any; prefetches it, and
+    /// its wide words when `wide` (the caller expects a key with tunnel
+    /// metadata or IPv6 addresses). A hint the caller has without reading
+    /// the key, which loaded here stalled [`verify`](Self::verify)'s loads
+    /// of it; a wide key without the hint is still found, its wide words
+    /// read on demand.
     #[inline(always)]
     pub fn candidate(&self, hash: u64, wide: bool) -> Option<usize> {
         let set = self.set(hash);

@@ -272,7 +272,8 @@ impl Engine {
         }
         let mut slots = [u32::MAX; BURST];
         // Decapsulated keys (from a tunnel port) have tunnel metadata:
-        // their entries' wide words.
+        // their entries' wide words are prefetched too (IPv6 keys from a
+        // physical port read theirs on demand).
         let phys = self.mtus.len();
         for i in Bits(lookups) {
             let wide = self.in_ports[i] as usize >= phys;
