@@ -65,8 +65,16 @@ pub fn cycles() -> u64 {
     }
 }
 
-/// Whether `entry` equals words 0, 1, 2, 3, 5 and 7 of `key` (in that
-/// order) and, when `rest_zero`, words 4, 6 and 8..13 of `key` are zero:
+/// The flow key words an IPv4 key without tunnel metadata uses (in_port,
+/// EtherType and VLAN, MACs, protocol and TOS, TTL and ports, the two
+/// addresses' low halves): what an exact-match entry's one line holds.
+pub const NARROW_WORDS: [usize; 6] = [0, 1, 2, 3, 5, 7];
+/// The other key words: the addresses' high halves (zero for IPv4) and the
+/// tunnel metadata.
+pub const WIDE_WORDS: [usize; 7] = [4, 6, 8, 9, 10, 11, 12];
+
+/// Whether `entry` equals the [`NARROW_WORDS`] of `key` (in that order)
+/// and, when `rest_zero`, the [`WIDE_WORDS`] of `key` are zero:
 /// the exact-match cache's one-line compare. Branch-free: written as an OR
 /// of XORs in plain code, the compiler turned it into a compare and a branch
 /// per word, with the key spilled to the stack first.
@@ -94,8 +102,8 @@ pub fn narrow_key_match(entry: &[u64; 6], key: &[u64; 13], rest_zero: bool) -> b
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let narrow = [0, 1, 2, 3, 5, 7].iter().zip(entry).fold(0, |d, (&i, &e)| d | (e ^ key[i]));
-        let rest = if rest_zero { [4, 6, 8, 9, 10, 11, 12].iter().fold(0, |d, &i| d | key[i]) } else { 0 };
+        let narrow = NARROW_WORDS.iter().zip(entry).fold(0, |d, (&i, &e)| d | (e ^ key[i]));
+        let rest = if rest_zero { WIDE_WORDS.iter().fold(0, |d, &i| d | key[i]) } else { 0 };
         narrow | rest == 0
     }
 }
@@ -110,21 +118,21 @@ mod tests {
         for (i, w) in key.iter_mut().enumerate() {
             *w = 0x0101_0101_0101_0101 * (i as u64 + 1);
         }
-        let entry = [key[0], key[1], key[2], key[3], key[5], key[7]];
+        let entry = NARROW_WORDS.map(|i| key[i]);
         assert!(narrow_key_match(&entry, &key, false));
         assert!(!narrow_key_match(&entry, &key, true), "the wide words are not zero");
         for i in 0..13 {
             let mut k = key;
             k[i] ^= 1 << (i * 5 % 64);
-            let narrow = matches!(i, 0 | 1 | 2 | 3 | 5 | 7);
+            let narrow = NARROW_WORDS.contains(&i);
             assert_eq!(narrow_key_match(&entry, &k, false), !narrow, "word {i}");
         }
         let mut zero_rest = key;
-        for i in [4, 6, 8, 9, 10, 11, 12] {
+        for i in WIDE_WORDS {
             zero_rest[i] = 0;
         }
         assert!(narrow_key_match(&entry, &zero_rest, true));
-        for i in [4, 6, 8, 9, 10, 11, 12] {
+        for i in WIDE_WORDS {
             let mut k = zero_rest;
             k[i] = 1 << 63;
             assert!(!narrow_key_match(&entry, &k, true), "word {i}");

@@ -7,20 +7,11 @@
 //! burst, call [`Emc::prefetch`] for every packet, then [`Emc::candidate`] for
 //! every packet, then [`Emc::verify`]: each phase's cache misses overlap.
 
+use crate::arch::{NARROW_WORDS as NARROW, WIDE_WORDS as WIDE};
 use crate::packet::FlowKey;
 
 /// Ways per set.
 pub const WAYS: usize = 4;
-
-/// The key words an IPv4 key without tunnel metadata uses (in_port and
-/// EtherType and VLAN, MACs, protocol and TOS, TTL and ports, the two
-/// addresses' low halves): an entry holds these in its one cache line.
-/// [`crate::arch::narrow_key_match`] compares them: the same indices.
-const NARROW: [usize; 6] = [0, 1, 2, 3, 5, 7];
-/// The rest (the addresses' high halves: zero for IPv4; tunnel metadata):
-/// kept apart, in a line of their own, for the keys where one is not zero
-/// (IPv6, decapsulated packets).
-const WIDE: [usize; 7] = [4, 6, 8, 9, 10, 11, 12];
 
 /// One entry: one cache line, the key's [`NARROW`] words and the value.
 /// (The whole 104-byte key made an entry two lines, and at 1k flows the
@@ -154,8 +145,8 @@ impl<V: Copy + Default> Emc<V> {
     /// Completes a lookup started with [`candidate`](Self::candidate).
     #[inline(always)]
     pub fn verify(&self, slot: Option<usize>, key: &FlowKey, hash: u64) -> Option<V> {
-        match slot.and_then(|s| self.entries.get(s)) {
-            Some(e) if e.holds(key, &self.wide, slot.unwrap_or(0)) => Some(e.value),
+        match slot.and_then(|s| Some((s, self.entries.get(s)?))) {
+            Some((s, e)) if e.holds(key, &self.wide, s) => Some(e.value),
             // A tag collision in the first matching way: check the others.
             Some(_) => self.lookup_slow(key, hash),
             None => None,
