@@ -248,7 +248,6 @@ struct Pmd {
 impl Pmd {
     fn main_loop(&mut self) {
         let hz = self.hz;
-        let mut burst = Burst::new();
         let mut pkts: Packets<Mbuf> = [const { None }; BURST];
         let now = rdtsc();
         let mut timers = Timers {
@@ -278,7 +277,7 @@ impl Pmd {
             // per-queue reserve, every port gets its share of new flows.
             let queues = self.rxqs.len();
             first = if first + 1 >= queues { 0 } else { first + 1 };
-            let received = self.poll(first, start, &mut burst, &mut pkts);
+            let received = self.poll(first, start, &mut pkts);
             self.fair.end_iteration();
             self.flush_all();
             self.engine.flush_events(None);
@@ -307,7 +306,7 @@ impl Pmd {
     /// the TSC (the empty polls before it included: tens of cycles against
     /// thousands for a burst).
     #[inline]
-    fn poll(&mut self, first: usize, start: u64, burst: &mut Burst, pkts: &mut Packets<Mbuf>) -> usize {
+    fn poll(&mut self, first: usize, start: u64, pkts: &mut Packets<Mbuf>) -> usize {
         let queues = self.rxqs.len();
         let mut received = 0usize;
         let mut clock = start;
@@ -323,23 +322,17 @@ impl Pmd {
                 fair.charge(q, 0, false, false);
                 continue;
             }
-            let n = polled.rxq.rx_burst_up_to(burst, RX_BURST);
+            // Straight into the engine's slots (empty: `process` leaves
+            // every one it was given empty).
+            let n = polled.rxq.rx_into(&mut pkts[..RX_BURST]);
             if n == 0 {
                 fair.charge(q, 0, false, false);
                 continue;
             }
             received += n;
-            let mut k = 0;
-            burst.drain(|m| {
-                pkts[k] = Some(m);
-                k += 1;
-            });
             let mut io = MbufIo { tx: &mut self.tx, pool: &self.pool };
             self.engine.queue_turn(queues - 1 - step, queues);
-            self.engine.process(port, pkts, k, start, &mut io);
-            for p in pkts.iter_mut().take(k) {
-                *p = None;
-            }
+            self.engine.process(port, pkts, n, start, &mut io);
             let new_flows = self.engine.burst_misses() * 2 > n;
             let now = rdtsc();
             let took = now.wrapping_sub(clock);

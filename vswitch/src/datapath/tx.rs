@@ -38,14 +38,23 @@ impl Io for MbufIo<'_> {
         }
     }
 
-    /// One lookup of the port's buffer for the whole group.
+    /// One lookup of the port's buffer for the whole group; the length
+    /// check against `limit` in the same pass.
     #[inline]
-    fn send_all(&mut self, port: u32, pkts: &mut Packets<Mbuf>, members: u64, counters: &mut Local) {
+    fn send_all(
+        &mut self,
+        port: u32,
+        pkts: &mut Packets<Mbuf>,
+        members: u64,
+        limit: usize,
+        counters: &mut Local,
+    ) -> u64 {
         let Some(txp) = self.tx.get_mut(port as usize) else {
             let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count();
             counters.drop(DropReason::ActionError, n as u64);
-            return;
+            return 0;
         };
+        let mut long = 0;
         // The byte count is kept in a register for the group: added in
         // memory per packet, next to the buffer's length, the compiler
         // merged the two into one 16-byte read-modify-write per packet, a
@@ -54,6 +63,11 @@ impl Io for MbufIo<'_> {
         for i in Bits(members) {
             let Some(m) = pkts[i].take() else { continue };
             let len = m.pkt_len() as u64;
+            if len > limit as u64 {
+                pkts[i] = Some(m);
+                long |= 1 << i;
+                continue;
+            }
             match txp.buf.push(m) {
                 Ok(()) => bytes += len,
                 Err(m) => {
@@ -63,6 +77,7 @@ impl Io for MbufIo<'_> {
             }
         }
         txp.bytes += bytes;
+        long
     }
 
     fn copy(&mut self, m: &Mbuf) -> Option<Mbuf> {

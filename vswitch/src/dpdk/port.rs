@@ -3,7 +3,7 @@
 
 use super::eal::Eal;
 use super::error::{strerror, DpdkError};
-use super::mbuf::{Burst, Mempool, MAX_BURST};
+use super::mbuf::{Burst, Mbuf, Mempool, MAX_BURST};
 use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
@@ -786,6 +786,30 @@ impl RxQueue {
         let n = usize::from(n.min(spare));
         burst.grow(n);
         n
+    }
+
+    /// Receives into `slots` directly (at most `slots.len()` packets, into
+    /// the first ones); returns how many arrived. The slots must be empty:
+    /// one that held an mbuf would have it overwritten, never freed (checked
+    /// in debug builds). Saves moving each packet out of a [`Burst`].
+    #[inline]
+    pub fn rx_into(&mut self, slots: &mut [Option<Mbuf>]) -> usize {
+        debug_assert!(slots.iter().all(Option::is_none), "rx_into over mbufs that would leak");
+        let max = slots.len().min(usize::from(u16::MAX)) as u16;
+        // SAFETY: the queue is set up and exclusively ours (&mut self). Mbuf is
+        // repr(transparent) over NonNull<rte_mbuf>, so Option<Mbuf> has the
+        // layout of *mut rte_mbuf with None as null (the guaranteed niche):
+        // the driver writes at most `max` valid, owned mbuf pointers into the
+        // first slots, which become the owners.
+        let n = unsafe {
+            dpdk_sys::rte_eth_rx_burst(
+                self.port.inner.id,
+                self.queue,
+                slots.as_mut_ptr().cast::<*mut dpdk_sys::rte_mbuf>(),
+                max,
+            )
+        };
+        usize::from(n.min(max))
     }
 }
 

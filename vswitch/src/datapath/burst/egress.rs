@@ -169,18 +169,16 @@ impl<I: Io> Exec<'_, I> {
     }
 
     /// Sends the packets of `members` out of physical port `port`: all at
-    /// once when every one fits the port's MTU (the usual case: a length
-    /// within MTU + 14 needs no header walk), else one by one.
+    /// once, except those longer than the port's MTU + 14 (a length within
+    /// that needs no header walk), which are checked one by one.
     fn send_all(&mut self, port: u32, pkts: &mut Packets<I::Pkt>, members: u64, vni: Option<u32>) {
-        let fits = |limit: usize| Bits(members).all(|i| pkts[i].as_ref().is_none_or(|m| m.len() <= limit));
-        match self.mtus.get(port as usize) {
-            Some(&mtu) if fits(usize::from(mtu) + 14) => self.io.send_all(port, pkts, members, self.counters),
-            _ => {
-                for i in Bits(members) {
-                    if let Some(m) = pkts[i].take() {
-                        self.send(port, m, vni, i);
-                    }
-                }
+        let long = match self.mtus.get(port as usize) {
+            Some(&mtu) => self.io.send_all(port, pkts, members, usize::from(mtu) + 14, self.counters),
+            None => members,
+        };
+        for i in Bits(long) {
+            if let Some(m) = pkts[i].take() {
+                self.send(port, m, vni, i);
             }
         }
     }
@@ -237,7 +235,8 @@ impl<I: Io> Exec<'_, I> {
             bytes += m.len() as u64;
         }
         // One lookup of the uplink's buffer for the group, not one a packet.
-        self.io.send_all(r.uplink, pkts, out, self.counters);
+        // (Their length was checked against the uplink's MTU above.)
+        self.io.send_all(r.uplink, pkts, out, usize::MAX, self.counters);
         let sent = u64::from(out.count_ones());
         self.counters.add(Counter::Encapsulated, sent);
         self.counters.port(port as usize, PortCounter::TxPackets, sent);

@@ -29,14 +29,30 @@ pub trait Io {
     fn send(&mut self, port: u32, pkt: Self::Pkt, counters: &mut Local);
 
     /// Queues the packets of `members` (taken out of `pkts`, in order) for
-    /// physical port `port`, as [`Io::send`] one by one would.
+    /// physical port `port`, as [`Io::send`] one by one would, except those
+    /// longer than `limit` bytes: they stay in `pkts` and their bits are
+    /// returned (the caller checks them against the port's MTU one by one).
     #[inline]
-    fn send_all(&mut self, port: u32, pkts: &mut Packets<Self::Pkt>, members: u64, counters: &mut Local) {
+    fn send_all(
+        &mut self,
+        port: u32,
+        pkts: &mut Packets<Self::Pkt>,
+        members: u64,
+        limit: usize,
+        counters: &mut Local,
+    ) -> u64 {
+        let mut long = 0;
         for i in crate::flow::Bits(members) {
-            if let Some(p) = pkts[i].take() {
-                self.send(port, p, counters);
+            match pkts[i].take() {
+                Some(p) if p.len() > limit => {
+                    pkts[i] = Some(p);
+                    long |= 1 << i;
+                }
+                Some(p) => self.send(port, p, counters),
+                None => {}
             }
         }
+        long
     }
 
     /// A copy of `pkt` (several outputs), or `None` without buffers.
@@ -343,7 +359,8 @@ impl Engine {
     }
 
     /// Runs a burst of `n` packets received on physical port `in_port`
-    /// through every stage. `now` is in the setup's ticks.
+    /// through every stage; the first `n` slots of `pkts` are empty after.
+    /// `now` is in the setup's ticks.
     pub fn process<I: Io>(&mut self, in_port: u32, pkts: &mut Packets<I::Pkt>, n: usize, now: u64, io: &mut I) {
         let n = n.min(BURST);
         self.counters.add(Counter::Packets, n as u64);
@@ -363,7 +380,8 @@ impl Engine {
         self.burst_len = 0;
         // Anything still here went through a rule whose actions end without
         // an output (e.g. `output:vf1,mod_dl_src:...`): dropped by the rule.
-        let left = pkts.iter().take(n).filter(|p| p.is_some()).count() as u64;
+        // Every slot is left empty (the PMD receives into them next).
+        let left = pkts.iter_mut().take(n).filter_map(Option::take).count() as u64;
         if left > 0 {
             self.counters.drop(DropReason::RuleDrop, left);
         }

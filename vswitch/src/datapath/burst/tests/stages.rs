@@ -84,6 +84,39 @@ fn vlan_mac_drop_copies_and_mtu() {
 }
 
 #[test]
+fn a_group_sends_the_frames_that_fit_and_checks_the_long_ones_alone() {
+    // vf1 and the uplink have an MTU of 1000. In each flow's group the
+    // 1400-byte frame is taken aside: dropped at vf1 (no ICMP towards a
+    // VM's port), answered with ICMP at the uplink (DF set); the others go.
+    let mut e = engine_mtus(
+        &[
+            "priority=10,in_port=vf0,udp,tp_dst=80 actions=output:vf1",
+            "priority=10,in_port=vf0,udp,tp_dst=81 actions=output:uplink0",
+        ],
+        64,
+        1000,
+        vec![1500, 1000, 1000],
+    );
+    let df = |dport: u16, len: usize| {
+        let mut f = udp([2; 6], [4; 6], [10, 0, 0, 1], dport, len);
+        f[20] |= 0x40;
+        f
+    };
+    let (s80, s81) = (df(80, 60), df(81, 60));
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&[s80.clone(), df(80, 1400), s80.clone(), s81.clone(), df(81, 1400), s81.clone()]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert!(pkts.iter().all(Option::is_none), "process leaves every slot empty");
+    let to: Vec<u32> = io.sent.iter().map(|(p, _)| *p).collect();
+    assert_eq!(to, vec![1, 1, 2, 2, 0], "two to vf1, two to the uplink, the ICMP back to vf0");
+    assert_eq!(io.sent[..4], [(1, s80.clone()), (1, s80), (2, s81.clone()), (2, s81)]);
+    let c = counters(&e);
+    assert_eq!(c.drops(DropReason::Mtu), 2);
+    assert_eq!(c.get(Counter::IcmpTooBigSent), 1);
+    assert_balanced(&e);
+}
+
+#[test]
 fn an_output_to_the_input_port_is_skipped_unless_the_rule_says_in_port() {
     let mut e = engine(
         &[
