@@ -174,16 +174,6 @@ fn ld8(b: &[u8; MEMO_LEN], at: usize) -> u64 {
     u64::from_ne_bytes(w)
 }
 
-/// The bytes of a frame where flows differ most (IPv4 addresses and
-/// ports, 26..38, as two overlapping words), if it is long enough for
-/// [`same_fast_key`]: a burst of many flows compares these first, against
-/// the last fast-parsed frame's kept in registers, before any other load.
-#[inline(always)]
-pub fn flow_words(f: &[u8]) -> Option<(u64, u64)> {
-    let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
-    Some((ld8(h, 26), ld8(h, 30)))
-}
-
 /// Whether frame `f` takes the fast path to the same key as frame `prev`,
 /// which the fast path parsed (from the same port, neither decapsulated),
 /// and then `f`'s layout:
@@ -194,42 +184,74 @@ pub fn flow_words(f: &[u8]) -> Option<(u64, u64)> {
 /// parse and the hash this way; `None` does not mean the keys differ.
 #[inline(always)]
 pub fn same_fast_key(prev: &[u8], f: &[u8]) -> Option<Layout> {
-    let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
-    let m: &[u8; MEMO_LEN] = prev.get(..MEMO_LEN)?.try_into().ok()?;
-    // 26..38: addresses and ports first, where flows differ most: a
-    // burst of many flows leaves here, on a branch it learns.
-    if (ld8(h, 26) ^ ld8(m, 26)) | (ld8(h, 30) ^ ld8(m, 30)) != 0 {
-        return None;
+    KeyBytes::of(prev)?.same_key(f)
+}
+
+/// The bytes of a fast-parsed frame its key is built from, read once:
+/// [`KeyBytes::same_key`] checks the frames after it against them (see
+/// [`same_fast_key`]) without going back to that frame.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyBytes {
+    /// Bytes 26..34 and 30..38 (IPv4 addresses and ports, where flows
+    /// differ most), 0..8 and 8..16 (MACs, EtherType, version and header
+    /// length, TOS), and 20..24 (fragment bits, TTL, protocol) in the low
+    /// half of the last word.
+    words: [u64; 5],
+    /// Bytes 46..48 (TCP data offset and flags).
+    tcp: [u8; 2],
+}
+
+/// The low four bytes of a word loaded from 20..28.
+const BYTES_20_24: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+
+impl KeyBytes {
+    /// Those bytes of `prev` (which the fast path parsed), if it is long
+    /// enough for [`KeyBytes::same_key`] to say anything.
+    #[inline(always)]
+    pub fn of(prev: &[u8]) -> Option<Self> {
+        let m: &[u8; MEMO_LEN] = prev.get(..MEMO_LEN)?.try_into().ok()?;
+        Some(Self {
+            words: [ld8(m, 26), ld8(m, 30), ld8(m, 0), ld8(m, 8), ld8(m, 20) & BYTES_20_24],
+            tcp: [m[46], m[47]],
+        })
     }
-    // 0..16: MACs, EtherType, version and header length, TOS; 20..24:
-    // fragment bits, TTL, protocol.
-    let differ = (ld8(h, 0) ^ ld8(m, 0))
-        | (ld8(h, 8) ^ ld8(m, 8))
-        | ((ld8(h, 20) ^ ld8(m, 20)) & u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]));
-    if differ != 0 || f.len() > usize::from(u16::MAX) {
-        return None;
-    }
-    let total = usize::from(be16(h, 16));
-    if total < 20 || f.len() < 14 + total {
-        return None;
-    }
-    let avail = total - 20;
-    match h[23] {
-        IPPROTO_UDP => {
-            let udp_len = usize::from(be16(h, 38));
-            if avail < 8 || udp_len < 8 || udp_len > avail {
-                return None;
-            }
+
+    /// [`same_fast_key`] against the frame these bytes were read from.
+    #[inline(always)]
+    pub fn same_key(&self, f: &[u8]) -> Option<Layout> {
+        let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
+        let w = &self.words;
+        // Addresses and ports first: a burst of many flows leaves here, on
+        // a branch it learns.
+        if (ld8(h, 26) ^ w[0]) | (ld8(h, 30) ^ w[1]) != 0 {
+            return None;
         }
-        IPPROTO_TCP => {
-            let doff = usize::from(h[46] >> 4) * 4;
-            if h[46..48] != m[46..48] || avail < 20 || doff < 20 || avail < doff {
-                return None;
-            }
+        let differ = (ld8(h, 0) ^ w[2]) | (ld8(h, 8) ^ w[3]) | ((ld8(h, 20) & BYTES_20_24) ^ w[4]);
+        if differ != 0 || f.len() > usize::from(u16::MAX) {
+            return None;
         }
-        _ => return None,
+        let total = usize::from(be16(h, 16));
+        if total < 20 || f.len() < 14 + total {
+            return None;
+        }
+        let avail = total - 20;
+        match h[23] {
+            IPPROTO_UDP => {
+                let udp_len = usize::from(be16(h, 38));
+                if avail < 8 || udp_len < 8 || udp_len > avail {
+                    return None;
+                }
+            }
+            IPPROTO_TCP => {
+                let doff = usize::from(h[46] >> 4) * 4;
+                if h[46..48] != self.tcp || avail < 20 || doff < 20 || avail < doff {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+        Some(Layout { l3_offset: 14, l4_offset: Some(34), l3_end: (14 + total) as u16, error: None })
     }
-    Some(Layout { l3_offset: 14, l4_offset: Some(34), l3_end: (14 + total) as u16, error: None })
 }
 
 /// The common case in one pass: untagged Ethernet, IPv4 without options,

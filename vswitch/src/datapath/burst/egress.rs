@@ -199,7 +199,8 @@ impl<I: Io> Exec<'_, I> {
         let overhead = r.template.overhead();
         let (mut out, mut bytes) = (0u64, 0u64);
         // A packet with the key of the one encapsulated just before it (a
-        // run) has its inner flow, so its source port.
+        // run) has its inner flow, so its source port: (the slot holding
+        // that key, the port).
         let mut last: Option<(usize, u16)> = None;
         for i in Bits(members) {
             let Some(m) = pkts[i].as_mut() else { continue };
@@ -220,12 +221,15 @@ impl<I: Io> Exec<'_, I> {
                 }
                 continue;
             }
+            // A run's key is in the slot `run_prev` names (its own slot may
+            // not hold it: see `Engine::own_keys`).
+            let src = if self.runs & (1 << i) != 0 { usize::from(self.run_prev[i]) % BURST } else { i };
             let sport = match last {
                 _ if self.sport_known & (1 << i) != 0 => self.sports[i],
-                Some((prev, sport)) if self.runs & (1 << i) != 0 && usize::from(self.run_prev[i]) == prev => sport,
-                _ => src_port_of(&self.keys[i], m.data()),
+                Some((prev, sport)) if prev == src => sport,
+                _ => src_port_of(&self.keys[src], m.data()),
             };
-            last = Some((i, sport));
+            last = Some((src, sport));
             if r.template.encap(m, sport).is_err() {
                 self.counters.drop(DropReason::ActionError, 1);
                 pkts[i] = None;

@@ -234,6 +234,9 @@ pub struct Engine {
     /// the burst (bits), and that packet's index.
     pub(super) runs: u64,
     pub(super) run_prev: [u8; BURST],
+    /// Runs whose key and hash are not in their own slot yet: the slot
+    /// `run_prev` names holds them (see [`Engine::own_keys`]).
+    pub(super) borrowed: u64,
     /// Outer UDP source ports the exact-match cache had for the burst's
     /// packets (those of the `sport_known` bits; see [`EmcValue::sport`]).
     pub(super) sports: [u16; BURST],
@@ -312,6 +315,7 @@ impl Engine {
             flow_of: [None; BURST],
             runs: 0,
             run_prev: [0; BURST],
+            borrowed: 0,
             sports: [0; BURST],
             sport_known: 0,
             burst_len: 0,

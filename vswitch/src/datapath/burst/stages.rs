@@ -9,9 +9,7 @@ use crate::datapath::flows::FlowHandle;
 use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
 use crate::packet::key::VLAN_PRESENT;
-use crate::packet::parse::{
-    flow_words, parse_hashed, parse_hashed_fast, parse_into, same_fast_key, ETH_TYPE_QINQ, ETH_TYPE_VLAN,
-};
+use crate::packet::parse::{parse_hashed, parse_hashed_fast, parse_into, KeyBytes, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 use crate::packet::{Field, FlowMask};
 use offload::model::Verdict;
 use std::sync::Arc;
@@ -93,16 +91,14 @@ impl Engine {
         // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
         let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
         self.burst_len = n;
-        // The last packet the fast path parsed (or found the key of), with
-        // its `flow_words`: the next ones of its flow take its key (see
-        // `same_fast_key`).
-        let mut memo: Option<(usize, (u64, u64))> = None;
+        // A packet the fast path parsed, with the bytes its key is built
+        // from: the next ones of its flow take its key (see `KeyBytes`).
+        let mut memo: Option<(usize, KeyBytes)> = None;
         let mut memo_misses = MEMO_MISSES;
         let mut runs = 0u64;
         for i in 0..n {
             self.flow_of[i] = None;
-            let (head, tail) = pkts.split_at_mut(i);
-            let Some(m) = tail.first_mut().and_then(Option::as_mut) else { continue };
+            let Some(m) = pkts[i].as_mut() else { continue };
             let len = m.len();
             rx_bytes += len as u64;
             self.lens[i] = len as u32;
@@ -116,19 +112,12 @@ impl Engine {
             // key's hash would go unused (the inner key's is what counts).
             let layout = if vtep {
                 parse_into(m.data(), in_port, None, &mut self.keys[i])
-            } else if let Some((j, layout)) = memo
-                .filter(|&(_, w)| flow_words(m.data()) == Some(w))
-                .and_then(|(j, _)| Some((j, same_fast_key(head.get(j)?.as_ref()?.data(), m.data())?)))
-            {
-                // The key of packet `j`, the last fast-parsed before it: a
-                // run, found without a parse, a hash or a key compare.
-                self.keys[i] = self.keys[j];
-                self.hashes[i] = self.hashes[j];
+            } else if let Some((j, layout)) = memo.and_then(|(j, b)| Some((j, b.same_key(m.data())?))) {
+                // A run, found without a parse, a hash or a key compare:
+                // its key (and hash) stay packet `j`'s until a stage needs
+                // them in place (see `Engine::own_keys`).
                 runs |= 1 << i;
                 self.run_prev[i] = j as u8;
-                if let Some((last, _)) = memo.as_mut() {
-                    *last = i;
-                }
                 layout
             } else {
                 let (layout, hash, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
@@ -140,7 +129,7 @@ impl Engine {
                     memo_misses -= 1;
                 }
                 if fast && memo_misses > 0 {
-                    memo = flow_words(m.data()).map(|w| (i, w));
+                    memo = KeyBytes::of(m.data()).map(|b| (i, b));
                 } else if memo_misses == 0 {
                     memo = None;
                 }
@@ -165,23 +154,42 @@ impl Engine {
             pending |= 1 << i;
         }
         self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
+        self.borrowed = runs & pending;
         self.find_runs(pending, runs);
         pending
+    }
+
+    /// Gives the packets of `mask` whose key is still their run's first
+    /// packet's (found at ingress) their own copy of it and its hash: for
+    /// the stages after the exact-match cache, which look keys up by index.
+    #[inline]
+    pub(super) fn own_keys(&mut self, mask: u64) {
+        for i in Bits(mask & self.borrowed) {
+            let j = usize::from(self.run_prev[i]) % BURST;
+            self.keys[i] = self.keys[j];
+            self.hashes[i] = self.hashes[j];
+        }
+        self.borrowed &= !mask;
     }
 
     /// Packets with the key of the packet kept before them (same hash first,
     /// then every word) join its run: they take its flow in the exact-match
     /// stage without a lookup of their own. `runs`: those ingress found
-    /// already (from their bytes, see `same_fast_key`). A pass of its own after the
-    /// parse: comparing a key the parser has just stored in 8-byte pieces
-    /// with 16-byte loads stalls until the stores reach the cache.
+    /// already (from their bytes, see `KeyBytes`; their key is in the slot
+    /// `run_prev` names). A pass of its own after the parse: comparing a
+    /// key the parser has just stored in 8-byte pieces with 16-byte loads
+    /// stalls until the stores reach the cache.
     #[inline]
     fn find_runs(&mut self, pending: u64, mut runs: u64) {
+        // The slot holding the previous packet's key.
         let mut last = BURST;
         for i in Bits(pending) {
             if runs & (1 << i) != 0 {
                 // Found at ingress already.
-            } else if last < BURST && self.hashes[last] == self.hashes[i] && self.keys[last].same(&self.keys[i]) {
+                last = usize::from(self.run_prev[i]) % BURST;
+                continue;
+            }
+            if last < BURST && self.hashes[last] == self.hashes[i] && self.keys[last].same(&self.keys[i]) {
                 runs |= 1 << i;
                 self.run_prev[i] = last as u8;
             }
@@ -312,6 +320,8 @@ impl Engine {
         }
         self.sport_known = known;
         self.counters.add(Counter::EmcHits, u64::from(parsed - pending.count_ones()));
+        // The misses are looked up by their own keys from here on.
+        self.own_keys(pending);
         pending
     }
 
@@ -468,6 +478,7 @@ impl Engine {
                 pending |= 1 << i;
             }
         }
+        self.own_keys(pending);
         pending
     }
 }

@@ -170,6 +170,21 @@ fn encap_to_the_tunnel_uses_the_offload_source_port() {
     assert!(counters(&e).get(Counter::EmcHits) >= 2);
     assert!(e.emc.values().any(|v| v.sport == want(&inner)), "the cache holds the port");
 
+    // Runs in a burst no cache knows yet (every port computed at egress,
+    // a run's from its first packet's key): two runs of one flow split by
+    // another flow, the second run's packets differing in IP id.
+    let mut e = engine(&["priority=10,in_port=vf0 actions=output:vxlan0"], 64);
+    let mut inner_id = inner.clone();
+    inner_id[18] ^= 0x5a;
+    let frames = [inner.clone(), inner.clone(), other.clone(), inner_id.clone(), inner_id.clone()];
+    let (mut pkts, n) = burst(&frames);
+    let mut io = VecIo::default();
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let sports: Vec<u16> = io.sent.iter().map(|(_, out)| u16::from_be_bytes([out[34], out[35]])).collect();
+    let (a, b) = (want(&inner), want(&other));
+    assert_eq!(sports, vec![a, a, b, a, a], "one megaflow: in order");
+    assert_eq!(e.runs, 0b1_0010, "packets 1 and 4 continue runs");
+
     // A flow that does not encapsulate caches none.
     let mut e = engine(&["priority=10,in_port=vf0 actions=output:vf1"], 64);
     let (mut pkts, n) = burst(std::slice::from_ref(&inner));
@@ -278,9 +293,13 @@ fn runs_of_one_key_take_the_first_packets_flow() {
     let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
     assert_eq!(pending, 0b111_1011);
     assert_eq!(e.runs, 0b010_1010, "a packet with the key of the one kept before it");
-    assert_eq!((e.run_prev[1], e.run_prev[3], e.run_prev[5]), (0, 1, 4), "the parse error is skipped");
-    // Nothing cached yet: the runs' heads miss and so do their followers.
+    assert_eq!((e.run_prev[1], e.run_prev[3], e.run_prev[5]), (0, 0, 4), "the first packet; the parse error skipped");
+    assert_eq!(e.borrowed, e.runs, "the runs' keys are still their first packets'");
+    // Nothing cached yet: the runs' heads miss and so do their followers,
+    // which get their own copy of the key for the classifier.
     assert_eq!(e.stage_emc(pending), pending);
+    assert_eq!(e.borrowed, 0);
+    assert!(e.keys[3] == e.keys[0] && e.hashes[3] == e.hashes[0] && e.keys[5] == e.keys[4]);
     let mut e = engine(&rules, 64);
     let (mut pkts, n) = burst(&frames);
     e.process(0, &mut pkts, n, 2, &mut io);
