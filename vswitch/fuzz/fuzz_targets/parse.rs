@@ -2,16 +2,18 @@
 //! neither may panic or read out of bounds, and offsets stay inside the frame.
 //! The halves of the input, as two frames: when the fast path parsed the
 //! first and `same_fast_key` says the second has its key, the full parse of
-//! the second agrees.
+//! the second agrees; when the first is VXLAN and `VxlanBytes` says the
+//! second has its outer headers, the full parse and decap of the second
+//! agree (the UDP source port aside).
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vswitch::actions::vxlan::decap;
+use vswitch::actions::vxlan::{decap, decap_same_outer};
 use vswitch::actions::{PacketBuf, VecPacket};
 use vswitch::packet::parse;
-use vswitch::packet::parse::{parse_hashed_fast, same_fast_key};
-use vswitch::packet::FlowKey;
+use vswitch::packet::parse::{parse_hashed_fast, same_fast_key, VxlanBytes, ETH_TYPE_IPV4};
+use vswitch::packet::{Field, FlowKey};
 
 fuzz_target!(|data: &[u8]| {
     let p = parse(data, 1, None);
@@ -28,6 +30,22 @@ fuzz_target!(|data: &[u8]| {
         if let Some(layout) = same_fast_key(a, b) {
             let p = parse(b, 1, None);
             assert!(p.key == key && p.layout() == layout, "same_fast_key said the same key wrongly");
+        }
+    }
+    let outer_a = parse(a, 1, None);
+    if parse_hashed_fast(a, 1, None, &mut key).2
+        && key.eth_type() == ETH_TYPE_IPV4
+        && matches!(outer_a.vxlan(a, 4789), Some(Ok(_)))
+    {
+        if let Some(end) = VxlanBytes::of(a).and_then(|o| o.same_outer(b)) {
+            let p = parse(b, 1, None);
+            let mut want = outer_a.key;
+            want.set(Field::TpSrc, p.key.get(Field::TpSrc));
+            assert!(p.key == want && usize::from(p.l3_end) == end, "same_outer said the same headers wrongly");
+            assert_eq!(p.vxlan(b, 4789), outer_a.vxlan(a, 4789));
+            let (mut full, mut run) = (VecPacket::new(b, 0), VecPacket::new(b, 0));
+            assert_eq!(decap(&mut full, 4789).is_ok(), decap_same_outer(&mut run, end).is_ok());
+            assert_eq!(full.data(), run.data());
         }
     }
     let mut pkt = VecPacket::new(data, 0);

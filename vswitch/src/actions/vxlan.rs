@@ -10,7 +10,7 @@
 
 use super::{ActionError, PacketBuf};
 use crate::packet::checksum;
-use crate::packet::parse::{parse, Parsed, TunnelMeta, ETH_TYPE_IPV4, ETH_TYPE_IPV6};
+use crate::packet::parse::{parse, Parsed, TunnelMeta, ETH_TYPE_IPV4, ETH_TYPE_IPV6, VXLAN4_HEADERS};
 use crate::packet::Field;
 use std::net::IpAddr;
 
@@ -197,8 +197,8 @@ pub fn decap_parsed(pkt: &mut impl PacketBuf, outer: &Parsed, udp_port: u16) -> 
     let l4 = usize::from(outer.l4_offset.ok_or(ActionError::BadOuter)?);
     let end = usize::from(outer.l3_end);
     let ipv6 = outer.key.eth_type() == ETH_TYPE_IPV6;
-    let udp_check = u16::from_be_bytes([d[l4 + 6], d[l4 + 7]]);
     if ipv6 {
+        let udp_check = u16::from_be_bytes([d[l4 + 6], d[l4 + 7]]);
         let mut src = [0u8; 16];
         let mut dst = [0u8; 16];
         src.copy_from_slice(&d[l3 + 8..l3 + 24]);
@@ -207,24 +207,64 @@ pub fn decap_parsed(pkt: &mut impl PacketBuf, outer: &Parsed, udp_port: u16) -> 
             return Err(ActionError::BadChecksum);
         }
     } else {
-        let ihl = usize::from(d[l3] & 0x0f) * 4;
-        if checksum::checksum(&d[l3..l3 + ihl]) != 0 {
-            return Err(ActionError::BadChecksum);
-        }
-        let src = [d[l3 + 12], d[l3 + 13], d[l3 + 14], d[l3 + 15]];
-        let dst = [d[l3 + 16], d[l3 + 17], d[l3 + 18], d[l3 + 19]];
-        if udp_check != 0 && checksum::ipv4_l4(&src, &dst, 17, &d[l4..end]) != 0 {
-            return Err(ActionError::BadChecksum);
-        }
+        check_ipv4_outer(d, l3, l4, end)?;
     }
     let meta = TunnelMeta { vni: vx.vni, src: outer.key.get(Field::NwSrc), dst: outer.key.get(Field::NwDst), ipv6 };
-    // Ethernet padding after the outer IP packet belongs to no layer: the inner
-    // frame ends where the outer UDP payload ends.
-    let trailing = (d.len() - end) as u16;
-    if !pkt.adj(vx.inner_offset) || (trailing != 0 && !pkt.trim(trailing)) {
+    strip(pkt, vx.inner_offset, end)?;
+    Ok(meta)
+}
+
+/// [`decap_parsed`] for a frame whose outer headers have the bytes of one
+/// decapsulated before it ([`VxlanBytes::same_outer`] said so and where
+/// its IP packet ends, `end`): only its checksums are left to check, then
+/// the headers are stripped. Its tunnel metadata is the earlier frame's.
+///
+/// # Errors
+/// [`ActionError::BadChecksum`] or [`ActionError::BadOuter`]; the packet
+/// is unchanged then.
+///
+/// [`VxlanBytes::same_outer`]: crate::packet::parse::VxlanBytes::same_outer
+#[inline]
+pub fn decap_same_outer(pkt: &mut impl PacketBuf, end: usize) -> Result<(), ActionError> {
+    let d = pkt.data();
+    if d.len() < end || end < VXLAN4_HEADERS {
         return Err(ActionError::BadOuter);
     }
-    Ok(meta)
+    check_ipv4_outer(d, 14, 34, end)?;
+    strip(pkt, VXLAN4_HEADERS as u16, end)
+}
+
+/// The outer IPv4 header's checksum (header at `l3`), and the UDP
+/// checksum (at `l4`, datagram through `end`) unless it is 0.
+#[inline(always)]
+fn check_ipv4_outer(d: &[u8], l3: usize, l4: usize, end: usize) -> Result<(), ActionError> {
+    let ihl = usize::from(d[l3] & 0x0f) * 4;
+    let header_ok = match d.get(l3..l3 + 20) {
+        Some(h) if ihl == 20 => checksum::ipv4_header_ok(h.try_into().map_err(|_| ActionError::BadOuter)?),
+        _ => checksum::checksum(&d[l3..l3 + ihl]) == 0,
+    };
+    if !header_ok {
+        return Err(ActionError::BadChecksum);
+    }
+    let udp_check = u16::from_be_bytes([d[l4 + 6], d[l4 + 7]]);
+    let src = [d[l3 + 12], d[l3 + 13], d[l3 + 14], d[l3 + 15]];
+    let dst = [d[l3 + 16], d[l3 + 17], d[l3 + 18], d[l3 + 19]];
+    if udp_check != 0 && checksum::ipv4_l4(&src, &dst, 17, &d[l4..end]) != 0 {
+        return Err(ActionError::BadChecksum);
+    }
+    Ok(())
+}
+
+/// Strips the outer headers (the inner frame starts at `inner`) and any
+/// Ethernet padding after the outer IP packet (which ends at `end`): it
+/// belongs to no layer, the inner frame ends where the UDP payload ends.
+#[inline]
+fn strip(pkt: &mut impl PacketBuf, inner: u16, end: usize) -> Result<(), ActionError> {
+    let trailing = (pkt.data().len() - end) as u16;
+    if !pkt.adj(inner) || (trailing != 0 && !pkt.trim(trailing)) {
+        return Err(ActionError::BadOuter);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

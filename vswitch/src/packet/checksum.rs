@@ -9,6 +9,16 @@ pub fn ipv4_header(header: &[u8]) -> u16 {
     !fold(acc)
 }
 
+/// Whether an IPv4 header without options has a right checksum: its
+/// one's-complement sum is 0xffff. Summed as five 32-bit words in the
+/// machine's byte order: the sum of byte-swapped words is the byte-swapped
+/// sum, and 0xffff is its own swap.
+#[inline(always)]
+pub fn ipv4_header_ok(h: &[u8; 20]) -> bool {
+    let w = |at: usize| u64::from(u32::from_ne_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
+    fold(w(0) + w(4) + w(8) + w(12) + w(16)) == 0xffff
+}
+
 /// RFC 1624 eqn. 3: the new checksum after a 16-bit field changes from
 /// `old` to `new`.
 #[inline]
@@ -44,6 +54,37 @@ mod tests {
         // RFC 1071 section 3 example bytes.
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(fold(sum(&data, 0)), 0xddf2);
+    }
+
+    #[test]
+    fn header_check_agrees_with_the_full_sum() {
+        let mut h = [0x45u8, 0, 0, 84, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let c = ipv4_header(&h);
+        h[10..12].copy_from_slice(&c.to_be_bytes());
+        assert!(ipv4_header_ok(&h) && checksum(&h) == 0);
+        let mut x = 0x9e37_79b9_u32;
+        for at in 0..20 {
+            for v in [0u8, 1, 0x7f, 0x80, 0xff, h[at] ^ 0xff] {
+                let mut g = h;
+                g[at] = v;
+                assert_eq!(ipv4_header_ok(&g), checksum(&g) == 0, "byte {at} = {v:#x}");
+            }
+        }
+        for _ in 0..10_000 {
+            let mut g = [0u8; 20];
+            for b in &mut g {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                *b = x as u8;
+            }
+            let c = ipv4_header(&g);
+            if x & 1 == 0 {
+                g[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            assert_eq!(ipv4_header_ok(&g), checksum(&g) == 0, "{g:?}");
+        }
+        assert_eq!(ipv4_header_ok(&[0; 20]), checksum(&[0; 20]) == 0, "all zero");
     }
 
     #[test]

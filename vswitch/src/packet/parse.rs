@@ -254,6 +254,74 @@ impl KeyBytes {
     }
 }
 
+/// Outer headers of VXLAN over IPv4 (untagged, no IP options): Ethernet
+/// 14, IPv4 20, UDP 8, VXLAN 8.
+pub const VXLAN4_HEADERS: usize = 50;
+
+/// The bytes of a VXLAN frame whose outer headers the fast path parsed
+/// (untagged IPv4 without options, not a fragment, UDP) and the datapath
+/// then decapsulated: everything its outer key and VXLAN header are made of
+/// except the UDP source port (the sender's entropy, one per inner flow,
+/// which nothing after decapsulation reads). A later frame with the same
+/// bytes ([`VxlanBytes::same_outer`]) is VXLAN to the same address and
+/// port, through the same tunnel, with the same VNI: it is decapsulated
+/// without a parse of its outer headers.
+#[derive(Debug, Clone, Copy)]
+pub struct VxlanBytes {
+    /// Bytes 0..8, 8..16, 20..24 (the low half), 26..34, 30..38 with the
+    /// source port (34..36) cleared, 42..50.
+    words: [u64; 6],
+}
+
+/// A word loaded from 30..38 without the UDP source port (34..36).
+const BYTES_30_38_NO_SPORT: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0xff, 0xff]);
+
+impl VxlanBytes {
+    #[inline(always)]
+    fn words(h: &[u8; VXLAN4_HEADERS]) -> [u64; 6] {
+        let ld = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&h[at..at + 8]);
+            u64::from_ne_bytes(w)
+        };
+        [ld(0), ld(8), ld(20) & BYTES_20_24, ld(26), ld(30) & BYTES_30_38_NO_SPORT, ld(42)]
+    }
+
+    /// Those bytes of `prev`, a frame as described above (the caller knows
+    /// it was; `None` only when it is too short).
+    #[inline(always)]
+    pub fn of(prev: &[u8]) -> Option<Self> {
+        let h: &[u8; VXLAN4_HEADERS] = prev.get(..VXLAN4_HEADERS)?.try_into().ok()?;
+        Some(Self { words: Self::words(h) })
+    }
+
+    /// Whether frame `f` has the same bytes and lengths the fast parser
+    /// and the VXLAN header check accept (total length within the frame,
+    /// a UDP length within it, room for an inner Ethernet header): then
+    /// where its outer IP packet ends (its inner frame is
+    /// `f[VXLAN4_HEADERS..end]`). Checksums are the caller's to check.
+    #[inline(always)]
+    pub fn same_outer(&self, f: &[u8]) -> Option<usize> {
+        let h: &[u8; VXLAN4_HEADERS] = f.get(..VXLAN4_HEADERS)?.try_into().ok()?;
+        let w = Self::words(h);
+        let differ = w.iter().zip(&self.words).fold(0, |d, (a, b)| d | (a ^ b));
+        if differ != 0 || f.len() > usize::from(u16::MAX) {
+            return None;
+        }
+        let total = usize::from(be16(h, 16));
+        // IPv4 and UDP headers, the VXLAN header and an inner Ethernet
+        // header inside the IP packet.
+        if total < 20 + 8 + 8 + 14 || f.len() < 14 + total {
+            return None;
+        }
+        let udp_len = usize::from(be16(h, 38));
+        if udp_len < 8 || udp_len > total - 20 {
+            return None;
+        }
+        Some(14 + total)
+    }
+}
+
 /// The common case in one pass: untagged Ethernet, IPv4 without options,
 /// not a fragment, UDP or TCP with consistent lengths; the key words are
 /// built whole instead of field by field. `None` (and `key` untouched) for
@@ -920,6 +988,67 @@ mod tests {
             assert!(same_fast_key(&base, &next).is_some());
         }
         assert!(same_said > 10_000, "said same {same_said} times of {checked}");
+    }
+
+    /// `VxlanBytes::same_outer` says "same outer headers" only when the
+    /// full parser gives the same outer key (the UDP source port aside) and
+    /// VXLAN header, and the frame's IP packet ends where it says.
+    #[test]
+    fn same_outer_only_when_the_full_parser_gives_the_same_outer_key() {
+        // udp4's inner frame behind VXLAN (VNI 0x10203) to port 4789.
+        let inner = udp4();
+        let mut base = udp4()[..42].to_vec();
+        base[36..38].copy_from_slice(&4789u16.to_be_bytes());
+        base.extend_from_slice(&[0x08, 0, 0, 0, 0x01, 0x02, 0x03, 0]);
+        base.extend_from_slice(&inner);
+        let total = (base.len() - 14) as u16;
+        base[16..18].copy_from_slice(&total.to_be_bytes());
+        base[38..40].copy_from_slice(&(total - 20).to_be_bytes());
+        let prev = parse_full(&base, 3, None);
+        let vx = prev.vxlan(&base, 4789).expect("VXLAN").expect("well-formed");
+        assert!(parse_fast(&base, 3, None, &mut FlowKey::default()).is_some());
+        let bytes = VxlanBytes::of(&base).expect("long enough");
+        let (mut said, mut checked) = (0, 0);
+        for at in 0..VXLAN4_HEADERS + 2 {
+            for v in [0u8, 1, 0x08, 0x11, 0x12, 0x20, 0x40, 0x45, 0x46, 0xff] {
+                for tail in [0usize, 4] {
+                    let mut f = base.clone();
+                    f[at] = v;
+                    f.extend(std::iter::repeat_n(0, tail));
+                    checked += 1;
+                    let Some(end) = bytes.same_outer(&f) else { continue };
+                    said += 1;
+                    let full = parse_full(&f, 3, None);
+                    let mut want = prev.key;
+                    want.set(Field::TpSrc, full.key.get(Field::TpSrc));
+                    assert!(full.error.is_none() && full.key == want, "byte {at} = {v:#x}");
+                    assert_eq!(usize::from(full.l3_end), end, "byte {at} = {v:#x}");
+                    assert_eq!(full.vxlan(&f, 4789), Some(Ok(vx)), "byte {at} = {v:#x}");
+                }
+            }
+        }
+        // Lengths: each IP total length with each UDP length around it.
+        for total in [28u16, 35, 36, 49, 50, 51, 95, 96, 97] {
+            for udp in [total - 21, total - 20, total - 19, 8, 7] {
+                let mut f = base.clone();
+                f[16..18].copy_from_slice(&total.to_be_bytes());
+                f[38..40].copy_from_slice(&udp.to_be_bytes());
+                let Some(end) = bytes.same_outer(&f) else { continue };
+                said += 1;
+                let full = parse_full(&f, 3, None);
+                assert!(full.error.is_none() && usize::from(full.l3_end) == end, "total {total}, udp {udp}");
+                assert_eq!(full.vxlan(&f, 4789), Some(Ok(vx)), "total {total}, udp {udp}");
+            }
+        }
+        // The frames of one tunnel differing in IP id and checksum, UDP
+        // source port and checksum, padding: found the same.
+        let mut next = base.clone();
+        next[18..20].copy_from_slice(&[0x12, 0x34]);
+        next[34..36].copy_from_slice(&[0xc0, 0x01]);
+        next[40..42].copy_from_slice(&[0xab, 0xcd]);
+        next.extend_from_slice(&[0; 6]);
+        assert_eq!(bytes.same_outer(&next), Some(base.len()));
+        assert!(said > 100, "said same {said} times of {checked}");
     }
 
     #[test]

@@ -26,14 +26,15 @@
 //! 9. [`Engine::stage_execute`]: each group's actions run once, per action
 //!    across the group.
 //!
-//! Files: `engine` (the state and the pipeline), `stages` (1-7), `egress`
-//! (9), `lifecycle` (install, eviction, events, expiry, revalidation,
+//! Files: `engine` (the state and the pipeline), `ingress` (2), `stages`
+//! (1, 3-7), `egress` (9), `lifecycle` (install, eviction, events, expiry, revalidation,
 //! dumps), `hot` (hot-flow tracking for the offload policy); `tests` beside
 //! them, split the same way.
 
 mod egress;
 mod engine;
 mod hot;
+mod ingress;
 mod lifecycle;
 mod stages;
 

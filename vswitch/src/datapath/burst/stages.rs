@@ -1,22 +1,17 @@
-//! The stages that classify a burst: the (model) e-switch, ingress (parse,
-//! VTEP duties), the exact-match and signature caches, the megaflow
-//! classifier, the upcall to the rule table, then the grouping by flow.
+//! The stages that classify a burst: the (model) e-switch, the exact-match
+//! and signature caches, the megaflow classifier, the upcall to the rule
+//! table (ingress is in `ingress`).
 
 use super::engine::*;
-use crate::actions::{vxlan, Action, PacketBuf};
+use crate::actions::{Action, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::flows::FlowHandle;
-use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
 use crate::packet::key::VLAN_PRESENT;
-use crate::packet::parse::{parse_hashed, parse_hashed_fast, parse_into, KeyBytes, ETH_TYPE_QINQ, ETH_TYPE_VLAN};
+use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 use crate::packet::{Field, FlowMask};
 use offload::model::Verdict;
 use std::sync::Arc;
-
-/// Misses of the burst's run check at ingress (a packet without the key of
-/// the last fast-parsed one) after which it stops checking.
-const MEMO_MISSES: u32 = 4;
 
 impl Engine {
     /// The (model) e-switch takes the packets its rules match, as a NIC's
@@ -79,191 +74,6 @@ impl Engine {
             self.counters.port(in_port as usize, PortCounter::RxBytes, bytes);
         }
         self.counters.add(Counter::HwCycles, crate::arch::cycles().wrapping_sub(t0));
-    }
-
-    /// Parses every packet into the burst's key array; on uplinks the VTEP
-    /// first answers ARP/ND for its addresses and decapsulates VXLAN sent to
-    /// them. Returns the packets left to classify.
-    pub fn stage_ingress<I: Io>(&mut self, in_port: u32, pkts: &mut Packets<I::Pkt>, n: usize, io: &mut I) -> u64 {
-        let mut pending: u64 = 0;
-        let mut rx_bytes = 0u64;
-        let vtep = self.tun.is_uplink(in_port);
-        // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
-        let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
-        self.burst_len = n;
-        // A packet the fast path parsed, with the bytes its key is built
-        // from: the next ones of its flow take its key (see `KeyBytes`).
-        let mut memo: Option<(usize, KeyBytes)> = None;
-        let mut memo_misses = MEMO_MISSES;
-        let mut runs = 0u64;
-        for i in 0..n {
-            self.flow_of[i] = None;
-            let Some(m) = pkts[i].as_mut() else { continue };
-            let len = m.len();
-            rx_bytes += len as u64;
-            self.lens[i] = len as u32;
-            if rx_limit != 0 && len > rx_limit + 14 && len - l2_len(m.data()) > rx_limit {
-                // A VF cannot send above its MTU; its e-switch port drops it.
-                self.counters.drop(DropReason::RxMtu, 1);
-                pkts[i] = None;
-                continue;
-            }
-            // On an uplink most packets are VXLAN to the VTEP: the outer
-            // key's hash would go unused (the inner key's is what counts).
-            let layout = if vtep {
-                parse_into(m.data(), in_port, None, &mut self.keys[i])
-            } else if let Some((j, layout)) = memo.and_then(|(j, b)| Some((j, b.same_key(m.data())?))) {
-                // A run, found without a parse, a hash or a key compare:
-                // its key (and hash) stay packet `j`'s until a stage needs
-                // them in place (see `Engine::own_keys`).
-                runs |= 1 << i;
-                self.run_prev[i] = j as u8;
-                layout
-            } else {
-                let (layout, hash, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
-                self.hashes[i] = hash;
-                if memo.is_some() {
-                    // A burst of many flows stops checking after a few
-                    // misses (each costs a few cycles; `find_runs` still
-                    // finds its runs, by key).
-                    memo_misses -= 1;
-                }
-                if fast && memo_misses > 0 {
-                    memo = KeyBytes::of(m.data()).map(|b| (i, b));
-                } else if memo_misses == 0 {
-                    memo = None;
-                }
-                layout
-            };
-            if let Some(e) = layout.error {
-                self.counters.parse_error(e);
-                self.counters.drop(DropReason::ParseError, 1);
-                pkts[i] = None;
-                continue;
-            }
-            let mut from = in_port;
-            if vtep {
-                match self.vtep(in_port, i, usize::from(layout.l3_offset), layout, pkts, io) {
-                    // Decapsulated: the inner parse hashed its key.
-                    Some(port) if port != in_port => from = port,
-                    Some(_) => self.hashes[i] = self.keys[i].hash(),
-                    None => continue,
-                }
-            }
-            self.in_ports[i] = from;
-            pending |= 1 << i;
-        }
-        self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
-        self.borrowed = runs & pending;
-        self.find_runs(pending, runs);
-        pending
-    }
-
-    /// Gives the packets of `mask` whose key is still their run's first
-    /// packet's (found at ingress) their own copy of it and its hash: for
-    /// the stages after the exact-match cache, which look keys up by index.
-    #[inline]
-    pub(super) fn own_keys(&mut self, mask: u64) {
-        for i in Bits(mask & self.borrowed) {
-            let j = usize::from(self.run_prev[i]) % BURST;
-            self.keys[i] = self.keys[j];
-            self.hashes[i] = self.hashes[j];
-        }
-        self.borrowed &= !mask;
-    }
-
-    /// Packets with the key of the packet kept before them (same hash first,
-    /// then every word) join its run: they take its flow in the exact-match
-    /// stage without a lookup of their own. `runs`: those ingress found
-    /// already (from their bytes, see `KeyBytes`; their key is in the slot
-    /// `run_prev` names). A pass of its own after the parse: comparing a
-    /// key the parser has just stored in 8-byte pieces with 16-byte loads
-    /// stalls until the stores reach the cache.
-    #[inline]
-    fn find_runs(&mut self, pending: u64, mut runs: u64) {
-        // The slot holding the previous packet's key.
-        let mut last = BURST;
-        for i in Bits(pending) {
-            if runs & (1 << i) != 0 {
-                // Found at ingress already.
-                last = usize::from(self.run_prev[i]) % BURST;
-                continue;
-            }
-            if last < BURST && self.hashes[last] == self.hashes[i] && self.keys[last].same(&self.keys[i]) {
-                runs |= 1 << i;
-                self.run_prev[i] = last as u8;
-            }
-            last = i;
-        }
-        self.runs = runs;
-    }
-
-    /// The VTEP's part of ingress for packet `i` of an uplink: `None` when
-    /// the packet was consumed (answered, learned from, dropped), else the
-    /// port to classify it as coming from (a tunnel port after decap).
-    pub(super) fn vtep<I: Io>(
-        &mut self,
-        in_port: u32,
-        i: usize,
-        l3: usize,
-        layout: crate::packet::parse::Layout,
-        pkts: &mut Packets<I::Pkt>,
-        io: &mut I,
-    ) -> Option<u32> {
-        let m = pkts[i].as_mut()?;
-        match self.tun.special(&self.keys[i], in_port) {
-            Special::None => Some(in_port),
-            kind @ (Special::Arp | Special::Nd) => {
-                let action = match kind {
-                    Special::Arp => self.tun.arp(m.data(), l3, in_port),
-                    _ => self.tun.nd(m.data(), l3, in_port),
-                };
-                match action {
-                    NeighbourAction::PassOn => Some(in_port),
-                    NeighbourAction::Consumed => {
-                        pkts[i] = None;
-                        self.counters.add(Counter::NeighConsumed, 1);
-                        None
-                    }
-                    NeighbourAction::Reply(len) => {
-                        self.counters.add(Counter::NeighConsumed, 1);
-                        if let Some(mut m) = pkts[i].take() {
-                            if m.replace(&self.tun.scratch[..len]) {
-                                self.counters.add(Counter::NeighRepliesSent, 1);
-                                io.send(in_port, m, &mut self.counters);
-                            }
-                        }
-                        None
-                    }
-                }
-            }
-            Special::Vxlan(udp_port) => {
-                let outer = layout.with_key(self.keys[i]);
-                let Ok(meta) = vxlan::decap_parsed(m, &outer, udp_port) else {
-                    self.counters.drop(DropReason::DecapError, 1);
-                    pkts[i] = None;
-                    return None;
-                };
-                let Some(t) = self.tun.tunnel_for(udp_port, meta.src, meta.dst, meta.vni) else {
-                    self.counters.drop(DropReason::UnknownTunnel, 1);
-                    pkts[i] = None;
-                    return None;
-                };
-                let (inner, hash) = parse_hashed(m.data(), t, Some(&meta), &mut self.keys[i]);
-                self.hashes[i] = hash;
-                if let Some(e) = inner.error {
-                    self.counters.parse_error(e);
-                    self.counters.drop(DropReason::ParseError, 1);
-                    pkts[i] = None;
-                    return None;
-                }
-                self.counters.add(Counter::Decapsulated, 1);
-                self.counters.port(t as usize, PortCounter::RxPackets, 1);
-                self.lens[i] = m.len() as u32;
-                self.counters.port(t as usize, PortCounter::RxBytes, u64::from(self.lens[i]));
-                Some(t)
-            }
-        }
     }
 
     /// The exact-match cache for the `pending` packets, in three passes so
@@ -483,11 +293,6 @@ impl Engine {
     }
 }
 
-/// The megaflow mask for a decision: what the rule table consulted, plus
-/// fields the actions' behaviour depends on, plus the input port (offload
-/// rules always match their source port), plus whether the frame carries one
-/// and two VLAN tags (as Open vSwitch's megaflows always say; a hardware
-/// rule must say whether the frame is tagged to know where its IP header is).
 /// A megaflow's actions from its rule's, for packets from `in_port` (the
 /// megaflow matches it exactly): `output:in_port` becomes that port, an
 /// output to that port by name is skipped (Open vSwitch semantics). With the

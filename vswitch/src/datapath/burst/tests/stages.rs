@@ -237,6 +237,73 @@ fn vtep_answers_arp_and_decapsulates() {
 }
 
 #[test]
+fn decapsulation_runs_give_what_one_packet_at_a_time_gives() {
+    let rules = [
+        "priority=20,in_port=vxlan0,udp,tp_dst=80 actions=output:vf0",
+        "priority=10,in_port=vxlan0 actions=output:vf1",
+        "priority=10,in_port=uplink0 actions=output:vf1",
+    ];
+    let a = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let b = udp([2; 6], [4; 6], [10, 0, 0, 2], 81, 70);
+    let (va, vb) = (from_remote_vtep(&a, 0xc000), from_remote_vtep(&b, 0xc001));
+    let edit = |f: &[u8], change: &dyn Fn(&mut Vec<u8>), fix_checksum: bool| {
+        let mut f = f.to_vec();
+        change(&mut f);
+        if fix_checksum {
+            f[24..26].fill(0);
+            let c = crate::packet::checksum::ipv4_header(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        }
+        f
+    };
+    let frames = vec![
+        va.clone(),
+        va.clone(),
+        edit(&va, &|f| f[24] ^= 0x10, false), // outer IP checksum wrong
+        edit(&va, &|f| f[18..20].copy_from_slice(&[0x12, 0x34]), true), // another IP id
+        vb.clone(),                           // another inner flow, same outer bytes but the source port
+        vb.clone(),
+        edit(&va, &|f| f[46] = 0x02, false), // VNI 512: no such tunnel
+        edit(&va, &|f| f.extend_from_slice(&[0; 6]), false), // Ethernet padding
+        edit(&va, &|f| f[40..42].copy_from_slice(&[0x12, 0x34]), false), // UDP checksum wrong
+        edit(&va, &|f| f[16..18].copy_from_slice(&40u16.to_be_bytes()), true), // IP length too short for VXLAN
+        edit(&va, &|f| f[38..40].copy_from_slice(&200u16.to_be_bytes()), false), // UDP length past the IP packet
+        edit(&va, &|f| f[42] = 0, false),    // VXLAN flags without I
+        b.clone(),                           // not VXLAN: plain traffic on the uplink
+        va.clone(),
+    ];
+    let one_burst = {
+        let mut e = engine(&rules, 64);
+        (run_bursts(&mut e, &[(2, frames.clone())]), counters(&e))
+    };
+    let one_at_a_time = {
+        let mut e = engine(&rules, 64);
+        let bursts: Vec<(u32, Vec<Vec<u8>>)> = frames.iter().map(|f| (2, vec![f.clone()])).collect();
+        (run_bursts(&mut e, &bursts), counters(&e))
+    };
+    assert_eq!(one_burst.0, one_at_a_time.0);
+    let (c, d) = (&one_burst.1, &one_at_a_time.1);
+    for counter in [Counter::Decapsulated, Counter::Packets] {
+        assert_eq!(c.get(counter), d.get(counter), "{counter:?}");
+    }
+    for reason in [DropReason::DecapError, DropReason::UnknownTunnel, DropReason::ParseError] {
+        assert_eq!(c.drops(reason), d.drops(reason), "{reason:?}");
+    }
+    for (port, counter) in [(3, PortCounter::RxPackets), (3, PortCounter::RxBytes), (2, PortCounter::RxBytes)] {
+        assert_eq!(c.port(port, counter), d.port(port, counter), "port {port} {counter:?}");
+    }
+    // What each frame came to: a, a, a (new IP id), b, b, a (padding), a to
+    // vf0 or vf1 by their inner port; b as plain traffic to vf1.
+    let want: Vec<u32> = vec![0, 0, 0, 0, 0, 1, 1, 1];
+    let mut to: Vec<u32> = one_burst.0.iter().map(|(p, _)| *p).collect();
+    to.sort_unstable();
+    assert_eq!(to, want);
+    assert_eq!(c.get(Counter::Decapsulated), 7);
+    assert_eq!(c.drops(DropReason::UnknownTunnel), 1);
+    assert!(one_burst.0.iter().all(|(_, f)| *f == a || *f == b), "inner frames, padding gone");
+}
+
+#[test]
 fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
     let mut e = engine(
         &[

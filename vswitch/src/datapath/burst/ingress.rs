@@ -1,0 +1,322 @@
+//! Ingress: every packet parsed into the burst's key array (the key hashed
+//! by the parser); on uplinks the VTEP answers ARP/ND for its addresses and
+//! decapsulates VXLAN sent to them; runs of one key found on the way.
+
+use super::engine::*;
+use super::stages::l2_len;
+use crate::actions::{vxlan, PacketBuf};
+use crate::datapath::counters::{Counter, DropReason, PortCounter};
+use crate::datapath::tunnel::{NeighbourAction, Special};
+use crate::flow::Bits;
+use crate::packet::parse::{parse_hashed_fast, KeyBytes, Layout, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
+
+/// Misses of the burst's run check at ingress (a packet without the key of
+/// the last fast-parsed one) after which it stops checking.
+const MEMO_MISSES: u32 = 4;
+
+/// The run check of a burst's packets of one kind: the last packet the
+/// fast path parsed and the bytes its key is built from (see `KeyBytes`).
+/// Only for packets from one port (with one tunnel's metadata, if any).
+struct RunMemo {
+    last: Option<(usize, KeyBytes)>,
+    misses: u32,
+}
+
+impl RunMemo {
+    const fn new() -> Self {
+        Self { last: None, misses: MEMO_MISSES }
+    }
+
+    /// Whether frame `f` has the key of the packet kept: that packet's
+    /// index, and `f`'s layout.
+    #[inline(always)]
+    fn check(&self, f: &[u8]) -> Option<(usize, Layout)> {
+        let (j, b) = self.last?;
+        Some((j, b.same_key(f)?))
+    }
+
+    /// Packet `i` (frame `f`) was parsed, by the fast path if `fast`: it is
+    /// kept for the next ones. A burst of many flows stops checking after
+    /// a few misses (each costs a few cycles; `find_runs` still finds its
+    /// runs, by key).
+    #[inline(always)]
+    fn parsed(&mut self, i: usize, fast: bool, f: &[u8]) {
+        if self.last.is_some() {
+            self.misses = self.misses.saturating_sub(1);
+        }
+        if self.misses == 0 {
+            self.last = None;
+        } else if fast {
+            self.last = KeyBytes::of(f).map(|b| (i, b));
+        }
+    }
+}
+
+/// The decapsulation run check of a burst from an uplink: the outer bytes
+/// of the last VXLAN packet decapsulated after a fast parse, with its
+/// tunnel port and metadata, and the run check of the inner packets
+/// decapsulated since (all through that one tunnel: a packet whose outer
+/// headers take the parse starts it afresh).
+struct DecapMemo {
+    outer: Option<(VxlanBytes, u32, TunnelMeta)>,
+    outer_misses: u32,
+    inner: RunMemo,
+}
+
+impl DecapMemo {
+    const fn new() -> Self {
+        Self { outer: None, outer_misses: MEMO_MISSES, inner: RunMemo::new() }
+    }
+
+    /// A packet's outer bytes were not those kept (packets of many
+    /// tunnels, or not VXLAN, stop the check after a few).
+    #[inline]
+    fn outer_miss(&mut self) {
+        self.outer_misses = self.outer_misses.saturating_sub(1);
+        if self.outer_misses == 0 {
+            self.outer = None;
+        }
+    }
+
+    /// A packet was decapsulated after a parse of its outer headers: keep
+    /// them (`None`: they are not the kind `VxlanBytes` holds), and start
+    /// the inner run check afresh (its packets may have come through
+    /// another tunnel).
+    #[inline]
+    fn decapsulated(&mut self, outer: Option<(VxlanBytes, u32, TunnelMeta)>) {
+        if self.outer_misses > 0 {
+            self.outer = outer;
+        }
+        self.inner = RunMemo::new();
+    }
+}
+
+impl Engine {
+    /// Parses every packet into the burst's key array; on uplinks the VTEP
+    /// first answers ARP/ND for its addresses and decapsulates VXLAN sent to
+    /// them. Returns the packets left to classify.
+    pub fn stage_ingress<I: Io>(&mut self, in_port: u32, pkts: &mut Packets<I::Pkt>, n: usize, io: &mut I) -> u64 {
+        let mut pending: u64 = 0;
+        let mut rx_bytes = 0u64;
+        let vtep = self.tun.is_uplink(in_port);
+        // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
+        let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
+        self.burst_len = n;
+        let mut memo = RunMemo::new();
+        let mut decap = DecapMemo::new();
+        let mut runs = 0u64;
+        for i in 0..n {
+            self.flow_of[i] = None;
+            let Some(m) = pkts[i].as_mut() else { continue };
+            let len = m.len();
+            rx_bytes += len as u64;
+            self.lens[i] = len as u32;
+            if rx_limit != 0 && len > rx_limit + 14 && len - l2_len(m.data()) > rx_limit {
+                // A VF cannot send above its MTU; its e-switch port drops it.
+                self.counters.drop(DropReason::RxMtu, 1);
+                pkts[i] = None;
+                continue;
+            }
+            let from = if vtep {
+                match self.uplink_packet(in_port, i, pkts, io, &mut decap, &mut runs) {
+                    Some(from) => from,
+                    None => continue,
+                }
+            } else {
+                let layout = if let Some((j, layout)) = memo.check(m.data()) {
+                    // A run, found without a parse, a hash or a key compare:
+                    // its key (and hash) stay packet `j`'s until a stage
+                    // needs them in place (see `Engine::own_keys`).
+                    runs |= 1 << i;
+                    self.run_prev[i] = j as u8;
+                    layout
+                } else {
+                    let (layout, hash, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
+                    self.hashes[i] = hash;
+                    memo.parsed(i, fast, m.data());
+                    layout
+                };
+                if let Some(e) = layout.error {
+                    self.counters.parse_error(e);
+                    self.counters.drop(DropReason::ParseError, 1);
+                    pkts[i] = None;
+                    continue;
+                }
+                in_port
+            };
+            self.in_ports[i] = from;
+            pending |= 1 << i;
+        }
+        self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
+        self.borrowed = runs & pending;
+        self.find_runs(pending, runs);
+        pending
+    }
+
+    /// Gives the packets of `mask` whose key is still their run's first
+    /// packet's (found at ingress) their own copy of it and its hash: for
+    /// the stages after the exact-match cache, which look keys up by index.
+    #[inline]
+    pub(super) fn own_keys(&mut self, mask: u64) {
+        for i in Bits(mask & self.borrowed) {
+            let j = usize::from(self.run_prev[i]) % BURST;
+            self.keys[i] = self.keys[j];
+            self.hashes[i] = self.hashes[j];
+        }
+        self.borrowed &= !mask;
+    }
+
+    /// Packets with the key of the packet kept before them (same hash first,
+    /// then every word) join its run: they take its flow in the exact-match
+    /// stage without a lookup of their own. `runs`: those ingress found
+    /// already (from their bytes, see `KeyBytes`; their key is in the slot
+    /// `run_prev` names). A pass of its own after the parse: comparing a
+    /// key the parser has just stored in 8-byte pieces with 16-byte loads
+    /// stalls until the stores reach the cache.
+    #[inline]
+    fn find_runs(&mut self, pending: u64, mut runs: u64) {
+        // The slot holding the previous packet's key.
+        let mut last = BURST;
+        for i in Bits(pending) {
+            if runs & (1 << i) != 0 {
+                // Found at ingress already.
+                last = usize::from(self.run_prev[i]) % BURST;
+                continue;
+            }
+            if last < BURST && self.hashes[last] == self.hashes[i] && self.keys[last].same(&self.keys[i]) {
+                runs |= 1 << i;
+                self.run_prev[i] = last as u8;
+            }
+            last = i;
+        }
+        self.runs = runs;
+    }
+
+    /// Ingress for packet `i` of uplink `in_port`: `None` when the packet
+    /// was consumed (answered, learned from, dropped), else the port to
+    /// classify it as coming from (a tunnel port after decapsulation). A
+    /// VXLAN packet with the outer headers of the last one decapsulated
+    /// (see `VxlanBytes`) skips their parse and lookups.
+    fn uplink_packet<I: Io>(
+        &mut self,
+        in_port: u32,
+        i: usize,
+        pkts: &mut Packets<I::Pkt>,
+        io: &mut I,
+        d: &mut DecapMemo,
+        runs: &mut u64,
+    ) -> Option<u32> {
+        let m = pkts[i].as_mut()?;
+        if let Some((bytes, t, meta)) = d.outer {
+            if let Some(end) = bytes.same_outer(m.data()) {
+                if vxlan::decap_same_outer(m, end).is_err() {
+                    self.counters.drop(DropReason::DecapError, 1);
+                    pkts[i] = None;
+                    return None;
+                }
+                return self.decapsulated(i, t, meta, pkts, d, runs);
+            }
+            d.outer_miss();
+        }
+        // Most packets here are VXLAN to the VTEP: the outer key's hash
+        // would go unused (the inner key's is what counts).
+        let (layout, _, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
+        if let Some(e) = layout.error {
+            self.counters.parse_error(e);
+            self.counters.drop(DropReason::ParseError, 1);
+            pkts[i] = None;
+            return None;
+        }
+        match self.tun.special(&self.keys[i], in_port) {
+            Special::None => {
+                self.hashes[i] = self.keys[i].hash();
+                Some(in_port)
+            }
+            kind @ (Special::Arp | Special::Nd) => {
+                let l3 = usize::from(layout.l3_offset);
+                let action = match kind {
+                    Special::Arp => self.tun.arp(m.data(), l3, in_port),
+                    _ => self.tun.nd(m.data(), l3, in_port),
+                };
+                match action {
+                    NeighbourAction::PassOn => {
+                        self.hashes[i] = self.keys[i].hash();
+                        Some(in_port)
+                    }
+                    NeighbourAction::Consumed => {
+                        pkts[i] = None;
+                        self.counters.add(Counter::NeighConsumed, 1);
+                        None
+                    }
+                    NeighbourAction::Reply(len) => {
+                        self.counters.add(Counter::NeighConsumed, 1);
+                        if let Some(mut m) = pkts[i].take() {
+                            if m.replace(&self.tun.scratch[..len]) {
+                                self.counters.add(Counter::NeighRepliesSent, 1);
+                                io.send(in_port, m, &mut self.counters);
+                            }
+                        }
+                        None
+                    }
+                }
+            }
+            Special::Vxlan(udp_port) => {
+                // The outer bytes a later packet may share, read before the
+                // decapsulation moves the frame's start (the fast path's
+                // IPv4 frames only).
+                let bytes =
+                    if fast && self.keys[i].eth_type() == ETH_TYPE_IPV4 { VxlanBytes::of(m.data()) } else { None };
+                let outer = layout.with_key(self.keys[i]);
+                let Ok(meta) = vxlan::decap_parsed(m, &outer, udp_port) else {
+                    self.counters.drop(DropReason::DecapError, 1);
+                    pkts[i] = None;
+                    return None;
+                };
+                let Some(t) = self.tun.tunnel_for(udp_port, meta.src, meta.dst, meta.vni) else {
+                    self.counters.drop(DropReason::UnknownTunnel, 1);
+                    pkts[i] = None;
+                    return None;
+                };
+                d.decapsulated(bytes.map(|b| (b, t, meta)));
+                self.decapsulated(i, t, meta, pkts, d, runs)
+            }
+        }
+    }
+
+    /// Packet `i`, decapsulated, came through tunnel port `t` with `meta`:
+    /// its inner key (a run's, when its inner bytes are those of the last
+    /// inner packet parsed through the same tunnel), counted as received
+    /// there.
+    #[inline(always)]
+    fn decapsulated<P: PacketBuf>(
+        &mut self,
+        i: usize,
+        t: u32,
+        meta: TunnelMeta,
+        pkts: &mut Packets<P>,
+        d: &mut DecapMemo,
+        runs: &mut u64,
+    ) -> Option<u32> {
+        let m = pkts[i].as_mut()?;
+        let inner = &mut d.inner;
+        if let Some((j, _)) = inner.check(m.data()) {
+            *runs |= 1 << i;
+            self.run_prev[i] = j as u8;
+        } else {
+            let (layout, hash, fast) = parse_hashed_fast(m.data(), t, Some(&meta), &mut self.keys[i]);
+            self.hashes[i] = hash;
+            if let Some(e) = layout.error {
+                self.counters.parse_error(e);
+                self.counters.drop(DropReason::ParseError, 1);
+                pkts[i] = None;
+                return None;
+            }
+            inner.parsed(i, fast, m.data());
+        }
+        self.counters.add(Counter::Decapsulated, 1);
+        self.counters.port(t as usize, PortCounter::RxPackets, 1);
+        self.lens[i] = m.len() as u32;
+        self.counters.port(t as usize, PortCounter::RxBytes, u64::from(self.lens[i]));
+        Some(t)
+    }
+}
