@@ -239,8 +239,8 @@ pub fn decap_same_outer(pkt: &mut impl PacketBuf, end: usize) -> Result<(), Acti
 #[inline(always)]
 fn check_ipv4_outer(d: &[u8], l3: usize, l4: usize, end: usize) -> Result<(), ActionError> {
     let ihl = usize::from(d[l3] & 0x0f) * 4;
-    let header_ok = match d.get(l3..l3 + 20) {
-        Some(h) if ihl == 20 => checksum::ipv4_header_ok(h.try_into().map_err(|_| ActionError::BadOuter)?),
+    let header_ok = match d.get(l3..l3 + 20).and_then(|h| <&[u8; 20]>::try_from(h).ok()) {
+        Some(h) if ihl == 20 => checksum::ipv4_header_ok(h),
         _ => checksum::checksum(&d[l3..l3 + ihl]) == 0,
     };
     if !header_ok {

@@ -168,7 +168,7 @@ pub fn parse_hashed_fast(
 const MEMO_LEN: usize = 48;
 
 #[inline(always)]
-fn ld8(b: &[u8; MEMO_LEN], at: usize) -> u64 {
+fn ld8<const N: usize>(b: &[u8; N], at: usize) -> u64 {
     let mut w = [0u8; 8];
     w.copy_from_slice(&b[at..at + 8]);
     u64::from_ne_bytes(w)
@@ -279,12 +279,7 @@ const BYTES_30_38_NO_SPORT: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0,
 impl VxlanBytes {
     #[inline(always)]
     fn words(h: &[u8; VXLAN4_HEADERS]) -> [u64; 6] {
-        let ld = |at: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&h[at..at + 8]);
-            u64::from_ne_bytes(w)
-        };
-        [ld(0), ld(8), ld(20) & BYTES_20_24, ld(26), ld(30) & BYTES_30_38_NO_SPORT, ld(42)]
+        [ld8(h, 0), ld8(h, 8), ld8(h, 20) & BYTES_20_24, ld8(h, 26), ld8(h, 30) & BYTES_30_38_NO_SPORT, ld8(h, 42)]
     }
 
     /// Those bytes of `prev`, a frame as described above (the caller knows

@@ -8,7 +8,7 @@ use crate::actions::{vxlan, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
-use crate::packet::parse::{parse_hashed_fast, KeyBytes, Layout, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
+use crate::packet::parse::{parse_hashed_fast, KeyBytes, Layout, ParseError, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
 
 /// Misses of the burst's run check at ingress (a packet without the key of
 /// the last fast-parsed one) after which it stops checking.
@@ -137,9 +137,7 @@ impl Engine {
                     layout
                 };
                 if let Some(e) = layout.error {
-                    self.counters.parse_error(e);
-                    self.counters.drop(DropReason::ParseError, 1);
-                    pkts[i] = None;
+                    self.unparsed(e, pkts, i);
                     continue;
                 }
                 in_port
@@ -151,6 +149,13 @@ impl Engine {
         self.borrowed = runs & pending;
         self.find_runs(pending, runs);
         pending
+    }
+
+    /// Packet `i` does not parse: dropped, counted by its reason.
+    fn unparsed<P>(&mut self, e: ParseError, pkts: &mut Packets<P>, i: usize) {
+        self.counters.parse_error(e);
+        self.counters.drop(DropReason::ParseError, 1);
+        pkts[i] = None;
     }
 
     /// Gives the packets of `mask` whose key is still their run's first
@@ -222,9 +227,7 @@ impl Engine {
         // would go unused (the inner key's is what counts).
         let (layout, _, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
         if let Some(e) = layout.error {
-            self.counters.parse_error(e);
-            self.counters.drop(DropReason::ParseError, 1);
-            pkts[i] = None;
+            self.unparsed(e, pkts, i);
             return None;
         }
         match self.tun.special(&self.keys[i], in_port) {
@@ -306,9 +309,7 @@ impl Engine {
             let (layout, hash, fast) = parse_hashed_fast(m.data(), t, Some(&meta), &mut self.keys[i]);
             self.hashes[i] = hash;
             if let Some(e) = layout.error {
-                self.counters.parse_error(e);
-                self.counters.drop(DropReason::ParseError, 1);
-                pkts[i] = None;
+                self.unparsed(e, pkts, i);
                 return None;
             }
             inner.parsed(i, fast, m.data());
