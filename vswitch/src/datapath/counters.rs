@@ -130,6 +130,10 @@ named_enum_with! {
             Metric::labelled("vswitch_flows_removed_total", "reason", "revalidated", REMOVED),
         FlowsEvicted => "flows_evicted", Metric::labelled("vswitch_flows_removed_total", "reason", "evicted", REMOVED),
         EmcInserts => "emc_inserts", Metric::counter("vswitch_emc_inserts_total", "Entries written into the exact-match caches"),
+        /// Packets classified without an exact-match lookup: the cache's
+        /// hit rate was too low to pay for its lookups (see `EmcGate`).
+        EmcSkipped => "emc_skipped",
+            Metric::counter("vswitch_emc_skipped_total", "Packets classified without an exact-match lookup (hit rate too low)"),
         Decapsulated => "decapsulated", Metric::counter("vswitch_decapsulated_total", "VXLAN packets decapsulated"),
         Encapsulated => "encapsulated", Metric::counter("vswitch_encapsulated_total", "Packets encapsulated in VXLAN"),
         IcmpTooBigSent => "icmp_too_big_sent", Metric::labelled("vswitch_generated_total", "kind", "icmp_too_big", GENERATED),

@@ -1,6 +1,7 @@
 //! One PMD's switching state ([`Engine`]), what it starts with, and the
 //! pipeline of stages a burst goes through ([`Engine::process`]).
 
+pub(super) use super::gate::EmcGate;
 use crate::actions::{Action, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, Local, PortCounter};
 use crate::datapath::flows::{EventBatch, FlowEvent, FlowHandle, FlowTable};
@@ -195,6 +196,8 @@ pub struct Engine {
     pub(super) hz: u64,
     pub(super) idle_ticks: u64,
     pub(super) emc: Emc<EmcValue>,
+    /// Whether the exact-match cache is looked up (see [`EmcGate`]).
+    pub(super) emc_gate: EmcGate,
     pub(super) smc: Smc,
     /// The action lists of recent (rule, input port) pairs of this table:
     /// megaflows of one rule share one allocation. Cleared with each new table.
@@ -284,6 +287,7 @@ impl Engine {
             burst_misses: 0,
             rng: 0x9e37_79b9_7f4a_7c15 ^ (s.index as u64 + 1),
             emc: Emc::new(s.config.emc_entries.max(WAYS_MIN)),
+            emc_gate: EmcGate::default(),
             smc: Smc::new(s.config.smc_entries),
             action_lists: std::collections::HashMap::new(),
             retired: std::collections::HashMap::new(),
@@ -371,7 +375,7 @@ impl Engine {
         self.counters.port(in_port as usize, PortCounter::RxPackets, n as u64);
         self.stage_hardware(in_port, pkts, n, io);
         let mut pending = self.stage_ingress(in_port, pkts, n, io);
-        pending = self.stage_emc(pending);
+        pending = if self.emc_gate.lookup_now() { self.stage_emc(pending) } else { self.stage_emc_bypassed(pending) };
         pending = self.stage_smc(pending);
         pending = self.stage_megaflow(pending);
         pending = self.stage_fresh(pending, pkts, n);

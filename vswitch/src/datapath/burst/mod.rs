@@ -13,7 +13,9 @@
 //!    VXLAN sent to them; then runs: packets with the key of the packet
 //!    before them;
 //! 3. [`Engine::stage_emc`]: the exact-match cache, in three passes so cache
-//!    misses overlap; a run's packets take its first packet's flow;
+//!    misses overlap; a run's packets take its first packet's flow (while
+//!    the cache misses nearly always, [`Engine::stage_emc_bypassed`] sends
+//!    the packets to the megaflow classifier without a lookup);
 //! 4. [`Engine::stage_smc`]: the signature-match cache for the misses, once
 //!    there are several megaflow masks;
 //! 5. [`Engine::stage_megaflow`]: the megaflow classifier for the rest, as
@@ -27,12 +29,14 @@
 //!    across the group.
 //!
 //! Files: `engine` (the state and the pipeline), `ingress` (2), `stages`
-//! (1, 3-7), `egress` (9), `lifecycle` (install, eviction, events, expiry, revalidation,
-//! dumps), `hot` (hot-flow tracking for the offload policy); `tests` beside
-//! them, split the same way.
+//! (1, 3-7), `gate` (whether 3 looks the cache up or passes it by while it
+//! misses), `egress` (9), `lifecycle` (install, eviction, events, expiry,
+//! revalidation, dumps), `hot` (hot-flow tracking for the offload policy);
+//! `tests` beside them, split the same way.
 
 mod egress;
 mod engine;
+mod gate;
 mod hot;
 mod ingress;
 mod lifecycle;

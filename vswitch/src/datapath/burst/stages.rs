@@ -117,9 +117,36 @@ impl Engine {
                 self.flow_of[i] = None;
             }
         }
-        known &= !pending;
-        // In order: a run's earlier packets are resolved first.
-        for i in Bits(runs) {
+        let cheap_misses = !self.smc_active();
+        self.emc_gate.account(lookups.count_ones(), (lookups & !pending).count_ones(), cheap_misses);
+        self.sport_known = known & !pending;
+        self.resolve_runs(pending, parsed)
+    }
+
+    /// The exact-match stage while the cache does not pay for its lookups
+    /// (see `EmcGate`): the packets that are not runs go to the megaflow
+    /// classifier at once (nothing is inserted into the cache), then runs
+    /// take their first packet's flow. Returns the misses.
+    pub fn stage_emc_bypassed(&mut self, pending: u64) -> u64 {
+        let parsed = pending.count_ones();
+        let runs = pending & self.runs;
+        let own = pending & !runs;
+        self.counters.add(Counter::EmcSkipped, u64::from(own.count_ones()));
+        let missed = self.stage_megaflow(own);
+        // Counted as the megaflow stage's hits already: what is left to
+        // count is the runs.
+        self.sport_known = 0;
+        self.resolve_runs(missed | runs, parsed - (own & !missed).count_ones())
+    }
+
+    /// In order (a run's earlier packets first): each run packet whose
+    /// previous packet has its flow takes it; the rest, and the packets of
+    /// `pending` that are not runs, are the misses, looked up by their own
+    /// keys from here on. `parsed`: the packets the stage started with
+    /// whose flow is not counted yet (the rest are exact-match hits).
+    fn resolve_runs(&mut self, mut pending: u64, parsed: u32) -> u64 {
+        let mut known = self.sport_known;
+        for i in Bits(pending & self.runs) {
             let prev = usize::from(self.run_prev[i]) % BURST;
             if pending & (1 << prev) == 0 {
                 self.flow_of[i] = self.flow_of[prev];
@@ -130,7 +157,6 @@ impl Engine {
         }
         self.sport_known = known;
         self.counters.add(Counter::EmcHits, u64::from(parsed - pending.count_ones()));
-        // The misses are looked up by their own keys from here on.
         self.own_keys(pending);
         pending
     }
@@ -249,6 +275,9 @@ impl Engine {
     /// churn on every packet (the Open vSwitch policy).
     #[inline]
     pub(super) fn emc_maybe_insert(&mut self, i: usize, h: FlowHandle) {
+        if self.emc_gate.skipping() {
+            return;
+        }
         // `r < 2^64 / N` as a multiply: `r % N == 0` was a 64-bit division
         // on every megaflow hit (a quarter of that stage's cycles at 1M flows).
         let n = u128::from(self.config.emc_insert_inv_prob.max(1));

@@ -5,6 +5,7 @@
 //! `controller` (packet-in and packet-out), `tables` (goto_table).
 
 use super::engine::SMC_MIN_MASKS;
+use super::gate::EmcGate;
 use super::*;
 use crate::actions::VecPacket;
 use crate::actions::{Action, PacketBuf};

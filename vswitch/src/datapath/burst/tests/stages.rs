@@ -415,3 +415,106 @@ fn runs_of_one_key_take_the_first_packets_flow() {
     let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
     assert_eq!((pending, e.runs, e.run_prev[7]), (0xff, 0x80, 6));
 }
+
+/// With far more flows than exact-match entries, bursts pass the cache by
+/// (counted as skipped) and every packet is forwarded as before; once the
+/// traffic narrows to flows the cache holds, the probe bursts hit and the
+/// lookups resume.
+#[test]
+fn the_exact_match_cache_is_passed_by_while_it_misses_and_used_again_once_it_hits() {
+    let mut e = engine_sized(&["priority=10,in_port=vf0,ip actions=output:vf1"], 64, 100_000);
+    let flow = |i: u32| udp([2; 6], [4; 6], [10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 80, 60);
+    let mut io = VecIo::default();
+    let mut now = 1;
+    let mut send = |e: &mut Engine, io: &mut VecIo, frames: &[Vec<u8>]| {
+        e.start_iteration();
+        let (mut pkts, n) = burst(frames);
+        now += 1;
+        e.process(0, &mut pkts, n, now, io);
+    };
+    // 20,000 flows against 1,024 entries: lookups miss (each flow comes
+    // back after 20,000 packets).
+    let many: Vec<Vec<u8>> = (0..20_000).map(flow).collect();
+    for chunk in many.chunks(32).take(200) {
+        send(&mut e, &mut io, chunk);
+    }
+    assert!(e.emc_gate.bypassed(), "a window of misses passes the cache by");
+    let c = counters(&e);
+    let skipped = c.get(Counter::EmcSkipped);
+    assert!(skipped > 1000, "skipped {skipped}");
+    let tiers = c.get(Counter::EmcHits) + c.get(Counter::MegaflowHits) + c.get(Counter::Upcalls);
+    assert_eq!((io.sent.len(), tiers), (6400, 6400), "every packet forwarded and classified once");
+    assert!(io.sent.iter().zip(many.iter()).all(|((p, f), g)| *p == 1 && f == g), "in order, unchanged");
+    assert_eq!(e.flow_count(), 1);
+    // Four flows: inserted on their megaflow hits meanwhile, the probes hit.
+    let few: Vec<Vec<u8>> = (0..32).map(|i| flow(i % 4)).collect();
+    let mut bursts = 0;
+    while e.emc_gate.bypassed() {
+        send(&mut e, &mut io, &few);
+        bursts += 1;
+        assert!(bursts <= 3 * 4096 / 32 * 16, "still passed by after {bursts} bursts of four flows");
+    }
+    let (hits, skipped) = (counters(&e).get(Counter::EmcHits), counters(&e).get(Counter::EmcSkipped));
+    for _ in 0..10 {
+        send(&mut e, &mut io, &few);
+    }
+    let c = counters(&e);
+    assert_eq!(c.get(Counter::EmcHits) - hits, 320, "every packet an exact-match hit again");
+    assert_eq!(c.get(Counter::EmcSkipped), skipped, "no lookup skipped");
+    assert_eq!(io.sent.len(), 6400 + 32 * (bursts + 10));
+    assert_balanced(&e);
+}
+
+/// Runs still take their first packet's flow while the cache is passed
+/// by, and a run whose first packet is new waits for its upcall.
+#[test]
+fn runs_take_their_first_packets_flow_while_the_cache_is_passed_by() {
+    let mut e = engine(&["priority=10,in_port=vf0,ip actions=output:vf1"], 64);
+    let mut gate = EmcGate::default();
+    assert!(gate.lookup_now());
+    gate.account(4096, 0, true);
+    assert!(gate.bypassed());
+    e.emc_gate = gate;
+    let a = udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60);
+    let b = udp([2; 6], [4; 6], [10, 0, 0, 2], 80, 60);
+    // a a a b b, three times.
+    let frames = vec![a.clone(), a.clone(), a.clone(), b.clone(), b.clone()];
+    let mut io = VecIo::default();
+    for round in 0..3 {
+        e.start_iteration();
+        let (mut pkts, n) = burst(&frames);
+        e.process(0, &mut pkts, n, round + 1, &mut io);
+    }
+    let c = counters(&e);
+    assert_eq!(c.get(Counter::Upcalls), 1);
+    // The first burst: its runs wait for the upcall of their first packet
+    // and find the flow it installed (megaflow hits, as without the gate).
+    // Then three run packets a burst (a, a, b) take their first packet's
+    // flow without a lookup of their own; none of these bursts is a probe.
+    assert_eq!(c.get(Counter::EmcHits), 6, "the runs of the second and third bursts");
+    assert_eq!(c.get(Counter::MegaflowHits), 4 + 2 + 2);
+    assert_eq!(c.get(Counter::EmcSkipped), 6, "two non-run packets per burst");
+    assert_eq!(c.get(Counter::EmcInserts), 5, "the first burst's upcall path only: no insertion on a megaflow hit");
+    assert_eq!(io.sent.len(), 15);
+    assert!(io.sent.iter().all(|(p, _)| *p == 1));
+    assert_balanced(&e);
+}
+
+/// The gate: passed by below one hit in eight lookups over a window, only
+/// while a miss is cheap; one burst in sixteen probes meanwhile.
+#[test]
+fn the_exact_match_gate_decides_per_window() {
+    let mut g = EmcGate::default();
+    g.account(4000, 0, true);
+    assert!(!g.bypassed(), "not before a whole window");
+    g.account(96, 0, true);
+    assert!(g.bypassed());
+    assert_eq!((0..64).filter(|_| g.lookup_now()).count(), 4, "one burst in 16 probes");
+    g.account(4096, 512, true);
+    assert!(!g.bypassed(), "one hit in eight pays for the lookups");
+    g.account(4096, 511, true);
+    assert!(g.bypassed());
+    g.account(4096, 0, false);
+    assert!(!g.bypassed(), "many masks: a miss is dear, the cache is always looked up");
+    assert!((0..64).all(|_| g.lookup_now()));
+}
