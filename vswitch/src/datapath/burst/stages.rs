@@ -142,9 +142,10 @@ impl Engine {
     /// In order (a run's earlier packets first): each run packet whose
     /// previous packet has its flow takes it; the rest, and the packets of
     /// `pending` that are not runs, are the misses, looked up by their own
-    /// keys from here on. `parsed`: the packets the stage started with
-    /// whose flow is not counted yet (the rest are exact-match hits).
-    fn resolve_runs(&mut self, mut pending: u64, parsed: u32) -> u64 {
+    /// keys from here on. `uncounted`: the stage's packets no tier has
+    /// counted yet; those that are not misses now (cache hits, runs) are
+    /// counted as exact-match hits.
+    fn resolve_runs(&mut self, mut pending: u64, uncounted: u32) -> u64 {
         let mut known = self.sport_known;
         for i in Bits(pending & self.runs) {
             let prev = usize::from(self.run_prev[i]) % BURST;
@@ -156,7 +157,7 @@ impl Engine {
             }
         }
         self.sport_known = known;
-        self.counters.add(Counter::EmcHits, u64::from(parsed - pending.count_ones()));
+        self.counters.add(Counter::EmcHits, u64::from(uncounted - pending.count_ones()));
         self.own_keys(pending);
         pending
     }
