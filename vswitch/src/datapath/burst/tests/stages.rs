@@ -446,7 +446,8 @@ fn the_exact_match_cache_is_passed_by_while_it_misses_and_used_again_once_it_hit
     assert_eq!((io.sent.len(), tiers), (6400, 6400), "every packet forwarded and classified once");
     assert!(io.sent.iter().zip(many.iter()).all(|((p, f), g)| *p == 1 && f == g), "in order, unchanged");
     assert_eq!(e.flow_count(), 1);
-    // Four flows: inserted on their megaflow hits meanwhile, the probes hit.
+    // Four flows: inserted on the probe bursts' megaflow hits, then hit by
+    // the probes that follow.
     let few: Vec<Vec<u8>> = (0..32).map(|i| flow(i % 4)).collect();
     let mut bursts = 0;
     while e.emc_gate.bypassed() {
