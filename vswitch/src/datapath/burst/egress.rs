@@ -1,11 +1,13 @@
-//! Egress: each flow group's actions run once, per action across the group
-//! (outputs, VXLAN encapsulation towards a resolved next hop, copies, MTU).
+//! Egress: each flow group counted on its flow; the actions of groups that
+//! share them run once for all, per action across the batch (outputs, VXLAN
+//! encapsulation towards a resolved next hop, copies, MTU).
 
 use super::engine::*;
 use super::stages::*;
 use crate::actions::control_packets::{icmp4_frag_needed, icmp6_packet_too_big};
 use crate::actions::{self, Action, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, Local, PortCounter};
+use crate::datapath::flows::FlowHandle;
 use crate::datapath::punt::{PacketIn, Punt};
 use crate::datapath::tunnel::TunnelCtx;
 use crate::flow::Bits;
@@ -14,51 +16,96 @@ use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6};
 use crate::packet::FlowKey;
 use crate::underlay::Unresolved;
 use offload::entropy::{vxlan_src_port, InnerFlow};
+use std::sync::Arc;
 
 impl Engine {
-    /// Runs each group's actions once, updating the flows' counters.
+    /// Updates each group's flow counters and runs the groups' actions:
+    /// groups in a row whose flows share their action list and rule (the
+    /// megaflows of one rule and input port share one allocation, see
+    /// `action_lists`) as one batch, so that what the actions need (the
+    /// output's queue, the encapsulation's next hop) is looked up once for
+    /// all their packets, not once a flow. Each flow's packets keep their
+    /// order; a batch's leave in the order they came.
     pub fn stage_execute<I: Io>(&mut self, groups: &Groups, pkts: &mut Packets<I::Pkt>, now: u64, io: &mut I) {
-        for g in 0..groups.len {
+        // The batch being built: its first group, the packets of all its
+        // groups, and what its flows share.
+        let mut batch: Option<(usize, u64, ActionsId)> = None;
+        for g in 0..groups.len.min(BURST) {
             let members = groups.members[g];
-            let Some(flow) = self.flows.get_mut(groups.handles[g]) else {
-                // Cannot happen while eviction spares the burst's flows;
-                // counted all the same, never lost silently.
-                let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
-                self.counters.drop(DropReason::FlowGone, n);
-                continue;
-            };
-            let bytes: u64 = Bits(members).map(|i| u64::from(self.lens[i])).sum();
-            flow.packets += u64::from(members.count_ones());
-            flow.bytes += bytes;
-            flow.used_tsc = now;
-            if !flow.dirty && self.hot.is_some() {
-                flow.dirty = true;
-                self.dirty.push(groups.handles[g]);
+            let Some(id) = self.charge_group(groups.handles[g], members, pkts, now) else { continue };
+            match batch {
+                Some((first, all, same)) if same == id => batch = Some((first, all | members, id)),
+                _ => {
+                    if let Some((first, all, _)) = batch {
+                        self.run_batch(groups.handles[first], all, pkts, now, io);
+                    }
+                    batch = Some((g, members, id));
+                }
             }
-            if let Some(reason) = flow.drop_reason {
-                self.counters.drop(reason, u64::from(members.count_ones()));
-                Bits(members).for_each(|i| pkts[i] = None);
-                continue;
-            }
-            let mut x = Exec {
-                io: &mut *io,
-                counters: &mut self.counters,
-                punt: &mut self.punt,
-                rule: flow.rule.as_deref(),
-                pmd: self.index,
-                tun: &mut self.tun,
-                mtus: &self.mtus,
-                keys: &self.keys,
-                runs: self.runs,
-                run_prev: &self.run_prev,
-                sports: &self.sports,
-                sport_known: self.sport_known,
-                in_ports: &self.in_ports,
-                now,
-                hz: self.hz,
-            };
-            execute(&flow.actions, pkts, members, &mut x);
         }
+        if let Some((first, all, _)) = batch {
+            self.run_batch(groups.handles[first], all, pkts, now, io);
+        }
+    }
+
+    /// Counts a group's packets (`members`) and bytes on its flow `h` and
+    /// marks it used. Returns what its actions are, or `None` when there
+    /// is nothing to run: the flow's actions deliver nothing, or the flow
+    /// is gone (its packets dropped and counted).
+    #[inline]
+    fn charge_group<P: PacketBuf>(
+        &mut self,
+        h: FlowHandle,
+        members: u64,
+        pkts: &mut Packets<P>,
+        now: u64,
+    ) -> Option<ActionsId> {
+        let Some(flow) = self.flows.get_mut(h) else {
+            // Cannot happen while eviction spares the burst's flows;
+            // counted all the same, never lost silently.
+            let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
+            self.counters.drop(DropReason::FlowGone, n);
+            return None;
+        };
+        let bytes: u64 = Bits(members).map(|i| u64::from(self.lens[i])).sum();
+        flow.packets += u64::from(members.count_ones());
+        flow.bytes += bytes;
+        flow.used_tsc = now;
+        if !flow.dirty && self.hot.is_some() {
+            flow.dirty = true;
+            self.dirty.push(h);
+        }
+        if let Some(reason) = flow.drop_reason {
+            self.counters.drop(reason, u64::from(members.count_ones()));
+            Bits(members).for_each(|i| pkts[i] = None);
+            return None;
+        }
+        Some(ActionsId::of(flow))
+    }
+
+    /// Runs the actions of flow `h` on the packets of `members`.
+    fn run_batch<I: Io>(&mut self, h: FlowHandle, members: u64, pkts: &mut Packets<I::Pkt>, now: u64, io: &mut I) {
+        // Alive: `charge_group` found it just now (and were it not, the
+        // packets left in `pkts` would be counted as dropped by `process`).
+        let Some(flow) = self.flows.get(h) else { return };
+        let mut x = Exec {
+            io,
+            counters: &mut self.counters,
+            punt: &mut self.punt,
+            rule: flow.rule.as_deref(),
+            pmd: self.index,
+            tun: &mut self.tun,
+            mtus: &self.mtus,
+            keys: &self.keys,
+            runs: self.runs,
+            run_prev: &self.run_prev,
+            sports: &self.sports,
+            sport_known: self.sport_known,
+            in_ports: &self.in_ports,
+            now,
+            hz: self.hz,
+        };
+        execute(&flow.actions, pkts, members, &mut x);
     }
 }
 
@@ -113,13 +160,27 @@ pub(super) fn src_port_of(key: &FlowKey, frame: &[u8]) -> u16 {
     key_src_port(key).unwrap_or_else(|| vxlan_src_port(&InnerFlow::from_frame(frame)))
 }
 
+/// What a flow's actions are, by the addresses of its action list and rule:
+/// flows with equal ids run the same actions (the flows of a burst, and so
+/// their allocations, are alive until it is executed).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct ActionsId(usize, usize);
+
+impl ActionsId {
+    #[inline(always)]
+    fn of(flow: &crate::datapath::flows::Flow) -> Self {
+        let rule = flow.rule.as_ref().map_or(0, |r| Arc::as_ptr(r) as usize);
+        Self(Arc::as_ptr(&flow.actions).cast::<Action>() as usize, rule)
+    }
+}
+
 /// What running actions needs besides the packets.
 struct Exec<'a, I: Io> {
     io: &'a mut I,
     counters: &'a mut Local,
     punt: &'a mut Punt,
-    /// The rule of the flow being run (packet-ins name it; read only then,
-    /// not for every flow group).
+    /// The rule of the flows being run (packet-ins name it; read only then,
+    /// not for every batch).
     rule: Option<&'a crate::flow::Rule>,
     pmd: usize,
     tun: &'a mut TunnelCtx,
@@ -185,7 +246,7 @@ impl<I: Io> Exec<'_, I> {
 
     /// Encapsulates the packets of `members` for tunnel port `port` and
     /// queues them on the uplink all at once; the encapsulation is resolved
-    /// once for all of them (a flow's group shares port and VNI).
+    /// once for all of them (a batch shares port and VNI).
     fn send_tunnel_many(&mut self, port: u32, vni: Option<u32>, pkts: &mut Packets<I::Pkt>, members: u64) {
         let r = match self.tun.resolve(port, vni) {
             Ok(r) => std::rc::Rc::clone(r),
@@ -238,7 +299,7 @@ impl<I: Io> Exec<'_, I> {
             out |= 1 << i;
             bytes += m.len() as u64;
         }
-        // One lookup of the uplink's buffer for the group, not one a packet.
+        // One lookup of the uplink's buffer for the batch, not one a packet.
         // (Their length was checked against the uplink's MTU above.)
         self.io.send_all(r.uplink, pkts, out, usize::MAX, self.counters);
         let sent = u64::from(out.count_ones());
@@ -316,7 +377,7 @@ impl<I: Io> Exec<'_, I> {
     }
 }
 
-/// Runs `actions` on the packets of one flow group (`members` bits of `pkts`).
+/// Runs `actions` on the packets of one batch (`members` bits of `pkts`).
 fn execute<I: Io>(actions: &[Action], pkts: &mut Packets<I::Pkt>, members: u64, x: &mut Exec<'_, I>) {
     let last = actions.len().saturating_sub(1);
     let mut vni = None;

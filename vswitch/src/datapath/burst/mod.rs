@@ -25,8 +25,9 @@
 //! 7. [`Engine::stage_upcall`]: the rule table for the rest, within the
 //!    iteration's upcall budget, installing megaflows;
 //! 8. [`Groups::fill`]: packets grouped by flow;
-//! 9. [`Engine::stage_execute`]: each group's actions run once, per action
-//!    across the group.
+//! 9. [`Engine::stage_execute`]: each group counted on its flow; the
+//!    actions run once per batch of groups in a row that share their action
+//!    list (one rule), per action across the batch.
 //!
 //! Files: `engine` (the state and the pipeline), `ingress` (2), `stages`
 //! (1, 3-7), `gate` (whether 3 looks the cache up or passes it by while it

@@ -2,7 +2,8 @@
 //! The shared fixtures are here; the tests sit in files by concern, as the
 //! engine does: `stages`, `flows` (budget, flood, eviction, revalidation),
 //! `hot`, `differential` (offload on and off give the same packets),
-//! `controller` (packet-in and packet-out), `tables` (goto_table).
+//! `controller` (packet-in and packet-out), `tables` (goto_table), `groups`
+//! (grouping by flow, batches of one action list).
 
 use super::engine::SMC_MIN_MASKS;
 use super::gate::EmcGate;
@@ -260,6 +261,7 @@ fn assert_balanced(e: &Engine) {
 mod controller;
 mod differential;
 mod flows;
+mod groups;
 mod hot;
 mod stages;
 mod tables;
