@@ -446,8 +446,8 @@ impl Groups {
             } else if g <= len && self.handles[g - 1].index == h.index {
                 Some(g - 1)
             } else {
-                // Another flow has the entry: this one's group, if it has
-                // one, has none.
+                // Another flow took the entry first: this flow's group,
+                // if it has one yet, is not indexed, so search for it.
                 (0..len).find(|&k| self.handles[k].index == h.index)
             };
             match found {
