@@ -422,22 +422,31 @@ impl Groups {
     }
 
     /// Groups the burst's remaining packets by flow (what it held before is
-    /// forgotten). A packet of the last group's flow joins it at once (runs).
+    /// forgotten). A packet of the previous packet's flow joins its group at
+    /// once (runs).
     pub fn fill<P>(&mut self, flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usize) {
         for k in 0..self.len.min(BURST) {
             self.slot_of[group_slot(self.handles[k].index)] = 0;
         }
         self.len = 0;
+        // The group of the packet before: its index, its flow, and the
+        // members found since, added to the array when another flow's
+        // packet comes (an update in the array for each packet was a
+        // chain of stores and loads through memory).
+        let mut last: Option<(usize, u32, u64)> = None;
         for (i, pkt) in pkts.iter().enumerate().take(n) {
             if pkt.is_none() {
                 continue;
             }
             let Some(h) = flow_of[i] else { continue };
-            let len = self.len;
-            if len > 0 && self.handles[len - 1].index == h.index {
-                self.members[len - 1] |= 1 << i;
-                continue;
+            if let Some((k, index, members)) = &mut last {
+                if *index == h.index {
+                    *members |= 1 << i;
+                    continue;
+                }
+                self.members[*k] |= *members;
             }
+            let len = self.len;
             let s = group_slot(h.index);
             let g = usize::from(self.slot_of[s]);
             let found = if g == 0 {
@@ -450,17 +459,19 @@ impl Groups {
                 // if it has one yet, is not indexed, so search for it.
                 (0..len).find(|&k| self.handles[k].index == h.index)
             };
-            match found {
-                Some(k) => self.members[k] |= 1 << i,
-                None => {
-                    self.handles[len] = h;
-                    self.members[len] = 1 << i;
-                    self.len += 1;
-                    if g == 0 {
-                        self.slot_of[s] = self.len as u8;
-                    }
+            let k = found.unwrap_or_else(|| {
+                self.handles[len] = h;
+                self.members[len] = 0;
+                self.len += 1;
+                if g == 0 {
+                    self.slot_of[s] = self.len as u8;
                 }
-            }
+                len
+            });
+            last = Some((k, h.index, 1 << i));
+        }
+        if let Some((k, _, members)) = last {
+            self.members[k] |= members;
         }
     }
 }
