@@ -108,9 +108,46 @@ pub fn narrow_key_match(entry: &[u64; 6], key: &[u64; 13], rest_zero: bool) -> b
     }
 }
 
+/// Whether two six-word arrays are equal: three 16-byte compares OR-ed,
+/// no early exit (an exact-match entry against a frame key).
+#[inline(always)]
+pub fn words6_equal(a: &[u64; 6], b: &[u64; 6]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is baseline on x86_64; each load reads two
+        // initialised u64s (16 bytes) at offsets 0, 2 and 4 of six-word
+        // arrays, and `_mm_loadu_si128` allows any alignment.
+        unsafe {
+            let ld = |p: *const u64| _mm_loadu_si128(p.cast());
+            let (x, y) = (a.as_ptr(), b.as_ptr());
+            let mut acc = _mm_or_si128(_mm_xor_si128(ld(x), ld(y)), _mm_xor_si128(ld(x.add(2)), ld(y.add(2))));
+            acc = _mm_or_si128(acc, _mm_xor_si128(ld(x.add(4)), ld(y.add(4))));
+            _mm_movemask_epi8(_mm_cmpeq_epi8(acc, _mm_setzero_si128())) == 0xffff
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        a.iter().zip(b).fold(0, |d, (x, y)| d | (x ^ y)) == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words6_equal_checks_every_bit() {
+        let a: [u64; 6] = std::array::from_fn(|i| 0x0123_4567_89ab_cdef_u64.rotate_left(i as u32 * 7));
+        assert!(words6_equal(&a, &a));
+        for i in 0..6 {
+            for bit in [0, 17, 63] {
+                let mut b = a;
+                b[i] ^= 1 << bit;
+                assert!(!words6_equal(&a, &b), "word {i} bit {bit}");
+            }
+        }
+    }
 
     #[test]
     fn narrow_key_match_checks_every_word() {

@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use vswitch::actions::vxlan::{decap, decap_same_outer};
 use vswitch::actions::{PacketBuf, VecPacket};
 use vswitch::packet::parse;
-use vswitch::packet::parse::{parse_hashed_fast, same_fast_key, VxlanBytes, ETH_TYPE_IPV4};
+use vswitch::packet::parse::{parse_hashed_fast, same_fast_key, FrameKey, VxlanBytes, ETH_TYPE_IPV4};
 use vswitch::packet::{Field, FlowKey};
 
 fuzz_target!(|data: &[u8]| {
@@ -30,6 +30,20 @@ fuzz_target!(|data: &[u8]| {
         if let Some(layout) = same_fast_key(a, b) {
             let p = parse(b, 1, None);
             assert!(p.key == key && p.layout() == layout, "same_fast_key said the same key wrongly");
+        }
+    }
+    let (fa, fb) = (FrameKey::of(a, 1), FrameKey::of(b, 1));
+    for (f, k) in [(a, fa), (b, fb)] {
+        if k.is_some() {
+            let mut fast = FlowKey::ZERO;
+            assert!(parse_hashed_fast(f, 1, None, &mut fast).2, "a frame key for a frame the fast path refuses");
+            assert!(parse(f, 1, None).key == fast);
+        }
+    }
+    if let Some(fa) = fa {
+        assert_eq!(fa.same_frame(b, 1), fb == Some(fa), "same_frame and the frame keys disagree");
+        if fb == Some(fa) {
+            assert!(parse(a, 1, None).key == parse(b, 1, None).key, "equal frame keys, different flow keys");
         }
     }
     let outer_a = parse(a, 1, None);

@@ -6,25 +6,38 @@
 //! datapath stores a megaflow reference and checks it is still alive). For a
 //! burst, call [`Emc::prefetch`] for every packet, then [`Emc::candidate`] for
 //! every packet, then [`Emc::verify`]: each phase's cache misses overlap.
+//!
+//! An entry is keyed either by a [`FlowKey`] or, for frames the parser's fast
+//! path takes, by their [`FrameKey`] (the frame's own bytes: a hit needs no
+//! flow key built). The datapath uses one form per frame, so the two never
+//! stand for one packet; a lookup in one form never matches the other's entry.
 
 use crate::arch::{NARROW_WORDS as NARROW, WIDE_WORDS as WIDE};
+use crate::packet::parse::FrameKey;
 use crate::packet::FlowKey;
 
 /// Ways per set.
 pub const WAYS: usize = 4;
 
-/// One entry: one cache line, the key's [`NARROW`] words and the value.
-/// (The whole 104-byte key made an entry two lines, and at 1k flows the
-/// second line's prefetch was a tenth of the stage.)
+/// One entry: one cache line, the key's [`NARROW`] words (or a frame key's
+/// words) and the value. (The whole 104-byte key made an entry two lines,
+/// and at 1k flows the second line's prefetch was a tenth of the stage.)
 #[derive(Clone, Copy)]
 #[repr(C, align(64))]
 struct Entry<V> {
     narrow: [u64; NARROW.len()],
     value: V,
-    /// Whether a [`WIDE`] word of the key is not zero: then they are in
-    /// the wide array at the same slot.
-    wide: bool,
+    /// What `narrow` holds: [`NARROW_KEY`], [`WIDE_KEY`] or [`FRAME_KEY`].
+    form: u8,
 }
+
+/// A flow key whose [`WIDE`] words are all zero.
+const NARROW_KEY: u8 = 0;
+/// A flow key with a [`WIDE`] word not zero: they are in the wide array at
+/// the same slot.
+const WIDE_KEY: u8 = 1;
+/// A [`FrameKey`]'s words.
+const FRAME_KEY: u8 = 2;
 
 /// An entry's [`WIDE`] words, when it has them.
 #[derive(Clone, Copy)]
@@ -74,11 +87,20 @@ impl<V> Entry<V> {
     /// [`WIDE`] words).
     #[inline(always)]
     fn holds(&self, key: &FlowKey, wide: &[WideWords], slot: usize) -> bool {
-        if !self.wide {
-            return crate::arch::narrow_key_match(&self.narrow, &key.words, true);
+        match self.form {
+            NARROW_KEY => crate::arch::narrow_key_match(&self.narrow, &key.words, true),
+            WIDE_KEY => {
+                crate::arch::narrow_key_match(&self.narrow, &key.words, false)
+                    && wide.get(slot).is_some_and(|w| w.0 == wide_words(key).0)
+            }
+            _ => false,
         }
-        crate::arch::narrow_key_match(&self.narrow, &key.words, false)
-            && wide.get(slot).is_some_and(|w| w.0 == wide_words(key).0)
+    }
+
+    /// Whether the entry holds frame key `key`.
+    #[inline(always)]
+    fn holds_frame(&self, key: &FrameKey) -> bool {
+        self.form == FRAME_KEY && crate::arch::words6_equal(&self.narrow, &key.0)
     }
 }
 
@@ -93,7 +115,7 @@ impl<V: Copy + Default> Emc<V> {
         let sets = capacity.div_ceil(WAYS).next_power_of_two().max(1);
         Self {
             tags: vec![[0u32; WAYS]; sets].into_boxed_slice(),
-            entries: vec![Entry { narrow: [0; NARROW.len()], value: V::default(), wide: false }; sets * WAYS]
+            entries: vec![Entry { narrow: [0; NARROW.len()], value: V::default(), form: NARROW_KEY }; sets * WAYS]
                 .into_boxed_slice(),
             wide: vec![WideWords([0; WIDE.len()]); sets * WAYS].into_boxed_slice(),
             set_mask: sets - 1,
@@ -148,19 +170,39 @@ impl<V: Copy + Default> Emc<V> {
         match slot.and_then(|s| Some((s, self.entries.get(s)?))) {
             Some((s, e)) if e.holds(key, &self.wide, s) => Some(e.value),
             // A tag collision in the first matching way: check the others.
-            Some(_) => self.lookup_slow(key, hash),
+            Some(_) => self.lookup_slow(hash, |e, s| e.holds(key, &self.wide, s)),
             None => None,
         }
     }
 
-    fn lookup_slow(&self, key: &FlowKey, hash: u64) -> Option<V> {
+    /// [`verify`](Self::verify) for a frame key (its
+    /// [`hash`](FrameKey::hash) is the one the lookup started with).
+    #[inline(always)]
+    pub fn verify_frame(&self, slot: Option<usize>, key: &FrameKey, hash: u64) -> Option<V> {
+        match slot.and_then(|s| self.entries.get(s)) {
+            Some(e) if e.holds_frame(key) => Some(e.value),
+            Some(_) => self.lookup_slow(hash, |e, _| e.holds_frame(key)),
+            None => None,
+        }
+    }
+
+    /// The value of the first entry of `hash`'s set with its tag that
+    /// `holds` (entry, slot).
+    fn lookup_slow(&self, hash: u64, holds: impl Fn(&Entry<V>, usize) -> bool) -> Option<V> {
         let set = self.set(hash);
         let tag = tag_of(hash);
         let tags = self.tags.get(set)?;
         (0..WAYS)
             .filter(|&w| tags[w] == tag)
             .map(|w| set * WAYS + w)
-            .find_map(|s| self.entries.get(s).filter(|e| e.holds(key, &self.wide, s)).map(|e| e.value))
+            .find_map(|s| self.entries.get(s).filter(|e| holds(e, s)).map(|e| e.value))
+    }
+
+    /// Looks frame key `key` up (tests; the datapath runs the phases).
+    #[cfg(test)]
+    pub fn lookup_frame(&self, key: &FrameKey) -> Option<V> {
+        let hash = key.hash();
+        self.verify_frame(self.candidate(hash, false), key, hash)
     }
 
     /// Looks `key` (with its [`hash_key`](super::hash::hash_key)) up.
@@ -172,11 +214,30 @@ impl<V: Copy + Default> Emc<V> {
 
     /// Inserts or replaces `key`.
     pub fn insert(&mut self, key: &FlowKey, hash: u64, value: V) {
+        let slot = self.slot_for(hash, |e, s, wide| e.holds(key, wide, s));
+        let (words, wide) = wide_words(key);
+        let form = if wide { WIDE_KEY } else { NARROW_KEY };
+        self.entries[slot] = Entry { narrow: NARROW.map(|i| key.words[i]), value, form };
+        if wide {
+            self.wide[slot] = WideWords(words);
+        }
+    }
+
+    /// Inserts or replaces frame key `key` (with its [`hash`](FrameKey::hash)).
+    pub fn insert_frame(&mut self, key: &FrameKey, hash: u64, value: V) {
+        let slot = self.slot_for(hash, |e, _, _| e.holds_frame(key));
+        self.entries[slot] = Entry { narrow: key.0, value, form: FRAME_KEY };
+    }
+
+    /// The slot an insertion of `hash` writes, tagged for it: the entry
+    /// that `holds` the key already, else a free way, else the way the
+    /// hash's upper bits pick (an eviction).
+    fn slot_for(&mut self, hash: u64, holds: impl Fn(&Entry<V>, usize, &[WideWords]) -> bool) -> usize {
         let set = self.set(hash);
         let tag = tag_of(hash);
         let base = set * WAYS;
         let tags = self.tags[set];
-        let same = (0..WAYS).find(|&w| tags[w] == tag && self.entries[base + w].holds(key, &self.wide, base + w));
+        let same = (0..WAYS).find(|&w| tags[w] == tag && holds(&self.entries[base + w], base + w, &self.wide));
         let way = match same.or_else(|| tags.iter().position(|&t| t == 0)) {
             Some(w) => w,
             None => {
@@ -185,12 +246,8 @@ impl<V: Copy + Default> Emc<V> {
             }
         };
         self.tags[set][way] = tag;
-        let (words, wide) = wide_words(key);
-        self.entries[base + way] = Entry { narrow: NARROW.map(|i| key.words[i]), value, wide };
-        if wide {
-            self.wide[base + way] = WideWords(words);
-        }
         self.stats.inserts += 1;
+        base + way
     }
 
     /// Drops every entry whose value `dead` says is stale.
@@ -273,6 +330,38 @@ mod tests {
                 assert_eq!(emc.lookup(probe, 42), want, "stored {i}, probed {j}");
             }
         }
+    }
+
+    /// Frame keys and flow keys live side by side: each is found in its
+    /// own form only, even when the words and the hash are the same.
+    #[test]
+    fn frame_keys_and_flow_keys_do_not_match_each_other() {
+        let mut emc = Emc::<u32>::new(64);
+        let k = key(5);
+        let fk = FrameKey(NARROW.map(|i| k.words[i]));
+        // One hash for both: only the entries' forms tell them apart.
+        let hash = fk.hash();
+        emc.insert(&k, hash, 1);
+        assert_eq!(emc.verify_frame(emc.candidate(hash, false), &fk, hash), None, "a flow key's entry");
+        emc.insert_frame(&fk, hash, 2);
+        assert_eq!(emc.lookup(&k, hash), Some(1));
+        assert_eq!(emc.lookup_frame(&fk), Some(2));
+        emc.insert_frame(&fk, hash, 3);
+        assert_eq!(emc.lookup_frame(&fk), Some(3), "re-insert replaces in place");
+        assert_eq!(emc.len(), 2);
+        let mut other = fk;
+        other.0[5] ^= 1;
+        assert_eq!(emc.lookup_frame(&other), None);
+        // Many frame keys: whatever survived maps to its own value.
+        let many = |i: u32| FrameKey([u64::from(i), 7, 8, 9, 10, 0]);
+        for i in 1000..2000u32 {
+            emc.insert_frame(&many(i), many(i).hash(), i);
+        }
+        let found = (1000..2000u32)
+            .filter_map(|i| emc.lookup_frame(&many(i)).inspect(|&v| assert_eq!(v, i, "frame key {i}")))
+            .count();
+        assert!(found > 0);
+        assert_eq!(found, emc.values().filter(|&&v| v >= 1000).count());
     }
 
     #[test]

@@ -227,30 +227,107 @@ impl KeyBytes {
             return None;
         }
         let differ = (ld8(h, 0) ^ w[2]) | (ld8(h, 8) ^ w[3]) | ((ld8(h, 20) & BYTES_20_24) ^ w[4]);
-        if differ != 0 || f.len() > usize::from(u16::MAX) {
+        if differ != 0 {
             return None;
         }
-        let total = usize::from(be16(h, 16));
-        if total < 20 || f.len() < 14 + total {
+        let (total, tcp) = fast_lengths(h, f)?;
+        if h[23] == IPPROTO_TCP && tcp.to_be_bytes() != self.tcp {
             return None;
-        }
-        let avail = total - 20;
-        match h[23] {
-            IPPROTO_UDP => {
-                let udp_len = usize::from(be16(h, 38));
-                if avail < 8 || udp_len < 8 || udp_len > avail {
-                    return None;
-                }
-            }
-            IPPROTO_TCP => {
-                let doff = usize::from(h[46] >> 4) * 4;
-                if h[46..48] != self.tcp || avail < 20 || doff < 20 || avail < doff {
-                    return None;
-                }
-            }
-            _ => return None,
         }
         Some(Layout { l3_offset: 14, l4_offset: Some(34), l3_end: (14 + total) as u16, error: None })
+    }
+}
+
+/// The fast path's length checks on frame `f` (`h`: its first bytes, at
+/// least 42): an IPv4 total length within the frame and, behind a 20-byte
+/// header, a UDP header whose length fits or a TCP header whose data
+/// offset does. Then the total length and the TCP data offset and flags
+/// (bytes 46..48; 0 for UDP). `None` for any other protocol.
+#[inline(always)]
+fn fast_lengths(h: &[u8], f: &[u8]) -> Option<(usize, u16)> {
+    if f.len() > usize::from(u16::MAX) {
+        return None;
+    }
+    let total = usize::from(be16(h, 16));
+    if total < 20 || f.len() < 14 + total {
+        return None;
+    }
+    let avail = total - 20;
+    match h[23] {
+        IPPROTO_UDP => {
+            let udp_len = usize::from(be16(h, 38));
+            (avail >= 8 && udp_len >= 8 && udp_len <= avail).then_some((total, 0))
+        }
+        IPPROTO_TCP => {
+            let doff = usize::from(*f.get(46)? >> 4) * 4;
+            (avail >= 20 && doff >= 20 && avail >= doff).then(|| (total, be16(f, 46)))
+        }
+        _ => None,
+    }
+}
+
+/// The exact-match cache's key for a frame the fast path takes (untagged
+/// IPv4 without options, not a fragment, UDP or TCP with consistent
+/// lengths), read straight from its bytes: every byte the fast path builds
+/// the [`FlowKey`] from, with the input port. Two frames with equal
+/// `FrameKey`s have equal flow keys (the test below checks it against the
+/// full parser), so a cache hit needs neither the key built nor hashed:
+/// five words loaded, checked and hashed, against thirteen built, hashed
+/// and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameKey(pub [u64; 6]);
+
+impl FrameKey {
+    /// `f`'s frame key as received on `in_port`, when the fast path would
+    /// parse it and the port number fits 16 bits (else `None`: the frame
+    /// is parsed and looked up by its flow key).
+    #[inline(always)]
+    pub fn of(f: &[u8], in_port: u32) -> Option<Self> {
+        let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
+        let port = u16::try_from(in_port).ok()?;
+        if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || be16(h, 20) & 0x3fff != 0 {
+            return None;
+        }
+        // Bytes 26..34 and 30..38 (addresses and ports, where flows differ
+        // most), 0..16 (MACs, EtherType, version and header length, TOS),
+        // 20..24 (fragment bits, TTL, protocol) with the TCP bytes and the
+        // port above them.
+        Some(Self([ld8(h, 26), ld8(h, 30), ld8(h, 0), ld8(h, 8), Self::rest(h, f, port)?, 0]))
+    }
+
+    /// The last word: bytes 20..24, the TCP bytes (UDP payload bytes at
+    /// 46..48 are not part of the key: 0) and the port; `None` when the
+    /// fast path's length checks fail.
+    #[inline(always)]
+    fn rest(h: &[u8; MEMO_LEN], f: &[u8], port: u16) -> Option<u64> {
+        let (_, tcp) = fast_lengths(h, f)?;
+        Some((ld8(h, 20) & BYTES_20_24) | (u64::from(tcp) << 32) | (u64::from(port) << 48))
+    }
+
+    /// Whether frame `f` from `in_port` has this frame key, checked the
+    /// way [`KeyBytes::same_key`] checks a run: the addresses and ports
+    /// first (where the frames of many flows differ), then the rest and
+    /// `f`'s own lengths. The fast path's other checks need not be redone:
+    /// the bytes they read are equal to those of the frame this key came
+    /// from.
+    #[inline(always)]
+    pub fn same_frame(&self, f: &[u8], in_port: u32) -> bool {
+        let Some(h) = f.get(..MEMO_LEN).and_then(|h| <&[u8; MEMO_LEN]>::try_from(h).ok()) else { return false };
+        let w = &self.0;
+        if (ld8(h, 26) ^ w[0]) | (ld8(h, 30) ^ w[1]) != 0 || (ld8(h, 0) ^ w[2]) | (ld8(h, 8) ^ w[3]) != 0 {
+            return false;
+        }
+        u16::try_from(in_port).is_ok_and(|port| Self::rest(h, f, port) == Some(w[4]))
+    }
+
+    /// The key's hash (the exact-match cache's set and tag): two multiplies
+    /// in parallel and the keys' final avalanche.
+    #[inline(always)]
+    pub fn hash(&self) -> u64 {
+        let w = &self.0;
+        let a = (w[0] ^ w[3].rotate_left(23)).wrapping_mul(super::key::HASH_K);
+        let b = (w[1] ^ w[2].rotate_left(41) ^ w[4].rotate_left(11)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        super::key::finish(a ^ b.rotate_left(31))
     }
 }
 
@@ -325,37 +402,17 @@ impl VxlanBytes {
 #[inline(always)]
 fn parse_fast(f: &[u8], in_port: u32, tunnel: Option<&TunnelMeta>, key: &mut FlowKey) -> Option<(Layout, u64)> {
     let h: &[u8; 42] = f.get(..42)?.try_into().ok()?;
-    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || f.len() > usize::from(u16::MAX) {
+    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 {
         return None;
     }
     // MF set or a fragment offset: the full parser.
     if be16(h, 20) & 0x3fff != 0 {
         return None;
     }
-    let total = usize::from(be16(h, 16));
-    if total < 20 || f.len() < 14 + total {
-        return None;
-    }
-    let avail = total - 20;
+    let (total, tcp) = fast_lengths(h, f)?;
     let proto = h[23];
     let (sport, dport) = (u64::from(be16(h, 34)), u64::from(be16(h, 36)));
-    let tcp_flags = match proto {
-        IPPROTO_UDP => {
-            let udp_len = usize::from(be16(h, 38));
-            if avail < 8 || udp_len < 8 || udp_len > avail {
-                return None;
-            }
-            0
-        }
-        IPPROTO_TCP => {
-            let doff = usize::from(*f.get(46)? >> 4) * 4;
-            if avail < 20 || doff < 20 || avail < doff {
-                return None;
-            }
-            u64::from(be16(f, 46) & 0x0fff)
-        }
-        _ => return None,
-    };
+    let tcp_flags = u64::from(tcp & 0x0fff);
     let mac = |at: usize| u64::from_be_bytes([0, 0, h[at], h[at + 1], h[at + 2], h[at + 3], h[at + 4], h[at + 5]]);
     let v4 = |at: usize| 0xffff_0000_0000 | u64::from(u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]));
     // Tunnel metadata: words 8 (tun_id, tun_flags), 9-10 (src), 11-12 (dst).
@@ -983,6 +1040,72 @@ mod tests {
             assert!(same_fast_key(&base, &next).is_some());
         }
         assert!(same_said > 10_000, "said same {same_said} times of {checked}");
+    }
+
+    /// Frames with equal `FrameKey`s have equal flow keys (the full
+    /// parser's), and a frame has one only when the fast path takes it;
+    /// frames of one flow that differ in what the key lacks (IP id and
+    /// checksum, UDP checksum and payload, lengths) share it.
+    #[test]
+    fn equal_frame_keys_only_for_equal_flow_keys() {
+        let mut by_frame_key: std::collections::HashMap<[u64; 6], FlowKey> = std::collections::HashMap::new();
+        let (mut framed, mut checked, mut runs) = (0, 0, 0);
+        for base in [udp4(), tcp4()] {
+            let base_key = FrameKey::of(&base, 3).expect("the fast path takes it");
+            // Every single-byte change, and every pair of changes to three
+            // values, of frames a little shorter than the IP packet and whole.
+            let values = [0u8, 1, 0x05, 0x06, 0x08, 0x11, 0x20, 0x2e, 0x40, 0x45, 0x46, 0x50, 0xff];
+            let mut changes: Vec<Vec<(usize, u8)>> =
+                (0..base.len()).flat_map(|at| values.map(|v| vec![(at, v)])).collect();
+            for a in 0..MEMO_LEN {
+                for b in a + 1..MEMO_LEN {
+                    changes.extend([(0u8, 0x45u8), (0xff, 0), (0x11, 0x06)].map(|(x, y)| vec![(a, x), (b, y)]));
+                }
+            }
+            for len in [47, 48, 54, 60] {
+                for change in &changes {
+                    let mut f = base[..len].to_vec();
+                    for &(at, v) in change.iter().filter(|(at, _)| *at < len) {
+                        f[at] = v;
+                    }
+                    checked += 1;
+                    // The run check says "same" exactly when the frame key is.
+                    let same = base_key.same_frame(&f, 3);
+                    assert_eq!(same, FrameKey::of(&f, 3) == Some(base_key), "{change:?}, len {len}");
+                    runs += usize::from(same);
+                    let Some(fk) = FrameKey::of(&f, 3) else { continue };
+                    framed += 1;
+                    let mut fast = FlowKey::default();
+                    assert!(parse_fast(&f, 3, None, &mut fast).is_some(), "{change:?}, len {len}");
+                    let full = parse_full(&f, 3, None);
+                    assert!(full.error.is_none() && full.key == fast, "{change:?}, len {len}");
+                    let first = *by_frame_key.entry(fk.0).or_insert(full.key);
+                    assert!(first == full.key, "{change:?}, len {len}: one frame key, two flow keys");
+                }
+            }
+            let fk = base_key;
+            let mut next = base.clone();
+            next[18..20].copy_from_slice(&[0x12, 0x34]);
+            next[24..26].copy_from_slice(&[0xab, 0xcd]);
+            next[40..42].copy_from_slice(&[0x55, 0xaa]);
+            next[59] = 0x77;
+            next.extend_from_slice(&[0; 4]);
+            assert_eq!(FrameKey::of(&next, 3), Some(fk), "one flow");
+            assert!(fk.same_frame(&next, 3) && !fk.same_frame(&next, 4) && !fk.same_frame(&next, 3 + (1 << 16)));
+            assert_ne!(FrameKey::of(&base, 4), Some(fk), "another port");
+            assert_eq!(FrameKey::of(&base, 1 << 16), None, "a port above 16 bits");
+        }
+        // A UDP frame's bytes 46..48 are payload: not part of its frame key.
+        let mut f = udp4();
+        let fk = FrameKey::of(&f, 3);
+        f[46..48].copy_from_slice(&[0x5a, 0xa5]);
+        assert_eq!(FrameKey::of(&f, 3), fk);
+        assert!(
+            framed > 5_000 && by_frame_key.len() > 1_500,
+            "{framed} framed of {checked}, {} keys",
+            by_frame_key.len()
+        );
+        assert!(runs > 500, "{runs} runs");
     }
 
     /// `VxlanBytes::same_outer` says "same outer headers" only when the

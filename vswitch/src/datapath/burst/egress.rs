@@ -101,6 +101,7 @@ impl Engine {
             run_prev: &self.run_prev,
             sports: &self.sports,
             sport_known: self.sport_known,
+            unparsed: self.unparsed,
             in_ports: &self.in_ports,
             now,
             hz: self.hz,
@@ -141,6 +142,7 @@ impl Engine {
             run_prev: &self.run_prev,
             sports: &self.sports,
             sport_known: 0,
+            unparsed: 0,
             in_ports: &self.in_ports,
             now,
             hz: self.hz,
@@ -194,6 +196,9 @@ struct Exec<'a, I: Io> {
     /// for the packets of the `sport_known` bits.
     sports: &'a [u16; BURST],
     sport_known: u64,
+    /// Packets without a flow key (looked up by frame key, see
+    /// `Engine::own_keys`): a source port not cached comes from the frame.
+    unparsed: u64,
     in_ports: &'a [u32; BURST],
     now: u64,
     hz: u64,
@@ -288,6 +293,8 @@ impl<I: Io> Exec<'_, I> {
             let sport = match last {
                 _ if self.sport_known & (1 << i) != 0 => self.sports[i],
                 Some((prev, sport)) if prev == src => sport,
+                // The same port as from its key (see `src_port_of`).
+                _ if self.unparsed & (1 << i) != 0 => vxlan_src_port(&InnerFlow::from_frame(m.data())),
                 _ => src_port_of(&self.keys[src], m.data()),
             };
             last = Some((src, sport));

@@ -7,6 +7,7 @@ use crate::datapath::counters::{Counter, DropReason, Local, PortCounter};
 use crate::datapath::flows::{EventBatch, FlowEvent, FlowHandle, FlowTable};
 use crate::datapath::tunnel::TunnelCtx;
 use crate::flow::{Emc, Megaflows, RuleTable, Smc};
+use crate::packet::parse::FrameKey;
 use crate::packet::FlowKey;
 use crate::underlay::Underlay;
 use crossbeam_channel::Sender;
@@ -226,7 +227,17 @@ pub struct Engine {
     pub(super) rng: u64,
     // Per-burst scratch, kept to avoid re-initialising on every burst.
     pub(super) keys: Box<[FlowKey; BURST]>,
+    /// Each packet's key hash: its flow key's, or its frame key's while it
+    /// is one of the `unparsed`.
     pub(super) hashes: [u64; BURST],
+    /// Frame keys of the packets the exact-match cache looks up by their
+    /// bytes (the `framed` bits; a run's is in the slot `run_prev` names).
+    pub(super) frames: Box<[FrameKey; BURST]>,
+    /// Packets looked up by frame key in this burst (see [`FrameKey`]).
+    pub(super) framed: u64,
+    /// Framed packets whose flow key is not built yet: only a stage after
+    /// the exact-match cache needs it (see [`Engine::own_keys`]).
+    pub(super) unparsed: u64,
     /// Packet lengths after any decapsulation (flow byte counts).
     pub(super) lens: [u32; BURST],
     /// The port each packet is classified as coming from (a tunnel port
@@ -329,6 +340,9 @@ impl Engine {
             next_flow: 1,
             keys: Box::new([FlowKey::ZERO; BURST]),
             hashes: [0; BURST],
+            frames: Box::new([FrameKey::default(); BURST]),
+            framed: 0,
+            unparsed: 0,
             lens: [0; BURST],
             in_ports: [0; BURST],
             flow_of: [None; BURST],
@@ -389,8 +403,12 @@ impl Engine {
         self.counters.add(Counter::Packets, n as u64);
         self.counters.port(in_port as usize, PortCounter::RxPackets, n as u64);
         self.stage_hardware(in_port, pkts, n, io);
-        let mut pending = self.stage_ingress(in_port, pkts, n, io);
-        pending = if self.emc_gate.lookup_now() { self.stage_emc(pending) } else { self.stage_emc_bypassed(pending) };
+        let lookup = self.emc_gate.lookup_now();
+        // Frames the parser's fast path takes are looked up by their bytes
+        // while the cache is looked up at all.
+        let by_frame = lookup && self.config.emc_entries > 0;
+        let mut pending = self.stage_ingress(in_port, pkts, n, io, by_frame);
+        pending = if lookup { self.stage_emc(pending, pkts) } else { self.stage_emc_bypassed(pending, pkts) };
         pending = self.stage_smc(pending);
         pending = self.stage_megaflow(pending);
         pending = self.stage_fresh(pending, pkts, n);

@@ -1,6 +1,8 @@
 //! Ingress: every packet parsed into the burst's key array (the key hashed
-//! by the parser); on uplinks the VTEP answers ARP/ND for its addresses and
-//! decapsulates VXLAN sent to them; runs of one key found on the way.
+//! by the parser), or, for the exact-match cache, its frame key read from
+//! its bytes (the flow key built later, only if the cache misses); on
+//! uplinks the VTEP answers ARP/ND for its addresses and decapsulates VXLAN
+//! sent to them; runs of one key found on the way.
 
 use super::engine::*;
 use super::stages::l2_len;
@@ -8,6 +10,7 @@ use crate::actions::{vxlan, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
+use crate::packet::parse::FrameKey;
 use crate::packet::parse::{parse_hashed_fast, KeyBytes, Layout, ParseError, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
 
 /// Misses of the burst's run check at ingress (a packet without the key of
@@ -91,11 +94,59 @@ impl DecapMemo {
     }
 }
 
+/// The run check of a burst's framed packets: the last packet that took
+/// its own frame key (and that key), and the misses left before it stops
+/// checking (as [`RunMemo`]).
+struct FrameMemo {
+    last: Option<(usize, FrameKey)>,
+    misses: u32,
+}
+
+impl FrameMemo {
+    const fn new() -> Self {
+        Self { last: None, misses: MEMO_MISSES }
+    }
+
+    /// The packet kept, if frame `f` from `in_port` has its key (see
+    /// [`FrameKey::same_frame`]); otherwise a miss counted.
+    #[inline(always)]
+    fn check(&mut self, f: &[u8], in_port: u32) -> Option<usize> {
+        let (j, last) = self.last.as_ref()?;
+        if last.same_frame(f, in_port) {
+            return Some(*j);
+        }
+        self.misses -= 1;
+        if self.misses == 0 {
+            self.last = None;
+        }
+        None
+    }
+
+    /// Packet `i` took frame key `key` of its own: kept for the next ones
+    /// (unless the check has given up).
+    #[inline(always)]
+    fn took(&mut self, i: usize, key: FrameKey) {
+        if self.misses > 0 {
+            self.last = Some((i, key));
+        }
+    }
+}
+
 impl Engine {
     /// Parses every packet into the burst's key array; on uplinks the VTEP
     /// first answers ARP/ND for its addresses and decapsulates VXLAN sent to
-    /// them. Returns the packets left to classify.
-    pub fn stage_ingress<I: Io>(&mut self, in_port: u32, pkts: &mut Packets<I::Pkt>, n: usize, io: &mut I) -> u64 {
+    /// them. With `by_frame`, a packet from another port that the parser's
+    /// fast path would take gets its frame key instead (and its hash; the
+    /// `framed` and `unparsed` bits): the exact-match stage looks it up by
+    /// that. Returns the packets left to classify.
+    pub fn stage_ingress<I: Io>(
+        &mut self,
+        in_port: u32,
+        pkts: &mut Packets<I::Pkt>,
+        n: usize,
+        io: &mut I,
+        by_frame: bool,
+    ) -> u64 {
         let mut pending: u64 = 0;
         let mut rx_bytes = 0u64;
         let vtep = self.tun.is_uplink(in_port);
@@ -103,8 +154,12 @@ impl Engine {
         let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
         self.burst_len = n;
         let mut memo = RunMemo::new();
+        let mut frame_memo = FrameMemo::new();
         let mut decap = DecapMemo::new();
         let mut runs = 0u64;
+        let mut framed = 0u64;
+        // Port numbers above 16 bits have no frame keys.
+        let by_frame = by_frame && !vtep && in_port <= u32::from(u16::MAX);
         for i in 0..n {
             self.flow_of[i] = None;
             let Some(m) = pkts[i].as_mut() else { continue };
@@ -122,6 +177,20 @@ impl Engine {
                     Some(from) => from,
                     None => continue,
                 }
+            } else if let Some(j) = if by_frame { frame_memo.check(m.data(), in_port) } else { None } {
+                // A run of frame keys: no parse, no hash, no error possible
+                // (the fast path would take the frame).
+                framed |= 1 << i;
+                runs |= 1 << i;
+                self.run_prev[i] = j as u8;
+                in_port
+            } else if let Some(fk) = if by_frame { FrameKey::of(m.data(), in_port) } else { None } {
+                // Looked up by its bytes, without a parse.
+                framed |= 1 << i;
+                self.hashes[i] = fk.hash();
+                self.frames[i] = fk;
+                frame_memo.took(i, fk);
+                in_port
             } else {
                 let layout = if let Some((j, layout)) = memo.check(m.data()) {
                     // A run, found without a parse, a hash or a key compare:
@@ -146,8 +215,11 @@ impl Engine {
             pending |= 1 << i;
         }
         self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
-        self.borrowed = runs & pending;
-        self.find_runs(pending, runs);
+        // A framed run's key is its own frame's (parsed when needed).
+        self.borrowed = runs & pending & !framed;
+        self.framed = framed & pending;
+        self.unparsed = self.framed;
+        self.find_runs(pending & !framed, runs);
         pending
     }
 
@@ -158,11 +230,21 @@ impl Engine {
         pkts[i] = None;
     }
 
-    /// Gives the packets of `mask` whose key is still their run's first
-    /// packet's (found at ingress) their own copy of it and its hash: for
-    /// the stages after the exact-match cache, which look keys up by index.
+    /// Gives the packets of `mask` their own flow key and its hash, for the
+    /// stages after the exact-match cache, which look keys up by index:
+    /// framed packets have their frame parsed (the fast path takes it),
+    /// and those whose key is still their run's first packet's (found at
+    /// ingress) a copy of it.
     #[inline]
-    pub(super) fn own_keys(&mut self, mask: u64) {
+    pub(super) fn own_keys<P: PacketBuf>(&mut self, mask: u64, pkts: &Packets<P>) {
+        for i in Bits(mask & self.unparsed) {
+            if let Some(m) = pkts[i].as_ref() {
+                let (layout, hash, fast) = parse_hashed_fast(m.data(), self.in_ports[i], None, &mut self.keys[i]);
+                debug_assert!(fast && layout.error.is_none(), "a frame key for a frame the fast path refuses");
+                self.hashes[i] = hash;
+            }
+        }
+        self.unparsed &= !mask;
         for i in Bits(mask & self.borrowed) {
             let j = usize::from(self.run_prev[i]) % BURST;
             self.keys[i] = self.keys[j];
@@ -175,7 +257,7 @@ impl Engine {
     /// then every word) join its run: they take its flow in the exact-match
     /// stage without a lookup of their own. `runs`: those ingress found
     /// already (from their bytes, see `KeyBytes`; their key is in the slot
-    /// `run_prev` names). A pass of its own after the parse: comparing a
+    /// `run_prev` names). `pending`: the packets with flow keys. A pass of its own after the parse: comparing a
     /// key the parser has just stored in 8-byte pieces with 16-byte loads
     /// stalls until the stores reach the cache.
     #[inline]

@@ -8,14 +8,17 @@
 //! 1. [`Engine::stage_hardware`]: the model e-switch, when one is configured,
 //!    takes the packets its rules match (as a NIC would before the
 //!    representor) and sends them itself;
-//! 2. [`Engine::stage_ingress`]: parse (the key hashed by the parser); on
-//!    uplinks the VTEP answers ARP/ND for its addresses and decapsulates
-//!    VXLAN sent to them; then runs: packets with the key of the packet
-//!    before them;
+//! 2. [`Engine::stage_ingress`]: parse (the key hashed by the parser), or,
+//!    while the exact-match cache is looked up, a frame key read from the
+//!    bytes of a frame the parser's fast path would take (the flow key is
+//!    built only when a later stage needs it); on uplinks the VTEP answers
+//!    ARP/ND for its addresses and decapsulates VXLAN sent to them; then
+//!    runs: packets with the key of the packet before them;
 //! 3. [`Engine::stage_emc`]: the exact-match cache, in three passes so cache
-//!    misses overlap; a run's packets take its first packet's flow (while
-//!    the cache misses nearly always, [`Engine::stage_emc_bypassed`] sends
-//!    the packets to the megaflow classifier without a lookup);
+//!    misses overlap, by frame key or flow key; a run's packets take its
+//!    first packet's flow; the misses get their flow keys (while the cache
+//!    misses nearly always, [`Engine::stage_emc_bypassed`] sends the
+//!    packets to the megaflow classifier without a lookup);
 //! 4. [`Engine::stage_smc`]: the signature-match cache for the misses, once
 //!    there are several megaflow masks;
 //! 5. [`Engine::stage_megaflow`]: the megaflow classifier for the rest, as

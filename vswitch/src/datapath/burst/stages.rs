@@ -78,10 +78,11 @@ impl Engine {
 
     /// The exact-match cache for the `pending` packets, in three passes so
     /// cache misses overlap: prefetch every tag line, then every candidate
-    /// entry, then compare keys. A packet with the key of the packet before
+    /// entry, then compare keys (frame keys for the `unparsed` packets,
+    /// flow keys for the rest). A packet with the key of the packet before
     /// it (a run, found at ingress) takes that packet's flow instead.
-    /// Returns the misses.
-    pub fn stage_emc(&mut self, mut pending: u64) -> u64 {
+    /// Returns the misses, with their flow keys built.
+    pub fn stage_emc<P: PacketBuf>(&mut self, mut pending: u64, pkts: &Packets<P>) -> u64 {
         let parsed = pending.count_ones();
         let runs = pending & self.runs;
         let lookups = pending & !runs;
@@ -102,7 +103,12 @@ impl Engine {
         let (mut hits, mut known) = (0u64, 0u64);
         for i in Bits(lookups) {
             let slot = (slots[i] != u32::MAX).then_some(slots[i] as usize);
-            if let Some(v) = self.emc.verify(slot, &self.keys[i], self.hashes[i]) {
+            let found = if self.unparsed & (1 << i) != 0 {
+                self.emc.verify_frame(slot, &self.frames[i], self.hashes[i])
+            } else {
+                self.emc.verify(slot, &self.keys[i], self.hashes[i])
+            };
+            if let Some(v) = found {
                 self.flows.prefetch_hot(v.flow.index);
                 self.flow_of[i] = Some(v.flow);
                 hits |= 1 << i;
@@ -120,23 +126,24 @@ impl Engine {
         let cheap_misses = !self.smc_active();
         self.emc_gate.account(lookups.count_ones(), (lookups & !pending).count_ones(), cheap_misses);
         self.sport_known = known & !pending;
-        self.resolve_runs(pending, parsed)
+        self.resolve_runs(pending, parsed, pkts)
     }
 
     /// The exact-match stage while the cache does not pay for its lookups
     /// (see `EmcGate`): the packets that are not runs go to the megaflow
     /// classifier at once (nothing is inserted into the cache), then runs
     /// take their first packet's flow. Returns the misses.
-    pub fn stage_emc_bypassed(&mut self, pending: u64) -> u64 {
+    pub fn stage_emc_bypassed<P: PacketBuf>(&mut self, pending: u64, pkts: &Packets<P>) -> u64 {
         let parsed = pending.count_ones();
         let runs = pending & self.runs;
         let own = pending & !runs;
+        self.own_keys(own, pkts);
         self.counters.add(Counter::EmcSkipped, u64::from(own.count_ones()));
         let missed = self.stage_megaflow(own);
         // Counted as the megaflow stage's hits already: what is left to
         // count is the runs.
         self.sport_known = 0;
-        self.resolve_runs(missed | runs, parsed - (own & !missed).count_ones())
+        self.resolve_runs(missed | runs, parsed - (own & !missed).count_ones(), pkts)
     }
 
     /// In order (a run's earlier packets first): each run packet whose
@@ -144,8 +151,8 @@ impl Engine {
     /// `pending` that are not runs, are the misses, looked up by their own
     /// keys from here on. `uncounted`: the stage's packets no tier has
     /// counted yet; those that are not misses now (cache hits, runs) are
-    /// counted as exact-match hits.
-    fn resolve_runs(&mut self, mut pending: u64, uncounted: u32) -> u64 {
+    /// counted as exact-match hits. The misses get their own flow keys.
+    fn resolve_runs<P: PacketBuf>(&mut self, mut pending: u64, uncounted: u32, pkts: &Packets<P>) -> u64 {
         let mut known = self.sport_known;
         for i in Bits(pending & self.runs) {
             let prev = usize::from(self.run_prev[i]) % BURST;
@@ -158,7 +165,7 @@ impl Engine {
         }
         self.sport_known = known;
         self.counters.add(Counter::EmcHits, u64::from(uncounted - pending.count_ones()));
-        self.own_keys(pending);
+        self.own_keys(pending, pkts);
         pending
     }
 
@@ -287,6 +294,8 @@ impl Engine {
         }
     }
 
+    /// Inserts packet `i`'s key (its frame key if it has one) with flow
+    /// `h`. The packet's flow key is built (a stage after the cache).
     #[inline]
     pub(super) fn emc_insert(&mut self, i: usize, h: FlowHandle) {
         if self.config.emc_entries > 0 {
@@ -296,7 +305,15 @@ impl Engine {
                 .get(h)
                 .is_some_and(|f| f.actions.iter().any(|a| matches!(a, Action::Output(p) if *p as usize >= phys)));
             let sport = if encaps { crate::packet::key::key_src_port(&self.keys[i]).unwrap_or(0) } else { 0 };
-            self.emc.insert(&self.keys[i], self.hashes[i], EmcValue { flow: h, sport });
+            let value = EmcValue { flow: h, sport };
+            if self.framed & (1 << i) != 0 {
+                // A run's frame key is its first packet's.
+                let src = if self.runs & (1 << i) != 0 { usize::from(self.run_prev[i]) % BURST } else { i };
+                let fk = self.frames[src];
+                self.emc.insert_frame(&fk, fk.hash(), value);
+            } else {
+                self.emc.insert(&self.keys[i], self.hashes[i], value);
+            }
             self.counters.add(Counter::EmcInserts, 1);
         }
     }
@@ -304,7 +321,7 @@ impl Engine {
     /// While flows are stale: the packets of the burst that found a stale
     /// flow in a cache have it revalidated first; those whose flow went are
     /// classified again (they join `pending`).
-    pub fn stage_fresh<P>(&mut self, mut pending: u64, pkts: &Packets<P>, n: usize) -> u64 {
+    pub fn stage_fresh<P: PacketBuf>(&mut self, mut pending: u64, pkts: &Packets<P>, n: usize) -> u64 {
         if self.stale == 0 {
             return pending;
         }
@@ -318,7 +335,7 @@ impl Engine {
                 pending |= 1 << i;
             }
         }
-        self.own_keys(pending);
+        self.own_keys(pending, pkts);
         pending
     }
 }

@@ -32,11 +32,11 @@ fn stages_one_by_one() {
     let frames = vec![udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60), vec![1, 2, 3]];
     let mut io = VecIo::default();
     let (mut pkts, n) = burst(&frames);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, true);
     assert_eq!(pending, 0b01, "the 3-byte frame is a parse error");
     assert!(pkts[1].is_none());
     assert_eq!(counters(&e).drops(DropReason::ParseError), 1);
-    assert_eq!(e.stage_emc(pending), 0b01, "empty cache: a miss");
+    assert_eq!(e.stage_emc(pending, &pkts), 0b01, "empty cache: a miss");
     assert_eq!(e.stage_megaflow(pending), 0b01, "no megaflow yet");
     e.stage_upcall(pending, &mut pkts, 1);
     let mut g = Groups::new();
@@ -323,12 +323,12 @@ fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
     let all = (1u64 << n) - 1;
     // The classifier's answers, which fill the cache...
     let (mut pkts, _) = burst(&frames);
-    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io), all);
+    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io, false), all);
     assert_eq!(e.stage_megaflow(all), 0);
     let want = e.flow_of;
     // ...and the cache gives the same flows without the classifier.
     let (mut pkts, _) = burst(&frames);
-    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io), all);
+    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io, false), all);
     e.flow_of = [None; BURST];
     assert_eq!(e.stage_smc(all), 0, "every packet a cache hit");
     assert_eq!(e.flow_of, want);
@@ -337,7 +337,7 @@ fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
     let gone = want[0].expect("flow");
     e.remove_flow(gone, RemoveReason::Idle);
     let (mut pkts, _) = burst(&frames);
-    e.stage_ingress(0, &mut pkts, n, &mut io);
+    e.stage_ingress(0, &mut pkts, n, &mut io, false);
     e.flow_of = [None; BURST];
     let missed = e.stage_smc(all);
     assert_ne!(missed & 1, 0, "the removed flow's packet misses");
@@ -357,14 +357,14 @@ fn runs_of_one_key_take_the_first_packets_flow() {
     let mut io = VecIo::default();
     let (mut pkts, n) = burst(&frames);
     let mut e = engine(&rules, 64);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, false);
     assert_eq!(pending, 0b111_1011);
     assert_eq!(e.runs, 0b010_1010, "a packet with the key of the one kept before it");
     assert_eq!((e.run_prev[1], e.run_prev[3], e.run_prev[5]), (0, 0, 4), "the first packet; the parse error skipped");
     assert_eq!(e.borrowed, e.runs, "the runs' keys are still their first packets'");
     // Nothing cached yet: the runs' heads miss and so do their followers,
     // which get their own copy of the key for the classifier.
-    assert_eq!(e.stage_emc(pending), pending);
+    assert_eq!(e.stage_emc(pending, &pkts), pending);
     assert_eq!(e.borrowed, 0);
     assert!(e.keys[3] == e.keys[0] && e.hashes[3] == e.hashes[0] && e.keys[5] == e.keys[4]);
     let mut e = engine(&rules, 64);
@@ -399,7 +399,7 @@ fn runs_of_one_key_take_the_first_packets_flow() {
     a2[18..20].copy_from_slice(&[0x12, 0x34]);
     a2[24..26].copy_from_slice(&[0xab, 0xcd]);
     let (mut pkts, n) = burst(&[tagged.clone(), tagged, a.clone(), a2.clone(), b.clone()]);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, false);
     assert_eq!((pending, e.runs), (0b1_1111, 0b0_1010));
     assert_eq!((e.run_prev[1], e.run_prev[3]), (0, 2));
     assert!(e.keys[3] == e.keys[2] && e.hashes[3] == e.hashes[2]);
@@ -412,7 +412,7 @@ fn runs_of_one_key_take_the_first_packets_flow() {
     let c = udp([2; 6], [4; 6], [10, 0, 0, 3], 80, 60);
     let frames = [a.clone(), b.clone(), a.clone(), b.clone(), a, b, c.clone(), c];
     let (mut pkts, n) = burst(&frames);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, false);
     assert_eq!((pending, e.runs, e.run_prev[7]), (0xff, 0x80, 6));
 }
 
@@ -518,4 +518,107 @@ fn the_exact_match_gate_decides_per_window() {
     g.account(4096, 0, false);
     assert!(!g.bypassed(), "many masks: a miss is dear, the cache is always looked up");
     assert!((0..64).all(|_| g.lookup_now()));
+}
+
+/// Frames looked up by their bytes (frame keys) and by their flow keys
+/// give the same packets out and the same flows: one engine with the
+/// exact-match cache (frame keys for the frames the fast path takes), one
+/// without (every packet through the classifier by its flow key), over
+/// 300 random bursts of frames that differ where flows differ (MACs, TOS,
+/// ports, TCP flags, the input port) and where they do not (IP id and
+/// checksum, UDP payload at the TCP flags' offset), with runs, VLAN tags,
+/// fragments, runts and encapsulation (the outer source port from the
+/// cache or the frame equals the one from the flow key).
+#[test]
+fn frame_keys_and_flow_keys_give_the_same_packets_and_flows() {
+    let rules = [
+        "priority=40,in_port=vf0,tcp,tcp_flags=0x002/0x012 actions=drop",
+        "priority=30,in_port=vf0,udp,tp_dst=53 actions=mod_vlan_vid:100,output:uplink0",
+        "priority=25,in_port=vf0,dl_dst=02:00:00:00:00:99 actions=drop",
+        "priority=20,in_port=vf0,ip,nw_tos=32 actions=output:vf1",
+        "priority=10,in_port=vf0,ip actions=output:uplink0",
+        "priority=5,in_port=vf0 actions=output:vf1",
+        "priority=10,in_port=vf1 actions=output:vxlan0",
+    ];
+    let mut rng = 0x1234_5678_9abc_def0u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let frame = |next: &mut dyn FnMut(u64) -> u64| -> Vec<u8> {
+        let dst = if next(8) == 0 { [2, 0, 0, 0, 0, 0x99] } else { [2, 0, 0, 0, 0, 0x10] };
+        let mut f =
+            udp(dst, [2, 0, 0, 0, 0, 1 + next(2) as u8], [10, 0, 0, next(4) as u8], [53, 80, 81][next(3) as usize], 60);
+        f[15] = [0, 32][next(2) as usize];
+        if next(2) == 0 {
+            // TCP, a 20-byte header with some flags.
+            f[23] = 6;
+            f[46] = 0x50;
+            f[47] = [0x02, 0x10, 0x12, 0x18][next(4) as usize];
+        } else {
+            // UDP payload where TCP has its flags: not part of the key.
+            f[46] = next(256) as u8;
+            f[47] = next(256) as u8;
+        }
+        // What flows do not differ in: IP id, checksum.
+        f[18] = next(256) as u8;
+        f[25] = next(256) as u8;
+        match next(16) {
+            0 => [&f[..12], &[0x81, 0, 0, 7], &f[12..]].concat(),
+            1 => {
+                f[20] = 0x20; // a first fragment: the full parser
+                f
+            }
+            2 => f[..30].to_vec(),
+            _ => f,
+        }
+    };
+    let bursts: Vec<(u32, Vec<Vec<u8>>)> = (0..300)
+        .map(|_| {
+            let port = next(2) as u32;
+            let mut frames: Vec<Vec<u8>> = Vec::new();
+            for _ in 0..1 + next(32) {
+                // Runs: the frame before again, its IP id changed.
+                match frames.last() {
+                    Some(last) if next(3) == 0 => {
+                        let mut f = last.clone();
+                        f[19] ^= 1;
+                        frames.push(f);
+                    }
+                    _ => frames.push(frame(&mut next)),
+                }
+            }
+            (port, frames)
+        })
+        .collect();
+    let mut with_frames = engine(&rules, 64);
+    let mut without = engine(&rules, 64);
+    without.config.emc_entries = 0;
+    let out = run_bursts(&mut with_frames, &bursts);
+    assert!(out.len() > 1000, "{} packets out", out.len());
+    assert!(out.iter().any(|(p, _)| *p == 2) && out.iter().any(|(p, _)| *p == 1));
+    let other = run_bursts(&mut without, &bursts);
+    let differ = out.iter().zip(&other).position(|(a, b)| a != b);
+    assert!(
+        out.len() == other.len() && differ.is_none(),
+        "{} and {} out, first difference {differ:?}",
+        out.len(),
+        other.len()
+    );
+    let flows = |e: &mut Engine| {
+        let mut d: Vec<(Vec<u64>, u64)> = e.dump(1).into_iter().map(|f| (f.key.words.to_vec(), f.packets)).collect();
+        d.sort();
+        d
+    };
+    assert_eq!(flows(&mut with_frames), flows(&mut without), "the same flows, the same counts");
+    let (a, b) = (counters(&with_frames), counters(&without));
+    assert!(a.get(Counter::EmcHits) > 1000, "{} exact-match hits", a.get(Counter::EmcHits));
+    assert_eq!(b.get(Counter::EmcInserts), 0);
+    for c in [Counter::Upcalls, Counter::Encapsulated] {
+        assert_eq!(a.get(c), b.get(c), "{c:?}");
+    }
+    assert_balanced(&with_frames);
+    assert_balanced(&without);
 }
