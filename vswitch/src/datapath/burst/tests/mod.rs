@@ -3,7 +3,8 @@
 //! engine does: `stages`, `flows` (budget, flood, eviction, revalidation),
 //! `hot`, `differential` (offload on and off give the same packets),
 //! `controller` (packet-in and packet-out), `tables` (goto_table), `groups`
-//! (grouping by flow, batches of one action list).
+//! (grouping by flow, batches of one action list), `frames` (lookups by
+//! frame key against lookups by flow key).
 
 use super::engine::SMC_MIN_MASKS;
 use super::gate::EmcGate;
@@ -261,6 +262,7 @@ fn assert_balanced(e: &Engine) {
 mod controller;
 mod differential;
 mod flows;
+mod frames;
 mod groups;
 mod hot;
 mod stages;
