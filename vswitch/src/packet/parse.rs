@@ -273,7 +273,8 @@ fn fast_lengths(h: &[u8], f: &[u8]) -> Option<(usize, u16)> {
 /// `FrameKey`s have equal flow keys (the test below checks it against the
 /// full parser), so a cache hit needs neither the key built nor hashed:
 /// five words loaded, checked and hashed, against thirteen built, hashed
-/// and stored.
+/// and stored. (The sixth word is always zero: an exact-match entry holds
+/// six, compared in 16-byte pieces.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FrameKey(pub [u64; 6]);
 

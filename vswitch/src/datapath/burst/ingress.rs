@@ -257,9 +257,10 @@ impl Engine {
     /// then every word) join its run: they take its flow in the exact-match
     /// stage without a lookup of their own. `runs`: those ingress found
     /// already (from their bytes, see `KeyBytes`; their key is in the slot
-    /// `run_prev` names). `pending`: the packets with flow keys. A pass of its own after the parse: comparing a
-    /// key the parser has just stored in 8-byte pieces with 16-byte loads
-    /// stalls until the stores reach the cache.
+    /// `run_prev` names). `pending`: the packets with flow keys. A pass of
+    /// its own after the parse: comparing a key the parser has just stored
+    /// in 8-byte pieces with 16-byte loads stalls until the stores reach
+    /// the cache.
     #[inline]
     fn find_runs(&mut self, pending: u64, mut runs: u64) {
         // The slot holding the previous packet's key.
