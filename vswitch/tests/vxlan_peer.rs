@@ -15,7 +15,7 @@
 mod common;
 
 use common::daemon::Daemon;
-use common::netns::{self, helper_result, in_ns, must, must_ns, ping, run};
+use common::netns::{self, helper_output, helper_result, in_ns, must, must_ns, ping, run};
 use common::TempDir;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -201,6 +201,74 @@ fn sha256ish(data: &[u8]) -> String {
     format!("{:016x}-{}", h, data.len())
 }
 
+/// Sets a socket's receive buffer above `net.core.rmem_max` (root).
+fn force_receive_buffer(sock: &std::net::UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is the open socket `sock` owns; the option value
+    // is a c_int that lives across the call, and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
+
+/// The first few runs of unseen sequence numbers, as `a-b,c,...`.
+fn missing_ranges(seen: &[bool]) -> String {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < seen.len() && runs.len() < 12 {
+        if seen[i] {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < seen.len() && !seen[i] {
+            i += 1;
+        }
+        runs.push(if i - start == 1 { start.to_string() } else { format!("{start}-{}", i - 1) });
+    }
+    if runs.is_empty() {
+        "none".to_owned()
+    } else {
+        runs.join(",")
+    }
+}
+
+/// This namespace's UDP counters (`/proc/net/snmp`), as `name=value` pairs.
+fn udp_counters() -> String {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut rows = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    match (rows.next(), rows.next()) {
+        (Some(names), Some(values)) => names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .skip(1)
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => "unreadable".to_owned(),
+    }
+}
+
+/// Waits for a `udp-recv` helper and checks it got every datagram in order;
+/// on failure, says which were missing, the receiver's UDP counters, and the
+/// switch's counters.
+fn assert_udp_stream(recv: Child, d: &Daemon, what: &str) {
+    let (result, text) = helper_output(recv);
+    if result == format!("{UDP_DATAGRAMS} true") {
+        return;
+    }
+    let loss = text.lines().find(|l| l.starts_with("LOSS ")).unwrap_or("LOSS (no line)");
+    let show = d.ctl_json(&["show"]).map(|s| format!("{s:#}")).unwrap_or_default();
+    panic!("{what}: received, in order: {result}, expected {UDP_DATAGRAMS} true\n{loss}\nswitch: {show}");
+}
+
 /// Helper roles, run inside namespaces by `helper()` (this test binary,
 /// started again with the helper role set).
 fn peer_helper(role: &str) {
@@ -209,10 +277,16 @@ fn peer_helper(role: &str) {
         "udp-recv" => {
             let sock = std::net::UdpSocket::bind(&arg).expect("bind");
             sock.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+            // The test is of the tunnel, not of this process's scheduling: a
+            // receive buffer that holds the whole stream (about 1 KiB of
+            // buffer per datagram), so a receiver descheduled on a busy host
+            // loses nothing.
+            force_receive_buffer(&sock, 32 << 20);
             println!("READY");
             let mut last: Option<u32> = None;
             let mut in_order = true;
             let mut got = 0u32;
+            let mut seen = vec![false; UDP_DATAGRAMS as usize];
             let mut buf = [0u8; 2048];
             while got < UDP_DATAGRAMS {
                 let Ok(n) = sock.recv(&mut buf) else { break };
@@ -224,7 +298,13 @@ fn peer_helper(role: &str) {
                 in_order &= last.is_none_or(|l| seq > l);
                 last = Some(seq);
                 got += 1;
+                if let Some(s) = seen.get_mut(seq as usize) {
+                    *s = true;
+                }
             }
+            // Which datagrams are missing, and whether this namespace's UDP
+            // layer dropped them: for the failure message.
+            println!("LOSS missing {} udp {}", missing_ranges(&seen), udp_counters());
             println!("RESULT {got} {in_order}");
         }
         "udp-send" => {
@@ -378,8 +458,7 @@ fn kernel_vxlan_peer_ping_udp_tcp_mtu_isolation_and_capture() {
     std::thread::sleep(Duration::from_millis(500));
     let send = helper(vm, "udp-send", "198.19.0.2:9999");
     helper_result(send);
-    let r = helper_result(recv);
-    assert_eq!(r, format!("{UDP_DATAGRAMS} true"), "UDP stream (received, in order)");
+    assert_udp_stream(recv, &d, "UDP stream");
 
     // A few MiB of TCP with a checksum.
     let recv = helper(rem, "tcp-recv", "198.19.0.2:9998");
@@ -520,7 +599,7 @@ fn kernel_vxlan_peer_with_offload_into_the_model() {
     std::thread::sleep(Duration::from_millis(300));
     let send = helper(rem, "udp-send", "198.19.0.1:5555");
     helper_result(send);
-    assert_eq!(helper_result(recv), format!("{UDP_DATAGRAMS} true"), "UDP through hardware rules");
+    assert_udp_stream(recv, &d, "UDP through hardware rules");
     // TCP: the stream intact.
     let recv = helper(rem, "tcp-recv", "198.19.0.2:5556");
     std::thread::sleep(Duration::from_millis(300));

@@ -62,12 +62,19 @@ pub fn helper(ns: &str, test: &str, role: &str, arg: &str) -> Child {
 
 /// Waits for a helper; its `RESULT` line (the test fails if it failed).
 pub fn helper_result(child: Child) -> String {
+    helper_output(child).0
+}
+
+/// Waits for a helper; its `RESULT` line and everything it printed.
+pub fn helper_output(child: Child) -> (String, String) {
     let out = child.wait_with_output().expect("helper");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "helper failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
-    text.lines()
+    let result = text
+        .lines()
         .find_map(|l| l.split_once("RESULT ").map(|(_, r)| r.trim().to_owned()))
-        .unwrap_or_else(|| panic!("no RESULT line: {text}"))
+        .unwrap_or_else(|| panic!("no RESULT line: {text}"));
+    (result, text)
 }
 
 /// A namespace with a veth pair: `va` for the switch, `vb` with an address
