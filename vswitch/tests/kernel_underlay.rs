@@ -398,6 +398,8 @@ fn helper_role(role: &str) {
         "udp-count" => {
             let sock = std::net::UdpSocket::bind(&arg).expect("bind");
             sock.set_read_timeout(Some(Duration::from_secs(3))).expect("timeout");
+            // Losses to count are the switch's, not a descheduled receiver's.
+            netns::force_receive_buffer(&sock, 32 << 20);
             println!("READY");
             let mut got = 0u64;
             let mut buf = [0u8; 2048];

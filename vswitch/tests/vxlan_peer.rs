@@ -201,23 +201,6 @@ fn sha256ish(data: &[u8]) -> String {
     format!("{:016x}-{}", h, data.len())
 }
 
-/// Sets a socket's receive buffer above `net.core.rmem_max` (root).
-fn force_receive_buffer(sock: &std::net::UdpSocket, bytes: libc::c_int) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: the descriptor is the open socket `sock` owns; the option value
-    // is a c_int that lives across the call, and its size is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
-}
-
 /// The first few runs of unseen sequence numbers, as `a-b,c,...`.
 fn missing_ranges(seen: &[bool]) -> String {
     let mut runs = Vec::new();
@@ -281,7 +264,7 @@ fn peer_helper(role: &str) {
             // receive buffer that holds the whole stream (about 1 KiB of
             // buffer per datagram), so a receiver descheduled on a busy host
             // loses nothing.
-            force_receive_buffer(&sock, 32 << 20);
+            netns::force_receive_buffer(&sock, 32 << 20);
             println!("READY");
             let mut last: Option<u32> = None;
             let mut in_order = true;

@@ -109,3 +109,20 @@ impl Drop for Veth {
         let _ = run("ip", &["netns", "del", &self.ns]);
     }
 }
+
+/// Sets a socket's receive buffer above `net.core.rmem_max` (root).
+pub fn force_receive_buffer(sock: &std::net::UdpSocket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is the open socket `sock` owns; the option value
+    // is a c_int that lives across the call, and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+}
