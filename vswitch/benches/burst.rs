@@ -1,0 +1,184 @@
+//! The burst engine alone (criterion): `Engine::process` on bursts of 32
+//! 64-byte frames, as the harness's fwd and encap scenarios send them (the
+//! same rule sets and frames), with no DPDK and no I/O. Packets are plain
+//! buffers recycled between bursts; only `process` is timed. What it
+//! measures is the switching a PMD adds to its I/O, so an engine change can
+//! be compared here in seconds, where the harness's figures move by a third
+//! between runs on a noisy host. Run with
+//! `cargo bench -p vswitch --features testing --bench burst`.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vswitch::actions::VecPacket;
+use vswitch::datapath::burst::{Engine, EngineSetup, Io, Packets, PmdConfig, BURST};
+use vswitch::datapath::counters::Local;
+use vswitch::flow::{Rule, RuleTable};
+use vswitch::ofrule::parse_rule;
+use vswitch::traffic::{udp_frame, TrafficSpec};
+use vswitch::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
+
+/// Ports: 0 vf0 (the VM's representor), 1 uplink0, 2 vxlan0.
+const PORTS: [&str; 3] = ["vf0", "uplink0", "vxlan0"];
+
+/// The harness's fwd rule set (`vswitch-bench`, scenario.rs); encap sends
+/// to vxlan0 instead of uplink0.
+const FWD_RULES: [&str; 6] = [
+    "priority=100,in_port=vf0,udp,nw_dst=10.255.255.0/24,tp_dst=5001 actions=output:uplink0",
+    "priority=90,in_port=vf0,tcp,tp_dst=22 actions=drop",
+    "priority=90,in_port=vf0,udp,tp_dst=53 actions=output:uplink0",
+    "priority=80,in_port=vf0,ip,nw_dst=192.168.0.0/16 actions=drop",
+    "priority=10,in_port=vf0,ip actions=output:uplink0",
+    "priority=0 actions=drop",
+];
+
+/// Keeps what the engine sends, to recycle the buffers.
+#[derive(Default)]
+struct Recycle {
+    sent: Vec<VecPacket>,
+}
+
+impl Io for Recycle {
+    type Pkt = VecPacket;
+
+    fn send(&mut self, _port: u32, pkt: VecPacket, _counters: &mut Local) {
+        self.sent.push(pkt);
+    }
+
+    fn copy(&mut self, pkt: &VecPacket) -> Option<VecPacket> {
+        Some(pkt.clone())
+    }
+
+    fn alloc(&mut self) -> Option<VecPacket> {
+        Some(VecPacket::new(&[], 128))
+    }
+}
+
+fn table(encap: bool) -> RuleTable {
+    let mut table = RuleTable::new();
+    let resolve = |n: &str| PORTS.iter().position(|p| *p == n).map(|i| i as u32);
+    for r in FWD_RULES {
+        let text = if encap { r.replace("output:uplink0", "output:vxlan0") } else { r.to_owned() };
+        let spec = parse_rule(&text, &resolve).expect("rule");
+        table.add(Rule {
+            table: spec.table,
+            priority: spec.priority,
+            matcher: spec.matcher,
+            actions: spec.actions,
+            goto: spec.goto,
+            ..Default::default()
+        });
+    }
+    table
+}
+
+/// The harness's underlay: VTEP 198.18.0.1/24 on uplink0, the remote VTEP
+/// 198.18.0.2 a known neighbour, vxlan0 to it with VNI 100.
+fn underlay() -> Arc<Underlay> {
+    let mut t = Tables::default();
+    let ip = |s: &str| s.parse().expect("ip");
+    t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 1, mac: [2, 0, 0, 0, 1, 1], mtu: 1600 });
+    t.routes.push(Route {
+        prefix: "198.18.0.0/24".parse().expect("prefix"),
+        via: None,
+        port: 1,
+        source: RouteSource::Connected,
+        metric: 0,
+    });
+    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: [2, 0, 0, 0, 1, 2], port: 1, source: NeighSource::Config });
+    t.tunnels.push(Tunnel {
+        name: "vxlan0".into(),
+        number: 2,
+        remote: ip("198.18.0.2"),
+        vni: Some(100),
+        local: None,
+        udp_port: 4789,
+    });
+    Arc::new(Underlay::new(t))
+}
+
+/// An engine with vswitchd's default PMD settings.
+fn engine(encap: bool) -> Engine {
+    Engine::new(EngineSetup {
+        index: 0,
+        config: PmdConfig {
+            upcall_budget: 64,
+            emc_entries: 8192,
+            smc_entries: 1 << 20,
+            emc_insert_inv_prob: 100,
+            max_flows: 262_144,
+            idle_timeout: Duration::from_secs(10),
+            hw_grace: Duration::ZERO,
+        },
+        table: Arc::new(table(encap)),
+        events: None,
+        hit_reports: false,
+        underlay: underlay(),
+        uplink: vec![false, true],
+        mtus: vec![1600, 1600],
+        tunnels: 1,
+        hz: 1_000_000_000,
+        hardware: None,
+        hot: None,
+        punt: Default::default(),
+    })
+}
+
+/// The harness's frames: flow `i` from 10.0.0.0 + i, port 1024 + i, to
+/// 10.255.255.1:5001, 60 bytes (64 on the wire).
+fn frames(flows: u32) -> Vec<Vec<u8>> {
+    let spec = TrafficSpec {
+        flows,
+        size: 60,
+        dl_src: [2, 0, 0, 0, 0, 1],
+        dl_dst: vec![[2, 0, 0, 0, 0, 2]],
+        nw_src: Ipv4Addr::new(10, 0, 0, 0),
+        nw_dst: Ipv4Addr::new(10, 255, 255, 1),
+    };
+    (0..flows).map(|i| udp_frame(&spec, i)).collect()
+}
+
+/// Time in `process` for `iters` bursts, the frames taken round-robin.
+fn run(e: &mut Engine, frames: &[Vec<u8>], next: &mut usize, iters: u64, io: &mut Recycle) -> Duration {
+    let mut pool: Vec<VecPacket> = (0..BURST).map(|_| VecPacket::new(&[], 128)).collect();
+    let mut pkts: Packets<VecPacket> = [const { None }; BURST];
+    let mut total = Duration::ZERO;
+    for it in 0..iters {
+        for slot in pkts.iter_mut() {
+            let mut p = pool.pop().unwrap_or_else(|| VecPacket::new(&[], 128));
+            p.reset(&frames[*next], 128);
+            *next = if *next + 1 == frames.len() { 0 } else { *next + 1 };
+            *slot = Some(p);
+        }
+        e.start_iteration();
+        let t0 = Instant::now();
+        e.process(0, &mut pkts, BURST, black_box(it), io);
+        total += t0.elapsed();
+        pool.append(&mut io.sent);
+    }
+    total
+}
+
+fn bench_bursts(c: &mut Criterion) {
+    let mut group = c.benchmark_group("burst");
+    group.throughput(Throughput::Elements(BURST as u64));
+    for (name, encap) in [("fwd", false), ("encap", true)] {
+        for flows in [1u32, 1000, 100_000] {
+            let frames = frames(flows);
+            let mut e = engine(encap);
+            let mut io = Recycle { sent: Vec::with_capacity(2 * BURST) };
+            let mut next = 0usize;
+            // Warm: every flow installed, the caches and the gate settled.
+            let warm = (2 * frames.len() / BURST).max(1000) as u64;
+            run(&mut e, &frames, &mut next, warm, &mut io);
+            let label =
+                if flows >= 1000 { format!("{name}_{}k_flows", flows / 1000) } else { format!("{name}_{flows}_flow") };
+            group.bench_function(label, |b| b.iter_custom(|iters| run(&mut e, &frames, &mut next, iters, &mut io)));
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_bursts);
+criterion_main!(benches);
