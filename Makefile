@@ -50,16 +50,19 @@ test: deps
 	fi
 
 # Criterion micro-benchmarks: the flow core (parse, EMC, dpcls, rule table,
-# encap), the offload manager's rule operations, the offload crate (lowering,
-# the model e-switch).
+# encap), the burst engine alone on the harness's fwd and encap traffic
+# (pinned to the last core), the offload manager's rule operations, the
+# offload crate (lowering, the model e-switch).
 bench-micro: deps
 	$(CARGO) bench -p vswitch --features testing --bench flow_core
+	taskset -c $$(($$(nproc) - 1)) $(CARGO) bench -p vswitch --features testing --bench burst
 	$(CARGO) bench -p vswitch --bench offload_manager
 	$(CARGO) bench -p offload --bench offload
 
 # The same, short (CI): checks they run and prints rough figures.
 bench-micro-smoke: deps
 	$(CARGO) bench -p vswitch --features testing --bench flow_core -- --warm-up-time 0.3 --measurement-time 1
+	$(CARGO) bench -p vswitch --features testing --bench burst -- --warm-up-time 0.3 --measurement-time 1
 	$(CARGO) bench -p vswitch --bench offload_manager -- --warm-up-time 0.3 --measurement-time 1
 	$(CARGO) bench -p offload --bench offload -- --warm-up-time 0.3 --measurement-time 1
 

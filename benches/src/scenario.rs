@@ -135,16 +135,7 @@ pub fn write_pcap(path: &Path, scenario: Scenario, flows: u32, frame: usize) -> 
 pub fn rules(scenario: Scenario) -> Vec<String> {
     // A 5-tuple-ish rule set: the matching rule sits among others that
     // consult ports and prefixes, as a tenant's security rules would.
-    let mut rules: Vec<String> = [
-        "priority=100,in_port=vf0,udp,nw_dst=10.255.255.0/24,tp_dst=5001 actions=output:uplink0",
-        "priority=90,in_port=vf0,tcp,tp_dst=22 actions=drop",
-        "priority=90,in_port=vf0,udp,tp_dst=53 actions=output:uplink0",
-        "priority=80,in_port=vf0,ip,nw_dst=192.168.0.0/16 actions=drop",
-        "priority=10,in_port=vf0,ip actions=output:uplink0",
-        "priority=0 actions=drop",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut rules: Vec<String> = vswitch::traffic::FWD_RULES.map(str::to_owned).to_vec();
     match scenario {
         Scenario::Fwd => {}
         Scenario::Acl => rules = vswitch::traffic::acl::rules("vf0", "uplink0"),

@@ -1,11 +1,13 @@
 //! The burst engine alone (criterion): `Engine::process` on bursts of 32
 //! 64-byte frames, as the harness's fwd and encap scenarios send them (the
 //! same rule sets and frames), with no DPDK and no I/O. Packets are plain
-//! buffers recycled between bursts; only `process` is timed. What it
-//! measures is the switching a PMD adds to its I/O, so an engine change can
-//! be compared here in seconds, where the harness's figures move by a third
-//! between runs on a noisy host. Run with
-//! `cargo bench -p vswitch --features testing --bench burst`.
+//! buffers recycled between bursts; only `process` is timed. A first
+//! filter for engine changes: pinned to one core it repeats within about
+//! 10 %, where the harness's figures move by a third between runs on a
+//! noisy host. Plain buffers are not mbufs (a packet costs more here than
+//! vswitchd's share of a PMD), so a change it favours is then measured on
+//! the PMD (`docs/benchmarks.md`). Run with
+//! `taskset -c 1 cargo bench -p vswitch --features testing --bench burst`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::net::Ipv4Addr;
@@ -14,24 +16,13 @@ use std::time::{Duration, Instant};
 use vswitch::actions::VecPacket;
 use vswitch::datapath::burst::{Engine, EngineSetup, Io, Packets, PmdConfig, BURST};
 use vswitch::datapath::counters::Local;
-use vswitch::flow::{Rule, RuleTable};
+use vswitch::flow::RuleTable;
 use vswitch::ofrule::parse_rule;
-use vswitch::traffic::{udp_frame, TrafficSpec};
+use vswitch::traffic::{udp_frame, TrafficSpec, FWD_RULES};
 use vswitch::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
 
 /// Ports: 0 vf0 (the VM's representor), 1 uplink0, 2 vxlan0.
 const PORTS: [&str; 3] = ["vf0", "uplink0", "vxlan0"];
-
-/// The harness's fwd rule set (`vswitch-bench`, scenario.rs); encap sends
-/// to vxlan0 instead of uplink0.
-const FWD_RULES: [&str; 6] = [
-    "priority=100,in_port=vf0,udp,nw_dst=10.255.255.0/24,tp_dst=5001 actions=output:uplink0",
-    "priority=90,in_port=vf0,tcp,tp_dst=22 actions=drop",
-    "priority=90,in_port=vf0,udp,tp_dst=53 actions=output:uplink0",
-    "priority=80,in_port=vf0,ip,nw_dst=192.168.0.0/16 actions=drop",
-    "priority=10,in_port=vf0,ip actions=output:uplink0",
-    "priority=0 actions=drop",
-];
 
 /// Keeps what the engine sends, to recycle the buffers.
 #[derive(Default)]
@@ -55,20 +46,14 @@ impl Io for Recycle {
     }
 }
 
+/// The harness's fwd rule set; encap sends to vxlan0 instead of uplink0.
 fn table(encap: bool) -> RuleTable {
     let mut table = RuleTable::new();
     let resolve = |n: &str| PORTS.iter().position(|p| *p == n).map(|i| i as u32);
     for r in FWD_RULES {
         let text = if encap { r.replace("output:uplink0", "output:vxlan0") } else { r.to_owned() };
         let spec = parse_rule(&text, &resolve).expect("rule");
-        table.add(Rule {
-            table: spec.table,
-            priority: spec.priority,
-            matcher: spec.matcher,
-            actions: spec.actions,
-            goto: spec.goto,
-            ..Default::default()
-        });
+        table.insert(spec.priority, spec.matcher, spec.actions);
     }
     table
 }

@@ -39,6 +39,19 @@ impl From<&crate::config::Generate> for TrafficSpec {
     }
 }
 
+/// The benchmarks' forwarding rule set (`vswitch-bench`'s fwd scenario, the
+/// engine's `burst` benchmark): the rule the generated flows match (UDP to
+/// 10.255.255.0/24 port 5001, out of `uplink0`) sits among others that
+/// consult ports and prefixes, as a tenant's security rules would.
+pub const FWD_RULES: [&str; 6] = [
+    "priority=100,in_port=vf0,udp,nw_dst=10.255.255.0/24,tp_dst=5001 actions=output:uplink0",
+    "priority=90,in_port=vf0,tcp,tp_dst=22 actions=drop",
+    "priority=90,in_port=vf0,udp,tp_dst=53 actions=output:uplink0",
+    "priority=80,in_port=vf0,ip,nw_dst=192.168.0.0/16 actions=drop",
+    "priority=10,in_port=vf0,ip actions=output:uplink0",
+    "priority=0 actions=drop",
+];
+
 /// The frame of flow `i` (size at least 60).
 pub fn udp_frame(spec: &TrafficSpec, i: u32) -> Vec<u8> {
     let dst = spec.dl_dst.get(i as usize % spec.dl_dst.len().max(1)).copied().unwrap_or([2, 0, 0, 0, 0, 2]);
