@@ -87,14 +87,14 @@ fn sum_drops(s: &Value) -> u64 {
     s["drops"].as_object().into_iter().flatten().map(|(_, v)| u(v)).sum()
 }
 
-/// Flow setup: sample until the upcalls stop (every flow installed) or the
-/// window ends; the rate is over the time the upcalls took, up to the first
-/// sample that saw the last of them (so it errs low, by at most one
-/// sampling interval). `start`: when the window began and `show` then.
 /// How often flow setup is sampled (a `show` on the control thread's
 /// core, not the PMD's).
 const SETUP_SAMPLE: Duration = Duration::from_millis(2);
 
+/// Flow setup: sample until the upcalls stop (every flow installed) or the
+/// window ends; the rate is over the time the upcalls took, up to the first
+/// sample that saw the last of them (so it errs low, by at most one
+/// sampling interval). `start`: when the window began and `show` then.
 fn measure_setup(
     socket: &Path,
     case: &Case,
@@ -105,8 +105,8 @@ fn measure_setup(
     let (t0, a) = start;
     let mut last_up = (t0, u(&a["upcalls"]));
     while t0.elapsed() < case.window {
-        // 100k flows take about 0.1 s: a 50 ms interval put the rate off by
-        // up to a third (it read 0.99M/s at 100k for that reason alone).
+        // 100k flows take about 60 ms: a 50 ms interval made that two
+        // intervals whatever the switch did (0.99M/s at 100k, every run).
         crate::nap(SETUP_SAMPLE)?;
         let up = u(&show(socket)?["upcalls"]);
         if up > last_up.1 {
