@@ -176,101 +176,66 @@ fn ld8<const N: usize>(b: &[u8; N], at: usize) -> u64 {
 
 /// Whether frame `f` takes the fast path to the same key as frame `prev`,
 /// which the fast path parsed (from the same port, neither decapsulated),
-/// and then `f`'s layout: see [`RunBytes`]. Packets of one flow, one after
-/// the other in a burst, skip the parse and the hash this way; `None` does
-/// not mean the keys differ.
+/// and then `f`'s layout:
+/// every byte that key is built from is equal, and the fast path's checks
+/// pass on `f`'s own lengths. Bytes the key does not hold (IP length, id
+/// and checksum, UDP length and checksum, TCP sequence numbers) may
+/// differ. Packets of one flow, one after the other in a burst, skip the
+/// parse and the hash this way; `None` does not mean the keys differ.
 #[inline(always)]
 pub fn same_fast_key(prev: &[u8], f: &[u8]) -> Option<Layout> {
-    RunBytes::of(prev)?.same(f)
+    KeyBytes::of(prev)?.same_key(f)
 }
 
-/// The bytes of a frame the fast path takes that a later frame must share
-/// to take it to the same key, read once: every byte the key is built
-/// from, and the IPv4 total length and UDP length, the fast path's length
-/// checks read (so equal bytes and a frame at least as long need no checks
-/// of their own). Bytes 0..48 as six words under a mask: the IP id and
-/// checksum, the UDP checksum and payload and the TCP sequence numbers may
-/// differ. A packet of one flow with another length is looked up on its
-/// own. Six masked compares, against the parser's length checks redone for
-/// every packet of a run.
+/// The bytes of a fast-parsed frame its key is built from, read once:
+/// [`KeyBytes::same_key`] checks the frames after it against them (see
+/// [`same_fast_key`]) without going back to that frame.
 #[derive(Debug, Clone, Copy)]
-pub struct RunBytes {
-    words: [u64; 6],
-    mask: [u64; 6],
-    /// The frame length the IP packet needs (14 + its total length), and
-    /// where it ends.
-    l3_end: u16,
-}
-
-/// Bytes 0..48 a UDP frame's run shares: all but the IP id (18..20), the
-/// IP checksum (24..26), the UDP checksum (40..42) and payload (42..48).
-const RUN_MASK_UDP: [u64; 6] = [
-    u64::MAX,
-    u64::MAX,
-    u64::from_ne_bytes([0xff, 0xff, 0, 0, 0xff, 0xff, 0xff, 0xff]),
-    u64::from_ne_bytes([0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
-    u64::MAX,
-    0,
-];
-
-/// A TCP frame's: as UDP's, but not the sequence and acknowledgement
-/// numbers (38..46), and the data offset and flags (46..48).
-const RUN_MASK_TCP: [u64; 6] = [
-    u64::MAX,
-    u64::MAX,
-    RUN_MASK_UDP[2],
-    RUN_MASK_UDP[3],
-    u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0]),
-    u64::from_ne_bytes([0, 0, 0, 0, 0, 0, 0xff, 0xff]),
-];
-
-#[inline(always)]
-fn words48(h: &[u8; MEMO_LEN]) -> [u64; 6] {
-    [ld8(h, 0), ld8(h, 8), ld8(h, 16), ld8(h, 24), ld8(h, 32), ld8(h, 40)]
-}
-
-impl RunBytes {
-    /// Those bytes of `prev`, when the fast path takes it (else `None`).
-    #[inline(always)]
-    pub fn of(prev: &[u8]) -> Option<Self> {
-        let h: &[u8; MEMO_LEN] = prev.get(..MEMO_LEN)?.try_into().ok()?;
-        let (total, _) = fast_frame(h, prev)?;
-        let mask = if h[23] == IPPROTO_TCP { RUN_MASK_TCP } else { RUN_MASK_UDP };
-        let w = words48(h);
-        let words = [w[0] & mask[0], w[1] & mask[1], w[2] & mask[2], w[3] & mask[3], w[4] & mask[4], w[5] & mask[5]];
-        Some(Self { words, mask, l3_end: (14 + total) as u16 })
-    }
-
-    /// [`same_fast_key`] against the frame these bytes were read from.
-    #[inline(always)]
-    pub fn same(&self, f: &[u8]) -> Option<Layout> {
-        let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
-        let w = words48(h);
-        let (v, m) = (&self.words, &self.mask);
-        let differ = ((w[0] ^ v[0]) & m[0])
-            | ((w[1] ^ v[1]) & m[1])
-            | ((w[2] ^ v[2]) & m[2])
-            | ((w[3] ^ v[3]) & m[3])
-            | ((w[4] ^ v[4]) & m[4])
-            | ((w[5] ^ v[5]) & m[5]);
-        if differ != 0 || f.len() < usize::from(self.l3_end) || f.len() > usize::from(u16::MAX) {
-            return None;
-        }
-        Some(Layout { l3_offset: 14, l4_offset: Some(34), l3_end: self.l3_end, error: None })
-    }
+pub struct KeyBytes {
+    /// Bytes 26..34 and 30..38 (IPv4 addresses and ports, where flows
+    /// differ most), 0..8 and 8..16 (MACs, EtherType, version and header
+    /// length, TOS), and 20..24 (fragment bits, TTL, protocol) in the low
+    /// half of the last word.
+    words: [u64; 5],
+    /// Bytes 46..48 (TCP data offset and flags).
+    tcp: [u8; 2],
 }
 
 /// The low four bytes of a word loaded from 20..28.
 const BYTES_20_24: u64 = u64::from_ne_bytes([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 
-/// Whether the fast path takes frame `f` (`h`: its first bytes): untagged
-/// IPv4 without options, not a fragment, and [`fast_lengths`].
-#[inline(always)]
-fn fast_frame(h: &[u8; MEMO_LEN], f: &[u8]) -> Option<(usize, u16)> {
-    if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || be16(h, 20) & 0x3fff != 0 {
-        return None;
+impl KeyBytes {
+    /// Those bytes of `prev` (which the fast path parsed), if it is long
+    /// enough for [`KeyBytes::same_key`] to say anything.
+    #[inline(always)]
+    pub fn of(prev: &[u8]) -> Option<Self> {
+        let m: &[u8; MEMO_LEN] = prev.get(..MEMO_LEN)?.try_into().ok()?;
+        Some(Self {
+            words: [ld8(m, 26), ld8(m, 30), ld8(m, 0), ld8(m, 8), ld8(m, 20) & BYTES_20_24],
+            tcp: [m[46], m[47]],
+        })
     }
-    fast_lengths(h, f)
+
+    /// [`same_fast_key`] against the frame these bytes were read from.
+    #[inline(always)]
+    pub fn same_key(&self, f: &[u8]) -> Option<Layout> {
+        let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
+        let w = &self.words;
+        // Addresses and ports first: a burst of many flows leaves here, on
+        // a branch it learns.
+        if (ld8(h, 26) ^ w[0]) | (ld8(h, 30) ^ w[1]) != 0 {
+            return None;
+        }
+        let differ = (ld8(h, 0) ^ w[2]) | (ld8(h, 8) ^ w[3]) | ((ld8(h, 20) & BYTES_20_24) ^ w[4]);
+        if differ != 0 {
+            return None;
+        }
+        let (total, tcp) = fast_lengths(h, f)?;
+        if h[23] == IPPROTO_TCP && tcp.to_be_bytes() != self.tcp {
+            return None;
+        }
+        Some(Layout { l3_offset: 14, l4_offset: Some(34), l3_end: (14 + total) as u16, error: None })
+    }
 }
 
 /// The fast path's length checks on frame `f` (`h`: its first bytes, at
@@ -321,14 +286,39 @@ impl FrameKey {
     pub fn of(f: &[u8], in_port: u32) -> Option<Self> {
         let h: &[u8; MEMO_LEN] = f.get(..MEMO_LEN)?.try_into().ok()?;
         let port = u16::try_from(in_port).ok()?;
-        let (_, tcp) = fast_frame(h, f)?;
+        if h[12] != 0x08 || h[13] != 0x00 || h[14] != 0x45 || be16(h, 20) & 0x3fff != 0 {
+            return None;
+        }
         // Bytes 26..34 and 30..38 (addresses and ports, where flows differ
         // most), 0..16 (MACs, EtherType, version and header length, TOS),
-        // 20..24 (fragment bits, TTL, protocol) with the TCP bytes (UDP
-        // payload bytes at 46..48 are not part of the key: 0) and the port
-        // above them.
-        let rest = (ld8(h, 20) & BYTES_20_24) | (u64::from(tcp) << 32) | (u64::from(port) << 48);
-        Some(Self([ld8(h, 26), ld8(h, 30), ld8(h, 0), ld8(h, 8), rest, 0]))
+        // 20..24 (fragment bits, TTL, protocol) with the TCP bytes and the
+        // port above them.
+        Some(Self([ld8(h, 26), ld8(h, 30), ld8(h, 0), ld8(h, 8), Self::rest(h, f, port)?, 0]))
+    }
+
+    /// The last word: bytes 20..24, the TCP bytes (UDP payload bytes at
+    /// 46..48 are not part of the key: 0) and the port; `None` when the
+    /// fast path's length checks fail.
+    #[inline(always)]
+    fn rest(h: &[u8; MEMO_LEN], f: &[u8], port: u16) -> Option<u64> {
+        let (_, tcp) = fast_lengths(h, f)?;
+        Some((ld8(h, 20) & BYTES_20_24) | (u64::from(tcp) << 32) | (u64::from(port) << 48))
+    }
+
+    /// Whether frame `f` from `in_port` has this frame key, checked the
+    /// way [`KeyBytes::same_key`] checks a run: the addresses and ports
+    /// first (where the frames of many flows differ), then the rest and
+    /// `f`'s own lengths. The fast path's other checks need not be redone:
+    /// the bytes they read are equal to those of the frame this key came
+    /// from.
+    #[inline(always)]
+    pub fn same_frame(&self, f: &[u8], in_port: u32) -> bool {
+        let Some(h) = f.get(..MEMO_LEN).and_then(|h| <&[u8; MEMO_LEN]>::try_from(h).ok()) else { return false };
+        let w = &self.0;
+        if (ld8(h, 26) ^ w[0]) | (ld8(h, 30) ^ w[1]) != 0 || (ld8(h, 0) ^ w[2]) | (ld8(h, 8) ^ w[3]) != 0 {
+            return false;
+        }
+        u16::try_from(in_port).is_ok_and(|port| Self::rest(h, f, port) == Some(w[4]))
     }
 
     /// The key's hash (the exact-match cache's set and tag): two multiplies
@@ -1080,11 +1070,9 @@ mod tests {
                         f[at] = v;
                     }
                     checked += 1;
-                    // The run check says "same" only when the frame key is,
-                    // and for every frame of the flow as long as the base.
-                    let same = RunBytes::of(&base).and_then(|b| b.same(&f)).is_some();
-                    let same_key = FrameKey::of(&f, 3) == Some(base_key);
-                    assert!(!same || same_key, "{change:?}, len {len}: a run of another key");
+                    // The run check says "same" exactly when the frame key is.
+                    let same = base_key.same_frame(&f, 3);
+                    assert_eq!(same, FrameKey::of(&f, 3) == Some(base_key), "{change:?}, len {len}");
                     runs += usize::from(same);
                     let Some(fk) = FrameKey::of(&f, 3) else { continue };
                     framed += 1;
@@ -1104,7 +1092,7 @@ mod tests {
             next[59] = 0x77;
             next.extend_from_slice(&[0; 4]);
             assert_eq!(FrameKey::of(&next, 3), Some(fk), "one flow");
-            assert!(RunBytes::of(&base).and_then(|b| b.same(&next)).is_some(), "one flow, one run");
+            assert!(fk.same_frame(&next, 3) && !fk.same_frame(&next, 4) && !fk.same_frame(&next, 3 + (1 << 16)));
             assert_ne!(FrameKey::of(&base, 4), Some(fk), "another port");
             assert_eq!(FrameKey::of(&base, 1 << 16), None, "a port above 16 bits");
         }

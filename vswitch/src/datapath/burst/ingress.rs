@@ -11,19 +11,17 @@ use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
 use crate::packet::parse::FrameKey;
-use crate::packet::parse::{parse_hashed_fast, Layout, ParseError, RunBytes, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
+use crate::packet::parse::{parse_hashed_fast, KeyBytes, Layout, ParseError, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
 
 /// Misses of the burst's run check at ingress (a packet without the key of
 /// the last fast-parsed one) after which it stops checking.
 const MEMO_MISSES: u32 = 4;
 
 /// The run check of a burst's packets of one kind: the last packet the
-/// fast path took (parsed, or given a frame key) and the bytes a packet
-/// needs to have its key (see `RunBytes`). Only for packets from one port
-/// (with one tunnel's metadata, if any), and one kind: flow keys or frame
-/// keys.
+/// fast path parsed and the bytes its key is built from (see `KeyBytes`).
+/// Only for packets from one port (with one tunnel's metadata, if any).
 struct RunMemo {
-    last: Option<(usize, RunBytes)>,
+    last: Option<(usize, KeyBytes)>,
     misses: u32,
 }
 
@@ -36,49 +34,25 @@ impl RunMemo {
     /// index, and `f`'s layout.
     #[inline(always)]
     fn check(&self, f: &[u8]) -> Option<(usize, Layout)> {
-        let (j, b) = self.last.as_ref()?;
-        Some((*j, b.same(f)?))
+        let (j, b) = self.last?;
+        Some((j, b.same_key(f)?))
     }
 
-    /// Packet `i` (frame `f`) was parsed, or given a frame key, by the fast
-    /// path if `fast`: it is kept for the next ones. A burst of many flows
-    /// stops checking after a few misses (each costs a few cycles;
-    /// `find_runs` still finds its runs, by key).
+    /// Packet `i` (frame `f`) was parsed, by the fast path if `fast`: it is
+    /// kept for the next ones. A burst of many flows stops checking after
+    /// a few misses (each costs a few cycles; `find_runs` still finds its
+    /// runs, by key).
     #[inline(always)]
     fn parsed(&mut self, i: usize, fast: bool, f: &[u8]) {
-        if self.misses == 0 {
-            return;
-        }
         if self.last.is_some() {
-            self.misses -= 1;
-            if self.misses == 0 {
-                self.last = None;
-                return;
-            }
+            self.misses = self.misses.saturating_sub(1);
         }
-        if fast {
-            self.keep(i, f);
+        if self.misses == 0 {
+            self.last = None;
+        } else if fast {
+            self.last = KeyBytes::of(f).map(|b| (i, b));
         }
     }
-
-    /// Keeps packet `i` (frame `f`). Out of line: inlined, its loads and
-    /// masks were computed for every packet of a burst of many flows and
-    /// then thrown away (the check gives up after a few).
-    #[inline(never)]
-    fn keep(&mut self, i: usize, f: &[u8]) {
-        self.last = RunBytes::of(f).map(|b| (i, b));
-    }
-}
-
-/// What ingress gathers over a burst: the packets left to classify, those
-/// that are runs, those with frame keys, the bytes received; and the VF's
-/// MTU packets are checked against (0: none).
-struct Tally {
-    pending: u64,
-    runs: u64,
-    framed: u64,
-    rx_bytes: u64,
-    rx_limit: usize,
 }
 
 /// The decapsulation run check of a burst from an uplink: the outer bytes
@@ -120,6 +94,44 @@ impl DecapMemo {
     }
 }
 
+/// The run check of a burst's framed packets: the last packet that took
+/// its own frame key (and that key), and the misses left before it stops
+/// checking (as [`RunMemo`]).
+struct FrameMemo {
+    last: Option<(usize, FrameKey)>,
+    misses: u32,
+}
+
+impl FrameMemo {
+    const fn new() -> Self {
+        Self { last: None, misses: MEMO_MISSES }
+    }
+
+    /// The packet kept, if frame `f` from `in_port` has its key (see
+    /// [`FrameKey::same_frame`]); otherwise a miss counted.
+    #[inline(always)]
+    fn check(&mut self, f: &[u8], in_port: u32) -> Option<usize> {
+        let (j, last) = self.last.as_ref()?;
+        if last.same_frame(f, in_port) {
+            return Some(*j);
+        }
+        self.misses -= 1;
+        if self.misses == 0 {
+            self.last = None;
+        }
+        None
+    }
+
+    /// Packet `i` took frame key `key` of its own: kept for the next ones
+    /// (unless the check has given up).
+    #[inline(always)]
+    fn took(&mut self, i: usize, key: FrameKey) {
+        if self.misses > 0 {
+            self.last = Some((i, key));
+        }
+    }
+}
+
 impl Engine {
     /// Parses every packet into the burst's key array; on uplinks the VTEP
     /// first answers ARP/ND for its addresses and decapsulates VXLAN sent to
@@ -135,156 +147,80 @@ impl Engine {
         io: &mut I,
         by_frame: bool,
     ) -> u64 {
+        let mut pending: u64 = 0;
+        let mut rx_bytes = 0u64;
         let vtep = self.tun.is_uplink(in_port);
         // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
         let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
         self.burst_len = n;
-        let mut t = Tally { pending: 0, runs: 0, framed: 0, rx_bytes: 0, rx_limit };
+        let mut memo = RunMemo::new();
+        let mut frame_memo = FrameMemo::new();
+        let mut decap = DecapMemo::new();
+        let mut runs = 0u64;
+        let mut framed = 0u64;
         // Port numbers above 16 bits have no frame keys.
-        if by_frame && !vtep && in_port <= u32::from(u16::MAX) {
-            self.ingress_framed(in_port, pkts, n, &mut t);
-        } else {
-            self.ingress_parsed(in_port, vtep, pkts, n, io, &mut t);
+        let by_frame = by_frame && !vtep && in_port <= u32::from(u16::MAX);
+        for i in 0..n {
+            self.flow_of[i] = None;
+            let Some(m) = pkts[i].as_mut() else { continue };
+            let len = m.len();
+            rx_bytes += len as u64;
+            self.lens[i] = len as u32;
+            if rx_limit != 0 && len > rx_limit + 14 && len - l2_len(m.data()) > rx_limit {
+                // A VF cannot send above its MTU; its e-switch port drops it.
+                self.counters.drop(DropReason::RxMtu, 1);
+                pkts[i] = None;
+                continue;
+            }
+            let from = if vtep {
+                match self.uplink_packet(in_port, i, pkts, io, &mut decap, &mut runs) {
+                    Some(from) => from,
+                    None => continue,
+                }
+            } else if let Some(j) = if by_frame { frame_memo.check(m.data(), in_port) } else { None } {
+                // A run of frame keys: no parse, no hash, no error possible
+                // (the fast path would take the frame).
+                framed |= 1 << i;
+                runs |= 1 << i;
+                self.run_prev[i] = j as u8;
+                in_port
+            } else if let Some(fk) = if by_frame { FrameKey::of(m.data(), in_port) } else { None } {
+                // Looked up by its bytes, without a parse.
+                framed |= 1 << i;
+                self.hashes[i] = fk.hash();
+                self.frames[i] = fk;
+                frame_memo.took(i, fk);
+                in_port
+            } else {
+                let layout = if let Some((j, layout)) = memo.check(m.data()) {
+                    // A run, found without a parse, a hash or a key compare:
+                    // its key (and hash) stay packet `j`'s until a stage
+                    // needs them in place (see `Engine::own_keys`).
+                    runs |= 1 << i;
+                    self.run_prev[i] = j as u8;
+                    layout
+                } else {
+                    let (layout, hash, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
+                    self.hashes[i] = hash;
+                    memo.parsed(i, fast, m.data());
+                    layout
+                };
+                if let Some(e) = layout.error {
+                    self.unparsed(e, pkts, i);
+                    continue;
+                }
+                in_port
+            };
+            self.in_ports[i] = from;
+            pending |= 1 << i;
         }
-        self.counters.port(in_port as usize, PortCounter::RxBytes, t.rx_bytes);
-        let (pending, runs, framed) = (t.pending, t.runs, t.framed);
+        self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
         // A framed run's key is its own frame's (parsed when needed).
         self.borrowed = runs & pending & !framed;
         self.framed = framed & pending;
         self.unparsed = self.framed;
         self.find_runs(pending & !framed, runs);
         pending
-    }
-
-    /// Ingress from a representor while the exact-match cache is looked
-    /// up: each packet the parser's fast path would take gets its frame key
-    /// (and its hash), or joins the run of the packet before it; the rest
-    /// are parsed (out of line: the loop's state stays in registers).
-    #[inline(always)]
-    fn ingress_framed<P: PacketBuf>(&mut self, in_port: u32, pkts: &mut Packets<P>, n: usize, t: &mut Tally) {
-        let mut frame_memo = RunMemo::new();
-        let mut memo = RunMemo::new();
-        for i in 0..n {
-            if !self.received(i, pkts, t) {
-                continue;
-            }
-            let Some(f) = pkts[i].as_ref().map(|m| m.data()) else { continue };
-            if let Some((j, _)) = frame_memo.check(f) {
-                // A run of frame keys: no parse, no hash, no error possible
-                // (the fast path would take the frame).
-                t.framed |= 1 << i;
-                t.runs |= 1 << i;
-                self.run_prev[i] = j as u8;
-            } else if let Some(fk) = FrameKey::of(f, in_port) {
-                // Looked up by its bytes, without a parse.
-                t.framed |= 1 << i;
-                self.hashes[i] = fk.hash();
-                self.frames[i] = fk;
-                frame_memo.parsed(i, true, f);
-            } else if !self.parse_cold(in_port, i, pkts, &mut memo, &mut t.runs) {
-                continue;
-            }
-            self.in_ports[i] = in_port;
-            t.pending |= 1 << i;
-        }
-    }
-
-    /// Ingress without frame keys: every packet parsed (or a run's key
-    /// found from its bytes); on uplinks the VTEP's work first.
-    #[inline(always)]
-    fn ingress_parsed<I: Io>(
-        &mut self,
-        in_port: u32,
-        vtep: bool,
-        pkts: &mut Packets<I::Pkt>,
-        n: usize,
-        io: &mut I,
-        t: &mut Tally,
-    ) {
-        let mut memo = RunMemo::new();
-        let mut decap = DecapMemo::new();
-        for i in 0..n {
-            if !self.received(i, pkts, t) {
-                continue;
-            }
-            let from = if vtep {
-                match self.uplink_packet(in_port, i, pkts, io, &mut decap, &mut t.runs) {
-                    Some(from) => from,
-                    None => continue,
-                }
-            } else if self.parse(in_port, i, pkts, &mut memo, &mut t.runs) {
-                in_port
-            } else {
-                continue;
-            };
-            self.in_ports[i] = from;
-            t.pending |= 1 << i;
-        }
-    }
-
-    /// Packet `i`'s arrival: its length noted and counted; `false` when
-    /// its slot is empty or it is dropped for exceeding its VF's MTU.
-    #[inline(always)]
-    fn received<P: PacketBuf>(&mut self, i: usize, pkts: &mut Packets<P>, t: &mut Tally) -> bool {
-        self.flow_of[i] = None;
-        let Some(m) = pkts[i].as_ref() else { return false };
-        let len = m.len();
-        t.rx_bytes += len as u64;
-        self.lens[i] = len as u32;
-        let limit = t.rx_limit;
-        if limit != 0 && len > limit + 14 && len - l2_len(m.data()) > limit {
-            // A VF cannot send above its MTU; its e-switch port drops it.
-            self.counters.drop(DropReason::RxMtu, 1);
-            pkts[i] = None;
-            return false;
-        }
-        true
-    }
-
-    /// Packet `i` from `in_port`: its flow key, parsed, or a run's found by
-    /// `memo` from its bytes (then its key and hash stay the run's first
-    /// packet's until a stage needs them in place, see
-    /// [`Engine::own_keys`]). `false` when it does not parse (dropped and
-    /// counted).
-    #[inline(always)]
-    fn parse<P: PacketBuf>(
-        &mut self,
-        in_port: u32,
-        i: usize,
-        pkts: &mut Packets<P>,
-        memo: &mut RunMemo,
-        runs: &mut u64,
-    ) -> bool {
-        let Some(m) = pkts[i].as_ref() else { return false };
-        let layout = if let Some((j, layout)) = memo.check(m.data()) {
-            *runs |= 1 << i;
-            self.run_prev[i] = j as u8;
-            layout
-        } else {
-            let (layout, hash, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
-            self.hashes[i] = hash;
-            memo.parsed(i, fast, m.data());
-            layout
-        };
-        if let Some(e) = layout.error {
-            self.unparsed(e, pkts, i);
-            return false;
-        }
-        true
-    }
-
-    /// [`Engine::parse`] out of line, for the frames of a framed burst
-    /// that have no frame key (not IPv4 UDP or TCP, options, fragments).
-    #[inline(never)]
-    fn parse_cold<P: PacketBuf>(
-        &mut self,
-        in_port: u32,
-        i: usize,
-        pkts: &mut Packets<P>,
-        memo: &mut RunMemo,
-        runs: &mut u64,
-    ) -> bool {
-        self.parse(in_port, i, pkts, memo, runs)
     }
 
     /// Packet `i` does not parse: dropped, counted by its reason.
@@ -320,7 +256,7 @@ impl Engine {
     /// Packets with the key of the packet kept before them (same hash first,
     /// then every word) join its run: they take its flow in the exact-match
     /// stage without a lookup of their own. `runs`: those ingress found
-    /// already (from their bytes, see `RunBytes`; their key is in the slot
+    /// already (from their bytes, see `KeyBytes`; their key is in the slot
     /// `run_prev` names). `pending`: the packets with flow keys. A pass of
     /// its own after the parse: comparing a key the parser has just stored
     /// in 8-byte pieces with 16-byte loads stalls until the stores reach
