@@ -6,7 +6,7 @@ CARGO ?= cargo
 APT_PACKAGES := libdpdk-dev dpdk libclang-dev clang pkg-config libpcap-dev iproute2 ethtool iputils-ping tshark \
   frr dpdk-dev openvswitch-switch-dpdk fonts-dejavu-core dpkg-dev fakeroot lintian socat systemd python3-venv
 
-.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-scale bench-flowmod bench-packetin bench-stalls bench-micro bench-micro-smoke fuzz-smoke fuzz ci deb deb-test
+.PHONY: deps build run test lint bench bench-smoke bench-offload bench-flood bench-scale bench-flowmod bench-packetin bench-stalls bench-micro bench-micro-smoke bench-count fuzz-smoke fuzz ci deb deb-test
 
 deps:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -58,6 +58,22 @@ bench-micro: deps
 	taskset -c $$(($$(nproc) - 1)) $(CARGO) bench -p vswitch --features testing --bench burst
 	$(CARGO) bench -p vswitch --bench offload_manager
 	$(CARGO) bench -p offload --bench offload
+
+# Instructions a packet in Engine::process for each case of the burst bench,
+# counted by callgrind: a figure no host noise moves (needs valgrind).
+BURST_CASES := fwd_1_flow fwd_1k_flows fwd_100k_flows encap_1_flow encap_1k_flows encap_100k_flows
+bench-count: deps
+	@command -v valgrind >/dev/null || { echo "bench-count needs valgrind: apt-get install valgrind"; exit 1; }
+	@bin=$$($(CARGO) bench -p vswitch --features testing --bench burst --no-run --message-format=json 2>/dev/null \
+	  | sed -n 's/.*"executable":"\([^"]*\/burst-[^"]*\)".*/\1/p' | tail -1); \
+	[ -x "$$bin" ] || { echo "bench-count: the burst bench did not build"; exit 1; }; \
+	for c in $(BURST_CASES); do \
+	  out=$$(mktemp); \
+	  BURST_COUNT=2000 BURST_CASE=$$c valgrind --tool=callgrind --toggle-collect=burst::counted_burst \
+	    --callgrind-out-file=$$out $$bin >/dev/null 2>&1 || { echo "$$c: callgrind failed"; rm -f $$out; exit 1; }; \
+	  awk -v c=$$c '/^(summary|totals):/ { printf "%-18s %7.1f instructions a packet\n", c, $$2 / (2000 * 32); exit }' $$out; \
+	  rm -f $$out; \
+	done
 
 # The same, short (CI): checks they run and prints rough figures.
 bench-micro-smoke: deps
