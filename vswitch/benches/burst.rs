@@ -25,7 +25,7 @@ use vswitch::datapath::counters::Local;
 use vswitch::flow::RuleTable;
 use vswitch::ofrule::parse_rule;
 use vswitch::traffic::{udp_frame, TrafficSpec, FWD_RULES};
-use vswitch::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
+use vswitch::underlay::{Tables, Underlay};
 
 /// Ports: 0 vf0 (the VM's representor), 1 uplink0, 2 vxlan0.
 const PORTS: [&str; 3] = ["vf0", "uplink0", "vxlan0"];
@@ -67,26 +67,7 @@ fn table(encap: bool) -> RuleTable {
 /// The harness's underlay: VTEP 198.18.0.1/24 on uplink0, the remote VTEP
 /// 198.18.0.2 a known neighbour, vxlan0 to it with VNI 100.
 fn underlay() -> Arc<Underlay> {
-    let mut t = Tables::default();
-    let ip = |s: &str| s.parse().expect("ip");
-    t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 1, mac: [2, 0, 0, 0, 1, 1], mtu: 1600 });
-    t.routes.push(Route {
-        prefix: "198.18.0.0/24".parse().expect("prefix"),
-        via: None,
-        port: 1,
-        source: RouteSource::Connected,
-        metric: 0,
-    });
-    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: [2, 0, 0, 0, 1, 2], port: 1, source: NeighSource::Config });
-    t.tunnels.push(Tunnel {
-        name: "vxlan0".into(),
-        number: 2,
-        remote: ip("198.18.0.2"),
-        vni: Some(100),
-        local: None,
-        udp_port: 4789,
-    });
-    Arc::new(Underlay::new(t))
+    Arc::new(Underlay::new(Tables::one_vtep(1, 2, [2, 0, 0, 0, 1, 1], [2, 0, 0, 0, 1, 2], 1600)))
 }
 
 /// An engine with vswitchd's default PMD settings.

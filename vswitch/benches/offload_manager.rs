@@ -18,33 +18,13 @@ use vswitch::offload_manager::manager::{Manager, ManagerSetup};
 use vswitch::offload_manager::translate::PortFacts;
 use vswitch::ofrule::parse_rule;
 use vswitch::packet::parse;
-use vswitch::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel, Underlay};
+use vswitch::underlay::{Tables, Underlay};
 
 const NAMES: [&str; 4] = ["vf0", "vf1", "uplink0", "vxlan0"];
 const FLOWS: u32 = 16_384;
 
 fn underlay() -> Arc<Underlay> {
-    let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
-    let mut t = Tables::default();
-    t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 2, mac: [2, 0, 0, 0, 0, 0xaa], mtu: 1600 });
-    t.routes.push(Route {
-        prefix: "198.18.0.0/24".parse().expect("p"),
-        via: None,
-        port: 2,
-        source: RouteSource::Connected,
-        metric: 0,
-    });
-    t.neighbours
-        .insert(ip("198.18.0.2"), Neighbour { mac: [2, 0, 0, 0, 0, 0xbb], port: 2, source: NeighSource::Config });
-    t.tunnels.push(Tunnel {
-        name: "vxlan0".into(),
-        number: 3,
-        remote: ip("198.18.0.2"),
-        vni: Some(100),
-        local: None,
-        udp_port: 4789,
-    });
-    Arc::new(Underlay::new(t))
+    Arc::new(Underlay::new(Tables::one_vtep(2, 3, [2, 0, 0, 0, 0, 0xaa], [2, 0, 0, 0, 0, 0xbb], 1600)))
 }
 
 fn manager(underlay: &Arc<Underlay>) -> Manager {

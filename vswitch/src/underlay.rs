@@ -187,6 +187,37 @@ pub struct Tables {
     pub kernel_neighbours: BTreeMap<IpAddr, Neighbour>,
 }
 
+/// The one-VTEP underlay of the tests and benchmarks: the local VTEP
+/// 198.18.0.1/24 on port `uplink` (with `mac` and `mtu`), the remote VTEP
+/// 198.18.0.2 a configured neighbour at `remote_mac`, and `vxlan0` (port
+/// `tunnel`) to it with VNI 100 on UDP 4789.
+#[cfg(any(test, feature = "testing"))]
+impl Tables {
+    pub fn one_vtep(uplink: u32, tunnel: u32, mac: [u8; 6], remote_mac: [u8; 6], mtu: u16) -> Self {
+        let local: IpAddr = std::net::Ipv4Addr::new(198, 18, 0, 1).into();
+        let remote: IpAddr = std::net::Ipv4Addr::new(198, 18, 0, 2).into();
+        let mut t = Tables::default();
+        t.locals.push(LocalAddress { ip: local, len: 24, port: uplink, mac, mtu });
+        t.routes.push(Route {
+            prefix: "198.18.0.0/24".parse().expect("a prefix"),
+            via: None,
+            port: uplink,
+            source: RouteSource::Connected,
+            metric: 0,
+        });
+        t.neighbours.insert(remote, Neighbour { mac: remote_mac, port: uplink, source: NeighSource::Config });
+        t.tunnels.push(Tunnel {
+            name: "vxlan0".into(),
+            number: tunnel,
+            remote,
+            vni: Some(100),
+            local: None,
+            udp_port: 4789,
+        });
+        t
+    }
+}
+
 /// A kernel route the switch does not use, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IgnoredRoute {

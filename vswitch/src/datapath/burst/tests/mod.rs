@@ -17,8 +17,8 @@ use crate::datapath::flows::{FlowEvent, FlowInfo, RemoveReason};
 use crate::flow::{Bits, RuleTable};
 use crate::ofrule::parse_rule;
 use crate::packet::Field;
+use crate::underlay::Tables;
 use crate::underlay::Underlay;
-use crate::underlay::{LocalAddress, NeighSource, Neighbour, Route, RouteSource, Tables, Tunnel};
 use offload::entropy::{vxlan_src_port, InnerFlow};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,26 +58,7 @@ impl Io for VecIo {
 }
 
 fn underlay() -> Arc<Underlay> {
-    let mut t = Tables::default();
-    let ip = |s: &str| s.parse().expect("ip");
-    t.locals.push(LocalAddress { ip: ip("198.18.0.1"), len: 24, port: 2, mac: UPLINK_MAC, mtu: 1500 });
-    t.routes.push(Route {
-        prefix: "198.18.0.0/24".parse().expect("p"),
-        via: None,
-        port: 2,
-        source: RouteSource::Connected,
-        metric: 0,
-    });
-    t.neighbours.insert(ip("198.18.0.2"), Neighbour { mac: REMOTE_MAC, port: 2, source: NeighSource::Config });
-    t.tunnels.push(Tunnel {
-        name: "vxlan0".into(),
-        number: 3,
-        remote: ip("198.18.0.2"),
-        vni: Some(100),
-        local: None,
-        udp_port: 4789,
-    });
-    Arc::new(Underlay::new(t))
+    Arc::new(Underlay::new(Tables::one_vtep(2, 3, UPLINK_MAC, REMOTE_MAC, 1500)))
 }
 
 fn table(rules: &[&str]) -> RuleTable {
