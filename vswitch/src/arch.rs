@@ -132,6 +132,27 @@ pub fn words6_equal(a: &[u64; 6], b: &[u64; 6]) -> bool {
     }
 }
 
+/// Bit `w` set for each of the four `lanes` equal to `value`: one 16-byte
+/// compare (the exact-match cache's way search, without a branch per way).
+#[inline(always)]
+pub fn lanes4_equal(lanes: &[u32; 4], value: u32) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is baseline on x86_64; the load reads the 16
+        // initialised bytes of `lanes`, and `_mm_loadu_si128` allows any
+        // alignment.
+        unsafe {
+            let eq = _mm_cmpeq_epi32(_mm_loadu_si128(lanes.as_ptr().cast()), _mm_set1_epi32(value as i32));
+            _mm_movemask_ps(_mm_castsi128_ps(eq)) as u32
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        lanes.iter().enumerate().fold(0, |m, (w, &t)| m | (u32::from(t == value) << w))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +167,15 @@ mod tests {
                 b[i] ^= 1 << bit;
                 assert!(!words6_equal(&a, &b), "word {i} bit {bit}");
             }
+        }
+    }
+
+    #[test]
+    fn lanes4_equal_sets_the_bit_of_every_equal_lane() {
+        let tag = 0x8000_0001;
+        for m in 0u32..16 {
+            let lanes: [u32; 4] = std::array::from_fn(|w| if m & (1 << w) != 0 { tag } else { tag ^ (1 << (w * 9)) });
+            assert_eq!(lanes4_equal(&lanes, tag), m, "lanes {lanes:x?}");
         }
     }
 

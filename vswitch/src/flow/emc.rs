@@ -82,6 +82,16 @@ fn tag_of(hash: u64) -> u32 {
     ((hash >> 32) as u32) | 1
 }
 
+/// The first way of `tags` that holds `tag`. Without a branch per way: the
+/// way a flow sits in is as good as random (a set's second flow takes way 1),
+/// and a compare loop mispredicted on about half the lookups at 1k flows
+/// (callgrind's branch simulation: 0.62 a packet).
+#[inline(always)]
+fn first_way(tags: &[u32; WAYS], tag: u32) -> Option<usize> {
+    let hits = crate::arch::lanes4_equal(tags, tag);
+    (hits != 0).then(|| hits.trailing_zeros() as usize)
+}
+
 impl<V> Entry<V> {
     /// Whether the entry at `slot` holds `key` (`wide`: every slot's
     /// [`WIDE`] words).
@@ -150,8 +160,7 @@ impl<V: Copy + Default> Emc<V> {
     #[inline(always)]
     pub fn candidate(&self, hash: u64, wide: bool) -> Option<usize> {
         let set = self.set(hash);
-        let tag = tag_of(hash);
-        let way = self.tags.get(set)?.iter().position(|&t| t == tag)?;
+        let way = first_way(self.tags.get(set)?, tag_of(hash))?;
         let slot = set * WAYS + way;
         if let Some(e) = self.entries.get(slot) {
             crate::arch::prefetch(e);
