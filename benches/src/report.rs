@@ -61,6 +61,10 @@ pub struct Measurement {
     /// scale benchmark).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pmd_busy: Vec<f64>,
+    /// With `--rounds` above 1: every round's cycles a packet (setup: new
+    /// flows a second), lowest first; the other fields are the median round's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<f64>,
     /// Why there is no number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -84,6 +88,7 @@ impl Measurement {
             bytes_per_megaflow: 0.0,
             drops: 0,
             pmd_busy: Vec::new(),
+            rounds: Vec::new(),
             error: None,
         }
     }
@@ -248,6 +253,33 @@ fn ratio(a: Option<&Measurement>, b: Option<&Measurement>) -> Option<f64> {
 }
 
 /// The markdown report: throughput side by side, flow setup, targets.
+/// With `--rounds`: each program's figure in every round of a case, so the
+/// spread behind each median is in the report.
+fn rounds_section(s: &mut String, r: &Results) {
+    let with: Vec<&Measurement> = r.measurements.iter().filter(|m| m.rounds.len() > 1).collect();
+    if with.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nEvery figure above is a program's median round; each round measured the programs in turn. \
+         Cycles a packet in each round (setup: new flows a second), lowest first:\n"
+    );
+    for m in with {
+        let each: Vec<String> = m.rounds.iter().map(|x| format!("{x:.0}")).collect();
+        let _ = writeln!(
+            s,
+            "- {} {} B {}, {} pages, {}: {}",
+            m.scenario.name(),
+            m.frame_bytes,
+            flows_label(m.flows),
+            if m.pages == "2M" { "2 MB" } else { "4 KiB" },
+            m.switch.label(),
+            each.join(", ")
+        );
+    }
+}
+
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "| scenario | frame | flows | pages | vswitch Mpps | OVS Mpps | floor Mpps | vswitch / OVS | vswitch % of floor | cyc/pkt vswitch / OVS / floor | switching cyc/pkt vswitch / OVS | vswitch lookups % | OVS lookups % |");
@@ -280,6 +312,7 @@ pub fn markdown(r: &Results) -> String {
             tiers_cell(ovs),
         );
     }
+    rounds_section(&mut s, r);
     let setup: Vec<&Measurement> = r.measurements.iter().filter(|m| m.scenario == Scenario::Setup).collect();
     if !setup.is_empty() {
         let _ = writeln!(s, "\nFlow setup (every packet a new flow):\n");
@@ -644,6 +677,12 @@ mod tests {
             measurements: vec![m("testpmd", 64.0), m("vswitch", 120.0), m("ovs", 225.0)],
         };
         assert!(markdown(&r).contains("switching cycles at most half of OVS's in every 64-byte case: met"));
+        // With rounds, each round's figure is listed under the table.
+        let mut ours = m("vswitch", 120.0);
+        ours.rounds = vec![95.0, 120.0, 131.0];
+        let md = markdown(&Results { meta: BTreeMap::new(), measurements: vec![m("testpmd", 64.0), ours] });
+        assert!(md.contains("- fwd 64 B 1k, 4 KiB pages, vswitch: 95, 120, 131"), "{md}");
+        assert!(!markdown(&r).contains("median round"), "no rounds, no list");
     }
 
     #[test]

@@ -142,7 +142,7 @@ pub fn run(s: &Setup) -> Result<String> {
         }
         rows.push(Row { pmds: n, shares_main_core: cores.contains(&s.main_core), cores, vswitchd: ours, ovs: theirs });
     }
-    let timing = crate::Timing { warmup: s.warmup, seconds: s.seconds, core: None };
+    let timing = crate::Timing { warmup: s.warmup, seconds: s.seconds, core: None, rounds: 1 };
     let mut meta = crate::meta(s.cores[0], &timing);
     meta.insert("pmd_core".into(), format!("{:?} (N PMDs take the first N)", s.cores));
     meta.insert("scenario".into(), format!("{} {} flows {} B", s.scenario.name(), s.flows, s.frame));
