@@ -69,9 +69,10 @@ bench-count: deps
 	[ -x "$$bin" ] || { echo "bench-count: the burst bench did not build"; exit 1; }; \
 	for c in $(BURST_CASES); do \
 	  out=$$(mktemp); \
-	  BURST_COUNT=2000 BURST_CASE=$$c valgrind --tool=callgrind --toggle-collect=burst::counted_burst \
+	  BURST_COUNT=2000 BURST_CASE=$$c valgrind --tool=callgrind --branch-sim=yes --toggle-collect=burst::counted_burst \
 	    --callgrind-out-file=$$out $$bin >/dev/null 2>&1 || { echo "$$c: callgrind failed"; rm -f $$out; exit 1; }; \
-	  awk -v c=$$c '/^(summary|totals):/ { printf "%-18s %7.1f instructions a packet\n", c, $$2 / (2000 * 32); exit }' $$out; \
+	  awk -v c=$$c '/^(summary|totals):/ { n = 2000 * 32; \
+	    printf "%-18s %7.1f instructions, %5.2f mispredicted branches a packet\n", c, $$2 / n, ($$4 + $$6) / n; exit }' $$out; \
 	  rm -f $$out; \
 	done
 
