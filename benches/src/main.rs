@@ -641,8 +641,6 @@ fn page_plan(
     }
 }
 
-/// One case through the floor, vswitchd and Open vSwitch; their lines
-/// printed as they come.
 /// [`measure_case`] `rounds` times; per program, its median round (see
 /// [`median_round`]).
 fn measure_rounds(
@@ -681,6 +679,8 @@ fn median_round(mut rounds: Vec<Measurement>) -> Option<Measurement> {
     rounds.get(rounds.len().saturating_sub(1) / 2).map(|m| Measurement { rounds: figures, ..m.clone() }).or(failed)
 }
 
+/// One case through the floor, vswitchd and Open vSwitch; their lines
+/// printed as they come.
 fn measure_case(
     bin: &Path,
     case: &Case,

@@ -252,7 +252,6 @@ fn ratio(a: Option<&Measurement>, b: Option<&Measurement>) -> Option<f64> {
     }
 }
 
-/// The markdown report: throughput side by side, flow setup, targets.
 /// With `--rounds`: each program's figure in every round of a case, so the
 /// spread behind each median is in the report.
 fn rounds_section(s: &mut String, r: &Results) {
@@ -269,10 +268,11 @@ fn rounds_section(s: &mut String, r: &Results) {
         let each: Vec<String> = m.rounds.iter().map(|x| format!("{x:.0}")).collect();
         let _ = writeln!(
             s,
-            "- {} {} B {}, {} pages, {}: {}",
+            "- {}, {} B, {} flow{}, {} pages, {}: {}",
             m.scenario.name(),
             m.frame_bytes,
             flows_label(m.flows),
+            if m.flows == 1 { "" } else { "s" },
             if m.pages == "2M" { "2 MB" } else { "4 KiB" },
             m.switch.label(),
             each.join(", ")
@@ -280,6 +280,7 @@ fn rounds_section(s: &mut String, r: &Results) {
     }
 }
 
+/// The markdown report: throughput side by side, flow setup, targets.
 pub fn markdown(r: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "| scenario | frame | flows | pages | vswitch Mpps | OVS Mpps | floor Mpps | vswitch / OVS | vswitch % of floor | cyc/pkt vswitch / OVS / floor | switching cyc/pkt vswitch / OVS | vswitch lookups % | OVS lookups % |");
@@ -681,7 +682,7 @@ mod tests {
         let mut ours = m("vswitch", 120.0);
         ours.rounds = vec![95.0, 120.0, 131.0];
         let md = markdown(&Results { meta: BTreeMap::new(), measurements: vec![m("testpmd", 64.0), ours] });
-        assert!(md.contains("- fwd 64 B 1k, 4 KiB pages, vswitch: 95, 120, 131"), "{md}");
+        assert!(md.contains("- fwd, 64 B, 1k flows, 4 KiB pages, vswitch: 95, 120, 131"), "{md}");
         assert!(!markdown(&r).contains("median round"), "no rounds, no list");
     }
 
