@@ -577,7 +577,8 @@ fn matrix(bin: &Path, cases: &[(Scenario, u32, usize)], opts: &MatrixOptions, ou
             };
             interrupted()?;
             eprintln!("[{}/{total}] {}", m * cases.len() + i + 1, case.label());
-            let row = measure_rounds(bin, &case, main_core, ovs.as_ref(), opts.floor, &work, opts.timing.rounds)?;
+            let programs = Programs { bin, main_core, ovs: ovs.as_ref(), floor: opts.floor, work: &work };
+            let row = measure_rounds(&programs, &case, opts.timing.rounds)?;
             results.measurements.extend(row);
             results.save(&out.join("results.json"))?;
             let _ = std::fs::remove_file(&pcap);
@@ -641,23 +642,26 @@ fn page_plan(
     }
 }
 
+/// What measures a case: vswitchd, the floor (unless left out) and Open
+/// vSwitch (when it runs), in a work directory, their control threads on
+/// `main_core`.
+struct Programs<'a> {
+    bin: &'a Path,
+    main_core: usize,
+    ovs: Option<&'a ovs::Ovs>,
+    floor: bool,
+    work: &'a Path,
+}
+
 /// [`measure_case`] `rounds` times; per program, its median round (see
 /// [`median_round`]).
-fn measure_rounds(
-    bin: &Path,
-    case: &Case,
-    main_core: usize,
-    ovs: Option<&ovs::Ovs>,
-    floor: bool,
-    work: &Path,
-    rounds: u32,
-) -> Result<Vec<Measurement>> {
+fn measure_rounds(p: &Programs, case: &Case, rounds: u32) -> Result<Vec<Measurement>> {
     let mut all = Vec::new();
     for round in 1..=rounds {
         if rounds > 1 {
             eprintln!("  round {round} of {rounds}");
         }
-        all.push(measure_case(bin, case, main_core, ovs, floor, work)?);
+        all.push(measure_case(p, case)?);
     }
     if rounds == 1 {
         return Ok(all.pop().unwrap_or_default());
@@ -681,14 +685,8 @@ fn median_round(mut rounds: Vec<Measurement>) -> Option<Measurement> {
 
 /// One case through the floor, vswitchd and Open vSwitch; their lines
 /// printed as they come.
-fn measure_case(
-    bin: &Path,
-    case: &Case,
-    main_core: usize,
-    ovs: Option<&ovs::Ovs>,
-    floor: bool,
-    work: &Path,
-) -> Result<Vec<Measurement>> {
+fn measure_case(p: &Programs, case: &Case) -> Result<Vec<Measurement>> {
+    let Programs { bin, main_core, ovs, floor, work } = *p;
     let progress = atty_stderr();
     let mut row: Vec<Measurement> = Vec::new();
     if floor && !matches!(case.scenario, Scenario::Setup | Scenario::Acl) {
