@@ -69,9 +69,11 @@ bench-count: deps
 	[ -x "$$bin" ] || { echo "bench-count: the burst bench did not build"; exit 1; }; \
 	for c in $(BURST_CASES); do \
 	  out=$$(mktemp); \
-	  BURST_COUNT=2000 BURST_CASE=$$c valgrind --tool=callgrind --branch-sim=yes --toggle-collect=burst::counted_burst \
-	    --callgrind-out-file=$$out $$bin >/dev/null 2>&1 || { echo "$$c: callgrind failed"; rm -f $$out; exit 1; }; \
-	  awk -v c=$$c '/^(summary|totals):/ { n = 2000 * 32; \
+	  said=$$(BURST_COUNT=2000 BURST_CASE=$$c valgrind --tool=callgrind --branch-sim=yes --toggle-collect=burst::counted_burst \
+	    --callgrind-out-file=$$out $$bin 2>/dev/null) || { echo "$$c: callgrind failed"; rm -f $$out; exit 1; }; \
+	  per=$$(echo "$$said" | sed -n 's/.* bursts of \([0-9]*\) packets$$/\1/p'); \
+	  [ -n "$$per" ] || { echo "$$c: the bench did not say its burst size: $$said"; rm -f $$out; exit 1; }; \
+	  awk -v c=$$c -v per=$$per '/^(summary|totals):/ { n = 2000 * per; \
 	    printf "%-18s %7.1f instructions, %5.2f mispredicted branches a packet\n", c, $$2 / n, ($$4 + $$6) / n; exit }' $$out; \
 	  rm -f $$out; \
 	done

@@ -1,5 +1,6 @@
 //! The burst engine alone (criterion): `Engine::process` on bursts of 32
-//! 64-byte frames, as the harness's fwd and encap scenarios send them (the
+//! 64-byte frames (`RX_BURST`, what a PMD receives at once), as the
+//! harness's fwd and encap scenarios send them (the
 //! same rule sets and frames), with no DPDK and no I/O. Packets are plain
 //! buffers recycled between bursts; only `process` is timed. A first
 //! filter for engine changes: pinned to one core it repeats within about
@@ -13,14 +14,15 @@
 //! runs each case that many bursts after its warm-up, without criterion,
 //! for an instruction count that no host noise moves:
 //! `valgrind --tool=callgrind --toggle-collect=burst::counted_burst`
-//! counts what `process` executes (`callgrind_annotate` says where).
+//! counts what `process` executes (`callgrind_annotate` says where); it
+//! prints the packets a burst holds, to divide the count by.
 
 use criterion::{black_box, Criterion, Throughput};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vswitch::actions::VecPacket;
-use vswitch::datapath::burst::{Engine, EngineSetup, Io, Packets, PmdConfig, BURST};
+use vswitch::datapath::burst::{Engine, EngineSetup, Io, Packets, PmdConfig, BURST, RX_BURST};
 use vswitch::datapath::counters::Local;
 use vswitch::flow::RuleTable;
 use vswitch::ofrule::parse_rule;
@@ -114,14 +116,14 @@ fn frames(flows: u32) -> Vec<Vec<u8>> {
 /// One burst from port 0 (vf0), as timed.
 #[inline(always)]
 fn process_burst(e: &mut Engine, pkts: &mut Packets<VecPacket>, now: u64, io: &mut Recycle) {
-    e.process(0, pkts, BURST, now, io);
+    e.process(0, pkts, RX_BURST, now, io);
 }
 
 /// One burst, as counted: a function of its own, the one the instruction
 /// count is taken in (not the warm-up's bursts).
 #[inline(never)]
 fn counted_burst(e: &mut Engine, pkts: &mut Packets<VecPacket>, now: u64, io: &mut Recycle) {
-    e.process(0, pkts, BURST, now, io);
+    e.process(0, pkts, RX_BURST, now, io);
 }
 
 /// A burst's processing: [`process_burst`] or [`counted_burst`].
@@ -129,11 +131,13 @@ type Burst = fn(&mut Engine, &mut Packets<VecPacket>, u64, &mut Recycle);
 
 /// Time in `process` for `iters` bursts, the frames taken round-robin.
 fn run(e: &mut Engine, frames: &[Vec<u8>], next: &mut usize, iters: u64, io: &mut Recycle, burst: Burst) -> Duration {
-    let mut pool: Vec<VecPacket> = (0..BURST).map(|_| VecPacket::new(&[], 128)).collect();
+    let mut pool: Vec<VecPacket> = (0..RX_BURST).map(|_| VecPacket::new(&[], 128)).collect();
+    // The engine's slots; a burst fills the first RX_BURST, as a PMD's
+    // receive does.
     let mut pkts: Packets<VecPacket> = [const { None }; BURST];
     let mut total = Duration::ZERO;
     for it in 0..iters {
-        for slot in pkts.iter_mut() {
+        for slot in pkts.iter_mut().take(RX_BURST) {
             let mut p = pool.pop().unwrap_or_else(|| VecPacket::new(&[], 128));
             p.reset(&frames[*next], 128);
             *next = if *next + 1 == frames.len() { 0 } else { *next + 1 };
@@ -169,16 +173,16 @@ fn cases() -> Vec<(String, bool, u32)> {
 fn warmed(encap: bool, flows: u32) -> (Engine, Vec<Vec<u8>>, usize, Recycle) {
     let frames = frames(flows);
     let mut e = engine(encap);
-    let mut io = Recycle { sent: Vec::with_capacity(2 * BURST) };
+    let mut io = Recycle { sent: Vec::with_capacity(2 * RX_BURST) };
     let mut next = 0usize;
-    let warm = (2 * frames.len() / BURST).max(20_000) as u64;
+    let warm = (2 * frames.len() / RX_BURST).max(20_000) as u64;
     run(&mut e, &frames, &mut next, warm, &mut io, process_burst);
     (e, frames, next, io)
 }
 
 fn bench_bursts(c: &mut Criterion) {
     let mut group = c.benchmark_group("burst");
-    group.throughput(Throughput::Elements(BURST as u64));
+    group.throughput(Throughput::Elements(RX_BURST as u64));
     for (label, encap, flows) in cases() {
         // Warmed when criterion runs the case (not at all when a filter
         // leaves it out).
@@ -206,7 +210,7 @@ fn main() {
             }
             let (mut e, frames, mut next, mut io) = warmed(encap, flows);
             run(&mut e, &frames, &mut next, bursts, &mut io, counted_burst);
-            println!("{label}: {bursts} bursts");
+            println!("{label}: {bursts} bursts of {RX_BURST} packets");
         }
         return;
     }
