@@ -193,7 +193,7 @@ struct Exec<'a, I: Io> {
     runs: u64,
     run_prev: &'a [u8; BURST],
     /// Source ports the exact-match cache had (see [`EmcValue::sport`]),
-    /// for the packets of the `sport_known` bits.
+    /// for the packets of the `sport_known` bits (0: none cached).
     sports: &'a [u16; BURST],
     sport_known: u64,
     /// Packets without a flow key (looked up by frame key, see
@@ -291,7 +291,7 @@ impl<I: Io> Exec<'_, I> {
             // not hold it: see `Engine::own_keys`).
             let src = if self.runs & (1 << i) != 0 { usize::from(self.run_prev[i]) % BURST } else { i };
             let sport = match last {
-                _ if self.sport_known & (1 << i) != 0 => self.sports[i],
+                _ if self.sport_known & (1 << i) != 0 && self.sports[i] != 0 => self.sports[i],
                 Some((prev, sport)) if prev == src => sport,
                 // The same port as from its key (see `src_port_of`).
                 _ if self.unparsed & (1 << i) != 0 => vxlan_src_port(&InnerFlow::from_frame(m.data())),

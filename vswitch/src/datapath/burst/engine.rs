@@ -252,7 +252,8 @@ pub struct Engine {
     /// `run_prev` names holds them (see [`Engine::own_keys`]).
     pub(super) borrowed: u64,
     /// Outer UDP source ports the exact-match cache had for the burst's
-    /// packets (those of the `sport_known` bits; see [`EmcValue::sport`]).
+    /// packets (those of the `sport_known` bits; 0 when the entry had none,
+    /// see [`EmcValue::sport`]).
     pub(super) sports: [u16; BURST],
     pub(super) sport_known: u64,
     /// Packets in the burst being processed: flows its packets point to
@@ -452,11 +453,11 @@ impl Groups {
         // packet comes (an update in the array for each packet was a
         // chain of stores and loads through memory).
         let mut last: Option<(usize, u32, u64)> = None;
-        for (i, pkt) in pkts.iter().enumerate().take(n) {
-            if pkt.is_none() {
+        for i in 0..n.min(BURST) {
+            let Some(h) = flow_of[i] else { continue };
+            if pkts[i].is_none() {
                 continue;
             }
-            let Some(h) = flow_of[i] else { continue };
             if let Some((k, index, members)) = &mut last {
                 if *index == h.index {
                     *members |= 1 << i;

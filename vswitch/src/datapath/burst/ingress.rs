@@ -147,28 +147,25 @@ impl Engine {
         io: &mut I,
         by_frame: bool,
     ) -> u64 {
+        let vtep = self.tun.is_uplink(in_port);
+        self.burst_len = n;
+        // Port numbers above 16 bits have no frame keys.
+        if by_frame && !vtep && in_port <= u32::from(u16::MAX) {
+            return self.ingress_framed(in_port, pkts, n);
+        }
         let mut pending: u64 = 0;
         let mut rx_bytes = 0u64;
-        let vtep = self.tun.is_uplink(in_port);
-        // A representor's VF MTU (uplinks: the NIC's receive limit is its own).
-        let rx_limit = if vtep { 0 } else { self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m)) };
-        self.burst_len = n;
+        let rx_limit = if vtep { 0 } else { self.rx_limit(in_port) };
         let mut memo = RunMemo::new();
-        let mut frame_memo = FrameMemo::new();
         let mut decap = DecapMemo::new();
         let mut runs = 0u64;
-        let mut framed = 0u64;
-        // Port numbers above 16 bits have no frame keys.
-        let by_frame = by_frame && !vtep && in_port <= u32::from(u16::MAX);
         for i in 0..n {
             self.flow_of[i] = None;
             let Some(m) = pkts[i].as_mut() else { continue };
             let len = m.len();
             rx_bytes += len as u64;
             self.lens[i] = len as u32;
-            if rx_limit != 0 && len > rx_limit + 14 && len - l2_len(m.data()) > rx_limit {
-                // A VF cannot send above its MTU; its e-switch port drops it.
-                self.counters.drop(DropReason::RxMtu, 1);
+            if self.above_mtu(rx_limit, m.data()) {
                 pkts[i] = None;
                 continue;
             }
@@ -177,43 +174,133 @@ impl Engine {
                     Some(from) => from,
                     None => continue,
                 }
-            } else if let Some(j) = if by_frame { frame_memo.check(m.data(), in_port) } else { None } {
+            } else if self.parse_one(in_port, i, pkts, &mut memo, &mut runs) {
+                in_port
+            } else {
+                continue;
+            };
+            self.in_ports[i] = from;
+            pending |= 1 << i;
+        }
+        self.ingress_done(in_port, rx_bytes, pending, runs, 0)
+    }
+
+    /// [`stage_ingress`](Self::stage_ingress) for a burst from a port that
+    /// is not an uplink while the exact-match cache is looked up: a loop of
+    /// its own (without the uplink's work in it, the frame key path keeps
+    /// its values in registers). A frame the parser's fast path would take
+    /// gets its frame key and its hash (or joins the run of the packet
+    /// before it with that key); any other is parsed.
+    fn ingress_framed<P: PacketBuf>(&mut self, in_port: u32, pkts: &mut Packets<P>, n: usize) -> u64 {
+        let mut pending: u64 = 0;
+        let mut rx_bytes = 0u64;
+        let rx_limit = self.rx_limit(in_port);
+        let mut memo = RunMemo::new();
+        let mut frame_memo = FrameMemo::new();
+        let mut runs = 0u64;
+        let mut framed = 0u64;
+        for i in 0..n.min(BURST) {
+            self.flow_of[i] = None;
+            let Some(m) = pkts[i].as_ref() else { continue };
+            let f = m.data();
+            rx_bytes += f.len() as u64;
+            self.lens[i] = f.len() as u32;
+            if self.above_mtu(rx_limit, f) {
+                pkts[i] = None;
+                continue;
+            }
+            if let Some(j) = frame_memo.check(f, in_port) {
                 // A run of frame keys: no parse, no hash, no error possible
                 // (the fast path would take the frame).
                 framed |= 1 << i;
                 runs |= 1 << i;
                 self.run_prev[i] = j as u8;
-                in_port
-            } else if let Some(fk) = if by_frame { FrameKey::of(m.data(), in_port) } else { None } {
+            } else if let Some(fk) = FrameKey::of(f, in_port) {
                 // Looked up by its bytes, without a parse.
                 framed |= 1 << i;
                 self.hashes[i] = fk.hash();
                 self.frames[i] = fk;
                 frame_memo.took(i, fk);
-                in_port
-            } else {
-                let layout = if let Some((j, layout)) = memo.check(m.data()) {
-                    // A run, found without a parse, a hash or a key compare:
-                    // its key (and hash) stay packet `j`'s until a stage
-                    // needs them in place (see `Engine::own_keys`).
-                    runs |= 1 << i;
-                    self.run_prev[i] = j as u8;
-                    layout
-                } else {
-                    let (layout, hash, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
-                    self.hashes[i] = hash;
-                    memo.parsed(i, fast, m.data());
-                    layout
-                };
-                if let Some(e) = layout.error {
-                    self.unparsed(e, pkts, i);
-                    continue;
-                }
-                in_port
-            };
-            self.in_ports[i] = from;
+            } else if !self.parse_other(in_port, i, pkts, &mut memo, &mut runs) {
+                continue;
+            }
+            self.in_ports[i] = in_port;
             pending |= 1 << i;
         }
+        self.ingress_done(in_port, rx_bytes, pending, runs, framed)
+    }
+
+    /// A representor's VF MTU, the longest frame (without its Ethernet and
+    /// VLAN headers) it can send; 0 for no limit.
+    #[inline(always)]
+    fn rx_limit(&self, in_port: u32) -> usize {
+        self.mtus.get(in_port as usize).map_or(0, |&m| usize::from(m))
+    }
+
+    /// Whether frame `f` is above `rx_limit` (see [`rx_limit`](Self::rx_limit)):
+    /// a VF cannot send it; its e-switch port drops it (counted here).
+    #[inline(always)]
+    fn above_mtu(&mut self, rx_limit: usize, f: &[u8]) -> bool {
+        let above = rx_limit != 0 && f.len() > rx_limit + 14 && f.len() - l2_len(f) > rx_limit;
+        if above {
+            self.counters.drop(DropReason::RxMtu, 1);
+        }
+        above
+    }
+
+    /// Packet `i` from `in_port` parsed into its key and hash, or found to
+    /// have the key of the last one parsed (a run: `runs`, `run_prev`; its
+    /// key stays that packet's until a stage needs it, see
+    /// [`own_keys`](Self::own_keys)). `false`: it does not parse (dropped,
+    /// counted).
+    #[inline(always)]
+    fn parse_one<P: PacketBuf>(
+        &mut self,
+        in_port: u32,
+        i: usize,
+        pkts: &mut Packets<P>,
+        memo: &mut RunMemo,
+        runs: &mut u64,
+    ) -> bool {
+        let Some(m) = pkts[i].as_ref() else { return false };
+        let layout = if let Some((j, layout)) = memo.check(m.data()) {
+            // Found without a parse, a hash or a key compare.
+            *runs |= 1 << i;
+            self.run_prev[i] = j as u8;
+            layout
+        } else {
+            let (layout, hash, fast) = parse_hashed_fast(m.data(), in_port, None, &mut self.keys[i]);
+            self.hashes[i] = hash;
+            memo.parsed(i, fast, m.data());
+            layout
+        };
+        if let Some(e) = layout.error {
+            self.unparsed(e, pkts, i);
+            return false;
+        }
+        true
+    }
+
+    /// [`parse_one`](Self::parse_one) out of line, for the frames a loop
+    /// of frame keys gets few of (not IPv4 TCP or UDP, VLAN tagged, IP
+    /// options, fragments): its own registers stay free of the parse's.
+    #[inline(never)]
+    fn parse_other<P: PacketBuf>(
+        &mut self,
+        in_port: u32,
+        i: usize,
+        pkts: &mut Packets<P>,
+        memo: &mut RunMemo,
+        runs: &mut u64,
+    ) -> bool {
+        self.parse_one(in_port, i, pkts, memo, runs)
+    }
+
+    /// The end of ingress: the received bytes counted, the burst's bit
+    /// masks set, the runs the parse did not find looked for. Returns
+    /// `pending`.
+    #[inline(always)]
+    fn ingress_done(&mut self, in_port: u32, rx_bytes: u64, pending: u64, runs: u64, framed: u64) -> u64 {
         self.counters.port(in_port as usize, PortCounter::RxBytes, rx_bytes);
         // A framed run's key is its own frame's (parsed when needed).
         self.borrowed = runs & pending & !framed;
