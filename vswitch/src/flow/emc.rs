@@ -1,11 +1,17 @@
 //! Exact-match cache: per PMD thread, set-associative, fixed memory.
 //!
 //! Each set holds [`WAYS`] entries; a key maps to one set by its hash and may
-//! sit in any way. Insertion takes a free way, else the way the hash's upper
-//! bits pick (cheap pseudo-random replacement). Values are small handles (the
-//! datapath stores a megaflow reference and checks it is still alive). For a
-//! burst, call [`Emc::prefetch`] for every packet, then [`Emc::candidate`] for
-//! every packet, then [`Emc::verify`]: each phase's cache misses overlap.
+//! sit in any way, but has a home way there (the hash's upper bits pick it).
+//! Insertion takes the home way when it is free, else another free way, else
+//! the home way (an eviction: cheap pseudo-random replacement). So while the
+//! cache is not crowded nearly every key is in its home way, and a lookup
+//! reads that one entry's line, without the tags: for a burst, call
+//! [`Emc::prefetch_home`] for every packet, then [`Emc::at_home`] (or
+//! [`Emc::at_home_frame`]). A key not found there may be in another way: for
+//! those, [`Emc::prefetch`] the tags, then [`Emc::candidate`], then
+//! [`Emc::verify`], each phase for all of them, so that cache misses overlap.
+//! Values are small handles (the datapath stores a megaflow reference and
+//! checks it is still alive).
 //!
 //! An entry is keyed either by a [`FlowKey`] or, for frames the parser's fast
 //! path takes, by their [`FrameKey`] (the frame's own bytes: a hit needs no
@@ -19,6 +25,10 @@ use crate::packet::FlowKey;
 /// Ways per set.
 pub const WAYS: usize = 4;
 
+/// [`Emc::candidate`]'s answer when no way of the set has the hash's tag:
+/// past every slot, so a lookup that gets it finds no entry.
+pub const NO_SLOT: u32 = u32::MAX;
+
 /// One entry: one cache line, the key's [`NARROW`] words (or a frame key's
 /// words) and the value. (The whole 104-byte key made an entry two lines,
 /// and at 1k flows the second line's prefetch was a tenth of the stage.)
@@ -27,7 +37,9 @@ pub const WAYS: usize = 4;
 struct Entry<V> {
     narrow: [u64; NARROW.len()],
     value: V,
-    /// What `narrow` holds: [`NARROW_KEY`], [`WIDE_KEY`] or [`FRAME_KEY`].
+    /// What `narrow` holds: [`NARROW_KEY`], [`WIDE_KEY`] or [`FRAME_KEY`];
+    /// [`FREE`] exactly when the way's tag is 0 (a lookup in the home way
+    /// reads no tag).
     form: u8,
 }
 
@@ -38,6 +50,8 @@ const NARROW_KEY: u8 = 0;
 const WIDE_KEY: u8 = 1;
 /// A [`FrameKey`]'s words.
 const FRAME_KEY: u8 = 2;
+/// Nothing: the way is free.
+const FREE: u8 = 3;
 
 /// An entry's [`WIDE`] words, when it has them.
 #[derive(Clone, Copy)]
@@ -64,12 +78,14 @@ pub struct EmcStats {
 /// The cache. `V` is a small copyable handle (its default fills free entries).
 ///
 /// Tags (32 hash bits, never 0; 0 marks a free way) live apart from the
-/// entries, four sets to a cache line, so a lookup reads one tag line and
-/// then only the entry whose tag matched.
+/// entries, four sets to a cache line, so a lookup that does not find its
+/// key in the home way reads one tag line and then only the entry whose
+/// tag matched.
 pub struct Emc<V: Copy + Default> {
     tags: Box<[[u32; WAYS]]>,
-    /// A way's entry is in use while its tag is not 0 (an `Option` here
-    /// would add a line to every entry: its tag byte comes first).
+    /// A way's entry is in use while its tag is not 0, and then only
+    /// (its form is [`FREE`] otherwise; an `Option` here would add a line
+    /// to every entry: its tag byte comes first).
     entries: Box<[Entry<V>]>,
     /// The [`WIDE`] words of the entries that have them, by slot.
     wide: Box<[WideWords]>,
@@ -80,6 +96,13 @@ pub struct Emc<V: Copy + Default> {
 #[inline(always)]
 fn tag_of(hash: u64) -> u32 {
     ((hash >> 32) as u32) | 1
+}
+
+/// The way of its set a key of `hash` is inserted into when that way is
+/// free (and evicts when none is).
+#[inline(always)]
+fn home_way(hash: u64) -> usize {
+    (hash >> 58) as usize % WAYS
 }
 
 /// The first way of `tags` that holds `tag`. Without a branch per way: the
@@ -120,12 +143,13 @@ impl<V: Copy + Default> Emc<V> {
     pub const ENTRY_BYTES: usize = std::mem::size_of::<Entry<V>>();
 
     /// A cache of at least `capacity` entries (rounded up to a power of two
-    /// number of sets of [`WAYS`]).
+    /// number of sets of [`WAYS`]), at most 2^31: every slot fits a `u32`
+    /// below [`NO_SLOT`].
     pub fn new(capacity: usize) -> Self {
-        let sets = capacity.div_ceil(WAYS).next_power_of_two().max(1);
+        let sets = capacity.min(1 << 31).div_ceil(WAYS).next_power_of_two().max(1);
         Self {
             tags: vec![[0u32; WAYS]; sets].into_boxed_slice(),
-            entries: vec![Entry { narrow: [0; NARROW.len()], value: V::default(), form: NARROW_KEY }; sets * WAYS]
+            entries: vec![Entry { narrow: [0; NARROW.len()], value: V::default(), form: FREE }; sets * WAYS]
                 .into_boxed_slice(),
             wide: vec![WideWords([0; WIDE.len()]); sets * WAYS].into_boxed_slice(),
             set_mask: sets - 1,
@@ -143,6 +167,44 @@ impl<V: Copy + Default> Emc<V> {
         hash as usize & self.set_mask
     }
 
+    /// The slot of `hash`'s home way.
+    #[inline(always)]
+    fn home(&self, hash: u64) -> usize {
+        self.set(hash) * WAYS + home_way(hash)
+    }
+
+    /// Starts loading the entry in `hash`'s home way, and its wide words
+    /// when `wide` (as [`candidate`](Self::candidate)). Call for a whole
+    /// burst first.
+    #[inline(always)]
+    pub fn prefetch_home(&self, hash: u64, wide: bool) {
+        let slot = self.home(hash);
+        if let Some(e) = self.entries.get(slot) {
+            crate::arch::prefetch(e);
+        }
+        if wide {
+            if let Some(w) = self.wide.get(slot) {
+                crate::arch::prefetch(w);
+            }
+        }
+    }
+
+    /// `key`'s value if it is in its home way (see
+    /// [`prefetch_home`](Self::prefetch_home)); `None`: it may still be in
+    /// another.
+    #[inline(always)]
+    pub fn at_home(&self, key: &FlowKey, hash: u64) -> Option<V> {
+        let slot = self.home(hash);
+        self.entries.get(slot).filter(|e| e.holds(key, &self.wide, slot)).map(|e| e.value)
+    }
+
+    /// [`at_home`](Self::at_home) for a frame key (with its
+    /// [`hash`](FrameKey::hash)).
+    #[inline(always)]
+    pub fn at_home_frame(&self, key: &FrameKey, hash: u64) -> Option<V> {
+        self.entries.get(self.home(hash)).filter(|e| e.holds_frame(key)).map(|e| e.value)
+    }
+
     /// Starts loading the tags `hash` maps to (call for a whole burst first).
     #[inline(always)]
     pub fn prefetch(&self, hash: u64) {
@@ -151,16 +213,16 @@ impl<V: Copy + Default> Emc<V> {
         }
     }
 
-    /// The entry slot whose tag matches `hash`, if any; prefetches it, and
+    /// The entry slot whose tag matches `hash`, else [`NO_SLOT`]; prefetches it, and
     /// its wide words when `wide` (the caller expects a key with tunnel
     /// metadata or IPv6 addresses). A hint the caller has without reading
     /// the key, which loaded here stalled [`verify`](Self::verify)'s loads
     /// of it; a wide key without the hint is still found, its wide words
     /// read on demand.
     #[inline(always)]
-    pub fn candidate(&self, hash: u64, wide: bool) -> Option<usize> {
+    pub fn candidate(&self, hash: u64, wide: bool) -> u32 {
         let set = self.set(hash);
-        let way = first_way(self.tags.get(set)?, tag_of(hash))?;
+        let Some(way) = self.tags.get(set).and_then(|t| first_way(t, tag_of(hash))) else { return NO_SLOT };
         let slot = set * WAYS + way;
         if let Some(e) = self.entries.get(slot) {
             crate::arch::prefetch(e);
@@ -170,14 +232,15 @@ impl<V: Copy + Default> Emc<V> {
                 crate::arch::prefetch(w);
             }
         }
-        Some(slot)
+        slot as u32
     }
 
     /// Completes a lookup started with [`candidate`](Self::candidate).
     #[inline(always)]
-    pub fn verify(&self, slot: Option<usize>, key: &FlowKey, hash: u64) -> Option<V> {
-        match slot.and_then(|s| Some((s, self.entries.get(s)?))) {
-            Some((s, e)) if e.holds(key, &self.wide, s) => Some(e.value),
+    pub fn verify(&self, slot: u32, key: &FlowKey, hash: u64) -> Option<V> {
+        let s = slot as usize;
+        match self.entries.get(s) {
+            Some(e) if e.holds(key, &self.wide, s) => Some(e.value),
             // A tag collision in the first matching way: check the others.
             Some(_) => self.lookup_slow(hash, |e, s| e.holds(key, &self.wide, s)),
             None => None,
@@ -187,8 +250,9 @@ impl<V: Copy + Default> Emc<V> {
     /// [`verify`](Self::verify) for a frame key (its
     /// [`hash`](FrameKey::hash) is the one the lookup started with).
     #[inline(always)]
-    pub fn verify_frame(&self, slot: Option<usize>, key: &FrameKey, hash: u64) -> Option<V> {
-        match slot.and_then(|s| self.entries.get(s)) {
+    pub fn verify_frame(&self, slot: u32, key: &FrameKey, hash: u64) -> Option<V> {
+        // NO_SLOT is past the last entry.
+        match self.entries.get(slot as usize) {
             Some(e) if e.holds_frame(key) => Some(e.value),
             Some(_) => self.lookup_slow(hash, |e, _| e.holds_frame(key)),
             None => None,
@@ -211,14 +275,13 @@ impl<V: Copy + Default> Emc<V> {
     #[cfg(test)]
     pub fn lookup_frame(&self, key: &FrameKey) -> Option<V> {
         let hash = key.hash();
-        self.verify_frame(self.candidate(hash, false), key, hash)
+        self.at_home_frame(key, hash).or_else(|| self.verify_frame(self.candidate(hash, false), key, hash))
     }
 
     /// Looks `key` (with its [`hash_key`](super::hash::hash_key)) up.
     #[inline]
     pub fn lookup(&self, key: &FlowKey, hash: u64) -> Option<V> {
-        let slot = self.candidate(hash, wide_words(key).1);
-        self.verify(slot, key, hash)
+        self.at_home(key, hash).or_else(|| self.verify(self.candidate(hash, wide_words(key).1), key, hash))
     }
 
     /// Inserts or replaces `key`.
@@ -239,19 +302,21 @@ impl<V: Copy + Default> Emc<V> {
     }
 
     /// The slot an insertion of `hash` writes, tagged for it: the entry
-    /// that `holds` the key already, else a free way, else the way the
-    /// hash's upper bits pick (an eviction).
+    /// that `holds` the key already, else the home way if it is free, else
+    /// another free way, else the home way (an eviction).
     fn slot_for(&mut self, hash: u64, holds: impl Fn(&Entry<V>, usize, &[WideWords]) -> bool) -> usize {
         let set = self.set(hash);
         let tag = tag_of(hash);
         let base = set * WAYS;
         let tags = self.tags[set];
         let same = (0..WAYS).find(|&w| tags[w] == tag && holds(&self.entries[base + w], base + w, &self.wide));
-        let way = match same.or_else(|| tags.iter().position(|&t| t == 0)) {
+        let home = home_way(hash);
+        let free = if tags[home] == 0 { Some(home) } else { tags.iter().position(|&t| t == 0) };
+        let way = match same.or(free) {
             Some(w) => w,
             None => {
                 self.stats.evictions += 1;
-                (hash >> 58) as usize % WAYS
+                home
             }
         };
         self.tags[set][way] = tag;
@@ -261,10 +326,11 @@ impl<V: Copy + Default> Emc<V> {
 
     /// Drops every entry whose value `dead` says is stale.
     pub fn remove_if(&mut self, mut dead: impl FnMut(&V) -> bool) {
-        for (slot, e) in self.entries.iter().enumerate() {
+        for (slot, e) in self.entries.iter_mut().enumerate() {
             let tag = &mut self.tags[slot / WAYS][slot % WAYS];
             if *tag != 0 && dead(&e.value) {
                 *tag = 0;
+                e.form = FREE;
             }
         }
     }
@@ -281,6 +347,7 @@ impl<V: Copy + Default> Emc<V> {
     /// Empties the cache.
     pub fn clear(&mut self) {
         self.tags.iter_mut().for_each(|t| *t = [0; WAYS]);
+        self.entries.iter_mut().for_each(|e| e.form = FREE);
     }
 
     /// Occupied entries.
@@ -411,6 +478,50 @@ mod tests {
             }
         }
         emc.clear();
+        assert!(emc.is_empty());
+    }
+
+    /// A hash for set `set` with home way `home` and a tag told apart by `i`
+    /// (the tag's low bit is always set).
+    fn placed(set: u64, home: u64, i: u64) -> u64 {
+        (home << 58) | ((i + 1) << 33) | set
+    }
+
+    /// A key goes to its home way while that way is free, and is found
+    /// there without the tags; the set's other keys are found through them.
+    /// A full set evicts the home way. A removed or cleared entry is found
+    /// nowhere, its home way included (its form says it is free).
+    #[test]
+    fn home_way() {
+        let mut emc = Emc::<u32>::new(64);
+        let hashes: Vec<u64> = (0..4).map(|i| placed(5, 0, i)).collect();
+        for (i, &h) in hashes.iter().enumerate() {
+            emc.insert(&key(i as u32), h, i as u32);
+        }
+        assert_eq!(emc.at_home(&key(0), hashes[0]), Some(0), "the first takes its home way");
+        for (i, &h) in hashes.iter().enumerate().skip(1) {
+            assert_eq!(emc.at_home(&key(i as u32), h), None, "key {i} is in another way");
+            assert_eq!(emc.lookup(&key(i as u32), h), Some(i as u32), "key {i} through the tags");
+        }
+        // The set is full: a key whose home is way 2 evicts what is there.
+        let h = placed(5, 2, 9);
+        emc.insert(&key(9), h, 9);
+        assert_eq!((emc.stats.evictions, emc.at_home(&key(9), h)), (1, Some(9)));
+        assert_eq!(emc.lookup(&key(2), hashes[2]), None, "way 2's key went");
+        assert_eq!(emc.len(), 4);
+        // Removed: not found at home, nor through the tags.
+        emc.remove_if(|&v| v == 0);
+        assert_eq!((emc.at_home(&key(0), hashes[0]), emc.lookup(&key(0), hashes[0])), (None, None));
+        // Frame keys the same way.
+        let fk = FrameKey([1, 2, 3, 4, 5, 0]);
+        let fh = placed(7, 3, 1);
+        emc.insert_frame(&fk, fh, 11);
+        assert_eq!(emc.at_home_frame(&fk, fh), Some(11));
+        emc.clear();
+        assert_eq!(
+            (emc.at_home_frame(&fk, fh), emc.at_home(&key(9), h), emc.lookup(&key(1), hashes[1])),
+            (None, None, None)
+        );
         assert!(emc.is_empty());
     }
 }

@@ -6,6 +6,7 @@ use super::engine::*;
 use crate::actions::{Action, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::flows::FlowHandle;
+use crate::flow::emc::NO_SLOT;
 use crate::flow::Bits;
 use crate::packet::key::VLAN_PRESENT;
 use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};
@@ -76,46 +77,61 @@ impl Engine {
         self.counters.add(Counter::HwCycles, crate::arch::cycles().wrapping_sub(t0));
     }
 
-    /// The exact-match cache for the `pending` packets, in three passes so
-    /// cache misses overlap: prefetch every tag line, then every candidate
-    /// entry, then compare keys (frame keys for the `unparsed` packets,
-    /// flow keys for the rest). A packet with the key of the packet before
-    /// it (a run, found at ingress) takes that packet's flow instead.
-    /// Returns the misses, with their flow keys built.
+    /// The exact-match cache for the `pending` packets, in passes so cache
+    /// misses overlap: prefetch every key's home entry, then compare keys
+    /// there (frame keys for the `unparsed` packets, flow keys for the
+    /// rest); for the keys not found at home, prefetch their tag lines,
+    /// then their candidate entries, then compare. A packet with the key of
+    /// the packet before it (a run, found at ingress) takes that packet's
+    /// flow instead. Returns the misses, with their flow keys built.
     pub fn stage_emc<P: PacketBuf>(&mut self, mut pending: u64, pkts: &Packets<P>) -> u64 {
         let parsed = pending.count_ones();
         let runs = pending & self.runs;
         let lookups = pending & !runs;
-        for i in Bits(lookups) {
-            self.emc.prefetch(self.hashes[i]);
-        }
-        let mut slots = [u32::MAX; BURST];
         // Decapsulated keys (from a tunnel port) have tunnel metadata:
         // their entries' wide words are prefetched too (IPv6 keys from a
-        // physical port read theirs on demand).
+        // physical port read theirs on demand). Framed packets come from
+        // a physical port: when every lookup is one, the check is skipped.
         let phys = self.mtus.len();
+        let all_framed = lookups & !self.unparsed == 0;
+        let wide = |e: &Self, i: usize| !all_framed && e.in_ports[i] as usize >= phys;
         for i in Bits(lookups) {
-            let wide = self.in_ports[i] as usize >= phys;
-            slots[i] = self.emc.candidate(self.hashes[i], wide).map_or(u32::MAX, |s| s as u32);
+            self.emc.prefetch_home(self.hashes[i], wide(self, i));
+        }
+        let mut hits = 0u64;
+        let mut away = 0u64;
+        for i in Bits(lookups) {
+            let found = if self.unparsed & (1 << i) != 0 {
+                self.emc.at_home_frame(&self.frames[i], self.hashes[i])
+            } else {
+                self.emc.at_home(&self.keys[i], self.hashes[i])
+            };
+            match found {
+                Some(v) => self.emc_hit(i, v, &mut hits),
+                None => away |= 1 << i,
+            }
+        }
+        if away != 0 {
+            for i in Bits(away) {
+                self.emc.prefetch(self.hashes[i]);
+            }
+            let mut slots = [NO_SLOT; BURST];
+            for i in Bits(away) {
+                slots[i] = self.emc.candidate(self.hashes[i], wide(self, i));
+            }
+            for i in Bits(away) {
+                let found = if self.unparsed & (1 << i) != 0 {
+                    self.emc.verify_frame(slots[i], &self.frames[i], self.hashes[i])
+                } else {
+                    self.emc.verify(slots[i], &self.keys[i], self.hashes[i])
+                };
+                if let Some(v) = found {
+                    self.emc_hit(i, v, &mut hits);
+                }
+            }
         }
         // The hits' flows are checked in a pass of their own, so that their
         // slots load while further keys are compared.
-        let (mut hits, mut known) = (0u64, 0u64);
-        for i in Bits(lookups) {
-            let slot = (slots[i] != u32::MAX).then_some(slots[i] as usize);
-            let found = if self.unparsed & (1 << i) != 0 {
-                self.emc.verify_frame(slot, &self.frames[i], self.hashes[i])
-            } else {
-                self.emc.verify(slot, &self.keys[i], self.hashes[i])
-            };
-            if let Some(v) = found {
-                self.flows.prefetch_hot(v.flow.index);
-                self.flow_of[i] = Some(v.flow);
-                hits |= 1 << i;
-                self.sports[i] = v.sport;
-                known |= u64::from(v.sport != 0) << i;
-            }
-        }
         for i in Bits(hits) {
             if self.flow_of[i].is_some_and(|h| self.flows.is_live(h)) {
                 pending &= !(1 << i);
@@ -125,8 +141,19 @@ impl Engine {
         }
         let cheap_misses = !self.smc_active();
         self.emc_gate.account(lookups.count_ones(), (lookups & !pending).count_ones(), cheap_misses);
-        self.sport_known = known & !pending;
+        // Each hit's cached port, 0 when it has none (see `EmcValue::sport`).
+        self.sport_known = hits & !pending;
         self.resolve_runs(pending, parsed, pkts)
+    }
+
+    /// Packet `i` hit the exact-match cache with `v`: its flow (its slot
+    /// prefetched for the liveness check) and cached source port.
+    #[inline(always)]
+    fn emc_hit(&mut self, i: usize, v: EmcValue, hits: &mut u64) {
+        self.flows.prefetch_hot(v.flow.index);
+        self.flow_of[i] = Some(v.flow);
+        *hits |= 1 << i;
+        self.sports[i] = v.sport;
     }
 
     /// The exact-match stage while the cache does not pay for its lookups
