@@ -221,7 +221,7 @@ impl Engine {
                 self.hashes[i] = fk.hash();
                 self.frames[i] = fk;
                 frame_memo.took(i, fk);
-            } else if !self.parse_other(in_port, i, pkts, &mut memo, &mut runs) {
+            } else if !self.parse_one(in_port, i, pkts, &mut memo, &mut runs) {
                 continue;
             }
             self.in_ports[i] = in_port;
@@ -279,21 +279,6 @@ impl Engine {
             return false;
         }
         true
-    }
-
-    /// [`parse_one`](Self::parse_one) out of line, for the frames a loop
-    /// of frame keys gets few of (not IPv4 TCP or UDP, VLAN tagged, IP
-    /// options, fragments): its own registers stay free of the parse's.
-    #[inline(never)]
-    fn parse_other<P: PacketBuf>(
-        &mut self,
-        in_port: u32,
-        i: usize,
-        pkts: &mut Packets<P>,
-        memo: &mut RunMemo,
-        runs: &mut u64,
-    ) -> bool {
-        self.parse_one(in_port, i, pkts, memo, runs)
     }
 
     /// The end of ingress: the received bytes counted, the burst's bit

@@ -14,9 +14,11 @@
 //!    built only when a later stage needs it); on uplinks the VTEP answers
 //!    ARP/ND for its addresses and decapsulates VXLAN sent to them; then
 //!    runs: packets with the key of the packet before them;
-//! 3. [`Engine::stage_emc`]: the exact-match cache, in three passes so cache
-//!    misses overlap, by frame key or flow key; a run's packets take its
-//!    first packet's flow; the misses get their flow keys (while the cache
+//! 3. [`Engine::stage_emc`]: the exact-match cache, by frame key or flow
+//!    key: every key's home entry prefetched, then compared; the keys not
+//!    at home looked up through the tags in three more passes (each a pass
+//!    so that cache misses overlap); a run's packets take its first
+//!    packet's flow; the misses get their flow keys (while the cache
 //!    misses nearly always, [`Engine::stage_emc_bypassed`] sends the
 //!    packets to the megaflow classifier without a lookup);
 //! 4. [`Engine::stage_smc`]: the signature-match cache for the misses, once
