@@ -14,7 +14,7 @@ use crate::flow::Bits;
 use crate::packet::key::key_src_port;
 use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6};
 use crate::packet::FlowKey;
-use crate::underlay::Unresolved;
+use crate::underlay::{Resolved, Unresolved};
 use offload::entropy::{vxlan_src_port, InnerFlow};
 use std::sync::Arc;
 
@@ -268,23 +268,12 @@ impl<I: Io> Exec<'_, I> {
         // run) has its inner flow, so its source port: (the slot holding
         // that key, the port).
         let mut last: Option<(usize, u16)> = None;
+        let mtu = usize::from(r.uplink_mtu);
         for i in Bits(members) {
             let Some(m) = pkts[i].as_mut() else { continue };
-            if !m.is_contiguous() {
-                // Encapsulation (and the IPv6 UDP checksum) needs the whole
-                // frame in one segment; the pool's buffers are sized for that.
-                self.counters.drop(DropReason::ActionError, 1);
-                pkts[i] = None;
-                continue;
-            }
-            let outer_ip_len = m.data().len() + overhead - 14;
-            if outer_ip_len > usize::from(r.uplink_mtu) {
-                let l2 = l2_len(m.data());
-                // The largest inner IP packet that fits.
-                let inner_mtu = (usize::from(r.uplink_mtu) + 14).saturating_sub(overhead + l2);
-                if let Some(m) = pkts[i].take() {
-                    self.too_big(m, inner_mtu, l2, i, r.uplink);
-                }
+            let len = m.data().len();
+            if len + overhead - 14 > mtu || !m.is_contiguous() {
+                self.not_encapsulated(pkts, i, overhead, &r);
                 continue;
             }
             // A run's key is in the slot `run_prev` names (its own slot may
@@ -304,7 +293,8 @@ impl<I: Io> Exec<'_, I> {
                 continue;
             }
             out |= 1 << i;
-            bytes += m.len() as u64;
+            // Contiguous: its length is the segment's.
+            bytes += (len + overhead) as u64;
         }
         // One lookup of the uplink's buffer for the batch, not one a packet.
         // (Their length was checked against the uplink's MTU above.)
@@ -333,6 +323,24 @@ impl<I: Io> Exec<'_, I> {
         if last {
             pkts[i] = None;
         }
+    }
+
+    /// Packet `i` was not encapsulated: it is not in one segment
+    /// (encapsulation, and the IPv6 UDP checksum, need the whole frame in
+    /// one; the pool's buffers are sized for that), or it would exceed the
+    /// uplink's MTU with the outer headers (`too_big`).
+    #[cold]
+    #[inline(never)]
+    fn not_encapsulated(&mut self, pkts: &mut Packets<I::Pkt>, i: usize, overhead: usize, r: &Resolved) {
+        let Some(m) = pkts[i].take() else { return };
+        if !m.is_contiguous() {
+            self.counters.drop(DropReason::ActionError, 1);
+            return;
+        }
+        let l2 = l2_len(m.data());
+        // The largest inner IP packet that fits.
+        let inner_mtu = (usize::from(r.uplink_mtu) + 14).saturating_sub(overhead + l2);
+        self.too_big(m, inner_mtu, l2, i, r.uplink);
     }
 
     /// `n` packets could not be encapsulated: count them; for a missing
