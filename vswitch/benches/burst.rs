@@ -209,8 +209,12 @@ fn main() {
                 continue;
             }
             let (mut e, frames, mut next, mut io) = warmed(encap, flows);
-            run(&mut e, &frames, &mut next, bursts, &mut io, counted_burst);
+            let t = run(&mut e, &frames, &mut next, bursts, &mut io, counted_burst);
             println!("{label}: {bursts} bursts of {RX_BURST} packets");
+            // Wall time as well (pin it: `taskset -c 1`), for changes that
+            // move no instruction: memory and pages.
+            let ns = t.as_secs_f64() * 1e9 / (bursts * RX_BURST as u64).max(1) as f64;
+            eprintln!("{label}: {ns:.1} ns a packet");
         }
         return;
     }
