@@ -15,7 +15,8 @@
 //! for an instruction count that no host noise moves:
 //! `valgrind --tool=callgrind --toggle-collect=burst::counted_burst`
 //! counts what `process` executes (`callgrind_annotate` says where); it
-//! prints the packets a burst holds, to divide the count by.
+//! prints the packets a burst holds, to divide the count by, and (on
+//! stderr) the wall time a packet, for changes that move no instruction.
 
 use criterion::{black_box, Criterion, Throughput};
 use std::net::Ipv4Addr;
