@@ -99,6 +99,8 @@ struct Masks {
     refs: Vec<u32>,
     free: Vec<u32>,
     ids: hashbrown::HashMap<FlowMask, u32>,
+    /// Counts each mask that enters or leaves the set.
+    changes: u64,
 }
 
 impl Masks {
@@ -120,6 +122,7 @@ impl Masks {
             }
         };
         self.ids.insert(*mask, id);
+        self.changes += 1;
         id
     }
 
@@ -129,6 +132,7 @@ impl Masks {
         if *r == 0 {
             self.ids.remove(&self.masks[id as usize]);
             self.free.push(id);
+            self.changes += 1;
         }
     }
 }
@@ -211,6 +215,22 @@ impl FlowTable {
     #[inline(always)]
     pub fn mask(&self, flow: &Flow) -> &FlowMask {
         &self.masks.masks[flow.mask_id as usize]
+    }
+
+    /// A count that changes whenever the set of live flows' masks does
+    /// (see [`FlowTable::sole_mask`]).
+    #[inline(always)]
+    pub fn mask_changes(&self) -> u64 {
+        self.masks.changes
+    }
+
+    /// The mask of every live flow, when they all have one mask (and there
+    /// are live flows): its id and value.
+    pub fn sole_mask(&self) -> Option<(u32, &FlowMask)> {
+        if self.masks.ids.len() != 1 {
+            return None;
+        }
+        self.masks.ids.values().next().map(|&id| (id, &self.masks.masks[id as usize]))
     }
 
     /// Removes the flow; returns it with its mask.

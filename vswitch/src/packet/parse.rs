@@ -5,7 +5,10 @@
 //! keeps the layers read so far and [`Parsed::error`] names why, for the
 //! datapath's drop counters.
 
-use super::key::{ipv4_to, Field, FlowKey, FRAG_ANY, FRAG_LATER, TUN_IPV6, TUN_PRESENT, VLAN_PRESENT};
+use super::key::{
+    ipv4_to, Field, FlowKey, FlowMask, FRAG_ANY, FRAG_LATER, KEY_WORDS, TUN_IPV6, TUN_PRESENT, VLAN_PRESENT,
+};
+use offload::entropy::InnerFlow;
 
 pub use super::proto::{
     ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_NONE, ETH_TYPE_QINQ, ETH_TYPE_VLAN, IPPROTO_ICMP,
@@ -329,6 +332,102 @@ impl FrameKey {
         let a = (w[0] ^ w[3].rotate_left(23)).wrapping_mul(super::key::HASH_K);
         let b = (w[1] ^ w[2].rotate_left(41) ^ w[4].rotate_left(11)).wrapping_mul(0xff51_afd7_ed55_8ccd);
         super::key::finish(a ^ b.rotate_left(31))
+    }
+}
+
+impl FrameKey {
+    /// The inner flow of its frame (see [`InnerFlow::from_frame`], which
+    /// gives the same for the frames that have a frame key): the outer UDP
+    /// source port of its encapsulation comes from the key's words, without
+    /// a walk of the frame.
+    #[inline(always)]
+    pub fn inner_flow(&self) -> InnerFlow {
+        let (a, b, c) = (self.0[0].to_ne_bytes(), self.0[1].to_ne_bytes(), self.0[4].to_ne_bytes());
+        let v4 = |x: [u8; 4]| 0xffff_0000_0000u128 | u128::from(u32::from_be_bytes(x));
+        InnerFlow {
+            ip: true,
+            ether_type: ETH_TYPE_IPV4,
+            src: v4([a[0], a[1], a[2], a[3]]),
+            dst: v4([a[4], a[5], a[6], a[7]]),
+            // Bytes 20..24: the protocol is byte 23.
+            proto: c[3],
+            src_port: u16::from_be_bytes([b[4], b[5]]),
+            dst_port: u16::from_be_bytes([b[6], b[7]]),
+        }
+    }
+
+    /// Whether this key and `other` are equal in the bits of `mask`: then
+    /// their frames' flow keys are equal under the flow mask `mask` was
+    /// made from (see [`FrameMask::of`]).
+    #[inline(always)]
+    pub fn eq_masked(&self, other: &FrameKey, mask: &FrameMask) -> bool {
+        let (a, b, m) = (&self.0, &other.0, &mask.0);
+        ((a[0] ^ b[0]) & m[0])
+            | ((a[1] ^ b[1]) & m[1])
+            | ((a[2] ^ b[2]) & m[2])
+            | ((a[3] ^ b[3]) & m[3])
+            | ((a[4] ^ b[4]) & m[4])
+            == 0
+    }
+}
+
+/// Where each byte of the fast path's flow key comes from (bytes of a word
+/// in little-endian order, as `FlowKey::words` holds them): a frame byte,
+/// the input port ([`PORT`]), or nothing that varies between the frames
+/// a [`FrameKey`] is made for ([`FIXED`]: the EtherType, the address words'
+/// marker, the zero words, the tunnel words of a frame from a port). The
+/// test `frame_key_bytes_table_matches_the_parser` checks it against
+/// `parse_fast`, bit by bit.
+const FIXED: u8 = 0xff;
+const PORT: u8 = 0xfe;
+const FAST_KEY_BYTES: [[u8; 8]; KEY_WORDS] = [
+    [PORT, PORT, PORT, PORT, FIXED, FIXED, FIXED, FIXED], // in_port, EtherType
+    [5, 4, 3, 2, 1, 0, FIXED, FIXED],                     // destination MAC
+    [11, 10, 9, 8, 7, 6, 23, 15],                         // source MAC, protocol, TOS
+    [22, FIXED, 47, 46, 35, 34, 37, 36],                  // TTL, TCP flags, ports
+    [FIXED; 8],
+    [29, 28, 27, 26, FIXED, FIXED, FIXED, FIXED], // IPv4 source
+    [FIXED; 8],
+    [33, 32, 31, 30, FIXED, FIXED, FIXED, FIXED], // IPv4 destination
+    [FIXED; 8],                                   // tunnel metadata: none
+    [FIXED; 8],
+    [FIXED; 8],
+    [FIXED; 8],
+    [FIXED; 8],
+];
+
+/// A flow mask carried over to [`FrameKey`]s: the bits of the frame bytes
+/// (and of the input port) that any bit of the flow mask is built from,
+/// whole bytes at a time. Two frames whose frame keys are equal under it
+/// have flow keys equal under the flow mask, so they belong to the same
+/// megaflow of that mask: the second can take the first one's flow without
+/// a lookup (see `Engine::ingress_framed`). Never the other way round: a
+/// byte the mask covers only in part is compared whole, so frames of one
+/// megaflow may still differ here (they are then looked up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrameMask(pub [u64; 5]);
+
+impl FrameMask {
+    /// The frame key bits `mask` depends on.
+    pub fn of(mask: &FlowMask) -> Self {
+        let mut bytes = [0u8; MEMO_LEN];
+        let mut port = false;
+        for (w, sources) in mask.0.words.iter().zip(FAST_KEY_BYTES.iter()) {
+            for (k, &src) in sources.iter().enumerate() {
+                if (w >> (8 * k)) & 0xff == 0 {
+                    continue;
+                }
+                match src {
+                    FIXED => {}
+                    PORT => port = true,
+                    b => bytes[usize::from(b)] = 0xff,
+                }
+            }
+        }
+        // The same words `FrameKey::of` loads, from the byte mask.
+        let tcp = u64::from(be16(&bytes, 46));
+        let last = (ld8(&bytes, 20) & BYTES_20_24) | (tcp << 32) | if port { 0xffff << 48 } else { 0 };
+        Self([ld8(&bytes, 26), ld8(&bytes, 30), ld8(&bytes, 0), ld8(&bytes, 8), last])
     }
 }
 
@@ -1080,6 +1179,7 @@ mod tests {
                     assert!(parse_fast(&f, 3, None, &mut fast).is_some(), "{change:?}, len {len}");
                     let full = parse_full(&f, 3, None);
                     assert!(full.error.is_none() && full.key == fast, "{change:?}, len {len}");
+                    assert_eq!(fk.inner_flow(), InnerFlow::from_frame(&f), "{change:?}, len {len}");
                     let first = *by_frame_key.entry(fk.0).or_insert(full.key);
                     assert!(first == full.key, "{change:?}, len {len}: one frame key, two flow keys");
                 }
@@ -1107,6 +1207,139 @@ mod tests {
             by_frame_key.len()
         );
         assert!(runs > 500, "{runs} runs");
+    }
+
+    /// `FAST_KEY_BYTES` names, for every byte of the fast path's key, the
+    /// frame byte it is built from: flipping any bit of a frame (that the
+    /// fast path still takes) changes only key bytes the table gives that
+    /// frame byte, each table entry is changed by some bit of its byte, and
+    /// another port changes only the port's bytes.
+    #[test]
+    fn frame_key_bytes_table_matches_the_parser() {
+        let key_of = |f: &[u8], port: u32| {
+            let mut k = FlowKey::ZERO;
+            parse_fast(f, port, None, &mut k).map(|_| k)
+        };
+        // The (word, byte) places where two keys differ, with the table's
+        // source for each.
+        let differ = |a: &FlowKey, b: &FlowKey| {
+            let mut at = Vec::new();
+            for (w, (x, y)) in a.words.iter().zip(b.words.iter()).enumerate() {
+                for (byte, &src) in FAST_KEY_BYTES[w].iter().enumerate() {
+                    if (x ^ y) >> (8 * byte) & 0xff != 0 {
+                        at.push((w, byte, src));
+                    }
+                }
+            }
+            at
+        };
+        let mut seen = [[false; 8]; KEY_WORDS];
+        for base in [udp4(), tcp4()] {
+            let want = key_of(&base, 3).expect("the fast path takes it");
+            for at in 0..MEMO_LEN {
+                for bit in 0..8 {
+                    let mut f = base.clone();
+                    f[at] ^= 1 << bit;
+                    let Some(k) = key_of(&f, 3) else { continue };
+                    for (w, byte, src) in differ(&want, &k) {
+                        assert_eq!(usize::from(src), at, "key word {w} byte {byte}");
+                        seen[w][byte] = true;
+                    }
+                }
+            }
+            let other = key_of(&base, 0x1234).expect("the fast path takes it");
+            for (w, byte, src) in differ(&want, &other) {
+                assert_eq!(src, PORT, "key word {w} byte {byte}");
+            }
+        }
+        // The protocol byte cannot change by one bit (the fast path takes
+        // UDP and TCP only): the two bases' keys differ only where their
+        // frames do.
+        let (u, t) = (udp4(), tcp4());
+        let (ku, kt) = (key_of(&u, 3).expect("UDP"), key_of(&t, 3).expect("TCP"));
+        for (w, byte, src) in differ(&ku, &kt) {
+            let at = usize::from(src);
+            assert!(at < MEMO_LEN && u[at] != t[at], "key word {w} byte {byte}");
+            seen[w][byte] = true;
+        }
+        for (w, sources) in FAST_KEY_BYTES.iter().enumerate() {
+            for (byte, &src) in sources.iter().enumerate() {
+                assert!(src >= PORT || seen[w][byte], "key word {w} byte {byte} (frame byte {src}) never changed");
+            }
+        }
+    }
+
+    /// Frames whose frame keys are equal under a `FrameMask` have flow keys
+    /// equal under the flow mask it was made from: random masks (some
+    /// fields, some bits of each) over frames that differ from a base in a
+    /// few random bytes, on two ports. The frames of one megaflow that
+    /// differ only where the mask does not look are found equal.
+    #[test]
+    fn frames_equal_under_a_frame_mask_have_equal_masked_flow_keys() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut equal, mut pairs) = (0, 0);
+        for round in 0..400 {
+            let mut mask = FlowMask::default();
+            for &field in Field::ALL.iter() {
+                if rand() % 4 == 0 {
+                    let bits = if rand() % 2 == 0 { field.full() } else { u128::from(rand()) & field.full() };
+                    mask.set(field, bits);
+                }
+            }
+            let fm = FrameMask::of(&mask);
+            let base = if round % 2 == 0 { udp4() } else { tcp4() };
+            let frames: Vec<(Vec<u8>, u32)> = (0..24)
+                .map(|_| {
+                    let mut f = base.clone();
+                    for _ in 0..rand() % 3 {
+                        let at = (rand() % MEMO_LEN as u64) as usize;
+                        f[at] = rand() as u8;
+                    }
+                    (f, 3 + (rand() % 2) as u32)
+                })
+                .collect();
+            for (a, pa) in &frames {
+                for (b, pb) in &frames {
+                    let (Some(ka), Some(kb)) = (FrameKey::of(a, *pa), FrameKey::of(b, *pb)) else { continue };
+                    pairs += 1;
+                    if !ka.eq_masked(&kb, &fm) {
+                        continue;
+                    }
+                    equal += 1;
+                    let (mut fa, mut fb) = (FlowKey::ZERO, FlowKey::ZERO);
+                    assert!(parse_fast(a, *pa, None, &mut fa).is_some() && parse_fast(b, *pb, None, &mut fb).is_some());
+                    assert!(fa.masked(&mask) == fb.masked(&mask), "round {round}: {a:?} vs {b:?}");
+                }
+            }
+        }
+        assert!(equal > 20_000 && equal < pairs, "{equal} equal of {pairs}");
+        // The benchmark's megaflow: the input port, UDP, a /24 destination,
+        // the destination port. Another source address or port: the same;
+        // another destination in the /24: the same; outside it, or another
+        // port: not.
+        let mut mask = FlowMask::default();
+        for field in [Field::InPort, Field::EthType, Field::IpProto, Field::TpDst] {
+            mask.exact(field);
+        }
+        mask.set(Field::NwDst, 0xffff_ff00);
+        let fm = FrameMask::of(&mask);
+        let base = FrameKey::of(&udp4(), 3).expect("framed");
+        let with = |at: usize, v: u8, port: u32| {
+            let mut f = udp4();
+            f[at] = v;
+            FrameKey::of(&f, port).expect("framed")
+        };
+        assert!(base.eq_masked(&with(29, 9, 3), &fm) && base.eq_masked(&with(35, 9, 3), &fm));
+        assert!(base.eq_masked(&with(33, 9, 3), &fm) && base.eq_masked(&with(22, 9, 3), &fm));
+        assert!(!base.eq_masked(&with(32, 9, 3), &fm) && !base.eq_masked(&with(37, 9, 3), &fm));
+        assert!(!base.eq_masked(&with(35, 9, 4), &fm));
+        assert!(!base.eq_masked(&FrameKey::of(&tcp4(), 3).expect("framed"), &fm), "TCP");
     }
 
     /// `VxlanBytes::same_outer` says "same outer headers" only when the

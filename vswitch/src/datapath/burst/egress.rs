@@ -12,7 +12,7 @@ use crate::datapath::punt::{PacketIn, Punt};
 use crate::datapath::tunnel::TunnelCtx;
 use crate::flow::Bits;
 use crate::packet::key::key_src_port;
-use crate::packet::parse::{ETH_TYPE_IPV4, ETH_TYPE_IPV6};
+use crate::packet::parse::{FrameKey, ETH_TYPE_IPV4, ETH_TYPE_IPV6};
 use crate::packet::FlowKey;
 use crate::underlay::{Resolved, Unresolved};
 use offload::entropy::{vxlan_src_port, InnerFlow};
@@ -102,6 +102,7 @@ impl Engine {
             sports: &self.sports,
             sport_known: self.sport_known,
             unparsed: self.unparsed,
+            frames: &self.frames,
             in_ports: &self.in_ports,
             now,
             hz: self.hz,
@@ -143,6 +144,7 @@ impl Engine {
             sports: &self.sports,
             sport_known: 0,
             unparsed: 0,
+            frames: &self.frames,
             in_ports: &self.in_ports,
             now,
             hz: self.hz,
@@ -199,6 +201,9 @@ struct Exec<'a, I: Io> {
     /// Packets without a flow key (looked up by frame key, see
     /// `Engine::own_keys`): a source port not cached comes from the frame.
     unparsed: u64,
+    /// The burst's frame keys (those of the `unparsed` packets, or of the
+    /// packet `run_prev` names for a run).
+    frames: &'a [FrameKey; BURST],
     in_ports: &'a [u32; BURST],
     now: u64,
     hz: u64,
@@ -282,8 +287,9 @@ impl<I: Io> Exec<'_, I> {
             let sport = match last {
                 _ if self.sport_known & (1 << i) != 0 && self.sports[i] != 0 => self.sports[i],
                 Some((prev, sport)) if prev == src => sport,
-                // The same port as from its key (see `src_port_of`).
-                _ if self.unparsed & (1 << i) != 0 => vxlan_src_port(&InnerFlow::from_frame(m.data())),
+                // The same port as from its key (see `src_port_of`), from
+                // its frame key (a run's is its first packet's).
+                _ if self.unparsed & (1 << i) != 0 => vxlan_src_port(&self.frames[src].inner_flow()),
                 _ => src_port_of(&self.keys[src], m.data()),
             };
             last = Some((src, sport));

@@ -7,7 +7,7 @@ use crate::datapath::counters::{Counter, DropReason, Local, PortCounter};
 use crate::datapath::flows::{EventBatch, FlowEvent, FlowHandle, FlowTable};
 use crate::datapath::tunnel::TunnelCtx;
 use crate::flow::{Emc, Megaflows, RuleTable, Smc};
-use crate::packet::parse::FrameKey;
+use crate::packet::parse::{FrameKey, FrameMask};
 use crate::packet::FlowKey;
 use crate::underlay::Underlay;
 use crossbeam_channel::Sender;
@@ -248,6 +248,14 @@ pub struct Engine {
     /// the burst (bits), and that packet's index.
     pub(super) runs: u64,
     pub(super) run_prev: [u8; BURST],
+    /// Framed packets of the megaflow of the packet `run_prev` names, found
+    /// by their frame keys under the frame mask (keys that differ only where
+    /// no flow looks): they take its flow without a lookup of their own.
+    pub(super) mask_runs: u64,
+    /// The frame mask of the one mask every live flow has, when they have
+    /// one (its id, see [`FrameMask`]), and the flow table's
+    /// [`mask_changes`](FlowTable::mask_changes) it was made at.
+    pub(super) frame_mask: (u64, Option<(u32, FrameMask)>),
     /// Runs whose key and hash are not in their own slot yet: the slot
     /// `run_prev` names holds them (see [`Engine::own_keys`]).
     pub(super) borrowed: u64,
@@ -349,6 +357,9 @@ impl Engine {
             flow_of: [None; BURST],
             runs: 0,
             run_prev: [0; BURST],
+            mask_runs: 0,
+            // No count matches: made before the first burst.
+            frame_mask: (u64::MAX, None),
             borrowed: 0,
             sports: [0; BURST],
             sport_known: 0,
@@ -406,8 +417,10 @@ impl Engine {
         self.stage_hardware(in_port, pkts, n, io);
         let lookup = self.emc_gate.lookup_now();
         // Frames the parser's fast path takes are looked up by their bytes
-        // while the cache is looked up at all.
-        let by_frame = lookup && self.config.emc_entries > 0;
+        // while the cache is looked up at all, and get frame keys while the
+        // flows have one mask even when it is not (the packets of one
+        // megaflow then take its flow without a lookup, see `mask_runs`).
+        let by_frame = self.config.emc_entries > 0 && (lookup || self.frame_mask().is_some());
         let mut pending = self.stage_ingress(in_port, pkts, n, io, by_frame);
         pending = if lookup { self.stage_emc(pending, pkts) } else { self.stage_emc_bypassed(pending, pkts) };
         pending = self.stage_smc(pending);

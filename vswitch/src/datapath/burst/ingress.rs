@@ -10,8 +10,8 @@ use crate::actions::{vxlan, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
-use crate::packet::parse::FrameKey;
 use crate::packet::parse::{parse_hashed_fast, KeyBytes, Layout, ParseError, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
+use crate::packet::parse::{FrameKey, FrameMask};
 
 /// Misses of the burst's run check at ingress (a packet without the key of
 /// the last fast-parsed one) after which it stops checking.
@@ -132,7 +132,60 @@ impl FrameMemo {
     }
 }
 
+/// The megaflow check of a burst's framed packets: the frame mask of the
+/// one mask every live flow has, and the last packet that took a lookup of
+/// its own (with its frame key). A frame key equal to that one under the
+/// mask is a packet of the same megaflow. Gives up after a few misses, as
+/// [`FrameMemo`] does (a burst of many megaflows).
+struct MaskMemo {
+    mask: Option<FrameMask>,
+    last: Option<(usize, FrameKey)>,
+    misses: u32,
+}
+
+impl MaskMemo {
+    const fn new(mask: Option<FrameMask>) -> Self {
+        Self { mask, last: None, misses: MEMO_MISSES }
+    }
+
+    /// The packet kept, if frame key `key` is of its megaflow (otherwise a
+    /// miss counted).
+    #[inline(always)]
+    fn check(&mut self, key: &FrameKey) -> Option<usize> {
+        let mask = self.mask.as_ref()?;
+        let (j, last) = self.last.as_ref()?;
+        if last.eq_masked(key, mask) {
+            return Some(*j);
+        }
+        self.misses -= 1;
+        if self.misses == 0 {
+            self.mask = None;
+        }
+        None
+    }
+
+    /// Packet `i`, with frame key `key`, is looked up by itself: the next
+    /// ones are compared with it.
+    #[inline(always)]
+    fn took(&mut self, i: usize, key: FrameKey) {
+        if self.mask.is_some() {
+            self.last = Some((i, key));
+        }
+    }
+}
+
 impl Engine {
+    /// The frame mask for this burst (see [`MaskMemo`]): made again only
+    /// when the set of the live flows' masks has changed.
+    #[inline(always)]
+    pub(super) fn frame_mask(&mut self) -> Option<FrameMask> {
+        let changes = self.flows.mask_changes();
+        if self.frame_mask.0 != changes {
+            self.frame_mask = (changes, self.flows.sole_mask().map(|(id, m)| (id, FrameMask::of(m))));
+        }
+        self.frame_mask.1.map(|(_, m)| m)
+    }
+
     /// Parses every packet into the burst's key array; on uplinks the VTEP
     /// first answers ARP/ND for its addresses and decapsulates VXLAN sent to
     /// them. With `by_frame`, a packet from another port that the parser's
@@ -156,6 +209,7 @@ impl Engine {
         let mut pending: u64 = 0;
         let mut rx_bytes = 0u64;
         let rx_limit = if vtep { 0 } else { self.rx_limit(in_port) };
+        self.mask_runs = 0;
         let mut memo = RunMemo::new();
         let mut decap = DecapMemo::new();
         let mut runs = 0u64;
@@ -197,8 +251,10 @@ impl Engine {
         let rx_limit = self.rx_limit(in_port);
         let mut memo = RunMemo::new();
         let mut frame_memo = FrameMemo::new();
+        let mut mask_memo = MaskMemo::new(self.frame_mask());
         let mut runs = 0u64;
         let mut framed = 0u64;
+        let mut mask_runs = 0u64;
         for i in 0..n.min(BURST) {
             self.flow_of[i] = None;
             let Some(m) = pkts[i].as_ref() else { continue };
@@ -216,10 +272,17 @@ impl Engine {
                 runs |= 1 << i;
                 self.run_prev[i] = j as u8;
             } else if let Some(fk) = FrameKey::of(f, in_port) {
-                // Looked up by its bytes, without a parse.
                 framed |= 1 << i;
-                self.hashes[i] = fk.hash();
                 self.frames[i] = fk;
+                if let Some(j) = mask_memo.check(&fk) {
+                    // The megaflow of packet j: no hash, no lookup.
+                    mask_runs |= 1 << i;
+                    self.run_prev[i] = j as u8;
+                } else {
+                    // Looked up by its bytes, without a parse.
+                    self.hashes[i] = fk.hash();
+                    mask_memo.took(i, fk);
+                }
                 frame_memo.took(i, fk);
             } else if !self.parse_one(in_port, i, pkts, &mut memo, &mut runs) {
                 continue;
@@ -227,6 +290,7 @@ impl Engine {
             self.in_ports[i] = in_port;
             pending |= 1 << i;
         }
+        self.mask_runs = mask_runs & pending;
         self.ingress_done(in_port, rx_bytes, pending, runs, framed)
     }
 

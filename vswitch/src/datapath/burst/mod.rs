@@ -13,14 +13,19 @@
 //!    bytes of a frame the parser's fast path would take (the flow key is
 //!    built only when a later stage needs it); on uplinks the VTEP answers
 //!    ARP/ND for its addresses and decapsulates VXLAN sent to them; then
-//!    runs: packets with the key of the packet before them;
+//!    runs: packets with the key of the packet before them; and, while
+//!    every live flow has one mask, megaflow runs: framed packets whose
+//!    frame keys equal the last looked-up packet's in the bytes that mask
+//!    covers ([`FrameMask`](crate::packet::parse::FrameMask), frame keys
+//!    made for them even while the cache is passed by);
 //! 3. [`Engine::stage_emc`]: the exact-match cache, by frame key or flow
 //!    key: every key's home entry prefetched, then compared; the keys not
 //!    at home looked up through the tags in three more passes (each a pass
 //!    so that cache misses overlap); a run's packets take its first
-//!    packet's flow; the misses get their flow keys (while the cache
-//!    misses nearly always, [`Engine::stage_emc_bypassed`] sends the
-//!    packets to the megaflow classifier without a lookup);
+//!    packet's flow, a megaflow run's that packet's flow when it has the
+//!    mask (counted as megaflow hits); the misses get their flow keys
+//!    (while the cache misses nearly always, [`Engine::stage_emc_bypassed`]
+//!    sends the packets to the megaflow classifier without a lookup);
 //! 4. [`Engine::stage_smc`]: the signature-match cache for the misses, once
 //!    there are several megaflow masks;
 //! 5. [`Engine::stage_megaflow`]: the megaflow classifier for the rest, as

@@ -86,8 +86,7 @@ impl Engine {
     /// flow instead. Returns the misses, with their flow keys built.
     pub fn stage_emc<P: PacketBuf>(&mut self, mut pending: u64, pkts: &Packets<P>) -> u64 {
         let parsed = pending.count_ones();
-        let runs = pending & self.runs;
-        let lookups = pending & !runs;
+        let lookups = pending & !(self.runs | self.mask_runs);
         // Decapsulated keys (from a tunnel port) have tunnel metadata:
         // their entries' wide words are prefetched too (IPv6 keys from a
         // physical port read theirs on demand). Framed packets come from
@@ -157,12 +156,13 @@ impl Engine {
     }
 
     /// The exact-match stage while the cache does not pay for its lookups
-    /// (see `EmcGate`): the packets that are not runs go to the megaflow
-    /// classifier at once (nothing is inserted into the cache), then runs
-    /// take their first packet's flow. Returns the misses.
+    /// (see `EmcGate`): the packets that are not runs (of a key, or of a
+    /// megaflow) go to the megaflow classifier at once (nothing is inserted
+    /// into the cache), then runs take their first packet's flow. Returns
+    /// the misses.
     pub fn stage_emc_bypassed<P: PacketBuf>(&mut self, pending: u64, pkts: &Packets<P>) -> u64 {
         let parsed = pending.count_ones();
-        let runs = pending & self.runs;
+        let runs = pending & (self.runs | self.mask_runs);
         let own = pending & !runs;
         self.own_keys(own, pkts);
         self.counters.add(Counter::EmcSkipped, u64::from(own.count_ones()));
@@ -174,24 +174,42 @@ impl Engine {
     }
 
     /// In order (a run's earlier packets first): each run packet whose
-    /// previous packet has its flow takes it; the rest, and the packets of
-    /// `pending` that are not runs, are the misses, looked up by their own
-    /// keys from here on. `uncounted`: the stage's packets no tier has
-    /// counted yet; those that are not misses now (cache hits, runs) are
-    /// counted as exact-match hits. The misses get their own flow keys.
+    /// previous packet has its flow takes it; so does each packet of that
+    /// packet's megaflow (`mask_runs`) when the flow has the mask the frame
+    /// mask was made from (it has: every live flow has that one mask, and
+    /// none was added since ingress; checked all the same). The rest, and
+    /// the packets of `pending` that are neither, are the misses, looked up
+    /// by their own keys from here on. `uncounted`: the stage's packets no
+    /// tier has counted yet; those that are not misses now are counted as
+    /// exact-match hits (cache hits, runs) or megaflow hits (`mask_runs`).
+    /// The misses get their own flow keys.
     fn resolve_runs<P: PacketBuf>(&mut self, mut pending: u64, uncounted: u32, pkts: &Packets<P>) -> u64 {
         let mut known = self.sport_known;
-        for i in Bits(pending & self.runs) {
+        let mut by_mask = 0u32;
+        let mask_id = self.frame_mask.1.map(|(id, _)| id);
+        for i in Bits(pending & (self.runs | self.mask_runs)) {
             let prev = usize::from(self.run_prev[i]) % BURST;
-            if pending & (1 << prev) == 0 {
+            if pending & (1 << prev) != 0 {
+                continue;
+            }
+            if self.mask_runs & (1 << i) == 0 {
                 self.flow_of[i] = self.flow_of[prev];
                 pending &= !(1 << i);
                 self.sports[i] = self.sports[prev];
                 known |= ((known >> prev) & 1) << i;
+                continue;
+            }
+            // Its own key, so its own outer source port (not cached).
+            let Some(h) = self.flow_of[prev] else { continue };
+            if self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id) {
+                self.flow_of[i] = Some(h);
+                pending &= !(1 << i);
+                by_mask += 1;
             }
         }
         self.sport_known = known;
-        self.counters.add(Counter::EmcHits, u64::from(uncounted - pending.count_ones()));
+        self.counters.add(Counter::EmcHits, u64::from(uncounted - pending.count_ones() - by_mask));
+        self.counters.add(Counter::MegaflowHits, u64::from(by_mask));
         self.own_keys(pending, pkts);
         pending
     }

@@ -15,12 +15,17 @@ fn forwards_by_rule_caches_the_megaflow_and_counts_lookup_tiers() {
     let c = counters(&e);
     assert_eq!((c.get(Counter::Upcalls), c.get(Counter::MegaflowHits)), (1, 7), "one upcall covers the burst");
     assert_eq!(e.flow_count(), 1);
-    // The second burst hits the exact-match cache for the packets inserted.
+    assert_eq!(c.get(Counter::EmcInserts), 8, "every packet was inserted on its megaflow hit (1 in 1)");
+    // The second burst: its first packet hits the exact-match cache; the
+    // others, of the same megaflow (the flows' only mask) by their frame
+    // keys, take its flow without a lookup (counted as megaflow hits).
     let (mut pkts, n) = burst(&frames);
     e.process(0, &mut pkts, n, 2, &mut io);
     let c = counters(&e);
-    assert_eq!(c.get(Counter::EmcHits), 8, "every packet was inserted on its megaflow hit (1 in 1)");
+    assert_eq!((c.get(Counter::EmcHits), c.get(Counter::MegaflowHits)), (1, 14));
     assert_eq!(c.port(0, PortCounter::RxPackets), 16);
+    assert_eq!(io.sent.len(), 16);
+    assert!(io.sent[8..].iter().zip(frames.iter()).all(|((p, f), g)| *p == 2 && f == g), "in order, unchanged");
     let dump = e.dump(3);
     assert_eq!((dump.len(), dump[0].packets), (1, 16));
     assert_balanced(&e);
@@ -159,16 +164,21 @@ fn encap_to_the_tunnel_uses_the_offload_source_port() {
     assert_eq!(sport, vxlan_src_port(&InnerFlow::from_frame(&inner)), "the same function as the model e-switch");
     assert_eq!(counters(&e).get(Counter::Encapsulated), 1);
 
-    // Later packets hit the exact-match cache, which kept the port it
-    // computed at insertion: a hit, a new flow, a hit again (not a run).
+    // A later packet hits the exact-match cache, which kept the port it
+    // computed at insertion.
+    let want = |f: &[u8]| vxlan_src_port(&InnerFlow::from_frame(f));
+    assert!(e.emc.values().any(|v| v.sport == want(&inner)), "the cache holds the port");
+    let (mut pkts, n) = burst(std::slice::from_ref(&inner));
+    e.process(0, &mut pkts, n, 2, &mut io);
+    assert_eq!(counters(&e).get(Counter::EmcHits), 1);
+    // A hit, another flow of its megaflow (its port from its own frame),
+    // the first again (not a run).
     let other = udp([2; 6], [4; 6], [10, 0, 0, 9], 81, 60);
     let (mut pkts, n) = burst(&[inner.clone(), other.clone(), inner.clone()]);
     e.process(0, &mut pkts, n, 2, &mut io);
     let sports: Vec<u16> = io.sent[1..].iter().map(|(_, out)| u16::from_be_bytes([out[34], out[35]])).collect();
-    let want = |f: &[u8]| vxlan_src_port(&InnerFlow::from_frame(f));
-    assert_eq!(sports, vec![want(&inner), want(&other), want(&inner)]);
-    assert!(counters(&e).get(Counter::EmcHits) >= 2);
-    assert!(e.emc.values().any(|v| v.sport == want(&inner)), "the cache holds the port");
+    assert_eq!(sports, vec![want(&inner), want(&inner), want(&other), want(&inner)]);
+    assert_eq!((counters(&e).get(Counter::EmcHits), counters(&e).get(Counter::MegaflowHits)), (2, 2));
 
     // Runs in a burst no cache knows yet (every port computed at egress,
     // a run's from its first packet's key): two runs of one flow split by
@@ -422,9 +432,17 @@ fn runs_of_one_key_take_the_first_packets_flow() {
 /// lookups resume.
 #[test]
 fn the_exact_match_cache_is_passed_by_while_it_misses_and_used_again_once_it_hits() {
-    let mut e = engine_sized(&["priority=10,in_port=vf0,ip actions=output:vf1"], 64, 100_000);
+    let rules =
+        ["priority=10,in_port=vf0,ip actions=output:vf1", "priority=10,in_port=vf1,ip,nw_dst=10.0.0.0/8 actions=drop"];
+    let mut e = engine_sized(&rules, 64, 100_000);
     let flow = |i: u32| udp([2; 6], [4; 6], [10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 80, 60);
     let mut io = VecIo::default();
+    // A flow of another mask first: the flows then have two masks, so no
+    // packet takes a flow by its megaflow alone (see `Engine::mask_runs`)
+    // and every one is looked up.
+    let (mut pkts, n) = burst(&[flow(0)]);
+    e.process(1, &mut pkts, n, 1, &mut io);
+    assert_eq!((e.flow_count(), counters(&e).drops(DropReason::RuleDrop)), (1, 1));
     let mut now = 1;
     let mut send = |e: &mut Engine, io: &mut VecIo, frames: &[Vec<u8>]| {
         e.start_iteration();
@@ -443,9 +461,9 @@ fn the_exact_match_cache_is_passed_by_while_it_misses_and_used_again_once_it_hit
     let skipped = c.get(Counter::EmcSkipped);
     assert!(skipped > 1000, "skipped {skipped}");
     let tiers = c.get(Counter::EmcHits) + c.get(Counter::MegaflowHits) + c.get(Counter::Upcalls);
-    assert_eq!((io.sent.len(), tiers), (6400, 6400), "every packet forwarded and classified once");
+    assert_eq!((io.sent.len(), tiers), (6400, 6401), "every packet forwarded and classified once (+ port 1's)");
     assert!(io.sent.iter().zip(many.iter()).all(|((p, f), g)| *p == 1 && f == g), "in order, unchanged");
-    assert_eq!(e.flow_count(), 1);
+    assert_eq!(e.flow_count(), 2);
     // Four flows: inserted on the probe bursts' megaflow hits, then hit by
     // the probes that follow.
     let few: Vec<Vec<u8>> = (0..32).map(|i| flow(i % 4)).collect();
@@ -492,9 +510,11 @@ fn runs_take_their_first_packets_flow_while_the_cache_is_passed_by() {
     // and find the flow it installed (megaflow hits, as without the gate).
     // Then three run packets a burst (a, a, b) take their first packet's
     // flow without a lookup of their own; none of these bursts is a probe.
+    // Once the flow is there (its mask the only one), the first b is of the
+    // first a's megaflow by its frame key: a megaflow hit without a lookup.
     assert_eq!(c.get(Counter::EmcHits), 6, "the runs of the second and third bursts");
     assert_eq!(c.get(Counter::MegaflowHits), 4 + 2 + 2);
-    assert_eq!(c.get(Counter::EmcSkipped), 6, "two non-run packets per burst");
+    assert_eq!(c.get(Counter::EmcSkipped), 2 + 1 + 1, "the first burst's a and b, then each burst's first a");
     assert_eq!(c.get(Counter::EmcInserts), 5, "the first burst's upcall path only: no insertion on a megaflow hit");
     assert_eq!(io.sent.len(), 15);
     assert!(io.sent.iter().all(|(p, _)| *p == 1));
@@ -518,4 +538,62 @@ fn the_exact_match_gate_decides_per_window() {
     g.account(4096, 0, false);
     assert!(!g.bypassed(), "many masks: a miss is dear, the cache is always looked up");
     assert!((0..64).all(|_| g.lookup_now()));
+}
+
+/// While every flow has one mask, a framed packet whose frame key equals
+/// the last looked-up packet's under that mask takes its flow without a
+/// lookup (a megaflow hit); packets of another megaflow of the mask, and
+/// those after them, are looked up; one whose looked-up packet missed
+/// waits for the upcall. With a second mask, every packet is looked up.
+#[test]
+fn packets_of_the_last_packets_megaflow_take_its_flow_while_flows_have_one_mask() {
+    let mut e = engine(
+        &[
+            "priority=10,in_port=vf0,ip,nw_dst=10.0.1.0/24 actions=output:uplink0",
+            "priority=10,in_port=vf0,ip,nw_dst=10.0.2.0/24 actions=output:vf1",
+        ],
+        64,
+    );
+    let to = |net: u8, host: u8, sport: u16| {
+        let mut f = udp([2; 6], [4; 6], [10, 0, 0, host], 80, 60);
+        f[32..34].copy_from_slice(&[net, host]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f
+    };
+    let mut io = VecIo::default();
+    // New flows: the first packet of a megaflow misses, the next ones of it
+    // wait for its upcall and then hit the megaflow it made.
+    let (mut pkts, n) = burst(&[to(1, 1, 1), to(1, 2, 2), to(2, 1, 3)]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Upcalls), c.get(Counter::MegaflowHits), e.flow_count()), (2, 1, 2));
+    assert_eq!(io.sent.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2, 2, 1]);
+
+    let frames = [to(1, 1, 1), to(1, 3, 9), to(1, 4, 10), to(2, 5, 11), to(2, 6, 12), to(1, 7, 13)];
+    let (mut pkts, n) = burst(&frames);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, true);
+    assert_eq!((pending, e.mask_runs), (0b11_1111, 0b01_0110), "after 1.1: 1.3, 1.4; after 2.5: 2.6");
+    assert_eq!((e.run_prev[1], e.run_prev[2], e.run_prev[4]), (0, 0, 3));
+    let (mut pkts, n) = burst(&frames);
+    let before = counters(&e);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    let c = counters(&e);
+    // By flow, each flow's packets in order.
+    assert_eq!(io.sent[3..].iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2, 2, 2, 2, 1, 1]);
+    let order = [0, 1, 2, 5, 3, 4].map(|i| frames[i].clone());
+    assert!(io.sent[3..].iter().zip(order.iter()).all(|((_, f), g)| f == g), "unchanged, in order");
+    let delta = |k: Counter| c.get(k) - before.get(k);
+    // 1.1 a cache hit; 2.5 and 1.7 new exact keys of known megaflows.
+    assert_eq!((delta(Counter::EmcHits), delta(Counter::MegaflowHits), delta(Counter::Upcalls)), (1, 5, 0));
+    let dump = e.dump(3);
+    assert_eq!(dump.iter().map(|f| f.packets).sum::<u64>(), 9);
+
+    // A flow of a second mask (another input port): every packet is looked up.
+    let (mut pkts, n) = burst(&[to(1, 1, 1)]);
+    e.process(1, &mut pkts, n, 3, &mut io);
+    assert_eq!(e.flow_count(), 3);
+    let (mut pkts, n) = burst(&frames);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, true);
+    assert_eq!((pending, e.mask_runs), (0b11_1111, 0));
+    assert_balanced(&e);
 }
