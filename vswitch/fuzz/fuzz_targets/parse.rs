@@ -4,7 +4,9 @@
 //! first and `same_fast_key` says the second has its key, the full parse of
 //! the second agrees; when the first is VXLAN and `VxlanBytes` says the
 //! second has its outer headers, the full parse and decap of the second
-//! agree (the UDP source port aside).
+//! agree (the UDP source port aside); when both have frame keys equal under
+//! the frame mask of a mask the input picks, their flow keys are equal under
+//! that mask.
 
 #![no_main]
 
@@ -12,8 +14,8 @@ use libfuzzer_sys::fuzz_target;
 use vswitch::actions::vxlan::{decap, decap_same_outer};
 use vswitch::actions::{PacketBuf, VecPacket};
 use vswitch::packet::parse;
-use vswitch::packet::parse::{parse_hashed_fast, same_fast_key, FrameKey, VxlanBytes, ETH_TYPE_IPV4};
-use vswitch::packet::{Field, FlowKey};
+use vswitch::packet::parse::{parse_hashed_fast, same_fast_key, FrameKey, FrameMask, VxlanBytes, ETH_TYPE_IPV4};
+use vswitch::packet::{Field, FlowKey, FlowMask};
 
 fuzz_target!(|data: &[u8]| {
     let p = parse(data, 1, None);
@@ -44,6 +46,20 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(fa.same_frame(b, 1), fb == Some(fa), "same_frame and the frame keys disagree");
         if fb == Some(fa) {
             assert!(parse(a, 1, None).key == parse(b, 1, None).key, "equal frame keys, different flow keys");
+        }
+        // A mask of the fields the input's first bytes pick: frame keys
+        // equal under its frame mask, flow keys equal under it.
+        if let Some(fb) = fb {
+            let mut mask = FlowMask::default();
+            for (field, byte) in Field::ALL.iter().zip(data.iter()) {
+                if byte & 1 != 0 {
+                    mask.exact(*field);
+                }
+            }
+            if fa.eq_masked(&fb, &FrameMask::of(&mask)) {
+                let (ka, kb) = (parse(a, 1, None).key, parse(b, 1, None).key);
+                assert!(ka.masked(&mask) == kb.masked(&mask), "equal under the frame mask, not under the mask");
+            }
         }
     }
     let outer_a = parse(a, 1, None);
