@@ -274,6 +274,19 @@ pub struct Engine {
 // An exact-match entry with this value is one cache line.
 const _: () = assert!(Emc::<EmcValue>::ENTRY_BYTES == 64);
 
+/// How ingress reads the frames the parser's fast path would take, from a
+/// port that is not an uplink (see [`Engine::stage_ingress`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Framing {
+    /// Parsed into flow keys.
+    Parse,
+    /// Frame keys, hashed: the exact-match cache looks them up.
+    Lookup,
+    /// Frame keys while they find megaflow runs (the cache is passed by):
+    /// not hashed, and parsed once the burst's run check gives up.
+    MaskRuns,
+}
+
 /// What the exact-match cache holds for a key.
 #[derive(Clone, Copy, Default)]
 pub(super) struct EmcValue {
@@ -420,8 +433,13 @@ impl Engine {
         // while the cache is looked up at all, and get frame keys while the
         // flows have one mask even when it is not (the packets of one
         // megaflow then take its flow without a lookup, see `mask_runs`).
-        let by_frame = self.config.emc_entries > 0 && (lookup || self.frame_mask().is_some());
-        let mut pending = self.stage_ingress(in_port, pkts, n, io, by_frame);
+        let framing = match (self.config.emc_entries > 0, lookup) {
+            (false, _) => Framing::Parse,
+            (true, true) => Framing::Lookup,
+            (true, false) if self.frame_mask().is_some() => Framing::MaskRuns,
+            (true, false) => Framing::Parse,
+        };
+        let mut pending = self.stage_ingress(in_port, pkts, n, io, framing);
         pending = if lookup { self.stage_emc(pending, pkts) } else { self.stage_emc_bypassed(pending, pkts) };
         pending = self.stage_smc(pending);
         pending = self.stage_megaflow(pending);

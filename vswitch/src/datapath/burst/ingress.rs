@@ -164,6 +164,12 @@ impl MaskMemo {
         None
     }
 
+    /// Whether it still compares (it has a mask and has not given up).
+    #[inline(always)]
+    fn checking(&self) -> bool {
+        self.mask.is_some()
+    }
+
     /// Packet `i`, with frame key `key`, is looked up by itself: the next
     /// ones are compared with it.
     #[inline(always)]
@@ -188,23 +194,24 @@ impl Engine {
 
     /// Parses every packet into the burst's key array; on uplinks the VTEP
     /// first answers ARP/ND for its addresses and decapsulates VXLAN sent to
-    /// them. With `by_frame`, a packet from another port that the parser's
-    /// fast path would take gets its frame key instead (and its hash; the
-    /// `framed` and `unparsed` bits): the exact-match stage looks it up by
-    /// that. Returns the packets left to classify.
+    /// them. With `framing` other than [`Framing::Parse`], a packet from
+    /// another port that the parser's fast path would take gets its frame
+    /// key instead (the `framed` and `unparsed` bits; with its hash for
+    /// [`Framing::Lookup`]: the exact-match stage looks it up by that).
+    /// Returns the packets left to classify.
     pub fn stage_ingress<I: Io>(
         &mut self,
         in_port: u32,
         pkts: &mut Packets<I::Pkt>,
         n: usize,
         io: &mut I,
-        by_frame: bool,
+        framing: Framing,
     ) -> u64 {
         let vtep = self.tun.is_uplink(in_port);
         self.burst_len = n;
         // Port numbers above 16 bits have no frame keys.
-        if by_frame && !vtep && in_port <= u32::from(u16::MAX) {
-            return self.ingress_framed(in_port, pkts, n);
+        if framing != Framing::Parse && !vtep && in_port <= u32::from(u16::MAX) {
+            return self.ingress_framed(in_port, pkts, n, framing == Framing::Lookup);
         }
         let mut pending: u64 = 0;
         let mut rx_bytes = 0u64;
@@ -240,12 +247,15 @@ impl Engine {
     }
 
     /// [`stage_ingress`](Self::stage_ingress) for a burst from a port that
-    /// is not an uplink while the exact-match cache is looked up: a loop of
-    /// its own (without the uplink's work in it, the frame key path keeps
-    /// its values in registers). A frame the parser's fast path would take
-    /// gets its frame key and its hash (or joins the run of the packet
-    /// before it with that key); any other is parsed.
-    fn ingress_framed<P: PacketBuf>(&mut self, in_port: u32, pkts: &mut Packets<P>, n: usize) -> u64 {
+    /// is not an uplink, with frame keys: a loop of its own (without the
+    /// uplink's work in it, the frame key path keeps its values in
+    /// registers). A frame the parser's fast path would take gets its frame
+    /// key, and its hash when the exact-match cache is looked up (`lookup`),
+    /// or joins the run of the packet before it with that key, or of the
+    /// last looked-up packet's megaflow; any other is parsed. Without
+    /// `lookup` frame keys serve only megaflow runs: once the check gives
+    /// up, the rest of the burst is parsed.
+    fn ingress_framed<P: PacketBuf>(&mut self, in_port: u32, pkts: &mut Packets<P>, n: usize, lookup: bool) -> u64 {
         let mut pending: u64 = 0;
         let mut rx_bytes = 0u64;
         let rx_limit = self.rx_limit(in_port);
@@ -271,7 +281,7 @@ impl Engine {
                 framed |= 1 << i;
                 runs |= 1 << i;
                 self.run_prev[i] = j as u8;
-            } else if let Some(fk) = FrameKey::of(f, in_port) {
+            } else if let Some(fk) = (lookup || mask_memo.checking()).then(|| FrameKey::of(f, in_port)).flatten() {
                 framed |= 1 << i;
                 self.frames[i] = fk;
                 if let Some(j) = mask_memo.check(&fk) {
@@ -279,8 +289,10 @@ impl Engine {
                     mask_runs |= 1 << i;
                     self.run_prev[i] = j as u8;
                 } else {
-                    // Looked up by its bytes, without a parse.
-                    self.hashes[i] = fk.hash();
+                    if lookup {
+                        // Looked up by its bytes, without a parse.
+                        self.hashes[i] = fk.hash();
+                    }
                     mask_memo.took(i, fk);
                 }
                 frame_memo.took(i, fk);

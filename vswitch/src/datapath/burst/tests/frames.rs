@@ -1,4 +1,5 @@
-//! Frame keys (the exact-match cache by a frame's bytes) against flow keys.
+//! Frame keys (the exact-match cache by a frame's bytes) against flow keys;
+//! megaflow runs (frame keys under the one mask of every flow).
 
 use super::*;
 
@@ -103,4 +104,70 @@ fn frame_keys_and_flow_keys_give_the_same_packets_and_flows() {
     }
     assert_balanced(&with_frames);
     assert_balanced(&without);
+}
+
+/// While every flow has one mask, a framed packet whose frame key equals
+/// the last looked-up packet's under that mask takes its flow without a
+/// lookup (a megaflow hit); packets of another megaflow of the mask, and
+/// those after them, are looked up; one whose looked-up packet missed
+/// waits for the upcall. With a second mask, every packet is looked up.
+#[test]
+fn packets_of_the_last_packets_megaflow_take_its_flow_while_flows_have_one_mask() {
+    let mut e = engine(
+        &[
+            "priority=10,in_port=vf0,ip,nw_dst=10.0.1.0/24 actions=output:uplink0",
+            "priority=10,in_port=vf0,ip,nw_dst=10.0.2.0/24 actions=output:vf1",
+        ],
+        64,
+    );
+    let to = |net: u8, host: u8, sport: u16| {
+        let mut f = udp([2; 6], [4; 6], [10, 0, 0, host], 80, 60);
+        f[32..34].copy_from_slice(&[net, host]);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f
+    };
+    let mut io = VecIo::default();
+    // New flows: the first packet of a megaflow misses, the next ones of it
+    // wait for its upcall and then hit the megaflow it made.
+    let (mut pkts, n) = burst(&[to(1, 1, 1), to(1, 2, 2), to(2, 1, 3)]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Upcalls), c.get(Counter::MegaflowHits), e.flow_count()), (2, 1, 2));
+    assert_eq!(io.sent.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2, 2, 1]);
+
+    let frames = [to(1, 1, 1), to(1, 3, 9), to(1, 4, 10), to(2, 5, 11), to(2, 6, 12), to(1, 7, 13)];
+    let (mut pkts, n) = burst(&frames);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Lookup);
+    assert_eq!((pending, e.mask_runs), (0b11_1111, 0b01_0110), "after 1.1: 1.3, 1.4; after 2.5: 2.6");
+    assert_eq!((e.run_prev[1], e.run_prev[2], e.run_prev[4]), (0, 0, 3));
+    let (mut pkts, n) = burst(&frames);
+    let before = counters(&e);
+    e.process(0, &mut pkts, n, 2, &mut io);
+    let c = counters(&e);
+    // By flow, each flow's packets in order.
+    assert_eq!(io.sent[3..].iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2, 2, 2, 2, 1, 1]);
+    let order = [0, 1, 2, 5, 3, 4].map(|i| frames[i].clone());
+    assert!(io.sent[3..].iter().zip(order.iter()).all(|((_, f), g)| f == g), "unchanged, in order");
+    let delta = |k: Counter| c.get(k) - before.get(k);
+    // 1.1 a cache hit; 2.5 and 1.7 new exact keys of known megaflows.
+    assert_eq!((delta(Counter::EmcHits), delta(Counter::MegaflowHits), delta(Counter::Upcalls)), (1, 5, 0));
+    let dump = e.dump(3);
+    assert_eq!(dump.iter().map(|f| f.packets).sum::<u64>(), 9);
+
+    // The cache passed by: frame keys only while the check finds runs; two
+    // megaflows in turn make it give up after four misses, and the rest of
+    // the burst is parsed.
+    let turns: Vec<Vec<u8>> = (0..8).map(|i| to(1 + (i % 2) as u8, 20 + i as u8, 20)).collect();
+    let (mut pkts, n) = burst(&turns);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::MaskRuns);
+    assert_eq!((pending, e.mask_runs, e.framed), (0xff, 0, 0b1_1111));
+
+    // A flow of a second mask (another input port): every packet is looked up.
+    let (mut pkts, n) = burst(&[to(1, 1, 1)]);
+    e.process(1, &mut pkts, n, 3, &mut io);
+    assert_eq!(e.flow_count(), 3);
+    let (mut pkts, n) = burst(&frames);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Lookup);
+    assert_eq!((pending, e.mask_runs), (0b11_1111, 0));
+    assert_balanced(&e);
 }

@@ -37,7 +37,7 @@ fn stages_one_by_one() {
     let frames = vec![udp([2; 6], [4; 6], [10, 0, 0, 1], 80, 60), vec![1, 2, 3]];
     let mut io = VecIo::default();
     let (mut pkts, n) = burst(&frames);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, true);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Lookup);
     assert_eq!(pending, 0b01, "the 3-byte frame is a parse error");
     assert!(pkts[1].is_none());
     assert_eq!(counters(&e).drops(DropReason::ParseError), 1);
@@ -333,12 +333,12 @@ fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
     let all = (1u64 << n) - 1;
     // The classifier's answers, which fill the cache...
     let (mut pkts, _) = burst(&frames);
-    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io, false), all);
+    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Parse), all);
     assert_eq!(e.stage_megaflow(all), 0);
     let want = e.flow_of;
     // ...and the cache gives the same flows without the classifier.
     let (mut pkts, _) = burst(&frames);
-    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io, false), all);
+    assert_eq!(e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Parse), all);
     e.flow_of = [None; BURST];
     assert_eq!(e.stage_smc(all), 0, "every packet a cache hit");
     assert_eq!(e.flow_of, want);
@@ -347,7 +347,7 @@ fn the_signature_match_cache_serves_megaflows_once_there_are_several_masks() {
     let gone = want[0].expect("flow");
     e.remove_flow(gone, RemoveReason::Idle);
     let (mut pkts, _) = burst(&frames);
-    e.stage_ingress(0, &mut pkts, n, &mut io, false);
+    e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Parse);
     e.flow_of = [None; BURST];
     let missed = e.stage_smc(all);
     assert_ne!(missed & 1, 0, "the removed flow's packet misses");
@@ -367,7 +367,7 @@ fn runs_of_one_key_take_the_first_packets_flow() {
     let mut io = VecIo::default();
     let (mut pkts, n) = burst(&frames);
     let mut e = engine(&rules, 64);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, false);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Parse);
     assert_eq!(pending, 0b111_1011);
     assert_eq!(e.runs, 0b010_1010, "a packet with the key of the one kept before it");
     assert_eq!((e.run_prev[1], e.run_prev[3], e.run_prev[5]), (0, 0, 4), "the first packet; the parse error skipped");
@@ -409,7 +409,7 @@ fn runs_of_one_key_take_the_first_packets_flow() {
     a2[18..20].copy_from_slice(&[0x12, 0x34]);
     a2[24..26].copy_from_slice(&[0xab, 0xcd]);
     let (mut pkts, n) = burst(&[tagged.clone(), tagged, a.clone(), a2.clone(), b.clone()]);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, false);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Parse);
     assert_eq!((pending, e.runs), (0b1_1111, 0b0_1010));
     assert_eq!((e.run_prev[1], e.run_prev[3]), (0, 2));
     assert!(e.keys[3] == e.keys[2] && e.hashes[3] == e.hashes[2]);
@@ -422,7 +422,7 @@ fn runs_of_one_key_take_the_first_packets_flow() {
     let c = udp([2; 6], [4; 6], [10, 0, 0, 3], 80, 60);
     let frames = [a.clone(), b.clone(), a.clone(), b.clone(), a, b, c.clone(), c];
     let (mut pkts, n) = burst(&frames);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, false);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Parse);
     assert_eq!((pending, e.runs, e.run_prev[7]), (0xff, 0x80, 6));
 }
 
@@ -538,62 +538,4 @@ fn the_exact_match_gate_decides_per_window() {
     g.account(4096, 0, false);
     assert!(!g.bypassed(), "many masks: a miss is dear, the cache is always looked up");
     assert!((0..64).all(|_| g.lookup_now()));
-}
-
-/// While every flow has one mask, a framed packet whose frame key equals
-/// the last looked-up packet's under that mask takes its flow without a
-/// lookup (a megaflow hit); packets of another megaflow of the mask, and
-/// those after them, are looked up; one whose looked-up packet missed
-/// waits for the upcall. With a second mask, every packet is looked up.
-#[test]
-fn packets_of_the_last_packets_megaflow_take_its_flow_while_flows_have_one_mask() {
-    let mut e = engine(
-        &[
-            "priority=10,in_port=vf0,ip,nw_dst=10.0.1.0/24 actions=output:uplink0",
-            "priority=10,in_port=vf0,ip,nw_dst=10.0.2.0/24 actions=output:vf1",
-        ],
-        64,
-    );
-    let to = |net: u8, host: u8, sport: u16| {
-        let mut f = udp([2; 6], [4; 6], [10, 0, 0, host], 80, 60);
-        f[32..34].copy_from_slice(&[net, host]);
-        f[34..36].copy_from_slice(&sport.to_be_bytes());
-        f
-    };
-    let mut io = VecIo::default();
-    // New flows: the first packet of a megaflow misses, the next ones of it
-    // wait for its upcall and then hit the megaflow it made.
-    let (mut pkts, n) = burst(&[to(1, 1, 1), to(1, 2, 2), to(2, 1, 3)]);
-    e.process(0, &mut pkts, n, 1, &mut io);
-    let c = counters(&e);
-    assert_eq!((c.get(Counter::Upcalls), c.get(Counter::MegaflowHits), e.flow_count()), (2, 1, 2));
-    assert_eq!(io.sent.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2, 2, 1]);
-
-    let frames = [to(1, 1, 1), to(1, 3, 9), to(1, 4, 10), to(2, 5, 11), to(2, 6, 12), to(1, 7, 13)];
-    let (mut pkts, n) = burst(&frames);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, true);
-    assert_eq!((pending, e.mask_runs), (0b11_1111, 0b01_0110), "after 1.1: 1.3, 1.4; after 2.5: 2.6");
-    assert_eq!((e.run_prev[1], e.run_prev[2], e.run_prev[4]), (0, 0, 3));
-    let (mut pkts, n) = burst(&frames);
-    let before = counters(&e);
-    e.process(0, &mut pkts, n, 2, &mut io);
-    let c = counters(&e);
-    // By flow, each flow's packets in order.
-    assert_eq!(io.sent[3..].iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![2, 2, 2, 2, 1, 1]);
-    let order = [0, 1, 2, 5, 3, 4].map(|i| frames[i].clone());
-    assert!(io.sent[3..].iter().zip(order.iter()).all(|((_, f), g)| f == g), "unchanged, in order");
-    let delta = |k: Counter| c.get(k) - before.get(k);
-    // 1.1 a cache hit; 2.5 and 1.7 new exact keys of known megaflows.
-    assert_eq!((delta(Counter::EmcHits), delta(Counter::MegaflowHits), delta(Counter::Upcalls)), (1, 5, 0));
-    let dump = e.dump(3);
-    assert_eq!(dump.iter().map(|f| f.packets).sum::<u64>(), 9);
-
-    // A flow of a second mask (another input port): every packet is looked up.
-    let (mut pkts, n) = burst(&[to(1, 1, 1)]);
-    e.process(1, &mut pkts, n, 3, &mut io);
-    assert_eq!(e.flow_count(), 3);
-    let (mut pkts, n) = burst(&frames);
-    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, true);
-    assert_eq!((pending, e.mask_runs), (0b11_1111, 0));
-    assert_balanced(&e);
 }
