@@ -273,6 +273,15 @@ impl<I: Io> Exec<'_, I> {
         // run) has its inner flow, so its source port: (the slot holding
         // that key, the port).
         let mut last: Option<(usize, u16)> = None;
+        // The source ports of the packets with frame keys of their own
+        // (megaflow runs, and the first packet of each run), hashed in a
+        // pass of their own: independent hashes overlap there, where the
+        // encapsulation loop would wait on each.
+        let own = members & self.unparsed & !self.runs & !self.sport_known;
+        let mut ports = [0u16; BURST];
+        for i in Bits(own) {
+            ports[i] = vxlan_src_port(&self.frames[i].inner_flow());
+        }
         let mtu = usize::from(r.uplink_mtu);
         for i in Bits(members) {
             let Some(m) = pkts[i].as_mut() else { continue };
@@ -286,6 +295,7 @@ impl<I: Io> Exec<'_, I> {
             let src = if self.runs & (1 << i) != 0 { usize::from(self.run_prev[i]) % BURST } else { i };
             let sport = match last {
                 _ if self.sport_known & (1 << i) != 0 && self.sports[i] != 0 => self.sports[i],
+                _ if own & (1 << i) != 0 => ports[i],
                 Some((prev, sport)) if prev == src => sport,
                 // The same port as from its key (see `src_port_of`), from
                 // its frame key (a run's is its first packet's).
