@@ -252,6 +252,10 @@ pub struct Engine {
     /// by their frame keys under the frame mask (keys that differ only where
     /// no flow looks): they take its flow without a lookup of their own.
     pub(super) mask_runs: u64,
+    /// When the burst's packets are all runs (of keys) but one: that one
+    /// (its index; `BURST` otherwise). Every run then has its key, so its
+    /// flow, and a single pass resolves them (see `Engine::resolve_runs`).
+    pub(super) lone: usize,
     /// The frame mask of the one mask every live flow has, when they have
     /// one (its id, see [`FrameMask`]), and the flow table's
     /// [`mask_changes`](FlowTable::mask_changes) it was made at.
@@ -371,6 +375,7 @@ impl Engine {
             runs: 0,
             run_prev: [0; BURST],
             mask_runs: 0,
+            lone: BURST,
             // No count matches: made before the first burst.
             frame_mask: (u64::MAX, None),
             borrowed: 0,
@@ -439,15 +444,21 @@ impl Engine {
             (true, false) if self.frame_mask().is_some() => Framing::MaskRuns,
             (true, false) => Framing::Parse,
         };
-        let mut pending = self.stage_ingress(in_port, pkts, n, io, framing);
-        pending = if lookup { self.stage_emc(pending, pkts) } else { self.stage_emc_bypassed(pending, pkts) };
+        let live = self.stage_ingress(in_port, pkts, n, io, framing);
+        let mut pending = if lookup { self.stage_emc(live, pkts) } else { self.stage_emc_bypassed(live, pkts) };
+        // Every packet has the flow of the one that is not a run (see
+        // `lone`), and no revalidation can take it: one group, no pass.
+        let one = (pending == 0 && self.stale == 0).then(|| self.flow_of.get(self.lone).copied().flatten()).flatten();
         pending = self.stage_smc(pending);
         pending = self.stage_megaflow(pending);
         pending = self.stage_fresh(pending, pkts, n);
         self.stage_upcall(pending, pkts, now);
         // The groups' arrays (1 KiB) are kept between bursts, not zeroed for each.
         let mut groups = self.groups.take().unwrap_or_else(Groups::new);
-        groups.fill(&self.flow_of, pkts, n);
+        match one {
+            Some(h) => groups.one(h, live),
+            None => groups.fill(&self.flow_of, pkts, n),
+        }
         self.stage_execute(&groups, pkts, now, io);
         self.groups = Some(groups);
         self.burst_len = 0;
@@ -471,14 +482,30 @@ impl Groups {
         })
     }
 
-    /// Groups the burst's remaining packets by flow (what it held before is
-    /// forgotten). A packet of the previous packet's flow joins its group at
-    /// once (runs).
-    pub fn fill<P>(&mut self, flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usize) {
+    /// The burst's packets `members` are all of flow `h`: one group (what it
+    /// held before is forgotten).
+    pub fn one(&mut self, h: FlowHandle, members: u64) {
+        self.clear();
+        self.handles[0] = h;
+        self.members[0] = members;
+        self.len = 1;
+        self.slot_of[group_slot(h.index)] = 1;
+    }
+
+    /// Forgets the groups of the last burst: their index entries, their count.
+    #[inline(always)]
+    fn clear(&mut self) {
         for k in 0..self.len.min(BURST) {
             self.slot_of[group_slot(self.handles[k].index)] = 0;
         }
         self.len = 0;
+    }
+
+    /// Groups the burst's remaining packets by flow (what it held before is
+    /// forgotten). A packet of the previous packet's flow joins its group at
+    /// once (runs).
+    pub fn fill<P>(&mut self, flow_of: &[Option<FlowHandle>; BURST], pkts: &Packets<P>, n: usize) {
+        self.clear();
         // The group of the packet before: its index, its flow, and the
         // members found since, added to the array when another flow's
         // packet comes (an update in the array for each packet was a

@@ -5,180 +5,13 @@
 //! sent to them; runs of one key found on the way.
 
 use super::engine::*;
+use super::memo::{DecapMemo, FrameMemo, MaskMemo, RunMemo};
 use super::stages::l2_len;
 use crate::actions::{vxlan, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::tunnel::{NeighbourAction, Special};
 use crate::flow::Bits;
-use crate::packet::parse::{parse_hashed_fast, KeyBytes, Layout, ParseError, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
-use crate::packet::parse::{FrameKey, FrameMask};
-
-/// Misses of the burst's run check at ingress (a packet without the key of
-/// the last fast-parsed one) after which it stops checking.
-const MEMO_MISSES: u32 = 4;
-
-/// The run check of a burst's packets of one kind: the last packet the
-/// fast path parsed and the bytes its key is built from (see `KeyBytes`).
-/// Only for packets from one port (with one tunnel's metadata, if any).
-struct RunMemo {
-    last: Option<(usize, KeyBytes)>,
-    misses: u32,
-}
-
-impl RunMemo {
-    const fn new() -> Self {
-        Self { last: None, misses: MEMO_MISSES }
-    }
-
-    /// Whether frame `f` has the key of the packet kept: that packet's
-    /// index, and `f`'s layout.
-    #[inline(always)]
-    fn check(&self, f: &[u8]) -> Option<(usize, Layout)> {
-        let (j, b) = self.last?;
-        Some((j, b.same_key(f)?))
-    }
-
-    /// Packet `i` (frame `f`) was parsed, by the fast path if `fast`: it is
-    /// kept for the next ones. A burst of many flows stops checking after
-    /// a few misses (each costs a few cycles; `find_runs` still finds its
-    /// runs, by key).
-    #[inline(always)]
-    fn parsed(&mut self, i: usize, fast: bool, f: &[u8]) {
-        if self.last.is_some() {
-            self.misses = self.misses.saturating_sub(1);
-        }
-        if self.misses == 0 {
-            self.last = None;
-        } else if fast {
-            self.last = KeyBytes::of(f).map(|b| (i, b));
-        }
-    }
-}
-
-/// The decapsulation run check of a burst from an uplink: the outer bytes
-/// of the last VXLAN packet decapsulated after a fast parse, with its
-/// tunnel port and metadata, and the run check of the inner packets
-/// decapsulated since (all through that one tunnel: a packet whose outer
-/// headers take the parse starts it afresh).
-struct DecapMemo {
-    outer: Option<(VxlanBytes, u32, TunnelMeta)>,
-    outer_misses: u32,
-    inner: RunMemo,
-}
-
-impl DecapMemo {
-    const fn new() -> Self {
-        Self { outer: None, outer_misses: MEMO_MISSES, inner: RunMemo::new() }
-    }
-
-    /// A packet's outer bytes were not those kept (packets of many
-    /// tunnels, or not VXLAN, stop the check after a few).
-    #[inline]
-    fn outer_miss(&mut self) {
-        self.outer_misses = self.outer_misses.saturating_sub(1);
-        if self.outer_misses == 0 {
-            self.outer = None;
-        }
-    }
-
-    /// A packet was decapsulated after a parse of its outer headers: keep
-    /// them (`None`: they are not the kind `VxlanBytes` holds), and start
-    /// the inner run check afresh (its packets may have come through
-    /// another tunnel).
-    #[inline]
-    fn decapsulated(&mut self, outer: Option<(VxlanBytes, u32, TunnelMeta)>) {
-        if self.outer_misses > 0 {
-            self.outer = outer;
-        }
-        self.inner = RunMemo::new();
-    }
-}
-
-/// The run check of a burst's framed packets: the last packet that took
-/// its own frame key (and that key), and the misses left before it stops
-/// checking (as [`RunMemo`]).
-struct FrameMemo {
-    last: Option<(usize, FrameKey)>,
-    misses: u32,
-}
-
-impl FrameMemo {
-    const fn new() -> Self {
-        Self { last: None, misses: MEMO_MISSES }
-    }
-
-    /// The packet kept, if frame `f` from `in_port` has its key (see
-    /// [`FrameKey::same_frame`]); otherwise a miss counted.
-    #[inline(always)]
-    fn check(&mut self, f: &[u8], in_port: u32) -> Option<usize> {
-        let (j, last) = self.last.as_ref()?;
-        if last.same_frame(f, in_port) {
-            return Some(*j);
-        }
-        self.misses -= 1;
-        if self.misses == 0 {
-            self.last = None;
-        }
-        None
-    }
-
-    /// Packet `i` took frame key `key` of its own: kept for the next ones
-    /// (unless the check has given up).
-    #[inline(always)]
-    fn took(&mut self, i: usize, key: FrameKey) {
-        if self.misses > 0 {
-            self.last = Some((i, key));
-        }
-    }
-}
-
-/// The megaflow check of a burst's framed packets: the frame mask of the
-/// one mask every live flow has, and the last packet that took a lookup of
-/// its own (with its frame key). A frame key equal to that one under the
-/// mask is a packet of the same megaflow. Gives up after a few misses, as
-/// [`FrameMemo`] does (a burst of many megaflows).
-struct MaskMemo {
-    mask: Option<FrameMask>,
-    last: Option<(usize, FrameKey)>,
-    misses: u32,
-}
-
-impl MaskMemo {
-    const fn new(mask: Option<FrameMask>) -> Self {
-        Self { mask, last: None, misses: MEMO_MISSES }
-    }
-
-    /// The packet kept, if frame key `key` is of its megaflow (otherwise a
-    /// miss counted).
-    #[inline(always)]
-    fn check(&mut self, key: &FrameKey) -> Option<usize> {
-        let mask = self.mask.as_ref()?;
-        let (j, last) = self.last.as_ref()?;
-        if last.eq_masked(key, mask) {
-            return Some(*j);
-        }
-        self.misses -= 1;
-        if self.misses == 0 {
-            self.mask = None;
-        }
-        None
-    }
-
-    /// Whether it still compares (it has a mask and has not given up).
-    #[inline(always)]
-    fn checking(&self) -> bool {
-        self.mask.is_some()
-    }
-
-    /// Packet `i`, with frame key `key`, is looked up by itself: the next
-    /// ones are compared with it.
-    #[inline(always)]
-    fn took(&mut self, i: usize, key: FrameKey) {
-        if self.mask.is_some() {
-            self.last = Some((i, key));
-        }
-    }
-}
+use crate::packet::parse::{parse_hashed_fast, FrameKey, FrameMask, ParseError, TunnelMeta, VxlanBytes, ETH_TYPE_IPV4};
 
 impl Engine {
     /// The frame mask for this burst (see [`MaskMemo`]): made again only
@@ -265,7 +98,11 @@ impl Engine {
         let mut runs = 0u64;
         let mut framed = 0u64;
         let mut mask_runs = 0u64;
-        for i in 0..n.min(BURST) {
+        let end = n.min(BURST);
+        let mut next = 0;
+        while next < end {
+            let i = next;
+            next += 1;
             self.flow_of[i] = None;
             let Some(m) = pkts[i].as_ref() else { continue };
             let f = m.data();
@@ -277,17 +114,27 @@ impl Engine {
             }
             if let Some(j) = frame_memo.check(f, in_port) {
                 // A run of frame keys: no parse, no hash, no error possible
-                // (the fast path would take the frame).
-                framed |= 1 << i;
-                runs |= 1 << i;
-                self.run_prev[i] = j as u8;
+                // (the fast path would take the frame). The packets after
+                // it that continue the run are taken in a loop of their own.
+                let (to, bits, bytes) = self.sweep_run(pkts, i, end, j as u8, in_port, rx_limit);
+                framed |= bits;
+                runs |= bits;
+                pending |= bits;
+                rx_bytes += bytes;
+                next = to;
             } else if let Some(fk) = (lookup || mask_memo.checking()).then(|| FrameKey::of(f, in_port)).flatten() {
                 framed |= 1 << i;
                 self.frames[i] = fk;
-                if let Some(j) = mask_memo.check(&fk) {
-                    // The megaflow of packet j: no hash, no lookup.
-                    mask_runs |= 1 << i;
-                    self.run_prev[i] = j as u8;
+                if let Some((j, key, mask)) = mask_memo.check(&fk) {
+                    // The megaflow of packet j: no hash, no lookup. The
+                    // packets after it of that megaflow are taken in a loop
+                    // of their own.
+                    let (to, bits, bytes) = self.sweep_mask(pkts, i, end, j as u8, (&key, &mask), in_port, rx_limit);
+                    framed |= bits;
+                    mask_runs |= bits;
+                    pending |= bits;
+                    rx_bytes += bytes;
+                    next = to;
                 } else {
                     if lookup {
                         // Looked up by its bytes, without a parse.
@@ -304,6 +151,87 @@ impl Engine {
         }
         self.mask_runs = mask_runs & pending;
         self.ingress_done(in_port, rx_bytes, pending, runs, framed)
+    }
+
+    /// Packet `i`, found a run of packet `j`'s frame key, and the packets
+    /// after it up to `end` that continue the run, in a loop that does
+    /// nothing else: (the first packet it left for ingress's loop, the
+    /// run's packets, their bytes). It leaves the packets that are gone, or
+    /// longer than `rx_limit` lets through without a check, or not of the
+    /// run (ingress's loop checks those again).
+    #[inline(never)]
+    fn sweep_run<P: PacketBuf>(
+        &mut self,
+        pkts: &Packets<P>,
+        i: usize,
+        end: usize,
+        j: u8,
+        in_port: u32,
+        rx_limit: usize,
+    ) -> (usize, u64, u64) {
+        let key = self.frames[usize::from(j) % BURST];
+        // Packet i's bytes are counted by the caller.
+        let (mut bits, mut bytes) = (1u64 << i, 0);
+        self.run_prev[i] = j;
+        self.in_ports[i] = in_port;
+        let mut k = i + 1;
+        while k < end {
+            let Some(m) = pkts[k].as_ref() else { break };
+            let f = m.data();
+            if (rx_limit != 0 && f.len() > rx_limit + 14) || !key.same_frame(f, in_port) {
+                break;
+            }
+            self.flow_of[k] = None;
+            self.lens[k] = f.len() as u32;
+            self.run_prev[k] = j;
+            self.in_ports[k] = in_port;
+            bits |= 1 << k;
+            bytes += f.len() as u64;
+            k += 1;
+        }
+        (k, bits, bytes)
+    }
+
+    /// Packet `i`, found of packet `j`'s megaflow (`of`: that packet's frame
+    /// key and the frame mask), and the packets after it up to `end` of that
+    /// megaflow too, each with its frame key (for its own outer source
+    /// port, see `FrameKey::inner_flow`), in a loop that does nothing else:
+    /// as [`sweep_run`](Self::sweep_run).
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn sweep_mask<P: PacketBuf>(
+        &mut self,
+        pkts: &Packets<P>,
+        i: usize,
+        end: usize,
+        j: u8,
+        of: (&FrameKey, &FrameMask),
+        in_port: u32,
+        rx_limit: usize,
+    ) -> (usize, u64, u64) {
+        let (last, mask) = of;
+        // Packet i's bytes are counted by the caller.
+        let (mut bits, mut bytes) = (1u64 << i, 0);
+        self.run_prev[i] = j;
+        self.in_ports[i] = in_port;
+        let mut k = i + 1;
+        while k < end {
+            let Some(m) = pkts[k].as_ref() else { break };
+            let f = m.data();
+            if rx_limit != 0 && f.len() > rx_limit + 14 {
+                break;
+            }
+            let Some(fk) = FrameKey::of(f, in_port).filter(|fk| fk.eq_masked(last, mask)) else { break };
+            self.frames[k] = fk;
+            self.flow_of[k] = None;
+            self.lens[k] = f.len() as u32;
+            self.run_prev[k] = j;
+            self.in_ports[k] = in_port;
+            bits |= 1 << k;
+            bytes += f.len() as u64;
+            k += 1;
+        }
+        (k, bits, bytes)
     }
 
     /// A representor's VF MTU, the longest frame (without its Ethernet and
@@ -368,6 +296,11 @@ impl Engine {
         self.framed = framed & pending;
         self.unparsed = self.framed;
         self.find_runs(pending & !framed, runs);
+        // Runs name an earlier packet of their key (a run's own first, or
+        // one of its runs): with one packet of its own, all are its.
+        let own = pending & !(self.runs | self.mask_runs);
+        self.lone =
+            if own.count_ones() == 1 && self.mask_runs & pending == 0 { own.trailing_zeros() as usize } else { BURST };
         pending
     }
 

@@ -17,7 +17,9 @@
 //!    every live flow has one mask, megaflow runs: framed packets whose
 //!    frame keys equal the last looked-up packet's in the bytes that mask
 //!    covers ([`FrameMask`](crate::packet::parse::FrameMask), frame keys
-//!    made for them even while the cache is passed by);
+//!    made for them even while the cache is passed by); once a run or a
+//!    megaflow run is found, the packets after it that continue it are
+//!    taken in a loop that does nothing else;
 //! 3. [`Engine::stage_emc`]: the exact-match cache, by frame key or flow
 //!    key: every key's home entry prefetched, then compared; the keys not
 //!    at home looked up through the tags in three more passes (each a pass
@@ -34,12 +36,14 @@
 //!    a stale flow have it revalidated first;
 //! 7. [`Engine::stage_upcall`]: the rule table for the rest, within the
 //!    iteration's upcall budget, installing megaflows;
-//! 8. [`Groups::fill`]: packets grouped by flow;
+//! 8. [`Groups::fill`]: packets grouped by flow (a burst whose packets are
+//!    all runs of one packet's key is one group without a pass);
 //! 9. [`Engine::stage_execute`]: each group counted on its flow; the
 //!    actions run once per batch of groups in a row that share their action
 //!    list (one rule), per action across the batch.
 //!
-//! Files: `engine` (the state and the pipeline), `ingress` (2), `stages`
+//! Files: `engine` (the state and the pipeline), `ingress` (2) with
+//! `memo` (its run checks), `stages`
 //! (1, 3-7), `gate` (whether 3 looks the cache up or passes it by while it
 //! misses), `egress` (9), `lifecycle` (install, eviction, events, expiry,
 //! revalidation, dumps), `hot` (hot-flow tracking for the offload policy);
@@ -51,6 +55,7 @@ mod gate;
 mod hot;
 mod ingress;
 mod lifecycle;
+mod memo;
 mod stages;
 
 pub use crate::flow::Bits;

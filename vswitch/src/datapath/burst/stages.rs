@@ -185,6 +185,19 @@ impl Engine {
     /// The misses get their own flow keys.
     fn resolve_runs<P: PacketBuf>(&mut self, mut pending: u64, uncounted: u32, pkts: &Packets<P>) -> u64 {
         let mut known = self.sport_known;
+        let lone = self.lone;
+        if lone < BURST && pending & (1 << lone) == 0 && self.flow_of[lone].is_some() {
+            // A burst of one key, its own packet resolved: no order to
+            // keep, no megaflow runs (see `lone`).
+            let runs = pending & self.runs;
+            let (h, sport) = (self.flow_of[lone], self.sports[lone]);
+            for i in Bits(runs) {
+                self.flow_of[i] = h;
+                self.sports[i] = sport;
+            }
+            known |= if known & (1 << lone) != 0 { runs } else { 0 };
+            pending &= !runs;
+        }
         let mut by_mask = 0u32;
         let mask_id = self.frame_mask.1.map(|(id, _)| id);
         for i in Bits(pending & (self.runs | self.mask_runs)) {

@@ -171,3 +171,159 @@ fn packets_of_the_last_packets_megaflow_take_its_flow_while_flows_have_one_mask(
     assert_eq!((pending, e.mask_runs), (0b11_1111, 0));
     assert_balanced(&e);
 }
+
+/// Rules of one mask: megaflow runs on.
+const ONE_MASK: [&str; 2] = [
+    "priority=10,in_port=vf0,ip,nw_dst=10.0.1.0/24 actions=output:vxlan0",
+    "priority=10,in_port=vf0,ip,nw_dst=10.0.2.0/24 actions=output:vf1",
+];
+
+/// vf0's MTU in these tests.
+const MTUS: [u16; 3] = [1400, 1500, 1500];
+
+/// A UDP frame to 10.0.`net`.`host`, from port `host`, `len` bytes.
+fn to(net: u8, host: u8, len: usize) -> Vec<u8> {
+    let mut f = udp([2; 6], [4; 6], [10, 0, net, host], 80, len);
+    f[34..36].copy_from_slice(&u16::from(host).to_be_bytes());
+    f
+}
+
+/// Frame `f` of the same flow again (its IP id changed: not in the key).
+fn again(f: &[u8]) -> Vec<u8> {
+    let mut g = f.to_vec();
+    g[19] ^= 1;
+    g
+}
+
+/// A burst with empty slots (`None`).
+fn load(slots: &[Option<Vec<u8>>]) -> Packets<VecPacket> {
+    let mut pkts: Packets<VecPacket> = [const { None }; BURST];
+    for (i, f) in slots.iter().enumerate() {
+        pkts[i] = f.as_ref().map(|f| VecPacket::new(f, 128));
+    }
+    pkts
+}
+
+/// An empty slot stands for a packet the hardware stage took: `process`
+/// counted it received, and nothing else in these tests does.
+fn empty_slots(e: &Engine) -> i128 {
+    counters(e).balance(3).unaccounted()
+}
+
+/// The loops that take the later packets of a run and of a megaflow run
+/// (`sweep_run`, `sweep_mask`) stop where ingress's own loop must look: an
+/// empty slot, a frame above the VF's MTU, a frame the fast path refuses,
+/// another flow or megaflow. Exactly, on one burst.
+#[test]
+fn runs_taken_in_loops_of_their_own_stop_where_ingress_must_look() {
+    // An engine with the flows of both megaflows.
+    let installed = |io: &mut VecIo| {
+        let mut e = engine_mtus(&ONE_MASK, 64, 1000, MTUS.to_vec());
+        let (mut pkts, n) = burst(&[to(1, 1, 60), to(2, 1, 60)]);
+        e.process(0, &mut pkts, n, 1, io);
+        assert_eq!(e.flow_count(), 2);
+        e
+    };
+    let a = to(1, 1, 60);
+    let slots: Vec<Option<Vec<u8>>> = vec![
+        Some(a.clone()),
+        Some(again(&a)),
+        Some(to(1, 1, 1500)), // above vf0's MTU, of a's flow else
+        Some(again(&again(&a))),
+        None,
+        Some(a.clone()),
+        Some(to(1, 2, 60)),
+        Some(to(1, 3, 60)),
+        Some(to(2, 1, 60)),
+        Some(to(2, 2, 60)),
+        Some(a[..30].to_vec()), // a runt: parsed, refused
+        Some(to(2, 3, 60)),
+    ];
+    let mut io = VecIo::default();
+    let mut e = installed(&mut io);
+    let mut pkts = load(&slots);
+    let pending = e.stage_ingress(0, &mut pkts, slots.len(), &mut io, Framing::Lookup);
+    assert_eq!(pending, 0b1011_1110_1011);
+    assert_eq!((e.runs & pending, e.mask_runs), (0b10_1010, 0b1010_1100_0000));
+    let prev = [1, 3, 5, 6, 7, 9, 11].map(|i| e.run_prev[i]);
+    assert_eq!(prev, [0, 0, 0, 0, 0, 8, 8]);
+    // The whole burst, through a second engine (the first counted the drops
+    // of its ingress alone).
+    let mut io = VecIo::default();
+    let mut e = installed(&mut io);
+    let mut pkts = load(&slots);
+    e.process(0, &mut pkts, slots.len(), 2, &mut io);
+    let c = counters(&e);
+    assert_eq!((c.get(Counter::Encapsulated), c.get(Counter::MegaflowHits), c.get(Counter::EmcHits)), (7, 4, 5));
+    assert_eq!(io.sent[2..].iter().filter(|(p, _)| *p == 1).count(), 3);
+    assert_eq!((c.drops(DropReason::RxMtu), c.drops(DropReason::ParseError)), (1, 1));
+    assert_eq!(empty_slots(&e), 1);
+}
+
+/// Long runs of flows and of megaflows broken by empty slots, frames above
+/// the VF's MTU, VLAN tags and runts, through an engine with the
+/// exact-match cache (and so the loops of `sweep_run` and `sweep_mask`) and
+/// one without: the same packets out (encapsulated alike), the same flows
+/// and the same counts.
+#[test]
+fn runs_taken_in_loops_of_their_own_give_what_the_parse_gives() {
+    let mut rng = 0x0bad_cafe_f00d_1234u64;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let bursts: Vec<Vec<Option<Vec<u8>>>> = (0..200)
+        .map(|_| {
+            let mut slots: Vec<Option<Vec<u8>>> = Vec::new();
+            for _ in 0..1 + next(32) {
+                let last = slots.iter().rev().flatten().next().cloned();
+                let f = match (next(16), last) {
+                    (0, _) => None,
+                    // The last frame's flow, longer than vf0's MTU.
+                    (1, Some(l)) if l.len() > 40 => Some(to(l[32], l[33], 1500)),
+                    (2, Some(l)) => Some([&l[..12], &[0x81, 0, 0, 7], &l[12..]].concat()),
+                    (3, Some(l)) => Some(l[..30].to_vec()),
+                    (4..=9, Some(l)) => Some(again(&l)),
+                    (10..=12, Some(l)) if l.len() > 40 => Some(to(l[32], next(200) as u8, 60)),
+                    _ => Some(to(1 + next(2) as u8, next(200) as u8, 60)),
+                };
+                slots.push(f);
+            }
+            slots
+        })
+        .collect();
+    let run = |e: &mut Engine| {
+        let mut io = VecIo { copies: 100, ..Default::default() };
+        for (round, slots) in bursts.iter().enumerate() {
+            e.start_iteration();
+            let mut pkts = load(slots);
+            e.process(0, &mut pkts, slots.len(), round as u64 + 1, &mut io);
+        }
+        let mut out = io.sent;
+        out.sort();
+        out
+    };
+    let mut with = engine_mtus(&ONE_MASK, 64, 1000, MTUS.to_vec());
+    let mut without = engine_mtus(&ONE_MASK, 64, 1000, MTUS.to_vec());
+    without.config.emc_entries = 0;
+    let (out, other) = (run(&mut with), run(&mut without));
+    assert!(out.len() > 2000, "{} packets out", out.len());
+    assert!(out == other, "{} and {} out", out.len(), other.len());
+    let flows = |e: &mut Engine| {
+        let mut d: Vec<(Vec<u64>, u64)> = e.dump(5).into_iter().map(|f| (f.key.words.to_vec(), f.packets)).collect();
+        d.sort();
+        d
+    };
+    assert_eq!(flows(&mut with), flows(&mut without), "the same flows, the same counts");
+    let (a, b) = (counters(&with), counters(&without));
+    let hits = (a.get(Counter::MegaflowHits), a.get(Counter::EmcHits));
+    assert!(hits.0 > 500 && hits.1 > 500, "megaflow and exact-match hits {hits:?}");
+    for r in [DropReason::RxMtu, DropReason::ParseError] {
+        assert!(a.drops(r) == b.drops(r) && b.drops(r) > 50, "{r:?}: {} and {}", a.drops(r), b.drops(r));
+    }
+    assert_eq!(a.get(Counter::Encapsulated), b.get(Counter::Encapsulated));
+    let gaps = bursts.iter().flatten().filter(|f| f.is_none()).count() as i128;
+    assert!(gaps > 50 && empty_slots(&with) == gaps && empty_slots(&without) == gaps, "{gaps} empty slots");
+}
