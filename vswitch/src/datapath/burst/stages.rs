@@ -200,6 +200,7 @@ impl Engine {
         }
         let mut by_mask = 0u32;
         let mask_id = self.frame_mask.1.map(|(id, _)| id);
+        let mut checked: (usize, Option<FlowHandle>) = (BURST, None);
         for i in Bits(pending & (self.runs | self.mask_runs)) {
             let prev = usize::from(self.run_prev[i]) % BURST;
             if pending & (1 << prev) != 0 {
@@ -212,9 +213,14 @@ impl Engine {
                 known |= ((known >> prev) & 1) << i;
                 continue;
             }
-            // Its own key, so its own outer source port (not cached).
-            let Some(h) = self.flow_of[prev] else { continue };
-            if self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id) {
+            // Its own key, so its own outer source port (not cached). The
+            // flow of packet `prev` (a packet looked up by itself, resolved
+            // before this loop) is checked once for all of its megaflow run.
+            if prev != checked.0 {
+                let h = self.flow_of[prev].filter(|&h| self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id));
+                checked = (prev, h);
+            }
+            if let Some(h) = checked.1 {
                 self.flow_of[i] = Some(h);
                 pending &= !(1 << i);
                 by_mask += 1;
