@@ -134,11 +134,17 @@ fn mix(h: u64, v: u64) -> u64 {
 
 /// The outer UDP source port for an inner flow: 49152..=65535, equal for
 /// every packet of the flow, different flows spread over the range. The
-/// words are mixed in three independent lanes, then together: half the
-/// latency of one chain (this runs for every encapsulated packet).
+/// words are mixed in independent lanes, then together: half the latency
+/// of one chain (this runs for every encapsulated packet). IPv4 addresses
+/// (and IPv4-mapped IPv6 ones) fit one word: two lanes, three multiplies.
 #[inline]
 pub fn vxlan_src_port(flow: &InnerFlow) -> u16 {
-    let h = if flow.ip {
+    let v4 = flow.ip && flow.src >> 32 == 0xffff && flow.dst >> 32 == 0xffff;
+    let h = if v4 {
+        let addrs = (flow.src as u64) << 32 | (flow.dst as u64 & 0xffff_ffff);
+        let ports = u64::from(flow.proto) | (u64::from(flow.src_port) << 16) | (u64::from(flow.dst_port) << 32);
+        mix(mix(0x5bd1_e995, addrs), mix(0x94d0_49bb_1331_11eb, ports))
+    } else if flow.ip {
         let a = mix(0x5bd1_e995, (flow.src >> 64) as u64 ^ (flow.dst as u64).rotate_left(29));
         let b = mix(0x2545_f491_4f6c_dd1d, flow.src as u64 ^ ((flow.dst >> 64) as u64).rotate_left(17));
         let ports = u64::from(flow.proto) | (u64::from(flow.src_port) << 16) | (u64::from(flow.dst_port) << 32);
@@ -203,5 +209,31 @@ mod tests {
         assert!(!x.ip);
         assert_eq!((x.ether_type, x.dst), (0x0806, 0xffff_ffff_ffff));
         assert_eq!(InnerFlow::from_frame(&[1, 2, 3]), InnerFlow::default(), "short frames do not panic");
+    }
+
+    /// Every field of the IPv4 lanes spreads the port alone (the
+    /// destination port, the protocol, the high bytes of each address),
+    /// and so do IPv6 addresses (the other lanes).
+    #[test]
+    fn every_field_spreads() {
+        let base = InnerFlow::from_frame(&udp4(1000, 0));
+        let spread = |vary: &dyn Fn(&mut InnerFlow, u16)| {
+            let ports: std::collections::HashSet<u16> = (0..2000u16)
+                .map(|i| {
+                    let mut f = base;
+                    vary(&mut f, i);
+                    vxlan_src_port(&f)
+                })
+                .collect();
+            ports.len()
+        };
+        assert!(spread(&|f, i| f.dst_port = i) > 1500);
+        assert!(spread(&|f, i| f.src ^= u128::from(i) << 20) > 1500);
+        assert!(spread(&|f, i| f.dst ^= u128::from(i) << 20) > 1500);
+        assert!(spread(&|f, i| f.proto = i as u8) > 200, "256 protocols");
+        let v6 = InnerFlow { src: 0x2001_0db8 << 96, dst: 0x2001_0db8 << 96 | 1, ..base };
+        let ports: std::collections::HashSet<u16> =
+            (0..2000u128).map(|i| vxlan_src_port(&InnerFlow { src: v6.src | i << 70, ..v6 })).collect();
+        assert!(ports.len() > 1500, "IPv6 addresses spread: {}", ports.len());
     }
 }
