@@ -252,9 +252,11 @@ pub struct Engine {
     /// by their frame keys under the frame mask (keys that differ only where
     /// no flow looks): they take its flow without a lookup of their own.
     pub(super) mask_runs: u64,
-    /// When the burst's packets are all runs (of keys) but one: that one
-    /// (its index; `BURST` otherwise). Every run then has its key, so its
-    /// flow, and a single pass resolves them (see `Engine::resolve_runs`).
+    /// When the burst's packets are all runs (of keys or megaflows) but
+    /// one: that one (its index; `BURST` otherwise). Every run then has its
+    /// flow once it is resolved: without megaflow runs (all of its key) a
+    /// single pass resolves them (see `Engine::resolve_runs`), and with
+    /// them too the burst is one group.
     pub(super) lone: usize,
     /// The frame mask of the one mask every live flow has, when they have
     /// one (its id, see [`FrameMask`]), and the flow table's
@@ -447,7 +449,8 @@ impl Engine {
         let live = self.stage_ingress(in_port, pkts, n, io, framing);
         let mut pending = if lookup { self.stage_emc(live, pkts) } else { self.stage_emc_bypassed(live, pkts) };
         // Every packet has the flow of the one that is not a run (see
-        // `lone`), and no revalidation can take it: one group, no pass.
+        // `lone`: all resolved, a megaflow run's flow checked to be it), and
+        // no revalidation can take it: one group, no pass.
         let one = (pending == 0 && self.stale == 0).then(|| self.flow_of.get(self.lone).copied().flatten()).flatten();
         pending = self.stage_smc(pending);
         pending = self.stage_megaflow(pending);

@@ -297,10 +297,10 @@ impl Engine {
         self.unparsed = self.framed;
         self.find_runs(pending & !framed, runs);
         // Runs name an earlier packet of their key (a run's own first, or
-        // one of its runs): with one packet of its own, all are its.
+        // one of its runs), megaflow runs a packet looked up by itself:
+        // with one packet of its own, all are of its flow.
         let own = pending & !(self.runs | self.mask_runs);
-        self.lone =
-            if own.count_ones() == 1 && self.mask_runs & pending == 0 { own.trailing_zeros() as usize } else { BURST };
+        self.lone = if own.count_ones() == 1 { own.trailing_zeros() as usize } else { BURST };
         pending
     }
 

@@ -186,9 +186,9 @@ impl Engine {
     fn resolve_runs<P: PacketBuf>(&mut self, mut pending: u64, uncounted: u32, pkts: &Packets<P>) -> u64 {
         let mut known = self.sport_known;
         let lone = self.lone;
-        if lone < BURST && pending & (1 << lone) == 0 && self.flow_of[lone].is_some() {
+        if lone < BURST && pending & (1 << lone) == 0 && self.flow_of[lone].is_some() && self.mask_runs & pending == 0 {
             // A burst of one key, its own packet resolved: no order to
-            // keep, no megaflow runs (see `lone`).
+            // keep (see `lone`).
             let runs = pending & self.runs;
             let (h, sport) = (self.flow_of[lone], self.sports[lone]);
             for i in Bits(runs) {
