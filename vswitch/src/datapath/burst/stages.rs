@@ -185,21 +185,31 @@ impl Engine {
     /// The misses get their own flow keys.
     fn resolve_runs<P: PacketBuf>(&mut self, mut pending: u64, uncounted: u32, pkts: &Packets<P>) -> u64 {
         let mut known = self.sport_known;
-        let lone = self.lone;
-        if lone < BURST && pending & (1 << lone) == 0 && self.flow_of[lone].is_some() && self.mask_runs & pending == 0 {
-            // A burst of one key, its own packet resolved: no order to
-            // keep (see `lone`).
-            let runs = pending & self.runs;
-            let (h, sport) = (self.flow_of[lone], self.sports[lone]);
-            for i in Bits(runs) {
-                self.flow_of[i] = h;
-                self.sports[i] = sport;
-            }
-            known |= if known & (1 << lone) != 0 { runs } else { 0 };
-            pending &= !runs;
-        }
         let mut by_mask = 0u32;
         let mask_id = self.frame_mask.1.map(|(id, _)| id);
+        let lone = self.lone;
+        if let Some(h) = self.flow_of.get(lone).copied().flatten().filter(|_| pending & (1 << lone) == 0) {
+            // One packet looked up by itself, resolved: every run and
+            // megaflow run is of its flow (see `lone`), no order to keep.
+            // Megaflow runs need the flow to have the frame mask's mask.
+            let megaflow = pending & self.mask_runs;
+            if megaflow == 0 || self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id) {
+                let runs = pending & (self.runs | self.mask_runs);
+                for i in Bits(runs) {
+                    self.flow_of[i] = Some(h);
+                }
+                if megaflow == 0 {
+                    // All of its key: its source port too.
+                    let sport = self.sports[lone];
+                    for i in Bits(runs) {
+                        self.sports[i] = sport;
+                    }
+                    known |= if known & (1 << lone) != 0 { runs } else { 0 };
+                }
+                by_mask = megaflow.count_ones();
+                pending &= !runs;
+            }
+        }
         let mut checked: (usize, Option<FlowHandle>) = (BURST, None);
         for i in Bits(pending & (self.runs | self.mask_runs)) {
             let prev = usize::from(self.run_prev[i]) % BURST;
