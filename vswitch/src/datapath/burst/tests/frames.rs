@@ -23,13 +23,7 @@ fn frame_keys_and_flow_keys_give_the_same_packets_and_flows() {
         "priority=5,in_port=vf0 actions=output:vf1",
         "priority=10,in_port=vf1 actions=output:vxlan0",
     ];
-    let mut rng = 0x1234_5678_9abc_def0u64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = xorshift(0x1234_5678_9abc_def0u64);
     let frame = |next: &mut dyn FnMut(u64) -> u64| -> Vec<u8> {
         let dst = if next(8) == 0 { [2, 0, 0, 0, 0, 0x99] } else { [2, 0, 0, 0, 0, 0x10] };
         let mut f =
@@ -172,6 +166,16 @@ fn packets_of_the_last_packets_megaflow_take_its_flow_while_flows_have_one_mask(
     assert_balanced(&e);
 }
 
+/// A xorshift generator from `seed`: a number below `n` per call.
+fn xorshift(mut rng: u64) -> impl FnMut(u64) -> u64 {
+    move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    }
+}
+
 /// Rules of one mask: megaflow runs on.
 const ONE_MASK: [&str; 2] = [
     "priority=10,in_port=vf0,ip,nw_dst=10.0.1.0/24 actions=output:vxlan0",
@@ -267,13 +271,7 @@ fn runs_taken_in_loops_of_their_own_stop_where_ingress_must_look() {
 /// and the same counts.
 #[test]
 fn runs_taken_in_loops_of_their_own_give_what_the_parse_gives() {
-    let mut rng = 0x0bad_cafe_f00d_1234u64;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut next = xorshift(0x0bad_cafe_f00d_1234u64);
     let bursts: Vec<Vec<Option<Vec<u8>>>> = (0..200)
         .map(|_| {
             let mut slots: Vec<Option<Vec<u8>>> = Vec::new();
