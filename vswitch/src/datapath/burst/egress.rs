@@ -32,7 +32,8 @@ impl Engine {
         let mut batch: Option<(usize, u64, ActionsId)> = None;
         for g in 0..groups.len.min(BURST) {
             let members = groups.members[g];
-            let Some(id) = self.charge_group(groups.handles[g], members, pkts, now) else { continue };
+            let bytes = groups.one_bytes.filter(|_| groups.len == 1);
+            let Some(id) = self.charge_group(groups.handles[g], members, bytes, pkts, now) else { continue };
             match batch {
                 Some((first, all, same)) if same == id => batch = Some((first, all | members, id)),
                 _ => {
@@ -48,8 +49,8 @@ impl Engine {
         }
     }
 
-    /// Counts a group's packets (`members`) and bytes on its flow `h` and
-    /// marks it used. Returns what its actions are, or `None` when there
+    /// Counts a group's packets (`members`) and bytes (summed here unless
+    /// given) on its flow `h` and marks it used. Returns what its actions are, or `None` when there
     /// is nothing to run: the flow's actions deliver nothing, or the flow
     /// is gone (its packets dropped and counted).
     #[inline]
@@ -57,6 +58,7 @@ impl Engine {
         &mut self,
         h: FlowHandle,
         members: u64,
+        bytes: Option<u64>,
         pkts: &mut Packets<P>,
         now: u64,
     ) -> Option<ActionsId> {
@@ -67,7 +69,7 @@ impl Engine {
             self.counters.drop(DropReason::FlowGone, n);
             return None;
         };
-        let bytes: u64 = Bits(members).map(|i| u64::from(self.lens[i])).sum();
+        let bytes = bytes.unwrap_or_else(|| Bits(members).map(|i| u64::from(self.lens[i])).sum());
         flow.packets += u64::from(members.count_ones());
         flow.bytes += bytes;
         flow.used_tsc = now;
@@ -83,11 +85,15 @@ impl Engine {
         Some(ActionsId::of(flow))
     }
 
-    /// Runs the actions of flow `h` on the packets of `members`.
+    /// Runs the actions of flow `h` on the packets of `members`; none is
+    /// left in its slot after.
     fn run_batch<I: Io>(&mut self, h: FlowHandle, members: u64, pkts: &mut Packets<I::Pkt>, now: u64, io: &mut I) {
-        // Alive: `charge_group` found it just now (and were it not, the
-        // packets left in `pkts` would be counted as dropped by `process`).
-        let Some(flow) = self.flows.get(h) else { return };
+        let Some(flow) = self.flows.get(h) else {
+            // Alive: `charge_group` found it just now. Counted all the same.
+            let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
+            self.counters.drop(DropReason::FlowGone, n);
+            return;
+        };
         let mut x = Exec {
             io,
             counters: &mut self.counters,
@@ -108,7 +114,19 @@ impl Engine {
             hz: self.hz,
         };
         execute(&flow.actions, pkts, members, &mut x);
+        if !takes_all(&flow.actions) {
+            // Actions that end without an output (e.g.
+            // `output:vf1,mod_dl_src:...`): what is left is dropped by the rule.
+            let left = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
+            self.counters.drop(DropReason::RuleDrop, left);
+        }
     }
+}
+
+/// Whether running `actions` takes every packet out of its slot: the last
+/// action sends, punts or drops it (see `execute`).
+fn takes_all(actions: &[Action]) -> bool {
+    matches!(actions.last(), Some(Action::Output(_) | Action::Controller { .. } | Action::Drop))
 }
 
 impl Engine {

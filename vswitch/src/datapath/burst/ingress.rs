@@ -42,6 +42,7 @@ impl Engine {
     ) -> u64 {
         let vtep = self.tun.is_uplink(in_port);
         self.burst_len = n;
+        self.live_bytes = None;
         // Port numbers above 16 bits have no frame keys.
         if framing != Framing::Parse && !vtep && in_port <= u32::from(u16::MAX) {
             return self.ingress_framed(in_port, pkts, n, framing == Framing::Lookup);
@@ -91,6 +92,8 @@ impl Engine {
     fn ingress_framed<P: PacketBuf>(&mut self, in_port: u32, pkts: &mut Packets<P>, n: usize, lookup: bool) -> u64 {
         let mut pending: u64 = 0;
         let mut rx_bytes = 0u64;
+        // Bytes of the packets dropped here (the rest's are the flows').
+        let mut lost = 0u64;
         let rx_limit = self.rx_limit(in_port);
         let mut memo = RunMemo::new();
         let mut frame_memo = FrameMemo::new();
@@ -109,6 +112,7 @@ impl Engine {
             rx_bytes += f.len() as u64;
             self.lens[i] = f.len() as u32;
             if self.above_mtu(rx_limit, f) {
+                lost += f.len() as u64;
                 pkts[i] = None;
                 continue;
             }
@@ -144,12 +148,14 @@ impl Engine {
                 }
                 frame_memo.took(i, fk);
             } else if !self.parse_one(in_port, i, pkts, &mut memo, &mut runs) {
+                lost += u64::from(self.lens[i]);
                 continue;
             }
             self.in_ports[i] = in_port;
             pending |= 1 << i;
         }
         self.mask_runs = mask_runs & pending;
+        self.live_bytes = Some(rx_bytes - lost);
         self.ingress_done(in_port, rx_bytes, pending, runs, framed)
     }
 

@@ -89,7 +89,7 @@ fn frame_keys_and_flow_keys_give_the_same_packets_and_flows() {
         d.sort();
         d
     };
-    assert_eq!(flows(&mut with_frames), flows(&mut without), "the same flows, the same counts");
+    assert_eq!(flows(&mut with_frames), flows(&mut without), "the same flows, the same packet and byte counts");
     let (a, b) = (counters(&with_frames), counters(&without));
     assert!(a.get(Counter::EmcHits) > 1000, "{} exact-match hits", a.get(Counter::EmcHits));
     assert_eq!(b.get(Counter::EmcInserts), 0);
@@ -310,11 +310,12 @@ fn runs_taken_in_loops_of_their_own_give_what_the_parse_gives() {
     assert!(out.len() > 2000, "{} packets out", out.len());
     assert!(out == other, "{} and {} out", out.len(), other.len());
     let flows = |e: &mut Engine| {
-        let mut d: Vec<(Vec<u64>, u64)> = e.dump(5).into_iter().map(|f| (f.key.words.to_vec(), f.packets)).collect();
+        let mut d: Vec<(Vec<u64>, u64, u64)> =
+            e.dump(5).into_iter().map(|f| (f.key.words.to_vec(), f.packets, f.bytes)).collect();
         d.sort();
         d
     };
-    assert_eq!(flows(&mut with), flows(&mut without), "the same flows, the same counts");
+    assert_eq!(flows(&mut with), flows(&mut without), "the same flows, the same packet and byte counts");
     let (a, b) = (counters(&with), counters(&without));
     let hits = (a.get(Counter::MegaflowHits), a.get(Counter::EmcHits));
     assert!(hits.0 > 500 && hits.1 > 500, "megaflow and exact-match hits {hits:?}");
