@@ -13,7 +13,7 @@ pub mod pipeline;
 pub mod smc;
 pub mod table;
 
-pub use bits::Bits;
+pub use bits::{dense, Bits};
 #[cfg(any(test, feature = "testing"))]
 pub use dpcls::Dpcls;
 pub use emc::Emc;

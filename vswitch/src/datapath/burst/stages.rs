@@ -7,7 +7,7 @@ use crate::actions::{Action, PacketBuf};
 use crate::datapath::counters::{Counter, DropReason, PortCounter};
 use crate::datapath::flows::FlowHandle;
 use crate::flow::emc::NO_SLOT;
-use crate::flow::Bits;
+use crate::flow::{dense, Bits};
 use crate::packet::key::VLAN_PRESENT;
 use crate::packet::parse::{ETH_TYPE_QINQ, ETH_TYPE_VLAN};
 use crate::packet::{Field, FlowMask};
@@ -195,13 +195,13 @@ impl Engine {
             let megaflow = pending & self.mask_runs;
             if megaflow == 0 || self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id) {
                 let runs = pending & (self.runs | self.mask_runs);
-                for i in Bits(runs) {
+                for i in dense(runs) {
                     self.flow_of[i] = Some(h);
                 }
                 if megaflow == 0 {
                     // All of its key: its source port too.
                     let sport = self.sports[lone];
-                    for i in Bits(runs) {
+                    for i in dense(runs) {
                         self.sports[i] = sport;
                     }
                     known |= if known & (1 << lone) != 0 { runs } else { 0 };
