@@ -457,7 +457,9 @@ impl Engine {
         let mut pending = if lookup { self.stage_emc(live, pkts) } else { self.stage_emc_bypassed(live, pkts) };
         // Every packet has the flow of the one that is not a run (see
         // `lone`: all resolved, a megaflow run's flow checked to be it), and
-        // no revalidation can take it: one group, no pass.
+        // no revalidation can take it: one group, no pass. (Only the lone
+        // packet's `flow_of` names the flow then: `resolve_runs` leaves the
+        // runs' slots under this same condition.)
         let one = (pending == 0 && self.stale == 0).then(|| self.flow_of.get(self.lone).copied().flatten()).flatten();
         pending = self.stage_smc(pending);
         pending = self.stage_megaflow(pending);

@@ -195,16 +195,23 @@ impl Engine {
             let megaflow = pending & self.mask_runs;
             if megaflow == 0 || self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id) {
                 let runs = pending & (self.runs | self.mask_runs);
-                for i in dense(runs) {
-                    self.flow_of[i] = Some(h);
+                // With nothing else to look up and no revalidation, the
+                // burst is one group of the lone packet's flow without a
+                // look at the others' slots (see `process`): they are left.
+                if pending & !runs != 0 || self.stale != 0 {
+                    for i in dense(runs) {
+                        self.flow_of[i] = Some(h);
+                    }
                 }
-                if megaflow == 0 {
-                    // All of its key: its source port too.
-                    let sport = self.sports[lone];
+                let sport = self.sports[lone];
+                if megaflow == 0 && sport != 0 && known & (1 << lone) != 0 {
+                    // All of its key: its source port too (0: none cached,
+                    // the flow does not encapsulate, or egress computes it
+                    // once for the run, see `send_tunnel_many`).
                     for i in dense(runs) {
                         self.sports[i] = sport;
                     }
-                    known |= if known & (1 << lone) != 0 { runs } else { 0 };
+                    known |= runs;
                 }
                 by_mask = megaflow.count_ones();
                 pending &= !runs;

@@ -296,3 +296,30 @@ fn a_sliced_revalidation_never_forwards_by_the_old_rules() {
     assert_eq!(e.flow_count(), 200, "10.0.1.7's new flow replaced the old");
     assert_eq!(e.dump(3).len(), 200);
 }
+
+/// A burst of one flow (one packet looked up, the rest runs of its key)
+/// while its flow is stale: every packet is revalidated with it and sent
+/// by the new rules, none left behind or sent by the old.
+#[test]
+fn a_one_flow_burst_while_its_flow_is_stale_goes_by_the_new_rules() {
+    let old = ["priority=10,ip,nw_dst=10.0.1.7 actions=output:uplink0"];
+    let mut e = engine(&old, 64);
+    let mut io = VecIo::default();
+    let frames = vec![udp([2; 6], [4; 6], [10, 0, 1, 7], 80, 60); 8];
+    for now in 1..=2 {
+        e.start_iteration();
+        let (mut pkts, n) = burst(&frames);
+        e.process(0, &mut pkts, n, now, &mut io);
+    }
+    assert!(counters(&e).get(Counter::EmcHits) >= 8, "the second burst is a cache hit and its runs");
+    e.set_rules(Arc::new(table(&["priority=10,ip,nw_dst=10.0.1.7 actions=output:vf1"])));
+    assert_eq!(e.stale_flows(), 1);
+    io.sent.clear();
+    e.start_iteration();
+    let (mut pkts, n) = burst(&frames);
+    e.process(0, &mut pkts, n, 3, &mut io);
+    assert!(pkts.iter().all(Option::is_none), "every slot emptied");
+    let ports: Vec<u32> = io.sent.iter().map(|(p, _)| *p).collect();
+    assert_eq!(ports, vec![1; 8], "all eight to vf1 by the new rule");
+    assert_balanced(&e);
+}
