@@ -134,6 +134,37 @@ fn mempool_is_full_again_after_rx_tx_and_drop_paths() {
 }
 
 #[test]
+fn burst_extend_with_fills_to_the_brim_and_hands_back_the_first_that_does_not_fit() {
+    let pool = pool(128);
+    {
+        let mut burst = Burst::new();
+        assert!(pool.alloc_bulk(&mut burst, 10));
+        let mut more: Vec<_> = (0..60).map(|_| pool.alloc().expect("mbuf")).collect();
+        let want: Vec<_> = more.iter().map(|m| m.as_ptr()).collect();
+        more.reverse();
+        let mut calls = 0;
+        let over = burst.extend_with(|| {
+            calls += 1;
+            more.pop()
+        });
+        let over = over.expect("one left over");
+        assert_eq!(burst.len(), MAX_BURST);
+        assert_eq!(calls, MAX_BURST - 10 + 1, "not called after the one that did not fit");
+        assert_eq!(over.as_ptr(), want[MAX_BURST - 10], "the next in order");
+        let kept: Vec<_> = burst.as_slice()[10..].iter().map(|m| m.as_ptr()).collect();
+        assert_eq!(kept, want[..MAX_BURST - 10], "appended in order");
+        assert_eq!(more.len(), 60 - (MAX_BURST - 10) - 1);
+        // With room: everything, nothing handed back.
+        burst.clear();
+        let mut rest = std::mem::take(&mut more);
+        assert!(burst.extend_with(|| rest.pop()).is_none());
+        assert_eq!(burst.len(), 60 - (MAX_BURST - 10) - 1);
+        drop(over);
+    }
+    assert_eq!(pool.available(), pool.capacity(), "nothing leaked or freed twice");
+}
+
+#[test]
 fn mbuf_prepend_adj_append_trim() {
     let pool = pool(8);
     let mut m = pool.alloc().expect("mbuf");

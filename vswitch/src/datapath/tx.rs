@@ -55,28 +55,34 @@ impl Io for MbufIo<'_> {
             return 0;
         };
         let mut long = 0;
-        // The byte count is kept in a register for the group: added in
-        // memory per packet, next to the buffer's length, the compiler
-        // merged the two into one 16-byte read-modify-write per packet, a
-        // chain through memory that cost about 5 cycles a packet.
-        let mut bytes = 0u64;
-        for i in Bits(members) {
-            let Some(m) = pkts[i].take() else { continue };
-            let len = m.pkt_len() as u64;
-            if len > limit as u64 {
-                pkts[i] = Some(m);
-                long |= 1 << i;
-                continue;
-            }
-            match txp.buf.push(m) {
-                Ok(()) => bytes += len,
-                Err(m) => {
-                    txp.bytes += std::mem::take(&mut bytes);
-                    output(txp, port, m, counters);
+        let mut bits = Bits(members);
+        loop {
+            // The byte count (like the buffer's length, see `extend_with`)
+            // is kept in a register for the group: added in memory per
+            // packet, next to the buffer's length, the compiler merged the
+            // two into one 16-byte read-modify-write per packet, a chain
+            // through memory that cost about 5 cycles a packet.
+            let mut bytes = 0u64;
+            let over = txp.buf.extend_with(|| {
+                for i in bits.by_ref() {
+                    let Some(m) = pkts[i].take() else { continue };
+                    let len = m.pkt_len() as u64;
+                    if len > limit as u64 {
+                        pkts[i] = Some(m);
+                        long |= 1 << i;
+                        continue;
+                    }
+                    bytes += len;
+                    return Some(m);
                 }
-            }
+                None
+            });
+            txp.bytes += bytes;
+            // The buffer is full: flushed, then the rest.
+            let Some(m) = over else { break };
+            txp.bytes -= m.pkt_len() as u64;
+            output(txp, port, m, counters);
         }
-        txp.bytes += bytes;
         long
     }
 

@@ -371,6 +371,26 @@ impl Burst {
         Ok(())
     }
 
+    /// Appends the mbufs `next` gives while there is room; returns the
+    /// first that did not fit (`next` is not called after it). The length
+    /// is kept in a register for the loop: `push` in a loop increments it
+    /// in memory, a chain of a load and a store an mbuf.
+    #[inline(always)]
+    pub fn extend_with(&mut self, mut next: impl FnMut() -> Option<Mbuf>) -> Option<Mbuf> {
+        let mut len = self.len;
+        let mut over = None;
+        while let Some(m) = next() {
+            if len == MAX_BURST {
+                over = Some(m);
+                break;
+            }
+            self.ptrs[len] = m.into_raw();
+            len += 1;
+        }
+        self.len = len;
+        over
+    }
+
     /// Removes and returns the last mbuf.
     pub fn pop(&mut self) -> Option<Mbuf> {
         if self.len == 0 {
