@@ -32,8 +32,7 @@ impl Engine {
         let mut batch: Option<(usize, u64, ActionsId)> = None;
         for g in 0..groups.len.min(BURST) {
             let members = groups.members[g];
-            let bytes = groups.one_bytes.filter(|_| groups.len == 1);
-            let Some(id) = self.charge_group(groups.handles[g], members, bytes, pkts, now) else { continue };
+            let Some(id) = self.charge_group(groups.handles[g], members, groups.one_bytes, pkts, now) else { continue };
             match batch {
                 Some((first, all, same)) if same == id => batch = Some((first, all | members, id)),
                 _ => {
@@ -50,9 +49,10 @@ impl Engine {
     }
 
     /// Counts a group's packets (`members`) and bytes (summed here unless
-    /// given) on its flow `h` and marks it used. Returns what its actions are, or `None` when there
-    /// is nothing to run: the flow's actions deliver nothing, or the flow
-    /// is gone (its packets dropped and counted).
+    /// given) on its flow `h` and marks it used. Returns what its actions
+    /// are, or `None` when there is nothing to run: the flow's actions
+    /// deliver nothing, or the flow is gone (its packets dropped and
+    /// counted).
     #[inline]
     fn charge_group<P: PacketBuf>(
         &mut self,

@@ -85,7 +85,8 @@ fn frame_keys_and_flow_keys_give_the_same_packets_and_flows() {
         other.len()
     );
     let flows = |e: &mut Engine| {
-        let mut d: Vec<(Vec<u64>, u64)> = e.dump(1).into_iter().map(|f| (f.key.words.to_vec(), f.packets)).collect();
+        let mut d: Vec<(Vec<u64>, u64, u64)> =
+            e.dump(1).into_iter().map(|f| (f.key.words.to_vec(), f.packets, f.bytes)).collect();
         d.sort();
         d
     };
