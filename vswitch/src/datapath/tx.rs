@@ -1,7 +1,7 @@
 //! The PMD's transmit side: per-port buffers of mbufs flushed to their tx
 //! queues once per iteration, and the engine's [`Io`] over them.
 
-use super::burst::{Io, Packets};
+use super::burst::{take_members, Io, Packets};
 use super::counters::{DropReason, Local, PortCounter};
 use crate::dpdk::{Burst, Mbuf, Mempool, TxQueue};
 use crate::flow::Bits;
@@ -50,8 +50,7 @@ impl Io for MbufIo<'_> {
         counters: &mut Local,
     ) -> u64 {
         let Some(txp) = self.tx.get_mut(port as usize) else {
-            let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count();
-            counters.drop(DropReason::ActionError, n as u64);
+            counters.drop(DropReason::ActionError, take_members(pkts, members));
             return 0;
         };
         let mut long = 0;

@@ -65,8 +65,7 @@ impl Engine {
         let Some(flow) = self.flows.get_mut(h) else {
             // Cannot happen while eviction spares the burst's flows;
             // counted all the same, never lost silently.
-            let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
-            self.counters.drop(DropReason::FlowGone, n);
+            self.counters.drop(DropReason::FlowGone, take_members(pkts, members));
             return None;
         };
         let bytes = bytes.unwrap_or_else(|| Bits(members).map(|i| u64::from(self.lens[i])).sum());
@@ -90,8 +89,7 @@ impl Engine {
     fn run_batch<I: Io>(&mut self, h: FlowHandle, members: u64, pkts: &mut Packets<I::Pkt>, now: u64, io: &mut I) {
         let Some(flow) = self.flows.get(h) else {
             // Alive: `charge_group` found it just now. Counted all the same.
-            let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
-            self.counters.drop(DropReason::FlowGone, n);
+            self.counters.drop(DropReason::FlowGone, take_members(pkts, members));
             return;
         };
         let mut x = Exec {
@@ -117,8 +115,7 @@ impl Engine {
         if !takes_all(&flow.actions) {
             // Actions that end without an output (e.g.
             // `output:vf1,mod_dl_src:...`): what is left is dropped by the rule.
-            let left = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
-            self.counters.drop(DropReason::RuleDrop, left);
+            self.counters.drop(DropReason::RuleDrop, take_members(pkts, members));
         }
     }
 }
@@ -280,8 +277,7 @@ impl<I: Io> Exec<'_, I> {
             Ok(r) => std::rc::Rc::clone(r),
             Err(e) => {
                 let e = *e;
-                let n = Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64;
-                self.unresolved(e, n);
+                self.unresolved(e, take_members(pkts, members));
                 return;
             }
         };

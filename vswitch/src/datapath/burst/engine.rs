@@ -22,6 +22,13 @@ pub const RX_BURST: usize = 32;
 /// A burst of packets: slots taken out (`None`) as stages consume them.
 pub type Packets<P> = [Option<P>; BURST];
 
+/// Empties the slots of `members`; returns how many held a packet (for the
+/// caller to count as dropped).
+#[inline]
+pub fn take_members<P>(pkts: &mut Packets<P>, members: u64) -> u64 {
+    crate::flow::Bits(members).filter(|&i| pkts[i].take().is_some()).count() as u64
+}
+
 /// Where the engine's packets go and where copies come from.
 pub trait Io {
     type Pkt: PacketBuf;

@@ -60,8 +60,8 @@ mod stages;
 
 pub use crate::flow::Bits;
 pub use engine::{
-    Engine, EngineSetup, Framing, Groups, Hardware, HotPolicy, Io, Packets, PmdConfig, RevalidateReport, BURST,
-    RX_BURST,
+    take_members, Engine, EngineSetup, Framing, Groups, Hardware, HotPolicy, Io, Packets, PmdConfig, RevalidateReport,
+    BURST, RX_BURST,
 };
 pub use stages::{flow_actions, l2_len, megaflow_mask};
 

@@ -195,10 +195,12 @@ impl Engine {
             let megaflow = pending & self.mask_runs;
             if megaflow == 0 || self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id) {
                 let runs = pending & (self.runs | self.mask_runs);
-                // With nothing else to look up and no revalidation, the
-                // burst is one group of the lone packet's flow without a
-                // look at the others' slots (see `process`): they are left.
-                if pending & !runs != 0 || self.stale != 0 {
+                // Nothing else is left to look up (`lone` is the only
+                // packet looked up by itself): without a revalidation the
+                // burst is one group of its flow, made without a look at
+                // the others' slots (see `process`), which are left.
+                debug_assert_eq!(pending & !runs, 0);
+                if self.stale != 0 {
                     for i in dense(runs) {
                         self.flow_of[i] = Some(h);
                     }
