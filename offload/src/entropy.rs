@@ -139,15 +139,13 @@ fn mix(h: u64, v: u64) -> u64 {
 /// (and IPv4-mapped IPv6 ones) fit one word: two lanes, three multiplies.
 #[inline]
 pub fn vxlan_src_port(flow: &InnerFlow) -> u16 {
-    let v4 = flow.ip && flow.src >> 32 == 0xffff && flow.dst >> 32 == 0xffff;
-    let h = if v4 {
-        let addrs = (flow.src as u64) << 32 | (flow.dst as u64 & 0xffff_ffff);
-        let ports = u64::from(flow.proto) | (u64::from(flow.src_port) << 16) | (u64::from(flow.dst_port) << 32);
-        mix(mix(0x5bd1_e995, addrs), mix(0x94d0_49bb_1331_11eb, ports))
-    } else if flow.ip {
+    let ports = v4_ports(flow.proto, flow.src_port, flow.dst_port);
+    if flow.ip && flow.src >> 32 == 0xffff && flow.dst >> 32 == 0xffff {
+        return vxlan_src_port_v4((flow.src as u64) << 32 | (flow.dst as u64 & 0xffff_ffff), ports);
+    }
+    let h = if flow.ip {
         let a = mix(0x5bd1_e995, (flow.src >> 64) as u64 ^ (flow.dst as u64).rotate_left(29));
         let b = mix(0x2545_f491_4f6c_dd1d, flow.src as u64 ^ ((flow.dst >> 64) as u64).rotate_left(17));
-        let ports = u64::from(flow.proto) | (u64::from(flow.src_port) << 16) | (u64::from(flow.dst_port) << 32);
         let c = mix(0x94d0_49bb_1331_11eb, ports);
         mix(a ^ b.rotate_left(21), c)
     } else {
@@ -155,6 +153,29 @@ pub fn vxlan_src_port(flow: &InnerFlow) -> u16 {
         let b = mix(0x2545_f491_4f6c_dd1d, flow.dst as u64 ^ (u64::from(flow.ether_type) << 48));
         mix(a, b)
     };
+    in_range(h)
+}
+
+/// The word of an inner IP flow's protocol and ports that
+/// [`vxlan_src_port`] mixes: the protocol in the low byte, the source port in bits 16..32, the
+/// destination port in bits 32..48.
+#[inline(always)]
+pub fn v4_ports(proto: u8, src_port: u16, dst_port: u16) -> u64 {
+    u64::from(proto) | (u64::from(src_port) << 16) | (u64::from(dst_port) << 32)
+}
+
+/// [`vxlan_src_port`] of an IPv4 inner flow, from its addresses (the
+/// source's in the high half, each as the number its bytes spell in
+/// network order) and its [`v4_ports`] word: for callers that hold those
+/// words already (a frame's bytes, loaded whole).
+#[inline(always)]
+pub fn vxlan_src_port_v4(addrs: u64, ports: u64) -> u16 {
+    in_range(mix(mix(0x5bd1_e995, addrs), mix(0x94d0_49bb_1331_11eb, ports)))
+}
+
+/// A hash folded into the dynamic port range, 49152..=65535.
+#[inline(always)]
+fn in_range(h: u64) -> u16 {
     0xc000 | ((h ^ (h >> 32)) as u16 & 0x3fff)
 }
 

@@ -356,6 +356,19 @@ impl FrameKey {
         }
     }
 
+    /// The outer UDP source port of its encapsulation: what
+    /// `vxlan_src_port` gives for its [`inner_flow`](Self::inner_flow),
+    /// from the key's words as they are, without the detour through 128-bit
+    /// addresses (the addresses' word, read in network order, is the
+    /// source address above the destination).
+    #[inline(always)]
+    pub fn src_port(&self) -> u16 {
+        let (a, b, c) = (self.0[0].to_ne_bytes(), self.0[1].to_ne_bytes(), self.0[4].to_ne_bytes());
+        // Bytes 34..38 of the frame are the ports; byte 23 the protocol.
+        let (src, dst) = (u16::from_be_bytes([b[4], b[5]]), u16::from_be_bytes([b[6], b[7]]));
+        offload::entropy::vxlan_src_port_v4(u64::from_be_bytes(a), offload::entropy::v4_ports(c[3], src, dst))
+    }
+
     /// Whether this key and `other` are equal in the bits of `mask`: then
     /// their frames' flow keys are equal under the flow mask `mask` was
     /// made from (see [`FrameMask::of`]).
@@ -1180,6 +1193,8 @@ mod tests {
                     let full = parse_full(&f, 3, None);
                     assert!(full.error.is_none() && full.key == fast, "{change:?}, len {len}");
                     assert_eq!(fk.inner_flow(), InnerFlow::from_frame(&f), "{change:?}, len {len}");
+                    let sport = offload::entropy::vxlan_src_port(&fk.inner_flow());
+                    assert_eq!(fk.src_port(), sport, "{change:?}, len {len}");
                     let first = *by_frame_key.entry(fk.0).or_insert(full.key);
                     assert!(first == full.key, "{change:?}, len {len}: one frame key, two flow keys");
                 }

@@ -294,7 +294,7 @@ impl<I: Io> Exec<'_, I> {
         let own = members & self.unparsed & !self.runs & !self.sport_known;
         let mut ports = [0u16; BURST];
         for i in Bits(own) {
-            ports[i] = vxlan_src_port(&self.frames[i].inner_flow());
+            ports[i] = self.frames[i].src_port();
         }
         let mtu = usize::from(r.uplink_mtu);
         for i in Bits(members) {
@@ -313,7 +313,7 @@ impl<I: Io> Exec<'_, I> {
                 Some((prev, sport)) if prev == src => sport,
                 // The same port as from its key (see `src_port_of`), from
                 // its frame key (a run's is its first packet's).
-                _ if self.unparsed & (1 << i) != 0 => vxlan_src_port(&self.frames[src].inner_flow()),
+                _ if self.unparsed & (1 << i) != 0 => self.frames[src].src_port(),
                 _ => src_port_of(&self.keys[src], m.data()),
             };
             last = Some((src, sport));
