@@ -277,6 +277,12 @@ pub struct Engine {
     /// see [`EmcValue::sport`]).
     pub(super) sports: [u16; BURST],
     pub(super) sport_known: u64,
+    /// Megaflow runs whose source ports ingress computed (`sports`), their
+    /// frame keys not kept (until `Engine::own_keys` needs them). It does
+    /// when the last megaflow run was of a flow that encapsulates:
+    /// `sweep_sports` (that flow, and whether it does).
+    pub(super) swept: u64,
+    pub(super) sweep_sports: (Option<FlowHandle>, bool),
     /// Packets in the burst being processed: flows its packets point to
     /// (`flow_of[..burst_len]`) are not evicted until it is executed.
     pub(super) burst_len: usize,
@@ -396,6 +402,8 @@ impl Engine {
             borrowed: 0,
             sports: [0; BURST],
             sport_known: 0,
+            swept: 0,
+            sweep_sports: (None, false),
             burst_len: 0,
             live_bytes: None,
             groups: None,

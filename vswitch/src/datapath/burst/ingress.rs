@@ -51,6 +51,7 @@ impl Engine {
         let mut rx_bytes = 0u64;
         let rx_limit = if vtep { 0 } else { self.rx_limit(in_port) };
         self.mask_runs = 0;
+        self.swept = 0;
         let mut memo = RunMemo::new();
         let mut decap = DecapMemo::new();
         let mut runs = 0u64;
@@ -95,6 +96,7 @@ impl Engine {
         // Bytes of the packets dropped here (the rest's are the flows').
         let mut lost = 0u64;
         let rx_limit = self.rx_limit(in_port);
+        self.swept = 0;
         let mut memo = RunMemo::new();
         let mut frame_memo = FrameMemo::new();
         let mut mask_memo = MaskMemo::new(self.frame_mask());
@@ -155,6 +157,7 @@ impl Engine {
             pending |= 1 << i;
         }
         self.mask_runs = mask_runs & pending;
+        self.swept &= pending;
         self.live_bytes = Some(rx_bytes - lost);
         self.ingress_done(in_port, rx_bytes, pending, runs, framed)
     }
@@ -200,12 +203,40 @@ impl Engine {
 
     /// Packet `i`, found of packet `j`'s megaflow (`of`: that packet's frame
     /// key and the frame mask), and the packets after it up to `end` of that
-    /// megaflow too, each with its frame key (for its own outer source
-    /// port, see `FrameKey::inner_flow`), in a loop that does nothing else:
-    /// as [`sweep_run`](Self::sweep_run).
-    #[inline(never)]
+    /// megaflow too, in a loop that does nothing else: as
+    /// [`sweep_run`](Self::sweep_run). Each has its own outer source port:
+    /// when the megaflow is expected to encapsulate (`sweep_sports`), that
+    /// of the packets after `i` is computed here, from the frame key in
+    /// registers (the key is not kept: see `swept`); otherwise the key is
+    /// kept for egress.
+    #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn sweep_mask<P: PacketBuf>(
+        &mut self,
+        pkts: &Packets<P>,
+        i: usize,
+        end: usize,
+        j: u8,
+        of: (&FrameKey, &FrameMask),
+        in_port: u32,
+        rx_limit: usize,
+    ) -> (usize, u64, u64) {
+        if self.sweep_sports.1 {
+            let taken = self.sweep_mask_as::<P, true>(pkts, i, end, j, of, in_port, rx_limit);
+            // Packet i keeps its frame key (ingress's loop stored it).
+            self.swept |= taken.1 & !(1 << i);
+            taken
+        } else {
+            self.sweep_mask_as::<P, false>(pkts, i, end, j, of, in_port, rx_limit)
+        }
+    }
+
+    /// [`sweep_mask`](Self::sweep_mask), with the source ports (`SPORTS`)
+    /// or the frame keys: each a function of its own, compiled as if the
+    /// other were not there.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn sweep_mask_as<P: PacketBuf, const SPORTS: bool>(
         &mut self,
         pkts: &Packets<P>,
         i: usize,
@@ -228,7 +259,11 @@ impl Engine {
                 break;
             }
             let Some(fk) = FrameKey::of(f, in_port).filter(|fk| fk.eq_masked(last, mask)) else { break };
-            self.frames[k] = fk;
+            if SPORTS {
+                self.sports[k] = fk.src_port();
+            } else {
+                self.frames[k] = fk;
+            }
             self.flow_of[k] = None;
             self.lens[k] = f.len() as u32;
             self.run_prev[k] = j;
@@ -319,7 +354,8 @@ impl Engine {
 
     /// Gives the packets of `mask` their own flow key and its hash, for the
     /// stages after the exact-match cache, which look keys up by index:
-    /// framed packets have their frame parsed (the fast path takes it),
+    /// framed packets have their frame parsed (the fast path takes it; a
+    /// swept one gets its frame key back too, for the cache's insertion),
     /// and those whose key is still their run's first packet's (found at
     /// ingress) a copy of it.
     #[inline]
@@ -332,6 +368,14 @@ impl Engine {
             }
         }
         self.unparsed &= !mask;
+        for i in Bits(mask & self.swept) {
+            // The sweep made it from these same bytes: it is there.
+            match pkts[i].as_ref().and_then(|m| FrameKey::of(m.data(), self.in_ports[i])) {
+                Some(fk) => self.frames[i] = fk,
+                None => self.framed &= !(1 << i),
+            }
+        }
+        self.swept &= !mask;
         for i in Bits(mask & self.borrowed) {
             let j = usize::from(self.run_prev[i]) % BURST;
             self.keys[i] = self.keys[j];

@@ -184,7 +184,7 @@ impl Engine {
     /// exact-match hits (cache hits, runs) or megaflow hits (`mask_runs`).
     /// The misses get their own flow keys.
     fn resolve_runs<P: PacketBuf>(&mut self, mut pending: u64, uncounted: u32, pkts: &Packets<P>) -> u64 {
-        let mut known = self.sport_known;
+        let mut known = self.sport_known | self.swept;
         let mut by_mask = 0u32;
         let mask_id = self.frame_mask.1.map(|(id, _)| id);
         let lone = self.lone;
@@ -193,6 +193,10 @@ impl Engine {
             // megaflow run is of its flow (see `lone`), no order to keep.
             // Megaflow runs need the flow to have the frame mask's mask.
             let megaflow = pending & self.mask_runs;
+            if megaflow != 0 {
+                // (A hint: set even when the mask check below fails.)
+                self.hint_sweep(h);
+            }
             if megaflow == 0 || self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id) {
                 let runs = pending & (self.runs | self.mask_runs);
                 // Nothing else is left to look up (`lone` is the only
@@ -237,6 +241,9 @@ impl Engine {
             // before this loop) is checked once for all of its megaflow run.
             if prev != checked.0 {
                 let h = self.flow_of[prev].filter(|&h| self.flows.get(h).is_some_and(|f| Some(f.mask_id) == mask_id));
+                if let Some(h) = h {
+                    self.hint_sweep(h);
+                }
                 checked = (prev, h);
             }
             if let Some(h) = checked.1 {
@@ -382,22 +389,38 @@ impl Engine {
     #[inline]
     pub(super) fn emc_insert(&mut self, i: usize, h: FlowHandle) {
         if self.config.emc_entries > 0 {
-            let phys = self.mtus.len();
-            let encaps = self
-                .flows
-                .get(h)
-                .is_some_and(|f| f.actions.iter().any(|a| matches!(a, Action::Output(p) if *p as usize >= phys)));
+            let encaps = self.encapsulates(h);
             let sport = if encaps { crate::packet::key::key_src_port(&self.keys[i]).unwrap_or(0) } else { 0 };
             let value = EmcValue { flow: h, sport };
             if self.framed & (1 << i) != 0 {
-                // A run's frame key is its first packet's.
+                // A run's frame key is its first packet's (a swept packet's
+                // is back: see `own_keys`).
                 let src = if self.runs & (1 << i) != 0 { usize::from(self.run_prev[i]) % BURST } else { i };
+                debug_assert_eq!(self.swept & (1 << src), 0, "a frame key not kept");
                 let fk = self.frames[src];
                 self.emc.insert_frame(&fk, fk.hash(), value);
             } else {
                 self.emc.insert(&self.keys[i], self.hashes[i], value);
             }
             self.counters.add(Counter::EmcInserts, 1);
+        }
+    }
+
+    /// Whether flow `h` outputs to a tunnel port (encapsulates).
+    fn encapsulates(&self, h: FlowHandle) -> bool {
+        let phys = self.mtus.len();
+        let out = |a: &Action| matches!(a, Action::Output(p) if *p as usize >= phys);
+        self.flows.get(h).is_some_and(|f| f.actions.iter().any(out))
+    }
+
+    /// Flow `h` took a megaflow run: the next burst's megaflow runs get
+    /// their source ports at ingress if it encapsulates (see `swept`). A
+    /// flow's actions never change (a new one replaces it), so the answer
+    /// is kept for as long as the runs are of the same flow.
+    #[inline(always)]
+    fn hint_sweep(&mut self, h: FlowHandle) {
+        if self.sweep_sports.0 != Some(h) {
+            self.sweep_sports = (Some(h), self.encapsulates(h));
         }
     }
 

@@ -327,3 +327,54 @@ fn runs_taken_in_loops_of_their_own_give_what_the_parse_gives() {
     let gaps = bursts.iter().flatten().filter(|f| f.is_none()).count() as i128;
     assert!(gaps > 50 && empty_slots(&with) == gaps && empty_slots(&without) == gaps, "{gaps} empty slots");
 }
+
+/// Megaflow runs of a flow that encapsulates get their outer source ports
+/// at ingress once a burst has shown that flow (its frame keys are not
+/// kept then): each packet its own flow's port, as the model e-switch
+/// computes it. A megaflow run of a flow that does not encapsulate turns
+/// that off for the next burst. (The frame keys of those that end up
+/// looked up come back for the cache's insertions: the random bursts of
+/// `runs_taken_in_loops_of_their_own_give_what_the_parse_gives` fail
+/// without.)
+#[test]
+fn megaflow_runs_of_an_encapsulating_flow_get_their_ports_at_ingress() {
+    let mut e = engine_mtus(&ONE_MASK, 64, 1000, MTUS.to_vec());
+    let mut io = VecIo::default();
+    let want = |f: &[u8]| vxlan_src_port(&InnerFlow::from_frame(f));
+    let sports = |sent: &[(u32, Vec<u8>)]| -> Vec<u16> {
+        sent.iter().map(|(_, out)| u16::from_be_bytes([out[34], out[35]])).collect()
+    };
+    // Both megaflows installed (their first packets' keys cached); each
+    // burst below starts with one of those, then a run of its megaflow.
+    let (mut pkts, n) = burst(&[to(1, 1, 60), to(2, 1, 60)]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    let of = |net: u8, hosts: std::ops::Range<u8>| -> Vec<Vec<u8>> {
+        std::iter::once(to(net, 1, 60)).chain(hosts.map(|h| to(net, h, 60))).collect()
+    };
+    let (mut pkts, n) = burst(&of(1, 2..6));
+    e.process(0, &mut pkts, n, 2, &mut io);
+    assert!(e.sweep_sports.1, "the last megaflow run encapsulates");
+
+    let tunnel = of(1, 10..20);
+    let (mut pkts, n) = burst(&tunnel);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Lookup);
+    assert_eq!((pending, e.mask_runs, e.swept), (0x7ff, 0x7fe, 0x7fc), "the run's first keeps its key");
+    let (mut pkts, n) = burst(&tunnel);
+    let before = io.sent.len();
+    e.process(0, &mut pkts, n, 3, &mut io);
+    assert_eq!(sports(&io.sent[before..]), tunnel.iter().map(|f| want(f)).collect::<Vec<_>>());
+    assert!(io.sent[before..].iter().zip(&tunnel).all(|((p, out), f)| *p == 2 && out[50..] == f[..]));
+
+    // A run of the other megaflow: the next burst keeps its frame keys.
+    let (mut pkts, n) = burst(&of(2, 2..6));
+    e.process(0, &mut pkts, n, 4, &mut io);
+    assert!(!e.sweep_sports.1);
+    let (mut pkts, n) = burst(&tunnel);
+    let pending = e.stage_ingress(0, &mut pkts, n, &mut io, Framing::Lookup);
+    assert_eq!((pending, e.mask_runs, e.swept), (0x7ff, 0x7fe, 0));
+    let (mut pkts, n) = burst(&tunnel);
+    let before = io.sent.len();
+    e.process(0, &mut pkts, n, 5, &mut io);
+    assert_eq!(sports(&io.sent[before..]), tunnel.iter().map(|f| want(f)).collect::<Vec<_>>());
+    assert_balanced(&e);
+}
