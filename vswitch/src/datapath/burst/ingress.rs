@@ -135,7 +135,17 @@ impl Engine {
                     // The megaflow of packet j: no hash, no lookup. The
                     // packets after it of that megaflow are taken in a loop
                     // of their own.
-                    let (to, bits, bytes) = self.sweep_mask(pkts, i, end, j as u8, (&key, &mask), in_port, rx_limit);
+                    // With the packets' source ports when its flow is
+                    // expected to encapsulate (see `swept`).
+                    let of = (&key, &mask);
+                    let (to, bits, bytes) = if self.sweep_sports.1 {
+                        let taken = self.sweep_mask::<P, true>(pkts, i, end, j as u8, of, in_port, rx_limit);
+                        // Packet i keeps its frame key (stored above).
+                        self.swept |= taken.1 & !(1 << i);
+                        taken
+                    } else {
+                        self.sweep_mask::<P, false>(pkts, i, end, j as u8, of, in_port, rx_limit)
+                    };
                     framed |= bits;
                     mask_runs |= bits;
                     pending |= bits;
@@ -205,38 +215,15 @@ impl Engine {
     /// key and the frame mask), and the packets after it up to `end` of that
     /// megaflow too, in a loop that does nothing else: as
     /// [`sweep_run`](Self::sweep_run). Each has its own outer source port:
-    /// when the megaflow is expected to encapsulate (`sweep_sports`), that
-    /// of the packets after `i` is computed here, from the frame key in
-    /// registers (the key is not kept: see `swept`); otherwise the key is
-    /// kept for egress.
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn sweep_mask<P: PacketBuf>(
-        &mut self,
-        pkts: &Packets<P>,
-        i: usize,
-        end: usize,
-        j: u8,
-        of: (&FrameKey, &FrameMask),
-        in_port: u32,
-        rx_limit: usize,
-    ) -> (usize, u64, u64) {
-        if self.sweep_sports.1 {
-            let taken = self.sweep_mask_as::<P, true>(pkts, i, end, j, of, in_port, rx_limit);
-            // Packet i keeps its frame key (ingress's loop stored it).
-            self.swept |= taken.1 & !(1 << i);
-            taken
-        } else {
-            self.sweep_mask_as::<P, false>(pkts, i, end, j, of, in_port, rx_limit)
-        }
-    }
-
-    /// [`sweep_mask`](Self::sweep_mask), with the source ports (`SPORTS`)
-    /// or the frame keys: each a function of its own, compiled as if the
-    /// other were not there.
+    /// with `SPORTS` (the megaflow is expected to encapsulate, see
+    /// `sweep_sports`) that of the packets after `i` is computed here, from
+    /// the frame key in registers (the key is not kept: see `swept`);
+    /// otherwise the key is kept for egress. Each variant is a function of
+    /// its own: compiled as one, with the choice inside, the forwarding
+    /// variant came out 3 instructions a packet longer.
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
-    fn sweep_mask_as<P: PacketBuf, const SPORTS: bool>(
+    fn sweep_mask<P: PacketBuf, const SPORTS: bool>(
         &mut self,
         pkts: &Packets<P>,
         i: usize,
