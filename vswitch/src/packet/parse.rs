@@ -8,7 +8,6 @@
 use super::key::{
     ipv4_to, Field, FlowKey, FlowMask, FRAG_ANY, FRAG_LATER, KEY_WORDS, TUN_IPV6, TUN_PRESENT, VLAN_PRESENT,
 };
-use offload::entropy::InnerFlow;
 
 pub use super::proto::{
     ETH_TYPE_ARP, ETH_TYPE_IPV4, ETH_TYPE_IPV6, ETH_TYPE_NONE, ETH_TYPE_QINQ, ETH_TYPE_VLAN, IPPROTO_ICMP,
@@ -336,31 +335,12 @@ impl FrameKey {
 }
 
 impl FrameKey {
-    /// The inner flow of its frame (see [`InnerFlow::from_frame`], which
-    /// gives the same for the frames that have a frame key): the outer UDP
-    /// source port of its encapsulation comes from the key's words, without
-    /// a walk of the frame.
-    #[inline(always)]
-    pub fn inner_flow(&self) -> InnerFlow {
-        let (a, b, c) = (self.0[0].to_ne_bytes(), self.0[1].to_ne_bytes(), self.0[4].to_ne_bytes());
-        let v4 = |x: [u8; 4]| 0xffff_0000_0000u128 | u128::from(u32::from_be_bytes(x));
-        InnerFlow {
-            ip: true,
-            ether_type: ETH_TYPE_IPV4,
-            src: v4([a[0], a[1], a[2], a[3]]),
-            dst: v4([a[4], a[5], a[6], a[7]]),
-            // Bytes 20..24: the protocol is byte 23.
-            proto: c[3],
-            src_port: u16::from_be_bytes([b[4], b[5]]),
-            dst_port: u16::from_be_bytes([b[6], b[7]]),
-        }
-    }
-
     /// The outer UDP source port of its encapsulation: what
-    /// `vxlan_src_port` gives for its [`inner_flow`](Self::inner_flow),
-    /// from the key's words as they are, without the detour through 128-bit
-    /// addresses (the addresses' word, read in network order, is the
-    /// source address above the destination).
+    /// `vxlan_src_port` gives for its frame's inner flow (the IPv4
+    /// addresses, protocol and ports; `InnerFlow::from_frame`), from the
+    /// key's words as they are, without a walk of the frame (the addresses'
+    /// word, read in network order, is the source address above the
+    /// destination).
     #[inline(always)]
     pub fn src_port(&self) -> u16 {
         let (a, b, c) = (self.0[0].to_ne_bytes(), self.0[1].to_ne_bytes(), self.0[4].to_ne_bytes());
@@ -855,6 +835,7 @@ impl ParseErrorCounters {
 mod tests {
     use super::*;
     use crate::packet::key::ipv4;
+    use offload::entropy::InnerFlow;
 
     fn udp4() -> Vec<u8> {
         let mut f = vec![0u8; 60];
@@ -1192,8 +1173,7 @@ mod tests {
                     assert!(parse_fast(&f, 3, None, &mut fast).is_some(), "{change:?}, len {len}");
                     let full = parse_full(&f, 3, None);
                     assert!(full.error.is_none() && full.key == fast, "{change:?}, len {len}");
-                    assert_eq!(fk.inner_flow(), InnerFlow::from_frame(&f), "{change:?}, len {len}");
-                    let sport = offload::entropy::vxlan_src_port(&fk.inner_flow());
+                    let sport = offload::entropy::vxlan_src_port(&InnerFlow::from_frame(&f));
                     assert_eq!(fk.src_port(), sport, "{change:?}, len {len}");
                     let first = *by_frame_key.entry(fk.0).or_insert(full.key);
                     assert!(first == full.key, "{change:?}, len {len}: one frame key, two flow keys");

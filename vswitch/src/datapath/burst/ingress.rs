@@ -43,6 +43,7 @@ impl Engine {
         let vtep = self.tun.is_uplink(in_port);
         self.burst_len = n;
         self.live_bytes = None;
+        self.swept = 0;
         // Port numbers above 16 bits have no frame keys.
         if framing != Framing::Parse && !vtep && in_port <= u32::from(u16::MAX) {
             return self.ingress_framed(in_port, pkts, n, framing == Framing::Lookup);
@@ -51,7 +52,6 @@ impl Engine {
         let mut rx_bytes = 0u64;
         let rx_limit = if vtep { 0 } else { self.rx_limit(in_port) };
         self.mask_runs = 0;
-        self.swept = 0;
         let mut memo = RunMemo::new();
         let mut decap = DecapMemo::new();
         let mut runs = 0u64;
@@ -96,7 +96,6 @@ impl Engine {
         // Bytes of the packets dropped here (the rest's are the flows').
         let mut lost = 0u64;
         let rx_limit = self.rx_limit(in_port);
-        self.swept = 0;
         let mut memo = RunMemo::new();
         let mut frame_memo = FrameMemo::new();
         let mut mask_memo = MaskMemo::new(self.frame_mask());
