@@ -199,6 +199,22 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     let text = monitor.text();
     assert!(text.contains("MOD: 3(tap0)") && text.contains("LINK_DOWN"), "{text}");
     assert!(text.contains("in_port=1 (via action)"), "{text}");
+    // FLOW_REMOVED: a rule that asked for it, deleted after 7 hits, is
+    // reported with all 7 (read once the datapath has let it go).
+    must(t, &["add-flow", "send_flow_rem,priority=150,in_port=vf0,udp,tp_dst=9100,actions=drop"]);
+    send(&veth.ns, 7, 9100);
+    wait_for(Duration::from_secs(10), "7 datagrams on the send_flow_rem rule", || {
+        (packets(&must(t, &["dump-flows"]), "priority=150") == 7).then_some(())
+    });
+    must(t, &["del-flows", "--strict", "priority=150,in_port=vf0,udp,tp_dst=9100"]);
+    wait_for(Duration::from_secs(10), "FLOW_REMOVED in ovs-ofctl monitor", || {
+        monitor.text().contains("OFPT_FLOW_REMOVED").then_some(())
+    });
+    let text = monitor.text();
+    let removed: Vec<&str> = text.lines().skip_while(|l| !l.contains("OFPT_FLOW_REMOVED")).take(2).collect();
+    let removed = removed.join(" ");
+    assert!(removed.contains("tp_dst=9100") && removed.contains("reason=delete"), "{text}");
+    assert!(removed.contains(" pkts7 "), "all 7 hits: {text}");
     drop(monitor);
     must(t, &["del-flows", "--strict", "priority=200,in_port=vf0,udp,tp_dst=9000"]);
 

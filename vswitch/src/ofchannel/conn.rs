@@ -245,7 +245,7 @@ fn run<S: Stream>(ctx: &Ctx, mut s: S, controller: bool, peer: String) {
             let writing = scope.spawn(move || write_loop(ctx, w, &replies, &queued));
             let read = serve(ctx, &mut s, &mut session, &out);
             // Edits the peer made before it went still reach the datapath.
-            if let Some(e) = session.flush(&ctx.switch) {
+            if let Some(e) = session.flush(&ctx.switch, &ctx.hub) {
                 let _ = out.send(e);
             }
             drop(out);
@@ -256,7 +256,7 @@ fn run<S: Stream>(ctx: &Ctx, mut s: S, controller: bool, peer: String) {
             (wrote.unwrap_or(read), left)
         }),
         Err(e) => {
-            let _ = session.flush(&ctx.switch);
+            let _ = session.flush(&ctx.switch, &ctx.hub);
             (format!("socket setup: {e}"), ctx.hub.leave(id))
         }
     };
@@ -344,7 +344,7 @@ fn serve<S: Stream>(ctx: &Ctx, s: &mut S, session: &mut Session, out: &Out) -> S
         }
         // All that was read is handled: the FLOW_MODs among it go to the
         // datapath together.
-        if let Some(e) = session.flush(&ctx.switch) {
+        if let Some(e) = session.flush(&ctx.switch, &ctx.hub) {
             if let Err(e) = reply(out, e) {
                 return e;
             }
@@ -388,7 +388,7 @@ fn handle_frames(ctx: &Ctx, session: &mut Session, buf: &mut Vec<u8>, out: &Out)
                     break Err("version negotiation failed".into());
                 }
                 if session.batch_full() {
-                    if let Some(e) = session.flush(&ctx.switch) {
+                    if let Some(e) = session.flush(&ctx.switch, &ctx.hub) {
                         reply(out, e)?;
                     }
                 }

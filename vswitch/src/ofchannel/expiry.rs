@@ -4,7 +4,7 @@
 //! ([`super::port_status`]).
 
 use super::ctx::Ctx;
-use super::session::notify_removed;
+use super::session::{notify_removed, wants_removed};
 use crate::flow::table::RuleId;
 use crate::switch::Origin;
 use openflow::msg::removed_reason;
@@ -67,11 +67,15 @@ fn check(ctx: &Ctx, seen: &mut HashMap<RuleId, (u64, Instant)>) {
             continue;
         }
         let gone = ctx.switch.of_remove(|id, _| ids.contains(&id));
-        if let Err(e) = ctx.switch.of_commit() {
+        // The counts FLOW_REMOVED carries are read after the removal is
+        // published (the hits until the datapath let the rules go).
+        let wanted: Vec<RuleId> = gone.iter().filter(|r| wants_removed(r)).map(|r| r.id).collect();
+        let (done, last) = ctx.switch.of_commit_counting(&wanted);
+        if let Err(e) = done {
             tracing::warn!("openflow timeouts: {e}");
         }
         tracing::debug!(rules = gone.len(), reason, "openflow rules timed out");
-        notify_removed(&ctx.hub, &gone, &counts, reason);
+        notify_removed(&ctx.hub, &gone, &last, reason);
         for g in &gone {
             seen.remove(&g.id);
         }

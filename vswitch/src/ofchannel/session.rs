@@ -6,6 +6,7 @@
 
 use super::hub::{Hub, Role};
 use super::stats::{self, of_view};
+use crate::flow::table::RuleId;
 use crate::ofmap::N_TABLES;
 use crate::ofmap::{to_actions, to_instructions, to_match};
 use crate::switch::{OfFilter, OfRule, Origin, Switch};
@@ -41,6 +42,9 @@ pub struct Session {
     /// FLOW_MODs applied and not yet published, and the xid of the last.
     pending: usize,
     last_xid: u32,
+    /// Rules those FLOW_MODs deleted that asked for FLOW_REMOVED: sent when
+    /// the batch is published, with the counts they have then.
+    removed: Vec<crate::switch::OfRuleView>,
 }
 
 impl Session {
@@ -55,6 +59,7 @@ impl Session {
             config: SwitchConfig { flags: 0, miss_send_len: if controller { 128 } else { 0 } },
             datapath_id,
             peer,
+            removed: Vec::new(),
             pending: 0,
             last_xid: 0,
         }
@@ -102,7 +107,7 @@ impl Session {
         if matches!(msg, Message::FlowMod(_)) {
             self.pending += 1;
             self.last_xid = h.xid;
-        } else if let Some(e) = self.flush(switch) {
+        } else if let Some(e) = self.flush(switch, hub) {
             out.replies.push(e);
         }
         match self.request(h, &msg, switch, hub) {
@@ -115,15 +120,21 @@ impl Session {
         out
     }
 
-    /// Publishes the FLOW_MODs applied so far; an ERROR (FLOW_MOD_FAILED
-    /// UNKNOWN, with the last one's xid) when the datapath did not take them
-    /// (they stay in the rule table and the next publication carries them).
-    pub fn flush(&mut self, switch: &Switch) -> Option<Vec<u8>> {
+    /// Publishes the FLOW_MODs applied so far, then sends FLOW_REMOVED for
+    /// the rules they deleted that asked for it, with the counts the rules
+    /// had when the datapath let them go; an ERROR (FLOW_MOD_FAILED UNKNOWN,
+    /// with the last one's xid) when the datapath did not take them (they
+    /// stay in the rule table and the next publication carries them).
+    pub fn flush(&mut self, switch: &Switch, hub: &Hub) -> Option<Vec<u8>> {
         if self.pending == 0 {
             return None;
         }
         self.pending = 0;
-        let e = switch.of_commit().err()?;
+        let gone = std::mem::take(&mut self.removed);
+        let ids: Vec<RuleId> = gone.iter().map(|r| r.id).collect();
+        let (done, counts) = switch.of_commit_counting(&ids);
+        notify_removed(hub, &gone, &counts, removed_reason::DELETE);
+        let e = done.err()?;
         tracing::warn!(peer = %self.peer, "openflow: {e}");
         Some(error_reply(self.last_xid, e.code, &[]))
     }
@@ -184,7 +195,7 @@ impl Session {
             Message::RoleRequest(r) => self.role(h, r, hub),
             Message::FlowMod(fm) => {
                 slave()?;
-                self.flow_mod(fm, switch, hub)?;
+                self.flow_mod(fm, switch)?;
                 Ok(Vec::new())
             }
             Message::MultipartRequest(m) => stats::reply(h.xid, m, switch, self.datapath_id),
@@ -223,7 +234,7 @@ impl Session {
         Ok(vec![encode(h.xid, &Message::RoleReply(RoleMsg { role: now.wire(), generation_id: r.generation_id }))])
     }
 
-    fn flow_mod(&self, fm: &FlowMod, switch: &Switch, hub: &Hub) -> Result<(), Rejection> {
+    fn flow_mod(&mut self, fm: &FlowMod, switch: &Switch) -> Result<(), Rejection> {
         let ports = switch.of_ports();
         if fm.flags & !flow_flags::ALL != 0 {
             return reject(E::FlowModFailedBadFlags, format!("flags {:#x}", fm.flags));
@@ -282,7 +293,8 @@ impl Session {
                 Ok(())
             }
             FlowModCommand::Delete | FlowModCommand::DeleteStrict => {
-                remove(switch, hub, &filter, removed_reason::DELETE);
+                let gone = switch.of_delete(&filter);
+                self.removed.extend(gone.into_iter().filter(wants_removed));
                 Ok(())
             }
         }
@@ -322,15 +334,9 @@ fn packet_out(po: &openflow::PacketOut, switch: &Switch) -> Result<(), Rejection
     switch.inject(po.data.clone(), in_port, out)
 }
 
-/// Deletes the rules `filter` selects (published with the session's batch)
-/// and sends FLOW_REMOVED for those that asked for it, with their counters
-/// read before they go. Returns how many went.
-pub fn remove(switch: &Switch, hub: &Hub, filter: &OfFilter, reason: u8) -> usize {
-    let wanted = switch.of_select(filter).iter().any(|r| r.meta.flags & flow_flags::SEND_FLOW_REM != 0);
-    let counts = if wanted { switch.rule_counts().unwrap_or_default() } else { Default::default() };
-    let gone = switch.of_delete(filter);
-    notify_removed(hub, &gone, &counts, reason);
-    gone.len()
+/// Whether a removed rule asked for FLOW_REMOVED (`send_flow_rem`).
+pub fn wants_removed(r: &crate::switch::OfRuleView) -> bool {
+    r.meta.flags & flow_flags::SEND_FLOW_REM != 0
 }
 
 /// FLOW_REMOVED to every session but slaves, for the removed rules that
@@ -341,7 +347,7 @@ pub fn notify_removed(
     counts: &std::collections::HashMap<crate::flow::table::RuleId, (u64, u64)>,
     reason: u8,
 ) {
-    for r in gone.iter().filter(|r| r.meta.flags & flow_flags::SEND_FLOW_REM != 0) {
+    for r in gone.iter().filter(|r| wants_removed(r)) {
         let (packets, bytes) = counts.get(&r.id).copied().unwrap_or((0, 0));
         let age = r.meta.added.elapsed();
         let m = Message::FlowRemoved(FlowRemoved {

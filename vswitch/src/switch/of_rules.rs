@@ -243,11 +243,30 @@ impl Switch {
     /// UNKNOWN when a PMD did not take the change (the edits stay in the
     /// rule table, and the next publication carries them).
     pub fn of_commit(&self) -> Result<(), Rejection> {
+        self.of_commit_counting(&[]).0
+    }
+
+    /// [`of_commit`](Self::of_commit), then the final packets and bytes of
+    /// `gone`, rules removed since the last publication (for FLOW_REMOVED):
+    /// read once every PMD has revalidated their flows out and the hardware
+    /// has given its last counts, under the rule lock, so that no other
+    /// publication drops them first (see `RuleState::removed`). Read even
+    /// when the publication failed: what the rules counted until then.
+    pub fn of_commit_counting(&self, gone: &[RuleId]) -> (Result<(), Rejection>, HashMap<RuleId, (u64, u64)>) {
         let mut state = self.lock_rules();
-        if !state.dirty {
-            return Ok(());
+        let done = if state.dirty { self.publish(&mut state).map(|_| ()).map_err(publish_error) } else { Ok(()) };
+        if gone.is_empty() {
+            return (done, HashMap::new());
         }
-        self.publish(&mut state).map(|_| ()).map_err(publish_error)
+        let counts = match self.rule_counts() {
+            Ok(mut all) => gone.iter().filter_map(|id| all.remove(id).map(|c| (*id, c))).collect(),
+            Err(e) => {
+                tracing::warn!(rules = gone.len(), "counts of removed rules not read (FLOW_REMOVED says 0): {e}");
+                HashMap::new()
+            }
+        };
+        drop(state);
+        (done, counts)
     }
 
     /// Rules with an idle or hard timeout: (id, idle, hard, when added).

@@ -135,6 +135,11 @@ pub(super) struct RuleState {
     pub index: std::collections::HashMap<RuleKey, RuleId>,
     /// Edits not yet published to the PMDs (OpenFlow batches them).
     pub dirty: bool,
+    /// Rules removed since the last publication: their counts (those of
+    /// their flows gone before, in software and hardware) are kept through
+    /// the next one, which retires the flows they still have, so that the
+    /// final counts can be read after it (FLOW_REMOVED).
+    pub removed: Vec<RuleId>,
     pub generation: u64,
     copies: Copies,
 }
@@ -148,6 +153,7 @@ impl RuleState {
             meta: BTreeMap::new(),
             index: std::collections::HashMap::new(),
             dirty: false,
+            removed: Vec::new(),
             generation: 1,
             copies: Copies::default(),
         };
@@ -156,16 +162,46 @@ impl RuleState {
     }
 
     /// Replaces the file's rules (reload); rules from vswitchctl and
-    /// OpenFlow stay.
+    /// OpenFlow stay. A rule the new file has unchanged (table, priority,
+    /// match, actions, next table) keeps its id, and with it its counts,
+    /// its place among rules of equal priority and the megaflows it
+    /// decided; the others go, and the new ones come in file order.
     pub(super) fn replace(&mut self, rules: &[ConfiguredRule]) {
+        let mut wanted: std::collections::HashMap<RuleKey, usize> =
+            rules.iter().enumerate().map(|(i, r)| (Self::key_of(&r.spec), i)).collect();
         let old: Vec<RuleId> =
             self.meta.iter().filter(|(_, m)| m.origin == Origin::Config).map(|(id, _)| *id).collect();
+        let mut kept = vec![false; rules.len()];
         for id in old {
-            self.remove(id);
+            let same = self.meta.get(&id).and_then(|m| wanted.get(&(m.table, m.priority, m.matcher)).copied());
+            match same.filter(|&i| self.unchanged(id, &rules[i].spec)) {
+                Some(i) => {
+                    kept[i] = true;
+                    wanted.remove(&Self::key_of(&rules[i].spec));
+                    if let Some(m) = self.meta.get_mut(&id) {
+                        m.text = rules[i].text.trim().to_owned();
+                    }
+                }
+                None => {
+                    self.remove(id);
+                }
+            }
         }
-        for r in rules {
+        for (r, _) in rules.iter().zip(&kept).filter(|(_, k)| !**k) {
             self.insert(&r.spec, RuleMeta::text(&r.text, Origin::Config, Some(&r.spec)));
         }
+    }
+
+    /// A rule's identity (table, priority, match as stored: masked).
+    fn key_of(spec: &RuleSpec) -> RuleKey {
+        (spec.table, spec.priority, Match { key: spec.matcher.key.masked(&spec.matcher.mask), mask: spec.matcher.mask })
+    }
+
+    /// Whether rule `id` does what `spec` says (same actions and next table;
+    /// the caller found it by `spec`'s table, priority and match).
+    fn unchanged(&self, id: RuleId, spec: &RuleSpec) -> bool {
+        let Some(m) = self.meta.get(&id) else { return false };
+        self.table.get_at(m.table, id, &m.matcher).is_some_and(|r| r.actions == spec.actions && r.goto == spec.goto)
     }
 
     /// Adds a rule with its metadata; returns its id.
@@ -193,6 +229,7 @@ impl RuleState {
     pub(super) fn remove(&mut self, id: RuleId) -> Option<RuleMeta> {
         let meta = self.meta.remove(&id)?;
         self.table.remove_at(meta.table, id, &meta.matcher);
+        self.removed.push(id);
         self.log(TableOp::Remove { table: meta.table, id, matcher: meta.matcher });
         let key = (meta.table, meta.priority, meta.matcher);
         if self.index.get(&key) == Some(&id) {
@@ -349,5 +386,37 @@ mod tests {
         assert!(s.copies.spare.is_some(), "a spare was reclaimed");
         assert!(s.copies.log.len() < 40, "the log is trimmed: {}", s.copies.log.len());
         drop(held);
+    }
+
+    fn configured(text: &str, priority: u32, dport: u128, out: u32) -> ConfiguredRule {
+        let matcher = Match::any().with(Field::TpDst, dport).with(Field::IpProto, 17);
+        let spec = RuleSpec { table: 0, priority, matcher, actions: vec![Action::Output(out)], goto: None };
+        ConfiguredRule { text: text.into(), spec, line: 1 }
+    }
+
+    /// A reload keeps the rules the file has unchanged (their ids, so their
+    /// counts and megaflows) and replaces the others.
+    #[test]
+    fn a_reload_keeps_the_rules_it_leaves_unchanged() {
+        let (a, b, c) = (configured("a", 10, 80, 1), configured("b", 10, 81, 1), configured("c", 5, 82, 2));
+        let mut s = RuleState::new(&[a.clone(), b, c], true);
+        let id_of = |s: &RuleState, text: &str| s.meta.iter().find(|(_, m)| m.text == text).map(|(id, _)| *id);
+        let (ia, ib, ic) = (id_of(&s, "a"), id_of(&s, "b"), id_of(&s, "c"));
+        s.removed.clear();
+        // a written differently but the same; b with other actions; c gone,
+        // d new.
+        let a2 = ConfiguredRule { text: " a, reformatted ".into(), ..a };
+        s.replace(&[configured("b", 10, 81, 2), a2, configured("d", 5, 83, 2)]);
+        assert_eq!(id_of(&s, "a, reformatted"), ia, "unchanged: the same rule, its text updated");
+        let nb = id_of(&s, "b");
+        assert!(nb.is_some() && nb != ib, "other actions: a new rule");
+        assert!(id_of(&s, "c").is_none() && id_of(&s, "d").is_some());
+        assert_eq!(s.table.len(), 3);
+        let mut removed = s.removed.clone();
+        removed.sort_unstable();
+        assert_eq!(removed, [ib, ic].map(|id| id.expect("an id")));
+        let in_table: Vec<RuleId> = rules_of(&s.table).iter().map(|r| r.id).collect();
+        assert_eq!(in_table.len(), 3);
+        assert!(in_table.contains(&ia.expect("a's id")) && s.meta.keys().all(|id| in_table.contains(id)));
     }
 }

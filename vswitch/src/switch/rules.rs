@@ -35,10 +35,14 @@ impl Switch {
     pub(super) fn publish(&self, state: &mut RuleState) -> Result<RevalidateReport, SwitchError> {
         state.generation += 1;
         state.dirty = false;
+        // Rules removed since the last publication keep their counts
+        // through this one (see `RuleState::removed`).
+        let removed: std::collections::HashSet<RuleId> = state.removed.drain(..).collect();
         if let Some(o) = &self.offload {
-            // Hardware counts of removed flows go with their rule.
+            // Hardware counts of flows gone go with their rule, and go when
+            // it went a publication ago.
             let mut retired = o.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            retired.retain(|id, _| state.meta.contains_key(id));
+            retired.retain(|id, _| state.meta.contains_key(id) || removed.contains(id));
         }
         let (table, at) = state.snapshot();
         let acked = self.send_rules(&table).and_then(Self::acknowledged);

@@ -264,17 +264,19 @@ impl Engine {
     /// cached megaflow becomes stale until it is revalidated, by the slices
     /// of a sweep ([`Engine::revalidate_slice`]) or first by a packet that
     /// hits it (a stale flow forwards nothing before it is checked). One is
-    /// kept only if the new decision needs no field outside it and acts the
-    /// same. A sweep in progress starts over (its tally carries on).
+    /// kept only if the new decision needs no field outside it, comes from
+    /// the same rules and acts the same. A sweep in progress starts over (its tally carries on).
     pub fn set_rules(&mut self, table: Arc<RuleTable>) {
-        self.table = table;
-        self.action_lists.clear();
         // Counts of rules that are gone go with them (checked when they
-        // pile up: a walk of the table is not for every publication).
-        if self.retired.len() > self.table.len() + 1024 {
-            let live: std::collections::HashSet<u64> = self.table.rules().map(|r| r.id).collect();
+        // pile up: a walk of the tables is not for every publication), a
+        // publication after they went: those of the rules this one removes
+        // are read after it (FLOW_REMOVED), with their last flows'.
+        if self.retired.len() > table.len() + self.table.len() + 1024 {
+            let live: std::collections::HashSet<u64> = table.rules().chain(self.table.rules()).map(|r| r.id).collect();
             self.retired.retain(|id, _| live.contains(id));
         }
+        self.table = table;
+        self.action_lists.clear();
         self.table_gen = self.table_gen.wrapping_add(1);
         self.stale = self.flows.len();
         let report = self.sweep.take().map(|s| s.report).unwrap_or_default();
@@ -332,7 +334,14 @@ impl Engine {
         let c = self.table.classify(&flow.key);
         let (new_actions, _) = flow_actions(c.rule.as_deref(), flow.key.in_port());
         let new_mask = megaflow_mask(c.mask);
-        if new_mask.is_subset_of(self.flows.mask(flow)) && *new_actions == *flow.actions {
+        // Kept only when the same rules decide it: its counts so far are
+        // theirs (a flow that another rule now decides, with the same
+        // actions, goes, and its counts stay with the rules it counted for).
+        let same_rules = match (c.rule.as_deref(), flow.rule.as_deref()) {
+            (Some(a), Some(b)) => a.id == b.id && a.via == b.via,
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if same_rules && new_mask.is_subset_of(self.flows.mask(flow)) && *new_actions == *flow.actions {
             let gen = self.table_gen;
             if let Some(f) = self.flows.get_mut(h) {
                 f.rule = c.rule;

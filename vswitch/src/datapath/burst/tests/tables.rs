@@ -65,3 +65,68 @@ fn ids_of(e: &Engine, table: u8, priority: u32, dport: u128) -> u64 {
         .map(|r| r.id)
         .expect("the rule")
 }
+
+/// The table the engine runs by without these rules (ids kept).
+fn without(e: &Engine, ids: &[u64]) -> Arc<RuleTable> {
+    let mut t = e.table.deep_clone();
+    for id in ids {
+        t.remove(*id).expect("a rule of the table");
+    }
+    Arc::new(t)
+}
+
+#[test]
+fn a_flow_another_rule_now_decides_goes_and_its_counts_stay_with_its_rule() {
+    // The catch-all acts as the port-80 rule does: without that rule its
+    // flow would still forward the same, but its 5 packets are not the
+    // catch-all's.
+    let mut e =
+        engine(&["priority=10,in_port=vf0,udp,tp_dst=80 actions=output:vf1", "priority=1 actions=output:vf1"], 64);
+    let frames = |dport: u16, n: u8| (0..n).map(|i| udp([4; 6], [2; 6], [10, 0, 0, i], dport, 60)).collect::<Vec<_>>();
+    run_bursts(&mut e, &[(0, frames(80, 5)), (0, frames(81, 2))]);
+    let (r80, any) = (ids_of(&e, 0, 10, 80), e.table.rules().find(|r| r.priority == 1).expect("catch-all").id);
+    let report = e.revalidate(without(&e, &[r80]));
+    // The catch-all's own flow stays (the same rule decides it).
+    assert_eq!((report.kept, report.removed), (1, 1));
+    let flows = e.dump(10);
+    assert_eq!(flows.iter().map(|f| (f.rule.map(|r| r.0), f.packets)).collect::<Vec<_>>(), [(Some(any), 2)]);
+    assert_eq!(e.retired.get(&r80), Some(&(5, 5 * 60)));
+    // Its packets now make a flow of the catch-all's, from zero.
+    run_bursts(&mut e, &[(0, frames(80, 3))]);
+    let mut counts: Vec<u64> = e.dump(20).iter().map(|f| f.packets).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [2, 3]);
+    assert_eq!(e.retired.get(&r80), Some(&(5, 5 * 60)), "nothing more for the rule that went");
+    assert_balanced(&e);
+}
+
+#[test]
+fn counts_of_a_removed_rule_last_through_the_publication_that_removes_it() {
+    // Many rules that went long ago make the engine drop the counts of
+    // rules no longer in the table; rule 80's earlier flow counted 4 and
+    // aged out, and the publication that removes the rule must not drop
+    // them: they are read after it (FLOW_REMOVED).
+    const DEAD: u16 = 1030;
+    let mut texts: Vec<String> =
+        (0..DEAD).map(|i| format!("priority=5,in_port=vf0,udp,tp_dst={} actions=output:vf1", 1000 + i)).collect();
+    texts.push("priority=10,in_port=vf0,udp,tp_dst=80 actions=output:vf1".into());
+    texts.push("priority=1 actions=drop".into());
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut e = engine_sized(&refs, 64, 4096);
+    let frame = |dport: u16| udp([4; 6], [2; 6], [10, 0, 0, 1], dport, 60);
+    let dead: Vec<Vec<u8>> = (0..DEAD).map(|i| frame(1000 + i)).collect();
+    let bursts: Vec<(u32, Vec<Vec<u8>>)> = dead.chunks(BURST).map(|c| (0, c.to_vec())).collect();
+    run_bursts(&mut e, &bursts);
+    let dead_ids: Vec<u64> = e.table.rules().filter(|r| r.priority == 5).map(|r| r.id).collect();
+    assert_eq!(e.revalidate(without(&e, &dead_ids)).removed, usize::from(DEAD));
+    assert_eq!(e.retired.len(), usize::from(DEAD));
+
+    run_bursts(&mut e, &[(0, vec![frame(80); 4])]);
+    let r80 = ids_of(&e, 0, 10, 80);
+    // Idle for a minute (the engine's clock: 1 GHz).
+    e.maintenance(60_000_000_000);
+    assert_eq!((e.dump(10).len(), e.retired.get(&r80)), (0, Some(&(4, 240))), "aged out, counted");
+    e.revalidate(without(&e, &[r80]));
+    assert_eq!(e.retired.get(&r80), Some(&(4, 240)), "rule 80's counts outlast its publication");
+    assert_eq!(e.retired.len(), 1, "those of the rules gone before are dropped");
+}
