@@ -24,12 +24,12 @@ fn sender() {
 }
 
 fn send(ns: &str, count: u32, dport: u16) {
-    netns::helper_result(netns::helper(
-        ns,
-        "ovs_ofctl_adds_modifies_deletes_and_counts_rules",
-        "send",
-        &format!("{count}:{dport}"),
-    ));
+    send_as("ovs_ofctl_adds_modifies_deletes_and_counts_rules", ns, count, dport);
+}
+
+/// [`send`] from the helper of test `test`.
+fn send_as(test: &str, ns: &str, count: u32, dport: u16) {
+    netns::helper_result(netns::helper(ns, test, "send", &format!("{count}:{dport}")));
 }
 
 /// `ovs-ofctl -O OpenFlow13 ARGS...` against `target`: (success, stdout + stderr).
@@ -241,6 +241,70 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
     must(t, &["dump-flows"]);
     let log = d.stop();
     assert!(log.contains("openflow hello failed"), "{log}");
+}
+
+/// FLOW_REMOVED carries the hits the e-switch counted: with the model
+/// offloading every megaflow, a rule's datagrams after the first are
+/// counted in hardware, and the FLOW_REMOVED of its deletion has them all
+/// (the hardware's last counts, taken when its rule is destroyed).
+#[test]
+fn flow_removed_counts_the_hits_in_hardware() {
+    const TEST: &str = "flow_removed_counts_the_hits_in_hardware";
+    if std::env::var(netns::HELPER_ROLE).is_ok() {
+        return sender();
+    }
+    let veth = Veth::build("vsfr");
+    let dir = TempDir::new("openflow-hw");
+    write_pcap(&dir.path("empty.pcap"), &[]);
+    let sock = dir.path("of.sock");
+    let config = format!(
+        "rules = [\"priority=0 actions=drop\"]\n\
+         [eal]\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\n\
+         [control]\nsocket = \"unused\"\n\n[metrics]\nlisten = \"off\"\n\n\
+         [openflow]\nlisten = [\"punix:{}\"]\n\n\
+         [offload]\ndevice = \"model\"\npolicy = \"all\"\nquery_interval_ms = 50\n\n\
+         [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_af_packet_fr,iface=va\"\n\n\
+         [[port]]\nname = \"out0\"\nrole = \"uplink\"\ndevargs = \"net_pcap_frout,rx_pcap={},tx_pcap={}\"\n",
+        sock.display(),
+        dir.path("empty.pcap").display(),
+        dir.path("out.pcap").display()
+    );
+    let d = Daemon::start_in(Some(&veth.ns), &dir.0, &config, &[]);
+    let t = format!("unix:{}", sock.display());
+    let t = t.as_str();
+    // The monitor is connected once it shows a packet-in.
+    must(t, &["add-flow", "priority=200,in_port=vf0,udp,tp_dst=9000,actions=controller"]);
+    let monitor = Monitor::start(t, &dir.path("monitor.txt"));
+    wait_for(Duration::from_secs(10), "a packet-in in ovs-ofctl monitor", || {
+        send_as(TEST, &veth.ns, 1, 9000);
+        std::thread::sleep(Duration::from_millis(100));
+        monitor.text().contains("OFPT_PACKET_IN").then_some(())
+    });
+    must(t, &["add-flow", "send_flow_rem,priority=150,in_port=vf0,udp,tp_dst=9100,actions=output:out0"]);
+    // The first datagram makes the megaflow, which goes into the e-switch;
+    // the next six are the e-switch's.
+    send_as(TEST, &veth.ns, 1, 9100);
+    let flow = |d: &Daemon| {
+        let flows = d.ctl_json(&["dump-flows"]).expect("dump-flows");
+        flows.as_array().expect("flows").iter().find(|f| f["priority"] == 150).cloned()
+    };
+    wait_for(Duration::from_secs(10), "the megaflow in hardware", || {
+        flow(&d).filter(|f| f["offload"] == "hw").map(|_| ())
+    });
+    send_as(TEST, &veth.ns, 6, 9100);
+    wait_for(Duration::from_secs(10), "7 datagrams on the rule, 6 of them in hardware", || {
+        let hw = flow(&d).and_then(|f| f["hw_packets"].as_u64());
+        (packets(&must(t, &["dump-flows"]), "priority=150") == 7 && hw == Some(6)).then_some(())
+    });
+    must(t, &["del-flows", "--strict", "priority=150,in_port=vf0,udp,tp_dst=9100"]);
+    wait_for(Duration::from_secs(10), "FLOW_REMOVED in ovs-ofctl monitor", || {
+        monitor.text().contains("OFPT_FLOW_REMOVED").then_some(())
+    });
+    let text = monitor.text();
+    let removed: Vec<&str> = text.lines().skip_while(|l| !l.contains("OFPT_FLOW_REMOVED")).take(2).collect();
+    assert!(removed.join(" ").contains(" pkts7 "), "all 7 hits, 6 of them in hardware: {text}");
+    drop(monitor);
+    d.stop();
 }
 
 /// `ovs-ofctl -O OpenFlow13 monitor TARGET 65535`, its output to a file;

@@ -65,6 +65,11 @@ pub enum PmdCommand {
     /// Answer with every flow, in chunks (a slice of the table per
     /// iteration), the last one marked; emptied chunks come back on `recycle`.
     DumpFlows { reply: Sender<FlowChunk>, recycle: Receiver<Vec<FlowInfo>> },
+    /// Answer with the counts these rules' removed flows left (see
+    /// `Engine::retired`): once a publication without the rules is
+    /// acknowledged, all their flows have gone and these are their final
+    /// counts in software (FLOW_REMOVED), found without a dump of the flows.
+    Retired { rules: Arc<[u64]>, reply: Sender<Vec<(u64, u64, u64)>> },
     /// These flows were hit in hardware: keep them from idling out.
     Touch(Vec<u64>),
     /// Remove these flows (aged out in both tiers, or evicted).
@@ -419,6 +424,10 @@ impl Pmd {
             PmdCommand::DumpFlows { reply, recycle } => {
                 let in_emc = self.engine.emc_slots();
                 self.dumps.push_back(DumpJob { reply, recycle, next: 0, in_emc });
+            }
+            PmdCommand::Retired { rules, reply } => {
+                let counts = rules.iter().filter_map(|id| self.engine.retired.get(id).map(|c| (*id, c.0, c.1)));
+                let _ = reply.send(counts.collect());
             }
             PmdCommand::Touch(ids) => self.engine.touch(&ids, now),
             PmdCommand::Expire(ids, reason) => self.engine.expire(&ids, reason),

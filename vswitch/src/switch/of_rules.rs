@@ -250,16 +250,23 @@ impl Switch {
     /// `gone`, rules removed since the last publication (for FLOW_REMOVED):
     /// read once every PMD has revalidated their flows out and the hardware
     /// has given its last counts, under the rule lock, so that no other
-    /// publication drops them first (see `RuleState::removed`). Read even
-    /// when the publication failed: what the rules counted until then.
+    /// publication drops them first (see `RuleState::removed`). Their flows
+    /// are all gone then, so the counts they left are all there is (no
+    /// dump of the flows). Read even when the publication failed, from the
+    /// flows as well: what the rules counted until then.
     pub fn of_commit_counting(&self, gone: &[RuleId]) -> (Result<(), Rejection>, HashMap<RuleId, (u64, u64)>) {
         let mut state = self.lock_rules();
         let done = if state.dirty { self.publish(&mut state).map(|_| ()).map_err(publish_error) } else { Ok(()) };
         if gone.is_empty() {
             return (done, HashMap::new());
         }
-        let counts = match self.rule_counts() {
-            Ok(mut all) => gone.iter().filter_map(|id| all.remove(id).map(|c| (*id, c))).collect(),
+        let read = if done.is_ok() {
+            self.retired_counts(gone)
+        } else {
+            self.rule_counts().map(|mut all| gone.iter().filter_map(|id| all.remove(id).map(|c| (*id, c))).collect())
+        };
+        let counts = match read {
+            Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!(rules = gone.len(), "counts of removed rules not read (FLOW_REMOVED says 0): {e}");
                 HashMap::new()

@@ -17,6 +17,7 @@ use crate::ofrule;
 use crate::packet::ParseError;
 use crate::underlay::Tunnel;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Packets and bytes by rule id.
@@ -194,6 +195,38 @@ impl Switch {
         }
         out.sort_by_key(|f| f.id);
         Ok((out, retired))
+    }
+
+    /// The counts that rules no longer in the published table left, in
+    /// software (every PMD's) and in hardware: their final counts once
+    /// every PMD has acknowledged that table, without a dump of the flows.
+    pub fn retired_counts(&self, rules: &[u64]) -> Result<RuleCounts, SwitchError> {
+        let ids: Arc<[u64]> = rules.into();
+        let mut out = RuleCounts::new();
+        for p in &self.pmds {
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let timeout = |what: &str| SwitchError::PmdTimeout(format!("PMD {} {what}", p.shared.index));
+            p.commands
+                .send_timeout(PmdCommand::Retired { rules: Arc::clone(&ids), reply: tx }, Duration::from_secs(2))
+                .map_err(|_| timeout("has a full command queue"))?;
+            let answer = rx.recv_timeout(Duration::from_secs(2)).map_err(|_| timeout("did not answer"))?;
+            for (rule, packets, bytes) in answer {
+                let e = out.entry(rule).or_default();
+                e.0 += packets;
+                e.1 += bytes;
+            }
+        }
+        if let Some(o) = &self.offload {
+            let hw = o.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            for id in rules {
+                if let Some((packets, bytes)) = hw.get(id) {
+                    let e = out.entry(*id).or_default();
+                    e.0 += packets;
+                    e.1 += bytes;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A flow's view; with `testpmd`, its hardware rule as testpmd commands.
