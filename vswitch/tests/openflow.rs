@@ -58,13 +58,10 @@ fn packets(dump: &str, needle: &str) -> u64 {
     n.parse().expect("a number")
 }
 
-#[test]
-fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
-    if std::env::var(netns::HELPER_ROLE).is_ok() {
-        return sender();
-    }
-    let veth = Veth::build("vsof");
-    let dir = TempDir::new("openflow");
+/// A switch with an OpenFlow listener (its socket returned), `vf0` on the
+/// namespace's veth and `out0` writing a pcap, and `extra` (sections);
+/// `tag` names its devices.
+fn listener_config(dir: &TempDir, tag: &str, extra: &str) -> (String, std::path::PathBuf) {
     write_pcap(&dir.path("empty.pcap"), &[]);
     let sock = dir.path("of.sock");
     let config = format!(
@@ -72,13 +69,24 @@ fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
          [eal]\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\n\
          [control]\nsocket = \"unused\"\n\n[metrics]\nlisten = \"off\"\n\n\
          [openflow]\nlisten = [\"punix:{}\"]\n\n\
-         [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_af_packet_of,iface=va\"\n\n\
-         [[port]]\nname = \"out0\"\nrole = \"uplink\"\ndevargs = \"net_pcap_ofout,rx_pcap={},tx_pcap={}\"\n\n\
-         [[port]]\nname = \"tap0\"\nrole = \"representor\"\ndevargs = \"net_tap_of,iface=oftap0\"\n",
+         [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_af_packet_{tag},iface=va\"\n\n\
+         [[port]]\nname = \"out0\"\nrole = \"uplink\"\ndevargs = \"net_pcap_{tag}out,rx_pcap={},tx_pcap={}\"\n\n{extra}",
         sock.display(),
         dir.path("empty.pcap").display(),
         dir.path("out.pcap").display()
     );
+    (config, sock)
+}
+
+#[test]
+fn ovs_ofctl_adds_modifies_deletes_and_counts_rules() {
+    if std::env::var(netns::HELPER_ROLE).is_ok() {
+        return sender();
+    }
+    let veth = Veth::build("vsof");
+    let dir = TempDir::new("openflow");
+    let tap = "[[port]]\nname = \"tap0\"\nrole = \"representor\"\ndevargs = \"net_tap_of,iface=oftap0\"\n";
+    let (config, sock) = listener_config(&dir, "of", tap);
     let d = Daemon::start_in(Some(&veth.ns), &dir.0, &config, &[]);
     let t = format!("unix:{}", sock.display());
     let t = t.as_str();
@@ -255,20 +263,8 @@ fn flow_removed_counts_the_hits_in_hardware() {
     }
     let veth = Veth::build("vsfr");
     let dir = TempDir::new("openflow-hw");
-    write_pcap(&dir.path("empty.pcap"), &[]);
-    let sock = dir.path("of.sock");
-    let config = format!(
-        "rules = [\"priority=0 actions=drop\"]\n\
-         [eal]\nargs = [\"--no-huge\", \"-m\", \"512\", \"--no-pci\", \"--no-telemetry\", \"--log-level=lib.eal:warning\"]\n\n\
-         [control]\nsocket = \"unused\"\n\n[metrics]\nlisten = \"off\"\n\n\
-         [openflow]\nlisten = [\"punix:{}\"]\n\n\
-         [offload]\ndevice = \"model\"\npolicy = \"all\"\nquery_interval_ms = 50\n\n\
-         [[port]]\nname = \"vf0\"\nrole = \"representor\"\ndevargs = \"net_af_packet_fr,iface=va\"\n\n\
-         [[port]]\nname = \"out0\"\nrole = \"uplink\"\ndevargs = \"net_pcap_frout,rx_pcap={},tx_pcap={}\"\n",
-        sock.display(),
-        dir.path("empty.pcap").display(),
-        dir.path("out.pcap").display()
-    );
+    let offload = "[offload]\ndevice = \"model\"\npolicy = \"all\"\nquery_interval_ms = 50\n";
+    let (config, sock) = listener_config(&dir, "fr", offload);
     let d = Daemon::start_in(Some(&veth.ns), &dir.0, &config, &[]);
     let t = format!("unix:{}", sock.display());
     let t = t.as_str();
