@@ -332,9 +332,7 @@ impl Switch {
         let (flows, mut out) = self.flows_and_retired()?;
         if let Some(o) = &self.offload {
             for (rule, (p, b)) in o.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter() {
-                let e = out.entry(*rule).or_default();
-                e.0 += p;
-                e.1 += b;
+                super::show::credit(&mut out, *rule, *p, *b);
             }
         }
         for f in flows {
@@ -342,9 +340,7 @@ impl Switch {
             let (hp, hb) =
                 self.offload.as_ref().and_then(|o| o.shared.flow(f.id)).map_or((0, 0), |o| (o.hw_packets, o.hw_bytes));
             for id in f.via.iter().copied().chain([id]) {
-                let e = out.entry(id).or_default();
-                e.0 += f.packets + hp;
-                e.1 += f.bytes + hb;
+                super::show::credit(&mut out, id, f.packets + hp, f.bytes + hb);
             }
         }
         Ok(out)

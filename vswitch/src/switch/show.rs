@@ -23,6 +23,13 @@ use std::time::Duration;
 /// Packets and bytes by rule id.
 pub type RuleCounts = std::collections::HashMap<u64, (u64, u64)>;
 
+/// Adds packets and bytes to a rule's counts.
+pub(super) fn credit(counts: &mut RuleCounts, rule: u64, packets: u64, bytes: u64) {
+    let e = counts.entry(rule).or_default();
+    e.0 += packets;
+    e.1 += bytes;
+}
+
 impl Switch {
     fn sum(&self, f: impl Fn(&crate::datapath::counters::Shared) -> u64) -> u64 {
         self.pmds.iter().map(|p| f(&p.shared.counters)).sum()
@@ -184,9 +191,7 @@ impl Switch {
                 out.append(&mut chunk.flows);
                 if chunk.last {
                     for (rule, p, b) in chunk.retired {
-                        let e = retired.entry(rule).or_default();
-                        e.0 += p;
-                        e.1 += b;
+                        credit(&mut retired, rule, p, b);
                     }
                     break;
                 }
@@ -211,18 +216,14 @@ impl Switch {
                 .map_err(|_| timeout("has a full command queue"))?;
             let answer = rx.recv_timeout(Duration::from_secs(2)).map_err(|_| timeout("did not answer"))?;
             for (rule, packets, bytes) in answer {
-                let e = out.entry(rule).or_default();
-                e.0 += packets;
-                e.1 += bytes;
+                credit(&mut out, rule, packets, bytes);
             }
         }
         if let Some(o) = &self.offload {
             let hw = o.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             for id in rules {
-                if let Some((packets, bytes)) = hw.get(id) {
-                    let e = out.entry(*id).or_default();
-                    e.0 += packets;
-                    e.1 += bytes;
+                if let Some(&(packets, bytes)) = hw.get(id) {
+                    credit(&mut out, *id, packets, bytes);
                 }
             }
         }

@@ -265,7 +265,8 @@ impl Engine {
     /// of a sweep ([`Engine::revalidate_slice`]) or first by a packet that
     /// hits it (a stale flow forwards nothing before it is checked). One is
     /// kept only if the new decision needs no field outside it, comes from
-    /// the same rules and acts the same. A sweep in progress starts over (its tally carries on).
+    /// the same rules and acts the same. A sweep in progress starts over
+    /// (its tally carries on).
     pub fn set_rules(&mut self, table: Arc<RuleTable>) {
         // Counts of rules that are gone go with them (checked when they
         // pile up: a walk of the tables is not for every publication), a
@@ -337,10 +338,7 @@ impl Engine {
         // Kept only when the same rules decide it: its counts so far are
         // theirs (a flow that another rule now decides, with the same
         // actions, goes, and its counts stay with the rules it counted for).
-        let same_rules = match (c.rule.as_deref(), flow.rule.as_deref()) {
-            (Some(a), Some(b)) => a.id == b.id && a.via == b.via,
-            (a, b) => a.is_none() && b.is_none(),
-        };
+        let same_rules = c.rule.as_deref().map(|r| (r.id, &*r.via)) == flow.rule.as_deref().map(|r| (r.id, &*r.via));
         if same_rules && new_mask.is_subset_of(self.flows.mask(flow)) && *new_actions == *flow.actions {
             let gen = self.table_gen;
             if let Some(f) = self.flows.get_mut(h) {
