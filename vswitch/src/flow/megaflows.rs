@@ -144,15 +144,25 @@ impl Subtable {
 }
 
 /// The index. Values are flow slots (`u32`, below `u32::MAX`).
-#[derive(Default)]
 pub struct Megaflows {
     subtables: Vec<Subtable>,
     entries: usize,
+    /// A batch lookup's work and answers, per key: kept between batches,
+    /// so that a batch of one key does not first fill 64 of each.
+    sigs: [u32; 64],
+    cand: [usize; 64],
+    found: [u32; 64],
+}
+
+impl Default for Megaflows {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Megaflows {
     pub fn new() -> Self {
-        Self::default()
+        Self { subtables: Vec::new(), entries: 0, sigs: [0; 64], cand: [0; 64], found: [0; 64] }
     }
 
     /// Number of megaflows.
@@ -248,42 +258,45 @@ impl Megaflows {
         None
     }
 
-    /// Looks up the `pending` keys of a burst (bits of `keys`, at most 64):
-    /// `out[i]` gets the slot for `keys[i]`, or `None`; the rest of `out` is
-    /// left alone.
-    pub fn lookup_batch<K: FlowKeys>(&mut self, keys: &[FlowKey], pending: u64, out: &mut [Option<u32>], flows: &K) {
-        let n = keys.len().min(out.len()).min(64);
-        let mut pending = pending & if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
-        for i in Bits(pending) {
-            out[i] = None;
-        }
-        let mut sigs = [0u32; 64];
-        let mut cand = [usize::MAX; 64];
+    /// Looks up the `pending` keys of a burst (bits of `keys`, at most 64).
+    /// Returns the keys found; [`found`](Self::found) gives their slots.
+    pub fn lookup_batch<K: FlowKeys>(&mut self, keys: &[FlowKey], pending: u64, flows: &K) -> u64 {
+        let n = keys.len().min(64);
+        let asked = pending & if n == 64 { u64::MAX } else { (1u64 << n) - 1 };
+        let mut pending = asked;
         for st in &mut self.subtables {
             if pending == 0 {
                 break;
             }
             for i in Bits(pending) {
-                sigs[i] = st.sig(&keys[i]);
-                crate::arch::prefetch(&st.slots[st.home(sigs[i])]);
+                self.sigs[i] = st.sig(&keys[i]);
+                crate::arch::prefetch(&st.slots[st.home(self.sigs[i])]);
             }
             for i in Bits(pending) {
-                cand[i] = st.first_candidate(sigs[i]).unwrap_or(usize::MAX);
-                if cand[i] != usize::MAX {
-                    flows.prefetch_key(index_of(st.slots[cand[i]]));
+                self.cand[i] = st.first_candidate(self.sigs[i]).unwrap_or(usize::MAX);
+                if self.cand[i] != usize::MAX {
+                    flows.prefetch_key(index_of(st.slots[self.cand[i]]));
                 }
             }
             for i in Bits(pending) {
-                if cand[i] == usize::MAX {
+                if self.cand[i] == usize::MAX {
                     continue;
                 }
-                if let Some(found) = st.find_from(&keys[i], sigs[i], cand[i], flows) {
-                    out[i] = Some(found);
+                if let Some(found) = st.find_from(&keys[i], self.sigs[i], self.cand[i], flows) {
+                    self.found[i] = found;
                     pending &= !(1u64 << i);
                     st.hits += 1;
                 }
             }
         }
+        asked & !pending
+    }
+
+    /// The slot the last [`lookup_batch`](Self::lookup_batch) found for key
+    /// `i` (one of the keys it returned).
+    #[inline(always)]
+    pub fn found(&self, i: usize) -> u32 {
+        self.found[i]
     }
 }
 
@@ -366,22 +379,21 @@ mod tests {
             }
             assert_eq!(idx.len(), reference.len());
             let probes: Vec<FlowKey> = (0..40).map(|_| key(&mut rng)).collect();
-            // A random subset of the probes asked for: the others' answers
-            // are left alone.
+            // A random subset of the probes asked for: only those are found.
             let asked = rng.rotate_left(17);
-            let mut got = [Some(u32::MAX); 40];
+            let hit = idx.lookup_batch(&probes, asked, &slots);
+            assert_eq!(hit & !asked, 0, "step {step}: only keys asked for are found");
             let mut want = [None; 40];
-            idx.lookup_batch(&probes, asked, &mut got, &slots);
             reference.lookup_batch(&probes, &mut want);
             // Overlapping masks may answer with different megaflows; each
             // answer must match the probe.
             for (i, p) in probes.iter().enumerate() {
                 if asked & (1 << i) == 0 {
-                    assert_eq!(got[i], Some(u32::MAX), "step {step} probe {i} not asked for");
                     continue;
                 }
-                assert_eq!(got[i].is_some(), want[i].is_some(), "step {step} probe {i}");
-                if let Some(s) = got[i] {
+                let got = (hit & (1 << i) != 0).then(|| idx.found(i));
+                assert_eq!(got.is_some(), want[i].is_some(), "step {step} probe {i}");
+                if let Some(s) = got {
                     let (_, mi) = live.iter().find(|&&(l, _)| l == s).expect("a live slot");
                     assert!(p.eq_masked(slots.0[s as usize].as_ref().expect("live"), &masks[*mi]));
                     assert!(idx.lookup(p, &slots).is_some(), "the scalar lookup finds it too");

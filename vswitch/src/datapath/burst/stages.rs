@@ -313,10 +313,9 @@ impl Engine {
         if pending == 0 {
             return 0;
         }
-        let mut found = [None; BURST];
-        self.megaflows.lookup_batch(&self.keys[..], pending, &mut found, &self.flows);
-        for i in Bits(pending) {
-            if let Some(h) = found[i].and_then(|index| self.flows.handle_at(index as usize)) {
+        let found = self.megaflows.lookup_batch(&self.keys[..], pending, &self.flows);
+        for i in Bits(found) {
+            if let Some(h) = self.flows.handle_at(self.megaflows.found(i) as usize) {
                 self.flow_of[i] = Some(h);
                 pending &= !(1 << i);
                 self.counters.add(Counter::MegaflowHits, 1);
