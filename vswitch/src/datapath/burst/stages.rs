@@ -142,7 +142,22 @@ impl Engine {
         self.emc_gate.account(lookups.count_ones(), (lookups & !pending).count_ones(), cheap_misses);
         // Each hit's cached port, 0 when it has none (see `EmcValue::sport`).
         self.sport_known = hits & !pending;
-        self.resolve_runs(pending, parsed, pkts)
+        let mut uncounted = parsed;
+        if self.mask_runs & pending != 0 {
+            // Megaflow runs wait on packets looked up that missed: those go
+            // to the megaflow classifier now (there is one mask, so no
+            // signature cache), and the runs take their flows. Left to the
+            // later stages, every packet of the runs would be parsed and
+            // looked up by itself: each of the gate's probe bursts while
+            // the cache misses (see `EmcGate`), at a million flows of one
+            // megaflow.
+            let own = lookups & pending;
+            self.own_keys(own, pkts);
+            let missed = self.stage_megaflow(own);
+            uncounted -= (own & !missed).count_ones();
+            pending = (pending & !own) | missed;
+        }
+        self.resolve_runs(pending, uncounted, pkts)
     }
 
     /// Packet `i` hit the exact-match cache with `v`: its flow (its slot

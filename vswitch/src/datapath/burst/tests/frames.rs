@@ -378,3 +378,31 @@ fn megaflow_runs_of_an_encapsulating_flow_get_their_ports_at_ingress() {
     assert_eq!(sports(&io.sent[before..]), tunnel.iter().map(|f| want(f)).collect::<Vec<_>>());
     assert_balanced(&e);
 }
+
+/// A megaflow run whose first packet misses the exact-match cache (new
+/// exact keys while the cache is looked up, as in the gate's probe bursts
+/// at many flows of one megaflow) takes that packet's megaflow hit: its
+/// packets are neither parsed nor looked up by themselves.
+#[test]
+fn a_megaflow_run_waits_for_its_first_packets_megaflow_hit() {
+    let mut e = engine_mtus(&ONE_MASK, 64, 1000, MTUS.to_vec());
+    let mut io = VecIo::default();
+    let (mut pkts, n) = burst(&[to(1, 1, 60)]);
+    e.process(0, &mut pkts, n, 1, &mut io);
+    assert_eq!(e.flow_count(), 1);
+    // New exact keys of that megaflow.
+    let fresh: Vec<Vec<u8>> = (30..40).map(|h| to(1, h, 60)).collect();
+    let (mut pkts, n) = burst(&fresh);
+    let before = counters(&e);
+    let sent = io.sent.len();
+    assert!(e.emc_gate.lookup_now(), "the cache is looked up");
+    e.process(0, &mut pkts, n, 2, &mut io);
+    assert_eq!(e.mask_runs, 0x3fe);
+    assert_eq!(e.unparsed & e.mask_runs, 0x3fe, "the run's packets were not parsed");
+    let c = counters(&e);
+    let delta = |k: Counter| c.get(k) - before.get(k);
+    assert_eq!((delta(Counter::EmcHits), delta(Counter::MegaflowHits), delta(Counter::Upcalls)), (0, 10, 0));
+    assert!(io.sent[sent..].iter().zip(&fresh).all(|((p, out), f)| *p == 2 && out[50..] == f[..]));
+    assert_eq!(io.sent.len() - sent, fresh.len());
+    assert_balanced(&e);
+}
