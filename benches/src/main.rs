@@ -137,6 +137,14 @@ enum Cmd {
         /// Skip the testpmd floor.
         #[arg(long)]
         no_floor: bool,
+        /// Frames each case's input holds, at least: its flows repeated
+        /// round-robin up to this many (default: 1,024, or one a flow above
+        /// that). The generator (net_pcap) copies every frame from a buffer
+        /// of its own, so a larger set costs the floor and every switch
+        /// more; give the largest flow count to compare flow counts with
+        /// the same input set (only the flows then differ).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=16_000_000))]
+        replay_frames: Option<u64>,
         /// Pages DPDK runs on: `auto` measures every case on 2 MB pages (as
         /// hosts run DPDK; reserved for the run and given back) and again on
         /// 4 KiB pages, or on 4 KiB only when 2 MB pages cannot be had.
@@ -309,11 +317,15 @@ pub struct Case {
     pub pages: pages::Pages,
     pub warmup: Duration,
     pub window: Duration,
+    /// The scaling baseline: one flow on a larger case's input set (see
+    /// [`baselines`]), apart from the table's cases.
+    pub baseline: bool,
 }
 
 impl Case {
     fn label(&self) -> String {
-        format!("{} {} flows {} B, {} pages", self.scenario.name(), self.flows, self.frame, self.pages.name())
+        let input = if self.baseline { format!(" on {} frames (baseline)", self.packets) } else { String::new() };
+        format!("{} {} flows {} B{input}, {} pages", self.scenario.name(), self.flows, self.frame, self.pages.name())
     }
 }
 
@@ -343,13 +355,15 @@ fn run(args: Args) -> Result<()> {
             acl_flows,
             peer,
             no_floor,
+            replay_frames,
             pages,
             timing,
             out,
             vswitchd,
         } => {
             let cases = run_cases(&scenario, &flows, &frame, &large_frame_flows, &setup_flows, acl_flows);
-            let opts = MatrixOptions { timing, peer: peer.is_some(), floor: !no_floor, pages };
+            let replay = replay_frames.unwrap_or(scenario::DEFAULT_REPLAY);
+            let opts = MatrixOptions { timing, peer: peer.is_some(), floor: !no_floor, pages, replay };
             show_reports(&matrix(&ours::vswitchd_path(vswitchd)?, &cases, &opts, &out)?, &out)?;
         }
         Cmd::Scale { pmds, cores: given, main_core, traffic, peer, warmup, seconds, out, vswitchd } => {
@@ -468,7 +482,8 @@ fn smoke(vswitchd: Option<PathBuf>, no_peer: bool) -> Result<()> {
     ];
     let out = std::env::temp_dir().join(format!("vswitch-bench-smoke-{}", std::process::id()));
     // Both page sizes when 2 MB pages can be had: the hugepage path is checked too.
-    let opts = MatrixOptions { timing, peer: !no_peer, floor: true, pages: PagesArg::Auto };
+    let opts =
+        MatrixOptions { timing, peer: !no_peer, floor: true, pages: PagesArg::Auto, replay: scenario::DEFAULT_REPLAY };
     let results = matrix(&bin, &cases, &opts, &out)?;
     let mut bad = Vec::new();
     for m in &results.measurements {
@@ -544,24 +559,33 @@ fn matrix(bin: &Path, cases: &[(Scenario, u32, usize)], opts: &MatrixOptions, ou
     let mut results = Results { meta: meta(core, &opts.timing), measurements: Vec::new() };
     // The reservation lives as long as the run (dropped last: after the
     // work directory's daemons are gone).
-    let (reservation, modes) = page_plan(opts.pages, &work, cases, opts.peer)?;
+    let (reservation, modes) = page_plan(opts.pages, &work, cases, opts.peer, opts.replay)?;
     results.meta.insert("pages".into(), modes.iter().map(Pages::name).collect::<Vec<_>>().join(", "));
-    let total = cases.len() * modes.len();
+    if opts.replay != scenario::DEFAULT_REPLAY {
+        results.meta.insert("replay_frames".into(), opts.replay.to_string());
+    }
+    // The table's cases, then the scaling baselines: (case, frames at
+    // least, baseline).
+    let plans: Vec<((Scenario, u32, usize), u64, bool)> = cases
+        .iter()
+        .map(|&c| (c, opts.replay, false))
+        .chain(baselines(cases, opts.replay).into_iter().map(|(sc, frames)| ((sc, 1, 64), frames, true)))
+        .collect();
+    let total = plans.len() * modes.len();
     for (m, pages) in modes.iter().enumerate() {
         let ovs = if opts.peer {
-            // Per-port pools: the largest source holds its pcap (about a
-            // packet per flow, at least 1,024), the other ports ~20k mbufs each.
-            let most = cases.iter().map(|c| u64::from(c.1).max(1024)).max().unwrap_or(1024);
-            let mem = ovs_memory_mb(pages, most);
+            // Per-port pools: the largest source holds its pcap (a packet
+            // per flow, at least the replay set), the other ports ~20k mbufs each.
+            let mem = ovs_memory_mb(pages, most_frames(cases, opts.replay));
             let o = ovs::Ovs::start(&work, &[core], main_core, mem, pages).context("starting Open vSwitch")?;
             results.meta.insert("ovs".into(), o.version.clone());
             Some(o)
         } else {
             None
         };
-        for (i, (scenario, flows, frame)) in cases.iter().copied().enumerate() {
-            let pcap = work.join(format!("{}-{flows}-{frame}.pcap", scenario.name()));
-            let packets = scenario::write_pcap(&pcap, scenario, flows, frame)?;
+        for (i, &((scenario, flows, frame), replay, baseline)) in plans.iter().enumerate() {
+            let pcap = work.join(format!("{}-{flows}-{frame}-{replay}.pcap", scenario.name()));
+            let packets = scenario::write_pcap_replay(&pcap, scenario, flows, frame, replay)?;
             let case = Case {
                 scenario,
                 flows,
@@ -574,9 +598,10 @@ fn matrix(bin: &Path, cases: &[(Scenario, u32, usize)], opts: &MatrixOptions, ou
                 pages: pages.clone(),
                 warmup: Duration::from_secs(opts.timing.warmup),
                 window: Duration::from_secs(opts.timing.seconds),
+                baseline,
             };
             interrupted()?;
-            eprintln!("[{}/{total}] {}", m * cases.len() + i + 1, case.label());
+            eprintln!("[{}/{total}] {}", m * plans.len() + i + 1, case.label());
             let programs = Programs { bin, main_core, ovs: ovs.as_ref(), floor: opts.floor, work: &work };
             let row = measure_rounds(&programs, &case, opts.timing.rounds)?;
             results.measurements.extend(row);
@@ -588,12 +613,32 @@ fn matrix(bin: &Path, cases: &[(Scenario, u32, usize)], opts: &MatrixOptions, ou
     Ok(results)
 }
 
+/// The scaling target's baselines (1M flows at most 1.5x one flow): fwd
+/// and encap at one 64-byte flow on as many frames as the run's largest
+/// 64-byte flow count of that scenario replays, when the run has both and
+/// that set is larger than one flow's own. The generator copies each frame
+/// from a buffer of its own, so a 1M-frame set costs every program more
+/// than a 1,024-frame one (the floor about twice as many cycles): with the
+/// baseline, one flow and many differ in their flows alone.
+fn baselines(cases: &[(Scenario, u32, usize)], replay: u64) -> Vec<(Scenario, u64)> {
+    [Scenario::Fwd, Scenario::Encap]
+        .into_iter()
+        .filter(|sc| cases.contains(&(*sc, 1, 64)))
+        .filter_map(|sc| {
+            let most = cases.iter().filter(|c| c.0 == sc && c.2 == 64).map(|c| u64::from(c.1)).max()?;
+            (most > replay).then_some((sc, most))
+        })
+        .collect()
+}
+
 /// What [`matrix`] measures besides the cases.
 struct MatrixOptions {
     timing: Timing,
     peer: bool,
     floor: bool,
     pages: PagesArg,
+    /// Frames each case's input holds at least (`--replay-frames`).
+    replay: u64,
 }
 
 /// Open vSwitch's memory for the run: its per-port pools (see `matrix`).
@@ -606,6 +651,12 @@ fn ovs_memory_mb(pages: &Pages, most_flows: u64) -> u64 {
     }
 }
 
+/// The most frames any case's input holds (about: `write_pcap_replay`
+/// rounds up to whole rounds of flows).
+fn most_frames(cases: &[(Scenario, u32, usize)], replay: u64) -> u64 {
+    cases.iter().map(|c| u64::from(c.1).max(replay)).max().unwrap_or(replay)
+}
+
 /// The page sizes to measure on and, for 2 MB pages, their reservation:
 /// enough for Open vSwitch's pools and the largest case's switch (the
 /// floor, vswitchd and Open vSwitch's port run one at a time; Open
@@ -615,12 +666,13 @@ fn page_plan(
     work: &Path,
     cases: &[(Scenario, u32, usize)],
     peer: bool,
+    replay: u64,
 ) -> Result<(Option<pages::Reservation>, Vec<Pages>)> {
     if arg == PagesArg::Small {
         return Ok((None, vec![Pages::Small]));
     }
     let huge = Pages::Huge(PathBuf::new());
-    let most = cases.iter().map(|c| u64::from(c.1).max(1024)).max().unwrap_or(1024);
+    let most = most_frames(cases, replay);
     let mut mb = huge.memory_mb((most + 65_536).max(131_072)) + 512;
     if peer {
         mb += ovs_memory_mb(&huge, most);
@@ -830,6 +882,25 @@ fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn baselines_only_for_a_run_with_one_flow_and_a_larger_set() {
+        let cases = run_cases(
+            &[Scenario::Fwd, Scenario::Encap, Scenario::Decap],
+            &[1, 1000, 1_000_000],
+            &[64, 1500],
+            &[1, 1000],
+            &[],
+            0,
+        );
+        assert_eq!(baselines(&cases, 1024), vec![(Scenario::Fwd, 1_000_000), (Scenario::Encap, 1_000_000)]);
+        // The input set is already that large, or there is no one-flow case.
+        assert!(baselines(&cases, 1_000_000).is_empty());
+        let many = run_cases(&[Scenario::Fwd], &[1000, 1_000_000], &[64], &[], &[], 0);
+        assert!(baselines(&many, 1024).is_empty());
+        let smoke = [(Scenario::Fwd, 1000, 64)];
+        assert!(baselines(&smoke, 1024).is_empty());
+    }
 
     fn m(scenario: &str, cycles: f64, upcalls: f64) -> Measurement {
         serde_json::from_value(serde_json::json!({

@@ -118,6 +118,7 @@ pub fn run(s: &Setup) -> Result<String> {
             pages: crate::pages::Pages::Small,
             warmup: Duration::from_secs(s.warmup),
             window: Duration::from_secs(s.seconds),
+            baseline: false,
         };
         crate::interrupted()?;
         eprintln!("{n} PMD(s) on cores {cores:?}: {}", case.label());

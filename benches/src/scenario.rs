@@ -81,6 +81,18 @@ fn vm_traffic(flows: u32, size: usize) -> TrafficSpec {
 /// at least 1024 packets; `frame` is the size on the wire (with the 4-byte
 /// FCS, which the pcap does not hold). Returns the packet count.
 pub fn write_pcap(path: &Path, scenario: Scenario, flows: u32, frame: usize) -> Result<u64> {
+    write_pcap_replay(path, scenario, flows, frame, DEFAULT_REPLAY)
+}
+
+/// The fewest frames a case replays by default.
+pub const DEFAULT_REPLAY: u64 = 1024;
+
+/// [`write_pcap`] with at least `replay` packets (the flows repeated
+/// round-robin, a whole number of times). The generator copies each frame
+/// out of its own buffer, so the replay set's size, not only the flow
+/// count, sets what the generator costs: a 1,000,000-frame set is read
+/// from memory, a 1,024-frame one from cache.
+pub fn write_pcap_replay(path: &Path, scenario: Scenario, flows: u32, frame: usize, replay: u64) -> Result<u64> {
     let size = frame.saturating_sub(4).max(60);
     // Decap input: the inner frame is 50 bytes shorter, so that the outer
     // one has the requested size.
@@ -102,7 +114,7 @@ pub fn write_pcap(path: &Path, scenario: Scenario, flows: u32, frame: usize) -> 
     let mut w = PcapWriter::new(std::io::BufWriter::with_capacity(1 << 20, file))?;
     let flows = flows.max(1);
     let acl = if scenario == Scenario::Acl { vswitch::traffic::acl::flows(flows) } else { Vec::new() };
-    let total = u64::from(flows).max(1024).div_ceil(u64::from(flows)) * u64::from(flows);
+    let total = u64::from(flows).max(replay).div_ceil(u64::from(flows)) * u64::from(flows);
     let mut pkt = VecPacket::new(&[], 128);
     let mut cache: Vec<Vec<u8>> = Vec::new();
     for n in 0..total {
