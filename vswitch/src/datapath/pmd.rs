@@ -61,7 +61,9 @@ pub enum PmdCommand {
     /// Use this rule table from now on; revalidate cached flows (in slices
     /// between iterations; a packet hitting a flow not revalidated yet has
     /// it revalidated first); send the events that produced; then answer.
-    SetRules { table: Arc<RuleTable>, done: Sender<RevalidateReport> },
+    /// `keep`: removed rules whose counts are still to be read (see
+    /// `Engine::set_rules_keeping`).
+    SetRules { table: Arc<RuleTable>, keep: Arc<[u64]>, done: Sender<RevalidateReport> },
     /// Answer with every flow, in chunks (a slice of the table per
     /// iteration), the last one marked; emptied chunks come back on `recycle`.
     DumpFlows { reply: Sender<FlowChunk>, recycle: Receiver<Vec<FlowInfo>> },
@@ -415,10 +417,10 @@ impl Pmd {
 
     fn command(&mut self, cmd: PmdCommand, now: u64) {
         match cmd {
-            PmdCommand::SetRules { table, done } => {
+            PmdCommand::SetRules { table, keep, done } => {
                 // A revalidation in progress is superseded: its waiters hear
                 // when this one is over (its tally carries on).
-                self.engine.set_rules(table);
+                self.engine.set_rules_keeping(table, &keep);
                 self.revalidated.push(done);
             }
             PmdCommand::DumpFlows { reply, recycle } => {

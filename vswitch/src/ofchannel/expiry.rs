@@ -86,7 +86,10 @@ fn check(ctx: &Ctx, seen: &mut HashMap<RuleId, (u64, Instant)>) {
 /// switch forwards by the file's and vswitchctl's rules until one is back.
 pub fn standalone(ctx: &Ctx) {
     let gone = ctx.switch.of_remove(|_, m| m.origin == Origin::Controller);
-    match ctx.switch.of_commit() {
+    // No controller to tell (FLOW_REMOVED): the counts are read only to be
+    // let go (see `Switch::of_commit_counting`).
+    let ids: Vec<RuleId> = gone.iter().filter(|r| wants_removed(r)).map(|r| r.id).collect();
+    match ctx.switch.of_commit_counting(&ids).0 {
         Ok(()) => tracing::warn!(
             rules = gone.len(),
             "no OpenFlow controller connected (fail_mode standalone): the controllers' rules were removed"

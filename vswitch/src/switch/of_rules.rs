@@ -220,7 +220,9 @@ impl Switch {
     }
 
     /// FLOW_MOD delete: removes the selected rules and returns them.
-    /// Published by [`Switch::of_commit`].
+    /// Published by [`Switch::of_commit_counting`], which the caller gives
+    /// the rules that asked for FLOW_REMOVED (their counts are kept until
+    /// then: `RuleState::unread`).
     pub fn of_delete(&self, filter: &OfFilter) -> Vec<OfRuleView> {
         let ports = self.of_ports();
         let mut state = self.lock_rules();
@@ -229,7 +231,8 @@ impl Switch {
     }
 
     /// Removes the rules `select` picks (by their metadata) and returns
-    /// them. Published by [`Switch::of_commit`].
+    /// them. Published by [`Switch::of_commit_counting`], as
+    /// [`of_delete`](Self::of_delete).
     pub fn of_remove(&self, select: impl Fn(RuleId, &RuleMeta) -> bool) -> Vec<OfRuleView> {
         let mut state = self.lock_rules();
         let ids: Vec<RuleId> = state.meta.iter().filter(|(id, m)| select(**id, m)).map(|(id, _)| *id).collect();
@@ -247,10 +250,11 @@ impl Switch {
     }
 
     /// [`of_commit`](Self::of_commit), then the final packets and bytes of
-    /// `gone`, rules removed since the last publication (for FLOW_REMOVED):
-    /// read once every PMD has revalidated their flows out and the hardware
-    /// has given its last counts, under the rule lock, so that no other
-    /// publication drops them first (see `RuleState::removed`). Their flows
+    /// `gone`, rules the caller removed (for FLOW_REMOVED): read once every
+    /// PMD has revalidated their flows out and the hardware has given its
+    /// last counts, under the rule lock. Publications made in between by
+    /// others (another controller's) keep those counts for this read (see
+    /// `RuleState::removed` and `RuleState::unread`). Their flows
     /// are all gone then, so the counts they left are all there is (no
     /// dump of the flows). Read even when the publication failed, from the
     /// flows as well: what the rules counted until then.
@@ -259,6 +263,10 @@ impl Switch {
         let done = if state.dirty { self.publish(&mut state).map(|_| ()).map_err(publish_error) } else { Ok(()) };
         if gone.is_empty() {
             return (done, HashMap::new());
+        }
+        // Read now, or never: the next publication may drop them.
+        for id in gone {
+            state.unread.remove(id);
         }
         let read = if done.is_ok() {
             self.retired_counts(gone)
@@ -352,6 +360,10 @@ fn remove_ids(state: &mut RuleState, ids: &[RuleId]) -> Vec<OfRuleView> {
     for id in ids {
         let Some(m) = state.meta.get(id) else { continue };
         let v = view(state, *id, m);
+        if m.flags & openflow::flow_flags::SEND_FLOW_REM != 0 {
+            // Its counts are kept until its remover reads them.
+            state.unread.insert(*id);
+        }
         state.remove(*id);
         gone.push(v);
     }

@@ -140,6 +140,12 @@ pub(super) struct RuleState {
     /// the next one, which retires the flows they still have, so that the
     /// final counts can be read after it (FLOW_REMOVED).
     pub removed: Vec<RuleId>,
+    /// Removed rules that asked for FLOW_REMOVED and whose final counts
+    /// their remover has not read yet (`Switch::of_commit_counting` takes
+    /// them out): their counts are kept through every publication until
+    /// then, so that another controller's publications in between (two or
+    /// more) cannot drop them first.
+    pub unread: std::collections::BTreeSet<RuleId>,
     pub generation: u64,
     copies: Copies,
 }
@@ -154,6 +160,7 @@ impl RuleState {
             index: std::collections::HashMap::new(),
             dirty: false,
             removed: Vec::new(),
+            unread: std::collections::BTreeSet::new(),
             generation: 1,
             copies: Copies::default(),
         };
@@ -223,6 +230,14 @@ impl RuleState {
         self.meta.insert(id, meta);
         self.dirty = true;
         id
+    }
+
+    /// Whether rule `id`'s counts (those its gone flows left, in software
+    /// and hardware) are still wanted at the publication being made: the
+    /// rule is in the table, was removed since the last publication, or
+    /// was removed and its counts not read yet (`unread`).
+    pub fn counts_wanted(&self, id: RuleId, removed: &std::collections::HashSet<RuleId>) -> bool {
+        self.meta.contains_key(&id) || removed.contains(&id) || self.unread.contains(&id)
     }
 
     /// Removes a rule (found by its match, without a search).

@@ -42,10 +42,11 @@ impl Switch {
             // Hardware counts of flows gone go with their rule, and go when
             // it went a publication ago.
             let mut retired = o.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            retired.retain(|id, _| state.meta.contains_key(id) || removed.contains(id));
+            retired.retain(|id, _| state.counts_wanted(*id, &removed));
         }
         let (table, at) = state.snapshot();
-        let acked = self.send_rules(&table).and_then(Self::acknowledged);
+        let keep: Arc<[RuleId]> = state.unread.iter().copied().collect();
+        let acked = self.send_rules(&table, &keep).and_then(Self::acknowledged);
         // The PMDs that took it dropped the snapshot before, which becomes
         // the spare when nobody holds it any more.
         state.published(table, at);
@@ -85,12 +86,14 @@ impl Switch {
     fn send_rules(
         &self,
         table: &Arc<crate::flow::RuleTable>,
+        keep: &Arc<[RuleId]>,
     ) -> Result<Vec<(usize, crossbeam_channel::Receiver<RevalidateReport>)>, SwitchError> {
         let mut waits = Vec::new();
         for p in &self.pmds {
             let (tx, rx) = bounded(1);
+            let cmd = PmdCommand::SetRules { table: Arc::clone(table), keep: Arc::clone(keep), done: tx };
             p.commands
-                .send_timeout(PmdCommand::SetRules { table: Arc::clone(table), done: tx }, Duration::from_secs(2))
+                .send_timeout(cmd, Duration::from_secs(2))
                 .map_err(|_| SwitchError::PmdTimeout(format!("PMD {}: its command queue is full", p.shared.index)))?;
             waits.push((p.shared.index, rx));
         }

@@ -268,13 +268,21 @@ impl Engine {
     /// the same rules and acts the same. A sweep in progress starts over
     /// (its tally carries on).
     pub fn set_rules(&mut self, table: Arc<RuleTable>) {
+        self.set_rules_keeping(table, &[]);
+    }
+
+    /// [`set_rules`](Self::set_rules), keeping the counts of the rules in
+    /// `keep` (sorted) even when they are in neither table: removed rules
+    /// whose final counts are still to be read (FLOW_REMOVED), however many
+    /// publications come before that.
+    pub fn set_rules_keeping(&mut self, table: Arc<RuleTable>, keep: &[u64]) {
         // Counts of rules that are gone go with them (checked when they
         // pile up: a walk of the tables is not for every publication), a
         // publication after they went: those of the rules this one removes
         // are read after it (FLOW_REMOVED), with their last flows'.
-        if self.retired.len() > table.len() + self.table.len() + 1024 {
+        if self.retired.len() > table.len() + self.table.len() + keep.len() + 1024 {
             let live: std::collections::HashSet<u64> = table.rules().chain(self.table.rules()).map(|r| r.id).collect();
-            self.retired.retain(|id, _| live.contains(id));
+            self.retired.retain(|id, _| live.contains(id) || keep.binary_search(id).is_ok());
         }
         self.table = table;
         self.action_lists.clear();

@@ -130,3 +130,45 @@ fn counts_of_a_removed_rule_last_through_the_publication_that_removes_it() {
     assert_eq!(e.retired.get(&r80), Some(&(4, 240)), "rule 80's counts outlast its publication");
     assert_eq!(e.retired.len(), 1, "those of the rules gone before are dropped");
 }
+
+#[test]
+fn counts_still_to_be_read_outlast_the_publications_before_the_read() {
+    // Rule 80 is removed with its FLOW_REMOVED still to be sent; before its
+    // remover reads the counts, another controller's publications come:
+    // one removes many rules, the next finds the retired counts piled up
+    // and drops those of rules in neither table. Rule 80's stay while it is
+    // in `keep`; without it, they go (what the keep is for).
+    const DEAD: u16 = 1030;
+    let run = |keep: bool| {
+        let mut texts: Vec<String> =
+            (0..DEAD).map(|i| format!("priority=5,in_port=vf0,udp,tp_dst={} actions=output:vf1", 1000 + i)).collect();
+        texts.push("priority=10,in_port=vf0,udp,tp_dst=80 actions=output:vf1".into());
+        texts.push("priority=1 actions=drop".into());
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let mut e = engine_sized(&refs, 64, 4096);
+        let frame = |dport: u16| udp([4; 6], [2; 6], [10, 0, 0, 1], dport, 60);
+        let dead: Vec<Vec<u8>> = (0..DEAD).map(|i| frame(1000 + i)).collect();
+        let bursts: Vec<(u32, Vec<Vec<u8>>)> = dead.chunks(BURST).map(|c| (0, c.to_vec())).collect();
+        run_bursts(&mut e, &bursts);
+        run_bursts(&mut e, &[(0, vec![frame(80); 4])]);
+        let r80 = ids_of(&e, 0, 10, 80);
+        let keep: &[u64] = if keep { &[r80] } else { &[] };
+        let publish = |e: &mut Engine, table: Arc<RuleTable>| {
+            e.set_rules_keeping(table, keep);
+            e.revalidate_slice(u64::MAX);
+        };
+        let t = without(&e, &[r80]);
+        publish(&mut e, t);
+        assert_eq!(e.retired.get(&r80), Some(&(4, 240)), "its flow's counts, retired");
+        let dead_ids: Vec<u64> = e.table.rules().filter(|r| r.priority == 5).map(|r| r.id).collect();
+        let t = without(&e, &dead_ids);
+        publish(&mut e, t);
+        assert_eq!(e.retired.len(), usize::from(DEAD) + 1);
+        let same = Arc::clone(&e.table);
+        publish(&mut e, same);
+        assert_eq!(e.retired.len(), keep.len(), "the gone rules' counts are dropped");
+        e.retired.get(&r80).copied()
+    };
+    assert_eq!(run(true), Some((4, 240)), "kept through two more publications");
+    assert_eq!(run(false), None, "not kept, dropped by the second");
+}
