@@ -100,28 +100,42 @@ fn a_flow_another_rule_now_decides_goes_and_its_counts_stay_with_its_rule() {
     assert_balanced(&e);
 }
 
-#[test]
-fn counts_of_a_removed_rule_last_through_the_publication_that_removes_it() {
-    // Many rules that went long ago make the engine drop the counts of
-    // rules no longer in the table; rule 80's earlier flow counted 4 and
-    // aged out, and the publication that removes the rule must not drop
-    // them: they are read after it (FLOW_REMOVED).
-    const DEAD: u16 = 1030;
+/// Rules removed together: enough that the engine's prune of retired
+/// counts runs after their publication.
+const DEAD: u16 = 1030;
+
+/// A UDP frame to port `dport`.
+fn rule_frame(dport: u16) -> Vec<u8> {
+    udp([4; 6], [2; 6], [10, 0, 0, 1], dport, 60)
+}
+
+/// An engine with `DEAD` rules of priority 5 (ports 1000 and up), each
+/// with a flow, a rule for port 80 (priority 10) and a drop rule.
+fn many_rules_with_flows() -> Engine {
     let mut texts: Vec<String> =
         (0..DEAD).map(|i| format!("priority=5,in_port=vf0,udp,tp_dst={} actions=output:vf1", 1000 + i)).collect();
     texts.push("priority=10,in_port=vf0,udp,tp_dst=80 actions=output:vf1".into());
     texts.push("priority=1 actions=drop".into());
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let mut e = engine_sized(&refs, 64, 4096);
-    let frame = |dport: u16| udp([4; 6], [2; 6], [10, 0, 0, 1], dport, 60);
-    let dead: Vec<Vec<u8>> = (0..DEAD).map(|i| frame(1000 + i)).collect();
+    let dead: Vec<Vec<u8>> = (0..DEAD).map(|i| rule_frame(1000 + i)).collect();
     let bursts: Vec<(u32, Vec<Vec<u8>>)> = dead.chunks(BURST).map(|c| (0, c.to_vec())).collect();
     run_bursts(&mut e, &bursts);
+    e
+}
+
+#[test]
+fn counts_of_a_removed_rule_last_through_the_publication_that_removes_it() {
+    // Many rules that went long ago make the engine drop the counts of
+    // rules no longer in the table; rule 80's earlier flow counted 4 and
+    // aged out, and the publication that removes the rule must not drop
+    // them: they are read after it (FLOW_REMOVED).
+    let mut e = many_rules_with_flows();
     let dead_ids: Vec<u64> = e.table.rules().filter(|r| r.priority == 5).map(|r| r.id).collect();
     assert_eq!(e.revalidate(without(&e, &dead_ids)).removed, usize::from(DEAD));
     assert_eq!(e.retired.len(), usize::from(DEAD));
 
-    run_bursts(&mut e, &[(0, vec![frame(80); 4])]);
+    run_bursts(&mut e, &[(0, vec![rule_frame(80); 4])]);
     let r80 = ids_of(&e, 0, 10, 80);
     // Idle for a minute (the engine's clock: 1 GHz).
     e.maintenance(60_000_000_000);
@@ -138,19 +152,9 @@ fn counts_still_to_be_read_outlast_the_publications_before_the_read() {
     // one removes many rules, the next finds the retired counts piled up
     // and drops those of rules in neither table. Rule 80's stay while it is
     // in `keep`; without it, they go (what the keep is for).
-    const DEAD: u16 = 1030;
     let run = |keep: bool| {
-        let mut texts: Vec<String> =
-            (0..DEAD).map(|i| format!("priority=5,in_port=vf0,udp,tp_dst={} actions=output:vf1", 1000 + i)).collect();
-        texts.push("priority=10,in_port=vf0,udp,tp_dst=80 actions=output:vf1".into());
-        texts.push("priority=1 actions=drop".into());
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let mut e = engine_sized(&refs, 64, 4096);
-        let frame = |dport: u16| udp([4; 6], [2; 6], [10, 0, 0, 1], dport, 60);
-        let dead: Vec<Vec<u8>> = (0..DEAD).map(|i| frame(1000 + i)).collect();
-        let bursts: Vec<(u32, Vec<Vec<u8>>)> = dead.chunks(BURST).map(|c| (0, c.to_vec())).collect();
-        run_bursts(&mut e, &bursts);
-        run_bursts(&mut e, &[(0, vec![frame(80); 4])]);
+        let mut e = many_rules_with_flows();
+        run_bursts(&mut e, &[(0, vec![rule_frame(80); 4])]);
         let r80 = ids_of(&e, 0, 10, 80);
         let keep: &[u64] = if keep { &[r80] } else { &[] };
         let publish = |e: &mut Engine, table: Arc<RuleTable>| {
