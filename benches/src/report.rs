@@ -405,7 +405,7 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             s,
             "\nEvery case replayed at least {n} frames (`--replay-frames`), its flows repeated round-robin: \
-             between flow counts only the flows differ, not the generator's input set."
+             cases of up to {n} flows differ in their flows alone, not in the generator's input set."
         );
     }
     rounds_section(&mut s, r);

@@ -39,8 +39,9 @@ impl Switch {
         // through this one (see `RuleState::removed`).
         let removed: std::collections::HashSet<RuleId> = state.removed.drain(..).collect();
         if let Some(o) = &self.offload {
-            // Hardware counts of flows gone go with their rule, and go when
-            // it went a publication ago.
+            // Hardware counts of flows gone go with their rule: a
+            // publication after it went, or once its remover read them
+            // (`RuleState::unread`).
             let mut retired = o.shared.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             retired.retain(|id, _| state.counts_wanted(*id, &removed));
         }
